@@ -1,0 +1,259 @@
+package kubetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// KubeVersion is the kube-apiserver version the tests run against. Staging
+// modules (k8s.io/api, k8s.io/apiserver, …) are pinned to the matching v0.Y.Z.
+const KubeVersion = "v1.37.2"
+
+// Environment variables that point at binaries instead of the defaults.
+const (
+	EnvAPIServer = "KUBE_APISERVER" // path to a kube-apiserver binary
+	EnvEtcd      = "ETCD"           // path to an etcd binary
+	EnvKubectl   = "KUBECTL"        // path to a kubectl binary
+)
+
+// InstallHint is the command that installs every part this package needs.
+const InstallHint = "./hack/test.sh (or: go run ./internal/kubetest/cmd/kubetest install)"
+
+// MissingError reports a part of the test environment that is not installed.
+type MissingError struct {
+	Part string // "etcd", "kube-apiserver" or "kubectl"
+	Why  string
+}
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("kubetest: %s is missing (%s); install it with %s", e.Part, e.Why, InstallHint)
+}
+
+// ErrMissing matches every *MissingError with errors.Is.
+var ErrMissing = errors.New("kubetest: a part of the test environment is missing")
+
+// Is makes errors.Is(err, ErrMissing) true for a *MissingError.
+func (e *MissingError) Is(target error) bool { return target == ErrMissing }
+
+// CacheDir is where built binaries are kept between runs.
+func CacheDir() (string, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("kubetest: no user cache dir: %w", err)
+	}
+	return filepath.Join(dir, "clusterconnect"), nil
+}
+
+// APIServerPath returns the kube-apiserver binary to use: $KUBE_APISERVER if
+// set, else the cached build of KubeVersion. It does not build anything.
+func APIServerPath() (string, error) {
+	if p := os.Getenv(EnvAPIServer); p != "" {
+		return checkExecutable("kube-apiserver", p)
+	}
+	p, err := cachedPath("kube-apiserver")
+	if err != nil {
+		return "", err
+	}
+	return checkExecutable("kube-apiserver", p)
+}
+
+// EtcdPath returns the etcd binary: $ETCD if set, else etcd on PATH (Debian's
+// etcd-server package installs /usr/bin/etcd).
+func EtcdPath() (string, error) {
+	if p := os.Getenv(EnvEtcd); p != "" {
+		return checkExecutable("etcd", p)
+	}
+	p, err := exec.LookPath("etcd")
+	if err != nil {
+		return "", &MissingError{Part: "etcd", Why: "not on PATH and $" + EnvEtcd + " is unset"}
+	}
+	return p, nil
+}
+
+// KubectlPath returns the kubectl binary: $KUBECTL if set, else kubectl on
+// PATH, else a cached build of KubeVersion.
+func KubectlPath() (string, error) {
+	if p := os.Getenv(EnvKubectl); p != "" {
+		return checkExecutable("kubectl", p)
+	}
+	if p, err := exec.LookPath("kubectl"); err == nil {
+		return p, nil
+	}
+	p, err := cachedPath("kubectl")
+	if err != nil {
+		return "", err
+	}
+	return checkExecutable("kubectl", p)
+}
+
+func checkExecutable(part, p string) (string, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", &MissingError{Part: part, Why: p + " does not exist"}
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return "", &MissingError{Part: part, Why: p + " is not an executable file"}
+	}
+	return p, nil
+}
+
+// cachedPath is where a command built from k8s.io/kubernetes is cached.
+func cachedPath(command string) (string, error) {
+	dir, err := CacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "kubernetes-"+KubeVersion, command), nil
+}
+
+// Build builds k8s.io/kubernetes/cmd/<command> at KubeVersion from the Go
+// module proxy into the cache, unless it is there already, and returns its
+// path. Progress goes to w. Concurrent callers (parallel test packages, two
+// terminals) wait for one build through a lock file.
+func Build(ctx context.Context, w io.Writer, command string) (string, error) {
+	bin, err := cachedPath(command)
+	if err != nil {
+		return "", err
+	}
+	if _, err := checkExecutable(command, bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", fmt.Errorf("kubetest: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(filepath.Dir(bin), "build.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := checkExecutable(command, bin); err == nil {
+		return bin, nil // another process built it while we waited
+	}
+
+	fmt.Fprintf(w, "kubetest: building %s %s from the Go module proxy into %s\n", command, KubeVersion, filepath.Dir(bin))
+	fmt.Fprintf(w, "kubetest: this happens once; the first build takes about 6 minutes on 2 cores\n")
+	start := time.Now()
+	stop := progress(w, start)
+	err = build(ctx, command, bin)
+	stop()
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(w, "kubetest: built %s in %s\n", command, time.Since(start).Round(time.Second))
+	return bin, nil
+}
+
+// progress prints a line every 30 seconds until the returned func is called,
+// so a long build does not look like a hang.
+func progress(w io.Writer, start time.Time) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fmt.Fprintf(w, "kubetest: still building (%s)\n", time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+var stagingReplace = regexp.MustCompile(`(?m)^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/`)
+
+// build makes a throwaway module that requires k8s.io/kubernetes and
+// replaces each staging module with its published v0.Y.Z, then builds the
+// command. k8s.io/kubernetes cannot be required as a plain dependency: its own
+// go.mod points the staging modules at directories that are not in its zip.
+func build(ctx context.Context, command, bin string) error {
+	work, err := os.MkdirTemp("", "kubetest-build-")
+	if err != nil {
+		return fmt.Errorf("kubetest: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	const header = "module kubetest.invalid/build\n\ngo 1.26\n"
+	if err := os.WriteFile(filepath.Join(work, "go.mod"), []byte(header), 0o644); err != nil {
+		return fmt.Errorf("kubetest: %w", err)
+	}
+	out, err := goCmd(ctx, work, "mod", "download", "-json", "k8s.io/kubernetes@"+KubeVersion)
+	if err != nil {
+		return err
+	}
+	var info struct{ GoMod string }
+	if err := json.Unmarshal(out, &info); err != nil || info.GoMod == "" {
+		return fmt.Errorf("kubetest: reading go mod download output: %v", err)
+	}
+	upstream, err := os.ReadFile(info.GoMod)
+	if err != nil {
+		return fmt.Errorf("kubetest: %w", err)
+	}
+	staging := "v0" + strings.TrimPrefix(KubeVersion, "v1")
+	var mod strings.Builder
+	mod.WriteString(header)
+	fmt.Fprintf(&mod, "\nrequire k8s.io/kubernetes %s\n\n", KubeVersion)
+	for _, m := range stagingReplace.FindAllStringSubmatch(string(upstream), -1) {
+		fmt.Fprintf(&mod, "replace %s => %s %s\n", m[1], m[1], staging)
+	}
+	if err := os.WriteFile(filepath.Join(work, "go.mod"), []byte(mod.String()), 0o644); err != nil {
+		return fmt.Errorf("kubetest: %w", err)
+	}
+	tmp := bin + ".tmp"
+	if _, err := goCmd(ctx, work, "build", "-mod=mod", "-o", tmp, "k8s.io/kubernetes/cmd/"+command); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		return fmt.Errorf("kubetest: %w", err)
+	}
+	return nil
+}
+
+func goCmd(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	// The throwaway module must not see the caller's workspace or flags.
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("kubetest: go %s: %w\n%s", strings.Join(args, " "), err, tail(stderr.String(), 4000))
+	}
+	return out, nil
+}
+
+func lockFile(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("kubetest: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("kubetest: locking %s: %w", path, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}

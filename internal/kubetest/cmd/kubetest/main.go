@@ -1,0 +1,56 @@
+// Command kubetest prepares the real Kubernetes parts the tests run against.
+//
+//	go run ./internal/kubetest/cmd/kubetest install
+//
+// builds kube-apiserver (once, cached in the user cache dir), builds kubectl
+// the same way when none is on PATH, and checks that etcd is installed.
+// hack/test.sh installs etcd and runs this before the tests.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+)
+
+func main() {
+	if len(os.Args) != 2 || os.Args[1] != "install" {
+		fmt.Fprintln(os.Stderr, "usage: kubetest install")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := install(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func install(ctx context.Context) error {
+	bin, err := kubetest.Build(ctx, os.Stderr, "kube-apiserver")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("kube-apiserver %s: %s\n", kubetest.KubeVersion, bin)
+	if _, err := kubetest.KubectlPath(); errors.Is(err, kubetest.ErrMissing) {
+		if _, err := kubetest.Build(ctx, os.Stderr, "kubectl"); err != nil {
+			return err
+		}
+	}
+	kubectl, err := kubetest.KubectlPath()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("kubectl: %s\n", kubectl)
+	etcd, err := kubetest.EtcdPath()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("etcd: %s\n", etcd)
+	return nil
+}

@@ -1,0 +1,71 @@
+package kubetest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// shared is the one environment of a test package, started on first use.
+var shared struct {
+	once sync.Once
+	env  *Env
+	err  error
+}
+
+// Main runs a package's tests and then stops the shared environment, if one
+// was started. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { kubetest.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	if shared.env != nil {
+		shared.env.Stop()
+	}
+	os.Exit(code)
+}
+
+// Shared returns the package's environment, starting it on first use. The
+// package's TestMain must call Main so that it is stopped.
+//
+// When a part is missing, the test fails with a message that names the
+// install command if $CI is set, and is skipped with that message otherwise:
+// CI never skips silently.
+func Shared(tb testing.TB) *Env {
+	tb.Helper()
+	shared.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		shared.env, shared.err = Start(ctx)
+	})
+	if shared.err != nil {
+		Require(tb, shared.err)
+	}
+	return shared.env
+}
+
+// Require ends the test if err is not nil: a missing part skips the test
+// outside CI and fails it in CI; any other error fails it.
+func Require(tb testing.TB, err error) {
+	tb.Helper()
+	if err == nil {
+		return
+	}
+	if errors.Is(err, ErrMissing) && !InCI() {
+		tb.Skip(err.Error())
+	}
+	if errors.Is(err, ErrMissing) {
+		tb.Fatalf("%v\n(CI=%q: a missing part fails the run instead of skipping)", err, os.Getenv("CI"))
+	}
+	tb.Fatal(err)
+}
+
+// InCI reports whether the tests run in CI ($CI set to anything but "" or
+// "false"), where a missing part is an error, not a reason to skip.
+func InCI() bool {
+	v := os.Getenv("CI")
+	return v != "" && v != "false" && v != "0"
+}

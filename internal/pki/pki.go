@@ -1,0 +1,153 @@
+// Package pki generates the small certificate authorities and serving
+// certificates that the test environments and the quick trial need.
+//
+// Nothing here is meant for production key management: keys live in memory
+// and certificates are short-lived.
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"time"
+)
+
+// validity is how long generated certificates stay valid: long enough for any
+// test run or trial session, short enough that a leaked file is soon useless.
+const validity = 7 * 24 * time.Hour
+
+// CA is an in-memory certificate authority.
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// NewCA returns a fresh self-signed CA whose subject is name.
+func NewCA(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("pki: generating CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(validity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: self-signing CA: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("pki: parsing CA: %w", err)
+	}
+	return &CA{Cert: cert, Key: key}, nil
+}
+
+// CertPEM returns the CA certificate in PEM form.
+func (ca *CA) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+}
+
+// Pool returns a certificate pool holding only this CA.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+// Leaf is a certificate issued by a CA, with its key.
+type Leaf struct {
+	CertPEM []byte
+	KeyPEM  []byte
+}
+
+// TLSCertificate returns the leaf as a tls.Certificate.
+func (l *Leaf) TLSCertificate() (tls.Certificate, error) {
+	return tls.X509KeyPair(l.CertPEM, l.KeyPEM)
+}
+
+// WriteFiles writes the certificate and key to the given paths, the key with
+// mode 0600.
+func (l *Leaf) WriteFiles(certPath, keyPath string) error {
+	if err := os.WriteFile(certPath, l.CertPEM, 0o644); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	if err := os.WriteFile(keyPath, l.KeyPEM, 0o600); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	return nil
+}
+
+// LeafOptions says what a leaf certificate is for.
+type LeafOptions struct {
+	CommonName   string
+	Organization []string // Kubernetes reads groups from O.
+	Hosts        []string // DNS names and IP addresses for a serving certificate.
+	Server       bool
+	Client       bool
+}
+
+// Issue signs a new leaf certificate.
+func (ca *CA) Issue(opts LeafOptions) (*Leaf, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("pki: generating key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: opts.CommonName, Organization: opts.Organization},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	if opts.Server {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	if opts.Client {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	for _, h := range opts.Hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: signing %q: %w", opts.CommonName, err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: encoding key: %w", err)
+	}
+	return &Leaf{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}, nil
+}
+
+// LoopbackHosts are the names a loopback server answers to.
+var LoopbackHosts = []string{"127.0.0.1", "::1", "localhost"}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic("pki: reading random serial: " + err.Error())
+	}
+	return n
+}
