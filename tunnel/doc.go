@@ -1,12 +1,61 @@
 // Package tunnel is the reverse HTTP/2 tunnel between an agent inside a
-// firewalled network and a relay outside it.
+// firewalled network and a relay outside it. It moves HTTP and bytes; it
+// knows nothing of Kubernetes or tokens.
 //
-// The agent dials out to the relay over TLS and upgrades the connection with
-// an HTTP/1.1 handshake that carries its cluster ID and a credential; the
-// connection then carries HTTP/2 with the roles reversed, so the relay sends
-// requests (and raw byte streams for upgrades such as kubectl exec) down a
-// connection the agent opened. The package moves HTTP and bytes; it knows
-// nothing of Kubernetes or tokens.
+// # How it works
 //
-// The package is being built: its API is not yet available.
+// The agent dials out to the relay over TLS (through an HTTP CONNECT proxy
+// if HTTPS_PROXY says so) and sends an HTTP/1.1 Upgrade request carrying its
+// cluster ID and a credential. The relay checks the credential with an
+// [Authenticator], answers 101, and the connection carries HTTP/2 with the
+// roles reversed: the relay is the HTTP/2 client, the agent the server. So
+// the relay sends requests down a connection the agent opened, and no
+// inbound port is needed on the agent's network. PROTOCOL.md in this
+// directory is the wire contract.
+//
+// Ordinary requests become HTTP/2 streams, multiplexed and flow-controlled
+// per stream; responses of unknown length (watches, logs -f) are flushed as
+// they arrive. HTTP/1.1 Upgrade requests (kubectl exec, attach,
+// port-forward) become raw streams: one full-duplex HTTP/2 stream each,
+// which the agent serves as an HTTP/1.1 connection, so its handler can
+// hijack it as usual.
+//
+// # Relay
+//
+// A [Relay] is an [net/http.Handler]: it serves agents' handshakes at
+// [DefaultAgentPath] and clients under /clusters/{id}/:
+//
+//	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{
+//		Authenticator: tunnel.SharedSecrets{"prod-eu": secret},
+//	})
+//	…
+//	srv := &http.Server{Addr: ":443", Handler: relay, ReadHeaderTimeout: 10 * time.Second}
+//	srv.ListenAndServeTLS(certFile, keyFile)
+//
+// Importers that route requests themselves use [Relay.RoundTripper] and
+// [Relay.DialContext].
+//
+// # Agent
+//
+// An [Agent] keeps [AgentConfig.Connections] tunnel connections open, with
+// exponential backoff and full jitter between attempts, and serves what
+// arrives with an http.Handler:
+//
+//	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
+//		RelayURL:   "https://relay.example.com",
+//		ClusterID:  "prod-eu",
+//		Credential: tunnel.SharedSecret(secret),
+//		Handler:    handler,
+//	})
+//	…
+//	err = agent.Run(ctx) // until ctx ends, then drains
+//
+// # Credentials
+//
+// [SharedSecrets] and [SharedSecret] are the simple pair: one secret per
+// cluster, compared in constant time. [AssertionCredential] and
+// [AssertionAuthenticator] avoid shared secrets: the agent signs a
+// short-lived JWT with its own key for every connection, and the relay
+// verifies it against the public key registered for that cluster, refusing
+// expired and replayed assertions.
 package tunnel

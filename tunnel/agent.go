@@ -1,0 +1,421 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpproxy"
+	"golang.org/x/net/http2"
+)
+
+// AgentConfig configures an Agent. Zero fields take the defaults given.
+type AgentConfig struct {
+	// RelayURL is the relay's agent endpoint, https://host[:port][/path];
+	// an empty path means DefaultAgentPath. Required.
+	RelayURL string
+	// ClusterID is the cluster this agent serves. Required.
+	ClusterID string
+	// Credential supplies the handshake credential: a SharedSecret or an
+	// *AssertionCredential. Required.
+	Credential Credential
+	// Handler serves the requests that arrive through the tunnel. Raw
+	// streams (client upgrades, Relay.DialContext) reach it as HTTP/1.1
+	// requests on a connection it may hijack. Required.
+	Handler http.Handler
+
+	// AgentID names this agent in the relay's logs; default host name and
+	// a random suffix.
+	AgentID string
+	// TLSConfig for the connection to the relay: RootCAs for a private CA,
+	// ServerName to override SNI, Certificates for a client certificate.
+	// NextProtos is overwritten.
+	TLSConfig *tls.Config
+	// Proxy chooses an HTTP proxy for the relay URL. Default: HTTPS_PROXY,
+	// HTTP_PROXY and NO_PROXY as they are when NewAgent is called.
+	Proxy func(*http.Request) (*url.URL, error)
+
+	// Connections is how many tunnel connections the agent keeps open;
+	// default 2, so one can fail or drain while the other serves.
+	Connections int
+	// MinBackoff and MaxBackoff bound the wait before reconnecting
+	// (exponential with full jitter); defaults 1s and 30s. A connection that
+	// lasted StableAfter (default 30s) resets the backoff.
+	MinBackoff, MaxBackoff, StableAfter time.Duration
+	// HandshakeTimeout bounds dialing, TLS and the handshake; default 15s.
+	HandshakeTimeout time.Duration
+	// PingInterval, PingTimeout, WriteTimeout: as in RelayConfig, on the
+	// agent's side. Defaults 15s, 10s, 30s.
+	PingInterval, PingTimeout, WriteTimeout time.Duration
+	// MaxConcurrentStreams per connection; default 2000 (watches hold a
+	// stream each).
+	MaxConcurrentStreams uint32
+	// MaxUploadBufferPerStream is how much of one request body the agent
+	// buffers before the relay must wait (default 256 KiB); per connection
+	// (default 16 MiB) it bounds all of them together. The per-connection
+	// buffer is many times the per-stream one, so a stalled stream (an exec
+	// nobody reads) cannot take the whole connection's window.
+	MaxUploadBufferPerStream     int32
+	MaxUploadBufferPerConnection int32
+	// MaxHeaderBytes bounds request headers; default 1 MiB.
+	MaxHeaderBytes int
+	// DrainTimeout bounds how long Run waits for in-flight streams after
+	// its context ends; default 30s.
+	DrainTimeout time.Duration
+	// Logger receives connection events; nil discards them.
+	Logger *slog.Logger
+}
+
+// Agent keeps tunnel connections to a relay open and serves what arrives on
+// them. Create it with NewAgent and call Run.
+type Agent struct {
+	cfg   AgentConfig
+	relay *url.URL
+	log   *slog.Logger
+	h1    *http.Server // serves raw streams
+	stats counters
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	cycle     chan chan struct{}
+
+	mu    sync.Mutex
+	conns map[*tunnelConn]struct{}
+	slots sync.WaitGroup
+}
+
+// NewAgent checks cfg and returns an agent. It does not connect.
+func NewAgent(cfg *AgentConfig) (*Agent, error) {
+	if cfg == nil {
+		return nil, errors.New("tunnel: nil AgentConfig")
+	}
+	c := *cfg
+	relay, err := url.Parse(c.RelayURL)
+	if err != nil || relay.Scheme != "https" || relay.Host == "" {
+		return nil, fmt.Errorf("tunnel: RelayURL %q must be an https:// URL", c.RelayURL)
+	}
+	if relay.Path == "" || relay.Path == "/" {
+		relay.Path = DefaultAgentPath
+	}
+	if err := ValidateClusterID(c.ClusterID); err != nil {
+		return nil, err
+	}
+	if c.Credential == nil {
+		return nil, errors.New("tunnel: AgentConfig.Credential is required")
+	}
+	if c.Handler == nil {
+		return nil, errors.New("tunnel: AgentConfig.Handler is required")
+	}
+	if c.AgentID == "" {
+		host, _ := os.Hostname()
+		suffix := make([]byte, 4)
+		rand.Read(suffix)
+		c.AgentID = host + "-" + hex.EncodeToString(suffix)
+	}
+	if c.Proxy == nil {
+		proxy := httpproxy.FromEnvironment().ProxyFunc()
+		c.Proxy = func(r *http.Request) (*url.URL, error) { return proxy(r.URL) }
+	}
+	if c.Connections <= 0 {
+		c.Connections = 2
+	}
+	c.MinBackoff = orDefault(c.MinBackoff, time.Second)
+	c.MaxBackoff = orDefault(c.MaxBackoff, 30*time.Second)
+	c.StableAfter = orDefault(c.StableAfter, 30*time.Second)
+	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, 15*time.Second)
+	c.PingInterval = orDefault(c.PingInterval, 15*time.Second)
+	c.PingTimeout = orDefault(c.PingTimeout, 10*time.Second)
+	c.WriteTimeout = orDefault(c.WriteTimeout, 30*time.Second)
+	c.DrainTimeout = orDefault(c.DrainTimeout, 30*time.Second)
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = 2000
+	}
+	if c.MaxUploadBufferPerStream <= 0 {
+		c.MaxUploadBufferPerStream = 256 << 10
+	}
+	if c.MaxUploadBufferPerConnection <= 0 {
+		c.MaxUploadBufferPerConnection = 16 << 20
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 1 << 20
+	}
+	lg := c.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	lg = lg.With("cluster", c.ClusterID, "relay", relay.Host)
+	a := &Agent{
+		cfg: c, relay: relay, log: lg,
+		closing: make(chan struct{}),
+		cycle:   make(chan chan struct{}),
+		conns:   map[*tunnelConn]struct{}{},
+	}
+	a.h1 = &http.Server{
+		Handler:           c.Handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		MaxHeaderBytes:    c.MaxHeaderBytes,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	return a, nil
+}
+
+// Stats returns the agent's counters. BytesToAgent counts raw-stream bytes
+// received; ordinary request bodies are the handler's to count.
+func (a *Agent) Stats() Stats { return a.stats.snapshot() }
+
+// Run keeps Connections tunnel connections open until ctx ends, then drains
+// them: GOAWAY, and up to DrainTimeout for in-flight streams to finish. It
+// returns when every connection is closed. Run may be called once.
+func (a *Agent) Run(ctx context.Context) error {
+	for i := range a.cfg.Connections {
+		a.slots.Add(1)
+		go a.slot(i)
+	}
+	select {
+	case <-ctx.Done():
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.DrainTimeout)
+		defer cancel()
+		a.Shutdown(dctx)
+	case <-a.closing:
+		a.slots.Wait()
+	}
+	return nil
+}
+
+// Shutdown stops reconnecting, sends GOAWAY on every connection so the relay
+// sends no new streams, and waits for in-flight streams to finish. When ctx
+// ends first, the remaining connections are closed and ctx's error
+// returned.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	a.closeOnce.Do(func() { close(a.closing) })
+	a.mu.Lock()
+	conns := make([]*tunnelConn, 0, len(a.conns))
+	for tc := range a.conns {
+		conns = append(conns, tc)
+	}
+	a.mu.Unlock()
+	var err error
+	for _, tc := range conns {
+		tc.goAway()
+	}
+	for _, tc := range conns {
+		if e := tc.wait(ctx); e != nil {
+			err = e
+		}
+	}
+	a.slots.Wait()
+	return err
+}
+
+// Reconnect replaces every connection without dropping a stream: each
+// connection's replacement is opened first, then the old one gets GOAWAY
+// and finishes its streams. Use it after rotating credentials or to move to
+// another relay replica. It returns when every slot has a new connection
+// and the old ones are closed, or when ctx ends.
+func (a *Agent) Reconnect(ctx context.Context) error {
+	var pending []chan struct{}
+	for range a.cfg.Connections {
+		done := make(chan struct{})
+		select {
+		case a.cycle <- done:
+			pending = append(pending, done)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.closing:
+			return errors.New("tunnel: agent is shutting down")
+		}
+	}
+	for _, done := range pending {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// slot keeps one tunnel connection open.
+func (a *Agent) slot(i int) {
+	defer a.slots.Done()
+	b := backoff{base: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-a.closing; cancel() }()
+	log := a.log.With("slot", i)
+	for {
+		tc, err := a.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wait := b.next()
+			log.Warn("cannot open tunnel connection", "err", err, "retry_in", wait.Round(time.Millisecond))
+			if !sleep(ctx, wait) {
+				return
+			}
+			continue
+		}
+		log.Info("tunnel connection open")
+		for tc != nil {
+			select {
+			case <-tc.done:
+				log.Info("tunnel connection closed", "after", time.Since(tc.since).Round(time.Millisecond))
+				if time.Since(tc.since) >= a.cfg.StableAfter {
+					b.reset()
+				}
+				tc = nil
+			case <-a.closing:
+				<-tc.done // Shutdown drains it
+				return
+			case done := <-a.cycle:
+				tc = a.replace(ctx, tc, done, log)
+			}
+		}
+		// Wait a jittered moment even after a good connection, so agents
+		// that lost the same relay do not all come back at once.
+		if !sleep(ctx, b.next()) {
+			return
+		}
+	}
+}
+
+// replace opens a new connection, then drains old. If the new one cannot be
+// opened, old keeps serving.
+func (a *Agent) replace(ctx context.Context, old *tunnelConn, done chan struct{}, log *slog.Logger) *tunnelConn {
+	defer close(done)
+	tc, err := a.connect(ctx)
+	if err != nil {
+		log.Warn("cannot open replacement connection; keeping the old one", "err", err)
+		return old
+	}
+	old.goAway()
+	old.wait(context.Background())
+	return tc
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// tunnelConn is one open tunnel connection, served as HTTP/2.
+type tunnelConn struct {
+	conn  net.Conn
+	base  *http.Server // for GOAWAY through Shutdown
+	since time.Time
+	done  chan struct{} // closed when serving ends
+}
+
+func (tc *tunnelConn) goAway() {
+	// With no listeners or tracked connections, Shutdown only runs the
+	// HTTP/2 server's graceful-shutdown hook: GOAWAY, then close once the
+	// streams are done.
+	go tc.base.Shutdown(context.Background())
+}
+
+func (tc *tunnelConn) wait(ctx context.Context) error {
+	select {
+	case <-tc.done:
+		return nil
+	case <-ctx.Done():
+		tc.conn.Close()
+		<-tc.done
+		return ctx.Err()
+	}
+}
+
+// connect dials the relay and starts serving the connection.
+func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
+	conn, err := a.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tunnelConn{conn: conn, since: time.Now(), done: make(chan struct{})}
+	tc.base = &http.Server{MaxHeaderBytes: a.cfg.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0)}
+	h2 := &http2.Server{
+		MaxConcurrentStreams:         a.cfg.MaxConcurrentStreams,
+		MaxUploadBufferPerStream:     a.cfg.MaxUploadBufferPerStream,
+		MaxUploadBufferPerConnection: a.cfg.MaxUploadBufferPerConnection,
+		ReadIdleTimeout:              a.cfg.PingInterval,
+		PingTimeout:                  a.cfg.PingTimeout,
+		WriteByteTimeout:             a.cfg.WriteTimeout,
+	}
+	if err := http2.ConfigureServer(tc.base, h2); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("tunnel: %w", err)
+	}
+	a.mu.Lock()
+	select {
+	case <-a.closing:
+		a.mu.Unlock()
+		conn.Close()
+		return nil, errors.New("tunnel: agent is shutting down")
+	default:
+	}
+	a.conns[tc] = struct{}{}
+	a.mu.Unlock()
+	a.stats.connsOpened.Add(1)
+	go func() {
+		defer close(tc.done)
+		h2.ServeConn(conn, &http2.ServeConnOpts{
+			Context:    context.Background(),
+			BaseConfig: tc.base,
+			Handler:    http.HandlerFunc(a.serveTunnel),
+		})
+		conn.Close()
+		a.mu.Lock()
+		delete(a.conns, tc)
+		a.mu.Unlock()
+		a.stats.connsClosed.Add(1)
+	}()
+	return tc, nil
+}
+
+// serveTunnel serves one stream of a tunnel connection.
+func (a *Agent) serveTunnel(w http.ResponseWriter, r *http.Request) {
+	a.stats.streamsOpened.Add(1)
+	defer a.stats.streamsClosed.Add(1)
+	if r.Method == http.MethodConnect && r.Header.Get(headerStreamKind) != "" {
+		a.serveStream(w, r)
+		return
+	}
+	a.cfg.Handler.ServeHTTP(w, r)
+}
+
+// serveStream accepts a raw stream and serves it as an HTTP/1.1 connection
+// with the handler, until the connection is closed (or hijacked and then
+// closed) or the relay resets the stream.
+func (a *Agent) serveStream(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusOK)
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		return
+	}
+	s := newAgentStream(w, r, &a.stats)
+	stop := context.AfterFunc(r.Context(), func() { s.Close() })
+	defer stop()
+	a.h1.Serve(&oneConnListener{conn: s})
+	// The HTTP/1 server may still be finishing a write on the stream; the
+	// ResponseWriter must not be used once this handler returns.
+	s.mu.Lock()
+	s.writeClosed = true
+	s.mu.Unlock()
+}

@@ -1,0 +1,241 @@
+package tunnel
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// DefaultAssertionAudience is the aud claim of agent assertions when none is
+// configured.
+const DefaultAssertionAudience = "clusterconnect-relay"
+
+const (
+	defaultAssertionLifetime    = 2 * time.Minute
+	defaultMaxAssertionLifetime = 10 * time.Minute
+	defaultAssertionLeeway      = 30 * time.Second
+	maxReplayEntries            = 1 << 20
+)
+
+// assertionAlgorithms are the signature algorithms an AssertionAuthenticator
+// accepts: asymmetric only, so a public key can never act as an HMAC secret.
+var assertionAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.RS256, jose.PS256, jose.EdDSA}
+
+// AssertionCredential is an agent credential that mints, for every
+// connection, a short-lived JWT signed with the agent's own private key. The
+// relay checks it against the public key registered for the cluster
+// ([AssertionAuthenticator]), so no shared secret exists anywhere.
+type AssertionCredential struct {
+	ClusterID string
+	// Key is the agent's private key: ECDSA (P-256, P-384, P-521), RSA or
+	// Ed25519.
+	Key crypto.Signer
+	// Audience is the aud claim; it must match the relay's. Default
+	// DefaultAssertionAudience.
+	Audience string
+	// Lifetime of each assertion; default 2 minutes.
+	Lifetime time.Duration
+
+	now func() time.Time // for tests
+}
+
+// Credential signs a fresh assertion.
+func (c *AssertionCredential) Credential(context.Context) (string, error) {
+	alg, err := signingAlgorithm(c.Key)
+	if err != nil {
+		return "", err
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: c.Key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return "", fmt.Errorf("tunnel: assertion signer: %w", err)
+	}
+	now := time.Now()
+	if c.now != nil {
+		now = c.now()
+	}
+	lifetime := c.Lifetime
+	if lifetime <= 0 {
+		lifetime = defaultAssertionLifetime
+	}
+	aud := c.Audience
+	if aud == "" {
+		aud = DefaultAssertionAudience
+	}
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", fmt.Errorf("tunnel: %w", err)
+	}
+	claims := jwt.Claims{
+		Issuer:    c.ClusterID,
+		Subject:   c.ClusterID,
+		Audience:  jwt.Audience{aud},
+		IssuedAt:  jwt.NewNumericDate(now),
+		NotBefore: jwt.NewNumericDate(now),
+		Expiry:    jwt.NewNumericDate(now.Add(lifetime)),
+		ID:        hex.EncodeToString(jti),
+	}
+	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
+	if err != nil {
+		return "", fmt.Errorf("tunnel: signing assertion: %w", err)
+	}
+	return tok, nil
+}
+
+func signingAlgorithm(key crypto.Signer) (jose.SignatureAlgorithm, error) {
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return jose.ES256, nil
+		case elliptic.P384():
+			return jose.ES384, nil
+		case elliptic.P521():
+			return jose.ES512, nil
+		}
+	case *rsa.PrivateKey:
+		return jose.RS256, nil
+	case ed25519.PrivateKey:
+		return jose.EdDSA, nil
+	}
+	return "", fmt.Errorf("tunnel: unsupported agent key type %T (use ECDSA, RSA or Ed25519)", key)
+}
+
+// AssertionConfig configures an AssertionAuthenticator.
+type AssertionConfig struct {
+	// Keys maps each cluster ID to the public keys allowed to sign for it
+	// (several during a key rotation).
+	Keys map[string][]crypto.PublicKey
+	// Audience the assertions must carry; default DefaultAssertionAudience.
+	Audience string
+	// MaxLifetime is the longest exp − iat accepted; default 10 minutes.
+	MaxLifetime time.Duration
+	// Leeway for clock skew on exp, nbf and iat; default 30 seconds.
+	Leeway time.Duration
+}
+
+// AssertionAuthenticator checks agents' signed assertions: signature by a
+// key registered for the requested cluster, iss and sub equal to that
+// cluster ID, audience, expiry, a bounded lifetime, and a jti never seen
+// before (a captured assertion cannot be replayed, even before it expires).
+type AssertionAuthenticator struct {
+	keys        map[string][]crypto.PublicKey
+	audience    string
+	maxLifetime time.Duration
+	leeway      time.Duration
+	now         func() time.Time
+
+	mu        sync.Mutex
+	seen      map[string]time.Time // cluster ID + jti → when it may be forgotten
+	nextPrune int
+}
+
+// NewAssertionAuthenticator returns an authenticator for cfg.
+func NewAssertionAuthenticator(cfg AssertionConfig) (*AssertionAuthenticator, error) {
+	a := &AssertionAuthenticator{
+		keys:        make(map[string][]crypto.PublicKey, len(cfg.Keys)),
+		audience:    cfg.Audience,
+		maxLifetime: cfg.MaxLifetime,
+		leeway:      cfg.Leeway,
+		now:         time.Now,
+		seen:        map[string]time.Time{},
+		nextPrune:   1024,
+	}
+	if a.audience == "" {
+		a.audience = DefaultAssertionAudience
+	}
+	if a.maxLifetime <= 0 {
+		a.maxLifetime = defaultMaxAssertionLifetime
+	}
+	if a.leeway <= 0 {
+		a.leeway = defaultAssertionLeeway
+	}
+	for id, keys := range cfg.Keys {
+		if err := ValidateClusterID(id); err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			switch k.(type) {
+			case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+			default:
+				return nil, fmt.Errorf("tunnel: cluster %s: unsupported public key type %T", id, k)
+			}
+		}
+		a.keys[id] = append([]crypto.PublicKey(nil), keys...)
+	}
+	return a, nil
+}
+
+// Authenticate verifies an assertion for clusterID.
+func (a *AssertionAuthenticator) Authenticate(_ context.Context, clusterID, credential string) error {
+	keys, ok := a.keys[clusterID]
+	if !ok {
+		return &AuthError{Reason: "unknown-cluster"}
+	}
+	tok, err := jwt.ParseSigned(credential, assertionAlgorithms)
+	if err != nil {
+		return &AuthError{Reason: "malformed", Err: errors.New("not a compact JWS with an accepted algorithm")}
+	}
+	var claims jwt.Claims
+	verified := false
+	for _, k := range keys {
+		if tok.Claims(k, &claims) == nil {
+			verified = true
+			break
+		}
+	}
+	if !verified {
+		return &AuthError{Reason: "bad-signature", Err: errors.New("not signed by a key registered for this cluster")}
+	}
+	now := a.now()
+	switch {
+	case claims.Subject != clusterID || claims.Issuer != clusterID:
+		return &AuthError{Reason: "wrong-cluster", Err: fmt.Errorf("assertion is for cluster %q", claims.Subject)}
+	case !claims.Audience.Contains(a.audience):
+		return &AuthError{Reason: "wrong-audience", Err: fmt.Errorf("want audience %q", a.audience)}
+	case claims.Expiry == nil || claims.IssuedAt == nil || claims.ID == "":
+		return &AuthError{Reason: "malformed", Err: errors.New("exp, iat and jti are required")}
+	case now.After(claims.Expiry.Time().Add(a.leeway)):
+		return &AuthError{Reason: "expired", Err: fmt.Errorf("expired at %s", claims.Expiry.Time().UTC().Format(time.RFC3339))}
+	case claims.NotBefore != nil && now.Add(a.leeway).Before(claims.NotBefore.Time()),
+		now.Add(a.leeway).Before(claims.IssuedAt.Time()):
+		return &AuthError{Reason: "not-yet-valid", Err: errors.New("issued in the future: check the agent's clock")}
+	case claims.Expiry.Time().Sub(claims.IssuedAt.Time()) > a.maxLifetime:
+		return &AuthError{Reason: "lifetime-too-long", Err: fmt.Errorf("lifetime over %s", a.maxLifetime)}
+	}
+	return a.remember(clusterID+"\x00"+claims.ID, claims.Expiry.Time().Add(a.leeway), now)
+}
+
+// remember records a jti until it could no longer pass the expiry check,
+// and fails if it was seen before.
+func (a *AssertionAuthenticator) remember(key string, until, now time.Time) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, dup := a.seen[key]; dup {
+		return &AuthError{Reason: "replayed", Err: errors.New("this assertion was already used")}
+	}
+	if len(a.seen) >= a.nextPrune {
+		for k, t := range a.seen {
+			if now.After(t) {
+				delete(a.seen, k)
+			}
+		}
+		a.nextPrune = max(1024, 2*len(a.seen))
+	}
+	if len(a.seen) >= maxReplayEntries {
+		return &AuthError{Reason: "replay-cache-full", Err: errors.New("too many live assertions; retry later")}
+	}
+	a.seen[key] = until
+	return nil
+}

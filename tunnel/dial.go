@@ -1,0 +1,184 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// HandshakeError is an agent's failed handshake: the relay answered with
+// something other than 101. Status and Message come from the relay.
+type HandshakeError struct {
+	StatusCode int
+	Message    string
+}
+
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("tunnel: relay refused the tunnel: %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
+}
+
+// dial opens one tunnel connection: TCP (through an HTTP CONNECT proxy if
+// one applies), TLS, and the handshake. It returns the connection ready for
+// HTTP/2, with any bytes the relay sent after its 101 kept in front.
+func (a *Agent) dial(ctx context.Context) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
+	defer cancel()
+	cred, err := a.cfg.Credential.Credential(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: getting the agent credential: %w", err)
+	}
+	raw, err := a.dialTCP(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { raw.Close() }) // unblocks the handshake on timeout
+	defer stop()
+
+	tcfg := a.cfg.TLSConfig.Clone()
+	if tcfg == nil {
+		tcfg = &tls.Config{}
+	}
+	if tcfg.ServerName == "" {
+		tcfg.ServerName = a.relay.Hostname()
+	}
+	tcfg.NextProtos = []string{"http/1.1"} // the handshake is an HTTP/1.1 upgrade
+	conn := tls.Client(raw, tcfg)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("tunnel: TLS with relay %s: %w", a.relay.Host, err)
+	}
+	req, err := newHandshakeRequest(a.relay.String(), Handshake{ClusterID: a.cfg.ClusterID, AgentID: a.cfg.AgentID, Credential: cred})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := req.Write(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("tunnel: sending handshake: %w", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		conn.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("tunnel: handshake with relay %s timed out", a.relay.Host)
+		}
+		return nil, fmt.Errorf("tunnel: reading handshake answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		msg := readStatusMessage(resp.Body)
+		resp.Body.Close()
+		conn.Close()
+		return nil, &HandshakeError{StatusCode: resp.StatusCode, Message: msg}
+	}
+	if !httpguts.HeaderValuesContainsToken(resp.Header["Upgrade"], ProtocolV1) {
+		conn.Close()
+		return nil, fmt.Errorf("tunnel: relay switched to %q, not %s", resp.Header.Get("Upgrade"), ProtocolV1)
+	}
+	if !stop() {
+		conn.Close()
+		return nil, fmt.Errorf("tunnel: handshake with relay %s timed out", a.relay.Host)
+	}
+	if br.Buffered() > 0 {
+		return &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(br, int64(br.Buffered())), conn)}, nil
+	}
+	return conn, nil
+}
+
+// readStatusMessage extracts the message of a Status body, or the start of
+// any other body.
+func readStatusMessage(body io.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(body, 4096))
+	if i := strings.Index(string(b), `"message":"`); i >= 0 {
+		rest := string(b[i+len(`"message":"`):])
+		if j := strings.Index(rest, `"`); j >= 0 {
+			return rest[:j]
+		}
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// dialTCP connects to the relay, or to the proxy that Config.Proxy names
+// for it and through it with CONNECT.
+func (a *Agent) dialTCP(ctx context.Context) (net.Conn, error) {
+	proxy, err := a.cfg.Proxy(&http.Request{Method: http.MethodGet, URL: a.relay, Header: http.Header{}})
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: choosing a proxy: %w", err)
+	}
+	target := hostPort(a.relay)
+	var d net.Dialer
+	if proxy == nil {
+		c, err := d.DialContext(ctx, "tcp", target)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: connecting to relay: %w", err)
+		}
+		return c, nil
+	}
+	if proxy.Scheme != "http" && proxy.Scheme != "https" {
+		return nil, fmt.Errorf("tunnel: proxy scheme %q not supported (use http or https)", proxy.Scheme)
+	}
+	c, err := d.DialContext(ctx, "tcp", hostPort(proxy))
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: connecting to proxy %s: %w", proxy.Host, err)
+	}
+	if proxy.Scheme == "https" {
+		tc := tls.Client(c, &tls.Config{ServerName: proxy.Hostname()}) // system roots
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("tunnel: TLS with proxy %s: %w", proxy.Host, err)
+		}
+		c = tc
+	}
+	if err := connectThrough(ctx, c, proxy, target); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// connectThrough asks an HTTP proxy for a tunnel to target.
+func connectThrough(ctx context.Context, c net.Conn, proxy *url.URL, target string) error {
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: target}, Host: target, Header: http.Header{}}
+	if u := proxy.User; u != nil {
+		pass, _ := u.Password()
+		req.Header.Set("Proxy-Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+pass)))
+	}
+	if err := req.Write(c); err != nil {
+		return fmt.Errorf("tunnel: CONNECT through proxy %s: %w", proxy.Host, err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return fmt.Errorf("tunnel: CONNECT through proxy %s: %w", proxy.Host, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("tunnel: proxy %s refused CONNECT to %s: %s", proxy.Host, target, resp.Status)
+	}
+	if br.Buffered() > 0 {
+		return errors.New("tunnel: proxy sent data before the tunnel was used")
+	}
+	return nil
+}
+
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "http" {
+		return net.JoinHostPort(u.Hostname(), "80")
+	}
+	return net.JoinHostPort(u.Hostname(), "443")
+}

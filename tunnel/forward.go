@@ -1,0 +1,262 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// ErrNotConnected is returned (and answered with 503) for a cluster with no
+// live tunnel connection.
+var ErrNotConnected = errors.New("tunnel: cluster not connected")
+
+// ErrBusy is returned (and answered with 503) when every connection of a
+// cluster is at its stream limit or going away.
+var ErrBusy = errors.New("tunnel: every tunnel connection of the cluster is busy")
+
+// ServeCluster forwards a client's request under /clusters/{id}/ to that
+// cluster's agent, with the prefix removed: GET /clusters/prod/api/v1/pods
+// reaches the agent's handler as GET /api/v1/pods. HTTP/1.1 Upgrade
+// requests (kubectl exec, attach, port-forward) become raw streams.
+func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
+	id, rest, ok := clusterPath(req.URL.EscapedPath())
+	if !ok {
+		writeStatus(w, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
+		return
+	}
+	if req.Method == http.MethodConnect {
+		writeStatus(w, http.StatusMethodNotAllowed, id, "tunnel: CONNECT is not forwarded")
+		return
+	}
+	out := outgoing(req, rest)
+	if isUpgrade(req.Header) {
+		r.serveUpgrade(w, req, out, id)
+		return
+	}
+	resp, err := r.roundTrip(id, out)
+	if err != nil {
+		writeError(w, id, err)
+		return
+	}
+	defer resp.Body.Close()
+	copyResponse(w, resp)
+}
+
+// outgoing builds the request sent towards the agent: same method, headers
+// without hop-by-hop ones, the path after the cluster prefix.
+func outgoing(req *http.Request, escapedPath string) *http.Request {
+	u := &url.URL{Scheme: "https", Host: req.Host, RawQuery: req.URL.RawQuery}
+	if p, err := url.PathUnescape(escapedPath); err == nil {
+		u.Path = p
+		if p != escapedPath {
+			u.RawPath = escapedPath
+		}
+	} else {
+		u.Path = escapedPath
+	}
+	if u.Host == "" {
+		u.Host = "cluster"
+	}
+	out := &http.Request{
+		Method:        req.Method,
+		URL:           u,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        cloneHeader(req.Header),
+		Host:          u.Host,
+		ContentLength: req.ContentLength,
+		Body:          req.Body,
+		Trailer:       req.Trailer,
+	}
+	if req.ContentLength == 0 || req.Body == http.NoBody {
+		out.Body = nil
+	}
+	return out.WithContext(req.Context())
+}
+
+// hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1 (and the
+// non-standard ones seen in the wild). They describe one connection and are
+// never forwarded.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopByHop deletes hop-by-hop headers, including those the
+// Connection header names. With keepUpgrade, Connection: Upgrade and the
+// Upgrade header survive, for the raw-stream path that replays the upgrade.
+func removeHopByHop(h http.Header, keepUpgrade bool) {
+	upgrade := h.Values("Upgrade")
+	for _, v := range h["Connection"] {
+		for _, name := range strings.Split(v, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+	if trailers {
+		h.Set("Te", "trailers") // gRPC needs it end to end
+	}
+	if keepUpgrade && len(upgrade) > 0 {
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = upgrade
+	}
+}
+
+func cloneHeader(h http.Header) http.Header {
+	out := h.Clone()
+	if out == nil {
+		out = http.Header{}
+	}
+	removeHopByHop(out, isUpgrade(h))
+	return out
+}
+
+func isUpgrade(h http.Header) bool {
+	return httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") && h.Get("Upgrade") != ""
+}
+
+// roundTrip sends a request on one of the cluster's connections. A request
+// that cannot have been processed (no body, an idempotent method) is tried
+// once more on another connection if the first fails before answering, as
+// happens when a connection dies or drains at that moment.
+func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) {
+	c, known := r.reg.pick(id, nil)
+	if c == nil {
+		return nil, pickError(known)
+	}
+	resp, err := r.send(c, out)
+	if err == nil || out.Body != nil || !idempotent(out.Method) || out.Context().Err() != nil {
+		return resp, err
+	}
+	c2, _ := r.reg.pick(id, c)
+	if c2 == nil {
+		return nil, err
+	}
+	return r.send(c2, out)
+}
+
+func (r *Relay) send(c *agentConn, out *http.Request) (*http.Response, error) {
+	r.stats.streamsOpened.Add(1)
+	resp, err := c.cc.RoundTrip(out)
+	if err != nil {
+		r.stats.streamsClosed.Add(1)
+		return nil, fmt.Errorf("tunnel: the tunnel to cluster %q failed: %w", c.clusterID, err)
+	}
+	resp.Body = &countedBody{rc: resp.Body, stats: &r.stats}
+	return resp, nil
+}
+
+func pickError(known bool) error {
+	if known {
+		return ErrBusy
+	}
+	return ErrNotConnected
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// countedBody counts the bytes of a response body from the agent and
+// closes its stream in the stats exactly once.
+type countedBody struct {
+	rc     io.ReadCloser
+	stats  *counters
+	closed atomic.Bool
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.stats.bytesFrom.Add(uint64(n))
+	return n, err
+}
+
+func (b *countedBody) Close() error {
+	if b.closed.CompareAndSwap(false, true) {
+		b.stats.streamsClosed.Add(1)
+	}
+	return b.rc.Close()
+}
+
+func writeError(w http.ResponseWriter, id string, err error) {
+	switch {
+	case errors.Is(err, ErrNotConnected):
+		writeStatus(w, http.StatusServiceUnavailable, id, fmt.Sprintf("cluster %q is not connected to the relay: check that its agent is running and can reach the relay", id))
+	case errors.Is(err, ErrBusy):
+		writeStatus(w, http.StatusServiceUnavailable, id, fmt.Sprintf("every tunnel connection of cluster %q is busy or going away; retry", id))
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads an answer.
+	default:
+		writeStatus(w, http.StatusBadGateway, id, err.Error())
+	}
+}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyResponse writes an agent's response to the client. A body of unknown
+// length (a watch, logs -f) is flushed after every read, so each event
+// reaches the client at once; a body that breaks off aborts the client's
+// response instead of ending it as if complete.
+func copyResponse(w http.ResponseWriter, resp *http.Response) {
+	h := w.Header()
+	removeHopByHop(resp.Header, false)
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if len(resp.Trailer) > 0 {
+		names := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		h["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	streaming := resp.ContentLength < 0
+	rc := http.NewResponseController(w)
+	if streaming {
+		rc.Flush()
+	}
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return // the client went away
+			}
+			if streaming {
+				if rc.Flush() != nil {
+					return
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+	}
+	for k, v := range resp.Trailer {
+		h[http.TrailerPrefix+k] = v
+	}
+}

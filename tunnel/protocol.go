@@ -1,0 +1,147 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// ProtocolV1 is the Upgrade token of version 1 of the tunnel protocol. See
+// PROTOCOL.md.
+const ProtocolV1 = "clusterconnect-tunnel.v1"
+
+// DefaultAgentPath is where a [Relay] serves agents' handshakes.
+const DefaultAgentPath = "/tunnel/v1/connect"
+
+// Header names of the handshake and of raw streams.
+const (
+	HeaderClusterID  = "Clusterconnect-Cluster-Id"
+	HeaderAgentID    = "Clusterconnect-Agent-Id"
+	headerStreamKind = "Clusterconnect-Stream"
+)
+
+// Raw stream kinds, sent in the Clusterconnect-Stream header of a CONNECT
+// stream.
+const (
+	streamUpgrade = "upgrade" // an HTTP/1.1 Upgrade request from a client
+	streamDial    = "dial"    // Relay.DialContext
+)
+
+// MaxClusterIDLength bounds a cluster ID (a DNS name's length).
+const MaxClusterIDLength = 253
+
+// maxCredentialLength bounds the credential in the handshake; signed
+// assertions are well under 4 KiB.
+const maxCredentialLength = 8 << 10
+
+// ErrBadHandshake is wrapped by every error [ParseHandshake] returns.
+var ErrBadHandshake = errors.New("tunnel: bad handshake")
+
+// Handshake is what an agent sends to open a tunnel connection.
+type Handshake struct {
+	ClusterID  string
+	AgentID    string // free-form, for logs; may be empty
+	Credential string // the bearer credential, checked by an Authenticator
+}
+
+// ParseHandshake reads an agent's handshake request. It checks the method,
+// the Upgrade token, the cluster ID's form and the credential's presence; it
+// does not authenticate.
+func ParseHandshake(r *http.Request) (Handshake, error) {
+	if r.Method != http.MethodGet {
+		return Handshake{}, fmt.Errorf("%w: method %s, want GET", ErrBadHandshake, r.Method)
+	}
+	if !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "Upgrade") {
+		return Handshake{}, fmt.Errorf("%w: no Connection: Upgrade", ErrBadHandshake)
+	}
+	if !httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], ProtocolV1) {
+		return Handshake{}, &VersionError{Offered: r.Header.Values("Upgrade")}
+	}
+	ids := r.Header.Values(HeaderClusterID)
+	if len(ids) != 1 {
+		return Handshake{}, fmt.Errorf("%w: want exactly one %s header, got %d", ErrBadHandshake, HeaderClusterID, len(ids))
+	}
+	if err := ValidateClusterID(ids[0]); err != nil {
+		return Handshake{}, fmt.Errorf("%w: %w", ErrBadHandshake, err)
+	}
+	auth := r.Header.Values("Authorization")
+	if len(auth) != 1 {
+		return Handshake{}, fmt.Errorf("%w: want exactly one Authorization header, got %d", ErrBadHandshake, len(auth))
+	}
+	scheme, cred, ok := strings.Cut(auth[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || cred == "" {
+		return Handshake{}, fmt.Errorf("%w: Authorization is not a bearer credential", ErrBadHandshake)
+	}
+	if len(cred) > maxCredentialLength {
+		return Handshake{}, fmt.Errorf("%w: credential longer than %d bytes", ErrBadHandshake, maxCredentialLength)
+	}
+	agent := r.Header.Get(HeaderAgentID)
+	if len(agent) > 128 || !printable(agent) {
+		agent = ""
+	}
+	return Handshake{ClusterID: ids[0], AgentID: agent, Credential: cred}, nil
+}
+
+// VersionError reports an agent that offered no protocol version the relay
+// speaks.
+type VersionError struct {
+	Offered []string
+}
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("tunnel: agent offered protocols %q; this relay speaks %s", e.Offered, ProtocolV1)
+}
+
+// Is makes a VersionError match ErrBadHandshake.
+func (e *VersionError) Is(target error) bool { return target == ErrBadHandshake }
+
+// ValidateClusterID checks that id is 1 to 253 characters of letters,
+// digits, '-', '_' and '.', starting and ending with a letter or digit.
+// Cluster IDs appear in URL paths and logs, so nothing else is allowed.
+func ValidateClusterID(id string) error {
+	if id == "" || len(id) > MaxClusterIDLength {
+		return fmt.Errorf("tunnel: cluster ID must be 1 to %d characters, got %d", MaxClusterIDLength, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		edge := i == 0 || i == len(id)-1
+		switch {
+		case alnum:
+		case edge:
+			return fmt.Errorf("tunnel: cluster ID %q must start and end with a letter or digit", id)
+		case c != '-' && c != '_' && c != '.':
+			return fmt.Errorf("tunnel: cluster ID %q: character %d is not a letter, digit, '-', '_' or '.'", id, i+1)
+		}
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// newHandshakeRequest builds the request an agent sends.
+func newHandshakeRequest(target string, hs Handshake) (*http.Request, error) {
+	req, err := http.NewRequest(http.MethodGet, target, nil)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: %w", err)
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", ProtocolV1)
+	req.Header.Set(HeaderClusterID, hs.ClusterID)
+	if hs.AgentID != "" {
+		req.Header.Set(HeaderAgentID, hs.AgentID)
+	}
+	req.Header.Set("Authorization", "Bearer "+hs.Credential)
+	req.Header.Set("User-Agent", "clusterconnect-agent")
+	return req, nil
+}

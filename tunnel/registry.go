@@ -1,0 +1,130 @@
+package tunnel
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// agentConn is one live tunnel connection, seen from the relay.
+type agentConn struct {
+	cc        *http2.ClientConn
+	clusterID string
+	agentID   string
+	remote    string
+	since     time.Time
+	closed    atomic.Bool
+}
+
+// cluster holds a cluster's live connections. The slice is replaced, never
+// modified, so pickers read it without a lock.
+type cluster struct {
+	conns atomic.Pointer[[]*agentConn]
+	next  atomic.Uint32 // round-robin cursor
+}
+
+// registry maps cluster IDs to their live connections.
+type registry struct {
+	mu       sync.RWMutex
+	clusters map[string]*cluster
+}
+
+func (r *registry) add(c *agentConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.clusters == nil {
+		r.clusters = map[string]*cluster{}
+	}
+	cl := r.clusters[c.clusterID]
+	if cl == nil {
+		cl = &cluster{}
+		r.clusters[c.clusterID] = cl
+	}
+	var old []*agentConn
+	if p := cl.conns.Load(); p != nil {
+		old = *p
+	}
+	conns := append(append(make([]*agentConn, 0, len(old)+1), old...), c)
+	cl.conns.Store(&conns)
+}
+
+func (r *registry) remove(c *agentConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cl := r.clusters[c.clusterID]
+	if cl == nil {
+		return
+	}
+	old := *cl.conns.Load()
+	conns := make([]*agentConn, 0, len(old))
+	for _, x := range old {
+		if x != c {
+			conns = append(conns, x)
+		}
+	}
+	if len(conns) == 0 {
+		delete(r.clusters, c.clusterID)
+		return
+	}
+	cl.conns.Store(&conns)
+}
+
+// pick reserves a stream on one of the cluster's connections, round-robin
+// among those that can take one: a connection that is going away (GOAWAY
+// sent or received), closed, or at its stream limit is passed over. skip is
+// a connection not to use (one that just failed); it may be nil.
+func (r *registry) pick(clusterID string, skip *agentConn) (c *agentConn, known bool) {
+	r.mu.RLock()
+	cl := r.clusters[clusterID]
+	r.mu.RUnlock()
+	if cl == nil {
+		return nil, false
+	}
+	conns := *cl.conns.Load()
+	start := int(cl.next.Add(1))
+	for i := range conns {
+		c := conns[(start+i)%len(conns)]
+		if c != skip && c.cc.ReserveNewRequest() {
+			return c, true
+		}
+	}
+	return nil, true
+}
+
+// all returns every live connection.
+func (r *registry) all() []*agentConn {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*agentConn
+	for _, cl := range r.clusters {
+		out = append(out, *cl.conns.Load()...)
+	}
+	return out
+}
+
+// ConnInfo describes a live tunnel connection.
+type ConnInfo struct {
+	ClusterID  string
+	AgentID    string
+	RemoteAddr string
+	Since      time.Time
+	Streams    int // active streams now
+}
+
+// connCloser wraps a tunnel's net.Conn to learn when the HTTP/2 client
+// connection on it closes it (the peer went away, a ping timed out, or the
+// relay closed it), so the connection leaves the registry at once.
+type connCloser struct {
+	net.Conn
+	once    sync.Once
+	onClose func()
+}
+
+func (c *connCloser) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.onClose)
+	return err
+}

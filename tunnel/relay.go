@@ -1,0 +1,255 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// RelayConfig configures a Relay. A nil *RelayConfig is not valid: the
+// Authenticator is required.
+type RelayConfig struct {
+	// Authenticator decides which agent may serve which cluster. Required.
+	Authenticator Authenticator
+
+	// AgentPath is where ServeHTTP answers agents' handshakes; default
+	// DefaultAgentPath. AgentHandler serves handshakes on any path.
+	AgentPath string
+
+	// HandshakeTimeout bounds authenticating an agent and switching its
+	// connection to HTTP/2. Default 10s. (The http.Server that serves the
+	// relay bounds reading the handshake request: set its ReadHeaderTimeout.)
+	HandshakeTimeout time.Duration
+
+	// PingInterval is how long a tunnel connection may be silent before
+	// the relay pings it, and PingTimeout how long it waits for the answer
+	// before it drops the connection. Defaults 15s and 10s.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+
+	// WriteTimeout drops a tunnel connection on which a write has made no
+	// progress for this long (a peer that stopped reading). Default 30s.
+	WriteTimeout time.Duration
+
+	// MaxHeaderBytes bounds the response headers the relay accepts from an
+	// agent. Default 1 MiB.
+	MaxHeaderBytes uint32
+
+	// Logger receives connection events; nil discards them. Credentials are
+	// never logged.
+	Logger *slog.Logger
+}
+
+// Relay accepts agents' tunnel connections and sends clients' requests down
+// them. It is an http.Handler: ServeHTTP answers agents at AgentPath and
+// clients under /clusters/{id}/, and AgentHandler and ClusterHandler serve
+// either alone, for servers that keep agents and clients apart.
+type Relay struct {
+	cfg   RelayConfig
+	log   *slog.Logger
+	h2    *http2.Transport
+	reg   registry
+	stats counters
+}
+
+// NewRelay returns a relay for cfg.
+func NewRelay(cfg *RelayConfig) (*Relay, error) {
+	if cfg == nil || cfg.Authenticator == nil {
+		return nil, errors.New("tunnel: RelayConfig.Authenticator is required")
+	}
+	c := *cfg
+	if c.AgentPath == "" {
+		c.AgentPath = DefaultAgentPath
+	}
+	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, 10*time.Second)
+	c.PingInterval = orDefault(c.PingInterval, 15*time.Second)
+	c.PingTimeout = orDefault(c.PingTimeout, 10*time.Second)
+	c.WriteTimeout = orDefault(c.WriteTimeout, 30*time.Second)
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 1 << 20
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Relay{cfg: c, log: log}
+	r.h2 = &http2.Transport{
+		ReadIdleTimeout:   c.PingInterval,
+		PingTimeout:       c.PingTimeout,
+		WriteByteTimeout:  c.WriteTimeout,
+		MaxHeaderListSize: c.MaxHeaderBytes,
+		// The agent compresses nothing on its own; leave bodies as sent.
+		DisableCompression: true,
+	}
+	return r, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// ServeHTTP serves agents' handshakes at the configured AgentPath and
+// clients' requests under /clusters/{id}/; anything else is 404.
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.URL.Path == r.cfg.AgentPath {
+		r.serveAgent(w, req)
+		return
+	}
+	r.ServeCluster(w, req)
+}
+
+// AgentHandler returns a handler that serves agents' handshakes on any path.
+func (r *Relay) AgentHandler() http.Handler { return http.HandlerFunc(r.serveAgent) }
+
+// ClusterHandler returns a handler for clients' requests under
+// /clusters/{id}/. Mount it where clients reach it.
+func (r *Relay) ClusterHandler() http.Handler { return http.HandlerFunc(r.ServeCluster) }
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() Stats { return r.stats.snapshot() }
+
+// Conns describes the live tunnel connections.
+func (r *Relay) Conns() []ConnInfo {
+	var out []ConnInfo
+	for _, c := range r.reg.all() {
+		st := c.cc.State()
+		out = append(out, ConnInfo{ClusterID: c.clusterID, AgentID: c.agentID, RemoteAddr: c.remote, Since: c.since, Streams: st.StreamsActive})
+	}
+	return out
+}
+
+// Connected reports whether the cluster has at least one live connection.
+func (r *Relay) Connected(clusterID string) bool {
+	r.reg.mu.RLock()
+	defer r.reg.mu.RUnlock()
+	_, ok := r.reg.clusters[clusterID]
+	return ok
+}
+
+// Close drops every tunnel connection at once. Agents reconnect elsewhere or
+// later; in-flight requests fail.
+func (r *Relay) Close() error {
+	for _, c := range r.reg.all() {
+		c.cc.Close()
+	}
+	return nil
+}
+
+// serveAgent authenticates an agent's handshake and turns its connection
+// into an HTTP/2 client connection towards the agent.
+func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
+	hs, err := ParseHandshake(req)
+	if err != nil {
+		var ve *VersionError
+		if errors.As(err, &ve) {
+			r.stats.handshakeFailed("version")
+			writeStatus(w, http.StatusUpgradeRequired, "", err.Error())
+			return
+		}
+		r.stats.handshakeFailed("bad-request")
+		writeStatus(w, http.StatusBadRequest, "", err.Error())
+		return
+	}
+	log := r.log.With("cluster", hs.ClusterID, "agent", hs.AgentID, "remote", req.RemoteAddr)
+	if req.ProtoMajor != 1 {
+		r.stats.handshakeFailed("bad-request")
+		writeStatus(w, http.StatusBadRequest, hs.ClusterID, "tunnel: the agent handshake must use HTTP/1.1 (disable HTTP/2 in the agent's TLS config)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), r.cfg.HandshakeTimeout)
+	defer cancel()
+	if err := r.cfg.Authenticator.Authenticate(ctx, hs.ClusterID, hs.Credential); err != nil {
+		reason := "auth-error"
+		var ae *AuthError
+		if errors.As(err, &ae) {
+			reason = ae.Reason
+		}
+		r.stats.handshakeFailed(reason)
+		log.Warn("agent rejected", "reason", reason, "err", err)
+		writeStatus(w, http.StatusUnauthorized, hs.ClusterID, fmt.Sprintf("tunnel: agent for cluster %q not authenticated", hs.ClusterID))
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		r.stats.handshakeFailed("hijack")
+		log.Error("cannot take over the agent's connection", "err", err)
+		writeStatus(w, http.StatusInternalServerError, hs.ClusterID, "tunnel: the relay's server cannot hijack connections")
+		return
+	}
+	if err := r.switchProtocols(conn, brw, hs, req.RemoteAddr, log); err != nil {
+		r.stats.handshakeFailed("switch")
+		log.Warn("tunnel connection failed to start", "err", err)
+	}
+}
+
+func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, remote string, log *slog.Logger) error {
+	// The server's deadlines were for the handshake request; the tunnel
+	// relies on pings instead.
+	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
+	conn.SetDeadline(deadline)
+	const resp = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + ProtocolV1 + "\r\n\r\n"
+	if _, err := io.WriteString(conn, resp); err != nil {
+		conn.Close()
+		return err
+	}
+	var nc net.Conn = conn
+	if n := brw.Reader.Buffered(); n > 0 {
+		// The agent speaks only after the 101, but keep whatever came.
+		nc = &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)}
+	}
+	ac := &agentConn{clusterID: hs.ClusterID, agentID: hs.AgentID, remote: remote, since: time.Now()}
+	tracked := &connCloser{Conn: nc, onClose: func() {
+		ac.closed.Store(true)
+		r.reg.remove(ac)
+		r.stats.connsClosed.Add(1)
+		log.Info("agent disconnected", "after", time.Since(ac.since).Round(time.Millisecond))
+	}}
+	r.stats.connsOpened.Add(1)
+	cc, err := r.h2.NewClientConn(tracked)
+	if err != nil {
+		tracked.Close()
+		return err
+	}
+	conn.SetDeadline(time.Time{})
+	ac.cc = cc
+	r.reg.add(ac)
+	if ac.closed.Load() {
+		r.reg.remove(ac) // it died before it was added
+	}
+	log.Info("agent connected")
+	return nil
+}
+
+// bufferedConn reads through r before the conn itself.
+type bufferedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// clusterPath splits /clusters/{id}/rest into id and /rest, on the escaped
+// path so that the rest keeps its encoding.
+func clusterPath(escaped string) (id, rest string, ok bool) {
+	const prefix = "/clusters/"
+	if !strings.HasPrefix(escaped, prefix) {
+		return "", "", false
+	}
+	id, rest, _ = strings.Cut(escaped[len(prefix):], "/")
+	if ValidateClusterID(id) != nil {
+		return "", "", false
+	}
+	return id, "/" + rest, true
+}

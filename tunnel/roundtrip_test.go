@@ -1,0 +1,209 @@
+package tunnel_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
+)
+
+// echo answers with what it saw of the request.
+var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"method": r.Method, "path": r.URL.Path, "rawPath": r.URL.RawPath, "query": r.URL.RawQuery,
+		"host": r.Host, "body": string(body), "header": r.Header,
+	})
+})
+
+type echoed struct {
+	Method, Path, RawPath, Query, Host, Body string
+	Header                                   http.Header
+}
+
+func decode(t *testing.T, resp *http.Response) echoed {
+	t.Helper()
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var e echoed
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
+	return e
+}
+
+func TestRequestReachesAgentWithoutClusterPrefix(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{})
+	req, _ := http.NewRequest(http.MethodPost, h.url("/api/v1/namespaces/a%2Fb/pods?watch=1&x=%20"), strings.NewReader("payload"))
+	req.Header.Set("X-Custom", "kept")
+	resp, err := h.client().Do(req)
+	require.NoError(t, err)
+	e := decode(t, resp)
+	assert.Equal(t, "POST", e.Method)
+	assert.Equal(t, "/api/v1/namespaces/a/b/pods", e.Path)
+	assert.Equal(t, "/api/v1/namespaces/a%2Fb/pods", e.RawPath, "escaping survives the prefix removal")
+	assert.Equal(t, "watch=1&x=%20", e.Query)
+	assert.Equal(t, "payload", e.Body)
+	assert.Equal(t, "kept", e.Header.Get("X-Custom"))
+	assert.Equal(t, req.URL.Host, e.Host)
+}
+
+func TestHTTP1ClientsWorkToo(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{})
+	tr := h.client().Transport.(*http.Transport).Clone()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	req, _ := http.NewRequest(http.MethodGet, h.url("/healthz"), nil)
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "dropped")
+	req.Header.Set("Keep-Alive", "timeout=5")
+	req.Header.Set("X-Kept", "kept")
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	require.NoError(t, err)
+	assert.Equal(t, 1, resp.ProtoMajor)
+	e := decode(t, resp)
+	assert.Equal(t, "/healthz", e.Path)
+	assert.Empty(t, e.Header.Get("X-Hop"), "a header named in Connection is hop-by-hop")
+	assert.Empty(t, e.Header.Get("Keep-Alive"))
+	assert.Equal(t, "kept", e.Header.Get("X-Kept"))
+}
+
+func TestManyConcurrentStreamsSpreadOverConnections(t *testing.T) {
+	var mu sync.Mutex
+	remotes := map[string]int{}
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The agent's end of each tunnel connection has its own port.
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		mu.Lock()
+		remotes[local]++
+		mu.Unlock()
+		fmt.Fprint(w, r.URL.Query().Get("i"))
+	}), harnessOpts{})
+	require.Eventually(t, func() bool { return len(h.relay.Conns()) == 2 }, 10e9, 5e6)
+
+	var g errgroup.Group
+	for i := range 500 {
+		g.Go(func() error {
+			resp, err := h.client().Get(h.url(fmt.Sprintf("/n?i=%d", i)))
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			if string(b) != fmt.Sprint(i) {
+				return fmt.Errorf("request %d got answer %q", i, b)
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+	assert.Len(t, remotes, 2, "requests use both tunnel connections: %v", remotes)
+	st := h.relay.Stats()
+	assert.Equal(t, st.StreamsOpened, st.StreamsClosed, "every stream was closed")
+}
+
+func TestLargeBodiesBothWays(t *testing.T) {
+	const size = 64 << 20
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sum := sha256.New()
+		n, err := io.Copy(sum, r.Body)
+		if err != nil || n != size {
+			http.Error(w, fmt.Sprintf("read %d bytes: %v", n, err), 500)
+			return
+		}
+		w.Header().Set("X-Upload-Sha256", fmt.Sprintf("%x", sum.Sum(nil)))
+		io.Copy(w, io.LimitReader(rand.Reader, size))
+	}), harnessOpts{})
+
+	up := make([]byte, size)
+	rand.Read(up)
+	resp, err := h.client().Post(h.url("/big"), "application/octet-stream", bytes.NewReader(up))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, fmt.Sprintf("%x", sha256.Sum256(up)), resp.Header.Get("X-Upload-Sha256"))
+	n, err := io.Copy(io.Discard, resp.Body)
+	require.NoError(t, err)
+	assert.EqualValues(t, size, n)
+}
+
+func TestWatchDeliversEventsOneByOne(t *testing.T) {
+	next := make(chan string)
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		for ev := range next {
+			fmt.Fprintln(w, ev)
+			w.(http.Flusher).Flush()
+		}
+	}), harnessOpts{})
+
+	resp, err := h.client().Get(h.url("/api/v1/pods?watch=true"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	lines := newLineReader(resp.Body)
+	for i := range 5 {
+		ev := fmt.Sprintf(`{"type":"ADDED","n":%d}`, i)
+		// The handler writes the next event only after the client has
+		// read this one, so nothing may wait for more data to arrive.
+		next <- ev
+		assert.Equal(t, ev, lines.next(t))
+	}
+	close(next)
+}
+
+func TestClientGoneCancelsHandler(t *testing.T) {
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		close(started)
+		<-r.Context().Done()
+		close(cancelled)
+	}), harnessOpts{})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url("/watch"), nil)
+	resp, err := h.client().Do(req)
+	require.NoError(t, err)
+	<-started
+	cancel()
+	resp.Body.Close()
+	<-cancelled // the handler's context ends: a hang here fails the test by timeout
+}
+
+func TestUnknownClusterAnswers503WithStatus(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{})
+	resp, err := h.client().Get(h.srv.URL + "/clusters/no-such-cluster/api")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	var st struct {
+		Kind, Status, Message, Reason string
+		Code                          int
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	assert.Equal(t, "Status", st.Kind)
+	assert.Equal(t, "Failure", st.Status)
+	assert.Equal(t, "ServiceUnavailable", st.Reason)
+	assert.Contains(t, st.Message, `"no-such-cluster" is not connected`)
+
+	resp, err = h.client().Get(h.srv.URL + "/elsewhere")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+}

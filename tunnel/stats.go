@@ -1,0 +1,57 @@
+package tunnel
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Stats are counters of a Relay or an Agent since it was created. Opened
+// and closed counters come in pairs: their difference is what is live now,
+// so a leak shows as a difference that only grows.
+type Stats struct {
+	ConnectionsOpened uint64 // tunnel connections established
+	ConnectionsClosed uint64
+	StreamsOpened     uint64 // requests and raw streams carried
+	StreamsClosed     uint64
+	BytesToAgent      uint64 // body bytes sent towards the agent
+	BytesFromAgent    uint64 // body bytes received from the agent
+	// HandshakeFailures counts failed handshakes by reason: "bad-request",
+	// "version", "hijack", and an AuthError's Reason (e.g. "bad-secret").
+	HandshakeFailures map[string]uint64
+}
+
+type counters struct {
+	connsOpened, connsClosed     atomic.Uint64
+	streamsOpened, streamsClosed atomic.Uint64
+	bytesTo, bytesFrom           atomic.Uint64
+
+	mu       sync.Mutex
+	failures map[string]uint64
+}
+
+func (c *counters) handshakeFailed(reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failures == nil {
+		c.failures = map[string]uint64{}
+	}
+	c.failures[reason]++
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		ConnectionsOpened: c.connsOpened.Load(),
+		ConnectionsClosed: c.connsClosed.Load(),
+		StreamsOpened:     c.streamsOpened.Load(),
+		StreamsClosed:     c.streamsClosed.Load(),
+		BytesToAgent:      c.bytesTo.Load(),
+		BytesFromAgent:    c.bytesFrom.Load(),
+		HandshakeFailures: map[string]uint64{},
+	}
+	c.mu.Lock()
+	for k, v := range c.failures {
+		s.HandshakeFailures[k] = v
+	}
+	c.mu.Unlock()
+	return s
+}

@@ -1,0 +1,232 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+)
+
+// DialContext opens a raw stream to the cluster's agent and returns it as a
+// net.Conn. On the agent the stream is served as an HTTP/1.1 connection by
+// the agent's handler, so the caller speaks HTTP/1.1 on it (and may upgrade).
+// ctx bounds opening the stream only, as with net.Dialer.
+func (r *Relay) DialContext(ctx context.Context, clusterID string) (net.Conn, error) {
+	return r.openStream(ctx, clusterID, streamDial)
+}
+
+// openStream opens a CONNECT stream on one of the cluster's connections and
+// waits for the agent to accept it.
+func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, error) {
+	c, known := r.reg.pick(id, nil)
+	if c == nil {
+		return nil, pickError(known)
+	}
+	pr, pw := io.Pipe()
+	// The stream outlives ctx; Close (or a failure here) cancels it.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	req := (&http.Request{
+		Method:        http.MethodConnect,
+		URL:           &url.URL{Host: "tunnel.invalid"},
+		Host:          "tunnel.invalid",
+		Header:        http.Header{headerStreamKind: {kind}},
+		Body:          pr,
+		ContentLength: -1,
+	}).WithContext(sctx)
+	stop := context.AfterFunc(ctx, cancel)
+	r.stats.streamsOpened.Add(1)
+	resp, err := c.cc.RoundTrip(req)
+	fail := func(err error) (*relayStream, error) {
+		cancel()
+		pw.Close()
+		r.stats.streamsClosed.Add(1)
+		return nil, err
+	}
+	if !stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return fail(ctx.Err())
+	}
+	if err != nil {
+		return fail(fmt.Errorf("tunnel: opening a stream to cluster %q: %w", id, err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return fail(fmt.Errorf("tunnel: the agent of cluster %q refused a stream: %s: %s", id, resp.Status, msg))
+	}
+	var once sync.Once
+	return newRelayStream(resp.Body, pw, cancel, id, &r.stats, func() {
+		once.Do(func() { r.stats.streamsClosed.Add(1) })
+	}), nil
+}
+
+// serveUpgrade replays a client's HTTP/1.1 Upgrade request on a raw stream.
+// If the agent's handler switches protocols, the relay takes over the
+// client's connection and copies bytes both ways until both sides are done;
+// otherwise the agent's answer is passed on as an ordinary response.
+func (r *Relay) serveUpgrade(w http.ResponseWriter, req *http.Request, out *http.Request, id string) {
+	if req.ProtoMajor != 1 {
+		writeStatus(w, http.StatusBadRequest, id, "tunnel: protocol upgrades need HTTP/1.1")
+		return
+	}
+	stream, err := r.openStream(req.Context(), id, streamUpgrade)
+	if err != nil {
+		writeError(w, id, err)
+		return
+	}
+	defer stream.Close()
+	resp, br, err := sendUpgrade(stream, out)
+	if err != nil {
+		writeError(w, id, err)
+		return
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		copyResponse(w, resp)
+		return
+	}
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), out.Header.Get("Upgrade")) {
+		writeStatus(w, http.StatusBadGateway, id, fmt.Sprintf("tunnel: the agent switched to protocol %q, not the %q the client asked for", resp.Header.Get("Upgrade"), out.Header.Get("Upgrade")))
+		return
+	}
+	conn, cbuf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeStatus(w, http.StatusInternalServerError, id, "tunnel: the relay's server cannot hijack connections")
+		return
+	}
+	defer conn.Close()
+	if err := writeSwitch(cbuf.Writer, resp); err != nil {
+		return
+	}
+	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, conn, stream, br)
+}
+
+// sendUpgrade writes the request on the stream and reads the answer.
+func sendUpgrade(stream *relayStream, out *http.Request) (*http.Response, *bufio.Reader, error) {
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // Request.Write would add Go's own
+	}
+	bw := bufio.NewWriter(stream)
+	if err := out.Write(bw); err != nil {
+		return nil, nil, fmt.Errorf("tunnel: sending the upgrade request: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return nil, nil, fmt.Errorf("tunnel: sending the upgrade request: %w", err)
+	}
+	br := bufio.NewReader(stream)
+	resp, err := http.ReadResponse(br, out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tunnel: reading the agent's answer to an upgrade: %w", err)
+	}
+	return resp, br, nil
+}
+
+func writeSwitch(w *bufio.Writer, resp *http.Response) error {
+	fmt.Fprintf(w, "HTTP/1.1 %s\r\n", resp.Status)
+	if err := resp.Header.Write(w); err != nil {
+		return err
+	}
+	w.WriteString("\r\n")
+	return w.Flush()
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// splice copies client→stream and stream→client. The end of one direction
+// is passed on as a half-close, so a client that closes its sending side
+// (stdin EOF) still gets the rest of the output; when both directions are
+// done, or either fails, both close.
+func splice(clientR io.Reader, client net.Conn, stream *relayStream, streamR io.Reader) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	fail := func() { client.Close(); stream.Close() }
+	go func() {
+		defer wg.Done()
+		if _, err := io.Copy(stream, clientR); err != nil {
+			fail()
+			return
+		}
+		stream.CloseWrite()
+	}()
+	go func() {
+		defer wg.Done()
+		if _, err := io.Copy(client, streamR); err != nil {
+			fail()
+			return
+		}
+		if cw, ok := client.(closeWriter); ok {
+			cw.CloseWrite()
+		} else {
+			fail()
+		}
+	}()
+	wg.Wait()
+}
+
+// RoundTripper returns an http.RoundTripper that sends requests to the
+// cluster's agent as they are (no path rewriting). Upgrade requests get a
+// 101 response whose Body is an io.ReadWriteCloser, as with net/http's
+// transport.
+func (r *Relay) RoundTripper(clusterID string) http.RoundTripper {
+	return &clusterTransport{relay: r, id: clusterID}
+}
+
+type clusterTransport struct {
+	relay *Relay
+	id    string
+}
+
+func (t *clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	out := req.Clone(req.Context())
+	upgrade := isUpgrade(req.Header)
+	out.Header = cloneHeader(req.Header)
+	if req.Body == nil || req.Body == http.NoBody {
+		out.Body = nil
+	}
+	if !upgrade {
+		return t.relay.roundTrip(t.id, out)
+	}
+	stream, err := t.relay.openStream(req.Context(), t.id, streamUpgrade)
+	if err != nil {
+		return nil, err
+	}
+	resp, br, err := sendUpgrade(stream, out)
+	if err != nil {
+		stream.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		resp.Body = &closeBoth{ReadCloser: resp.Body, stream: stream}
+		return resp, nil
+	}
+	resp.Body = &upgradedBody{r: br, stream: stream}
+	return resp, nil
+}
+
+type closeBoth struct {
+	io.ReadCloser
+	stream *relayStream
+}
+
+func (c *closeBoth) Close() error {
+	c.ReadCloser.Close()
+	return c.stream.Close()
+}
+
+// upgradedBody is the read-write body of a 101 response.
+type upgradedBody struct {
+	r      *bufio.Reader
+	stream *relayStream
+}
+
+func (b *upgradedBody) Read(p []byte) (int, error)  { return b.r.Read(p) }
+func (b *upgradedBody) Write(p []byte) (int, error) { return b.stream.Write(p) }
+func (b *upgradedBody) CloseWrite() error           { return b.stream.CloseWrite() }
+func (b *upgradedBody) Close() error                { return b.stream.Close() }

@@ -1,0 +1,140 @@
+package tunnel_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+type closeWriter interface{ CloseWrite() error }
+
+// upgradeEcho switches to "echo/1", copies its input back until the client
+// half-closes, then says "bye" and closes. Any other request gets 400.
+var upgradeEcho = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != "echo/1" {
+		http.Error(w, "want Upgrade: echo/1", http.StatusBadRequest)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+	brw.Flush()
+	io.Copy(conn, brw) // until the client's half-close
+	fmt.Fprint(conn, "bye")
+})
+
+// dialUpgrade opens an HTTP/1.1 connection to the relay and upgrades it.
+func dialUpgrade(t *testing.T, h *harness, proto string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", h.srv.Listener.Addr().String(), &tls.Config{RootCAs: h.roots, ServerName: "example.com", NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	req, _ := http.NewRequest(http.MethodGet, h.url("/api/v1/namespaces/ns/pods/p/exec?command=cat"), nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", proto)
+	require.NoError(t, req.Write(conn))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	require.NoError(t, err)
+	return conn, br, resp
+}
+
+func TestUpgradeCarriesBytesBothWaysWithHalfClose(t *testing.T) {
+	h := newHarness(t, upgradeEcho, harnessOpts{})
+	conn, br, resp := dialUpgrade(t, h, "echo/1")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	assert.Equal(t, "echo/1", resp.Header.Get("Upgrade"))
+
+	payload := strings.Repeat("exec stdin ", 50000) // larger than any one buffer
+	go func() {
+		io.WriteString(conn, payload)
+		conn.(closeWriter).CloseWrite() // stdin EOF
+	}()
+	got, err := io.ReadAll(br)
+	require.NoError(t, err, "the relay passes the agent's close on as EOF")
+	assert.Equal(t, payload+"bye", string(got), "output after the client's half-close still arrives")
+}
+
+func TestUpgradeRefusedIsAnOrdinaryResponse(t *testing.T) {
+	h := newHarness(t, upgradeEcho, harnessOpts{})
+	_, br, resp := dialUpgrade(t, h, "other/1")
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	body, _ := io.ReadAll(io.LimitReader(br, int64(len("want Upgrade: echo/1\n"))))
+	assert.Equal(t, "want Upgrade: echo/1\n", string(body))
+}
+
+// The agent's side can half-close too: its output ends (EOF at the client)
+// while it keeps reading the client's input.
+func TestAgentSideHalfClose(t *testing.T) {
+	got := make(chan string, 1)
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer conn.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: half/1\r\n\r\nhello")
+		brw.Flush()
+		conn.(closeWriter).CloseWrite()
+		rest, _ := io.ReadAll(brw)
+		got <- string(rest)
+	}), harnessOpts{})
+	conn, br, resp := dialUpgrade(t, h, "half/1")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	out, err := io.ReadAll(br)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(out))
+	io.WriteString(conn, "still listening?")
+	conn.(closeWriter).CloseWrite()
+	assert.Equal(t, "still listening?", <-got)
+}
+
+func TestDialContextServesHTTP1OverRawStream(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{})
+	conn, err := h.relay.DialContext(context.Background(), clusterID)
+	require.NoError(t, err)
+	defer conn.Close()
+	tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }}
+	resp, err := (&http.Client{Transport: tr}).Get("http://cluster/raw/path")
+	require.NoError(t, err)
+	assert.Equal(t, "/raw/path", decode(t, resp).Path)
+
+	_, err = h.relay.DialContext(context.Background(), "not-connected")
+	assert.ErrorContains(t, err, "not connected")
+}
+
+func TestRoundTripperForImporters(t *testing.T) {
+	h := newHarness(t, upgradeEcho, harnessOpts{})
+	client := &http.Client{Transport: h.relay.RoundTripper(clusterID)}
+
+	resp, err := client.Get("https://cluster/plain")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "ordinary requests reach the handler")
+
+	req, _ := http.NewRequest(http.MethodGet, "https://cluster/exec", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo/1")
+	resp, err = client.Do(req)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	rw := resp.Body.(io.ReadWriteCloser)
+	io.WriteString(rw, "ping")
+	rw.(closeWriter).CloseWrite()
+	out, err := io.ReadAll(rw)
+	require.NoError(t, err)
+	assert.Equal(t, "pingbye", string(out))
+	rw.Close()
+}
