@@ -151,12 +151,15 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 
 func (r *Relay) send(c *agentConn, out *http.Request) (*http.Response, error) {
 	r.stats.streamsOpened.Add(1)
+	if out.Body != nil {
+		out.Body = &countedBody{rc: out.Body, n: &r.stats.bytesTo}
+	}
 	resp, err := c.cc.RoundTrip(out)
 	if err != nil {
 		r.stats.streamsClosed.Add(1)
 		return nil, fmt.Errorf("tunnel: the tunnel to cluster %q failed: %w", c.clusterID, err)
 	}
-	resp.Body = &countedBody{rc: resp.Body, stats: &r.stats}
+	resp.Body = &countedBody{rc: resp.Body, n: &r.stats.bytesFrom, closed: &r.stats.streamsClosed}
 	return resp, nil
 }
 
@@ -175,23 +178,25 @@ func idempotent(method string) bool {
 	return false
 }
 
-// countedBody counts the bytes of a response body from the agent and
-// closes its stream in the stats exactly once.
+// countedBody counts the bytes read through it into n and, if closed is
+// set, counts its first Close there: a response body's Close ends its
+// stream in the stats.
 type countedBody struct {
 	rc     io.ReadCloser
-	stats  *counters
-	closed atomic.Bool
+	n      *atomic.Uint64
+	closed *atomic.Uint64
+	once   atomic.Bool
 }
 
 func (b *countedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	b.stats.bytesFrom.Add(uint64(n))
+	b.n.Add(uint64(n))
 	return n, err
 }
 
 func (b *countedBody) Close() error {
-	if b.closed.CompareAndSwap(false, true) {
-		b.stats.streamsClosed.Add(1)
+	if b.closed != nil && b.once.CompareAndSwap(false, true) {
+		b.closed.Add(1)
 	}
 	return b.rc.Close()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -67,6 +66,9 @@ func newHarness(t *testing.T, handler http.Handler, o harnessOpts) *harness {
 	require.NoError(t, err)
 	srv := httptest.NewUnstartedServer(relay)
 	srv.EnableHTTP2 = true
+	// As in production: a client's stalled upload must not take the whole
+	// connection's receive window (net/http's default makes them equal).
+	srv.Config.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20}
 	srv.StartTLS()
 	t.Cleanup(func() { relay.Close(); srv.Close() })
 	roots := x509.NewCertPool()
@@ -175,9 +177,4 @@ func (p *cutProxy) cut() {
 		c.Close()
 	}
 	p.conns = nil
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its ServeConn and NewClientConn on a connection the agent already holds are what the reversed roles need, and on Go 1.26 it is not a wrapper of net/http. See PROTOCOL.md.
+
 package tunnel
 
 import (

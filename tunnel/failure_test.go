@@ -1,0 +1,262 @@
+package tunnel_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// streamer writes a line, flushes, and then waits for release before the
+// rest, so a test can act while a response is in flight.
+func streamer(release <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "first")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+			fmt.Fprintln(w, "last")
+		case <-r.Context().Done():
+		}
+	})
+}
+
+func TestAgentConnectionKilledMidStream(t *testing.T) {
+	release := make(chan struct{})
+	var proxy *cutProxy
+	h := newHarness(t, streamer(release), harnessOpts{
+		agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = 1 },
+		relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
+	})
+	resp, err := h.client().Get(h.url("/watch"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	lines := newLineReader(resp.Body)
+	assert.Equal(t, "first", lines.next(t))
+
+	proxy.cut() // the network between agent and relay dies mid-stream
+	rest, err := io.ReadAll(resp.Body)
+	assert.Error(t, err, "the client sees the stream break, not a clean end")
+	assert.NotContains(t, string(rest), "last")
+
+	// The agent reconnects by itself and the next request works.
+	close(release)
+	require.Eventually(t, func() bool {
+		resp, err := h.client().Get(h.url("/again"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == 200 && string(b) == "first\nlast\n"
+	}, 10*time.Second, 20*time.Millisecond)
+	st := h.relay.Stats()
+	assert.GreaterOrEqual(t, st.ConnectionsClosed, uint64(1), "the dead connection left the registry")
+}
+
+func TestRelayRestartAgentsReconnect(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{})
+	addr := h.srv.Listener.Addr().String()
+	cert := h.srv.TLS.Certificates
+
+	// Stop the relay entirely: its listener and its tunnel connections.
+	h.relay.Close()
+	h.srv.Close()
+
+	relay2, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SharedSecrets{clusterID: secret}})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err, "the old relay's port is free again")
+	srv2 := httptest.NewUnstartedServer(relay2)
+	srv2.Listener.Close()
+	srv2.Listener = ln
+	srv2.TLS = h.srv.TLS.Clone()
+	srv2.TLS.Certificates = cert
+	srv2.EnableHTTP2 = true
+	srv2.StartTLS()
+	defer srv2.Close()
+
+	require.Eventually(t, func() bool { return relay2.Connected(clusterID) }, 10*time.Second, 10*time.Millisecond,
+		"the agent reconnects to the restarted relay by itself")
+	resp, err := srv2.Client().Get(srv2.URL + "/clusters/" + clusterID + "/after-restart")
+	require.NoError(t, err)
+	assert.Equal(t, "/after-restart", decode(t, resp).Path)
+}
+
+func TestSlowReaderDoesNotStallOtherStreams(t *testing.T) {
+	const big = 64 << 20
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			w.Write(make([]byte, big)) // far more than any window
+			return
+		}
+		fmt.Fprint(w, "quick")
+	}), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1 }})
+
+	slow, err := h.client().Get(h.url("/big"))
+	require.NoError(t, err)
+	defer slow.Body.Close()
+	// Read a little and then nothing: the stream's windows fill up and the
+	// handler blocks. The connection it shares must keep working.
+	io.ReadFull(slow.Body, make([]byte, 1024))
+	require.Eventually(t, func() bool { return h.relay.Stats().BytesFromAgent >= 4<<20 }, 10e9, 1e6,
+		"the slow stream has filled the relay's window for it")
+
+	for i := range 20 {
+		resp, err := h.client().Get(h.url(fmt.Sprintf("/quick/%d", i)))
+		require.NoError(t, err)
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, "quick", string(b))
+	}
+	n, err := io.Copy(io.Discard, slow.Body)
+	require.NoError(t, err)
+	assert.EqualValues(t, big-1024, n, "the slow stream was only delayed, not broken")
+}
+
+func TestStalledUploadDoesNotStallOtherStreams(t *testing.T) {
+	stalled, started := make(chan struct{}), make(chan struct{})
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stalled" {
+			close(started)
+			<-stalled // never reads its body, like an exec whose stdin nobody reads
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprint(w, len(b))
+	}), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1 }})
+	defer close(stalled)
+
+	pr, pw := io.Pipe()
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	defer pw.Close()
+	go h.client().Post(h.url("/stalled"), "application/octet-stream", pr)
+	<-started
+	require.Eventually(t, func() bool { return h.relay.Stats().BytesToAgent >= 256<<10 }, 10e9, 1e6,
+		"the stalled stream holds a full stream window (256 KiB) of the agent's connection")
+
+	for i := range 10 {
+		resp, err := h.client().Post(h.url("/upload"), "text/plain", strings.NewReader(strings.Repeat("x", 1<<20)))
+		require.NoError(t, err, "upload %d", i)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, fmt.Sprint(1<<20), string(b))
+	}
+}
+
+func TestDrainFinishesInFlightStreams(t *testing.T) {
+	release := make(chan struct{})
+	h := newHarness(t, streamer(release), harnessOpts{})
+	resp, err := h.client().Get(h.url("/in-flight"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	lines := newLineReader(resp.Body)
+	assert.Equal(t, "first", lines.next(t))
+
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		drained <- h.agent.Shutdown(ctx)
+	}()
+	// The relay learns of the GOAWAY and routes nothing new to the agent.
+	require.Eventually(t, func() bool {
+		resp, err := h.client().Get(h.url("/new"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 10*time.Second, 10*time.Millisecond)
+
+	close(release)
+	assert.Equal(t, "last", lines.next(t), "the in-flight stream finishes")
+	require.NoError(t, <-drained)
+}
+
+func TestReconnectReplacesConnectionsWithoutDroppingStreams(t *testing.T) {
+	release := make(chan struct{})
+	h := newHarness(t, streamer(release), harnessOpts{})
+	require.Eventually(t, func() bool { return len(h.relay.Conns()) == 2 }, 10e9, 5e6)
+	before := h.relay.Stats().ConnectionsOpened
+
+	resp, err := h.client().Get(h.url("/in-flight"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	lines := newLineReader(resp.Body)
+	assert.Equal(t, "first", lines.next(t))
+
+	done := make(chan error, 1)
+	go func() { done <- h.agent.Reconnect(context.Background()) }()
+	require.Eventually(t, func() bool { return h.relay.Stats().ConnectionsOpened >= before+2 }, 10e9, 5e6)
+	// New requests work while the old connection is draining.
+	resp2, err := h.client().Get(h.url("/during"))
+	require.NoError(t, err)
+	resp2.Body.Close()
+	assert.Equal(t, http.StatusOK, resp2.StatusCode)
+
+	close(release)
+	assert.Equal(t, "last", lines.next(t))
+	require.NoError(t, <-done)
+	require.Eventually(t, func() bool { return len(h.relay.Conns()) == 2 }, 10e9, 5e6, "the old connections leave the relay")
+}
+
+func TestThroughHTTPSProxyFromEnvironment(t *testing.T) {
+	var connects atomic.Int32
+	var relayAddr string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		if r.Host != "example.com:"+relayAddr[strings.LastIndex(relayAddr, ":")+1:] {
+			http.Error(w, "unexpected target "+r.Host, http.StatusForbidden)
+			return
+		}
+		connects.Add(1)
+		up, err := net.Dial("tcp", relayAddr) // example.com is the relay here
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		down, brw, _ := http.NewResponseController(w).Hijack()
+		io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n")
+		go func() { io.Copy(up, brw); up.Close() }()
+		io.Copy(down, up)
+		down.Close()
+	}))
+	defer proxy.Close()
+	t.Setenv("HTTPS_PROXY", proxy.URL)
+	t.Setenv("NO_PROXY", "")
+
+	h := newHarness(t, echo, harnessOpts{
+		agentCfg: func(c *tunnel.AgentConfig) { c.Proxy = nil }, // from the environment
+		relayAddr: func(relay string) string {
+			relayAddr = relay
+			return "example.com:" + relay[strings.LastIndex(relay, ":")+1:]
+		},
+	})
+	resp, err := h.client().Get(h.url("/via-proxy"))
+	require.NoError(t, err)
+	assert.Equal(t, "/via-proxy", decode(t, resp).Path)
+	assert.GreaterOrEqual(t, connects.Load(), int32(1), "the agent went through the proxy")
+}
