@@ -260,3 +260,77 @@ func TestThroughHTTPSProxyFromEnvironment(t *testing.T) {
 	assert.Equal(t, "/via-proxy", decode(t, resp).Path)
 	assert.GreaterOrEqual(t, connects.Load(), int32(1), "the agent went through the proxy")
 }
+
+// A connection whose network silently stops carrying packets is found by
+// pings and dropped: the relay answers 503 instead of hanging, and the agent
+// reconnects once the network is back.
+func TestSilentlyDeadConnectionIsDropped(t *testing.T) {
+	var proxy *cutProxy
+	fast := func(interval, timeout *time.Duration) {
+		*interval, *timeout = 100*time.Millisecond, 200*time.Millisecond
+	}
+	h := newHarness(t, echo, harnessOpts{
+		relayCfg:  func(c *tunnel.RelayConfig) { fast(&c.PingInterval, &c.PingTimeout) },
+		agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = 1; fast(&c.PingInterval, &c.PingTimeout) },
+		relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
+	})
+	thaw := proxy.freeze()
+	require.Eventually(t, func() bool { return !h.relay.Connected(clusterID) }, 10*time.Second, 10*time.Millisecond,
+		"the relay drops the connection when its pings go unanswered")
+	resp, err := h.client().Get(h.url("/while-dead"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+
+	proxy.cut()
+	thaw()
+	h.waitConnected(clusterID)
+	resp, err = h.client().Get(h.url("/alive-again"))
+	require.NoError(t, err)
+	assert.Equal(t, "/alive-again", decode(t, resp).Path)
+}
+
+func TestHandshakeTimeoutRetries(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	var attempts atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			attempts.Add(1)
+			defer c.Close() // accept, then say nothing at all
+		}
+	}()
+	h := newHarness(t, echo, harnessOpts{noAgent: true})
+	h.startAgent(echo, harnessOpts{
+		relayAddr: func(string) string { return ln.Addr().String() },
+		agentCfg:  func(c *tunnel.AgentConfig) { c.HandshakeTimeout = 100 * time.Millisecond; c.Connections = 1 },
+	})
+	require.Eventually(t, func() bool { return attempts.Load() >= 3 }, 10*time.Second, 10*time.Millisecond,
+		"a relay that never answers does not hold the agent: it times out and tries again")
+	assert.Zero(t, h.agent.Stats().ConnectionsOpened)
+}
+
+// With every stream slot taken, a new request is refused at once.
+func TestStreamLimitAnswers503NotHang(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	h := newHarness(t, streamer(release), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) {
+		c.Connections = 1
+		c.MaxConcurrentStreams = 2
+	}})
+	for range 2 {
+		resp, err := h.client().Get(h.url("/hold"))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+	}
+	resp, err := h.client().Get(h.url("/one-too-many"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+}

@@ -214,7 +214,13 @@ func writeError(w http.ResponseWriter, id string, err error) {
 	}
 }
 
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// Copy buffers: a stream starts with a small one (a watch may stay open for
+// days holding it) and moves to a large one when reads keep filling it, as
+// in a download, where fewer and larger writes to the client save syscalls.
+var (
+	smallBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+	largeBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+)
 
 // copyResponse writes an agent's response to the client. A body of unknown
 // length (a watch, logs -f) is flushed after every read, so each event
@@ -239,19 +245,18 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	if streaming {
 		rc.Flush()
 	}
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	buf := *bp
+	pool := &smallBuffers
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
 	for {
+		buf := *bp
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return // the client went away
 			}
-			if streaming {
-				if rc.Flush() != nil {
-					return
-				}
+			if streaming && rc.Flush() != nil {
+				return
 			}
 		}
 		if err == io.EOF {
@@ -259,6 +264,11 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 		}
 		if err != nil {
 			panic(http.ErrAbortHandler)
+		}
+		if n == len(buf) && pool == &smallBuffers {
+			pool.Put(bp)
+			pool = &largeBuffers
+			bp = pool.Get().(*[]byte)
 		}
 	}
 	for k, v := range resp.Trailer {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,7 +28,7 @@ const (
 
 // harness is a relay behind a TLS test server and an agent connected to it.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	relay   *tunnel.Relay
 	srv     *httptest.Server
 	roots   *x509.CertPool
@@ -46,14 +47,16 @@ type harnessOpts struct {
 	relayAddr func(relay string) string
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+var quietLog = log.New(io.Discard, "", 0)
+
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("TUNNEL_TEST_LOG") == "" {
 		return nil
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 }
 
-func newHarness(t *testing.T, handler http.Handler, o harnessOpts) *harness {
+func newHarness(t testing.TB, handler http.Handler, o harnessOpts) *harness {
 	t.Helper()
 	if o.auth == nil {
 		o.auth = tunnel.SharedSecrets{clusterID: secret}
@@ -65,6 +68,7 @@ func newHarness(t *testing.T, handler http.Handler, o harnessOpts) *harness {
 	relay, err := tunnel.NewRelay(rcfg)
 	require.NoError(t, err)
 	srv := httptest.NewUnstartedServer(relay)
+	srv.Config.ErrorLog = quietLog
 	srv.EnableHTTP2 = true
 	// As in production: a client's stalled upload must not take the whole
 	// connection's receive window (net/http's default makes them equal).
@@ -140,9 +144,10 @@ type cutProxy struct {
 	target string
 	mu     sync.Mutex
 	conns  []net.Conn
+	frozen chan struct{} // while non-nil, no byte is forwarded
 }
 
-func newCutProxy(t *testing.T, target string) *cutProxy {
+func newCutProxy(t testing.TB, target string) *cutProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	p := &cutProxy{ln: ln, target: target}
@@ -161,11 +166,48 @@ func newCutProxy(t *testing.T, target string) *cutProxy {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, up)
 			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
+			go func() { p.forward(up, c); up.Close() }()
+			go func() { p.forward(c, up); c.Close() }()
 		}
 	}()
 	return p
+}
+
+// forward copies src to dst, holding bytes back while the proxy is frozen.
+func (p *cutProxy) forward(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		p.mu.Lock()
+		frozen := p.frozen
+		p.mu.Unlock()
+		if frozen != nil {
+			<-frozen
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// freeze stops forwarding without closing anything, as a network path that
+// silently drops packets; the returned func thaws it.
+func (p *cutProxy) freeze() (thaw func()) {
+	c := make(chan struct{})
+	p.mu.Lock()
+	p.frozen = c
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		p.frozen = nil
+		p.mu.Unlock()
+		close(c)
+	}
 }
 
 func (p *cutProxy) addr() string { return p.ln.Addr().String() }

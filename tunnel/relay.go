@@ -89,6 +89,9 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		PingTimeout:       c.PingTimeout,
 		WriteByteTimeout:  c.WriteTimeout,
 		MaxHeaderListSize: c.MaxHeaderBytes,
+		// Large DATA frames from the agent: fewer frames (and hand-offs
+		// between the HTTP/2 goroutines) per megabyte of a big download.
+		MaxReadFrameSize: 1 << 20,
 		// The agent compresses nothing on its own; leave bodies as sent.
 		DisableCompression: true,
 	}

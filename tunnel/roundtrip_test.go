@@ -61,15 +61,12 @@ func TestRequestReachesAgentWithoutClusterPrefix(t *testing.T) {
 
 func TestHTTP1ClientsWorkToo(t *testing.T) {
 	h := newHarness(t, echo, harnessOpts{})
-	tr := h.client().Transport.(*http.Transport).Clone()
-	tr.ForceAttemptHTTP2 = false
-	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	req, _ := http.NewRequest(http.MethodGet, h.url("/healthz"), nil)
 	req.Header.Set("Connection", "X-Hop")
 	req.Header.Set("X-Hop", "dropped")
 	req.Header.Set("Keep-Alive", "timeout=5")
 	req.Header.Set("X-Kept", "kept")
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	resp, err := http1Client(h.client()).Do(req)
 	require.NoError(t, err)
 	assert.Equal(t, 1, resp.ProtoMajor)
 	e := decode(t, resp)

@@ -1,0 +1,133 @@
+package tunnel_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+// The same handler served directly over TLS and through relay and agent:
+// compare the two with benchstat or by the ratio of their ns/op.
+var small = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"kind":"Status","status":"Success"}`)
+})
+
+const largeSize = 256 << 20
+
+var large = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	buf := make([]byte, 256<<10)
+	for n := 0; n < largeSize; n += len(buf) {
+		if _, err := w.Write(buf); err != nil {
+			return
+		}
+	}
+})
+
+// target is where a benchmark sends requests: base URL and client.
+type target struct {
+	url    string
+	client *http.Client
+}
+
+func direct(b *testing.B, h http.Handler) target {
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = quietLog // clients closing idle connections are not news
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	b.Cleanup(srv.Close)
+	return target{srv.URL, srv.Client()}
+}
+
+func tunneled(b *testing.B, h http.Handler) target {
+	hs := newHarness(b, h, harnessOpts{})
+	return target{hs.url(""), hs.client()}
+}
+
+func getAll(b *testing.B, t target, path string) int64 {
+	resp, err := t.client.Get(t.url + path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("status %d, %v", resp.StatusCode, err)
+	}
+	return n
+}
+
+func BenchmarkSmallRequest(b *testing.B) {
+	for _, mode := range []struct {
+		name  string
+		setup func(*testing.B, http.Handler) target
+	}{{"direct", direct}, {"tunnel", tunneled}} {
+		b.Run(mode.name, func(b *testing.B) {
+			t := mode.setup(b, small)
+			b.ReportAllocs()
+			b.SetParallelism(16) // 32 concurrent clients on 2 cores
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					getAll(b, t, "/api/v1/namespaces/default/pods/p")
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkLargeDownload downloads 256 MiB, with the client speaking
+// HTTP/1.1 or HTTP/2 to the server (direct) or to the relay (tunnel). The
+// tunnel between relay and agent is always HTTP/2 over TLS.
+func BenchmarkLargeDownload(b *testing.B) {
+	for _, mode := range []struct {
+		name  string
+		setup func(*testing.B, http.Handler) target
+	}{{"direct", direct}, {"tunnel", tunneled}} {
+		for _, proto := range []string{"h1", "h2"} {
+			b.Run(mode.name+"-"+proto, func(b *testing.B) {
+				t := mode.setup(b, large)
+				if proto == "h1" {
+					t.client = http1Client(t.client)
+				}
+				b.SetBytes(largeSize)
+				b.ResetTimer()
+				for b.Loop() {
+					if n := getAll(b, t, "/big"); n != largeSize {
+						b.Fatalf("got %d bytes", n)
+					}
+				}
+			})
+		}
+	}
+}
+
+func http1Client(c *http.Client) *http.Client {
+	tr := c.Transport.(*http.Transport).Clone()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	return &http.Client{Transport: tr}
+}
+
+// BenchmarkConcurrentStreams keeps 256 requests in flight, each a short
+// streamed body, on the agent's two connections.
+func BenchmarkConcurrentStreams(b *testing.B) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 16<<10)
+		for range 4 {
+			w.Write(buf)
+			w.(http.Flusher).Flush()
+		}
+	})
+	t := tunneled(b, h)
+	b.ReportAllocs()
+	b.SetBytes(64 << 10)
+	b.SetParallelism(128)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			getAll(b, t, "/stream")
+		}
+	})
+}
