@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -137,4 +138,35 @@ func TestRoundTripperForImporters(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "pingbye", string(out))
 	rw.Close()
+}
+
+// Clients that vanish mid-upgrade and mid-request leave nothing open on
+// either side: every stream the relay and the agent opened is closed.
+func TestNothingLeaksWhenClientsVanish(t *testing.T) {
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			upgradeEcho(w, r)
+			return
+		}
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}), harnessOpts{})
+	for range 10 {
+		conn, _, resp := dialUpgrade(t, h, "echo/1")
+		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+		io.WriteString(conn, "half a message")
+		conn.Close() // gone without a half-close
+
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url("/watch"), nil)
+		resp, err := h.client().Do(req)
+		require.NoError(t, err)
+		cancel()
+		resp.Body.Close()
+	}
+	require.Eventually(t, func() bool {
+		r, a := h.relay.Stats(), h.agent.Stats()
+		return r.StreamsOpened == 20 && r.StreamsClosed == 20 && a.StreamsOpened == 20 && a.StreamsClosed == 20
+	}, 10*time.Second, 10*time.Millisecond, "streams left open on the relay or the agent")
 }
