@@ -9,6 +9,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"strconv"
@@ -86,7 +88,7 @@ func Start() (*Issuer, error) {
 		ln.Close()
 		return nil, err
 	}
-	is.srv = &http.Server{Handler: is.routes()}
+	is.srv = &http.Server{Handler: is.routes(), ErrorLog: log.New(io.Discard, "", 0)}
 	go is.srv.Serve(ln)
 	return is, nil
 }
