@@ -37,8 +37,9 @@ type Config struct {
 	NegativeCacheTTL time.Duration
 	// Logger receives key-set refreshes and failures; nil discards.
 	Logger *slog.Logger
-
-	now func() time.Time // for tests
+	// Now is the clock for exp, nbf, iat and refresh intervals; default
+	// time.Now. Tests set it.
+	Now func() time.Time
 }
 
 // Issuer is one trusted token issuer.

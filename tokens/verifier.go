@@ -74,7 +74,7 @@ func NewVerifier(cfg *Config) (*Verifier, error) {
 		require: cfg.RequiredClaims,
 		cache:   newCache(orInt(cfg.CacheSize, 10000)),
 		negTTL:  cfg.NegativeCacheTTL,
-		now:     cfg.now,
+		now:     cfg.Now,
 	}
 	if v.skew <= 0 {
 		v.skew = time.Minute

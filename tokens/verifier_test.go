@@ -49,9 +49,8 @@ func newSetup(t testing.TB, tweak func(*tokens.Config)) *setup {
 		DiscoveryURL: is.EntraDiscoveryURL,
 	})
 	require.NoError(t, err)
-	cfg := &tokens.Config{Issuers: issuers, HTTPClient: is.Client()}
 	c := newClock()
-	tokens.SetClock(cfg, c.now)
+	cfg := &tokens.Config{Issuers: issuers, HTTPClient: is.Client(), Now: c.now}
 	if tweak != nil {
 		tweak(cfg)
 	}
