@@ -325,3 +325,25 @@ func truncateAll(xs []string) []string {
 	}
 	return out
 }
+
+// Ready fetches any issuer's key set not fetched yet and reports whether
+// every issuer has keys, for a readiness probe.
+func (v *Verifier) Ready(ctx context.Context) error {
+	var errs []error
+	for _, is := range v.issuers {
+		is.keys.mu.RLock()
+		have := len(is.keys.keys) > 0
+		is.keys.mu.RUnlock()
+		if have {
+			continue
+		}
+		if !is.keys.mayFetch() {
+			errs = append(errs, is.keys.unavailable())
+			continue
+		}
+		if err := is.keys.refresh(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

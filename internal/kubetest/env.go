@@ -221,6 +221,12 @@ func (e *Env) writeKubeconfig() error {
 	return writeKubeconfig(e.Kubeconfig, e.Host, e.CA.CertPEM(), AdminUser, &clientcmdapi.AuthInfo{Token: e.AdminToken})
 }
 
+// WriteTokenKubeconfig writes a kubeconfig for kubectl that reaches server
+// (trusting caPEM) with a bearer token.
+func WriteTokenKubeconfig(path, server string, caPEM []byte, token string) error {
+	return writeKubeconfig(path, server, caPEM, "user", &clientcmdapi.AuthInfo{Token: token})
+}
+
 // writeKubeconfig writes a one-context kubeconfig named "kubetest".
 func writeKubeconfig(path, host string, caPEM []byte, user string, auth *clientcmdapi.AuthInfo) error {
 	cfg := clientcmdapi.NewConfig()

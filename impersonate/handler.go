@@ -1,0 +1,333 @@
+package impersonate
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+	"k8s.io/client-go/rest"
+
+	"github.com/clusterconnect/clusterconnect/tokens"
+)
+
+// TokenVerifier verifies bearer tokens; *tokens.Verifier is one.
+type TokenVerifier interface {
+	Verify(ctx context.Context, raw string) (*tokens.Token, error)
+}
+
+// Config configures a Handler.
+type Config struct {
+	// RESTConfig reaches the API server with the handler's own identity,
+	// which needs the impersonate verb on users, groups, uids and
+	// userextras. Nil means rest.InClusterConfig (the pod's service
+	// account, whose rotated token client-go re-reads).
+	RESTConfig *rest.Config
+	// Verifier checks callers' tokens. Required.
+	Verifier TokenVerifier
+	// Mapping turns a verified token into the impersonated identity;
+	// tokens.EntraMapping() for Entra ID. The zero Mapping uses sub.
+	Mapping tokens.Mapping
+	// PassThroughForeignTokens sends a request whose token is not for this
+	// handler (another issuer or audience, such as a Kubernetes
+	// service-account token) to the API server untouched, with the
+	// caller's token and without the handler's credentials, so the API
+	// server authenticates it itself. Off: such requests get 401.
+	PassThroughForeignTokens bool
+	// AllowNestedImpersonation honours a caller's own Impersonate-*
+	// headers (kubectl --as, --as-group) when the API server says, by a
+	// SubjectAccessReview, that the caller's identity may impersonate
+	// them; otherwise 403. Off: the caller's Impersonate-* headers are
+	// removed like any other and the request runs as the caller.
+	AllowNestedImpersonation bool
+	// Logger receives one audit line per request (user, groups, method,
+	// path, status, duration, bytes; never a token) and errors; nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// Handler authenticates each request's bearer token and forwards it to the
+// API server as the token's identity, through Kubernetes impersonation.
+type Handler struct {
+	verifier    TokenVerifier
+	mapping     tokens.Mapping
+	passThrough bool
+	nested      bool
+	log         *slog.Logger
+	target      *url.URL
+
+	proxy       *httputil.ReverseProxy // with the handler's credentials
+	passProxy   *httputil.ReverseProxy // without them, for foreign tokens
+	sar         sarClient
+	healthCheck func(ctx context.Context) error
+}
+
+// New returns a Handler for cfg.
+func New(cfg *Config) (*Handler, error) {
+	if cfg == nil || cfg.Verifier == nil {
+		return nil, errors.New("impersonate: Config.Verifier is required")
+	}
+	rc := cfg.RESTConfig
+	if rc == nil {
+		var err error
+		if rc, err = rest.InClusterConfig(); err != nil {
+			return nil, fmt.Errorf("impersonate: no RESTConfig given and not in a cluster: %w", err)
+		}
+	}
+	if rc.Impersonate.UserName != "" || len(rc.Impersonate.Groups) > 0 || rc.Impersonate.UID != "" || len(rc.Impersonate.Extra) > 0 {
+		return nil, errors.New("impersonate: RESTConfig must not impersonate anyone itself")
+	}
+	target, err := url.Parse(rc.Host)
+	if err != nil || target.Host == "" {
+		if target, err = url.Parse("https://" + rc.Host); err != nil {
+			return nil, fmt.Errorf("impersonate: bad API server address %q: %w", rc.Host, err)
+		}
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{
+		verifier:    cfg.Verifier,
+		mapping:     cfg.Mapping,
+		passThrough: cfg.PassThroughForeignTokens,
+		nested:      cfg.AllowNestedImpersonation,
+		log:         lg,
+		target:      target,
+	}
+	own, err := newTransport(rc, true)
+	if err != nil {
+		return nil, err
+	}
+	anon, err := newTransport(rest.AnonymousClientConfig(rc), false)
+	if err != nil {
+		return nil, err
+	}
+	errLog := log.New(slogWriter{lg}, "", 0)
+	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: own, ErrorHandler: h.proxyError, ErrorLog: errLog}
+	h.passProxy = &httputil.ReverseProxy{Rewrite: h.rewritePassThrough, Transport: anon, ErrorHandler: h.proxyError, ErrorLog: errLog}
+	h.sar = sarClient{rt: own, host: target}
+	h.healthCheck = func(ctx context.Context) error { return apiServerReady(ctx, own, target) }
+	return h, nil
+}
+
+type identityKey struct{}
+
+// request is what ServeHTTP learned about a request, for the rewrite step.
+type request struct {
+	id    *tokens.Identity
+	token string // set only for pass-through
+}
+
+// ServeHTTP authenticates and forwards one request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	var who *tokens.Identity
+	defer func() { h.audit(r, who, rec, start) }()
+
+	raw, err := bearerToken(r)
+	if err != nil {
+		writeStatus(rec, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		return
+	}
+	tok, err := h.verifier.Verify(r.Context(), raw)
+	if err != nil {
+		if h.passThrough && (errors.Is(err, tokens.ErrIssuer) || errors.Is(err, tokens.ErrAudience) || errors.Is(err, tokens.ErrMalformed)) {
+			// Not ours: let the API server judge it (a service-account
+			// token, say). It gets the caller's own credential only.
+			ctx := context.WithValue(r.Context(), identityKey{}, &request{token: raw})
+			h.passProxy.ServeHTTP(rec, r.WithContext(ctx))
+			return
+		}
+		code := http.StatusUnauthorized
+		if errors.Is(err, tokens.ErrKeySet) {
+			code = http.StatusServiceUnavailable
+			h.log.Error("cannot verify tokens", "err", err)
+		}
+		writeStatus(rec, code, "Unauthorized: "+err.Error())
+		return
+	}
+	id, err := h.mapping.Identity(r.Context(), tok)
+	if err != nil {
+		writeStatus(rec, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		return
+	}
+	who = id
+	if h.nested && hasImpersonation(r.Header) {
+		nestedID, err := h.authorizeNested(r.Context(), id, r.Header)
+		if err != nil {
+			var denied *deniedError
+			if errors.As(err, &denied) {
+				writeStatus(rec, http.StatusForbidden, denied.Error())
+			} else {
+				h.log.Error("nested impersonation check failed", "err", err)
+				writeStatus(rec, http.StatusInternalServerError, "impersonate: cannot check the requested impersonation")
+			}
+			return
+		}
+		id = nestedID
+	}
+	if id.Username == "" {
+		// Fail closed: never forward without an identity to impersonate.
+		writeStatus(rec, http.StatusUnauthorized, "Unauthorized: no identity")
+		return
+	}
+	ctx := context.WithValue(r.Context(), identityKey{}, &request{id: id})
+	h.proxy.ServeHTTP(rec, r.WithContext(ctx))
+}
+
+// rewrite builds the request to the API server. ReverseProxy has removed
+// hop-by-hop headers, including any the client named in Connection, before
+// this runs, so nothing the client sends can remove what is set here.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(h.target)
+	pr.Out.Host = h.target.Host
+	stripCredentials(pr.Out.Header)
+	rq, _ := pr.In.Context().Value(identityKey{}).(*request)
+	if rq == nil || rq.id == nil || rq.id.Username == "" {
+		// Unreachable through ServeHTTP; a request without identity must
+		// still not go out with the handler's credentials.
+		pr.Out.URL = &url.URL{Scheme: "fail-closed", Host: "invalid"}
+		return
+	}
+	setIdentity(pr.Out.Header, rq.id)
+}
+
+func (h *Handler) rewritePassThrough(pr *httputil.ProxyRequest) {
+	pr.SetURL(h.target)
+	pr.Out.Host = h.target.Host
+	stripCredentials(pr.Out.Header)
+	rq, _ := pr.In.Context().Value(identityKey{}).(*request)
+	if rq == nil || rq.token == "" {
+		pr.Out.URL = &url.URL{Scheme: "fail-closed", Host: "invalid"}
+		return
+	}
+	pr.Out.Header.Set("Authorization", "Bearer "+rq.token)
+}
+
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	h.log.Warn("API server request failed", "path", r.URL.Path, "err", err)
+	writeStatus(w, http.StatusBadGateway, "impersonate: the API server could not be reached: "+err.Error())
+}
+
+// bearerToken finds the caller's token: the Authorization header, or for
+// WebSocket clients that cannot set headers (browsers), the
+// base64url.bearer.authorization.k8s.io.<token> subprotocol.
+func bearerToken(r *http.Request) (string, error) {
+	auth := r.Header.Values("Authorization")
+	switch len(auth) {
+	case 0:
+	case 1:
+		scheme, tok, ok := strings.Cut(auth[0], " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+			return "", errors.New("the Authorization header must be a bearer token")
+		}
+		return strings.TrimSpace(tok), nil
+	default:
+		return "", errors.New("more than one Authorization header")
+	}
+	for _, v := range r.Header.Values("Sec-Websocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if enc, ok := strings.CutPrefix(p, wsBearerPrefix); ok {
+				b, err := base64.RawURLEncoding.DecodeString(enc)
+				if err != nil || len(b) == 0 {
+					return "", errors.New("malformed bearer subprotocol")
+				}
+				return string(b), nil
+			}
+		}
+	}
+	return "", errors.New("no bearer token")
+}
+
+const wsBearerPrefix = "base64url.bearer.authorization.k8s.io."
+
+// stripCredentials removes everything a client could use to choose its
+// identity or to mislead the API server: its credential, every
+// Impersonate-* header in any spelling, forwarding headers, and bearer
+// subprotocols.
+func stripCredentials(h http.Header) {
+	for k := range h {
+		lk := strings.ToLower(k)
+		if lk == "authorization" || strings.HasPrefix(lk, "impersonate-") ||
+			lk == "forwarded" || strings.HasPrefix(lk, "x-forwarded-") || lk == "x-real-ip" {
+			delete(h, k)
+		}
+	}
+	if protos := h.Values("Sec-Websocket-Protocol"); len(protos) > 0 {
+		var keep []string
+		for _, v := range protos {
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" && !strings.HasPrefix(p, wsBearerPrefix) {
+					keep = append(keep, p)
+				}
+			}
+		}
+		h.Del("Sec-Websocket-Protocol")
+		if len(keep) > 0 {
+			h.Set("Sec-Websocket-Protocol", strings.Join(keep, ", "))
+		}
+	}
+}
+
+// setIdentity writes the impersonation headers for id.
+func setIdentity(h http.Header, id *tokens.Identity) {
+	h.Set("Impersonate-User", id.Username)
+	if id.UID != "" {
+		h.Set("Impersonate-Uid", id.UID)
+	}
+	for _, g := range id.Groups {
+		h.Add("Impersonate-Group", g)
+	}
+	for k, vs := range id.Extra {
+		key := "Impersonate-Extra-" + escapeExtraKey(k)
+		for _, v := range vs {
+			h.Add(key, v)
+		}
+	}
+}
+
+// escapeExtraKey percent-encodes the bytes of an extra's key that cannot
+// appear in a header name, as the API server expects (it unescapes them).
+func escapeExtraKey(k string) string {
+	var b strings.Builder
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if httpguts.IsTokenRune(rune(c)) && c != '%' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+func hasImpersonation(h http.Header) bool {
+	for k := range h {
+		if strings.HasPrefix(strings.ToLower(k), "impersonate-") {
+			return true
+		}
+	}
+	return false
+}
+
+// slogWriter sends ReverseProxy's own log lines to the logger.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

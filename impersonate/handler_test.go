@@ -1,0 +1,205 @@
+package impersonate_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/clusterconnect/clusterconnect/impersonate"
+	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+	"github.com/clusterconnect/clusterconnect/internal/oidctest"
+)
+
+func whoami(t *testing.T, k *kubetest.Kubectl, args ...string) authenticationv1.UserInfo {
+	t.Helper()
+	out := k.MustRun(t, testContext(t), nil, append([]string{"auth", "whoami", "-o", "json"}, args...)...)
+	var review authenticationv1.SelfSubjectReview
+	require.NoError(t, json.Unmarshal([]byte(out), &review), out)
+	return review.Status.UserInfo
+}
+
+func TestWhoAmIIsTheTokensIdentity(t *testing.T) {
+	p := newProxy(t, nil)
+	info := whoami(t, p.kubectl(t, p.token(t, alice, nil)))
+	assert.Equal(t, "alice@contoso.com", info.Username)
+	assert.Equal(t, "oid-alice", info.UID)
+	assert.ElementsMatch(t, []string{"grp-readers", "system:authenticated"}, info.Groups)
+	assert.Equal(t, authenticationv1.ExtraValue{"oid-alice"}, info.Extra["clusterconnect.io/oid"])
+	assert.Equal(t, authenticationv1.ExtraValue{tenantA}, info.Extra["clusterconnect.io/tid"])
+}
+
+func TestRBACBindsByUPNAndGroupObjectID(t *testing.T) {
+	p := newProxy(t, nil)
+	ctx := testContext(t)
+	require.NoError(t, p.w.env.EnsureNamespace(ctx, "rbac-entra"))
+	list := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list"}}}
+	require.NoError(t, p.w.env.Grant(ctx, "entra-alice-by-upn", list, kubetest.User("alice@contoso.com")))
+	require.NoError(t, p.w.env.Grant(ctx, "entra-operators-by-group", list, kubetest.Group("grp-operators")))
+
+	for _, u := range []user{alice, bob} {
+		k := p.kubectl(t, p.token(t, u, nil))
+		require.Eventually(t, func() bool {
+			res, err := k.Run(ctx, nil, "get", "configmaps", "-n", "rbac-entra")
+			return err == nil && res.ExitCode == 0
+		}, 30*time.Second, 100*time.Millisecond, "%s may list config maps", u.upn)
+	}
+	res, err := p.kubectl(t, p.token(t, carol, nil)).Run(ctx, nil, "get", "configmaps", "-n", "rbac-entra")
+	require.NoError(t, err)
+	assert.NotEqual(t, 0, res.ExitCode)
+	assert.Contains(t, res.Stderr, `User "carol@contoso.com" cannot list resource "configmaps"`, "the API server's own 403")
+}
+
+// selfReview asks the API server who the request is from, with extra
+// headers a client might try to smuggle in.
+func selfReview(t *testing.T, p *proxy, bearer string, extra http.Header) (int, authenticationv1.UserInfo) {
+	t.Helper()
+	body := `{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`
+	req, err := http.NewRequest(http.MethodPost, p.srv.URL+"/apis/authentication.k8s.io/v1/selfsubjectreviews", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	for k, vs := range extra {
+		req.Header[k] = append(req.Header[k], vs...) // keys as given: mixed case survives
+	}
+	resp, err := p.client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	var review authenticationv1.SelfSubjectReview
+	if resp.StatusCode == http.StatusCreated {
+		require.NoError(t, json.Unmarshal(out, &review), string(out))
+	}
+	return resp.StatusCode, review.Status.UserInfo
+}
+
+func TestSmuggledHeadersNeverReachTheAPIServer(t *testing.T) {
+	p := newProxy(t, nil)
+	bearer := p.token(t, alice, nil)
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+	}{
+		{"impersonate user", http.Header{"Impersonate-User": {"system:admin"}}},
+		{"impersonate group", http.Header{"Impersonate-Group": {"system:masters"}}},
+		{"user and group", http.Header{"Impersonate-User": {"system:admin"}, "Impersonate-Group": {"system:masters"}}},
+		{"uid", http.Header{"Impersonate-Uid": {"0"}}},
+		{"extra", http.Header{"Impersonate-Extra-Scopes": {"everything"}, "Impersonate-Extra-Clusterconnect.io%2foid": {"oid-root"}}},
+		{"lower case", http.Header{"impersonate-user": {"system:admin"}, "impersonate-group": {"system:masters"}}},
+		{"odd case", http.Header{"iMPERSONATE-gROUP": {"system:masters"}}},
+		{"duplicates", http.Header{"Impersonate-Group": {"system:masters", "system:masters"}}},
+		{"named in Connection to strip ours", http.Header{"Connection": {"Impersonate-User, Impersonate-Group, Impersonate-Extra-Clusterconnect.io%2foid"}}},
+		{"named in Connection and set", http.Header{"Connection": {"Impersonate-User"}, "Impersonate-User": {"system:admin"}}},
+		{"a second Authorization", http.Header{"Authorization": {"Bearer " + p.w.env.AdminToken}}},
+		{"forwarded headers", http.Header{"X-Forwarded-For": {"10.0.0.1"}, "X-Remote-User": {"system:admin"}, "X-Remote-Group": {"system:masters"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, info := selfReview(t, p, bearer, tc.header)
+			if tc.name == "a second Authorization" {
+				assert.Equal(t, http.StatusUnauthorized, code, "two credentials are refused outright")
+				return
+			}
+			require.Equal(t, http.StatusCreated, code)
+			assert.Equal(t, "alice@contoso.com", info.Username)
+			assert.Equal(t, "oid-alice", info.UID)
+			assert.ElementsMatch(t, []string{"grp-readers", "system:authenticated"}, info.Groups)
+			assert.Equal(t, authenticationv1.ExtraValue{"oid-alice"}, info.Extra["clusterconnect.io/oid"])
+			assert.NotContains(t, info.Extra, "scopes")
+		})
+	}
+}
+
+func TestBadTokensGet401AndNeverReachTheAPIServer(t *testing.T) {
+	p := newProxy(t, nil)
+	key := p.w.issuer.SigningKey()
+	good := oidctest.EntraClaims{Tenant: tenantA, Audience: clientID, UPN: alice.upn, OID: alice.oid}
+	before := p.reached.Load()
+	for _, tc := range []struct{ name, token string }{
+		{"expired", p.token(t, alice, func(c *oidctest.EntraClaims) { c.Expiry = time.Now().Add(-time.Hour) })},
+		{"wrong audience", p.token(t, alice, func(c *oidctest.EntraClaims) { c.Audience = "api://other" })},
+		{"other tenant", p.token(t, alice, func(c *oidctest.EntraClaims) { c.Tenant = tenantB })},
+		{"alg none", oidctest.AlgNone(good.Map())},
+		{"unsigned", oidctest.Unsigned(key, good.Map())},
+		{"garbage", "not-a-token"},
+		{"service-account token without pass-through", p.w.agent.Token},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _ := selfReview(t, p, tc.token, nil)
+			assert.Equal(t, http.StatusUnauthorized, code)
+			res, err := p.kubectl(t, tc.token).Run(testContext(t), nil, "get", "namespaces")
+			require.NoError(t, err)
+			assert.NotEqual(t, 0, res.ExitCode)
+			assert.Contains(t, res.Stderr, "You must be logged in to the server", "kubectl's words for a 401")
+		})
+	}
+	req, _ := http.NewRequest(http.MethodGet, p.srv.URL+"/api", nil)
+	resp, err := p.client().Do(req)
+	require.NoError(t, err)
+	var st struct{ Kind, Message, Reason string }
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	assert.Equal(t, "Status", st.Kind)
+	assert.Contains(t, st.Message, "no bearer token")
+	assert.Equal(t, before, p.reached.Load(), "no bad request reached the API server")
+}
+
+func TestServiceAccountTokenPassThrough(t *testing.T) {
+	p := newProxy(t, func(c *impersonate.Config) { c.PassThroughForeignTokens = true })
+	info := whoami(t, p.kubectl(t, p.w.agent.Token))
+	assert.Equal(t, p.w.agent.Username(), info.Username, "the API server authenticated the service account itself")
+	assert.Contains(t, info.Groups, "system:serviceaccounts")
+
+	// Entra tokens still go through impersonation.
+	assert.Equal(t, "alice@contoso.com", whoami(t, p.kubectl(t, p.token(t, alice, nil))).Username)
+	// And an expired Entra token is not "foreign": it is refused.
+	code, _ := selfReview(t, p, p.token(t, alice, func(c *oidctest.EntraClaims) { c.Expiry = time.Now().Add(-time.Hour) }), nil)
+	assert.Equal(t, http.StatusUnauthorized, code)
+}
+
+func TestNestedImpersonation(t *testing.T) {
+	ctx := testContext(t)
+	off := newProxy(t, nil)
+	info := whoami(t, off.kubectl(t, off.token(t, bob, nil)), "--as", "dave@contoso.com")
+	assert.Equal(t, "bob@contoso.com", info.Username, "off by default: --as is removed like any Impersonate header")
+
+	on := newProxy(t, func(c *impersonate.Config) { c.AllowNestedImpersonation = true })
+	k := on.kubectl(t, on.token(t, bob, nil))
+	code, _ := selfReview(t, on, on.token(t, bob, nil), http.Header{"Impersonate-User": {"dave@contoso.com"}})
+	assert.Equal(t, http.StatusForbidden, code)
+	res, err := k.Run(ctx, nil, "get", "--raw", "/api", "--as", "dave@contoso.com")
+	require.NoError(t, err)
+	assert.NotEqual(t, 0, res.ExitCode)
+	assert.Contains(t, res.Stderr, `Error from server (Forbidden): bob@contoso.com is not allowed to impersonate user "dave@contoso.com"`)
+
+	require.NoError(t, on.w.env.Grant(ctx, "bob-may-be-dave", []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"dave@contoso.com"}},
+	}, kubetest.User("bob@contoso.com")))
+	require.Eventually(t, func() bool {
+		res, err := k.Run(ctx, nil, "auth", "whoami", "--as", "dave@contoso.com", "-o", "jsonpath={.status.userInfo.username}")
+		return err == nil && res.ExitCode == 0 && res.Stdout == "dave@contoso.com"
+	}, 30*time.Second, 100*time.Millisecond)
+	res, err = k.Run(ctx, nil, "auth", "whoami", "--as", "dave@contoso.com", "--as-group", "system:masters")
+	require.NoError(t, err)
+	assert.NotEqual(t, 0, res.ExitCode, "the group was not granted")
+}
+
+func TestReadyz(t *testing.T) {
+	p := newProxy(t, nil)
+	resp := httpGet(t, p.handler.Readyz())
+	assert.Equal(t, http.StatusOK, resp.code, resp.body)
+
+	p.w.issuer.FailJWKS(http.StatusServiceUnavailable)
+	defer p.w.issuer.FailJWKS(0)
+	fresh := newProxy(t, nil) // keys never fetched
+	resp = httpGet(t, fresh.handler.Readyz())
+	assert.Equal(t, http.StatusServiceUnavailable, resp.code)
+	assert.Contains(t, resp.body, "token keys")
+}

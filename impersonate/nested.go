@@ -1,0 +1,130 @@
+package impersonate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+
+	"github.com/clusterconnect/clusterconnect/tokens"
+)
+
+// deniedError is a nested impersonation the API server does not allow.
+type deniedError struct{ msg string }
+
+func (e *deniedError) Error() string { return e.msg }
+
+// authorizeNested checks, with one SubjectAccessReview per requested
+// attribute (as the API server's own impersonation filter does), that id may
+// impersonate what the request's Impersonate-* headers ask for, and returns
+// that identity.
+func (h *Handler) authorizeNested(ctx context.Context, id *tokens.Identity, hdr http.Header) (*tokens.Identity, error) {
+	want := &tokens.Identity{Username: hdr.Get("Impersonate-User"), UID: hdr.Get("Impersonate-Uid"), Groups: hdr.Values("Impersonate-Group")}
+	for k, vs := range hdr {
+		if rest, ok := cutPrefixFold(k, "Impersonate-Extra-"); ok {
+			key, err := url.PathUnescape(rest)
+			if err != nil {
+				return nil, &deniedError{fmt.Sprintf("impersonate: extra key %q is not escaped correctly", rest)}
+			}
+			if want.Extra == nil {
+				want.Extra = map[string][]string{}
+			}
+			want.Extra[strings.ToLower(key)] = vs
+		}
+	}
+	if want.Username == "" {
+		return nil, &deniedError{"impersonate: Impersonate-Group, -Uid and -Extra need Impersonate-User"}
+	}
+	type check struct{ namespace, resource, subresource, name string }
+	checks := []check{{"", "users", "", want.Username}}
+	if parts := strings.SplitN(want.Username, ":", 4); len(parts) == 4 && parts[0] == "system" && parts[1] == "serviceaccount" {
+		checks[0] = check{parts[2], "serviceaccounts", "", parts[3]}
+	}
+	for _, g := range want.Groups {
+		checks = append(checks, check{"", "groups", "", g})
+	}
+	if want.UID != "" {
+		checks = append(checks, check{"", "uids", "", want.UID})
+	}
+	for k, vs := range want.Extra {
+		for _, v := range vs {
+			checks = append(checks, check{"", "userextras", k, v})
+		}
+	}
+	for _, c := range checks {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: id.Username, UID: id.UID, Groups: id.Groups, Extra: toExtra(id.Extra),
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Verb: "impersonate", Namespace: c.namespace, Resource: c.resource, Subresource: c.subresource, Name: c.name,
+			},
+		}}
+		if c.resource == "userextras" || c.resource == "uids" {
+			sar.Spec.ResourceAttributes.Group = "authentication.k8s.io"
+		}
+		allowed, err := h.sar.allowed(ctx, sar)
+		if err != nil {
+			return nil, err
+		}
+		if !allowed {
+			return nil, &deniedError{fmt.Sprintf("%s is not allowed to impersonate %s %q", id.Username, strings.TrimSuffix(c.resource, "s"), c.name)}
+		}
+	}
+	return want, nil
+}
+
+func toExtra(m map[string][]string) map[string]authorizationv1.ExtraValue {
+	out := make(map[string]authorizationv1.ExtraValue, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return "", false
+}
+
+// sarClient posts SubjectAccessReviews with the handler's own credentials.
+type sarClient struct {
+	rt   http.RoundTripper
+	host *url.URL
+}
+
+func (c sarClient) allowed(ctx context.Context, sar *authorizationv1.SubjectAccessReview) (bool, error) {
+	sar.APIVersion, sar.Kind = "authorization.k8s.io/v1", "SubjectAccessReview"
+	body, err := json.Marshal(sar)
+	if err != nil {
+		return false, err
+	}
+	u := *c.host
+	u.Path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.rt.RoundTrip(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("SubjectAccessReview: %s: %s", resp.Status, out)
+	}
+	var res authorizationv1.SubjectAccessReview
+	if err := json.Unmarshal(out, &res); err != nil {
+		return false, err
+	}
+	return res.Status.Allowed, nil
+}

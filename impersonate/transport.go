@@ -1,0 +1,35 @@
+package impersonate
+
+import (
+	"fmt"
+	"net/http"
+
+	"golang.org/x/net/http/httpguts"
+	"k8s.io/client-go/rest"
+)
+
+// newTransport returns client-go's transport for rc (credentials, TLS, token
+// file rotation), split by request: HTTP/2 for ordinary requests, an
+// HTTP/1.1-only twin for upgrades, which cannot cross HTTP/2.
+func newTransport(rc *rest.Config, _ bool) (http.RoundTripper, error) {
+	h2, err := rest.TransportFor(rc)
+	if err != nil {
+		return nil, fmt.Errorf("impersonate: transport: %w", err)
+	}
+	c1 := rest.CopyConfig(rc)
+	c1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	h1, err := rest.TransportFor(c1)
+	if err != nil {
+		return nil, fmt.Errorf("impersonate: upgrade transport: %w", err)
+	}
+	return &splitTransport{h2: h2, h1: h1}, nil
+}
+
+type splitTransport struct{ h2, h1 http.RoundTripper }
+
+func (t *splitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade") {
+		return t.h1.RoundTrip(req)
+	}
+	return t.h2.RoundTrip(req)
+}
