@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -112,8 +113,8 @@ func New(cfg *Config) (*Handler, error) {
 		return nil, err
 	}
 	errLog := log.New(slogWriter{lg}, "", 0)
-	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: own, ErrorHandler: h.proxyError, ErrorLog: errLog}
-	h.passProxy = &httputil.ReverseProxy{Rewrite: h.rewritePassThrough, Transport: anon, ErrorHandler: h.proxyError, ErrorLog: errLog}
+	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: own, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: buffers}
+	h.passProxy = &httputil.ReverseProxy{Rewrite: h.rewritePassThrough, Transport: anon, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: buffers}
 	h.sar = sarClient{rt: own, host: target}
 	h.healthCheck = func(ctx context.Context) error { return apiServerReady(ctx, own, target) }
 	return h, nil
@@ -323,6 +324,15 @@ func hasImpersonation(h http.Header) bool {
 	}
 	return false
 }
+
+// buffers are ReverseProxy's copy buffers, reused instead of 32 KiB
+// allocated per request.
+var buffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
 
 // slogWriter sends ReverseProxy's own log lines to the logger.
 type slogWriter struct{ l *slog.Logger }

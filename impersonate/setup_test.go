@@ -46,7 +46,7 @@ var (
 	worldErr  error
 )
 
-func getWorld(t *testing.T) *world {
+func getWorld(t testing.TB) *world {
 	env := kubetest.Shared(t)
 	worldOnce.Do(func() {
 		ctx := context.Background()
@@ -80,7 +80,7 @@ type proxy struct {
 	reached atomic.Int64
 }
 
-func newProxy(t *testing.T, tweak func(*impersonate.Config)) *proxy {
+func newProxy(t testing.TB, tweak func(*impersonate.Config)) *proxy {
 	w := getWorld(t)
 	issuers, err := tokens.EntraIssuers(tokens.EntraConfig{
 		TenantIDs: []string{tenantA}, Audiences: []string{clientID}, DiscoveryURL: w.issuer.EntraDiscoveryURL,
@@ -130,7 +130,7 @@ var (
 	carol = user{"carol@contoso.com", "oid-carol", nil}
 )
 
-func (p *proxy) token(t *testing.T, u user, tweak func(*oidctest.EntraClaims)) string {
+func (p *proxy) token(t testing.TB, u user, tweak func(*oidctest.EntraClaims)) string {
 	c := oidctest.EntraClaims{Tenant: tenantA, Audience: clientID, UPN: u.upn, OID: u.oid, Subject: "sub-" + u.oid, Groups: u.groups, Scope: "user_impersonation"}
 	if tweak != nil {
 		tweak(&c)

@@ -1,0 +1,170 @@
+package impersonate_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+)
+
+var (
+	nodeOnce sync.Once
+	node     *kubetest.Node
+	nodeErr  error
+)
+
+// streamsSetup gives Erin, a user with rights on pods and their streams in
+// namespace "streams", a fresh pod on the stand-in node.
+func streamsSetup(t *testing.T) (*proxy, string, *kubetest.Node) {
+	p := newProxy(t, nil)
+	ctx := testContext(t)
+	nodeOnce.Do(func() {
+		if node, nodeErr = p.w.env.StartNode(ctx, "stand-in"); nodeErr != nil {
+			return
+		}
+		nodeErr = p.w.env.Grant(ctx, "erin-streams", []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods", "configmaps"}, Verbs: []string{"get", "list", "watch", "create"}},
+			{APIGroups: []string{""}, Resources: []string{"pods/exec", "pods/attach", "pods/portforward"}, Verbs: []string{"get", "create"}},
+			{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
+		}, kubetest.User("erin@contoso.com"))
+	})
+	require.NoError(t, nodeErr)
+	pod := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
+	_, err := node.CreatePod(ctx, "streams", pod)
+	require.NoError(t, err)
+	return p, pod, node
+}
+
+var erin = user{"erin@contoso.com", "oid-erin", nil}
+
+// erinKubectl waits until RBAC has learnt Erin's grant, then returns her
+// kubectl.
+func erinKubectl(t *testing.T, p *proxy, env ...string) *kubetest.Kubectl {
+	k := p.kubectl(t, p.token(t, erin, nil), env...)
+	require.Eventually(t, func() bool {
+		res, err := k.Run(testContext(t), nil, "get", "pods", "-n", "streams")
+		return err == nil && res.ExitCode == 0
+	}, 30*time.Second, 100*time.Millisecond)
+	return k
+}
+
+func TestWatchDeliversEventsAsTheyHappen(t *testing.T) {
+	p, _, _ := streamsSetup(t)
+	k := erinKubectl(t, p)
+	ctx := testContext(t)
+	cms := p.w.env.Client().CoreV1().ConfigMaps("streams")
+	create := func(name string) {
+		_, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"test": "watch"}}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	create("before-watch")
+	cmd, err := k.Command(ctx, "get", "configmaps", "-n", "streams", "--watch", "-o", "name", "-l", "test=watch")
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+
+	// The first line is the initial list: from here on, kubectl is watching.
+	require.True(t, lines.Scan(), "the watch ended: %v", lines.Err())
+	assert.Equal(t, "configmap/before-watch", lines.Text())
+	create("during-watch")
+	require.True(t, lines.Scan(), "the watch ended: %v", lines.Err())
+	assert.Equal(t, "configmap/during-watch", lines.Text())
+}
+
+func TestExecThroughTheHandler(t *testing.T) {
+	p, pod, _ := streamsSetup(t)
+	for _, tc := range []struct {
+		name string
+		env  []string
+	}{{"websocket", nil}, {"spdy", []string{"KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := erinKubectl(t, p, tc.env...)
+			input := "stdin through the impersonating handler (" + tc.name + ")\n"
+			out := k.MustRun(t, testContext(t), strings.NewReader(input), "exec", "-i", "-n", "streams", pod, "--", "cat")
+			assert.Equal(t, input, out)
+			res, err := k.Run(testContext(t), nil, "exec", "-n", "streams", pod, "--", "exit", "7")
+			require.NoError(t, err)
+			assert.Equal(t, 7, res.ExitCode)
+		})
+	}
+}
+
+func TestAttachThroughTheHandler(t *testing.T) {
+	p, pod, _ := streamsSetup(t)
+	out := erinKubectl(t, p).MustRun(t, testContext(t), strings.NewReader("attached via handler\n"), "attach", "-i", "-n", "streams", pod)
+	assert.Contains(t, out, "attached via handler\n")
+}
+
+func TestPortForwardThroughTheHandler(t *testing.T) {
+	p, pod, _ := streamsSetup(t)
+	k := erinKubectl(t, p)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	target := ln.Addr().(*net.TCPAddr).Port
+
+	cmd, err := k.Command(testContext(t), "port-forward", "-n", "streams", "pod/"+pod, ":"+strconv.Itoa(target))
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err)
+	m := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+)`).FindStringSubmatch(line)
+	require.NotNil(t, m, line)
+
+	conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
+	require.NoError(t, err)
+	defer conn.Close()
+	msg := fmt.Sprintf("bytes through handler and API server %d\n", target)
+	_, err = io.WriteString(conn, msg)
+	require.NoError(t, err)
+	got, err := bufio.NewReader(conn).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, msg, got)
+}
+
+func TestLogsFollowThroughTheHandler(t *testing.T) {
+	p, pod, n := streamsSetup(t)
+	k := erinKubectl(t, p)
+	require.NoError(t, n.Log("streams", pod, "line one"))
+	cmd, err := k.Command(testContext(t), "logs", "-f", "-n", "streams", pod)
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	require.True(t, lines.Scan())
+	assert.Equal(t, "line one", lines.Text())
+	require.NoError(t, n.Log("streams", pod, "line two, written while following"))
+	require.True(t, lines.Scan())
+	assert.Equal(t, "line two, written while following", lines.Text())
+}
