@@ -263,16 +263,40 @@ func (s *relayStream) Write(p []byte) (int, error) {
 // CloseWrite ends the bytes towards the agent; reading goes on.
 func (s *relayStream) CloseWrite() error { return s.w.Close() }
 
-// Close resets the stream if it is not finished, and releases it.
+// closeGrace is how long Close lets the agent finish a stream after the
+// relay's side has ended, before resetting it.
+const closeGrace = 5 * time.Second
+
+// Close ends the relay's side like closing a TCP socket: what was written is
+// still delivered, followed by the half-close; the stream is reset only if
+// the agent has not ended its side within closeGrace. Close does not wait.
 func (s *relayStream) Close() error {
 	s.closeOnce.Do(func() {
 		s.in.close()
 		s.w.Close()
-		s.cancel()
-		s.body.Close()
-		s.onClose()
+		go func() {
+			t := time.AfterFunc(closeGrace, s.cancel)
+			io.Copy(io.Discard, s.body) // until the agent's END_STREAM, or the reset
+			t.Stop()
+			s.release()
+		}()
 	})
 	return nil
+}
+
+// abort resets the stream at once: something failed.
+func (s *relayStream) abort() {
+	s.closeOnce.Do(func() {
+		s.in.close()
+		s.w.CloseWithError(net.ErrClosed)
+		s.release()
+	})
+}
+
+func (s *relayStream) release() {
+	s.cancel()
+	s.body.Close()
+	s.onClose()
 }
 
 // agentStream is the agent's end of a raw stream, as a net.Conn.

@@ -146,7 +146,7 @@ type closeWriter interface{ CloseWrite() error }
 func splice(clientR io.Reader, client net.Conn, stream *relayStream, streamR io.Reader) {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	fail := func() { client.Close(); stream.Close() }
+	fail := func() { client.Close(); stream.abort() }
 	go func() {
 		defer wg.Done()
 		if _, err := io.Copy(stream, clientR); err != nil {
@@ -199,7 +199,7 @@ func (t *clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	resp, br, err := sendUpgrade(stream, out)
 	if err != nil {
-		stream.Close()
+		stream.abort()
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {

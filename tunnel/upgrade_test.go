@@ -89,7 +89,10 @@ func TestAgentSideHalfClose(t *testing.T) {
 		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: half/1\r\n\r\nhello")
 		brw.Flush()
 		conn.(closeWriter).CloseWrite()
-		rest, _ := io.ReadAll(brw)
+		rest, err := io.ReadAll(brw)
+		if err != nil {
+			rest = append(rest, []byte(" error: "+err.Error())...)
+		}
 		got <- string(rest)
 	}), harnessOpts{})
 	conn, br, resp := dialUpgrade(t, h, "half/1")
