@@ -31,8 +31,12 @@ type CA struct {
 	Key  crypto.Signer
 }
 
-// NewCA returns a fresh self-signed CA whose subject is name.
-func NewCA(name string) (*CA, error) {
+// NewCA returns a fresh self-signed CA whose subject is name, valid for a
+// week.
+func NewCA(name string) (*CA, error) { return NewCAValidFor(name, validity) }
+
+// NewCAValidFor returns a fresh self-signed CA valid for d.
+func NewCAValidFor(name string, d time.Duration) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("pki: generating CA key: %w", err)
@@ -41,7 +45,7 @@ func NewCA(name string) (*CA, error) {
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(validity),
+		NotAfter:              time.Now().Add(d),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -60,6 +64,37 @@ func NewCA(name string) (*CA, error) {
 // CertPEM returns the CA certificate in PEM form.
 func (ca *CA) CertPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+}
+
+// KeyPEM returns the CA's private key in PEM form (PKCS #8).
+func (ca *CA) KeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: encoding CA key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// LoadCA reads a CA from its PEM certificate and key.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, fmt.Errorf("pki: CA certificate or key is not PEM")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CA certificate: %w", err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CA key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok || !cert.IsCA {
+		return nil, fmt.Errorf("pki: not a CA certificate and signing key")
+	}
+	return &CA{Cert: cert, Key: signer}, nil
 }
 
 // Pool returns a certificate pool holding only this CA.

@@ -1,0 +1,301 @@
+package clientproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/kubeconfig"
+	"github.com/clusterconnect/clusterconnect/tokens"
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// RelayURL is the relay, https://host[:port]. Required.
+	RelayURL string
+	// ClusterID is where requests go that do not name a cluster. Requests
+	// to /clusters/{id}/… go to that cluster, so one proxy can serve
+	// several kubeconfig contexts.
+	ClusterID string
+	// TokenSource supplies the user's token; wrap slow sources in
+	// tokens.NewCachedTokenSource. Required unless PassClientToken.
+	TokenSource tokens.TokenSource
+	// PassClientToken forwards the client's own Authorization header
+	// instead of adding one (the service-account token mode of
+	// az connectedk8s proxy --token).
+	PassClientToken bool
+	// RelayTLS verifies the relay; nil means the system roots.
+	RelayTLS *tls.Config
+	// ListenAddr for ListenAndServe; default 127.0.0.1:47011.
+	ListenAddr string
+	// InsecureListenOnAnyAddress allows a ListenAddr that is not loopback.
+	// Anyone who can reach such a port acts with the user's token: it
+	// MUST NOT be set on a machine others can reach.
+	InsecureListenOnAnyAddress bool
+	// CertDir keeps the proxy's CA (ca.crt, ca.key, mode 0600), so that
+	// kubeconfigs written once stay valid; default
+	// <user config dir>/clusterconnect/proxy.
+	CertDir string
+	// Logger receives request errors; nil discards.
+	Logger *slog.Logger
+}
+
+// Proxy is the local client proxy: kubectl talks TLS to it on loopback, and
+// it forwards each request to the relay with the user's token.
+type Proxy struct {
+	cfg    Config
+	relay  *url.URL
+	ca     *pki.CA
+	cert   tls.Certificate
+	log    *slog.Logger
+	proxy  *httputil.ReverseProxy
+	caPath string
+}
+
+// New checks cfg, loads or creates the proxy's CA and issues its serving
+// certificate.
+func New(cfg *Config) (*Proxy, error) {
+	if cfg == nil {
+		return nil, errors.New("clientproxy: nil Config")
+	}
+	c := *cfg
+	relay, err := url.Parse(c.RelayURL)
+	if err != nil || relay.Scheme != "https" || relay.Host == "" {
+		return nil, fmt.Errorf("clientproxy: relay URL %q must be https://host[:port]", c.RelayURL)
+	}
+	if c.TokenSource == nil && !c.PassClientToken {
+		return nil, errors.New("clientproxy: a TokenSource is required (or PassClientToken)")
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(kubeconfig.DefaultProxyPort))
+	}
+	if c.CertDir == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return nil, fmt.Errorf("clientproxy: no config dir for the proxy's CA (set CertDir): %w", err)
+		}
+		c.CertDir = filepath.Join(dir, "clusterconnect", "proxy")
+	}
+	lg := c.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{cfg: c, relay: relay, log: lg}
+	if err := p.loadCA(); err != nil {
+		return nil, err
+	}
+	leaf, err := p.ca.Issue(pki.LeafOptions{CommonName: "clusterconnect client proxy", Hosts: pki.LoopbackHosts, Server: true})
+	if err != nil {
+		return nil, err
+	}
+	if p.cert, err = leaf.TLSCertificate(); err != nil {
+		return nil, fmt.Errorf("clientproxy: %w", err)
+	}
+	h2, h1 := relayTransports(c.RelayTLS)
+	p.proxy = &httputil.ReverseProxy{
+		Rewrite:      p.rewrite,
+		Transport:    &splitTransport{h2: h2, h1: h1},
+		ErrorHandler: p.relayError,
+		ErrorLog:     log.New(io.Discard, "", 0),
+	}
+	return p, nil
+}
+
+// CAPEM is the proxy's CA certificate, for the kubeconfig's
+// certificate-authority-data.
+func (p *Proxy) CAPEM() []byte { return p.ca.CertPEM() }
+
+// CAFile is where the proxy's CA certificate is kept.
+func (p *Proxy) CAFile() string { return p.caPath }
+
+// loadCA reads the CA from CertDir, or creates it there.
+func (p *Proxy) loadCA() error {
+	certPath, keyPath := filepath.Join(p.cfg.CertDir, "ca.crt"), filepath.Join(p.cfg.CertDir, "ca.key")
+	p.caPath = certPath
+	certPEM, err1 := os.ReadFile(certPath)
+	keyPEM, err2 := os.ReadFile(keyPath)
+	if err1 == nil && err2 == nil {
+		ca, err := pki.LoadCA(certPEM, keyPEM)
+		if err != nil {
+			return fmt.Errorf("clientproxy: %s: %w (delete it to make a new one)", p.cfg.CertDir, err)
+		}
+		if time.Until(ca.Cert.NotAfter) > 24*time.Hour {
+			p.ca = ca
+			return nil
+		}
+	} else if !errors.Is(err1, fs.ErrNotExist) && err1 != nil || !errors.Is(err2, fs.ErrNotExist) && err2 != nil {
+		return fmt.Errorf("clientproxy: reading the proxy CA: %v", errors.Join(err1, err2))
+	}
+	ca, err := pki.NewCAValidFor("clusterconnect client proxy CA", 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	keyPEM, err = ca.KeyPEM()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.cfg.CertDir, 0o700); err != nil {
+		return fmt.Errorf("clientproxy: %w", err)
+	}
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return fmt.Errorf("clientproxy: %w", err)
+	}
+	if err := os.WriteFile(certPath, ca.CertPEM(), 0o600); err != nil {
+		return fmt.Errorf("clientproxy: %w", err)
+	}
+	p.ca = ca
+	return nil
+}
+
+// ListenAndServe serves on ListenAddr until ctx ends, then shuts down
+// gracefully.
+func (p *Proxy) ListenAndServe(ctx context.Context) error {
+	if err := checkLoopback(p.cfg.ListenAddr, p.cfg.InsecureListenOnAnyAddress); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", p.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("clientproxy: %w", err)
+	}
+	return p.Serve(ctx, ln)
+}
+
+// Serve serves TLS on ln until ctx ends.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           p,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{p.cert}, NextProtos: []string{"h2", "http/1.1"}},
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	err := srv.ServeTLS(ln, "", "")
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func checkLoopback(addr string, anyAddress bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("clientproxy: listen address %q: %w", addr, err)
+	}
+	if anyAddress {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("clientproxy: refusing to listen on %s: it is not a loopback address, and anyone reaching it would act with your token", addr)
+}
+
+type requestKey struct{}
+
+// ServeHTTP forwards one request to the relay.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var auth string
+	if p.cfg.PassClientToken {
+		auth = r.Header.Get("Authorization")
+	} else {
+		tok, err := p.cfg.TokenSource.Token(r.Context())
+		if err != nil {
+			writeStatus(w, http.StatusUnauthorized, "clusterconnect proxy: cannot get your token: "+err.Error())
+			return
+		}
+		auth = "Bearer " + tok.Value
+	}
+	p.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestKey{}, auth)))
+}
+
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	path := pr.In.URL.EscapedPath()
+	target := *p.relay
+	if !strings.HasPrefix(path, "/clusters/") {
+		target.Path = "/clusters/" + p.cfg.ClusterID
+	}
+	pr.SetURL(&target)
+	pr.Out.Header.Del("Authorization")
+	if auth, _ := pr.In.Context().Value(requestKey{}).(string); auth != "" {
+		pr.Out.Header.Set("Authorization", auth)
+	}
+}
+
+func (p *Proxy) relayError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	p.log.Warn("relay request failed", "path", r.URL.Path, "err", err)
+	writeStatus(w, http.StatusBadGateway, fmt.Sprintf("clusterconnect proxy: cannot reach the relay at %s: %v", p.relay.Host, err))
+}
+
+// relayTransports returns an HTTP/2-capable transport and an HTTP/1.1-only
+// twin for upgrades, which cannot cross HTTP/2.
+func relayTransports(tc *tls.Config) (h2, h1 *http.Transport) {
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.Proxy = http.ProxyFromEnvironment
+	if tc != nil {
+		base.TLSClientConfig = tc.Clone()
+	}
+	h2 = base.Clone()
+	h2.ForceAttemptHTTP2 = true
+	h1 = base.Clone()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	if h1.TLSClientConfig == nil {
+		h1.TLSClientConfig = &tls.Config{}
+	}
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	return h2, h1
+}
+
+type splitTransport struct{ h2, h1 http.RoundTripper }
+
+func (t *splitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade") {
+		return t.h1.RoundTrip(req)
+	}
+	return t.h2.RoundTrip(req)
+}
+
+// writeStatus answers with a Kubernetes Status that kubectl prints.
+func writeStatus(w http.ResponseWriter, code int, message string) {
+	reason := metav1.StatusReasonInternalError
+	if code == http.StatusUnauthorized {
+		reason = metav1.StatusReasonUnauthorized
+	}
+	body, _ := json.Marshal(metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status:   metav1.StatusFailure, Message: message, Reason: reason, Code: int32(code),
+	})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(body)
+}

@@ -1,0 +1,315 @@
+package clientproxy_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+	"github.com/clusterconnect/clusterconnect/kubeconfig"
+	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
+	"github.com/clusterconnect/clusterconnect/tokens"
+)
+
+// The test binary doubles as an exec credential plugin for kubectl.
+func TestMain(m *testing.M) {
+	if tok := os.Getenv("CLUSTERCONNECT_TEST_PLUGIN_TOKEN"); tok != "" {
+		out, err := kubeconfig.ExecCredential(context.Background(), tokens.StaticTokenSource(tok))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(out)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// relay is a stand-in relay that records what reaches it.
+type relay struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	seen  []seenRequest
+	event chan string
+}
+
+type seenRequest struct{ path, auth string }
+
+func newRelay(t *testing.T) *relay {
+	r := &relay{event: make(chan string)}
+	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
+	r.srv.EnableHTTP2 = true
+	r.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	r.srv.StartTLS()
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *relay) serve(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	r.seen = append(r.seen, seenRequest{req.URL.Path, req.Header.Get("Authorization")})
+	r.mu.Unlock()
+	switch {
+	case strings.HasSuffix(req.URL.Path, "/watch"):
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		for ev := range r.event {
+			fmt.Fprintln(w, ev)
+			w.(http.Flusher).Flush()
+		}
+	case req.Header.Get("Upgrade") == "echo/1":
+		conn, brw, _ := http.NewResponseController(w).Hijack()
+		defer conn.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		fmt.Fprint(conn, "echo: "+line)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":null}`)
+	}
+}
+
+func (r *relay) last() seenRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[len(r.seen)-1]
+}
+
+func (r *relay) tls() *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AddCert(r.srv.Certificate())
+	return &tls.Config{RootCAs: pool}
+}
+
+func (r *relay) caPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.srv.Certificate().Raw})
+}
+
+// running is a started client proxy.
+type running struct {
+	p   *clientproxy.Proxy
+	url string
+}
+
+func start(t *testing.T, r *relay, tweak func(*clientproxy.Config)) *running {
+	cfg := &clientproxy.Config{
+		RelayURL: r.srv.URL, ClusterID: "c1", RelayTLS: r.tls(),
+		TokenSource: tokens.StaticTokenSource("user-token"), CertDir: t.TempDir(),
+	}
+	if tweak != nil {
+		tweak(cfg)
+	}
+	p, err := clientproxy.New(cfg)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &running{p: p, url: "https://" + ln.Addr().String()}
+}
+
+func (rp *running) client() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(rp.p.CAPEM())
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+}
+
+func get(t *testing.T, rp *running, path, auth string) (*http.Response, string) {
+	req, _ := http.NewRequest(http.MethodGet, rp.url+path, nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := rp.client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestAddsTheUsersTokenAndDropsTheClients(t *testing.T) {
+	r := newRelay(t)
+	rp := start(t, r, nil)
+	resp, _ := get(t, rp, "/api/v1/namespaces?limit=1", "Bearer "+kubeconfig.ProxyTokenPlaceholder)
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, seenRequest{"/clusters/c1/api/v1/namespaces", "Bearer user-token"}, r.last())
+
+	resp, _ = get(t, rp, "/clusters/c2/api", "")
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, seenRequest{"/clusters/c2/api", "Bearer user-token"}, r.last(), "a context may name another cluster")
+}
+
+func TestPicksUpARenewedToken(t *testing.T) {
+	r := newRelay(t)
+	file := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(file, []byte("first-token"), 0o600))
+	rp := start(t, r, func(c *clientproxy.Config) { c.TokenSource = tokens.FileTokenSource(file) })
+	get(t, rp, "/api", "")
+	assert.Equal(t, "Bearer first-token", r.last().auth)
+	require.NoError(t, os.WriteFile(file, []byte("renewed-token-value"), 0o600))
+	get(t, rp, "/api", "")
+	assert.Equal(t, "Bearer renewed-token-value", r.last().auth)
+}
+
+func TestPassClientTokenMode(t *testing.T) {
+	r := newRelay(t)
+	rp := start(t, r, func(c *clientproxy.Config) { c.TokenSource = nil; c.PassClientToken = true })
+	get(t, rp, "/api", "Bearer service-account-token")
+	assert.Equal(t, "Bearer service-account-token", r.last().auth)
+}
+
+func TestWatchStreamsThroughTheProxy(t *testing.T) {
+	r := newRelay(t)
+	rp := start(t, r, nil)
+	resp, err := rp.client().Get(rp.url + "/api/v1/pods/watch")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	for i := range 3 {
+		ev := fmt.Sprintf(`{"type":"ADDED","n":%d}`, i)
+		r.event <- ev
+		require.True(t, lines.Scan())
+		assert.Equal(t, ev, lines.Text())
+	}
+	close(r.event)
+}
+
+func TestUpgradeRoundTrip(t *testing.T) {
+	r := newRelay(t)
+	rp := start(t, r, nil)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(rp.p.CAPEM())
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(rp.url, "https://"), &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /api/v1/namespaces/ns/pods/p/exec HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	fmt.Fprint(conn, "hello through the proxy\n")
+	line, err := br.ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "echo: hello through the proxy\n", line)
+	assert.Equal(t, "Bearer user-token", r.last().auth)
+}
+
+func status(t *testing.T, body string) (msg string) {
+	var st struct{ Kind, Message string }
+	require.NoError(t, json.Unmarshal([]byte(body), &st), body)
+	assert.Equal(t, "Status", st.Kind)
+	return st.Message
+}
+
+func TestRelayDownIsALegibleError(t *testing.T) {
+	r := newRelay(t)
+	rp := start(t, r, nil)
+	r.srv.Close()
+	resp, body := get(t, rp, "/api", "")
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	assert.Contains(t, status(t, body), "cannot reach the relay at 127.0.0.1")
+}
+
+func TestTokenCommandFailureIsALegibleError(t *testing.T) {
+	r := newRelay(t)
+	rp := start(t, r, func(c *clientproxy.Config) {
+		c.TokenSource = &tokens.CommandTokenSource{Command: []string{"sh", "-c", "echo 'ERROR: Please run az login to setup account.' >&2; exit 1"}}
+	})
+	resp, body := get(t, rp, "/api", "")
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	assert.Contains(t, status(t, body), "Please run az login")
+
+	// kubectl shows the message.
+	k := kubectlFor(t, rp)
+	res, err := k.Run(testContext(t), nil, "get", "--raw", "/api")
+	require.NoError(t, err)
+	assert.NotEqual(t, 0, res.ExitCode)
+	assert.Contains(t, res.Stderr, "Please run az login")
+}
+
+func TestRefusesNonLoopbackAddresses(t *testing.T) {
+	r := newRelay(t)
+	p, err := clientproxy.New(&clientproxy.Config{RelayURL: r.srv.URL, ClusterID: "c1", TokenSource: tokens.StaticTokenSource("t"), CertDir: t.TempDir(), ListenAddr: "0.0.0.0:0"})
+	require.NoError(t, err)
+	err = p.ListenAndServe(context.Background())
+	assert.ErrorContains(t, err, "not a loopback address")
+}
+
+func TestCAIsKeptAndPrivate(t *testing.T) {
+	r := newRelay(t)
+	dir := t.TempDir()
+	cfg := &clientproxy.Config{RelayURL: r.srv.URL, ClusterID: "c1", TokenSource: tokens.StaticTokenSource("t"), CertDir: dir}
+	p1, err := clientproxy.New(cfg)
+	require.NoError(t, err)
+	p2, err := clientproxy.New(cfg)
+	require.NoError(t, err)
+	assert.Equal(t, p1.CAPEM(), p2.CAPEM(), "a restarted proxy keeps its CA, so kubeconfigs stay valid")
+	for _, f := range []string{"ca.key", "ca.crt"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), f)
+	}
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// kubectlFor writes a proxy-mode kubeconfig for the running proxy.
+func kubectlFor(t *testing.T, rp *running) *kubetest.Kubectl {
+	path := filepath.Join(t.TempDir(), "config")
+	e := kubeconfig.ProxyEntry("c1", 0, rp.p.CAPEM())
+	e.Server = rp.url
+	_, err := kubeconfig.Merge(kubeconfig.Options{Path: path, SetCurrentContext: true}, e)
+	require.NoError(t, err)
+	return &kubetest.Kubectl{Kubeconfig: path}
+}
+
+func TestKubectlThroughTheProxy(t *testing.T) {
+	r := newRelay(t)
+	rp := start(t, r, nil)
+	out := kubectlFor(t, rp).MustRun(t, testContext(t), nil, "get", "--raw", "/api")
+	assert.Contains(t, out, `"kind":"APIVersions"`)
+	assert.Equal(t, seenRequest{"/clusters/c1/api", "Bearer user-token"}, r.last())
+}
+
+// Direct mode: kubectl talks to the relay itself and runs the exec plugin
+// for the token; no proxy process is involved.
+func TestKubectlRunsTheExecPluginInDirectMode(t *testing.T) {
+	r := newRelay(t)
+	e, err := kubeconfig.DirectEntry("c1", r.srv.URL, r.caPEM(), os.Args[0])
+	require.NoError(t, err)
+	e.Exec.Env = []clientcmdapi.ExecEnvVar{{Name: "CLUSTERCONNECT_TEST_PLUGIN_TOKEN", Value: "token-from-plugin"}}
+	path := filepath.Join(t.TempDir(), "config")
+	_, err = kubeconfig.Merge(kubeconfig.Options{Path: path, SetCurrentContext: true}, e)
+	require.NoError(t, err)
+	k := &kubetest.Kubectl{Kubeconfig: path}
+	// (get --raw would drop the server URL's path; an ordinary request
+	// keeps it, as every real client-go request does.)
+	_, err = k.Run(testContext(t), nil, "version", "-o", "json")
+	require.NoError(t, err)
+	assert.Equal(t, seenRequest{"/clusters/c1/version", "Bearer token-from-plugin"}, r.last())
+}
