@@ -1,0 +1,325 @@
+// Package e2e runs the relay, agent and proxy binaries as separate
+// processes against a real kube-apiserver and drives them with the real
+// kubectl.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+	"github.com/clusterconnect/clusterconnect/internal/oidctest"
+	"github.com/clusterconnect/clusterconnect/internal/pki"
+)
+
+func TestMain(m *testing.M) { kubetest.Main(m) }
+
+const (
+	cluster  = "e2e"
+	tenant   = "44444444-4444-4444-8444-444444444444"
+	audience = "api://clusterconnect-e2e"
+	aliceUPN = "alice@contoso.com"
+	aliceGrp = "55555555-5555-4555-8555-555555555555"
+	ns       = "e2e"
+)
+
+// chain is the three programs and what they need.
+type chain struct {
+	t                              *testing.T
+	dir, bin                       string
+	env                            *kubetest.Env
+	relayAddr, relayCert, relayKey string
+	agentArgs, relayArgs           []string
+	relay, agent, proxy            *proc
+	kubeconfig                     string
+	node                           *kubetest.Node
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (c *chain) start(name string, args ...string) *proc {
+	logf, err := os.Create(filepath.Join(c.dir, name+".log"))
+	require.NoError(c.t, err)
+	cmd := exec.Command(filepath.Join(c.bin, name), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	require.NoError(c.t, cmd.Start())
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
+	c.t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+func (c *chain) logs(name string) string {
+	b, _ := os.ReadFile(filepath.Join(c.dir, name+".log"))
+	return string(b)
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func writeFile(t *testing.T, path string, data []byte) string {
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+	return path
+}
+
+func newChain(t *testing.T) *chain {
+	env := kubetest.Shared(t)
+	ctx := context.Background()
+	c := &chain{t: t, dir: t.TempDir(), env: env}
+
+	// The three programs, built as a user would build them.
+	c.bin = filepath.Join(c.dir, "bin")
+	build := exec.Command("go", "build", "-o", c.bin+"/", "../relay", "../agent", "../proxy")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+
+	issuer, err := oidctest.Start()
+	require.NoError(t, err)
+	t.Cleanup(issuer.Close)
+	issuerCA := writeFile(t, filepath.Join(c.dir, "issuer-ca.crt"), issuer.CA.CertPEM())
+
+	// The agent's own identity may only impersonate.
+	sa, err := env.CreateServiceAccount(ctx, "clusterconnect", "agent")
+	require.NoError(t, err)
+	require.NoError(t, env.Grant(ctx, "e2e-agent", []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"users", "groups"}, Verbs: []string{"impersonate"}},
+		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"uids", "userextras/clusterconnect.io/oid", "userextras/clusterconnect.io/tid"}, Verbs: []string{"impersonate"}},
+	}, sa.Subject()))
+	// Alice's group may work in the namespace, nothing more.
+	require.NoError(t, env.EnsureNamespace(ctx, ns))
+	require.NoError(t, env.Grant(ctx, "e2e-alice", []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods", "configmaps"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/exec", "pods/attach", "pods/portforward"}, Verbs: []string{"get", "create"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
+	}, kubetest.Group(aliceGrp)))
+	c.node, err = env.StartNode(ctx, "e2e-node")
+	require.NoError(t, err)
+	_, err = c.node.CreatePod(ctx, ns, "web")
+	require.NoError(t, err)
+
+	// Relay with a certificate the test keeps, so a restarted relay is the
+	// same relay to the agent.
+	ca, err := pki.NewCA("e2e relay CA")
+	require.NoError(t, err)
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
+	require.NoError(t, err)
+	c.relayCert, c.relayKey = filepath.Join(c.dir, "relay.crt"), filepath.Join(c.dir, "relay.key")
+	require.NoError(t, leaf.WriteFiles(c.relayCert, c.relayKey))
+	relayCA := writeFile(t, filepath.Join(c.dir, "relay-ca.crt"), ca.CertPEM())
+	agents := writeFile(t, filepath.Join(c.dir, "agents.json"), []byte(`{"clusters":{"e2e":{"secret":"e2e-secret"}}}`))
+	secret := writeFile(t, filepath.Join(c.dir, "secret"), []byte("e2e-secret\n"))
+	c.relayAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.relayArgs = []string{"-listen", c.relayAddr, "-cert", c.relayCert, "-key", c.relayKey, "-agents", agents}
+	c.relay = c.start("relay", c.relayArgs...)
+
+	c.agentArgs = []string{
+		"-relay-url", "https://" + c.relayAddr, "-cluster-id", cluster, "-secret-file", secret, "-relay-ca", relayCA,
+		"-kubeconfig", sa.Kubeconfig, "-tenant", tenant, "-audience", audience,
+		"-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA,
+		"-health-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+	}
+	c.agent = c.start("agent", c.agentArgs...)
+
+	token, err := issuer.EntraToken(oidctest.EntraClaims{
+		Tenant: tenant, Audience: audience, UPN: aliceUPN, OID: "oid-alice", Groups: []string{aliceGrp}, Expiry: time.Now().Add(2 * time.Hour),
+	})
+	require.NoError(t, err)
+	tokenFile := writeFile(t, filepath.Join(c.dir, "token"), []byte(token))
+	c.kubeconfig = filepath.Join(c.dir, "kubeconfig")
+	c.proxy = c.start("proxy", "serve", "-relay-url", "https://"+c.relayAddr, "-relay-ca", relayCA, "-cluster-id", cluster,
+		"-port", strconv.Itoa(freePort(t)), "-token-file", tokenFile, "-kubeconfig", c.kubeconfig)
+
+	// Direct mode: a second kubeconfig, written by the proxy binary, whose
+	// user runs "proxy token".
+	direct := exec.Command(filepath.Join(c.bin, "proxy"), "kubeconfig", "-relay-url", "https://"+c.relayAddr, "-relay-ca", relayCA,
+		"-cluster-id", cluster, "-token-file", tokenFile, "-kubeconfig", filepath.Join(c.dir, "direct-kubeconfig"))
+	out, err = direct.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	c.waitWorking(c.kubectl())
+	return c
+}
+
+func (c *chain) kubectl(env ...string) *kubetest.Kubectl {
+	return &kubetest.Kubectl{Kubeconfig: c.kubeconfig, Env: env}
+}
+
+func ctx(t *testing.T) context.Context {
+	cx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return cx
+}
+
+// waitWorking waits until kubectl gets through the whole chain.
+func (c *chain) waitWorking(k *kubetest.Kubectl) {
+	c.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var last kubetest.Result
+	for time.Now().Before(deadline) {
+		res, err := k.Run(ctx(c.t), nil, "get", "pods", "-n", ns)
+		if err == nil && res.ExitCode == 0 {
+			return
+		}
+		last = res
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.t.Fatalf("the chain never worked: %s\nrelay: %s\nagent: %s\nproxy: %s", last.Stderr, c.logs("relay"), c.logs("agent"), c.logs("proxy"))
+}
+
+func TestEndToEnd(t *testing.T) {
+	c := newChain(t)
+	k := c.kubectl()
+
+	t.Run("whoami is the Entra user", func(t *testing.T) {
+		out := k.MustRun(t, ctx(t), nil, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}")
+		assert.Equal(t, aliceUPN+` ["`+aliceGrp+`","system:authenticated"]`, out)
+	})
+
+	t.Run("create get delete", func(t *testing.T) {
+		k.MustRun(t, ctx(t), nil, "create", "configmap", "made-through-relay", "-n", ns, "--from-literal=a=b")
+		out := k.MustRun(t, ctx(t), nil, "get", "configmap", "made-through-relay", "-n", ns, "-o", "jsonpath={.data.a}")
+		assert.Equal(t, "b", out)
+		k.MustRun(t, ctx(t), nil, "delete", "configmap", "made-through-relay", "-n", ns)
+	})
+
+	t.Run("RBAC denies what was not granted", func(t *testing.T) {
+		res, err := k.Run(ctx(t), nil, "get", "secrets", "-n", ns)
+		require.NoError(t, err)
+		assert.NotEqual(t, 0, res.ExitCode)
+		assert.Contains(t, res.Stderr, `User "alice@contoso.com" cannot list resource "secrets"`)
+	})
+
+	t.Run("watch delivers an event created after it started", func(t *testing.T) {
+		k.MustRun(t, ctx(t), nil, "create", "configmap", "w-before", "-n", ns)
+		lines, stop := c.follow(t, k, "get", "configmaps", "-n", ns, "--watch", "-o", "name", "--field-selector", "metadata.name!=kube-root-ca.crt")
+		defer stop()
+		assert.Equal(t, "configmap/w-before", next(t, lines))
+		k.MustRun(t, ctx(t), nil, "create", "configmap", "w-after", "-n", ns)
+		assert.Equal(t, "configmap/w-after", next(t, lines))
+	})
+
+	for _, proto := range []struct{ name, env string }{{"websocket", ""}, {"spdy", "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}} {
+		t.Run("exec over "+proto.name, func(t *testing.T) {
+			var env []string
+			if proto.env != "" {
+				env = []string{proto.env}
+			}
+			in := "stdin across relay and tunnel (" + proto.name + ")\n"
+			out := c.kubectl(env...).MustRun(t, ctx(t), strings.NewReader(in), "exec", "-i", "-n", ns, "web", "--", "cat")
+			assert.Equal(t, in, out)
+		})
+	}
+
+	t.Run("port-forward carries bytes", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer conn.Close(); io.Copy(conn, conn) }()
+			}
+		}()
+		lines, stop := c.follow(t, k, "port-forward", "-n", ns, "pod/web", ":"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		defer stop()
+		m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(next(t, lines))
+		require.NotNil(t, m)
+		conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
+		require.NoError(t, err)
+		defer conn.Close()
+		fmt.Fprintln(conn, "ping through five hops")
+		got, err := bufio.NewReader(conn).ReadString('\n')
+		require.NoError(t, err)
+		assert.Equal(t, "ping through five hops\n", got)
+	})
+
+	t.Run("logs -f streams", func(t *testing.T) {
+		require.NoError(t, c.node.Log(ns, "web", "first line"))
+		lines, stop := c.follow(t, k, "logs", "-f", "-n", ns, "web")
+		defer stop()
+		assert.Equal(t, "first line", next(t, lines))
+		require.NoError(t, c.node.Log(ns, "web", "written while following"))
+		assert.Equal(t, "written while following", next(t, lines))
+	})
+
+	t.Run("direct mode with the exec plugin", func(t *testing.T) {
+		direct := &kubetest.Kubectl{Kubeconfig: filepath.Join(c.dir, "direct-kubeconfig")}
+		out := direct.MustRun(t, ctx(t), nil, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+		assert.Equal(t, aliceUPN, out)
+	})
+
+	t.Run("agent killed mid-watch, then restarted", func(t *testing.T) {
+		cmd, err := k.Command(ctx(t), "get", "configmaps", "-n", ns, "--watch", "-o", "name")
+		require.NoError(t, err)
+		stdout, _ := cmd.StdoutPipe()
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		require.NoError(t, cmd.Start())
+		lines := bufio.NewScanner(stdout)
+		require.True(t, lines.Scan(), "the watch started")
+
+		c.agent.kill()
+		for lines.Scan() {
+		}
+		require.Error(t, cmd.Wait(), "kubectl reports the broken watch instead of hanging")
+		assert.NotEmpty(t, stderr.String())
+
+		c.agent = c.start("agent", c.agentArgs...)
+		c.waitWorking(k)
+	})
+
+	t.Run("relay restarted: the agent reconnects by itself", func(t *testing.T) {
+		c.relay.kill()
+		c.relay = c.start("relay", c.relayArgs...)
+		c.waitWorking(k)
+		out := k.MustRun(t, ctx(t), nil, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+		assert.Equal(t, aliceUPN, out)
+	})
+}
+
+// follow starts a long-running kubectl and returns its output lines.
+func (c *chain) follow(t *testing.T, k *kubetest.Kubectl, args ...string) (*bufio.Scanner, func()) {
+	cmd, err := k.Command(ctx(t), args...)
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	return bufio.NewScanner(stdout), func() { cmd.Process.Kill(); cmd.Wait() }
+}
+
+func next(t *testing.T, s *bufio.Scanner) string {
+	t.Helper()
+	require.True(t, s.Scan(), "the stream ended: %v", s.Err())
+	return s.Text()
+}

@@ -1,0 +1,245 @@
+// Command proxy is the client proxy on the user's machine, what
+// az connectedk8s proxy does: it writes a kubeconfig context and forwards
+// kubectl's requests to the relay with the user's token.
+//
+//	proxy serve      -relay-url … -cluster-id … -token-command "az account get-access-token …"
+//	proxy kubeconfig -relay-url … -cluster-id … -token-command …   (direct mode, no local process)
+//	proxy token      -token-command …                              (the exec credential plugin)
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/kubeconfig"
+	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
+	"github.com/clusterconnect/clusterconnect/tokens"
+)
+
+const usage = `Usage: proxy [serve|kubeconfig|token] [flags]
+
+  serve       run the client proxy on 127.0.0.1 and merge a kubeconfig
+              context pointing at it (the default)
+  kubeconfig  merge a direct-mode context instead: kubectl talks to the relay
+              and runs "proxy token" for the token; no process keeps running
+  token       print an ExecCredential for kubectl (used by direct mode)
+
+The token comes from -token, -token-file (re-read when it changes) or
+-token-command (run when the token is about to expire), e.g.
+  -token-command "az account get-access-token --resource api://clusterconnect-server -o json"
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "proxy:", err)
+		os.Exit(1)
+	}
+}
+
+type common struct {
+	relayURL, clusterID, relayCA  *string
+	token, tokenFile, tokenCmd    *string
+	kubeconfigPath, context       *string
+	setCurrent, passClient, noCfg *bool
+	logFormat                     *string
+}
+
+func flags(name string) (*flag.FlagSet, *common) {
+	fs := flag.NewFlagSet("proxy "+name, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage, "\nFlags of "+name+":\n"); fs.PrintDefaults() }
+	c := &common{
+		relayURL:       fs.String("relay-url", "", "the relay, https://host[:port]"),
+		clusterID:      fs.String("cluster-id", "", "the cluster's ID at the relay"),
+		relayCA:        fs.String("relay-ca", "", "PEM CA file for the relay (default: system roots)"),
+		token:          fs.String("token", "", "a static token"),
+		tokenFile:      fs.String("token-file", "", "file holding the token"),
+		tokenCmd:       fs.String("token-command", "", "command printing the token (plain, az JSON, or ExecCredential)"),
+		kubeconfigPath: fs.String("kubeconfig", "", `kubeconfig to merge into (default: as kubectl; "-" prints it)`),
+		context:        fs.String("context", "", "context name (default: the cluster ID)"),
+		setCurrent:     fs.Bool("set-current-context", true, "make the context current"),
+		passClient:     fs.Bool("pass-client-token", false, "forward kubectl's own token (service-account tokens) instead of -token*"),
+		noCfg:          fs.Bool("no-kubeconfig", false, "do not write a kubeconfig"),
+		logFormat:      fs.String("log-format", "text", "log format: text or json"),
+	}
+	return fs, c
+}
+
+func run(args []string) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args)
+	case "kubeconfig":
+		return direct(args)
+	case "token":
+		return token(args)
+	case "help":
+		fmt.Print(usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q (serve, kubeconfig or token)", cmd)
+}
+
+func parse(fs *flag.FlagSet, args []string) (bool, error) {
+	err := cli.ParseWithEnv(fs, "CLUSTERCONNECT_PROXY", args)
+	if errors.Is(err, flag.ErrHelp) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (c *common) source() (tokens.TokenSource, error) {
+	n := 0
+	for _, s := range []string{*c.token, *c.tokenFile, *c.tokenCmd} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, errors.New("give exactly one of -token, -token-file or -token-command")
+	}
+	switch {
+	case *c.token != "":
+		return tokens.StaticTokenSource(*c.token), nil
+	case *c.tokenFile != "":
+		return tokens.FileTokenSource(*c.tokenFile), nil
+	}
+	return tokens.NewCachedTokenSource(&tokens.CommandTokenSource{Command: strings.Fields(*c.tokenCmd)}, 0), nil
+}
+
+func (c *common) need() error {
+	if *c.relayURL == "" || *c.clusterID == "" {
+		return errors.New("-relay-url and -cluster-id are required")
+	}
+	return nil
+}
+
+func (c *common) relayCAPEM() ([]byte, error) {
+	if *c.relayCA == "" {
+		return nil, nil
+	}
+	return cli.ReadFileFlag("relay-ca", *c.relayCA)
+}
+
+func (c *common) merge(e *kubeconfig.Entry) error {
+	if *c.noCfg {
+		return nil
+	}
+	if *c.context != "" {
+		e.Name, e.ClusterName, e.UserName = *c.context, *c.context, *c.context
+	}
+	path, err := kubeconfig.Merge(kubeconfig.Options{
+		Path: *c.kubeconfigPath, SetCurrentContext: *c.setCurrent,
+		Warnf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "warning: "+f+"\n", a...) },
+	}, e)
+	if err != nil {
+		return err
+	}
+	if path != "-" {
+		fmt.Fprintf(os.Stderr, "kubeconfig %s: context %q\n", path, e.Name)
+	}
+	return nil
+}
+
+func serve(args []string) error {
+	fs, c := flags("serve")
+	port := fs.Int("port", kubeconfig.DefaultProxyPort, "port on 127.0.0.1")
+	if ok, err := parse(fs, args); !ok {
+		return err
+	}
+	if err := c.need(); err != nil {
+		return err
+	}
+	log, err := cli.Logger(*c.logFormat)
+	if err != nil {
+		return err
+	}
+	cfg := &clientproxy.Config{
+		RelayURL: *c.relayURL, ClusterID: *c.clusterID, PassClientToken: *c.passClient, Logger: log,
+		ListenAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)),
+	}
+	if !*c.passClient {
+		if cfg.TokenSource, err = c.source(); err != nil {
+			return err
+		}
+	}
+	if ca, err := c.relayCAPEM(); err != nil {
+		return err
+	} else if ca != nil {
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(ca)
+		cfg.RelayTLS = &tls.Config{RootCAs: roots}
+	}
+	p, err := clientproxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := c.merge(kubeconfig.ProxyEntry(*c.clusterID, *port, p.CAPEM())); err != nil {
+		return err
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	log.Info("client proxy listening", "addr", cfg.ListenAddr, "relay", *c.relayURL, "cluster", *c.clusterID)
+	return p.ListenAndServe(ctx)
+}
+
+func direct(args []string) error {
+	fs, c := flags("kubeconfig")
+	if ok, err := parse(fs, args); !ok {
+		return err
+	}
+	if err := c.need(); err != nil {
+		return err
+	}
+	if _, err := c.source(); err != nil {
+		return err
+	}
+	ca, err := c.relayCAPEM()
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	pluginArgs := []string{"token"}
+	for _, f := range []struct{ name, value string }{{"token", *c.token}, {"token-file", *c.tokenFile}, {"token-command", *c.tokenCmd}} {
+		if f.value != "" {
+			pluginArgs = append(pluginArgs, "-"+f.name, f.value)
+		}
+	}
+	e, err := kubeconfig.DirectEntry(*c.clusterID, *c.relayURL, ca, self, pluginArgs...)
+	if err != nil {
+		return err
+	}
+	return c.merge(e)
+}
+
+func token(args []string) error {
+	fs, c := flags("token")
+	if ok, err := parse(fs, args); !ok {
+		return err
+	}
+	src, err := c.source()
+	if err != nil {
+		return err
+	}
+	out, err := kubeconfig.ExecCredential(context.Background(), src)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Println(string(out))
+	return err
+}

@@ -1,0 +1,212 @@
+// Command relay is the public side of clusterconnect: agents dial in and
+// keep reverse tunnels open; clients reach a cluster under
+// https://<relay>/clusters/<cluster-id>/.
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+const usage = `Usage: relay [flags]
+
+Serves agents' tunnel handshakes at /tunnel/v1/connect and clients under
+/clusters/{cluster-id}/, over TLS.
+
+The agents file is JSON: for each cluster ID either a shared secret or the
+agent's public key(s) in PEM (the agent then signs short-lived assertions):
+
+  {"clusters": {
+     "prod-eu": {"secret": "…"},
+     "edge-7":  {"publicKeys": ["-----BEGIN PUBLIC KEY-----\n…"]}
+  }}
+
+For a trial without certificates, -self-signed makes one for localhost and
+writes its CA to -ca-out for agents and clients to trust.
+
+Flags:
+`
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "relay:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	listen := fs.String("listen", ":8443", "address for agents and clients (TLS)")
+	certFile := fs.String("cert", "", "TLS certificate file")
+	keyFile := fs.String("key", "", "TLS key file")
+	selfSigned := fs.Bool("self-signed", false, "generate a certificate for localhost (trials only)")
+	caOut := fs.String("ca-out", "relay-ca.crt", "with -self-signed: where to write the CA certificate")
+	agentsFile := fs.String("agents", "", "JSON file of clusters and their agent credentials (required)")
+	metricsListen := fs.String("metrics-listen", "", "address for Prometheus metrics, /healthz and /readyz (e.g. 127.0.0.1:9090)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := cli.ParseWithEnv(fs, "CLUSTERCONNECT_RELAY", os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := cli.Logger(*logFormat)
+	if err != nil {
+		return err
+	}
+	if *agentsFile == "" {
+		return errors.New("-agents is required: which clusters may connect, and how they prove it (see -h)")
+	}
+	auth, err := loadAgents(*agentsFile)
+	if err != nil {
+		return err
+	}
+	cert, err := serverCert(*certFile, *keyFile, *selfSigned, *caOut, log)
+	if err != nil {
+		return err
+	}
+	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: auth, Logger: log})
+	if err != nil {
+		return err
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+
+	if *metricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/healthz", cli.OK)
+		mux.Handle("/readyz", cli.OK)
+		mux.Handle("/metrics", cli.Metrics(func() []cli.Counter {
+			counters := cli.TunnelCounters("clusterconnect_relay", relay.Stats())
+			return append(counters, cli.Counter{Name: "clusterconnect_relay_agent_connections", Help: "Live tunnel connections.", Type: "gauge", Value: float64(len(relay.Conns()))})
+		}))
+		go cli.Serve(ctx, *metricsListen, mux, log, "metrics")
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/healthz", cli.OK)
+	mux.Handle("/", relay)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		// A client's stalled upload must not hold the whole connection's
+		// window: the per-connection buffer is many per-stream ones.
+		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20},
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	log.Info("relay listening", "addr", ln.Addr().String())
+	go func() {
+		<-ctx.Done()
+		log.Info("shutting down")
+		relay.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// agentsFile is the -agents file.
+type agentsFile struct {
+	Clusters map[string]struct {
+		Secret     string   `json:"secret"`
+		PublicKeys []string `json:"publicKeys"`
+	} `json:"clusters"`
+}
+
+// loadAgents builds an authenticator that checks each cluster the way the
+// file says.
+func loadAgents(path string) (tunnel.Authenticator, error) {
+	b, err := cli.ReadFileFlag("agents", path)
+	if err != nil {
+		return nil, err
+	}
+	var f agentsFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("-agents %s: %w", path, err)
+	}
+	secrets := tunnel.SharedSecrets{}
+	keys := map[string][]crypto.PublicKey{}
+	for id, c := range f.Clusters {
+		if err := tunnel.ValidateClusterID(id); err != nil {
+			return nil, fmt.Errorf("-agents %s: %w", path, err)
+		}
+		switch {
+		case c.Secret != "" && len(c.PublicKeys) == 0:
+			secrets[id] = c.Secret
+		case c.Secret == "" && len(c.PublicKeys) > 0:
+			for i, p := range c.PublicKeys {
+				blk, _ := pem.Decode([]byte(p))
+				if blk == nil {
+					return nil, fmt.Errorf("-agents %s: cluster %s: public key %d is not PEM", path, id, i)
+				}
+				k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+				if err != nil {
+					return nil, fmt.Errorf("-agents %s: cluster %s: public key %d: %w", path, id, i, err)
+				}
+				keys[id] = append(keys[id], k)
+			}
+		default:
+			return nil, fmt.Errorf("-agents %s: cluster %s needs exactly one of secret or publicKeys", path, id)
+		}
+	}
+	if len(secrets)+len(keys) == 0 {
+		return nil, fmt.Errorf("-agents %s lists no clusters", path)
+	}
+	assertions, err := tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Keys: keys})
+	if err != nil {
+		return nil, err
+	}
+	return tunnel.AuthenticatorFunc(func(ctx context.Context, id, cred string) error {
+		if _, ok := secrets[id]; ok {
+			return secrets.Authenticate(ctx, id, cred)
+		}
+		return assertions.Authenticate(ctx, id, cred)
+	}), nil
+}
+
+func serverCert(certFile, keyFile string, selfSigned bool, caOut string, log *slog.Logger) (tls.Certificate, error) {
+	if !selfSigned {
+		if certFile == "" || keyFile == "" {
+			return tls.Certificate{}, errors.New("-cert and -key are required (or -self-signed for a trial)")
+		}
+		return tls.LoadX509KeyPair(certFile, keyFile)
+	}
+	ca, err := pki.NewCA("clusterconnect relay CA (self-signed)")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := os.WriteFile(caOut, ca.CertPEM(), 0o644); err != nil {
+		return tls.Certificate{}, fmt.Errorf("-ca-out: %w", err)
+	}
+	log.Warn("using a self-signed certificate for localhost; trust the CA written to -ca-out", "ca", caOut)
+	return leaf.TLSCertificate()
+}

@@ -1,0 +1,135 @@
+// Package cli holds what the example binaries share: flags that fall back
+// to environment variables, logging, signals and small HTTP side servers.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// EnvName is the environment variable for a flag: PREFIX_FLAG_NAME.
+func EnvName(prefix, flagName string) string {
+	return prefix + "_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ParseWithEnv parses args, then sets every flag not given on the command
+// line from its environment variable, if that is set. Usage lists the
+// variables.
+func ParseWithEnv(fs *flag.FlagSet, prefix string, args []string) error {
+	usage := fs.Usage
+	fs.Usage = func() {
+		if usage != nil {
+			usage()
+		}
+		fmt.Fprintf(fs.Output(), "\nEvery flag can also be set by its environment variable, e.g. %s.\n", EnvName(prefix, "log-format"))
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(EnvName(prefix, f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", EnvName(prefix, f.Name), err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Logger returns a text or JSON logger on stderr.
+func Logger(format string) (*slog.Logger, error) {
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil)), nil
+	}
+	return nil, fmt.Errorf("log format %q: use text or json", format)
+}
+
+// SignalContext ends on SIGINT or SIGTERM.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// Serve runs srv on addr until ctx ends, then shuts it down gracefully.
+func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, what string) {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	log.Info("serving "+what, "addr", addr)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error(what+" stopped", "err", err)
+	}
+}
+
+// Counter is one Prometheus counter or gauge.
+type Counter struct {
+	Name, Help, Type string // Type: counter or gauge
+	Labels           map[string]string
+	Value            float64
+}
+
+// Metrics serves counters in the Prometheus text format.
+func Metrics(collect func() []Counter) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		written := map[string]bool{}
+		for _, c := range collect() {
+			if !written[c.Name] {
+				fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", c.Name, c.Help, c.Name, c.Type)
+				written[c.Name] = true
+			}
+			fmt.Fprintf(w, "%s%s %g\n", c.Name, labels(c.Labels), c.Value)
+		}
+	})
+}
+
+func labels(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%q", k, m[k])
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// OK answers 200 "ok": a liveness endpoint.
+var OK = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+
+// ReadFileFlag reads a file named by a flag, naming the flag in the error.
+func ReadFileFlag(flagName, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("-%s: %w", flagName, err)
+	}
+	return b, nil
+}
