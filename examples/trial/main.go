@@ -34,6 +34,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/clusterconnect/clusterconnect/impersonate"
 	"github.com/clusterconnect/clusterconnect/internal/kubetest"
@@ -56,39 +57,59 @@ const (
 func main() {
 	port := flag.Int("port", 0, "client proxy port (default: a free one; 47011 is the az connectedk8s default)")
 	once := flag.Bool("once", false, "show the demo and exit instead of waiting for Ctrl-C")
+	existing := flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "connect the cluster of this kubeconfig's current context instead of starting one (default $KUBECONFIG)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: go run ./examples/trial [-port N] [-once]\n\n%s\n", strings.TrimSpace(`
 Runs etcd, kube-apiserver, an Entra ID stand-in, the relay, the agent and
 the client proxy on this machine, shows kubectl working through them, and
 keeps them running until Ctrl-C. The first run builds kube-apiserver
 (about 6 minutes on 2 cores); later runs start in seconds. Needs etcd
-(Debian: apt-get install etcd-server) and kubectl.`))
+(Debian: apt-get install etcd-server) and kubectl.
+
+With -kubeconfig (or $KUBECONFIG) it connects that cluster instead: the
+agent acts with the kubeconfig's credentials, which must be allowed to
+impersonate. Nothing is created in that cluster.`))
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Stdout, *port, *once); err != nil {
+	if err := run(ctx, os.Stdout, *existing, *port, *once); err != nil {
 		fmt.Fprintln(os.Stderr, "trial:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, out io.Writer, port int, once bool) error {
+func run(ctx context.Context, out io.Writer, existing string, port int, once bool) error {
 	step := func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", args...) }
-	step("kube-apiserver %s (built once from the Go module proxy, then cached)", kubetest.KubeVersion)
-	if _, err := kubetest.Build(ctx, os.Stderr, "kube-apiserver"); err != nil {
-		return err
-	}
-	step("starting etcd and kube-apiserver on loopback")
-	env, err := kubetest.Start(ctx)
-	if err != nil {
-		if errors.Is(err, kubetest.ErrMissing) {
-			return fmt.Errorf("%w\n(etcd comes from Debian's etcd-server package: apt-get install etcd-server)", err)
+	var agentConfig *rest.Config
+	if existing != "" {
+		step("connecting the cluster of %s (current context)", existing)
+		var err error
+		if agentConfig, err = clientcmd.BuildConfigFromFlags("", existing); err != nil {
+			return fmt.Errorf("-kubeconfig: %w", err)
 		}
-		return err
+	} else {
+		step("kube-apiserver %s (built once from the Go module proxy, then cached)", kubetest.KubeVersion)
+		if _, err := kubetest.Build(ctx, os.Stderr, "kube-apiserver"); err != nil {
+			return err
+		}
+		step("starting etcd and kube-apiserver on loopback")
+		env, err := kubetest.Start(ctx)
+		if err != nil {
+			if errors.Is(err, kubetest.ErrMissing) {
+				return fmt.Errorf("%w\n(etcd comes from Debian's etcd-server package: apt-get install etcd-server)", err)
+			}
+			return err
+		}
+		defer env.Stop()
+		step("RBAC: the agent may impersonate; %s (group %s) may view namespaces and pods", demoUser, demoGroup)
+		sa, err := setUpRBAC(ctx, env)
+		if err != nil {
+			return err
+		}
+		agentConfig = &rest.Config{Host: env.Host, BearerToken: sa.Token, TLSClientConfig: rest.TLSClientConfig{CAData: env.CA.CertPEM()}}
 	}
-	defer env.Stop()
 
 	step("Entra ID stand-in (issues tokens for tenant %s, app %s)", tenantID, serverApp)
 	entra, err := oidctest.Start()
@@ -96,12 +117,6 @@ func run(ctx context.Context, out io.Writer, port int, once bool) error {
 		return err
 	}
 	defer entra.Close()
-
-	step("RBAC: the agent may impersonate; %s (group %s) may view namespaces and pods", demoUser, demoGroup)
-	agentSA, err := setUpRBAC(ctx, env)
-	if err != nil {
-		return err
-	}
 
 	step("relay on loopback, with a self-signed certificate")
 	relayURL, relayCA, stopRelay, err := startRelay()
@@ -111,7 +126,7 @@ func run(ctx context.Context, out io.Writer, port int, once bool) error {
 	defer stopRelay()
 
 	step("agent: dials out to the relay, serves the impersonation handler")
-	stopAgent, err := startAgent(env, agentSA, entra, relayURL, relayCA)
+	stopAgent, err := startAgent(agentConfig, entra, relayURL, relayCA)
 	if err != nil {
 		return err
 	}
@@ -141,6 +156,13 @@ func run(ctx context.Context, out io.Writer, port int, once bool) error {
 		if err := kubectl(ctx, out, kubeconfigPath, args...); err != nil {
 			return err
 		}
+	}
+	if existing != "" {
+		fmt.Fprintf(out, `
+In your cluster %s has no rights yet; to let it look around:
+
+    kubectl create clusterrolebinding clusterconnect-trial --clusterrole=view --group=%s
+`, demoUser, demoGroup)
 	}
 	if once {
 		return nil
@@ -230,7 +252,7 @@ func startRelay() (url string, caPEM []byte, stop func(), err error) {
 	return "https://" + ln.Addr().String(), ca.CertPEM(), func() { relay.Close(); srv.Close() }, nil
 }
 
-func startAgent(env *kubetest.Env, sa *kubetest.ServiceAccount, entra *oidctest.Issuer, relayURL string, relayCA []byte) (func(), error) {
+func startAgent(rc *rest.Config, entra *oidctest.Issuer, relayURL string, relayCA []byte) (func(), error) {
 	issuers, err := tokens.EntraIssuers(tokens.EntraConfig{
 		TenantIDs: []string{tenantID}, Audiences: []string{serverApp},
 		DiscoveryURL: entra.EntraDiscoveryURL, // the stand-in; real Entra ID needs no override
@@ -243,7 +265,7 @@ func startAgent(env *kubetest.Env, sa *kubetest.ServiceAccount, entra *oidctest.
 		return nil, err
 	}
 	handler, err := impersonate.New(&impersonate.Config{
-		RESTConfig: &rest.Config{Host: env.Host, BearerToken: sa.Token, TLSClientConfig: rest.TLSClientConfig{CAData: env.CA.CertPEM()}},
+		RESTConfig: rc,
 		Verifier:   verifier,
 		Mapping:    tokens.EntraMapping(),
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
