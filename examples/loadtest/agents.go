@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// fleet is many agents in this process.
+type fleet struct {
+	agents []*tunnel.Agent
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startFleet starts n agents (clusters agent-00000…) against the relay at
+// addr, dialRate of them per second.
+func startFleet(n int, addr, caDir string, handler http.Handler, dialRate int, tweak func(*tunnel.AgentConfig)) (*fleet, error) {
+	caPEM, err := os.ReadFile(filepath.Join(caDir, "ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fleet{cancel: cancel}
+	tick := time.NewTicker(time.Second / time.Duration(max(dialRate, 1)))
+	defer tick.Stop()
+	for i := range n {
+		cfg := &tunnel.AgentConfig{
+			RelayURL: "https://" + addr, ClusterID: clusterName(i), Credential: tunnel.SharedSecret(secret),
+			Handler: handler, TLSConfig: &tls.Config{RootCAs: roots}, Connections: 1,
+			Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
+		}
+		if tweak != nil {
+			tweak(cfg)
+		}
+		a, err := tunnel.NewAgent(cfg)
+		if err != nil {
+			f.stop()
+			return nil, err
+		}
+		f.agents = append(f.agents, a)
+		f.wg.Add(1)
+		go func() { defer f.wg.Done(); a.Run(ctx) }()
+		<-tick.C
+	}
+	return f, nil
+}
+
+func (f *fleet) stop() {
+	f.cancel()
+	f.wg.Wait()
+}
+
+// opened is each agent's count of connections opened so far.
+func (f *fleet) opened() []uint64 {
+	out := make([]uint64, len(f.agents))
+	for i, a := range f.agents {
+		out[i] = a.Stats().ConnectionsOpened
+	}
+	return out
+}
+
+// broadcaster sends each event to every open watch.
+type broadcaster struct {
+	mu       sync.Mutex
+	watchers map[chan string]struct{}
+}
+
+func newBroadcaster() *broadcaster { return &broadcaster{watchers: map[chan string]struct{}{}} }
+
+func (b *broadcaster) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.watchers)
+}
+
+func (b *broadcaster) send(ev string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for c := range b.watchers {
+		select {
+		case c <- ev:
+		default: // a watcher that is not keeping up misses it (counted as lost)
+		}
+	}
+}
+
+// handler answers /ping with a small JSON body and /watch with a stream of
+// the broadcaster's events.
+func handler(b *broadcaster) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/watch" {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"kind":"Status","status":"Success"}`)
+			return
+		}
+		c := make(chan string, 16)
+		b.mu.Lock()
+		b.watchers[c] = struct{}{}
+		b.mu.Unlock()
+		defer func() { b.mu.Lock(); delete(b.watchers, c); b.mu.Unlock() }()
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case ev := <-c:
+				fmt.Fprintln(w, ev)
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	})
+}

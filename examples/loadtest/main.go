@@ -1,0 +1,84 @@
+// Command loadtest measures what one relay holds: many agents, each with
+// its own tunnel connection and cluster ID, in this process, against a
+// relay in a child process (so the relay's memory and goroutines are its
+// own), all on loopback.
+//
+//	loadtest idle     -agents 10000            memory and goroutines per idle agent
+//	loadtest requests -agents 10000 -rate 1000 latency of requests to random clusters
+//	loadtest watches  -watches 10000           concurrent watches through one agent
+//	loadtest restart  -agents 1000             reconnect times after a relay restart
+//
+// It stops by itself; every loop is bounded in count and time.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|relay [flags] (-h for each)")
+		os.Exit(2)
+	}
+	raiseFileLimit()
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "relay":
+		err = serveRelay(args) // the child process
+	case "idle", "requests", "watches", "restart":
+		err = scenario(cmd, args)
+	default:
+		err = fmt.Errorf("unknown scenario %q", cmd)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(1)
+	}
+}
+
+// options are every scenario's flags.
+type options struct {
+	agents      int
+	rate        int
+	duration    time.Duration
+	watches     int
+	connections int
+	dialRate    int
+}
+
+func scenario(name string, args []string) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	var o options
+	fs.IntVar(&o.agents, "agents", 1000, "agents, each with one tunnel connection and its own cluster ID")
+	fs.IntVar(&o.rate, "rate", 1000, "requests: requests per second, spread over random clusters")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "requests: how long to send")
+	fs.IntVar(&o.watches, "watches", 10000, "watches: concurrent watches through one agent")
+	fs.IntVar(&o.connections, "connections", 4, "watches: that agent's tunnel connections")
+	fs.IntVar(&o.dialRate, "dial-rate", 1000, "agents connecting per second at start")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch name {
+	case "idle":
+		return idle(o)
+	case "requests":
+		return requests(o)
+	case "watches":
+		return watches(o)
+	}
+	return restart(o)
+}
+
+// raiseFileLimit lifts the soft open-file limit to the hard one: every
+// agent holds two sockets (its end and, in the child, the relay's).
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+const secret = "loadtest-secret"
+
+func clusterName(i int) string { return fmt.Sprintf("agent-%05d", i) }
+
+// relayStats is what the relay child reports about itself, after a GC.
+type relayStats struct {
+	Connections int    `json:"connections"`
+	Goroutines  int    `json:"goroutines"`
+	HeapInuse   uint64 `json:"heapInuse"`
+	RSS         uint64 `json:"rss"`
+}
+
+// serveRelay is the child: a relay for clusters agent-00000…, on -listen
+// with a CA kept in -ca-dir, and /stats on a loopback port. It prints
+// "READY <stats address>" and serves until its parent closes stdin.
+func serveRelay(args []string) error {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	n := fs.Int("clusters", 1000, "")
+	listen := fs.String("listen", "127.0.0.1:0", "")
+	caDir := fs.String("ca-dir", "", "")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ca, err := loadOrCreateCA(*caDir)
+	if err != nil {
+		return err
+	}
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
+	if err != nil {
+		return err
+	}
+	cert, err := leaf.TLSCertificate()
+	if err != nil {
+		return err
+	}
+	secrets := tunnel.SharedSecrets{}
+	for i := range *n {
+		secrets[clusterName(i)] = secret
+	}
+	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: secrets})
+	if err != nil {
+		return err
+	}
+	ln, err := tls.Listen("tcp", *listen, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: relay, ReadHeaderTimeout: 10 * time.Second,
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000, MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20}}
+	go srv.Serve(ln)
+
+	statsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	go http.Serve(statsLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		json.NewEncoder(w).Encode(relayStats{
+			Connections: len(relay.Conns()), Goroutines: runtime.NumGoroutine(), HeapInuse: m.HeapInuse, RSS: rss(),
+		})
+	}))
+	fmt.Printf("READY %s %s\n", ln.Addr(), statsLn.Addr())
+	io.Copy(io.Discard, os.Stdin) // until the parent goes away
+	return nil
+}
+
+// rss reads this process's resident set size.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
+
+func loadOrCreateCA(dir string) (*pki.CA, error) {
+	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	if c, err := os.ReadFile(certPath); err == nil {
+		k, err := os.ReadFile(keyPath)
+		if err != nil {
+			return nil, err
+		}
+		return pki.LoadCA(c, k)
+	}
+	ca, err := pki.NewCA("loadtest relay CA")
+	if err != nil {
+		return nil, err
+	}
+	key, err := ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+		return nil, err
+	}
+	return ca, os.WriteFile(certPath, ca.CertPEM(), 0o644)
+}
+
+// relayProc is the relay child, seen from the parent.
+type relayProc struct {
+	cmd       *exec.Cmd
+	stdin     io.WriteCloser
+	addr      string
+	statsAddr string
+	done      chan struct{}
+}
+
+func startRelay(clusters int, listen, caDir string) (*relayProc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "relay", "-clusters", strconv.Itoa(clusters), "-listen", listen, "-ca-dir", caDir)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &relayProc{cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.done) }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		p.kill()
+		return nil, fmt.Errorf("relay child did not start: %w", err)
+	}
+	if _, err := fmt.Sscanf(line, "READY %s %s", &p.addr, &p.statsAddr); err != nil {
+		p.kill()
+		return nil, fmt.Errorf("relay child said %q", line)
+	}
+	return p, nil
+}
+
+func (p *relayProc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+func (p *relayProc) stats() (relayStats, error) {
+	var s relayStats
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.statsAddr+"/", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// waitConnections waits until the relay holds n connections.
+func (p *relayProc) waitConnections(n int, limit time.Duration) (relayStats, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		s, err := p.stats()
+		if err == nil && s.Connections >= n {
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			return s, errors.Join(fmt.Errorf("only %d of %d agents connected within %s", s.Connections, n, limit), err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
