@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"k8s.io/client-go/rest"
 
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/tokens"
 )
 
@@ -137,7 +138,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	raw, err := bearerToken(r)
 	if err != nil {
-		writeStatus(rec, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		httpx.WriteStatus(rec, http.StatusUnauthorized, "Unauthorized: "+err.Error())
 		return
 	}
 	tok, err := h.verifier.Verify(r.Context(), raw)
@@ -154,12 +155,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusServiceUnavailable
 			h.log.Error("cannot verify tokens", "err", err)
 		}
-		writeStatus(rec, code, "Unauthorized: "+err.Error())
+		httpx.WriteStatus(rec, code, "Unauthorized: "+err.Error())
 		return
 	}
 	id, err := h.mapping.Identity(r.Context(), tok)
 	if err != nil {
-		writeStatus(rec, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		httpx.WriteStatus(rec, http.StatusUnauthorized, "Unauthorized: "+err.Error())
 		return
 	}
 	who = id
@@ -168,10 +169,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			var denied *deniedError
 			if errors.As(err, &denied) {
-				writeStatus(rec, http.StatusForbidden, denied.Error())
+				httpx.WriteStatus(rec, http.StatusForbidden, denied.Error())
 			} else {
 				h.log.Error("nested impersonation check failed", "err", err)
-				writeStatus(rec, http.StatusInternalServerError, "impersonate: cannot check the requested impersonation")
+				httpx.WriteStatus(rec, http.StatusInternalServerError, "impersonate: cannot check the requested impersonation")
 			}
 			return
 		}
@@ -179,7 +180,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if id.Username == "" {
 		// Fail closed: never forward without an identity to impersonate.
-		writeStatus(rec, http.StatusUnauthorized, "Unauthorized: no identity")
+		httpx.WriteStatus(rec, http.StatusUnauthorized, "Unauthorized: no identity")
 		return
 	}
 	ctx := context.WithValue(r.Context(), identityKey{}, &request{id: id})
@@ -220,7 +221,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	h.log.Warn("API server request failed", "path", r.URL.Path, "err", err)
-	writeStatus(w, http.StatusBadGateway, "impersonate: the API server could not be reached: "+err.Error())
+	httpx.WriteStatus(w, http.StatusBadGateway, "impersonate: the API server could not be reached: "+err.Error())
 }
 
 // bearerToken finds the caller's token: the Authorization header, or for

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"net/http"
 
-	"golang.org/x/net/http/httpguts"
 	"k8s.io/client-go/rest"
+
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
 
 // newTransport returns client-go's transport for rc (credentials, TLS, token
@@ -22,14 +23,5 @@ func newTransport(rc *rest.Config, _ bool) (http.RoundTripper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("impersonate: upgrade transport: %w", err)
 	}
-	return &splitTransport{h2: h2, h1: h1}, nil
-}
-
-type splitTransport struct{ h2, h1 http.RoundTripper }
-
-func (t *splitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade") {
-		return t.h1.RoundTrip(req)
-	}
-	return t.h2.RoundTrip(req)
+	return &httpx.SplitTransport{HTTP2: h2, HTTP1: h1}, nil
 }

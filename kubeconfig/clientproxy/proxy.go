@@ -3,7 +3,6 @@ package clientproxy
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,9 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/tokens"
@@ -113,7 +110,7 @@ func New(cfg *Config) (*Proxy, error) {
 	h2, h1 := relayTransports(c.RelayTLS)
 	p.proxy = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
-		Transport:    &splitTransport{h2: h2, h1: h1},
+		Transport:    &httpx.SplitTransport{HTTP2: h2, HTTP1: h1},
 		ErrorHandler: p.relayError,
 		ErrorLog:     log.New(io.Discard, "", 0),
 	}
@@ -227,7 +224,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		tok, err := p.cfg.TokenSource.Token(r.Context())
 		if err != nil {
-			writeStatus(w, http.StatusUnauthorized, "clusterconnect proxy: cannot get your token: "+err.Error())
+			httpx.WriteStatus(w, http.StatusUnauthorized, "clusterconnect proxy: cannot get your token: "+err.Error())
 			return
 		}
 		auth = "Bearer " + tok.Value
@@ -253,7 +250,7 @@ func (p *Proxy) relayError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	p.log.Warn("relay request failed", "path", r.URL.Path, "err", err)
-	writeStatus(w, http.StatusBadGateway, fmt.Sprintf("clusterconnect proxy: cannot reach the relay at %s: %v", p.relay.Host, err))
+	httpx.WriteStatus(w, http.StatusBadGateway, fmt.Sprintf("clusterconnect proxy: cannot reach the relay at %s: %v", p.relay.Host, err))
 }
 
 // relayTransports returns an HTTP/2-capable transport and an HTTP/1.1-only
@@ -274,28 +271,4 @@ func relayTransports(tc *tls.Config) (h2, h1 *http.Transport) {
 	}
 	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	return h2, h1
-}
-
-type splitTransport struct{ h2, h1 http.RoundTripper }
-
-func (t *splitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade") {
-		return t.h1.RoundTrip(req)
-	}
-	return t.h2.RoundTrip(req)
-}
-
-// writeStatus answers with a Kubernetes Status that kubectl prints.
-func writeStatus(w http.ResponseWriter, code int, message string) {
-	reason := metav1.StatusReasonInternalError
-	if code == http.StatusUnauthorized {
-		reason = metav1.StatusReasonUnauthorized
-	}
-	body, _ := json.Marshal(metav1.Status{
-		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-		Status:   metav1.StatusFailure, Message: message, Reason: reason, Code: int32(code),
-	})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	w.Write(body)
 }
