@@ -218,7 +218,7 @@ func writeError(w http.ResponseWriter, id string, err error) {
 // days holding it) and moves to a large one when reads keep filling it, as
 // in a download, where fewer and larger writes to the client save syscalls.
 var (
-	smallBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+	smallBuffers = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
 	largeBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 )
 

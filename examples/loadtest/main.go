@@ -48,6 +48,7 @@ type options struct {
 	watches     int
 	connections int
 	dialRate    int
+	hold        time.Duration
 }
 
 func scenario(name string, args []string) error {
@@ -59,6 +60,7 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.watches, "watches", 10000, "watches: concurrent watches through one agent")
 	fs.IntVar(&o.connections, "connections", 4, "watches: that agent's tunnel connections")
 	fs.IntVar(&o.dialRate, "dial-rate", 1000, "agents connecting per second at start")
+	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the agents connected this long, to profile the relay")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,7 +79,11 @@ func serveRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	go http.Serve(statsLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // go tool pprof http://<stats address>/debug/pprof/heap
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	go http.Serve(statsLn, mux)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)

@@ -75,6 +75,10 @@ func idle(o options) error {
 	}
 	fmt.Printf("%d agents connected in %s\n", o.agents, time.Since(start).Round(time.Millisecond))
 	time.Sleep(5 * time.Second) // let handshake garbage go and pings settle
+	if o.hold > 0 {
+		fmt.Printf("holding for %s; relay profiles at http://%s/debug/pprof/\n", o.hold, relay.statsAddr)
+		time.Sleep(o.hold)
+	}
 	s, err := relay.stats()
 	if err != nil {
 		return err
