@@ -105,11 +105,11 @@ func New(cfg *Config) (*Handler, error) {
 		log:         lg,
 		target:      target,
 	}
-	own, err := newTransport(rc, true)
+	own, err := newTransport(rc)
 	if err != nil {
 		return nil, err
 	}
-	anon, err := newTransport(rest.AnonymousClientConfig(rc), false)
+	anon, err := newTransport(rest.AnonymousClientConfig(rc))
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 // newTransport returns client-go's transport for rc (credentials, TLS, token
 // file rotation), split by request: HTTP/2 for ordinary requests, an
 // HTTP/1.1-only twin for upgrades, which cannot cross HTTP/2.
-func newTransport(rc *rest.Config, _ bool) (http.RoundTripper, error) {
+func newTransport(rc *rest.Config) (http.RoundTripper, error) {
 	h2, err := rest.TransportFor(rc)
 	if err != nil {
 		return nil, fmt.Errorf("impersonate: transport: %w", err)
