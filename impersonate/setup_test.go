@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,34 +39,38 @@ type world struct {
 	agent  *kubetest.ServiceAccount
 }
 
-var (
-	worldOnce sync.Once
-	shared    *world
-	worldErr  error
-)
+// worlds holds the world of each environment (a -count run gets a fresh
+// environment).
+var worlds = map[*kubetest.Env]*world{}
 
 func getWorld(t testing.TB) *world {
 	env := kubetest.Shared(t)
-	worldOnce.Do(func() {
-		ctx := context.Background()
-		w := &world{env: env}
-		if w.issuer, worldErr = oidctest.Start(); worldErr != nil {
-			return
-		}
-		if w.agent, worldErr = env.CreateServiceAccount(ctx, "clusterconnect", "agent"); worldErr != nil {
-			return
-		}
-		worldErr = env.Grant(ctx, "clusterconnect-agent-impersonator", []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"users", "groups", "serviceaccounts"}, Verbs: []string{"impersonate"}},
-			// Each extra key is a subresource of userextras, and RBAC has no
-			// wildcard for subresources of one resource: name them.
-			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"uids", "userextras/clusterconnect.io/oid", "userextras/clusterconnect.io/tid"}, Verbs: []string{"impersonate"}},
-			{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
-		}, w.agent.Subject())
-		shared = w
-	})
-	require.NoError(t, worldErr)
-	return shared
+	if w := worlds[env]; w != nil {
+		return w
+	}
+	w, err := newWorld(env)
+	require.NoError(t, err)
+	worlds[env] = w
+	return w
+}
+
+func newWorld(env *kubetest.Env) (*world, error) {
+	ctx := context.Background()
+	w := &world{env: env}
+	var err error
+	if w.issuer, err = oidctest.Start(); err != nil {
+		return nil, err
+	}
+	if w.agent, err = env.CreateServiceAccount(ctx, "clusterconnect", "agent"); err != nil {
+		return nil, err
+	}
+	return w, env.Grant(ctx, "clusterconnect-agent-impersonator", []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"users", "groups", "serviceaccounts"}, Verbs: []string{"impersonate"}},
+		// Each extra key is a subresource of userextras, and RBAC has no
+		// wildcard for subresources of one resource: name them.
+		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"uids", "userextras/clusterconnect.io/oid", "userextras/clusterconnect.io/tid"}, Verbs: []string{"impersonate"}},
+		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+	}, w.agent.Subject())
 }
 
 // proxy is a Handler in front of the real API server, served over TLS as a

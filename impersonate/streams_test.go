@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,28 +20,26 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/kubetest"
 )
 
-var (
-	nodeOnce sync.Once
-	node     *kubetest.Node
-	nodeErr  error
-)
+// nodes holds the stand-in node of each environment.
+var nodes = map[*kubetest.Env]*kubetest.Node{}
 
 // streamsSetup gives Erin, a user with rights on pods and their streams in
 // namespace "streams", a fresh pod on the stand-in node.
 func streamsSetup(t *testing.T) (*proxy, string, *kubetest.Node) {
 	p := newProxy(t, nil)
 	ctx := testContext(t)
-	nodeOnce.Do(func() {
-		if node, nodeErr = p.w.env.StartNode(ctx, "stand-in"); nodeErr != nil {
-			return
-		}
-		nodeErr = p.w.env.Grant(ctx, "erin-streams", []rbacv1.PolicyRule{
+	node := nodes[p.w.env]
+	if node == nil {
+		var err error
+		node, err = p.w.env.StartNode(ctx, "stand-in")
+		require.NoError(t, err)
+		require.NoError(t, p.w.env.Grant(ctx, "erin-streams", []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods", "configmaps"}, Verbs: []string{"get", "list", "watch", "create"}},
 			{APIGroups: []string{""}, Resources: []string{"pods/exec", "pods/attach", "pods/portforward"}, Verbs: []string{"get", "create"}},
 			{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
-		}, kubetest.User("erin@contoso.com"))
-	})
-	require.NoError(t, nodeErr)
+		}, kubetest.User("erin@contoso.com")))
+		nodes[p.w.env] = node
+	}
 	pod := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
 	_, err := node.CreatePod(ctx, "streams", pod)
 	require.NoError(t, err)

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -76,17 +75,20 @@ func TestRBACDeniesUntilGranted(t *testing.T) {
 	assert.Contains(t, res.Stderr, "forbidden")
 }
 
-var (
-	nodeOnce sync.Once
-	node     *kubetest.Node
-	nodeErr  error
-)
+// nodes holds the stand-in node of each environment (a -count run gets a
+// fresh environment).
+var nodes = map[*kubetest.Env]*kubetest.Node{}
 
 // standInPod creates a fresh running pod on the package's stand-in node.
 func standInPod(t *testing.T, ctx context.Context) (env *kubetest.Env, n *kubetest.Node, ns, pod string) {
 	env = kubetest.Shared(t)
-	nodeOnce.Do(func() { node, nodeErr = env.StartNode(ctx, "stand-in") })
-	require.NoError(t, nodeErr)
+	node := nodes[env]
+	if node == nil {
+		var err error
+		node, err = env.StartNode(ctx, "stand-in")
+		require.NoError(t, err)
+		nodes[env] = node
+	}
 	ns = "streams"
 	pod = strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
 	_, err := node.CreatePod(ctx, ns, pod)

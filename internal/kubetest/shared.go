@@ -11,9 +11,11 @@ import (
 
 // shared is the one environment of a test package, started on first use.
 var shared struct {
-	once sync.Once
-	env  *Env
-	err  error
+	mu      sync.Mutex
+	started bool
+	env     *Env
+	err     error
+	seen    map[string]testing.TB // the tests that used this environment
 }
 
 // Main runs a package's tests and then stops the shared environment, if one
@@ -34,13 +36,26 @@ func Main(m *testing.M) {
 // When a part is missing, the test fails with a message that names the
 // install command if $CI is set, and is skipped with that message otherwise:
 // CI never skips silently.
+//
+// Tests may leave objects behind. When a test that already used the
+// environment runs again (go test -count=N runs every test N times in one
+// process), it gets a fresh environment, so every run starts clean. Helpers
+// that cache objects of the environment must key them on the *Env.
 func Shared(tb testing.TB) *Env {
 	tb.Helper()
-	shared.once.Do(func() {
+	shared.mu.Lock()
+	if prev, ok := shared.seen[tb.Name()]; ok && prev != tb && shared.env != nil {
+		shared.env.Stop()
+		shared.started, shared.env, shared.err = false, nil, nil
+	}
+	if !shared.started {
+		shared.started, shared.seen = true, map[string]testing.TB{}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
 		shared.env, shared.err = Start(ctx)
-	})
+		cancel()
+	}
+	shared.seen[tb.Name()] = tb
+	shared.mu.Unlock()
 	if shared.err != nil {
 		Require(tb, shared.err)
 	}
