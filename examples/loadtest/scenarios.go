@@ -22,64 +22,77 @@ import (
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
-// setup starts the relay child and n agents, and waits until all are
-// connected.
-func setup(n, dialRate int, tweak func(*tunnel.AgentConfig)) (*relayProc, *fleet, string, *broadcaster, error) {
-	caDir, err := os.MkdirTemp("", "loadtest-")
-	if err != nil {
-		return nil, nil, "", nil, err
+// bench is a relay child, its agents, and a client for the relay.
+type bench struct {
+	relay  *relayProc
+	fleet  *fleet
+	caDir  string
+	events *broadcaster
+	client *http.Client
+}
+
+func (b *bench) close() {
+	if b.fleet != nil {
+		b.fleet.stop()
 	}
-	relay, err := startRelay(n, "127.0.0.1:0", caDir)
-	if err != nil {
-		return nil, nil, "", nil, err
+	if b.relay != nil {
+		b.relay.kill()
 	}
-	b := newBroadcaster()
+	os.RemoveAll(b.caDir)
+}
+
+// setup starts the relay child on listen, then n agents, and waits until
+// all are connected. before, if set, runs once the relay is up and before
+// any agent dials.
+func setup(n int, listen string, dialRate int, tweak func(*tunnel.AgentConfig), before func(*relayProc) error) (*bench, error) {
+	b := &bench{events: newBroadcaster()}
+	var err error
+	if b.caDir, err = os.MkdirTemp("", "loadtest-"); err != nil {
+		return nil, err
+	}
+	if b.relay, err = startRelay(n, listen, b.caDir); err != nil {
+		b.close()
+		return nil, err
+	}
+	if before != nil {
+		if err := before(b.relay); err != nil {
+			b.close()
+			return nil, err
+		}
+	}
 	start := time.Now()
-	f, err := startFleet(n, relay.addr, caDir, handler(b), dialRate, tweak)
-	if err != nil {
-		relay.kill()
-		return nil, nil, "", nil, err
+	if b.fleet, err = startFleet(n, b.relay.addr, b.caDir, handler(b.events), dialRate, tweak); err != nil {
+		b.close()
+		return nil, err
 	}
-	if _, err := relay.waitConnections(n, 5*time.Minute); err != nil {
-		f.stop()
-		relay.kill()
-		return nil, nil, "", nil, err
+	if _, err := b.relay.waitConnections(n, 5*time.Minute); err != nil {
+		b.close()
+		return nil, err
 	}
 	fmt.Printf("%d agents connected in %s\n", n, time.Since(start).Round(time.Millisecond))
-	return relay, f, caDir, b, nil
+	if b.client, err = client(b.caDir); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
 }
 
 func idle(o options) error {
-	caDir, err := os.MkdirTemp("", "loadtest-")
+	var base relayStats
+	b, err := setup(o.agents, "127.0.0.1:0", o.dialRate, nil, func(r *relayProc) (err error) {
+		base, err = r.stats()
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(caDir)
-	relay, err := startRelay(o.agents, "127.0.0.1:0", caDir)
-	if err != nil {
-		return err
-	}
-	defer relay.kill()
-	base, err := relay.stats()
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	f, err := startFleet(o.agents, relay.addr, caDir, handler(newBroadcaster()), o.dialRate, nil)
-	if err != nil {
-		return err
-	}
-	defer f.stop()
-	if _, err := relay.waitConnections(o.agents, 5*time.Minute); err != nil {
-		return err
-	}
-	fmt.Printf("%d agents connected in %s\n", o.agents, time.Since(start).Round(time.Millisecond))
+	defer b.close()
 	time.Sleep(5 * time.Second) // let handshake garbage go and pings settle
 	if o.hold > 0 {
-		fmt.Printf("holding for %s; relay profiles at http://%s/debug/pprof/\n", o.hold, relay.statsAddr)
+		fmt.Printf("holding for %s; relay profiles at http://%s/debug/pprof/\n", o.hold, b.relay.statsAddr)
 		time.Sleep(o.hold)
 	}
-	s, err := relay.stats()
+	s, err := b.relay.stats()
 	if err != nil {
 		return err
 	}
@@ -149,26 +162,20 @@ func openLoop(c *http.Client, rate int, d time.Duration, url func() string) ([]t
 }
 
 func requests(o options) error {
-	relay, f, caDir, b, err := setup(o.agents, o.dialRate, nil)
+	b, err := setup(o.agents, "127.0.0.1:0", o.dialRate, nil, nil)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(caDir)
-	defer relay.kill()
-	defer f.stop()
-	c, err := client(caDir)
-	if err != nil {
-		return err
-	}
+	defer b.close()
 	// The same handler served directly, for the latency the relay adds.
-	direct := httptest.NewUnstartedServer(handler(b))
+	direct := httptest.NewUnstartedServer(handler(b.events))
 	direct.EnableHTTP2 = true
 	direct.StartTLS()
 	defer direct.Close()
 
 	fmt.Printf("\n%d requests/s for %s to random clusters among %d, through the relay:\n", o.rate, o.duration, o.agents)
-	lat, errs := openLoop(c, o.rate, o.duration, func() string {
-		return "https://" + relay.addr + "/clusters/" + clusterName(rand.IntN(o.agents)) + "/ping"
+	lat, errs := openLoop(b.client, o.rate, o.duration, func() string {
+		return "https://" + b.relay.addr + "/clusters/" + clusterName(rand.IntN(o.agents)) + "/ping"
 	})
 	report(lat, errs)
 	fmt.Printf("\nthe same handler directly (no relay, no tunnel):\n")
@@ -179,22 +186,16 @@ func requests(o options) error {
 }
 
 func watches(o options) error {
-	relay, f, caDir, b, err := setup(1, o.dialRate, func(c *tunnel.AgentConfig) {
+	b, err := setup(1, "127.0.0.1:0", o.dialRate, func(c *tunnel.AgentConfig) {
 		c.Connections = o.connections
 		c.MaxConcurrentStreams = uint32(o.watches/o.connections + 1000)
-	})
+	}, nil)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(caDir)
-	defer relay.kill()
-	defer f.stop()
-	c, err := client(caDir)
-	if err != nil {
-		return err
-	}
+	defer b.close()
 	const events = 3
-	var got, opened atomic.Int64
+	var got atomic.Int64
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -202,13 +203,12 @@ func watches(o options) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+relay.addr+"/clusters/"+clusterName(0)+"/watch", nil)
-			resp, err := c.Do(req)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+b.relay.addr+"/clusters/"+clusterName(0)+"/watch", nil)
+			resp, err := b.client.Do(req)
 			if err != nil {
 				return
 			}
 			defer resp.Body.Close()
-			opened.Add(1)
 			s := bufio.NewScanner(resp.Body)
 			for i := 0; i < events && s.Scan(); i++ {
 				got.Add(1)
@@ -216,15 +216,15 @@ func watches(o options) error {
 		}()
 	}
 	start := time.Now()
-	for b.count() < o.watches && time.Since(start) < 3*time.Minute {
+	for b.events.count() < o.watches && time.Since(start) < 3*time.Minute {
 		time.Sleep(100 * time.Millisecond)
 	}
-	fmt.Printf("%d watches open through one agent (%d tunnel connections) after %s\n", b.count(), o.connections, time.Since(start).Round(time.Millisecond))
-	s, _ := relay.stats()
+	fmt.Printf("%d watches open through one agent (%d tunnel connections) after %s\n", b.events.count(), o.connections, time.Since(start).Round(time.Millisecond))
+	s, _ := b.relay.stats()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	for i := range events {
-		b.send("event-" + strconv.Itoa(i))
+		b.events.send("event-" + strconv.Itoa(i))
 		time.Sleep(time.Second)
 	}
 	wg.Wait()
@@ -234,43 +234,27 @@ func watches(o options) error {
 }
 
 func restart(o options) error {
-	caDir, err := os.MkdirTemp("", "loadtest-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(caDir)
 	port, err := freePort()
 	if err != nil {
 		return err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	relay, err := startRelay(o.agents, addr, caDir)
+	addr := "127.0.0.1:" + strconv.Itoa(port) // the restarted relay takes the same address
+	b, err := setup(o.agents, addr, o.dialRate, nil, nil)
 	if err != nil {
 		return err
 	}
-	f, err := startFleet(o.agents, addr, caDir, handler(newBroadcaster()), o.dialRate, nil)
-	if err != nil {
-		relay.kill()
-		return err
-	}
-	defer f.stop()
-	if _, err := relay.waitConnections(o.agents, 5*time.Minute); err != nil {
-		relay.kill()
-		return err
-	}
-	before := f.opened()
-	relay.kill()
+	defer b.close()
+	before := b.fleet.opened()
+	b.relay.kill()
 	down := time.Now()
-	relay, err = startRelay(o.agents, addr, caDir)
-	if err != nil {
+	if b.relay, err = startRelay(o.agents, addr, b.caDir); err != nil {
 		return err
 	}
-	defer relay.kill()
 	back := make([]time.Duration, o.agents)
 	left := o.agents
 	for left > 0 && time.Since(down) < 2*time.Minute {
 		time.Sleep(50 * time.Millisecond)
-		for i, n := range f.opened() {
+		for i, n := range b.fleet.opened() {
 			if back[i] == 0 && n > before[i] {
 				back[i] = time.Since(down)
 				left--
