@@ -89,9 +89,12 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		PingTimeout:       c.PingTimeout,
 		WriteByteTimeout:  c.WriteTimeout,
 		MaxHeaderListSize: c.MaxHeaderBytes,
-		// MaxReadFrameSize stays at the 16 KiB default: 1 MiB frames
-		// measured no faster (TLS records are 16 KiB either way), and the
-		// frame read buffer, kept per connection, would grow to match.
+		// 64 KiB DATA frames from the agent: downloads 12-17 % faster than
+		// the 16 KiB default in interleaved runs. Not larger: x/net keeps a
+		// frame read buffer per connection as big as the largest frame
+		// seen, and 1 MiB (15-25 % faster) would pin a mebibyte on each of
+		// thousands of connections after one download.
+		MaxReadFrameSize: 64 << 10,
 		// The agent compresses nothing on its own; leave bodies as sent.
 		DisableCompression: true,
 	}
