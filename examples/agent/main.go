@@ -104,7 +104,7 @@ func run() error {
 	}
 	tlsConfig := &tls.Config{}
 	if *relayCA != "" {
-		if tlsConfig.RootCAs, err = pool("relay-ca", *relayCA); err != nil {
+		if tlsConfig.RootCAs, err = cli.CertPool("relay-ca", *relayCA); err != nil {
 			return err
 		}
 	}
@@ -195,7 +195,7 @@ func newVerifier(tenants, audiences, cloud, entraDiscovery, issuer, issuerCA str
 	}
 	cfg := &tokens.Config{Issuers: issuers, Logger: log}
 	if issuerCA != "" {
-		roots, err := pool("issuer-ca", issuerCA)
+		roots, err := cli.CertPool("issuer-ca", issuerCA)
 		if err != nil {
 			return nil, err
 		}
@@ -209,18 +209,6 @@ func mapping(issuer string) tokens.Mapping {
 		return tokens.Mapping{UsernameClaims: []string{"sub"}, GroupsClaims: []string{"groups"}}
 	}
 	return tokens.EntraMapping()
-}
-
-func pool(flagName, path string) (*x509.CertPool, error) {
-	b, err := cli.ReadFileFlag(flagName, path)
-	if err != nil {
-		return nil, err
-	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("-%s %s holds no PEM certificate", flagName, path)
-	}
-	return p, nil
 }
 
 func split(s string) []string {

@@ -14,7 +14,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -47,7 +46,7 @@ func serveRelay(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ca, err := loadOrCreateCA(*caDir)
+	ca, err := pki.LoadOrCreateCA(*caDir, "loadtest relay CA", 7*24*time.Hour)
 	if err != nil {
 		return err
 	}
@@ -108,29 +107,6 @@ func rss() uint64 {
 	}
 	pages, _ := strconv.ParseUint(f[1], 10, 64)
 	return pages * uint64(os.Getpagesize())
-}
-
-func loadOrCreateCA(dir string) (*pki.CA, error) {
-	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
-	if c, err := os.ReadFile(certPath); err == nil {
-		k, err := os.ReadFile(keyPath)
-		if err != nil {
-			return nil, err
-		}
-		return pki.LoadCA(c, k)
-	}
-	ca, err := pki.NewCA("loadtest relay CA")
-	if err != nil {
-		return nil, err
-	}
-	key, err := ca.KeyPEM()
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
-		return nil, err
-	}
-	return ca, os.WriteFile(certPath, ca.CertPEM(), 0o644)
 }
 
 // relayProc is the relay child, seen from the parent.

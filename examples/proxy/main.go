@@ -10,7 +10,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -130,7 +129,7 @@ func (c *common) relayCAPEM() ([]byte, error) {
 	if *c.relayCA == "" {
 		return nil, nil
 	}
-	return cli.ReadFileFlag("relay-ca", *c.relayCA)
+	return cli.CertPEM("relay-ca", *c.relayCA)
 }
 
 func (c *common) merge(e *kubeconfig.Entry) error {
@@ -175,11 +174,11 @@ func serve(args []string) error {
 			return err
 		}
 	}
-	if ca, err := c.relayCAPEM(); err != nil {
-		return err
-	} else if ca != nil {
-		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(ca)
+	if *c.relayCA != "" {
+		roots, err := cli.CertPool("relay-ca", *c.relayCA)
+		if err != nil {
+			return err
+		}
 		cfg.RelayTLS = &tls.Config{RootCAs: roots}
 	}
 	p, err := clientproxy.New(cfg)

@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -132,4 +133,30 @@ func ReadFileFlag(flagName, path string) ([]byte, error) {
 		return nil, fmt.Errorf("-%s: %w", flagName, err)
 	}
 	return b, nil
+}
+
+// CertPool reads a PEM CA file named by a flag into a pool, and fails when
+// the file holds no certificate rather than trusting nothing.
+func CertPool(flagName, path string) (*x509.CertPool, error) {
+	_, p, err := readCerts(flagName, path)
+	return p, err
+}
+
+// CertPEM reads a PEM CA file named by a flag, checking that it holds a
+// certificate.
+func CertPEM(flagName, path string) ([]byte, error) {
+	b, _, err := readCerts(flagName, path)
+	return b, err
+}
+
+func readCerts(flagName, path string) ([]byte, *x509.CertPool, error) {
+	b, err := ReadFileFlag(flagName, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, nil, fmt.Errorf("-%s %s holds no PEM certificate", flagName, path)
+	}
+	return b, p, nil
 }

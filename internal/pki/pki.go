@@ -14,10 +14,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -185,4 +188,44 @@ func serial() *big.Int {
 		panic("pki: reading random serial: " + err.Error())
 	}
 	return n
+}
+
+// LoadOrCreateCA reads the CA kept in dir (ca.crt and ca.key), or makes a
+// new one valid for validity and writes it there (the directory 0700, both
+// files 0600), so that certificates trusted once stay trusted across
+// restarts. A kept CA with less than a day left is replaced.
+func LoadOrCreateCA(dir, name string, validity time.Duration) (*CA, error) {
+	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	certPEM, errCert := os.ReadFile(certPath)
+	keyPEM, errKey := os.ReadFile(keyPath)
+	switch {
+	case errCert == nil && errKey == nil:
+		ca, err := LoadCA(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("pki: the CA in %s: %w (delete it to make a new one)", dir, err)
+		}
+		if time.Until(ca.Cert.NotAfter) > 24*time.Hour {
+			return ca, nil
+		}
+	case !errors.Is(errCert, fs.ErrNotExist) && errCert != nil, !errors.Is(errKey, fs.ErrNotExist) && errKey != nil:
+		return nil, fmt.Errorf("pki: reading the CA in %s: %w", dir, errors.Join(errCert, errKey))
+	}
+	ca, err := NewCAValidFor(name, validity)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err = ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	if err := os.WriteFile(certPath, ca.CertPEM(), 0o600); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	return ca, nil
 }

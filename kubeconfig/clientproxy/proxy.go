@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log"
 	"log/slog"
 	"net"
@@ -97,8 +96,9 @@ func New(cfg *Config) (*Proxy, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{cfg: c, relay: relay, log: lg}
-	if err := p.loadCA(); err != nil {
-		return nil, err
+	p.caPath = filepath.Join(c.CertDir, "ca.crt")
+	if p.ca, err = pki.LoadOrCreateCA(c.CertDir, "clusterconnect client proxy CA", 365*24*time.Hour); err != nil {
+		return nil, fmt.Errorf("clientproxy: %w", err)
 	}
 	leaf, err := p.ca.Issue(pki.LeafOptions{CommonName: "clusterconnect client proxy", Hosts: pki.LoopbackHosts, Server: true})
 	if err != nil {
@@ -123,45 +123,6 @@ func (p *Proxy) CAPEM() []byte { return p.ca.CertPEM() }
 
 // CAFile is where the proxy's CA certificate is kept.
 func (p *Proxy) CAFile() string { return p.caPath }
-
-// loadCA reads the CA from CertDir, or creates it there.
-func (p *Proxy) loadCA() error {
-	certPath, keyPath := filepath.Join(p.cfg.CertDir, "ca.crt"), filepath.Join(p.cfg.CertDir, "ca.key")
-	p.caPath = certPath
-	certPEM, err1 := os.ReadFile(certPath)
-	keyPEM, err2 := os.ReadFile(keyPath)
-	if err1 == nil && err2 == nil {
-		ca, err := pki.LoadCA(certPEM, keyPEM)
-		if err != nil {
-			return fmt.Errorf("clientproxy: %s: %w (delete it to make a new one)", p.cfg.CertDir, err)
-		}
-		if time.Until(ca.Cert.NotAfter) > 24*time.Hour {
-			p.ca = ca
-			return nil
-		}
-	} else if !errors.Is(err1, fs.ErrNotExist) && err1 != nil || !errors.Is(err2, fs.ErrNotExist) && err2 != nil {
-		return fmt.Errorf("clientproxy: reading the proxy CA: %v", errors.Join(err1, err2))
-	}
-	ca, err := pki.NewCAValidFor("clusterconnect client proxy CA", 365*24*time.Hour)
-	if err != nil {
-		return err
-	}
-	keyPEM, err = ca.KeyPEM()
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(p.cfg.CertDir, 0o700); err != nil {
-		return fmt.Errorf("clientproxy: %w", err)
-	}
-	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
-		return fmt.Errorf("clientproxy: %w", err)
-	}
-	if err := os.WriteFile(certPath, ca.CertPEM(), 0o600); err != nil {
-		return fmt.Errorf("clientproxy: %w", err)
-	}
-	p.ca = ca
-	return nil
-}
 
 // ListenAndServe serves on ListenAddr until ctx ends, then shuts down
 // gracefully.
