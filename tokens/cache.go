@@ -25,9 +25,10 @@ type cache struct {
 }
 
 type cacheEntry struct {
-	tok   *Token
-	err   error
-	until time.Time
+	tok    *Token
+	signer signer // for a verified token: the key that verified it
+	err    error
+	until  time.Time
 }
 
 func newCache(size int) *cache {

@@ -28,6 +28,12 @@ type Config struct {
 	// MinRefreshInterval is the shortest time between two key-set fetches
 	// for one issuer, however many unknown key IDs arrive; default 1 minute.
 	MinRefreshInterval time.Duration
+	// RefreshWait bounds how long a token signed with a key the verifier
+	// does not know waits for the issuer's key set to be fetched again;
+	// default DefaultRefreshWait. Past it the token is refused
+	// (ErrUnknownKey, or ErrKeySet when no keys are known at all) while
+	// the fetch goes on in the background, and known keys keep verifying.
+	RefreshWait time.Duration
 	// CacheSize bounds the cache of verified tokens; default 10000, and a
 	// negative value turns the cache off.
 	CacheSize int
@@ -56,6 +62,11 @@ type Issuer struct {
 	Audiences []string
 	// TenantIDs, if set, is the allow-list for the tid claim (Entra ID).
 	TenantIDs []string
+	// TokenVersion, if set, is the value the ver claim must have. Entra ID
+	// issues version 1.0 tokens from its v1 issuer and 2.0 tokens from its
+	// v2 issuer; EntraIssuers sets it, and a token whose ver does not
+	// match its issuer is refused with ErrVersion.
+	TokenVersion string
 }
 
 // Cloud is a Microsoft Entra ID national cloud.
@@ -109,7 +120,7 @@ func EntraIssuers(c EntraConfig) ([]Issuer, error) {
 			return nil, fmt.Errorf("tokens: tenant %q is not a tenant ID (templates and common endpoints are not allowed)", tid)
 		}
 		for _, version := range []int{1, 2} {
-			is := Issuer{Audiences: c.Audiences, TenantIDs: []string{tid}}
+			is := Issuer{Audiences: c.Audiences, TenantIDs: []string{tid}, TokenVersion: fmt.Sprintf("%d.0", version)}
 			if version == 1 {
 				is.Issuer = cloud.V1IssuerHost + "/" + tid + "/"
 				is.DiscoveryURL = cloud.AuthorityHost + "/" + tid + "/.well-known/openid-configuration"

@@ -18,6 +18,10 @@ var (
 	ErrIssuer = errors.New("tokens: untrusted issuer")
 	// ErrAudience: no aud value is one of the issuer's audiences.
 	ErrAudience = errors.New("tokens: wrong audience")
+	// ErrVersion: the ver claim is not the version the issuer issues (an
+	// Entra ID v1 issuer with ver 2.0, or the other way round): a sign of
+	// forgery or of a misconfigured issuer.
+	ErrVersion = errors.New("tokens: token version does not match its issuer")
 	// ErrTenant: the tid claim is missing or not an allowed tenant.
 	ErrTenant = errors.New("tokens: tenant not allowed")
 	// ErrExpired: exp has passed (see *ExpiredError).

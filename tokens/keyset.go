@@ -2,10 +2,12 @@ package tokens
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +27,10 @@ const (
 	fetchTimeout    = 30 * time.Second
 )
 
+// DefaultRefreshWait is how long a token with an unknown key waits for the
+// issuer's key set to be fetched again, when Config.RefreshWait is not set.
+const DefaultRefreshWait = 3 * time.Second
+
 // keySet is an issuer's signing keys, fetched through discovery and kept
 // until a refresh succeeds. Refreshes are shared: however many callers need
 // one, one request is made, and each caller waits on its own context.
@@ -32,12 +38,14 @@ type keySet struct {
 	issuer      Issuer
 	client      *http.Client
 	minInterval time.Duration
+	refreshWait time.Duration // how long one caller waits for a fetch
 	now         func() time.Time
 	log         *slog.Logger
 	flight      singleflight.Group
 
 	mu          sync.RWMutex
 	keys        []jose.JSONWebKey
+	held        map[string]bool // SHA-256 thumbprints of keys
 	fetchedAt   time.Time
 	maxAge      time.Duration // from Cache-Control; 0 means none given
 	lastAttempt time.Time
@@ -67,7 +75,11 @@ func (k *keySet) key(ctx context.Context, kid string) (*jose.JSONWebKey, error) 
 		}
 		return nil, claimError(ErrUnknownKey, "key %q is not in the key set of %s", kid, k.issuer.Issuer)
 	}
-	if err := k.refresh(ctx); err != nil && len(keys) == 0 {
+	err := k.refreshWithin(ctx)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err != nil && len(keys) == 0 {
 		return nil, err
 	}
 	k.mu.RLock()
@@ -81,6 +93,41 @@ func (k *keySet) key(ctx context.Context, kid string) (*jose.JSONWebKey, error) 
 		return nil, claimError(ErrUnknownKey, "key %q is not in the key set of %s", kid, k.issuer.Issuer)
 	}
 	return key, err
+}
+
+// refreshWithin waits for a shared refresh at most refreshWait: an issuer
+// that accepts connections and never answers must not hold every request
+// with a new key for the whole fetch timeout. The fetch itself goes on in
+// the background and serves later callers.
+func (k *keySet) refreshWithin(ctx context.Context) error {
+	wctx, cancel := context.WithTimeoutCause(ctx, k.refreshWait, errRefreshSlow)
+	defer cancel()
+	err := k.refresh(wctx)
+	if ctx.Err() == nil && errors.Is(context.Cause(wctx), errRefreshSlow) {
+		k.log.Warn("key set refresh is slow; answering without it", "issuer", k.issuer.Issuer, "waited", k.refreshWait)
+		return fmt.Errorf("%w: %s: no answer within %s", ErrKeySet, k.issuer.Issuer, k.refreshWait)
+	}
+	return err
+}
+
+var errRefreshSlow = errors.New("key set refresh slower than the refresh wait")
+
+// holds reports whether the current key set still has the key with this
+// thumbprint: a token verified with a key the issuer has since withdrawn
+// must not be accepted again from a cache.
+func (k *keySet) holds(thumbprint string) bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.held[thumbprint]
+}
+
+// thumbprint identifies a public key by its RFC 7638 SHA-256 thumbprint.
+func thumbprint(key *jose.JSONWebKey) string {
+	b, err := key.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 func (k *keySet) unavailable() error {
@@ -146,8 +193,18 @@ func (k *keySet) fetch() (any, error) {
 		k.log.Warn("key set refresh failed; keeping the last good keys", "issuer", k.issuer.Issuer, "keys", len(k.keys), "err", err)
 		return nil, fmt.Errorf("%w: %s: %v", ErrKeySet, k.issuer.Issuer, err)
 	}
-	k.keys, k.fetchedAt, k.maxAge, k.lastErr = keys, k.now(), maxAge, nil
-	k.log.Info("key set refreshed", "issuer", k.issuer.Issuer, "keys", len(keys))
+	held := make(map[string]bool, len(keys))
+	for i := range keys {
+		held[thumbprint(&keys[i])] = true
+	}
+	withdrawn := 0
+	for tp := range k.held {
+		if !held[tp] {
+			withdrawn++
+		}
+	}
+	k.keys, k.held, k.fetchedAt, k.maxAge, k.lastErr = keys, held, k.now(), maxAge, nil
+	k.log.Info("key set refreshed", "issuer", k.issuer.Issuer, "keys", len(keys), "withdrawn", withdrawn)
 	return nil, nil
 }
 

@@ -101,13 +101,17 @@ func NewVerifier(cfg *Config) (*Verifier, error) {
 	if minInterval <= 0 {
 		minInterval = time.Minute
 	}
+	refreshWait := cfg.RefreshWait
+	if refreshWait <= 0 {
+		refreshWait = DefaultRefreshWait
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	for _, is := range cfg.Issuers {
 		st := &issuer{Issuer: is, audiences: set(is.Audiences), tenants: set(is.TenantIDs)}
-		st.keys = &keySet{issuer: is, client: client, minInterval: minInterval, now: v.now, log: log}
+		st.keys = &keySet{issuer: is, client: client, minInterval: minInterval, refreshWait: refreshWait, now: v.now, log: log}
 		v.issuers[is.Issuer] = st
 	}
 	return v, nil
@@ -129,10 +133,12 @@ func set(xs []string) map[string]bool {
 }
 
 // Verify checks a bearer token: size and form, an allowed algorithm and
-// exactly one signature, then the claims (issuer, audience, tenant, exp,
-// nbf, iat, required claims) before any key is fetched, then the signature
-// with the issuer's key named by kid. Results are cached by an HMAC of the
-// token: a valid token until it expires, a rejected one briefly.
+// exactly one signature, then the claims (issuer, audience, token version,
+// tenant, exp, nbf, iat, required claims) before any key is fetched, then
+// the signature with the issuer's key named by kid. Results are cached by
+// an HMAC of the token: a valid token until it expires or until a key-set
+// refresh shows that the issuer withdrew the key that signed it, a rejected
+// one briefly.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	if raw == "" {
 		return nil, claimError(ErrMalformed, "empty token")
@@ -142,18 +148,20 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	}
 	now := v.now()
 	if v.cache == nil {
-		return v.verify(ctx, raw, now)
+		tok, _, err := v.verify(ctx, raw, now)
+		return tok, err
 	}
 	key := v.cache.key(raw)
-	if e, ok := v.cache.get(key, now); ok {
+	if e, ok := v.cache.get(key, now); ok && (e.err != nil || e.signer.keys.holds(e.signer.thumbprint)) {
 		return e.tok, e.err
 	}
-	tok, err := v.verify(ctx, raw, now)
+	tok, signer, err := v.verify(ctx, raw, now)
 	switch {
 	case err == nil:
-		v.cache.put(key, cacheEntry{tok: tok, until: tok.Expiry})
-	case errors.Is(err, ErrKeySet), ctx.Err() != nil:
-		// The server's trouble, not the token's: try again next time.
+		v.cache.put(key, cacheEntry{tok: tok, signer: signer, until: tok.Expiry})
+	case errors.Is(err, ErrKeySet), errors.Is(err, ErrUnknownKey), ctx.Err() != nil:
+		// The issuer's trouble, or a key it may publish any moment: look
+		// again next time.
 	default:
 		v.cache.put(key, cacheEntry{err: err, until: now.Add(v.negTTL)})
 	}
@@ -165,41 +173,49 @@ type header struct {
 	Kid string `json:"kid"`
 }
 
-func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Token, error) {
+// signer names the key that verified a token, so that a cached result can
+// be dropped once the issuer withdraws that key.
+type signer struct {
+	keys       *keySet
+	thumbprint string
+}
+
+func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Token, signer, error) {
+	var none signer
 	h, err := parseHeader(raw)
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
 	if !v.allowed[h.Alg] {
 		name := "an unknown algorithm"
 		if allowedAlgorithms[h.Alg] || h.Alg == "none" || strings.HasPrefix(h.Alg, "HS") && len(h.Alg) == 5 {
 			name = h.Alg
 		}
-		return nil, claimError(ErrAlgorithm, "the token is signed with %s", name)
+		return nil, none, claimError(ErrAlgorithm, "the token is signed with %s", name)
 	}
 	jws, err := jose.ParseSignedCompact(raw, v.algs)
 	if err != nil {
-		return nil, claimError(ErrMalformed, "not a compact JWS")
+		return nil, none, claimError(ErrMalformed, "not a compact JWS")
 	}
 	tok, err := decodeClaims(jws.UnsafePayloadWithoutVerification())
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
 	is, err := v.checkClaims(tok, now)
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
 	key, err := is.keys.key(ctx, h.Kid)
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
 	if key.Algorithm != "" && key.Algorithm != h.Alg {
-		return nil, claimError(ErrSignature, "key %q is for %s, the token says %s", key.KeyID, key.Algorithm, h.Alg)
+		return nil, none, claimError(ErrSignature, "key %q is for %s, the token says %s", key.KeyID, key.Algorithm, h.Alg)
 	}
 	if _, err := jws.Verify(key); err != nil {
-		return nil, claimError(ErrSignature, "signature does not verify with key %q of %s", key.KeyID, is.Issuer.Issuer)
+		return nil, none, claimError(ErrSignature, "signature does not verify with key %q of %s", key.KeyID, is.Issuer.Issuer)
 	}
-	return tok, nil
+	return tok, signer{keys: is.keys, thumbprint: thumbprint(key)}, nil
 }
 
 func parseHeader(raw string) (header, error) {
@@ -287,6 +303,11 @@ func (v *Verifier) checkClaims(tok *Token, now time.Time) (*issuer, error) {
 	}
 	if !slices.ContainsFunc(tok.Audience, func(a string) bool { return is.audiences[a] }) {
 		return nil, claimError(ErrAudience, "audience %q is not one of %q", truncateAll(tok.Audience), is.Audiences)
+	}
+	if is.TokenVersion != "" {
+		if ver, _ := tok.Claims["ver"].(string); ver != is.TokenVersion {
+			return nil, claimError(ErrVersion, "issuer %s issues version %s tokens, this one says ver %q", is.Issuer.Issuer, is.TokenVersion, truncate(ver))
+		}
 	}
 	if len(is.tenants) > 0 && !is.tenants[tok.TenantID] {
 		return nil, claimError(ErrTenant, "tenant %q is not allowed for issuer %s", truncate(tok.TenantID), is.Issuer.Issuer)

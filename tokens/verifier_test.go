@@ -129,6 +129,14 @@ func TestVerifyRejects(t *testing.T) {
 		{"header not JSON", "bm90IGpzb24.e30.c2ln", tokens.ErrMalformed},
 		{"claims not JSON", "eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln", tokens.ErrMalformed},
 		{"aud is a number", with(func(c *oidctest.EntraClaims) { c.Extra = map[string]any{"aud": 7} }), tokens.ErrMalformed},
+		{"v2 issuer, ver 1.0", with(func(c *oidctest.EntraClaims) { c.Extra = map[string]any{"ver": "1.0"} }), tokens.ErrVersion},
+		{"v1 issuer, ver 2.0", must(s.is.EntraToken(func() oidctest.EntraClaims {
+			c := s.claims(1)
+			c.Extra = map[string]any{"ver": "2.0"}
+			return c
+		}())), tokens.ErrVersion},
+		{"no ver", with(func(c *oidctest.EntraClaims) { c.Extra = map[string]any{"ver": nil} }), tokens.ErrVersion},
+		{"ver is a number", with(func(c *oidctest.EntraClaims) { c.Extra = map[string]any{"ver": 2.0} }), tokens.ErrVersion},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.v.Verify(context.Background(), tc.token)
@@ -222,6 +230,82 @@ func TestKeyRotationIsPickedUp(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.v.Verify(context.Background(), old)
 	require.ErrorIs(t, err, tokens.ErrUnknownKey)
+}
+
+// A token verified with a key that the issuer later withdraws (a rotation,
+// or a revocation after a leak) must stop working at the next refresh,
+// whether its earlier result is cached or not.
+func TestWithdrawnKeyStopsVerifying(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cacheSize int
+	}{{"cache on", 0}, {"cache off", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSetup(t, func(c *tokens.Config) { c.CacheSize = tc.cacheSize })
+			old := s.token(t, s.claims(2))
+			_, err := s.v.Verify(context.Background(), old)
+			require.NoError(t, err)
+			_, err = s.v.Verify(context.Background(), old)
+			require.NoError(t, err, "accepted again before any refresh")
+
+			_, err = s.is.Rotate() // publishes a new key and withdraws the old one
+			require.NoError(t, err)
+			s.clock.add(2 * time.Minute) // a refresh is allowed again
+			_, err = s.v.Verify(context.Background(), s.token(t, s.claims(2)))
+			require.NoError(t, err, "a token with the new key forces a refresh")
+
+			_, err = s.v.Verify(context.Background(), old)
+			require.ErrorIs(t, err, tokens.ErrUnknownKey, "the old token is signed by a withdrawn key")
+			_, err = s.v.Verify(context.Background(), old)
+			require.ErrorIs(t, err, tokens.ErrUnknownKey, "and stays refused")
+		})
+	}
+}
+
+// A key set refresh that the issuer never answers holds a request only for
+// the refresh wait; known keys keep verifying meanwhile, and the refresh
+// goes on in the background.
+func TestHungIssuerAnswersPromptly(t *testing.T) {
+	s := newSetup(t, func(c *tokens.Config) { c.CacheSize = -1; c.RefreshWait = 100 * time.Millisecond })
+	_, err := s.v.Verify(context.Background(), s.token(t, s.claims(2)))
+	require.NoError(t, err)
+
+	release := s.is.HangJWKS()
+	defer release()
+	newKey, err := s.is.AddKey(jose.RS256)
+	require.NoError(t, err)
+	s.clock.add(2 * time.Minute)
+	hits := s.is.JWKSHits()
+	_, err = s.v.Verify(context.Background(), s.token(t, s.claims(2)))
+	require.ErrorIs(t, err, tokens.ErrUnknownKey, "refused while the issuer still hangs")
+	require.Eventually(t, func() bool { return s.is.JWKSHits() == hits+1 }, 10*time.Second, time.Millisecond, "the refresh was asked for")
+
+	old, err := oidctest.Sign(s.is.Keys()[1], s.claims(2).Map(), nil)
+	require.NoError(t, err)
+	_, err = s.v.Verify(context.Background(), old)
+	require.NoError(t, err, "the known key verifies during the hang")
+
+	release()
+	require.Eventually(t, func() bool {
+		_, err := s.v.Verify(context.Background(), s.token(t, s.claims(2)))
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the background refresh brings %s in", newKey.ID)
+}
+
+// With no keys known at all, a hung issuer is the server's trouble: 503,
+// not a verdict on the token.
+func TestHungIssuerFromTheStart(t *testing.T) {
+	s := newSetup(t, func(c *tokens.Config) { c.RefreshWait = 100 * time.Millisecond })
+	release := s.is.HangJWKS()
+	defer release()
+	raw := s.token(t, s.claims(2))
+	_, err := s.v.Verify(context.Background(), raw)
+	require.ErrorIs(t, err, tokens.ErrKeySet)
+	release()
+	require.Eventually(t, func() bool {
+		_, err := s.v.Verify(context.Background(), raw)
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "not cached as the token's fault")
 }
 
 func TestUnknownKidFloodCausesOneFetch(t *testing.T) {

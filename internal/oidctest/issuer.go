@@ -45,9 +45,10 @@ type Issuer struct {
 	ln  net.Listener
 
 	mu        sync.Mutex
-	keys      []*Key // keys[0] signs by default
-	jwksCode  int    // non-zero: answer /keys with this status
-	jwksCache string // Cache-Control header on /keys
+	keys      []*Key        // keys[0] signs by default
+	jwksCode  int           // non-zero: answer /keys with this status
+	jwksCache string        // Cache-Control header on /keys
+	jwksHang  chan struct{} // non-nil: /keys answers only once it is closed
 
 	discoveryHits atomic.Int64
 	jwksHits      atomic.Int64
@@ -157,6 +158,13 @@ func (is *Issuer) Rotate() (*Key, error) {
 	return k, nil
 }
 
+// Keys returns the issuer's keys, newest first, published or not.
+func (is *Issuer) Keys() []*Key {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return append([]*Key(nil), is.keys...)
+}
+
 // SigningKey returns the key tokens are signed with by default.
 func (is *Issuer) SigningKey() *Key {
 	is.mu.Lock()
@@ -195,6 +203,25 @@ func (is *Issuer) FailJWKS(status int) {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	is.jwksCode = status
+}
+
+// HangJWKS makes the key set accept requests and not answer them, as a hung
+// issuer does, until the returned function is called (or the client gives
+// up). Requests already waiting are then answered.
+func (is *Issuer) HangJWKS() (release func()) {
+	hang := make(chan struct{})
+	is.mu.Lock()
+	is.jwksHang = hang
+	is.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			is.mu.Lock()
+			is.jwksHang = nil
+			is.mu.Unlock()
+			close(hang)
+		})
+	}
 }
 
 // SetJWKSCacheControl sets the Cache-Control header of key set responses,
@@ -239,8 +266,18 @@ func (is *Issuer) serveDiscovery(w http.ResponseWriter, issuer string) {
 	})
 }
 
-func (is *Issuer) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+func (is *Issuer) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	is.jwksHits.Add(1)
+	is.mu.Lock()
+	hang := is.jwksHang
+	is.mu.Unlock()
+	if hang != nil {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	is.mu.Lock()
 	code, cacheControl := is.jwksCode, is.jwksCache
 	var set jose.JSONWebKeySet
