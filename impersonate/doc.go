@@ -5,12 +5,18 @@
 // For each request the [Handler] verifies the caller's bearer token with
 // package tokens, maps it to a Kubernetes identity, removes every
 // credential the client sent (Authorization, every Impersonate-* header in
-// any spelling, forwarding headers, WebSocket bearer subprotocols), and
-// forwards the request with its own credentials and Impersonate-User,
-// -Uid, -Group and -Extra-* set from the token. The API server's RBAC then
-// decides. Headers are set after ReverseProxy has removed hop-by-hop
-// headers, so a client naming them in Connection cannot remove them, and a
-// request without an identity is never sent.
+// any spelling, the front-proxy headers X-Remote-User, -Group and
+// -Extra-*, forwarding headers, WebSocket bearer subprotocols, and every
+// request trailer), and forwards the request with its own credentials and
+// Impersonate-User, -Uid, -Group and -Extra-* set from the token. The API
+// server's RBAC then decides. Headers are set after ReverseProxy has
+// removed hop-by-hop headers, so a client naming them in Connection cannot
+// remove them, and a request without an identity is never sent.
+//
+// A request that asks for impersonation itself (kubectl --as) is refused
+// with 403 unless [Config.AllowNestedImpersonation] is on, and an identity
+// with more groups or header bytes than [Config.MaxGroups] and
+// [Config.MaxIdentityBytes] allow is refused whole, never cut short.
 //
 //	v, _ := tokens.NewVerifier(&tokens.Config{Issuers: issuers})
 //	h, err := impersonate.New(&impersonate.Config{

@@ -53,7 +53,7 @@ func ExampleHandler() {
 	})
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, front.URL+"/api/v1/namespaces", nil)
 	req.Header.Set("Authorization", "Bearer "+bearer)
-	req.Header.Set("Impersonate-Group", "system:masters") // removed, never trusted
+	req.Header.Set("X-Remote-Group", "system:masters") // removed, never trusted
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		panic(err)

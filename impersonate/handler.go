@@ -1,6 +1,7 @@
 package impersonate
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -47,14 +48,31 @@ type Config struct {
 	// AllowNestedImpersonation honours a caller's own Impersonate-*
 	// headers (kubectl --as, --as-group) when the API server says, by a
 	// SubjectAccessReview, that the caller's identity may impersonate
-	// them; otherwise 403. Off: the caller's Impersonate-* headers are
-	// removed like any other and the request runs as the caller.
+	// them; otherwise 403. Off: a request with Impersonate-* headers is
+	// refused with 403, so nobody believes they acted as someone else
+	// while the request ran as themselves.
 	AllowNestedImpersonation bool
+	// MaxGroups bounds the groups of one identity; default
+	// DefaultMaxGroups. An identity with more is refused with 403, never
+	// forwarded with part of its groups.
+	MaxGroups int
+	// MaxIdentityBytes bounds the impersonation headers of one request,
+	// counted as HTTP/2 counts a header list (name, value and 32 bytes a
+	// field); default DefaultMaxIdentityBytes. Over it: 403.
+	MaxIdentityBytes int
 	// Logger receives one audit line per request (user, groups, method,
 	// path, status, duration, bytes; never a token) and errors; nil
 	// discards.
 	Logger *slog.Logger
 }
+
+// Default bounds on one identity. Entra ID puts at most 200 groups in a
+// token (more become a groups overage), so real tokens fit with room for
+// app roles.
+const (
+	DefaultMaxGroups        = 256
+	DefaultMaxIdentityBytes = 64 << 10
+)
 
 // Handler authenticates each request's bearer token and forwards it to the
 // API server as the token's identity, through Kubernetes impersonation.
@@ -63,6 +81,8 @@ type Handler struct {
 	mapping     tokens.Mapping
 	passThrough bool
 	nested      bool
+	maxGroups   int
+	maxIDBytes  int
 	log         *slog.Logger
 	target      *url.URL
 
@@ -102,6 +122,8 @@ func New(cfg *Config) (*Handler, error) {
 		mapping:     cfg.Mapping,
 		passThrough: cfg.PassThroughForeignTokens,
 		nested:      cfg.AllowNestedImpersonation,
+		maxGroups:   cmp.Or(cfg.MaxGroups, DefaultMaxGroups),
+		maxIDBytes:  cmp.Or(cfg.MaxIdentityBytes, DefaultMaxIdentityBytes),
 		log:         lg,
 		target:      target,
 	}
@@ -138,7 +160,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	raw, err := bearerToken(r)
 	if err != nil {
-		httpx.WriteStatus(rec, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
 		return
 	}
 	tok, err := h.verifier.Verify(r.Context(), raw)
@@ -155,24 +177,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusServiceUnavailable
 			h.log.Error("cannot verify tokens", "err", err)
 		}
-		httpx.WriteStatus(rec, code, "Unauthorized: "+err.Error())
+		httpx.WriteStatus(rec, r, code, "Unauthorized: "+err.Error())
 		return
 	}
 	id, err := h.mapping.Identity(r.Context(), tok)
 	if err != nil {
-		httpx.WriteStatus(rec, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
 		return
 	}
 	who = id
-	if h.nested && hasImpersonation(r.Header) {
+	if hasImpersonation(r.Header) && !h.nested {
+		httpx.WriteStatus(rec, r, http.StatusForbidden, "impersonate: nested impersonation (kubectl --as, --as-group, --as-uid) is not enabled for this cluster; "+
+			"run the command without it to act as "+id.Username)
+		return
+	}
+	if hasImpersonation(r.Header) {
 		nestedID, err := h.authorizeNested(r.Context(), id, r.Header)
 		if err != nil {
 			var denied *deniedError
 			if errors.As(err, &denied) {
-				httpx.WriteStatus(rec, http.StatusForbidden, denied.Error())
+				httpx.WriteStatus(rec, r, http.StatusForbidden, denied.Error())
 			} else {
 				h.log.Error("nested impersonation check failed", "err", err)
-				httpx.WriteStatus(rec, http.StatusInternalServerError, "impersonate: cannot check the requested impersonation")
+				httpx.WriteStatus(rec, r, http.StatusInternalServerError, "impersonate: cannot check the requested impersonation")
 			}
 			return
 		}
@@ -180,7 +207,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if id.Username == "" {
 		// Fail closed: never forward without an identity to impersonate.
-		httpx.WriteStatus(rec, http.StatusUnauthorized, "Unauthorized: no identity")
+		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "Unauthorized: no identity")
+		return
+	}
+	if err := h.checkSize(id); err != nil {
+		// All of it or nothing: a partial group list could grant what a
+		// deny-by-group elsewhere was meant to stop.
+		httpx.WriteStatus(rec, r, http.StatusForbidden, err.Error())
 		return
 	}
 	ctx := context.WithValue(r.Context(), identityKey{}, &request{id: id})
@@ -194,6 +227,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(h.target)
 	pr.Out.Host = h.target.Host
 	stripCredentials(pr.Out.Header)
+	pr.Out.Trailer = nil
 	rq, _ := pr.In.Context().Value(identityKey{}).(*request)
 	if rq == nil || rq.id == nil || rq.id.Username == "" {
 		// Unreachable through ServeHTTP; a request without identity must
@@ -204,16 +238,25 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	setIdentity(pr.Out.Header, rq.id)
 }
 
+// rewritePassThrough builds the request for a token the API server judges
+// itself. The caller's Impersonate-* headers go along: the API server
+// checks them against the caller's own identity, as it would without the
+// handler in between.
 func (h *Handler) rewritePassThrough(pr *httputil.ProxyRequest) {
 	pr.SetURL(h.target)
 	pr.Out.Host = h.target.Host
+	asked := impersonationHeaders(pr.Out.Header)
 	stripCredentials(pr.Out.Header)
+	pr.Out.Trailer = nil
 	rq, _ := pr.In.Context().Value(identityKey{}).(*request)
 	if rq == nil || rq.token == "" {
 		pr.Out.URL = &url.URL{Scheme: "fail-closed", Host: "invalid"}
 		return
 	}
 	pr.Out.Header.Set("Authorization", "Bearer "+rq.token)
+	for k, v := range asked {
+		pr.Out.Header[k] = v
+	}
 }
 
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
@@ -221,7 +264,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	h.log.Warn("API server request failed", "path", r.URL.Path, "err", err)
-	httpx.WriteStatus(w, http.StatusBadGateway, "impersonate: the API server could not be reached: "+err.Error())
+	httpx.WriteStatus(w, r, http.StatusBadGateway, "impersonate: the API server could not be reached: "+err.Error())
 }
 
 // bearerToken finds the caller's token: the Authorization header, or for
@@ -259,12 +302,16 @@ const wsBearerPrefix = "base64url.bearer.authorization.k8s.io."
 
 // stripCredentials removes everything a client could use to choose its
 // identity or to mislead the API server: its credential, every
-// Impersonate-* header in any spelling, forwarding headers, and bearer
-// subprotocols.
+// Impersonate-* header in any spelling, the front-proxy identity headers
+// (X-Remote-User, -Group, -Extra-*: harmless while the handler
+// authenticates with a token, exploitable the day it uses a front-proxy
+// client certificate), forwarding headers, and bearer subprotocols.
+// Request trailers are dropped wholesale by the callers: the API server
+// reads none.
 func stripCredentials(h http.Header) {
 	for k := range h {
 		lk := strings.ToLower(k)
-		if lk == "authorization" || strings.HasPrefix(lk, "impersonate-") ||
+		if lk == "authorization" || strings.HasPrefix(lk, "impersonate-") || strings.HasPrefix(lk, "x-remote-") ||
 			lk == "forwarded" || strings.HasPrefix(lk, "x-forwarded-") || lk == "x-real-ip" {
 			delete(h, k)
 		}
@@ -315,6 +362,45 @@ func escapeExtraKey(k string) string {
 		}
 	}
 	return b.String()
+}
+
+// checkSize refuses an identity over the configured bounds.
+func (h *Handler) checkSize(id *tokens.Identity) error {
+	if len(id.Groups) > h.maxGroups {
+		return fmt.Errorf("impersonate: the identity has %d groups, more than the %d this cluster accepts: "+
+			"ask for a token with fewer groups (Entra ID: groups assigned to the application, or app roles)", len(id.Groups), h.maxGroups)
+	}
+	const field = 32 // HTTP/2's per-field overhead (RFC 9113 §6.5.2)
+	n := len("Impersonate-User") + len(id.Username) + field
+	if id.UID != "" {
+		n += len("Impersonate-Uid") + len(id.UID) + field
+	}
+	for _, g := range id.Groups {
+		n += len("Impersonate-Group") + len(g) + field
+	}
+	for k, vs := range id.Extra {
+		for _, v := range vs {
+			n += len("Impersonate-Extra-") + len(escapeExtraKey(k)) + len(v) + field
+		}
+	}
+	if n > h.maxIDBytes {
+		return fmt.Errorf("impersonate: the identity takes %d bytes of impersonation headers, more than the %d this cluster accepts", n, h.maxIDBytes)
+	}
+	return nil
+}
+
+// impersonationHeaders returns a copy of the Impersonate-* headers in h.
+func impersonationHeaders(h http.Header) http.Header {
+	var out http.Header
+	for k, v := range h {
+		if _, ok := cutPrefixFold(k, "Impersonate-"); ok {
+			if out == nil {
+				out = http.Header{}
+			}
+			out[k] = append([]string(nil), v...)
+		}
+	}
+	return out
 }
 
 func hasImpersonation(h http.Header) bool {

@@ -106,6 +106,10 @@ func TestSmuggledHeadersNeverReachTheAPIServer(t *testing.T) {
 				assert.Equal(t, http.StatusUnauthorized, code, "two credentials are refused outright")
 				return
 			}
+			if hasImpersonate(tc.header) {
+				assert.Equal(t, http.StatusForbidden, code, "nested impersonation is off: refused, not silently dropped")
+				return
+			}
 			require.Equal(t, http.StatusCreated, code)
 			assert.Equal(t, "alice@contoso.com", info.Username)
 			assert.Equal(t, "oid-alice", info.UID)
@@ -114,6 +118,15 @@ func TestSmuggledHeadersNeverReachTheAPIServer(t *testing.T) {
 			assert.NotContains(t, info.Extra, "scopes")
 		})
 	}
+}
+
+func hasImpersonate(h http.Header) bool {
+	for k := range h {
+		if strings.HasPrefix(strings.ToLower(k), "impersonate-") {
+			return true
+		}
+	}
+	return false
 }
 
 func TestBadTokensGet401AndNeverReachTheAPIServer(t *testing.T) {
@@ -139,7 +152,7 @@ func TestBadTokensGet401AndNeverReachTheAPIServer(t *testing.T) {
 			assert.Contains(t, res.Stderr, "You must be logged in to the server", "kubectl's words for a 401")
 		})
 	}
-	req, _ := http.NewRequest(http.MethodGet, p.srv.URL+"/api", nil)
+	req, _ := http.NewRequest(http.MethodGet, p.srv.URL+"/api/v1/namespaces", nil)
 	resp, err := p.client().Do(req)
 	require.NoError(t, err)
 	var st struct{ Kind, Message, Reason string }
@@ -159,6 +172,12 @@ func TestServiceAccountTokenPassThrough(t *testing.T) {
 
 	// Entra tokens still go through impersonation.
 	assert.Equal(t, "alice@contoso.com", whoami(t, p.kubectl(t, p.token(t, alice, nil))).Username)
+	// The API server judges a foreign token's --as itself, against the
+	// caller's own rights (the agent's service account may impersonate
+	// users).
+	asDave := whoami(t, p.kubectl(t, p.w.agent.Token), "--as", "dave@contoso.com")
+	assert.Equal(t, "dave@contoso.com", asDave.Username)
+
 	// And an expired Entra token is not "foreign": it is refused.
 	code, _ := selfReview(t, p, p.token(t, alice, func(c *oidctest.EntraClaims) { c.Expiry = time.Now().Add(-time.Hour) }), nil)
 	assert.Equal(t, http.StatusUnauthorized, code)
@@ -167,14 +186,16 @@ func TestServiceAccountTokenPassThrough(t *testing.T) {
 func TestNestedImpersonation(t *testing.T) {
 	ctx := testContext(t)
 	off := newProxy(t, nil)
-	info := whoami(t, off.kubectl(t, off.token(t, bob, nil)), "--as", "dave@contoso.com")
-	assert.Equal(t, "bob@contoso.com", info.Username, "off by default: --as is removed like any Impersonate header")
+	res, err := off.kubectl(t, off.token(t, bob, nil)).Run(ctx, nil, "get", "namespaces", "--as", "dave@contoso.com")
+	require.NoError(t, err)
+	assert.NotEqual(t, 0, res.ExitCode, "off by default: --as is refused, never dropped while the user believes it worked")
+	assert.Contains(t, res.Stderr, "Error from server (Forbidden): impersonate: nested impersonation (kubectl --as, --as-group, --as-uid) is not enabled for this cluster")
 
 	on := newProxy(t, func(c *impersonate.Config) { c.AllowNestedImpersonation = true })
 	k := on.kubectl(t, on.token(t, bob, nil))
 	code, _ := selfReview(t, on, on.token(t, bob, nil), http.Header{"Impersonate-User": {"dave@contoso.com"}})
 	assert.Equal(t, http.StatusForbidden, code)
-	res, err := k.Run(ctx, nil, "get", "--raw", "/api", "--as", "dave@contoso.com")
+	res, err = k.Run(ctx, nil, "get", "--raw", "/api", "--as", "dave@contoso.com")
 	require.NoError(t, err)
 	assert.NotEqual(t, 0, res.ExitCode)
 	assert.Contains(t, res.Stderr, `Error from server (Forbidden): bob@contoso.com is not allowed to impersonate user "dave@contoso.com"`)

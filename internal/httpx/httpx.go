@@ -5,6 +5,7 @@ package httpx
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,9 +31,26 @@ func (t *SplitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.HTTP2.RoundTrip(req)
 }
 
-// WriteStatus answers with a Kubernetes Status, which kubectl prints as a
+// WriteStatus answers r with a Kubernetes Status, which kubectl prints as a
 // readable error.
-func WriteStatus(w http.ResponseWriter, code int, message string) {
+//
+// client-go reads the discovery roots (/api, /apis) and /version with
+// Result.Raw, which turns any error body that is not text into the word
+// "unknown": there kubectl would print "Error from server (Forbidden):
+// unknown" for the first command a user runs. On those paths, for the codes
+// whose text client-go shows (403, 500, 502; for 401 and 503 it prints
+// fixed words whatever the body), the message goes as text/plain instead.
+func WriteStatus(w http.ResponseWriter, r *http.Request, code int, message string) {
+	if r != nil && readRaw(r.URL.Path) && textShown(code) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if code == http.StatusUnauthorized {
+			w.Header().Set("Www-Authenticate", `Bearer realm="clusterconnect"`)
+		}
+		w.WriteHeader(code)
+		w.Write([]byte(message + "\n"))
+		return
+	}
 	reason := metav1.StatusReasonUnknown
 	switch code {
 	case http.StatusUnauthorized:
@@ -55,4 +73,18 @@ func WriteStatus(w http.ResponseWriter, code int, message string) {
 	}
 	w.WriteHeader(code)
 	w.Write(body)
+}
+
+// readRaw reports whether client-go reads this path's errors as raw bytes:
+// the discovery roots and /version, also under a cluster prefix
+// (/clusters/{id}/api).
+func readRaw(path string) bool {
+	path = strings.TrimSuffix(path, "/")
+	return strings.HasSuffix(path, "/api") || strings.HasSuffix(path, "/apis") || strings.HasSuffix(path, "/version")
+}
+
+// textShown reports whether client-go shows a text error body's words for
+// this status code (apimachinery's NewGenericServerResponse).
+func textShown(code int) bool {
+	return code == http.StatusForbidden || code == http.StatusInternalServerError || code == http.StatusBadGateway
 }

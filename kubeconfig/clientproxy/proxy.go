@@ -185,7 +185,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		tok, err := p.cfg.TokenSource.Token(r.Context())
 		if err != nil {
-			httpx.WriteStatus(w, http.StatusUnauthorized, "clusterconnect proxy: cannot get your token: "+err.Error())
+			httpx.WriteStatus(w, r, http.StatusUnauthorized, "clusterconnect proxy: cannot get your token: "+err.Error())
 			return
 		}
 		auth = "Bearer " + tok.Value
@@ -211,7 +211,7 @@ func (p *Proxy) relayError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	p.log.Warn("relay request failed", "path", r.URL.Path, "err", err)
-	httpx.WriteStatus(w, http.StatusBadGateway, fmt.Sprintf("clusterconnect proxy: cannot reach the relay at %s: %v", p.relay.Host, err))
+	httpx.WriteStatus(w, r, http.StatusBadGateway, fmt.Sprintf("clusterconnect proxy: cannot reach the relay at %s: %v", p.relay.Host, err))
 }
 
 // relayTransports returns an HTTP/2-capable transport and an HTTP/1.1-only

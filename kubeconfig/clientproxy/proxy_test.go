@@ -226,9 +226,15 @@ func TestRelayDownIsALegibleError(t *testing.T) {
 	r := newRelay(t)
 	rp := start(t, r, nil)
 	r.srv.Close()
-	resp, body := get(t, rp, "/api", "")
+	resp, body := get(t, rp, "/api/v1/namespaces", "")
 	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
 	assert.Contains(t, status(t, body), "cannot reach the relay at 127.0.0.1")
+
+	// kubectl's first step, discovery, shows the message too.
+	res, err := kubectlFor(t, rp).Run(testContext(t), nil, "get", "namespaces")
+	require.NoError(t, err)
+	assert.NotEqual(t, 0, res.ExitCode)
+	assert.Contains(t, res.Stderr, "cannot reach the relay at 127.0.0.1")
 }
 
 func TestTokenCommandFailureIsALegibleError(t *testing.T) {
@@ -236,7 +242,10 @@ func TestTokenCommandFailureIsALegibleError(t *testing.T) {
 	rp := start(t, r, func(c *clientproxy.Config) {
 		c.TokenSource = &tokens.CommandTokenSource{Command: []string{"sh", "-c", "echo 'ERROR: Please run az login to setup account.' >&2; exit 1"}}
 	})
-	resp, body := get(t, rp, "/api", "")
+	resp, body := get(t, rp, "/api/v1/namespaces", "")
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	assert.Contains(t, status(t, body), "Please run az login")
+	resp, body = get(t, rp, "/api", "")
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	assert.Contains(t, status(t, body), "Please run az login")
 
