@@ -31,7 +31,8 @@ type AgentConfig struct {
 	// ClusterID is the cluster this agent serves. Required.
 	ClusterID string
 	// Credential supplies the handshake credential: a SharedSecret or an
-	// *AssertionCredential. Required.
+	// *AssertionCredential (whose empty Audience becomes
+	// AssertionAudience(RelayURL)). Required.
 	Credential Credential
 	// Handler serves the requests that arrive through the tunnel. Raw
 	// streams (client upgrades, Relay.DialContext) reach it as HTTP/1.1
@@ -119,6 +120,15 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 	}
 	if c.Handler == nil {
 		return nil, errors.New("tunnel: AgentConfig.Handler is required")
+	}
+	if ac, ok := c.Credential.(*AssertionCredential); ok && ac.Audience == "" {
+		// Bind assertions to the relay dialed: the caller's value stays
+		// as it was.
+		cp := *ac
+		if cp.Audience, err = AssertionAudience(c.RelayURL); err != nil {
+			return nil, err
+		}
+		c.Credential = &cp
 	}
 	if c.AgentID == "" {
 		host, _ := os.Hostname()

@@ -11,6 +11,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,9 +20,25 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
-// DefaultAssertionAudience is the aud claim of agent assertions when none is
-// configured.
-const DefaultAssertionAudience = "clusterconnect-relay"
+// AssertionAudience returns the audience that names a relay in agent
+// assertions: the origin of its URL, https://host[:port], with the host in
+// lower case and port 443 left out, whatever path the URL has. An agent
+// derives it from its RelayURL and the relay from its public URL, so an
+// assertion made for one relay is refused by every other.
+func AssertionAudience(relayURL string) (string, error) {
+	u, err := url.Parse(relayURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return "", fmt.Errorf("tunnel: %q is not an https:// relay URL", relayURL)
+	}
+	host := strings.ToLower(u.Hostname())
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if p := u.Port(); p != "" && p != "443" {
+		host += ":" + p
+	}
+	return "https://" + host, nil
+}
 
 const (
 	defaultAssertionLifetime    = 2 * time.Minute
@@ -42,8 +60,9 @@ type AssertionCredential struct {
 	// Key is the agent's private key: ECDSA (P-256, P-384, P-521), RSA or
 	// Ed25519.
 	Key crypto.Signer
-	// Audience is the aud claim; it must match the relay's. Default
-	// DefaultAssertionAudience.
+	// Audience is the aud claim, naming the one relay the assertion is
+	// for; it must equal the relay's AssertionConfig.Audience. An Agent
+	// sets it, when empty, to AssertionAudience of its RelayURL.
 	Audience string
 	// Lifetime of each assertion; default 2 minutes.
 	Lifetime time.Duration
@@ -71,7 +90,7 @@ func (c *AssertionCredential) Credential(context.Context) (string, error) {
 	}
 	aud := c.Audience
 	if aud == "" {
-		aud = DefaultAssertionAudience
+		return "", errors.New("tunnel: AssertionCredential.Audience is empty: set it to the relay's AssertionAudience (an Agent does this from its RelayURL)")
 	}
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
@@ -117,7 +136,9 @@ type AssertionConfig struct {
 	// Keys maps each cluster ID to the public keys allowed to sign for it
 	// (several during a key rotation).
 	Keys map[string][]crypto.PublicKey
-	// Audience the assertions must carry; default DefaultAssertionAudience.
+	// Audience the assertions must carry: the name of this relay, normally
+	// AssertionAudience of its public URL. Required: without it an
+	// assertion made for one relay would be good at every relay.
 	Audience string
 	// MaxLifetime is the longest exp − iat accepted; default 10 minutes.
 	MaxLifetime time.Duration
@@ -153,7 +174,7 @@ func NewAssertionAuthenticator(cfg AssertionConfig) (*AssertionAuthenticator, er
 		nextPrune:   1024,
 	}
 	if a.audience == "" {
-		a.audience = DefaultAssertionAudience
+		return nil, errors.New("tunnel: AssertionConfig.Audience is required: the relay's own name, AssertionAudience(its public URL), so that assertions made for another relay are refused")
 	}
 	if a.maxLifetime <= 0 {
 		a.maxLifetime = defaultMaxAssertionLifetime
@@ -203,7 +224,7 @@ func (a *AssertionAuthenticator) Authenticate(_ context.Context, clusterID, cred
 	case claims.Subject != clusterID || claims.Issuer != clusterID:
 		return &AuthError{Reason: "wrong-cluster", Err: fmt.Errorf("assertion is for cluster %q", claims.Subject)}
 	case !claims.Audience.Contains(a.audience):
-		return &AuthError{Reason: "wrong-audience", Err: fmt.Errorf("want audience %q", a.audience)}
+		return &AuthError{Reason: "wrong-audience", Err: fmt.Errorf("assertion is for %q, this relay is %q: the agent's relay URL (or assertion audience) names another relay", truncateAll(claims.Audience), a.audience)}
 	case claims.Expiry == nil || claims.IssuedAt == nil || claims.ID == "":
 		return &AuthError{Reason: "malformed", Err: errors.New("exp, iat and jti are required")}
 	case now.After(claims.Expiry.Time().Add(a.leeway)):
@@ -238,4 +259,16 @@ func (a *AssertionAuthenticator) remember(key string, until, now time.Time) erro
 	}
 	a.seen[key] = until
 	return nil
+}
+
+// truncateAll shortens what an untrusted assertion says, for a log line.
+func truncateAll(xs []string) []string {
+	out := make([]string, 0, min(len(xs), 3))
+	for _, x := range xs[:min(len(xs), 3)] {
+		if len(x) > 100 {
+			x = x[:100] + "…"
+		}
+		out = append(out, x)
+	}
+	return out
 }

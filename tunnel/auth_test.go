@@ -36,10 +36,11 @@ func (c fixedCredential) Credential(context.Context) (string, error) { return st
 func TestRejectedAgentsNeverConnect(t *testing.T) {
 	agentKey, otherKey := newKey(t), newKey(t)
 	assertions, err := tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{
-		Keys: map[string][]crypto.PublicKey{clusterID: {agentKey.Public()}, "other-cluster": {otherKey.Public()}},
+		Keys:     map[string][]crypto.PublicKey{clusterID: {agentKey.Public()}, "other-cluster": {otherKey.Public()}},
+		Audience: "https://relay.example.com",
 	})
 	require.NoError(t, err)
-	validOnce, err := (&tunnel.AssertionCredential{ClusterID: clusterID, Key: agentKey}).Credential(context.Background())
+	validOnce, err := (&tunnel.AssertionCredential{ClusterID: clusterID, Key: agentKey, Audience: "https://relay.example.com"}).Credential(context.Background())
 	require.NoError(t, err)
 	require.NoError(t, assertions.Authenticate(context.Background(), clusterID, validOnce), "first use is fine")
 
@@ -72,6 +73,72 @@ func TestRejectedAgentsNeverConnect(t *testing.T) {
 			resp.Body.Close()
 			assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 		})
+	}
+}
+
+// An assertion names the one relay it is for: made for relay A (and used
+// there), it is refused by relay B within its lifetime, even though B
+// trusts the same agent key.
+func TestAssertionIsBoundToOneRelay(t *testing.T) {
+	agentKey := newKey(t)
+	keys := map[string][]crypto.PublicKey{clusterID: {agentKey.Public()}}
+	relay := func() (*harness, *tunnel.AssertionAuthenticator) {
+		var auth *tunnel.AssertionAuthenticator
+		h := newHarness(t, echo, harnessOpts{noAgent: true, auth: tunnel.AuthenticatorFunc(func(ctx context.Context, id, cred string) error {
+			return auth.Authenticate(ctx, id, cred)
+		})})
+		aud, err := tunnel.AssertionAudience(h.srv.URL)
+		require.NoError(t, err)
+		auth, err = tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Keys: keys, Audience: aud})
+		require.NoError(t, err)
+		return h, auth
+	}
+	a, authA := relay()
+	b, _ := relay()
+
+	// An agent whose credential names no audience gets its relay's.
+	a.startAgent(echo, harnessOpts{agentCfg: func(c *tunnel.AgentConfig) {
+		c.Credential = &tunnel.AssertionCredential{ClusterID: clusterID, Key: agentKey}
+	}})
+	a.waitConnected(clusterID)
+
+	audA, err := tunnel.AssertionAudience(a.srv.URL)
+	require.NoError(t, err)
+	captured, err := (&tunnel.AssertionCredential{ClusterID: clusterID, Key: agentKey, Audience: audA}).Credential(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, authA.Authenticate(context.Background(), clusterID, captured), "good at the relay it names")
+
+	b.startAgent(echo, harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Credential = fixedCredential(captured) }})
+	require.Eventually(t, func() bool { return b.relay.Stats().HandshakeFailures["wrong-audience"] >= 2 }, 10*time.Second, 5*time.Millisecond,
+		"want wrong-audience refusals, got %v", b.relay.Stats().HandshakeFailures)
+	assert.False(t, b.relay.Connected(clusterID))
+	assert.Zero(t, b.relay.Stats().ConnectionsOpened)
+}
+
+func TestAssertionAudienceIsRequired(t *testing.T) {
+	_, err := tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Keys: map[string][]crypto.PublicKey{clusterID: {newKey(t).Public()}}})
+	assert.ErrorContains(t, err, "Audience is required")
+	_, err = (&tunnel.AssertionCredential{ClusterID: clusterID, Key: newKey(t)}).Credential(context.Background())
+	assert.ErrorContains(t, err, "Audience is empty")
+}
+
+func TestAssertionAudience(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://relay.example.com":                       "https://relay.example.com",
+		"https://Relay.Example.com:443/tunnel/v1/connect": "https://relay.example.com",
+		"https://relay.example.com:8443/":                 "https://relay.example.com:8443",
+		"https://[::1]:8443":                              "https://[::1]:8443",
+		"http://relay.example.com":                        "",
+		"relay.example.com":                               "",
+		"https://user@relay.example.com":                  "",
+	} {
+		got, err := tunnel.AssertionAudience(in)
+		if want == "" {
+			assert.Error(t, err, in)
+			continue
+		}
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
 	}
 }
 

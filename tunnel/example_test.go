@@ -68,13 +68,17 @@ func Example() {
 // shared secret: the relay holds only the public key.
 func ExampleAssertionAuthenticator() {
 	agentKey := mustECKey() // generated and kept by the agent
+	// Both sides name the relay by its public URL; an agent's Agent does
+	// this from its RelayURL when Audience is left empty.
+	relayName, _ := tunnel.AssertionAudience("https://relay.example.com")
 	auth, err := tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{
-		Keys: map[string][]crypto.PublicKey{"prod-eu": {agentKey.Public()}},
+		Keys:     map[string][]crypto.PublicKey{"prod-eu": {agentKey.Public()}},
+		Audience: relayName,
 	})
 	if err != nil {
 		panic(err)
 	}
-	cred := &tunnel.AssertionCredential{ClusterID: "prod-eu", Key: agentKey}
+	cred := &tunnel.AssertionCredential{ClusterID: "prod-eu", Key: agentKey, Audience: relayName}
 	token, _ := cred.Credential(context.Background())
 
 	fmt.Println(auth.Authenticate(context.Background(), "prod-eu", token))

@@ -55,6 +55,7 @@ func run() error {
 	clusterID := fs.String("cluster-id", "", "this cluster's ID at the relay (required)")
 	secretFile := fs.String("secret-file", "", "file holding the cluster's shared secret")
 	keyFile := fs.String("key-file", "", "PEM private key to sign assertions with, instead of a secret")
+	assertionAudience := fs.String("assertion-audience", "", "with -key-file: the relay named in assertions, as the relay's -public-url (default: from -relay-url)")
 	relayCA := fs.String("relay-ca", "", "PEM CA file for the relay's certificate (default: system roots)")
 	connections := fs.Int("connections", 2, "tunnel connections to keep open")
 	kubeconfigPath := fs.String("kubeconfig", "", "kubeconfig for the API server (default: in-cluster service account)")
@@ -81,7 +82,7 @@ func run() error {
 	if *relayURL == "" || *clusterID == "" {
 		return errors.New("-relay-url and -cluster-id are required (see -h)")
 	}
-	cred, err := credential(*secretFile, *keyFile, *clusterID)
+	cred, err := credential(*secretFile, *keyFile, *clusterID, *assertionAudience)
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func run() error {
 	return err
 }
 
-func credential(secretFile, keyFile, clusterID string) (tunnel.Credential, error) {
+func credential(secretFile, keyFile, clusterID, audience string) (tunnel.Credential, error) {
 	switch {
 	case secretFile != "" && keyFile == "":
 		b, err := cli.ReadFileFlag("secret-file", secretFile)
@@ -156,7 +157,12 @@ func credential(secretFile, keyFile, clusterID string) (tunnel.Credential, error
 		if !ok {
 			return nil, fmt.Errorf("-key-file %s: not a signing key", keyFile)
 		}
-		return &tunnel.AssertionCredential{ClusterID: clusterID, Key: signer}, nil
+		if audience != "" {
+			if audience, err = tunnel.AssertionAudience(audience); err != nil {
+				return nil, fmt.Errorf("-assertion-audience: %w", err)
+			}
+		}
+		return &tunnel.AssertionCredential{ClusterID: clusterID, Key: signer, Audience: audience}, nil
 	}
 	return nil, errors.New("give exactly one of -secret-file or -key-file")
 }

@@ -59,6 +59,7 @@ func run() error {
 	selfSigned := fs.Bool("self-signed", false, "generate a certificate for localhost (trials only)")
 	caOut := fs.String("ca-out", "relay-ca.crt", "with -self-signed: where to write the CA certificate")
 	agentsFile := fs.String("agents", "", "JSON file of clusters and their agent credentials (required)")
+	publicURL := fs.String("public-url", "", "the URL agents dial, https://host[:port]; names this relay in agent assertions (required when the agents file has publicKeys)")
 	metricsListen := fs.String("metrics-listen", "", "address for Prometheus metrics, /healthz and /readyz (e.g. 127.0.0.1:9090)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := cli.ParseWithEnv(fs, "CLUSTERCONNECT_RELAY", os.Args[1:]); err != nil {
@@ -74,7 +75,7 @@ func run() error {
 	if *agentsFile == "" {
 		return errors.New("-agents is required: which clusters may connect, and how they prove it (see -h)")
 	}
-	auth, err := loadAgents(*agentsFile)
+	auth, err := loadAgents(*agentsFile, *publicURL)
 	if err != nil {
 		return err
 	}
@@ -139,8 +140,8 @@ type agentsFile struct {
 }
 
 // loadAgents builds an authenticator that checks each cluster the way the
-// file says.
-func loadAgents(path string) (tunnel.Authenticator, error) {
+// file says. Assertions must name this relay by its public URL.
+func loadAgents(path, publicURL string) (tunnel.Authenticator, error) {
 	b, err := cli.ReadFileFlag("agents", path)
 	if err != nil {
 		return nil, err
@@ -177,15 +178,24 @@ func loadAgents(path string) (tunnel.Authenticator, error) {
 	if len(secrets)+len(keys) == 0 {
 		return nil, fmt.Errorf("-agents %s lists no clusters", path)
 	}
-	assertions, err := tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Keys: keys})
-	if err != nil {
-		return nil, err
+	var assertions *tunnel.AssertionAuthenticator
+	if len(keys) > 0 {
+		if publicURL == "" {
+			return nil, fmt.Errorf("-public-url is required: clusters in %s sign assertions, and each names the relay it is for (the agents' -relay-url)", path)
+		}
+		audience, err := tunnel.AssertionAudience(publicURL)
+		if err != nil {
+			return nil, fmt.Errorf("-public-url: %w", err)
+		}
+		if assertions, err = tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Keys: keys, Audience: audience}); err != nil {
+			return nil, err
+		}
 	}
 	return tunnel.AuthenticatorFunc(func(ctx context.Context, id, cred string) error {
-		if _, ok := secrets[id]; ok {
-			return secrets.Authenticate(ctx, id, cred)
+		if _, ok := keys[id]; ok {
+			return assertions.Authenticate(ctx, id, cred)
 		}
-		return assertions.Authenticate(ctx, id, cred)
+		return secrets.Authenticate(ctx, id, cred)
 	}), nil
 }
 
