@@ -72,7 +72,9 @@ type AgentConfig struct {
 	// nobody reads) cannot take the whole connection's window.
 	MaxUploadBufferPerStream     int32
 	MaxUploadBufferPerConnection int32
-	// MaxHeaderBytes bounds request headers; default 1 MiB.
+	// MaxHeaderBytes bounds request headers; default
+	// DefaultMaxHeaderBytes. The relay's RelayConfig.MaxHeaderBytes must
+	// not be larger, or requests between the two limits fail.
 	MaxHeaderBytes int
 	// DrainTimeout bounds how long Run waits for in-flight streams after
 	// its context ends; default 30s.
@@ -161,7 +163,7 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 		c.MaxUploadBufferPerConnection = 16 << 20
 	}
 	if c.MaxHeaderBytes <= 0 {
-		c.MaxHeaderBytes = 1 << 20
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	lg := c.Logger
 	if lg == nil {

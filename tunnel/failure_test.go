@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -333,4 +334,52 @@ func TestStreamLimitAnswers503NotHang(t *testing.T) {
 	defer resp.Body.Close()
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+}
+
+// A header list the relay's front end accepts from an HTTP/1.1 client can
+// count for more in HTTP/2 (32 bytes a field). It is answered 431 with a
+// Status, never sent to the agent, and the tunnel keeps serving.
+func TestOversizedHeaderListGets431(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{})
+	tr := h.client().Transport.(*http.Transport).Clone()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	client := &http.Client{Transport: tr}
+
+	req, err := http.NewRequest(http.MethodGet, h.url("/api"), nil)
+	require.NoError(t, err)
+	for i := range 40000 { // about 0.5 MB as HTTP/1.1, 1.7 MB as HTTP/2 counts it
+		req.Header.Set(fmt.Sprintf("X-%d", i), "v")
+	}
+	before := h.relay.Stats().StreamsOpened
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode, "%s", body)
+	var st struct{ Kind, Message string }
+	require.NoError(t, json.Unmarshal(body, &st), "%s", body)
+	assert.Equal(t, "Status", st.Kind)
+	assert.Contains(t, st.Message, "request header list too large")
+	assert.Equal(t, before, h.relay.Stats().StreamsOpened, "no stream was opened for it")
+
+	resp, err = client.Get(h.url("/api"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the tunnel still serves")
+}
+
+// An agent set to accept less than the relay sends: x/net refuses the
+// request before sending it, and the client still gets 431, not 502.
+func TestHeaderListOverALowerAgentLimitGets431(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.MaxHeaderBytes = 16 << 10 }})
+	req, err := http.NewRequest(http.MethodGet, h.url("/api"), nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Big", strings.Repeat("a", 32<<10))
+	resp, err := h.client().Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode, "%s", body)
+	assert.Contains(t, string(body), "accepts less than this relay's")
 }

@@ -23,6 +23,19 @@ var ErrNotConnected = errors.New("tunnel: cluster not connected")
 // cluster is at its stream limit or going away.
 var ErrBusy = errors.New("tunnel: every tunnel connection of the cluster is busy")
 
+// ErrHeadersTooLarge is returned (and answered with 431) for a request
+// whose header list, counted as HTTP/2 counts it, is over what agents
+// accept (RelayConfig.MaxHeaderBytes). Nothing is sent to the agent.
+var ErrHeadersTooLarge = errors.New("tunnel: request header list too large for the tunnel")
+
+// DefaultMaxHeaderBytes is the default bound on a header list in the
+// tunnel, on both sides: the agent takes request headers up to it and the
+// relay sends none larger, and takes agents' response headers up to it.
+// It equals net/http's default, so what a relay's http.Server accepts from
+// HTTP/2 clients fits; HTTP/1.1 clients' many small headers can count for
+// more in HTTP/2 (32 bytes a field) and get 431.
+const DefaultMaxHeaderBytes = 1 << 20
+
 // ServeCluster forwards a client's request under /clusters/{id}/ to that
 // cluster's agent, with the prefix removed: GET /clusters/prod/api/v1/pods
 // reaches the agent's handler as GET /api/v1/pods. HTTP/1.1 Upgrade
@@ -134,6 +147,9 @@ func isUpgrade(h http.Header) bool {
 // once more on another connection if the first fails before answering, as
 // happens when a connection dies or drains at that moment.
 func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) {
+	if n := headerListSize(out); n > uint64(r.cfg.MaxHeaderBytes) {
+		return nil, fmt.Errorf("%w: %d bytes, over the %d the cluster's agent accepts", ErrHeadersTooLarge, n, r.cfg.MaxHeaderBytes)
+	}
 	c, known := r.reg.pick(id, nil)
 	if c == nil {
 		return nil, pickError(known)
@@ -157,10 +173,30 @@ func (r *Relay) send(c *agentConn, out *http.Request) (*http.Response, error) {
 	resp, err := c.cc.RoundTrip(out)
 	if err != nil {
 		r.stats.streamsClosed.Add(1)
+		if strings.Contains(err.Error(), "header list larger than peer's advertised limit") {
+			// An agent configured with a lower limit than this relay's.
+			// x/net exports no sentinel for it.
+			return nil, fmt.Errorf("%w: the agent of cluster %q accepts less than this relay's %d bytes", ErrHeadersTooLarge, c.clusterID, r.cfg.MaxHeaderBytes)
+		}
 		return nil, fmt.Errorf("tunnel: the tunnel to cluster %q failed: %w", c.clusterID, err)
 	}
 	resp.Body = &countedBody{rc: resp.Body, n: &r.stats.bytesFrom, closed: &r.stats.streamsClosed}
 	return resp, nil
+}
+
+// headerListSize is the size of the request's header list as HTTP/2
+// counts it against SETTINGS_MAX_HEADER_LIST_SIZE: each field's name and
+// value plus 32 bytes, pseudo-header fields included.
+func headerListSize(req *http.Request) uint64 {
+	const field = 32
+	n := uint64(len(":method") + len(req.Method) + len(":scheme") + len("https") + len(":authority") + len(req.Host) +
+		len(":path") + len(req.URL.RequestURI()) + 4*field)
+	for k, vs := range req.Header {
+		for _, v := range vs {
+			n += uint64(len(k) + len(v) + field)
+		}
+	}
+	return n
 }
 
 func pickError(known bool) error {
@@ -207,6 +243,8 @@ func writeError(w http.ResponseWriter, id string, err error) {
 		writeStatus(w, http.StatusServiceUnavailable, id, fmt.Sprintf("cluster %q is not connected to the relay: check that its agent is running and can reach the relay", id))
 	case errors.Is(err, ErrBusy):
 		writeStatus(w, http.StatusServiceUnavailable, id, fmt.Sprintf("every tunnel connection of cluster %q is busy or going away; retry", id))
+	case errors.Is(err, ErrHeadersTooLarge):
+		writeStatus(w, http.StatusRequestHeaderFieldsTooLarge, id, err.Error())
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads an answer.
 	default:

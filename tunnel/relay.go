@@ -42,8 +42,11 @@ type RelayConfig struct {
 	// progress for this long (a peer that stopped reading). Default 30s.
 	WriteTimeout time.Duration
 
-	// MaxHeaderBytes bounds the response headers the relay accepts from an
-	// agent. Default 1 MiB.
+	// MaxHeaderBytes bounds header lists in the tunnel, counted as HTTP/2
+	// counts them: the response headers the relay accepts from an agent,
+	// and the request headers it sends (a larger request gets 431 and
+	// never reaches the agent). Default DefaultMaxHeaderBytes, the agent's
+	// default; set it to what the agents accept if they are set lower.
 	MaxHeaderBytes uint32
 
 	// Logger receives connection events; nil discards them. Credentials are
@@ -77,7 +80,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	c.PingTimeout = orDefault(c.PingTimeout, 10*time.Second)
 	c.WriteTimeout = orDefault(c.WriteTimeout, 30*time.Second)
 	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 1 << 20
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	log := c.Logger
 	if log == nil {

@@ -26,16 +26,18 @@ type statusDetails struct {
 
 // reasons for the codes the tunnel answers with, as Kubernetes names them.
 var statusReasons = map[int]string{
-	http.StatusBadRequest:          "BadRequest",
-	http.StatusUnauthorized:        "Unauthorized",
-	http.StatusForbidden:           "Forbidden",
-	http.StatusNotFound:            "NotFound",
-	http.StatusMethodNotAllowed:    "MethodNotAllowed",
-	http.StatusUpgradeRequired:     "BadRequest",
-	http.StatusInternalServerError: "InternalError",
-	http.StatusBadGateway:          "InternalError",
-	http.StatusServiceUnavailable:  "ServiceUnavailable",
-	http.StatusGatewayTimeout:      "Timeout",
+	http.StatusBadRequest:       "BadRequest",
+	http.StatusUnauthorized:     "Unauthorized",
+	http.StatusForbidden:        "Forbidden",
+	http.StatusNotFound:         "NotFound",
+	http.StatusMethodNotAllowed: "MethodNotAllowed",
+	http.StatusUpgradeRequired:  "BadRequest",
+	// Kubernetes has no reason of its own for 431.
+	http.StatusRequestHeaderFieldsTooLarge: "BadRequest",
+	http.StatusInternalServerError:         "InternalError",
+	http.StatusBadGateway:                  "InternalError",
+	http.StatusServiceUnavailable:          "ServiceUnavailable",
+	http.StatusGatewayTimeout:              "Timeout",
 }
 
 // writeStatus answers with a Kubernetes-style Status. cluster, if not empty,

@@ -107,7 +107,9 @@ func run() error {
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		// The agents' limit: what the relay accepts, they accept.
+		MaxHeaderBytes: tunnel.DefaultMaxHeaderBytes,
+		TLSConfig:      &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		// A client's stalled upload must not hold the whole connection's
 		// window: the per-connection buffer is many per-stream ones.
 		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20},
