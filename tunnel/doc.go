@@ -57,5 +57,6 @@
 // [AssertionAuthenticator] avoid shared secrets: the agent signs a
 // short-lived JWT with its own key for every connection, and the relay
 // verifies it against the public key registered for that cluster, refusing
-// expired and replayed assertions.
+// expired and replayed assertions and assertions made for another relay
+// (each names its relay, [AssertionAudience]).
 package tunnel
