@@ -15,7 +15,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/impersonate"
 	"github.com/clusterconnect/clusterconnect/internal/kubetest"
-	"github.com/clusterconnect/clusterconnect/internal/oidctest"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
 
 func whoami(t *testing.T, k *kubetest.Kubectl, args ...string) authenticationv1.UserInfo {

@@ -18,8 +18,8 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/impersonate"
 	"github.com/clusterconnect/clusterconnect/internal/kubetest"
-	"github.com/clusterconnect/clusterconnect/internal/oidctest"
 	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }

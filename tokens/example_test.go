@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/internal/oidctest"
 	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
 
 // Verify Microsoft Entra ID access tokens for one server application in one

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/clusterconnect/clusterconnect/internal/oidctest"
 	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
 
 var sentinels = []error{

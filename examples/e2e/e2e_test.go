@@ -24,8 +24,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/clusterconnect/clusterconnect/internal/kubetest"
-	"github.com/clusterconnect/clusterconnect/internal/oidctest"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }

@@ -1,4 +1,5 @@
-// Package oidctest is an OIDC issuer stand-in for tests: it serves discovery
+// Package oidctest is an OIDC issuer stand-in for tests, for this module's
+// and for importers' (as go-oidc ships its own oidctest): it serves discovery
 // documents and a JSON Web Key Set over HTTPS on loopback, rotates keys on
 // demand, simulates key-set outages, and signs tokens shaped like Microsoft
 // Entra ID access tokens, v1 (iss https://sts.windows.net/{tid}/) and v2

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/clusterconnect/clusterconnect/internal/oidctest"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
 
 const tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
