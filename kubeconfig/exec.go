@@ -1,29 +1,29 @@
 package kubeconfig
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
-	"github.com/clusterconnect/clusterconnect/tokens"
+	"golang.org/x/oauth2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientauthv1 "k8s.io/client-go/pkg/apis/clientauthentication/v1"
 )
 
 // ExecCredential returns what an exec credential plugin prints for kubectl
 // (client.authentication.k8s.io/v1): the source's token and, when known,
 // its expiry, so kubectl runs the plugin again only when it must.
-func ExecCredential(ctx context.Context, src tokens.TokenSource) ([]byte, error) {
-	tok, err := src.Token(ctx)
+func ExecCredential(src oauth2.TokenSource) ([]byte, error) {
+	tok, err := src.Token()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
-	status := map[string]any{"token": tok.Value}
-	if !tok.Expiry.IsZero() {
-		status["expirationTimestamp"] = tok.Expiry.UTC().Format(time.RFC3339)
+	cred := clientauthv1.ExecCredential{
+		TypeMeta: metav1.TypeMeta{APIVersion: clientauthv1.SchemeGroupVersion.String(), Kind: "ExecCredential"},
+		Status:   &clientauthv1.ExecCredentialStatus{Token: tok.AccessToken},
 	}
-	return json.Marshal(map[string]any{
-		"apiVersion": "client.authentication.k8s.io/v1",
-		"kind":       "ExecCredential",
-		"status":     status,
-	})
+	if !tok.Expiry.IsZero() {
+		exp := metav1.NewTime(tok.Expiry.UTC())
+		cred.Status.ExpirationTimestamp = &exp
+	}
+	return json.Marshal(cred)
 }

@@ -12,12 +12,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/clusterconnect/clusterconnect/internal/kubetest"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
-	"github.com/clusterconnect/clusterconnect/tokens"
 )
 
 var caPEM = []byte("-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n")
@@ -228,16 +228,7 @@ func TestKubectlReadsTheResult(t *testing.T) {
 
 func TestExecCredential(t *testing.T) {
 	exp := time.Date(2026, 11, 22, 21, 0, 0, 0, time.UTC)
-	out, err := kubeconfig.ExecCredential(context.Background(), staticWithExpiry{"tok-1", exp})
+	out, err := kubeconfig.ExecCredential(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "tok-1", Expiry: exp}))
 	require.NoError(t, err)
-	assert.JSONEq(t, `{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"tok-1","expirationTimestamp":"2026-11-22T21:00:00Z"}}`, string(out))
-}
-
-type staticWithExpiry struct {
-	v   string
-	exp time.Time
-}
-
-func (s staticWithExpiry) Token(context.Context) (tokens.ClientToken, error) {
-	return tokens.ClientToken{Value: s.v, Expiry: s.exp}, nil
+	assert.JSONEq(t, `{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":false},"status":{"token":"tok-1","expirationTimestamp":"2026-11-22T21:00:00Z"}}`, string(out))
 }

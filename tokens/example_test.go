@@ -82,12 +82,3 @@ func ExampleVerifier_genericOIDC() {
 	fmt.Println(id.Username, id.Groups)
 	// Output: jane [devs]
 }
-
-// A client that gets its token from the Azure CLI and refreshes it five
-// minutes before it expires.
-func ExampleCommandTokenSource() {
-	src := tokens.NewCachedTokenSource(&tokens.CommandTokenSource{
-		Command: []string{"az", "account", "get-access-token", "--resource", "api://clusterconnect-server", "-o", "json"},
-	}, 5*time.Minute)
-	_ = src // tok, err := src.Token(ctx); req.Header.Set("Authorization", "Bearer "+tok.Value)
-}

@@ -8,7 +8,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -18,10 +17,12 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/oauth2"
+
 	"github.com/clusterconnect/clusterconnect/internal/cli"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
-	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tokens/source"
 )
 
 const usage = `Usage: proxy [serve|kubeconfig|token] [flags]
@@ -99,7 +100,7 @@ func parse(fs *flag.FlagSet, args []string) (bool, error) {
 	return err == nil, err
 }
 
-func (c *common) source() (tokens.TokenSource, error) {
+func (c *common) source() (oauth2.TokenSource, error) {
 	n := 0
 	for _, s := range []string{*c.token, *c.tokenFile, *c.tokenCmd} {
 		if s != "" {
@@ -111,11 +112,11 @@ func (c *common) source() (tokens.TokenSource, error) {
 	}
 	switch {
 	case *c.token != "":
-		return tokens.StaticTokenSource(*c.token), nil
+		return source.Static(*c.token), nil
 	case *c.tokenFile != "":
-		return tokens.FileTokenSource(*c.tokenFile), nil
+		return source.File(*c.tokenFile), nil
 	}
-	return tokens.NewCachedTokenSource(&tokens.CommandTokenSource{Command: strings.Fields(*c.tokenCmd)}, 0), nil
+	return source.Cached(&source.Command{Command: strings.Fields(*c.tokenCmd)}, 0), nil
 }
 
 func (c *common) need() error {
@@ -235,7 +236,7 @@ func token(args []string) error {
 	if err != nil {
 		return err
 	}
-	out, err := kubeconfig.ExecCredential(context.Background(), src)
+	out, err := kubeconfig.ExecCredential(src)
 	if err != nil {
 		return err
 	}

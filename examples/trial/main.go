@@ -43,6 +43,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
+	"github.com/clusterconnect/clusterconnect/tokens/source"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -293,7 +294,7 @@ func startProxy(dir string, port int, relayURL string, relayCA []byte, token str
 	roots.AppendCertsFromPEM(relayCA)
 	p, err := clientproxy.New(&clientproxy.Config{
 		RelayURL: relayURL, ClusterID: clusterID, RelayTLS: &tls.Config{RootCAs: roots},
-		TokenSource: tokens.StaticTokenSource(token), CertDir: filepath.Join(dir, "proxy"),
+		TokenSource: source.Static(token), CertDir: filepath.Join(dir, "proxy"),
 	})
 	if err != nil {
 		return "", nil, err

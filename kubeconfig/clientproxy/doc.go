@@ -1,13 +1,13 @@
 // Package clientproxy is the local client proxy of clusterconnect, what
 // az connectedk8s proxy does on a user's machine: kubectl talks TLS to it on
 // 127.0.0.1:47011, and it forwards every request to the relay with the
-// user's token (from a tokens.TokenSource, refreshed before it expires),
+// user's token (from an oauth2.TokenSource of package tokens/source, refreshed before it expires),
 // dropping whatever credential kubectl sent.
 //
 //	p, err := clientproxy.New(&clientproxy.Config{
 //		RelayURL:    "https://relay.example.com",
 //		ClusterID:   "prod-eu",
-//		TokenSource: tokens.NewCachedTokenSource(&tokens.CommandTokenSource{Command: azCommand}, 0),
+//		TokenSource: source.Cached(&source.Command{Command: azCommand}, 0),
 //	})
 //	kubeconfig.Merge(kubeconfig.Options{SetCurrentContext: true},
 //		kubeconfig.ProxyEntry("prod-eu", 0, p.CAPEM()))

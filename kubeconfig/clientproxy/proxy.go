@@ -18,10 +18,11 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
-	"github.com/clusterconnect/clusterconnect/tokens"
 )
 
 // Config configures a Proxy.
@@ -33,8 +34,8 @@ type Config struct {
 	// several kubeconfig contexts.
 	ClusterID string
 	// TokenSource supplies the user's token; wrap slow sources in
-	// tokens.NewCachedTokenSource. Required unless PassClientToken.
-	TokenSource tokens.TokenSource
+	// source.Cached. Required unless PassClientToken.
+	TokenSource oauth2.TokenSource
 	// PassClientToken forwards the client's own Authorization header
 	// instead of adding one (the service-account token mode of
 	// az connectedk8s proxy --token).
@@ -183,12 +184,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.cfg.PassClientToken {
 		auth = r.Header.Get("Authorization")
 	} else {
-		tok, err := p.cfg.TokenSource.Token(r.Context())
+		tok, err := p.cfg.TokenSource.Token()
 		if err != nil {
 			httpx.WriteStatus(w, r, http.StatusUnauthorized, "clusterconnect proxy: cannot get your token: "+err.Error())
 			return
 		}
-		auth = "Bearer " + tok.Value
+		auth = "Bearer " + tok.AccessToken
 	}
 	p.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestKey{}, auth)))
 }

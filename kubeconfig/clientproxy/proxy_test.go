@@ -27,13 +27,13 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/kubetest"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
-	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tokens/source"
 )
 
 // The test binary doubles as an exec credential plugin for kubectl.
 func TestMain(m *testing.M) {
 	if tok := os.Getenv("CLUSTERCONNECT_TEST_PLUGIN_TOKEN"); tok != "" {
-		out, err := kubeconfig.ExecCredential(context.Background(), tokens.StaticTokenSource(tok))
+		out, err := kubeconfig.ExecCredential(source.Static(tok))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -114,7 +114,7 @@ type running struct {
 func start(t *testing.T, r *relay, tweak func(*clientproxy.Config)) *running {
 	cfg := &clientproxy.Config{
 		RelayURL: r.srv.URL, ClusterID: "c1", RelayTLS: r.tls(),
-		TokenSource: tokens.StaticTokenSource("user-token"), CertDir: t.TempDir(),
+		TokenSource: source.Static("user-token"), CertDir: t.TempDir(),
 	}
 	if tweak != nil {
 		tweak(cfg)
@@ -164,7 +164,7 @@ func TestPicksUpARenewedToken(t *testing.T) {
 	r := newRelay(t)
 	file := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(file, []byte("first-token"), 0o600))
-	rp := start(t, r, func(c *clientproxy.Config) { c.TokenSource = tokens.FileTokenSource(file) })
+	rp := start(t, r, func(c *clientproxy.Config) { c.TokenSource = source.File(file) })
 	get(t, rp, "/api", "")
 	assert.Equal(t, "Bearer first-token", r.last().auth)
 	require.NoError(t, os.WriteFile(file, []byte("renewed-token-value"), 0o600))
@@ -240,7 +240,7 @@ func TestRelayDownIsALegibleError(t *testing.T) {
 func TestTokenCommandFailureIsALegibleError(t *testing.T) {
 	r := newRelay(t)
 	rp := start(t, r, func(c *clientproxy.Config) {
-		c.TokenSource = &tokens.CommandTokenSource{Command: []string{"sh", "-c", "echo 'ERROR: Please run az login to setup account.' >&2; exit 1"}}
+		c.TokenSource = &source.Command{Command: []string{"sh", "-c", "echo 'ERROR: Please run az login to setup account.' >&2; exit 1"}}
 	})
 	resp, body := get(t, rp, "/api/v1/namespaces", "")
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
@@ -259,7 +259,7 @@ func TestTokenCommandFailureIsALegibleError(t *testing.T) {
 
 func TestRefusesNonLoopbackAddresses(t *testing.T) {
 	r := newRelay(t)
-	p, err := clientproxy.New(&clientproxy.Config{RelayURL: r.srv.URL, ClusterID: "c1", TokenSource: tokens.StaticTokenSource("t"), CertDir: t.TempDir(), ListenAddr: "0.0.0.0:0"})
+	p, err := clientproxy.New(&clientproxy.Config{RelayURL: r.srv.URL, ClusterID: "c1", TokenSource: source.Static("t"), CertDir: t.TempDir(), ListenAddr: "0.0.0.0:0"})
 	require.NoError(t, err)
 	err = p.ListenAndServe(context.Background())
 	assert.ErrorContains(t, err, "not a loopback address")
@@ -268,7 +268,7 @@ func TestRefusesNonLoopbackAddresses(t *testing.T) {
 func TestCAIsKeptAndPrivate(t *testing.T) {
 	r := newRelay(t)
 	dir := t.TempDir()
-	cfg := &clientproxy.Config{RelayURL: r.srv.URL, ClusterID: "c1", TokenSource: tokens.StaticTokenSource("t"), CertDir: dir}
+	cfg := &clientproxy.Config{RelayURL: r.srv.URL, ClusterID: "c1", TokenSource: source.Static("t"), CertDir: dir}
 	p1, err := clientproxy.New(cfg)
 	require.NoError(t, err)
 	p2, err := clientproxy.New(cfg)
