@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
@@ -88,7 +90,7 @@ type Handler struct {
 
 	proxy       *httputil.ReverseProxy // with the handler's credentials
 	passProxy   *httputil.ReverseProxy // without them, for foreign tokens
-	sar         sarClient
+	sar         authorizationv1client.SubjectAccessReviewInterface
 	healthCheck func(ctx context.Context) error
 }
 
@@ -138,7 +140,11 @@ func New(cfg *Config) (*Handler, error) {
 	errLog := log.New(slogWriter{lg}, "", 0)
 	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: own, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: buffers}
 	h.passProxy = &httputil.ReverseProxy{Rewrite: h.rewritePassThrough, Transport: anon, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: buffers}
-	h.sar = sarClient{rt: own, host: target}
+	authz, err := authorizationv1client.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("impersonate: SubjectAccessReview client: %w", err)
+	}
+	h.sar = authz.SubjectAccessReviews()
 	h.healthCheck = func(ctx context.Context) error { return apiServerReady(ctx, own, target) }
 	return h, nil
 }
@@ -334,15 +340,15 @@ func stripCredentials(h http.Header) {
 
 // setIdentity writes the impersonation headers for id.
 func setIdentity(h http.Header, id *tokens.Identity) {
-	h.Set("Impersonate-User", id.Username)
+	h.Set(authenticationv1.ImpersonateUserHeader, id.Username)
 	if id.UID != "" {
-		h.Set("Impersonate-Uid", id.UID)
+		h.Set(authenticationv1.ImpersonateUIDHeader, id.UID)
 	}
 	for _, g := range id.Groups {
-		h.Add("Impersonate-Group", g)
+		h.Add(authenticationv1.ImpersonateGroupHeader, g)
 	}
 	for k, vs := range id.Extra {
-		key := "Impersonate-Extra-" + escapeExtraKey(k)
+		key := authenticationv1.ImpersonateUserExtraHeaderPrefix + escapeExtraKey(k)
 		for _, v := range vs {
 			h.Add(key, v)
 		}
@@ -371,16 +377,16 @@ func (h *Handler) checkSize(id *tokens.Identity) error {
 			"ask for a token with fewer groups (Entra ID: groups assigned to the application, or app roles)", len(id.Groups), h.maxGroups)
 	}
 	const field = 32 // HTTP/2's per-field overhead (RFC 9113 §6.5.2)
-	n := len("Impersonate-User") + len(id.Username) + field
+	n := len(authenticationv1.ImpersonateUserHeader) + len(id.Username) + field
 	if id.UID != "" {
-		n += len("Impersonate-Uid") + len(id.UID) + field
+		n += len(authenticationv1.ImpersonateUIDHeader) + len(id.UID) + field
 	}
 	for _, g := range id.Groups {
-		n += len("Impersonate-Group") + len(g) + field
+		n += len(authenticationv1.ImpersonateGroupHeader) + len(g) + field
 	}
 	for k, vs := range id.Extra {
 		for _, v := range vs {
-			n += len("Impersonate-Extra-") + len(escapeExtraKey(k)) + len(v) + field
+			n += len(authenticationv1.ImpersonateUserExtraHeaderPrefix) + len(escapeExtraKey(k)) + len(v) + field
 		}
 	}
 	if n > h.maxIDBytes {

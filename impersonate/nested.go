@@ -1,16 +1,15 @@
 package impersonate
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/clusterconnect/clusterconnect/tokens"
 )
@@ -25,9 +24,13 @@ func (e *deniedError) Error() string { return e.msg }
 // impersonate what the request's Impersonate-* headers ask for, and returns
 // that identity.
 func (h *Handler) authorizeNested(ctx context.Context, id *tokens.Identity, hdr http.Header) (*tokens.Identity, error) {
-	want := &tokens.Identity{Username: hdr.Get("Impersonate-User"), UID: hdr.Get("Impersonate-Uid"), Groups: hdr.Values("Impersonate-Group")}
+	want := &tokens.Identity{
+		Username: hdr.Get(authenticationv1.ImpersonateUserHeader),
+		UID:      hdr.Get(authenticationv1.ImpersonateUIDHeader),
+		Groups:   hdr.Values(authenticationv1.ImpersonateGroupHeader),
+	}
 	for k, vs := range hdr {
-		if rest, ok := cutPrefixFold(k, "Impersonate-Extra-"); ok {
+		if rest, ok := cutPrefixFold(k, authenticationv1.ImpersonateUserExtraHeaderPrefix); ok {
 			key, err := url.PathUnescape(rest)
 			if err != nil {
 				return nil, &deniedError{fmt.Sprintf("impersonate: extra key %q is not escaped correctly", rest)}
@@ -67,11 +70,11 @@ func (h *Handler) authorizeNested(ctx context.Context, id *tokens.Identity, hdr 
 		if c.resource == "userextras" || c.resource == "uids" {
 			sar.Spec.ResourceAttributes.Group = "authentication.k8s.io"
 		}
-		allowed, err := h.sar.allowed(ctx, sar)
+		res, err := h.sar.Create(ctx, sar, metav1.CreateOptions{})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("SubjectAccessReview: %w", err)
 		}
-		if !allowed {
+		if !res.Status.Allowed {
 			return nil, &deniedError{fmt.Sprintf("%s is not allowed to impersonate %s %q", id.Username, strings.TrimSuffix(c.resource, "s"), c.name)}
 		}
 	}
@@ -91,40 +94,4 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 		return s[len(prefix):], true
 	}
 	return "", false
-}
-
-// sarClient posts SubjectAccessReviews with the handler's own credentials.
-type sarClient struct {
-	rt   http.RoundTripper
-	host *url.URL
-}
-
-func (c sarClient) allowed(ctx context.Context, sar *authorizationv1.SubjectAccessReview) (bool, error) {
-	sar.APIVersion, sar.Kind = "authorization.k8s.io/v1", "SubjectAccessReview"
-	body, err := json.Marshal(sar)
-	if err != nil {
-		return false, err
-	}
-	u := *c.host
-	u.Path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.rt.RoundTrip(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("SubjectAccessReview: %s: %s", resp.Status, out)
-	}
-	var res authorizationv1.SubjectAccessReview
-	if err := json.Unmarshal(out, &res); err != nil {
-		return false, err
-	}
-	return res.Status.Allowed, nil
 }
