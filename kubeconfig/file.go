@@ -18,7 +18,8 @@ import (
 type Options struct {
 	// Path of the kubeconfig file. Empty means the file kubectl would
 	// change: among the $KUBECONFIG files, the one that already has the
-	// context, else the first; without $KUBECONFIG, ~/.kube/config. "-"
+	// context, else the first that exists, else the last (as kubectl
+	// writes new entries); without $KUBECONFIG, ~/.kube/config. "-"
 	// makes Merge write a kubeconfig with only the new entries to Stdout.
 	Path string
 	// SetCurrentContext makes the (first) merged entry the current context.
@@ -163,27 +164,24 @@ func update(opts Options, context string, change func(*clientcmdapi.Config) erro
 	return path, writeAtomic(real, out)
 }
 
-// defaultPath picks the file kubectl would change for a context.
+// defaultPath picks the file kubectl would change for a context: among the
+// $KUBECONFIG files the one that already has it, else the one kubectl
+// writes new entries to (clientcmd's default file: the first that exists,
+// else the last); without $KUBECONFIG, ~/.kube/config.
 func defaultPath(context string) (string, error) {
-	if env := os.Getenv(clientcmd.RecommendedConfigPathEnvVar); env != "" {
-		var first string
-		for _, p := range filepath.SplitList(env) {
-			if p == "" {
-				continue
-			}
-			if first == "" {
-				first = p
-			}
+	opts := clientcmd.NewDefaultPathOptions()
+	if files := opts.GetEnvVarFiles(); len(files) > 0 {
+		for _, p := range files {
 			if cfg, err := clientcmd.LoadFromFile(p); err == nil {
 				if _, ok := cfg.Contexts[context]; ok {
 					return p, nil
 				}
 			}
 		}
-		if first != "" {
-			return first, nil
-		}
+		return opts.GetDefaultFilename(), nil
 	}
+	// Not clientcmd.RecommendedHomeFile: it is fixed when the program
+	// starts, and HOME may have changed since.
 	home, err := os.UserHomeDir()
 	if err != nil {
 		return "", fmt.Errorf("kubeconfig: no home directory for ~/.kube/config: %w", err)

@@ -90,11 +90,24 @@ func TestKUBECONFIGListsAreHonoured(t *testing.T) {
 	assert.Equal(t, second, got)
 	assert.Equal(t, "https://127.0.0.1:49000", load(t, second).Clusters["edge-1"].Server)
 	assert.NotContains(t, load(t, first).Contexts, "edge-1")
-	// …and a new one goes to the first file, as kubectl does.
+	// …and a new one goes to the first file that exists, as kubectl does…
 	got, err = kubeconfig.Merge(kubeconfig.Options{}, kubeconfig.ProxyEntry("edge-2", 0, caPEM))
 	require.NoError(t, err)
 	assert.Equal(t, first, got)
 	assert.Contains(t, load(t, first).Contexts, "edge-2")
+
+	// …or, when none exists yet, to the last.
+	third, fourth := filepath.Join(dir, "third"), filepath.Join(dir, "fourth")
+	t.Setenv("KUBECONFIG", third+string(os.PathListSeparator)+fourth)
+	got, err = kubeconfig.Merge(kubeconfig.Options{}, kubeconfig.ProxyEntry("edge-3", 0, caPEM))
+	require.NoError(t, err)
+	assert.Equal(t, fourth, got)
+	assert.NoFileExists(t, third)
+
+	// kubectl itself reads the entry back from that list.
+	res, err := (&kubetest.Kubectl{Env: []string{"KUBECONFIG=" + third + string(os.PathListSeparator) + fourth}}).Run(context.Background(), nil, "config", "get-contexts", "-o", "name")
+	require.NoError(t, err)
+	assert.Contains(t, res.Stdout, "edge-3")
 }
 
 func TestDefaultsToHomeKubeConfig(t *testing.T) {
