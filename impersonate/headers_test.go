@@ -1,6 +1,8 @@
 package impersonate_test
 
 import (
+	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -48,6 +50,13 @@ func newRecorder(t *testing.T, tweak func(*impersonate.Config)) *recorder {
 	t.Cleanup(is.Close)
 	rec := &recorder{issuer: is}
 	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			rec.mu.Lock()
+			rec.reqs = append(rec.reqs, seen{header: r.Header.Clone()})
+			rec.mu.Unlock()
+			echoUpgrade(w)
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		rec.mu.Lock()
 		rec.reqs = append(rec.reqs, seen{header: r.Header.Clone(), trailer: r.Trailer.Clone(), body: string(body)})
@@ -75,6 +84,21 @@ func newRecorder(t *testing.T, tweak func(*impersonate.Config)) *recorder {
 	rec.handler = httptest.NewTLSServer(h)
 	t.Cleanup(rec.handler.Close)
 	return rec
+}
+
+// echoUpgrade switches protocols and echoes one line, as a stand-in for a
+// kubelet's exec stream.
+func echoUpgrade(w http.ResponseWriter) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	brw.Flush()
+	line, _ := brw.ReadString('\n')
+	brw.WriteString("echo: " + line)
+	brw.Flush()
 }
 
 func (r *recorder) token(t *testing.T, u user, tweak func(*oidctest.EntraClaims)) string {
@@ -244,4 +268,49 @@ func TestDiscoveryRefusalsAreText(t *testing.T) {
 		assert.True(t, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain"), path)
 		assert.Contains(t, string(body), "nested impersonation", path)
 	}
+}
+
+// An upgrade (kubectl exec, port-forward) gets the same header discipline
+// as any request, and the stream is spliced through.
+func TestUpgradesGetTheSameHeaderDiscipline(t *testing.T) {
+	r := newRecorder(t, nil)
+	conn, err := tls.Dial("tcp", r.handler.Listener.Addr().String(), r.handler.Client().Transport.(*http.Transport).TLSClientConfig)
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/v1/namespaces/ns/pods/p/exec?command=sh HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n"+
+		"Authorization: Bearer %s\r\nX-Remote-User: system:admin\r\nX-Forwarded-For: 10.0.0.1\r\n"+
+		"Sec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.c2VjcmV0, v5.channel.k8s.io\r\n\r\n", r.token(t, alice, nil))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	fmt.Fprint(conn, "hello\n")
+	line, err := br.ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "echo: hello\n", line)
+
+	got := r.seen()
+	require.Len(t, got, 1)
+	h := got[0].header
+	assert.Equal(t, []string{"Bearer " + agentToken}, h.Values("Authorization"))
+	assert.Equal(t, []string{alice.upn}, h.Values("Impersonate-User"))
+	assert.Empty(t, h.Values("X-Remote-User"))
+	assert.Empty(t, h.Values("X-Forwarded-For"))
+	assert.Equal(t, []string{"v5.channel.k8s.io"}, h.Values("Sec-Websocket-Protocol"), "the bearer subprotocol is removed, the rest kept")
+}
+
+// A request the handler cannot give an identity never leaves it.
+func TestFailsClosedWithoutIdentity(t *testing.T) {
+	r := newRecorder(t, nil)
+	for name, tweak := range map[string]func(*oidctest.EntraClaims){
+		"no username claim": func(c *oidctest.EntraClaims) { c.UPN, c.OID, c.Subject = "", "", "" },
+		"a reserved name":   func(c *oidctest.EntraClaims) { c.UPN = "system:admin" },
+		"groups overage":    func(c *oidctest.EntraClaims) { c.GroupsOverage = true },
+	} {
+		req, err := http.NewRequest(http.MethodGet, r.handler.URL+"/api/v1/namespaces", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+r.token(t, alice, tweak))
+		assert.Equal(t, http.StatusUnauthorized, r.do(t, req).code, name)
+	}
+	assert.Empty(t, r.seen(), "nothing was forwarded")
 }
