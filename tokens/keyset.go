@@ -44,8 +44,8 @@ type keySet struct {
 	flight      singleflight.Group
 
 	mu          sync.RWMutex
-	keys        []jose.JSONWebKey
-	held        map[string]bool // SHA-256 thumbprints of keys
+	keys        []signingKey
+	held        map[string]bool // thumbprints of keys
 	fetchedAt   time.Time
 	maxAge      time.Duration // from Cache-Control; 0 means none given
 	lastAttempt time.Time
@@ -56,7 +56,7 @@ type keySet struct {
 // key returns the key for kid (which may be empty when the set has one
 // key), refreshing the set if the key is unknown and the last fetch is old
 // enough.
-func (k *keySet) key(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
+func (k *keySet) key(ctx context.Context, kid string) (*signingKey, error) {
 	k.mu.RLock()
 	keys, fetchedAt, maxAge := k.keys, k.fetchedAt, k.maxAge
 	k.mu.RUnlock()
@@ -121,13 +121,20 @@ func (k *keySet) holds(thumbprint string) bool {
 	return k.held[thumbprint]
 }
 
-// thumbprint identifies a public key by its RFC 7638 SHA-256 thumbprint.
-func thumbprint(key *jose.JSONWebKey) string {
-	b, err := key.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return ""
+// signingKey is a key of the set with its RFC 7638 SHA-256 thumbprint,
+// which names it in cached results.
+type signingKey struct {
+	jose.JSONWebKey
+	thumbprint string
+}
+
+func newSigningKeys(keys []jose.JSONWebKey) []signingKey {
+	out := make([]signingKey, len(keys))
+	for i, key := range keys {
+		tp, _ := key.Thumbprint(crypto.SHA256) // fails only for key types download drops
+		out[i] = signingKey{JSONWebKey: key, thumbprint: string(tp)}
 	}
-	return string(b)
+	return out
 }
 
 func (k *keySet) unavailable() error {
@@ -141,7 +148,7 @@ func (k *keySet) unavailable() error {
 
 // pick finds kid in keys. A token without kid is accepted only when the set
 // has exactly one key: otherwise the verifier would have to try them all.
-func pick(keys []jose.JSONWebKey, kid string) (*jose.JSONWebKey, error) {
+func pick(keys []signingKey, kid string) (*signingKey, error) {
 	if kid == "" {
 		switch len(keys) {
 		case 0:
@@ -193,9 +200,10 @@ func (k *keySet) fetch() (any, error) {
 		k.log.Warn("key set refresh failed; keeping the last good keys", "issuer", k.issuer.Issuer, "keys", len(k.keys), "err", err)
 		return nil, fmt.Errorf("%w: %s: %v", ErrKeySet, k.issuer.Issuer, err)
 	}
-	held := make(map[string]bool, len(keys))
-	for i := range keys {
-		held[thumbprint(&keys[i])] = true
+	signing := newSigningKeys(keys)
+	held := make(map[string]bool, len(signing))
+	for _, key := range signing {
+		held[key.thumbprint] = true
 	}
 	withdrawn := 0
 	for tp := range k.held {
@@ -203,7 +211,7 @@ func (k *keySet) fetch() (any, error) {
 			withdrawn++
 		}
 	}
-	k.keys, k.held, k.fetchedAt, k.maxAge, k.lastErr = keys, held, k.now(), maxAge, nil
+	k.keys, k.held, k.fetchedAt, k.maxAge, k.lastErr = signing, held, k.now(), maxAge, nil
 	k.log.Info("key set refreshed", "issuer", k.issuer.Issuer, "keys", len(keys), "withdrawn", withdrawn)
 	return nil, nil
 }

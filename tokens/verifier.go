@@ -212,10 +212,10 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Toke
 	if key.Algorithm != "" && key.Algorithm != h.Alg {
 		return nil, none, claimError(ErrSignature, "key %q is for %s, the token says %s", key.KeyID, key.Algorithm, h.Alg)
 	}
-	if _, err := jws.Verify(key); err != nil {
+	if _, err := jws.Verify(&key.JSONWebKey); err != nil {
 		return nil, none, claimError(ErrSignature, "signature does not verify with key %q of %s", key.KeyID, is.Issuer.Issuer)
 	}
-	return tok, signer{keys: is.keys, thumbprint: thumbprint(key)}, nil
+	return tok, signer{keys: is.keys, thumbprint: key.thumbprint}, nil
 }
 
 func parseHeader(raw string) (header, error) {
