@@ -358,17 +358,33 @@ func setIdentity(h http.Header, id *tokens.Identity) {
 // escapeExtraKey percent-encodes the bytes of an extra's key that cannot
 // appear in a header name, as the API server expects (it unescapes them).
 func escapeExtraKey(k string) string {
-	var b strings.Builder
+	if escapedLen(k) == len(k) {
+		return k
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, escapedLen(k))
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if httpguts.IsTokenRune(rune(c)) && c != '%' {
-			b.WriteByte(c)
+		if c := k[i]; keepInExtraKey(c) {
+			b = append(b, c)
 		} else {
-			fmt.Fprintf(&b, "%%%02X", c)
+			b = append(b, '%', hex[c>>4], hex[c&0xf])
 		}
 	}
-	return b.String()
+	return string(b)
 }
+
+// escapedLen is the length of escapeExtraKey(k), without building it.
+func escapedLen(k string) int {
+	n := len(k)
+	for i := 0; i < len(k); i++ {
+		if !keepInExtraKey(k[i]) {
+			n += 2
+		}
+	}
+	return n
+}
+
+func keepInExtraKey(c byte) bool { return httpguts.IsTokenRune(rune(c)) && c != '%' }
 
 // checkSize refuses an identity over the configured bounds.
 func (h *Handler) checkSize(id *tokens.Identity) error {
@@ -386,7 +402,7 @@ func (h *Handler) checkSize(id *tokens.Identity) error {
 	}
 	for k, vs := range id.Extra {
 		for _, v := range vs {
-			n += len(authenticationv1.ImpersonateUserExtraHeaderPrefix) + len(escapeExtraKey(k)) + len(v) + field
+			n += len(authenticationv1.ImpersonateUserExtraHeaderPrefix) + escapedLen(k) + len(v) + field
 		}
 	}
 	if n > h.maxIDBytes {

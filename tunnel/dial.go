@@ -16,14 +16,14 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// HandshakeError is an agent's failed handshake: the relay answered with
+// handshakeError is an agent's failed handshake: the relay answered with
 // something other than 101. Status and Message come from the relay.
-type HandshakeError struct {
+type handshakeError struct {
 	StatusCode int
 	Message    string
 }
 
-func (e *HandshakeError) Error() string {
+func (e *handshakeError) Error() string {
 	return fmt.Sprintf("tunnel: relay refused the tunnel: %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
 }
 
@@ -79,7 +79,7 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, error) {
 		msg := readStatusMessage(resp.Body)
 		resp.Body.Close()
 		conn.Close()
-		return nil, &HandshakeError{StatusCode: resp.StatusCode, Message: msg}
+		return nil, &handshakeError{StatusCode: resp.StatusCode, Message: msg}
 	}
 	if !httpguts.HeaderValuesContainsToken(resp.Header["Upgrade"], ProtocolV1) {
 		conn.Close()

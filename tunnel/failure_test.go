@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -382,4 +383,54 @@ func TestHeaderListOverALowerAgentLimitGets431(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode, "%s", body)
 	assert.Contains(t, string(body), "accepts less than this relay's")
+}
+
+// Close stops the relay: connections drop, agents are refused, clients
+// and importers are told it is closed.
+func TestCloseStopsTheRelay(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{})
+	require.NoError(t, h.relay.Close())
+	require.Eventually(t, func() bool { return !h.relay.Connected(clusterID) }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return h.relay.Stats().HandshakeFailures["relay-closed"] >= 2 }, 10*time.Second, 5*time.Millisecond,
+		"the agent keeps trying and is refused: %v", h.relay.Stats().HandshakeFailures)
+	assert.False(t, h.relay.Connected(clusterID))
+
+	resp, err := h.client().Get(h.url("/api"))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, string(body), "the relay is shutting down")
+
+	_, err = h.relay.DialContext(context.Background(), clusterID)
+	assert.ErrorIs(t, err, tunnel.ErrRelayClosed)
+	_, err = (&http.Client{Transport: h.relay.RoundTripper(clusterID)}).Get("https://cluster/api")
+	assert.ErrorIs(t, err, tunnel.ErrRelayClosed)
+}
+
+// A server that keeps agents and clients apart mounts AgentHandler and
+// ClusterHandler where it likes.
+func TestAgentAndClusterHandlersMountAnywhere(t *testing.T) {
+	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SharedSecrets{clusterID: secret}})
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("/private/agents", relay.AgentHandler())
+	mux.Handle("/clusters/", relay.ClusterHandler())
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.ErrorLog = quietLog
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(func() { relay.Close(); srv.Close() })
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	h := &harness{t: t, relay: relay, srv: srv, roots: roots}
+	h.startAgent(echo, harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.RelayURL = srv.URL + "/private/agents" }})
+	h.waitConnected(clusterID)
+
+	resp, err := srv.Client().Get(srv.URL + "/clusters/" + clusterID + "/api/v1/namespaces")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(body), "/api/v1/namespaces")
 }

@@ -23,6 +23,10 @@ var ErrNotConnected = errors.New("tunnel: cluster not connected")
 // cluster is at its stream limit or going away.
 var ErrBusy = errors.New("tunnel: every tunnel connection of the cluster is busy")
 
+// ErrRelayClosed is returned (and answered with 503) once Relay.Close has
+// been called.
+var ErrRelayClosed = errors.New("tunnel: the relay is closed")
+
 // ErrHeadersTooLarge is returned (and answered with 431) for a request
 // whose header list, counted as HTTP/2 counts it, is over what agents
 // accept (RelayConfig.MaxHeaderBytes). Nothing is sent to the agent.
@@ -152,7 +156,7 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 	}
 	c, known := r.reg.pick(id, nil)
 	if c == nil {
-		return nil, pickError(known)
+		return nil, r.pickError(known)
 	}
 	resp, err := r.send(c, out)
 	if err == nil || out.Body != nil || !idempotent(out.Method) || out.Context().Err() != nil {
@@ -199,7 +203,10 @@ func headerListSize(req *http.Request) uint64 {
 	return n
 }
 
-func pickError(known bool) error {
+func (r *Relay) pickError(known bool) error {
+	if r.reg.closed.Load() {
+		return ErrRelayClosed
+	}
 	if known {
 		return ErrBusy
 	}
@@ -241,6 +248,8 @@ func writeError(w http.ResponseWriter, id string, err error) {
 	switch {
 	case errors.Is(err, ErrNotConnected):
 		writeStatus(w, http.StatusServiceUnavailable, id, fmt.Sprintf("cluster %q is not connected to the relay: check that its agent is running and can reach the relay", id))
+	case errors.Is(err, ErrRelayClosed):
+		writeStatus(w, http.StatusServiceUnavailable, id, "the relay is shutting down; retry, and another relay will answer")
 	case errors.Is(err, ErrBusy):
 		writeStatus(w, http.StatusServiceUnavailable, id, fmt.Sprintf("every tunnel connection of cluster %q is busy or going away; retry", id))
 	case errors.Is(err, ErrHeadersTooLarge):

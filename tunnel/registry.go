@@ -32,11 +32,17 @@ type cluster struct {
 type registry struct {
 	mu       sync.RWMutex
 	clusters map[string]*cluster
+	closed   atomic.Bool // set under mu: no add follows it
 }
 
-func (r *registry) add(c *agentConn) {
+// add registers c; it reports false, adding nothing, once the registry is
+// closed.
+func (r *registry) add(c *agentConn) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return false
+	}
 	if r.clusters == nil {
 		r.clusters = map[string]*cluster{}
 	}
@@ -51,6 +57,23 @@ func (r *registry) add(c *agentConn) {
 	}
 	conns := append(append(make([]*agentConn, 0, len(old)+1), old...), c)
 	cl.conns.Store(&conns)
+	return true
+}
+
+// close refuses later adds and returns the connections registered now.
+func (r *registry) close() []*agentConn {
+	r.mu.Lock()
+	r.closed.Store(true)
+	r.mu.Unlock()
+	return r.all()
+}
+
+// has reports whether the cluster has a registered connection.
+func (r *registry) has(clusterID string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.clusters[clusterID]
+	return ok
 }
 
 func (r *registry) remove(c *agentConn) {

@@ -142,17 +142,15 @@ func (r *Relay) Conns() []ConnInfo {
 }
 
 // Connected reports whether the cluster has at least one live connection.
-func (r *Relay) Connected(clusterID string) bool {
-	r.reg.mu.RLock()
-	defer r.reg.mu.RUnlock()
-	_, ok := r.reg.clusters[clusterID]
-	return ok
-}
+func (r *Relay) Connected(clusterID string) bool { return r.reg.has(clusterID) }
 
-// Close drops every tunnel connection at once. Agents reconnect elsewhere or
-// later; in-flight requests fail.
+// Close stops the relay: every tunnel connection is dropped at once
+// (in-flight requests fail), agents' handshakes are refused from then on
+// (they reconnect elsewhere or later), and clients' requests, RoundTripper
+// and DialContext fail with ErrRelayClosed (503 to HTTP clients). It does
+// not stop the http.Server the relay is served by.
 func (r *Relay) Close() error {
-	for _, c := range r.reg.all() {
+	for _, c := range r.reg.close() {
 		c.cc.Close()
 	}
 	return nil
@@ -161,6 +159,11 @@ func (r *Relay) Close() error {
 // serveAgent authenticates an agent's handshake and turns its connection
 // into an HTTP/2 client connection towards the agent.
 func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
+	if r.reg.closed.Load() {
+		r.stats.handshakeFailed("relay-closed")
+		writeStatus(w, http.StatusServiceUnavailable, "", ErrRelayClosed.Error())
+		return
+	}
 	hs, err := ParseHandshake(req)
 	if err != nil {
 		var ve *VersionError
@@ -235,7 +238,10 @@ func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handsha
 	}
 	conn.SetDeadline(time.Time{})
 	ac.cc = cc
-	r.reg.add(ac)
+	if !r.reg.add(ac) {
+		cc.Close()
+		return ErrRelayClosed
+	}
 	if ac.closed.Load() {
 		r.reg.remove(ac) // it died before it was added
 	}

@@ -25,7 +25,7 @@ func (r *Relay) DialContext(ctx context.Context, clusterID string) (net.Conn, er
 func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, error) {
 	c, known := r.reg.pick(id, nil)
 	if c == nil {
-		return nil, pickError(known)
+		return nil, r.pickError(known)
 	}
 	pr, pw := io.Pipe()
 	// The stream outlives ctx; Close (or a failure here) cancels it.

@@ -279,6 +279,9 @@ func TestCAIsKeptAndPrivate(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), f)
 	}
+	onDisk, err := os.ReadFile(p1.CAFile())
+	require.NoError(t, err)
+	assert.Equal(t, p1.CAPEM(), onDisk, "CAFile names the CA clients are told to trust")
 }
 
 func testContext(t *testing.T) context.Context {
