@@ -143,24 +143,24 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 		c.Proxy = func(r *http.Request) (*url.URL, error) { return proxy(r.URL) }
 	}
 	if c.Connections <= 0 {
-		c.Connections = 2
+		c.Connections = DefaultConnections
 	}
-	c.MinBackoff = orDefault(c.MinBackoff, time.Second)
-	c.MaxBackoff = orDefault(c.MaxBackoff, 30*time.Second)
-	c.StableAfter = orDefault(c.StableAfter, 30*time.Second)
-	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, 15*time.Second)
-	c.PingInterval = orDefault(c.PingInterval, 15*time.Second)
-	c.PingTimeout = orDefault(c.PingTimeout, 10*time.Second)
-	c.WriteTimeout = orDefault(c.WriteTimeout, 30*time.Second)
-	c.DrainTimeout = orDefault(c.DrainTimeout, 30*time.Second)
+	c.MinBackoff = orDefault(c.MinBackoff, DefaultMinBackoff)
+	c.MaxBackoff = orDefault(c.MaxBackoff, DefaultMaxBackoff)
+	c.StableAfter = orDefault(c.StableAfter, DefaultStableAfter)
+	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, DefaultAgentHandshakeTimeout)
+	c.PingInterval = orDefault(c.PingInterval, DefaultPingInterval)
+	c.PingTimeout = orDefault(c.PingTimeout, DefaultPingTimeout)
+	c.WriteTimeout = orDefault(c.WriteTimeout, DefaultWriteTimeout)
+	c.DrainTimeout = orDefault(c.DrainTimeout, DefaultDrainTimeout)
 	if c.MaxConcurrentStreams == 0 {
-		c.MaxConcurrentStreams = 2000
+		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
 	if c.MaxUploadBufferPerStream <= 0 {
-		c.MaxUploadBufferPerStream = 256 << 10
+		c.MaxUploadBufferPerStream = DefaultMaxUploadBufferPerStream
 	}
 	if c.MaxUploadBufferPerConnection <= 0 {
-		c.MaxUploadBufferPerConnection = 16 << 20
+		c.MaxUploadBufferPerConnection = DefaultMaxUploadBufferPerConnection
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes

@@ -32,14 +32,6 @@ var ErrRelayClosed = errors.New("tunnel: the relay is closed")
 // accept (RelayConfig.MaxHeaderBytes). Nothing is sent to the agent.
 var ErrHeadersTooLarge = errors.New("tunnel: request header list too large for the tunnel")
 
-// DefaultMaxHeaderBytes is the default bound on a header list in the
-// tunnel, on both sides: the agent takes request headers up to it and the
-// relay sends none larger, and takes agents' response headers up to it.
-// It equals net/http's default, so what a relay's http.Server accepts from
-// HTTP/2 clients fits; HTTP/1.1 clients' many small headers can count for
-// more in HTTP/2 (32 bytes a field) and get 431.
-const DefaultMaxHeaderBytes = 1 << 20
-
 // ServeCluster forwards a client's request under /clusters/{id}/ to that
 // cluster's agent, with the prefix removed: GET /clusters/prod/api/v1/pods
 // reaches the agent's handler as GET /api/v1/pods. HTTP/1.1 Upgrade

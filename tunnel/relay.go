@@ -75,10 +75,10 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	if c.AgentPath == "" {
 		c.AgentPath = DefaultAgentPath
 	}
-	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, 10*time.Second)
-	c.PingInterval = orDefault(c.PingInterval, 15*time.Second)
-	c.PingTimeout = orDefault(c.PingTimeout, 10*time.Second)
-	c.WriteTimeout = orDefault(c.WriteTimeout, 30*time.Second)
+	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, DefaultRelayHandshakeTimeout)
+	c.PingInterval = orDefault(c.PingInterval, DefaultPingInterval)
+	c.PingTimeout = orDefault(c.PingTimeout, DefaultPingTimeout)
+	c.WriteTimeout = orDefault(c.WriteTimeout, DefaultWriteTimeout)
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
@@ -102,13 +102,6 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		DisableCompression: true,
 	}
 	return r, nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 // ServeHTTP serves agents' handshakes at the configured AgentPath and
@@ -248,14 +241,6 @@ func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handsha
 	log.Info("agent connected")
 	return nil
 }
-
-// bufferedConn reads through r before the conn itself.
-type bufferedConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // clusterPath splits /clusters/{id}/rest into id and /rest, on the escaped
 // path so that the rest keeps its encoding.

@@ -1,0 +1,58 @@
+package tunnel
+
+import "time"
+
+// Defaults of RelayConfig and AgentConfig, for the zero value of each
+// field. Where both sides have a setting, they share one default.
+const (
+	// DefaultPingInterval is how long a tunnel connection may be quiet
+	// before either side pings it; DefaultPingTimeout how long the answer
+	// may take before the connection is dropped.
+	DefaultPingInterval = 15 * time.Second
+	DefaultPingTimeout  = 10 * time.Second
+	// DefaultWriteTimeout drops a connection on which a write made no
+	// progress for this long (a peer that stopped reading).
+	DefaultWriteTimeout = 30 * time.Second
+
+	// DefaultRelayHandshakeTimeout bounds authenticating an agent and
+	// switching its connection to HTTP/2, on the relay.
+	DefaultRelayHandshakeTimeout = 10 * time.Second
+	// DefaultAgentHandshakeTimeout bounds dialing, TLS and the handshake,
+	// on the agent.
+	DefaultAgentHandshakeTimeout = 15 * time.Second
+
+	// DefaultConnections is how many tunnel connections an agent keeps.
+	DefaultConnections = 2
+	// DefaultMinBackoff and DefaultMaxBackoff bound an agent's wait before
+	// reconnecting; a connection that lasted DefaultStableAfter resets it.
+	DefaultMinBackoff  = time.Second
+	DefaultMaxBackoff  = 30 * time.Second
+	DefaultStableAfter = 30 * time.Second
+	// DefaultDrainTimeout bounds how long an agent that is stopping waits
+	// for in-flight streams.
+	DefaultDrainTimeout = 30 * time.Second
+	// DefaultMaxConcurrentStreams is the agent's stream limit per
+	// connection (each watch holds a stream).
+	DefaultMaxConcurrentStreams = 2000
+	// DefaultMaxUploadBufferPerStream and DefaultMaxUploadBufferPerConnection
+	// are the agent's receive windows: the connection's is many streams',
+	// so one stalled stream cannot take it all.
+	DefaultMaxUploadBufferPerStream     = 256 << 10
+	DefaultMaxUploadBufferPerConnection = 16 << 20
+
+	// DefaultMaxHeaderBytes bounds a header list in the tunnel, on both
+	// sides: the agent takes request headers up to it and the relay sends
+	// none larger, and takes agents' response headers up to it. It equals
+	// net/http's default, so what a relay's http.Server accepts from HTTP/2
+	// clients fits; HTTP/1.1 clients' many small headers can count for
+	// more in HTTP/2 (32 bytes a field) and get 431.
+	DefaultMaxHeaderBytes = 1 << 20
+)
+
+// orDefault is d, or def when d is not positive.
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
