@@ -21,7 +21,7 @@ func Example() {
 	const secret, tenantID, serverAppID = "a long random secret", "72f988bf-86f1-41af-91ab-2d7cd011db47", "api://clusterconnect"
 
 	// On the public side: the relay is an http.Handler.
-	relay, _ := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SharedSecrets{"prod-eu": secret}})
+	relay, _ := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SecretAuthenticator{"prod-eu": secret}})
 	srv := &http.Server{Addr: ":443", Handler: relay, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: tunnel.DefaultMaxHeaderBytes}
 	go srv.ListenAndServeTLS("relay.crt", "relay.key")
 
@@ -31,7 +31,7 @@ func Example() {
 	handler, _ := impersonate.New(&impersonate.Config{Verifier: verifier, Mapping: tokens.EntraMapping()}) // in-cluster credentials
 	agent, _ := tunnel.NewAgent(&tunnel.AgentConfig{
 		RelayURL: "https://relay.example.com", ClusterID: "prod-eu",
-		Credential: tunnel.SharedSecret(secret), Handler: handler,
+		Credential: tunnel.SecretCredential(secret), Handler: handler,
 	})
 	go agent.Run(ctx)
 

@@ -50,8 +50,8 @@ type Config struct {
 
 // Issuer is one trusted token issuer.
 type Issuer struct {
-	// Issuer is the exact iss claim value.
-	Issuer string
+	// URL is the issuer's identifier, the exact iss claim value.
+	URL string
 	// DiscoveryURL is where the OIDC discovery document is, when it is not
 	// Issuer + "/.well-known/openid-configuration" (Microsoft Entra ID's v1
 	// issuer, for one). Its issuer field must equal Issuer.
@@ -122,10 +122,10 @@ func EntraIssuers(c EntraConfig) ([]Issuer, error) {
 		for _, version := range []int{1, 2} {
 			is := Issuer{Audiences: c.Audiences, TenantIDs: []string{tid}, TokenVersion: fmt.Sprintf("%d.0", version)}
 			if version == 1 {
-				is.Issuer = cloud.V1IssuerHost + "/" + tid + "/"
+				is.URL = cloud.V1IssuerHost + "/" + tid + "/"
 				is.DiscoveryURL = cloud.AuthorityHost + "/" + tid + "/.well-known/openid-configuration"
 			} else {
-				is.Issuer = cloud.AuthorityHost + "/" + tid + "/v2.0"
+				is.URL = cloud.AuthorityHost + "/" + tid + "/v2.0"
 				is.DiscoveryURL = cloud.AuthorityHost + "/" + tid + "/v2.0/.well-known/openid-configuration"
 			}
 			if c.DiscoveryURL != nil {
@@ -151,18 +151,18 @@ func (c *Config) validate() error {
 	}
 	seen := map[string]bool{}
 	for _, is := range c.Issuers {
-		if is.Issuer == "" {
+		if is.URL == "" {
 			return errors.New("tokens: an issuer has no Issuer URL")
 		}
-		if seen[is.Issuer] {
-			return fmt.Errorf("tokens: issuer %s is configured twice", is.Issuer)
+		if seen[is.URL] {
+			return fmt.Errorf("tokens: issuer %s is configured twice", is.URL)
 		}
-		seen[is.Issuer] = true
+		seen[is.URL] = true
 		if len(is.Audiences) == 0 {
-			return fmt.Errorf("tokens: issuer %s has no audiences: every token would be accepted for any service", is.Issuer)
+			return fmt.Errorf("tokens: issuer %s has no audiences: every token would be accepted for any service", is.URL)
 		}
-		if strings.Contains(is.Issuer, "{") {
-			return fmt.Errorf("tokens: issuer %s is a template; list each tenant instead", is.Issuer)
+		if strings.Contains(is.URL, "{") {
+			return fmt.Errorf("tokens: issuer %s is a template; list each tenant instead", is.URL)
 		}
 	}
 	for _, a := range c.Algorithms {

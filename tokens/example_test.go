@@ -63,7 +63,7 @@ func ExampleVerifier_genericOIDC() {
 	defer idp.Close()
 
 	v, err := tokens.NewVerifier(&tokens.Config{
-		Issuers:    []tokens.Issuer{{Issuer: idp.URL, Audiences: []string{"kubernetes"}}},
+		Issuers:    []tokens.Issuer{{URL: idp.URL, Audiences: []string{"kubernetes"}}},
 		HTTPClient: idp.Client(),
 	})
 	if err != nil {

@@ -73,7 +73,7 @@ func (k *keySet) key(ctx context.Context, kid string) (*signingKey, error) {
 		if len(keys) == 0 {
 			return nil, k.unavailable()
 		}
-		return nil, claimError(ErrUnknownKey, "key %q is not in the key set of %s", kid, k.issuer.Issuer)
+		return nil, claimError(ErrUnknownKey, "key %q is not in the key set of %s", kid, k.issuer.URL)
 	}
 	err := k.refreshWithin(ctx)
 	if ctx.Err() != nil {
@@ -90,7 +90,7 @@ func (k *keySet) key(ctx context.Context, kid string) (*signingKey, error) {
 		if len(keys) == 0 {
 			return nil, k.unavailable()
 		}
-		return nil, claimError(ErrUnknownKey, "key %q is not in the key set of %s", kid, k.issuer.Issuer)
+		return nil, claimError(ErrUnknownKey, "key %q is not in the key set of %s", kid, k.issuer.URL)
 	}
 	return key, err
 }
@@ -104,8 +104,8 @@ func (k *keySet) refreshWithin(ctx context.Context) error {
 	defer cancel()
 	err := k.refresh(wctx)
 	if ctx.Err() == nil && errors.Is(context.Cause(wctx), errRefreshSlow) {
-		k.log.Warn("key set refresh is slow; answering without it", "issuer", k.issuer.Issuer, "waited", k.refreshWait)
-		return fmt.Errorf("%w: %s: no answer within %s", ErrKeySet, k.issuer.Issuer, k.refreshWait)
+		k.log.Warn("key set refresh is slow; answering without it", "issuer", k.issuer.URL, "waited", k.refreshWait)
+		return fmt.Errorf("%w: %s: no answer within %s", ErrKeySet, k.issuer.URL, k.refreshWait)
 	}
 	return err
 }
@@ -141,9 +141,9 @@ func (k *keySet) unavailable() error {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if k.lastErr != nil {
-		return fmt.Errorf("%w: %s: %v", ErrKeySet, k.issuer.Issuer, k.lastErr)
+		return fmt.Errorf("%w: %s: %v", ErrKeySet, k.issuer.URL, k.lastErr)
 	}
-	return fmt.Errorf("%w: %s", ErrKeySet, k.issuer.Issuer)
+	return fmt.Errorf("%w: %s", ErrKeySet, k.issuer.URL)
 }
 
 // pick finds kid in keys. A token without kid is accepted only when the set
@@ -197,8 +197,8 @@ func (k *keySet) fetch() (any, error) {
 	k.fetching = false
 	if err != nil {
 		k.lastErr = err
-		k.log.Warn("key set refresh failed; keeping the last good keys", "issuer", k.issuer.Issuer, "keys", len(k.keys), "err", err)
-		return nil, fmt.Errorf("%w: %s: %v", ErrKeySet, k.issuer.Issuer, err)
+		k.log.Warn("key set refresh failed; keeping the last good keys", "issuer", k.issuer.URL, "keys", len(k.keys), "err", err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrKeySet, k.issuer.URL, err)
 	}
 	signing := newSigningKeys(keys)
 	held := make(map[string]bool, len(signing))
@@ -212,7 +212,7 @@ func (k *keySet) fetch() (any, error) {
 		}
 	}
 	k.keys, k.held, k.fetchedAt, k.maxAge, k.lastErr = signing, held, k.now(), maxAge, nil
-	k.log.Info("key set refreshed", "issuer", k.issuer.Issuer, "keys", len(keys), "withdrawn", withdrawn)
+	k.log.Info("key set refreshed", "issuer", k.issuer.URL, "keys", len(keys), "withdrawn", withdrawn)
 	return nil, nil
 }
 
@@ -248,7 +248,7 @@ func (k *keySet) download(ctx context.Context) ([]jose.JSONWebKey, time.Duration
 func (k *keySet) discover(ctx context.Context) (string, error) {
 	u := k.issuer.DiscoveryURL
 	if u == "" {
-		u = strings.TrimSuffix(k.issuer.Issuer, "/") + "/.well-known/openid-configuration"
+		u = strings.TrimSuffix(k.issuer.URL, "/") + "/.well-known/openid-configuration"
 	}
 	var doc struct {
 		Issuer  string `json:"issuer"`
@@ -257,8 +257,8 @@ func (k *keySet) discover(ctx context.Context) (string, error) {
 	if _, err := k.getJSON(ctx, u, &doc); err != nil {
 		return "", err
 	}
-	if doc.Issuer != k.issuer.Issuer {
-		return "", fmt.Errorf("discovery document %s is for issuer %q, not %q", u, doc.Issuer, k.issuer.Issuer)
+	if doc.Issuer != k.issuer.URL {
+		return "", fmt.Errorf("discovery document %s is for issuer %q, not %q", u, doc.Issuer, k.issuer.URL)
 	}
 	if !strings.HasPrefix(doc.JWKSURI, "https://") {
 		return "", fmt.Errorf("discovery document %s has no https jwks_uri", u)

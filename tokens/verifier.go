@@ -112,7 +112,7 @@ func NewVerifier(cfg *Config) (*Verifier, error) {
 	for _, is := range cfg.Issuers {
 		st := &issuer{Issuer: is, audiences: set(is.Audiences), tenants: set(is.TenantIDs)}
 		st.keys = &keySet{issuer: is, client: client, minInterval: minInterval, refreshWait: refreshWait, now: v.now, log: log}
-		v.issuers[is.Issuer] = st
+		v.issuers[is.URL] = st
 	}
 	return v, nil
 }
@@ -213,7 +213,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Toke
 		return nil, none, claimError(ErrSignature, "key %q is for %s, the token says %s", key.KeyID, key.Algorithm, h.Alg)
 	}
 	if _, err := jws.Verify(&key.JSONWebKey); err != nil {
-		return nil, none, claimError(ErrSignature, "signature does not verify with key %q of %s", key.KeyID, is.Issuer.Issuer)
+		return nil, none, claimError(ErrSignature, "signature does not verify with key %q of %s", key.KeyID, is.URL)
 	}
 	return tok, signer{keys: is.keys, thumbprint: key.thumbprint}, nil
 }
@@ -306,11 +306,11 @@ func (v *Verifier) checkClaims(tok *Token, now time.Time) (*issuer, error) {
 	}
 	if is.TokenVersion != "" {
 		if ver, _ := tok.Claims["ver"].(string); ver != is.TokenVersion {
-			return nil, claimError(ErrVersion, "issuer %s issues version %s tokens, this one says ver %q", is.Issuer.Issuer, is.TokenVersion, truncate(ver))
+			return nil, claimError(ErrVersion, "issuer %s issues version %s tokens, this one says ver %q", is.URL, is.TokenVersion, truncate(ver))
 		}
 	}
 	if len(is.tenants) > 0 && !is.tenants[tok.TenantID] {
-		return nil, claimError(ErrTenant, "tenant %q is not allowed for issuer %s", truncate(tok.TenantID), is.Issuer.Issuer)
+		return nil, claimError(ErrTenant, "tenant %q is not allowed for issuer %s", truncate(tok.TenantID), is.URL)
 	}
 	if tok.Expiry.IsZero() {
 		return nil, claimError(ErrMissingClaim, "exp is required")

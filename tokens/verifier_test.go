@@ -182,9 +182,9 @@ func TestAlgorithmsAllowedByConfig(t *testing.T) {
 	_, err = s.v.Verify(context.Background(), raw)
 	require.NoError(t, err)
 
-	_, err = tokens.NewVerifier(&tokens.Config{Issuers: []tokens.Issuer{{Issuer: "https://x", Audiences: []string{"a"}}}, Algorithms: []string{"HS256"}})
+	_, err = tokens.NewVerifier(&tokens.Config{Issuers: []tokens.Issuer{{URL: "https://x", Audiences: []string{"a"}}}, Algorithms: []string{"HS256"}})
 	assert.ErrorContains(t, err, "cannot be allowed")
-	_, err = tokens.NewVerifier(&tokens.Config{Issuers: []tokens.Issuer{{Issuer: "https://x", Audiences: []string{"a"}}}, Algorithms: []string{"none"}})
+	_, err = tokens.NewVerifier(&tokens.Config{Issuers: []tokens.Issuer{{URL: "https://x", Audiences: []string{"a"}}}, Algorithms: []string{"none"}})
 	assert.Error(t, err)
 }
 

@@ -30,7 +30,7 @@ type AgentConfig struct {
 	RelayURL string
 	// ClusterID is the cluster this agent serves. Required.
 	ClusterID string
-	// Credential supplies the handshake credential: a SharedSecret or an
+	// Credential supplies the handshake credential: a SecretCredential or an
 	// *AssertionCredential (whose empty Audience becomes
 	// AssertionAudience(RelayURL)). Required.
 	Credential Credential

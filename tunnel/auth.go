@@ -54,24 +54,24 @@ type Credential interface {
 	Credential(ctx context.Context) (string, error)
 }
 
-// SharedSecret is a per-cluster secret used as the agent's credential.
-type SharedSecret string
+// SecretCredential is a per-cluster secret used as the agent's credential.
+type SecretCredential string
 
 // Credential returns the secret.
-func (s SharedSecret) Credential(context.Context) (string, error) {
+func (s SecretCredential) Credential(context.Context) (string, error) {
 	if s == "" {
 		return "", errors.New("tunnel: empty shared secret")
 	}
 	return string(s), nil
 }
 
-// SharedSecrets authenticates agents by a per-cluster secret, compared in
+// SecretAuthenticator authenticates agents by a per-cluster secret, compared in
 // constant time. The map is cluster ID → secret; it must not be modified
 // after first use.
-type SharedSecrets map[string]string
+type SecretAuthenticator map[string]string
 
 // Authenticate checks credential against the cluster's secret.
-func (s SharedSecrets) Authenticate(_ context.Context, clusterID, credential string) error {
+func (s SecretAuthenticator) Authenticate(_ context.Context, clusterID, credential string) error {
 	want, ok := s[clusterID]
 	// Compare fixed-length digests so neither the secret's length nor the
 	// existence of the cluster shows in the timing.

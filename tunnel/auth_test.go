@@ -51,9 +51,9 @@ func TestRejectedAgentsNeverConnect(t *testing.T) {
 		cred      tunnel.Credential
 		reason    string
 	}{
-		{"wrong secret", tunnel.SharedSecrets{clusterID: secret}, clusterID, tunnel.SharedSecret("guess"), "bad-secret"},
-		{"secret of another cluster", tunnel.SharedSecrets{clusterID: secret, "other-cluster": "other"}, "other-cluster", tunnel.SharedSecret(secret), "bad-secret"},
-		{"unknown cluster", tunnel.SharedSecrets{clusterID: secret}, "unregistered", tunnel.SharedSecret(secret), "unknown-cluster"},
+		{"wrong secret", tunnel.SecretAuthenticator{clusterID: secret}, clusterID, tunnel.SecretCredential("guess"), "bad-secret"},
+		{"secret of another cluster", tunnel.SecretAuthenticator{clusterID: secret, "other-cluster": "other"}, "other-cluster", tunnel.SecretCredential(secret), "bad-secret"},
+		{"unknown cluster", tunnel.SecretAuthenticator{clusterID: secret}, "unregistered", tunnel.SecretCredential(secret), "unknown-cluster"},
 		{"assertion signed by an unregistered key", assertions, clusterID, &tunnel.AssertionCredential{ClusterID: clusterID, Key: newKey(t)}, "bad-signature"},
 		{"rogue agent claims another cluster with its own key", assertions, "other-cluster", &tunnel.AssertionCredential{ClusterID: "other-cluster", Key: agentKey}, "bad-signature"},
 		{"replayed assertion", assertions, clusterID, fixedCredential(validOnce), "replayed"},

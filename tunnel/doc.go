@@ -26,7 +26,7 @@
 // [DefaultAgentPath] and clients under /clusters/{id}/:
 //
 //	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{
-//		Authenticator: tunnel.SharedSecrets{"prod-eu": secret},
+//		Authenticator: tunnel.SecretAuthenticator{"prod-eu": secret},
 //	})
 //	…
 //	srv := &http.Server{Addr: ":443", Handler: relay, ReadHeaderTimeout: 10 * time.Second}
@@ -44,7 +44,7 @@
 //	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
 //		RelayURL:   "https://relay.example.com",
 //		ClusterID:  "prod-eu",
-//		Credential: tunnel.SharedSecret(secret),
+//		Credential: tunnel.SecretCredential(secret),
 //		Handler:    handler,
 //	})
 //	…
@@ -52,8 +52,9 @@
 //
 // # Credentials
 //
-// [SharedSecrets] and [SharedSecret] are the simple pair: one secret per
-// cluster, compared in constant time. [AssertionCredential] and
+// [SecretCredential] (the agent's side) and [SecretAuthenticator] (the
+// relay's) are the simple pair: one secret per cluster, compared in
+// constant time. [AssertionCredential] and
 // [AssertionAuthenticator] avoid shared secrets: the agent signs a
 // short-lived JWT with its own key for every connection, and the relay
 // verifies it against the public key registered for that cluster, refusing

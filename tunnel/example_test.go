@@ -21,7 +21,7 @@ import (
 // the agent's handler through the tunnel.
 func Example() {
 	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{
-		Authenticator: tunnel.SharedSecrets{"demo": "s3cret"},
+		Authenticator: tunnel.SecretAuthenticator{"demo": "s3cret"},
 	})
 	if err != nil {
 		panic(err)
@@ -34,7 +34,7 @@ func Example() {
 	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
 		RelayURL:   srv.URL, // the agent endpoint defaults to /tunnel/v1/connect
 		ClusterID:  "demo",
-		Credential: tunnel.SharedSecret("s3cret"),
+		Credential: tunnel.SecretCredential("s3cret"),
 		TLSConfig:  &tls.Config{RootCAs: roots},
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "hello from the agent: %s %s", r.Method, r.URL.Path)

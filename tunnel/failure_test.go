@@ -76,7 +76,7 @@ func TestRelayRestartAgentsReconnect(t *testing.T) {
 	h.relay.Close()
 	h.srv.Close()
 
-	relay2, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SharedSecrets{clusterID: secret}})
+	relay2, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SecretAuthenticator{clusterID: secret}})
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err, "the old relay's port is free again")
@@ -411,7 +411,7 @@ func TestCloseStopsTheRelay(t *testing.T) {
 // A server that keeps agents and clients apart mounts AgentHandler and
 // ClusterHandler where it likes.
 func TestAgentAndClusterHandlersMountAnywhere(t *testing.T) {
-	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SharedSecrets{clusterID: secret}})
+	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SecretAuthenticator{clusterID: secret}})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("/private/agents", relay.AgentHandler())

@@ -59,7 +59,7 @@ func testLogger(t testing.TB) *slog.Logger {
 func newHarness(t testing.TB, handler http.Handler, o harnessOpts) *harness {
 	t.Helper()
 	if o.auth == nil {
-		o.auth = tunnel.SharedSecrets{clusterID: secret}
+		o.auth = tunnel.SecretAuthenticator{clusterID: secret}
 	}
 	rcfg := &tunnel.RelayConfig{Authenticator: o.auth, Logger: testLogger(t)}
 	if o.relayCfg != nil {
@@ -93,7 +93,7 @@ func (h *harness) agentConfig(handler http.Handler, o harnessOpts) *tunnel.Agent
 	cfg := &tunnel.AgentConfig{
 		RelayURL:   relayURL,
 		ClusterID:  clusterID,
-		Credential: tunnel.SharedSecret(secret),
+		Credential: tunnel.SecretCredential(secret),
 		Handler:    handler,
 		TLSConfig:  &tls.Config{RootCAs: h.roots, ServerName: "example.com"},
 		Proxy:      func(*http.Request) (*url.URL, error) { return nil, nil },

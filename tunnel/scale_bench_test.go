@@ -19,7 +19,7 @@ import (
 func BenchmarkManyClusters(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
-			secrets := tunnel.SharedSecrets{}
+			secrets := tunnel.SecretAuthenticator{}
 			for i := range n {
 				secrets[fmt.Sprintf("c%d", i)] = secret
 			}
@@ -28,7 +28,7 @@ func BenchmarkManyClusters(b *testing.B) {
 			done := make(chan struct{}, n)
 			for i := range n {
 				a, err := tunnel.NewAgent(&tunnel.AgentConfig{
-					RelayURL: h.srv.URL, ClusterID: fmt.Sprintf("c%d", i), Credential: tunnel.SharedSecret(secret),
+					RelayURL: h.srv.URL, ClusterID: fmt.Sprintf("c%d", i), Credential: tunnel.SecretCredential(secret),
 					Handler: small, Connections: 1, TLSConfig: &tls.Config{RootCAs: h.roots, ServerName: "example.com"},
 				})
 				if err != nil {

@@ -137,7 +137,7 @@ func credential(secretFile, keyFile, clusterID, audience string) (tunnel.Credent
 		if err != nil {
 			return nil, err
 		}
-		return tunnel.SharedSecret(strings.TrimSpace(string(b))), nil
+		return tunnel.SecretCredential(strings.TrimSpace(string(b))), nil
 	case keyFile != "" && secretFile == "":
 		b, err := cli.ReadFileFlag("key-file", keyFile)
 		if err != nil {
@@ -175,7 +175,7 @@ func newVerifier(tenants, audiences, cloud, entraDiscovery, issuer, issuerCA str
 	var issuers []tokens.Issuer
 	switch {
 	case issuer != "":
-		issuers = []tokens.Issuer{{Issuer: issuer, Audiences: auds}}
+		issuers = []tokens.Issuer{{URL: issuer, Audiences: auds}}
 	case tenants != "":
 		clouds := map[string]tokens.Cloud{"public": tokens.AzurePublic, "usgov": tokens.AzureUSGovernment, "china": tokens.AzureChina}
 		c, ok := clouds[cloud]

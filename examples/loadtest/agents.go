@@ -37,7 +37,7 @@ func startFleet(n int, addr, caDir string, handler http.Handler, dialRate int, t
 	defer tick.Stop()
 	for i := range n {
 		cfg := &tunnel.AgentConfig{
-			RelayURL: "https://" + addr, ClusterID: clusterName(i), Credential: tunnel.SharedSecret(secret),
+			RelayURL: "https://" + addr, ClusterID: clusterName(i), Credential: tunnel.SecretCredential(secret),
 			Handler: handler, TLSConfig: &tls.Config{RootCAs: roots}, Connections: 1,
 			Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
 		}

@@ -58,7 +58,7 @@ func serveRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	secrets := tunnel.SharedSecrets{}
+	secrets := tunnel.SecretAuthenticator{}
 	for i := range *n {
 		secrets[clusterName(i)] = secret
 	}

@@ -152,7 +152,7 @@ func loadAgents(path, publicURL string) (tunnel.Authenticator, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("-agents %s: %w", path, err)
 	}
-	secrets := tunnel.SharedSecrets{}
+	secrets := tunnel.SecretAuthenticator{}
 	keys := map[string][]crypto.PublicKey{}
 	for id, c := range f.Clusters {
 		if err := tunnel.ValidateClusterID(id); err != nil {

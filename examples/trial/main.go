@@ -240,7 +240,7 @@ func startRelay() (url string, caPEM []byte, stop func(), err error) {
 	if err != nil {
 		return "", nil, nil, err
 	}
-	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SharedSecrets{clusterID: "trial-secret"}})
+	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SecretAuthenticator{clusterID: "trial-secret"}})
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -277,7 +277,7 @@ func startAgent(rc *rest.Config, entra *oidctest.Issuer, relayURL string, relayC
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(relayCA)
 	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
-		RelayURL: relayURL, ClusterID: clusterID, Credential: tunnel.SharedSecret("trial-secret"),
+		RelayURL: relayURL, ClusterID: clusterID, Credential: tunnel.SecretCredential("trial-secret"),
 		Handler: handler, TLSConfig: &tls.Config{RootCAs: roots},
 	})
 	if err != nil {
