@@ -46,18 +46,52 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 		writeStatus(w, http.StatusMethodNotAllowed, id, "tunnel: CONNECT is not forwarded")
 		return
 	}
-	out := outgoing(req, rest)
-	if isUpgrade(req.Header) {
-		r.serveUpgrade(w, req, out, id)
+	upgrade := isUpgrade(req.Header)
+	if upgrade && req.ProtoMajor != 1 {
+		writeStatus(w, http.StatusBadRequest, id, "tunnel: protocol upgrades need HTTP/1.1")
 		return
 	}
-	resp, err := r.roundTrip(id, out)
+	resp, err := r.roundTripCluster(id, outgoing(req, rest), upgrade)
 	if err != nil {
 		writeError(w, id, err)
 		return
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		switchProtocols(w, id, resp)
+		return
+	}
 	copyResponse(w, resp)
+}
+
+// roundTripCluster is the one way a request reaches an agent, for
+// ServeCluster and RoundTripper alike: an ordinary request as an HTTP/2
+// request on one of the cluster's connections, an upgrade (kubectl exec,
+// attach, port-forward) replayed as HTTP/1.1 on a raw stream, whose 101
+// answer has the stream as its read-write Body.
+func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade bool) (*http.Response, error) {
+	if !upgrade {
+		return r.roundTrip(id, out)
+	}
+	stream, err := r.openStream(out.Context(), id, streamUpgrade)
+	if err != nil {
+		return nil, err
+	}
+	resp, br, err := sendUpgrade(stream, out)
+	if err != nil {
+		stream.abort()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		resp.Body = &closeBoth{ReadCloser: resp.Body, stream: stream}
+		return resp, nil
+	}
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), out.Header.Get("Upgrade")) {
+		stream.abort()
+		return nil, fmt.Errorf("tunnel: the agent switched to protocol %q, not the %q the client asked for", resp.Header.Get("Upgrade"), out.Header.Get("Upgrade"))
+	}
+	resp.Body = &upgradedBody{r: br, stream: stream}
+	return resp, nil
 }
 
 // outgoing builds the request sent towards the agent: same method, headers

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 )
 
@@ -67,35 +66,10 @@ func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, 
 	}), nil
 }
 
-// serveUpgrade replays a client's HTTP/1.1 Upgrade request on a raw stream.
-// If the agent's handler switches protocols, the relay takes over the
-// client's connection and copies bytes both ways until both sides are done;
-// otherwise the agent's answer is passed on as an ordinary response.
-func (r *Relay) serveUpgrade(w http.ResponseWriter, req *http.Request, out *http.Request, id string) {
-	if req.ProtoMajor != 1 {
-		writeStatus(w, http.StatusBadRequest, id, "tunnel: protocol upgrades need HTTP/1.1")
-		return
-	}
-	stream, err := r.openStream(req.Context(), id, streamUpgrade)
-	if err != nil {
-		writeError(w, id, err)
-		return
-	}
-	defer stream.Close()
-	resp, br, err := sendUpgrade(stream, out)
-	if err != nil {
-		writeError(w, id, err)
-		return
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer resp.Body.Close()
-		copyResponse(w, resp)
-		return
-	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), out.Header.Get("Upgrade")) {
-		writeStatus(w, http.StatusBadGateway, id, fmt.Sprintf("tunnel: the agent switched to protocol %q, not the %q the client asked for", resp.Header.Get("Upgrade"), out.Header.Get("Upgrade")))
-		return
-	}
+// switchProtocols takes over the client's connection after the agent's
+// 101 and copies bytes both ways until both sides are done.
+func switchProtocols(w http.ResponseWriter, id string, resp *http.Response) {
+	body := resp.Body.(*upgradedBody)
 	conn, cbuf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		writeStatus(w, http.StatusInternalServerError, id, "tunnel: the relay's server cannot hijack connections")
@@ -105,7 +79,7 @@ func (r *Relay) serveUpgrade(w http.ResponseWriter, req *http.Request, out *http
 	if err := writeSwitch(cbuf.Writer, resp); err != nil {
 		return
 	}
-	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, conn, stream, br)
+	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, conn, body.stream, body.r)
 }
 
 // sendUpgrade writes the request on the stream and reads the answer.
@@ -185,29 +159,11 @@ type clusterTransport struct {
 
 func (t *clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	out := req.Clone(req.Context())
-	upgrade := isUpgrade(req.Header)
 	out.Header = cloneHeader(req.Header)
 	if req.Body == nil || req.Body == http.NoBody {
 		out.Body = nil
 	}
-	if !upgrade {
-		return t.relay.roundTrip(t.id, out)
-	}
-	stream, err := t.relay.openStream(req.Context(), t.id, streamUpgrade)
-	if err != nil {
-		return nil, err
-	}
-	resp, br, err := sendUpgrade(stream, out)
-	if err != nil {
-		stream.abort()
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		resp.Body = &closeBoth{ReadCloser: resp.Body, stream: stream}
-		return resp, nil
-	}
-	resp.Body = &upgradedBody{r: br, stream: stream}
-	return resp, nil
+	return t.relay.roundTripCluster(t.id, out, isUpgrade(req.Header))
 }
 
 type closeBoth struct {
