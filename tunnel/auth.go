@@ -5,32 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
-	"fmt"
 )
-
-// ErrUnauthorized is wrapped by every error an [Authenticator] returns for a
-// credential it does not accept.
-var ErrUnauthorized = errors.New("tunnel: agent credential rejected")
-
-// AuthError says why a credential was rejected. Reason is a short stable word
-// for metrics ("unknown-cluster", "bad-secret", "expired", "replayed", …);
-// the message never contains the credential.
-type AuthError struct {
-	Reason string
-	Err    error
-}
-
-func (e *AuthError) Error() string {
-	if e.Err == nil {
-		return "tunnel: agent credential rejected: " + e.Reason
-	}
-	return fmt.Sprintf("tunnel: agent credential rejected (%s): %v", e.Reason, e.Err)
-}
-
-func (e *AuthError) Unwrap() error { return e.Err }
-
-// Is makes every AuthError match ErrUnauthorized.
-func (e *AuthError) Is(target error) bool { return target == ErrUnauthorized }
 
 // An Authenticator decides, on the relay, whether an agent's credential
 // grants the cluster ID it asked for. It is called once per tunnel

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -36,9 +35,6 @@ const MaxClusterIDLength = 253
 // maxCredentialLength bounds the credential in the handshake; signed
 // assertions are well under 4 KiB.
 const maxCredentialLength = 8 << 10
-
-// ErrBadHandshake is wrapped by every error [ParseHandshake] returns.
-var ErrBadHandshake = errors.New("tunnel: bad handshake")
 
 // Handshake is what an agent sends to open a tunnel connection.
 type Handshake struct {
@@ -84,19 +80,6 @@ func ParseHandshake(r *http.Request) (Handshake, error) {
 	}
 	return Handshake{ClusterID: ids[0], AgentID: agent, Credential: cred}, nil
 }
-
-// VersionError reports an agent that offered no protocol version the relay
-// speaks.
-type VersionError struct {
-	Offered []string
-}
-
-func (e *VersionError) Error() string {
-	return fmt.Sprintf("tunnel: agent offered protocols %q; this relay speaks %s", e.Offered, ProtocolV1)
-}
-
-// Is makes a VersionError match ErrBadHandshake.
-func (e *VersionError) Is(target error) bool { return target == ErrBadHandshake }
 
 // ValidateClusterID checks that id is 1 to 253 characters of letters,
 // digits, '-', '_' and '.', starting and ending with a letter or digit.

@@ -15,23 +15,6 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// ErrNotConnected is returned (and answered with 503) for a cluster with no
-// live tunnel connection.
-var ErrNotConnected = errors.New("tunnel: cluster not connected")
-
-// ErrBusy is returned (and answered with 503) when every connection of a
-// cluster is at its stream limit or going away.
-var ErrBusy = errors.New("tunnel: every tunnel connection of the cluster is busy")
-
-// ErrRelayClosed is returned (and answered with 503) once Relay.Close has
-// been called.
-var ErrRelayClosed = errors.New("tunnel: the relay is closed")
-
-// ErrHeadersTooLarge is returned (and answered with 431) for a request
-// whose header list, counted as HTTP/2 counts it, is over what agents
-// accept (RelayConfig.MaxHeaderBytes). Nothing is sent to the agent.
-var ErrHeadersTooLarge = errors.New("tunnel: request header list too large for the tunnel")
-
 // ServeCluster forwards a client's request under /clusters/{id}/ to that
 // cluster's agent, with the prefix removed: GET /clusters/prod/api/v1/pods
 // reaches the agent's handler as GET /api/v1/pods. HTTP/1.1 Upgrade
