@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
+	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/tokens"
 )
 
@@ -115,10 +116,7 @@ func New(cfg *Config) (*Handler, error) {
 			return nil, fmt.Errorf("impersonate: bad API server address %q: %w", rc.Host, err)
 		}
 	}
-	lg := cfg.Logger
-	if lg == nil {
-		lg = slog.New(slog.DiscardHandler)
-	}
+	lg := logx.OrDiscard(cfg.Logger)
 	h := &Handler{
 		verifier:    cfg.Verifier,
 		mapping:     cfg.Mapping,

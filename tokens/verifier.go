@@ -6,13 +6,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/clusterconnect/clusterconnect/internal/logx"
 )
 
 // MaxTokenSize bounds the tokens Verify looks at. Entra ID access tokens
@@ -105,10 +106,7 @@ func NewVerifier(cfg *Config) (*Verifier, error) {
 	if refreshWait <= 0 {
 		refreshWait = DefaultRefreshWait
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := logx.OrDiscard(cfg.Logger)
 	for _, is := range cfg.Issuers {
 		st := &issuer{Issuer: is, audiences: set(is.Audiences), tenants: set(is.TenantIDs)}
 		st.keys = &keySet{issuer: is, client: client, minInterval: minInterval, refreshWait: refreshWait, now: v.now, log: log}

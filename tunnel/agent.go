@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/net/http/httpproxy"
 	"golang.org/x/net/http2"
+
+	"github.com/clusterconnect/clusterconnect/internal/logx"
 )
 
 // AgentConfig configures an Agent. Zero fields take the defaults given.
@@ -165,10 +167,7 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	lg := c.Logger
-	if lg == nil {
-		lg = slog.New(slog.DiscardHandler)
-	}
+	lg := logx.OrDiscard(c.Logger)
 	lg = lg.With("cluster", c.ClusterID, "relay", relay.Host)
 	a := &Agent{
 		cfg: c, relay: relay, log: lg,

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/clusterconnect/clusterconnect/internal/logx"
 )
 
 // RelayConfig configures a Relay. A nil *RelayConfig is not valid: the
@@ -82,10 +84,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	log := c.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := logx.OrDiscard(c.Logger)
 	r := &Relay{cfg: c, log: log}
 	r.h2 = &http2.Transport{
 		ReadIdleTimeout:   c.PingInterval,

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
+	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 )
@@ -92,10 +93,7 @@ func New(cfg *Config) (*Proxy, error) {
 		}
 		c.CertDir = filepath.Join(dir, "clusterconnect", "proxy")
 	}
-	lg := c.Logger
-	if lg == nil {
-		lg = slog.New(slog.DiscardHandler)
-	}
+	lg := logx.OrDiscard(c.Logger)
 	p := &Proxy{cfg: c, relay: relay, log: lg}
 	p.caPath = filepath.Join(c.CertDir, "ca.crt")
 	if p.ca, err = pki.LoadOrCreateCA(c.CertDir, "clusterconnect client proxy CA", 365*24*time.Hour); err != nil {
