@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
+	"github.com/clusterconnect/clusterconnect/internal/kstatus"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/tokens"
 )
@@ -164,7 +165,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	raw, err := bearerToken(r)
 	if err != nil {
-		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		kstatus.Write(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
 		return
 	}
 	tok, err := h.verifier.Verify(r.Context(), raw)
@@ -181,17 +182,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusServiceUnavailable
 			h.log.Error("cannot verify tokens", "err", err)
 		}
-		httpx.WriteStatus(rec, r, code, "Unauthorized: "+err.Error())
+		kstatus.Write(rec, r, code, "Unauthorized: "+err.Error())
 		return
 	}
 	id, err := h.mapping.Identity(r.Context(), tok)
 	if err != nil {
-		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		kstatus.Write(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
 		return
 	}
 	who = id
 	if hasImpersonation(r.Header) && !h.nested {
-		httpx.WriteStatus(rec, r, http.StatusForbidden, "impersonate: nested impersonation (kubectl --as, --as-group, --as-uid) is not enabled for this cluster; "+
+		kstatus.Write(rec, r, http.StatusForbidden, "impersonate: nested impersonation (kubectl --as, --as-group, --as-uid) is not enabled for this cluster; "+
 			"run the command without it to act as "+id.Username)
 		return
 	}
@@ -200,10 +201,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			var denied *deniedError
 			if errors.As(err, &denied) {
-				httpx.WriteStatus(rec, r, http.StatusForbidden, denied.Error())
+				kstatus.Write(rec, r, http.StatusForbidden, denied.Error())
 			} else {
 				h.log.Error("nested impersonation check failed", "err", err)
-				httpx.WriteStatus(rec, r, http.StatusInternalServerError, "impersonate: cannot check the requested impersonation")
+				kstatus.Write(rec, r, http.StatusInternalServerError, "impersonate: cannot check the requested impersonation")
 			}
 			return
 		}
@@ -211,13 +212,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if id.Username == "" {
 		// Fail closed: never forward without an identity to impersonate.
-		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "Unauthorized: no identity")
+		kstatus.Write(rec, r, http.StatusUnauthorized, "Unauthorized: no identity")
 		return
 	}
 	if err := h.checkSize(id); err != nil {
 		// All of it or nothing: a partial group list could grant what a
 		// deny-by-group elsewhere was meant to stop.
-		httpx.WriteStatus(rec, r, http.StatusForbidden, err.Error())
+		kstatus.Write(rec, r, http.StatusForbidden, err.Error())
 		return
 	}
 	ctx := context.WithValue(r.Context(), identityKey{}, &request{id: id})
@@ -268,24 +269,15 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	h.log.Warn("API server request failed", "path", r.URL.Path, "err", err)
-	httpx.WriteStatus(w, r, http.StatusBadGateway, "impersonate: the API server could not be reached: "+err.Error())
+	kstatus.Write(w, r, http.StatusBadGateway, "impersonate: the API server could not be reached: "+err.Error())
 }
 
 // bearerToken finds the caller's token: the Authorization header, or for
 // WebSocket clients that cannot set headers (browsers), the
 // base64url.bearer.authorization.k8s.io.<token> subprotocol.
 func bearerToken(r *http.Request) (string, error) {
-	auth := r.Header.Values("Authorization")
-	switch len(auth) {
-	case 0:
-	case 1:
-		scheme, tok, ok := strings.Cut(auth[0], " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-			return "", errors.New("the Authorization header must be a bearer token")
-		}
-		return strings.TrimSpace(tok), nil
-	default:
-		return "", errors.New("more than one Authorization header")
+	if tok, err := httpx.BearerToken(r.Header); err != httpx.ErrNoBearer {
+		return tok, err
 	}
 	for _, v := range r.Header.Values("Sec-Websocket-Protocol") {
 		for _, p := range strings.Split(v, ",") {

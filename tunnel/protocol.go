@@ -3,9 +3,10 @@ package tunnel
 import (
 	"fmt"
 	"net/http"
-	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
 
 // ProtocolV1 is the Upgrade token of version 1 of the tunnel protocol. See
@@ -63,13 +64,9 @@ func ParseHandshake(r *http.Request) (Handshake, error) {
 	if err := ValidateClusterID(ids[0]); err != nil {
 		return Handshake{}, fmt.Errorf("%w: %w", ErrBadHandshake, err)
 	}
-	auth := r.Header.Values("Authorization")
-	if len(auth) != 1 {
-		return Handshake{}, fmt.Errorf("%w: want exactly one Authorization header, got %d", ErrBadHandshake, len(auth))
-	}
-	scheme, cred, ok := strings.Cut(auth[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || cred == "" {
-		return Handshake{}, fmt.Errorf("%w: Authorization is not a bearer credential", ErrBadHandshake)
+	cred, err := httpx.BearerToken(r.Header)
+	if err != nil {
+		return Handshake{}, fmt.Errorf("%w: %w", ErrBadHandshake, err)
 	}
 	if len(cred) > maxCredentialLength {
 		return Handshake{}, fmt.Errorf("%w: credential longer than %d bytes", ErrBadHandshake, maxCredentialLength)

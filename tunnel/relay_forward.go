@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
 
 // ServeCluster forwards a client's request under /clusters/{id}/ to that
@@ -29,7 +31,7 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 		writeStatus(w, http.StatusMethodNotAllowed, id, "tunnel: CONNECT is not forwarded")
 		return
 	}
-	upgrade := isUpgrade(req.Header)
+	upgrade := httpx.IsUpgrade(req.Header)
 	if upgrade && req.ProtoMajor != 1 {
 		writeStatus(w, http.StatusBadRequest, id, "tunnel: protocol upgrades need HTTP/1.1")
 		return
@@ -147,12 +149,8 @@ func cloneHeader(h http.Header) http.Header {
 	if out == nil {
 		out = http.Header{}
 	}
-	removeHopByHop(out, isUpgrade(h))
+	removeHopByHop(out, httpx.IsUpgrade(h))
 	return out
-}
-
-func isUpgrade(h http.Header) bool {
-	return httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") && h.Get("Upgrade") != ""
 }
 
 // roundTrip sends a request on one of the cluster's connections. A request

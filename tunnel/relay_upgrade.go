@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
 
 // DialContext opens a raw stream to the cluster's agent and returns it as a
@@ -163,7 +165,7 @@ func (t *clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if req.Body == nil || req.Body == http.NoBody {
 		out.Body = nil
 	}
-	return t.relay.roundTripCluster(t.id, out, isUpgrade(req.Header))
+	return t.relay.roundTripCluster(t.id, out, httpx.IsUpgrade(req.Header))
 }
 
 type closeBoth struct {

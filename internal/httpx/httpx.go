@@ -1,14 +1,13 @@
-// Package httpx holds the small HTTP pieces the impersonation handler and
-// the client proxy share.
+// Package httpx holds the small HTTP pieces the packages share. It imports
+// nothing of Kubernetes, so that package tunnel can use it.
 package httpx
 
 import (
-	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // IsUpgrade reports whether a request asks to switch protocols (kubectl
@@ -31,60 +30,30 @@ func (t *SplitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.HTTP2.RoundTrip(req)
 }
 
-// WriteStatus answers r with a Kubernetes Status, which kubectl prints as a
-// readable error.
-//
-// client-go reads the discovery roots (/api, /apis) and /version with
-// Result.Raw, which turns any error body that is not text into the word
-// "unknown": there kubectl would print "Error from server (Forbidden):
-// unknown" for the first command a user runs. On those paths, for the codes
-// whose text client-go shows (403, 500, 502; for 401 and 503 it prints
-// fixed words whatever the body), the message goes as text/plain instead.
-func WriteStatus(w http.ResponseWriter, r *http.Request, code int, message string) {
-	if r != nil && readRaw(r.URL.Path) && textShown(code) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		if code == http.StatusUnauthorized {
-			w.Header().Set("Www-Authenticate", `Bearer realm="clusterconnect"`)
-		}
-		w.WriteHeader(code)
-		w.Write([]byte(message + "\n"))
-		return
-	}
-	reason := metav1.StatusReasonUnknown
-	switch code {
-	case http.StatusUnauthorized:
-		reason = metav1.StatusReasonUnauthorized
-	case http.StatusForbidden:
-		reason = metav1.StatusReasonForbidden
-	case http.StatusServiceUnavailable:
-		reason = metav1.StatusReasonServiceUnavailable
-	case http.StatusBadGateway, http.StatusInternalServerError:
-		reason = metav1.StatusReasonInternalError
-	}
-	body, _ := json.Marshal(metav1.Status{
-		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-		Status:   metav1.StatusFailure, Message: message, Reason: reason, Code: int32(code),
-	})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if code == http.StatusUnauthorized {
-		w.Header().Set("Www-Authenticate", `Bearer realm="clusterconnect"`)
-	}
-	w.WriteHeader(code)
-	w.Write(body)
-}
+// Bearer errors.
+var (
+	ErrNoBearer       = errors.New("no bearer token: the Authorization header is missing")
+	ErrManyAuthorized = errors.New("more than one Authorization header")
+	ErrNotBearer      = errors.New("the Authorization header must be a bearer token")
+)
 
-// readRaw reports whether client-go reads this path's errors as raw bytes:
-// the discovery roots and /version, also under a cluster prefix
-// (/clusters/{id}/api).
-func readRaw(path string) bool {
-	path = strings.TrimSuffix(path, "/")
-	return strings.HasSuffix(path, "/api") || strings.HasSuffix(path, "/apis") || strings.HasSuffix(path, "/version")
-}
-
-// textShown reports whether client-go shows a text error body's words for
-// this status code (apimachinery's NewGenericServerResponse).
-func textShown(code int) bool {
-	return code == http.StatusForbidden || code == http.StatusInternalServerError || code == http.StatusBadGateway
+// BearerToken reads the one bearer token of an Authorization header:
+// ErrNoBearer when there is none, ErrManyAuthorized when the header comes
+// more than once (which credential would count?), ErrNotBearer for
+// another scheme or an empty token.
+func BearerToken(h http.Header) (string, error) {
+	auth := h.Values("Authorization")
+	switch len(auth) {
+	case 0:
+		return "", ErrNoBearer
+	case 1:
+	default:
+		return "", ErrManyAuthorized
+	}
+	scheme, tok, ok := strings.Cut(auth[0], " ")
+	tok = strings.TrimSpace(tok)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return "", ErrNotBearer
+	}
+	return tok, nil
 }
