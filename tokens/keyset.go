@@ -45,7 +45,6 @@ type keySet struct {
 
 	mu          sync.RWMutex
 	keys        []signingKey
-	held        map[string]bool // thumbprints of keys
 	fetchedAt   time.Time
 	maxAge      time.Duration // from Cache-Control; 0 means none given
 	lastAttempt time.Time
@@ -118,7 +117,17 @@ var errRefreshSlow = errors.New("key set refresh slower than the refresh wait")
 func (k *keySet) holds(thumbprint string) bool {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return k.held[thumbprint]
+	return hasKey(k.keys, thumbprint)
+}
+
+// hasKey scans keys: an issuer publishes a handful.
+func hasKey(keys []signingKey, thumbprint string) bool {
+	for i := range keys {
+		if keys[i].thumbprint == thumbprint {
+			return true
+		}
+	}
+	return false
 }
 
 // signingKey is a key of the set with its RFC 7638 SHA-256 thumbprint,
@@ -201,17 +210,13 @@ func (k *keySet) fetch() (any, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrKeySet, k.issuer.URL, err)
 	}
 	signing := newSigningKeys(keys)
-	held := make(map[string]bool, len(signing))
-	for _, key := range signing {
-		held[key.thumbprint] = true
-	}
 	withdrawn := 0
-	for tp := range k.held {
-		if !held[tp] {
+	for _, old := range k.keys {
+		if !hasKey(signing, old.thumbprint) {
 			withdrawn++
 		}
 	}
-	k.keys, k.held, k.fetchedAt, k.maxAge, k.lastErr = signing, held, k.now(), maxAge, nil
+	k.keys, k.fetchedAt, k.maxAge, k.lastErr = signing, k.now(), maxAge, nil
 	k.log.Info("key set refreshed", "issuer", k.issuer.URL, "keys", len(keys), "withdrawn", withdrawn)
 	return nil, nil
 }
