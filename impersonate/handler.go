@@ -191,12 +191,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	who = id
-	if hasImpersonation(r.Header) && !h.nested {
+	asks := hasImpersonation(r.Header)
+	if asks && !h.nested {
 		kstatus.Write(rec, r, http.StatusForbidden, "impersonate: nested impersonation (kubectl --as, --as-group, --as-uid) is not enabled for this cluster; "+
 			"run the command without it to act as "+id.Username)
 		return
 	}
-	if hasImpersonation(r.Header) {
+	if asks {
 		nestedID, err := h.authorizeNested(r.Context(), id, r.Header)
 		if err != nil {
 			var denied *deniedError
