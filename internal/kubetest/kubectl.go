@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -65,7 +64,7 @@ func (k *Kubectl) Run(ctx context.Context, stdin io.Reader, args ...string) (Res
 }
 
 // MustRun runs kubectl and fails the test unless it exits 0.
-func (k *Kubectl) MustRun(tb testing.TB, ctx context.Context, stdin io.Reader, args ...string) string {
+func (k *Kubectl) MustRun(tb TB, ctx context.Context, stdin io.Reader, args ...string) string {
 	tb.Helper()
 	res, err := k.Run(ctx, stdin, args...)
 	Require(tb, err)

@@ -5,9 +5,19 @@ import (
 	"errors"
 	"os"
 	"sync"
-	"testing"
 	"time"
 )
+
+// TB is the part of testing.TB this package uses. It is an interface of its
+// own so that the package does not import testing, and the quick trial,
+// which starts the same environment, does not link it.
+type TB interface {
+	Helper()
+	Name() string
+	Skip(args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // shared is the one environment of a test package, started on first use.
 var shared struct {
@@ -15,14 +25,14 @@ var shared struct {
 	started bool
 	env     *Env
 	err     error
-	seen    map[string]testing.TB // the tests that used this environment
+	seen    map[string]TB // the tests that used this environment
 }
 
 // Main runs a package's tests and then stops the shared environment, if one
 // was started. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { kubetest.Main(m) }
-func Main(m *testing.M) {
+func Main(m interface{ Run() int }) {
 	code := m.Run()
 	if shared.env != nil {
 		shared.env.Stop()
@@ -41,7 +51,7 @@ func Main(m *testing.M) {
 // environment runs again (go test -count=N runs every test N times in one
 // process), it gets a fresh environment, so every run starts clean. Helpers
 // that cache objects of the environment must key them on the *Env.
-func Shared(tb testing.TB) *Env {
+func Shared(tb TB) *Env {
 	tb.Helper()
 	shared.mu.Lock()
 	if prev, ok := shared.seen[tb.Name()]; ok && prev != tb && shared.env != nil {
@@ -49,7 +59,7 @@ func Shared(tb testing.TB) *Env {
 		shared.started, shared.env, shared.err = false, nil, nil
 	}
 	if !shared.started {
-		shared.started, shared.seen = true, map[string]testing.TB{}
+		shared.started, shared.seen = true, map[string]TB{}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		shared.env, shared.err = Start(ctx)
 		cancel()
@@ -64,7 +74,7 @@ func Shared(tb testing.TB) *Env {
 
 // Require ends the test if err is not nil: a missing part skips the test
 // outside CI and fails it in CI; any other error fails it.
-func Require(tb testing.TB, err error) {
+func Require(tb TB, err error) {
 	tb.Helper()
 	if err == nil {
 		return
