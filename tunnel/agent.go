@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its ServeConn and NewClientConn on a connection the agent already holds are what the reversed roles need, and on Go 1.26 it is not a wrapper of net/http. See PROTOCOL.md.
-
 package tunnel
 
 import (
@@ -20,7 +18,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpproxy"
-	"golang.org/x/net/http2"
 
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 )
@@ -364,15 +361,8 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	}
 	tc := &tunnelConn{conn: conn, since: time.Now(), done: make(chan struct{})}
 	tc.base = &http.Server{MaxHeaderBytes: a.cfg.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0)}
-	h2 := &http2.Server{
-		MaxConcurrentStreams:         a.cfg.MaxConcurrentStreams,
-		MaxUploadBufferPerStream:     a.cfg.MaxUploadBufferPerStream,
-		MaxUploadBufferPerConnection: a.cfg.MaxUploadBufferPerConnection,
-		ReadIdleTimeout:              a.cfg.PingInterval,
-		PingTimeout:                  a.cfg.PingTimeout,
-		WriteByteTimeout:             a.cfg.WriteTimeout,
-	}
-	if err := http2.ConfigureServer(tc.base, h2); err != nil {
+	serve, err := a.h2Server(tc.base)
+	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tunnel: %w", err)
 	}
@@ -389,11 +379,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	a.stats.connsOpened.Add(1)
 	go func() {
 		defer close(tc.done)
-		h2.ServeConn(conn, &http2.ServeConnOpts{
-			Context:    context.Background(),
-			BaseConfig: tc.base,
-			Handler:    http.HandlerFunc(a.serveTunnel),
-		})
+		serve(conn, http.HandlerFunc(a.serveTunnel))
 		conn.Close()
 		a.mu.Lock()
 		delete(a.conns, tc)

@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its ServeConn and NewClientConn on a connection the agent already holds are what the reversed roles need, and on Go 1.26 it is not a wrapper of net/http. See PROTOCOL.md.
-
 package tunnel
 
 import (
@@ -13,8 +11,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 )
@@ -63,7 +59,7 @@ type RelayConfig struct {
 type Relay struct {
 	cfg   RelayConfig
 	log   *slog.Logger
-	h2    *http2.Transport
+	h2    *h2Transport
 	reg   registry
 	stats counters
 }
@@ -86,20 +82,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	}
 	log := logx.OrDiscard(c.Logger)
 	r := &Relay{cfg: c, log: log}
-	r.h2 = &http2.Transport{
-		ReadIdleTimeout:   c.PingInterval,
-		PingTimeout:       c.PingTimeout,
-		WriteByteTimeout:  c.WriteTimeout,
-		MaxHeaderListSize: c.MaxHeaderBytes,
-		// 64 KiB DATA frames from the agent: downloads 12-17 % faster than
-		// the 16 KiB default in interleaved runs. Not larger: x/net keeps a
-		// frame read buffer per connection as big as the largest frame
-		// seen, and 1 MiB (15-25 % faster) would pin a mebibyte on each of
-		// thousands of connections after one download.
-		MaxReadFrameSize: 64 << 10,
-		// The agent compresses nothing on its own; leave bodies as sent.
-		DisableCompression: true,
-	}
+	r.h2 = newH2Transport(&c)
 	return r, nil
 }
 
@@ -223,7 +206,7 @@ func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handsha
 		log.Info("agent disconnected", "after", time.Since(ac.since).Round(time.Millisecond))
 	}}
 	r.stats.connsOpened.Add(1)
-	cc, err := r.h2.NewClientConn(tracked)
+	cc, err := newTunnelClient(r.h2, tracked)
 	if err != nil {
 		tracked.Close()
 		return err

@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its ServeConn and NewClientConn on a connection the agent already holds are what the reversed roles need, and on Go 1.26 it is not a wrapper of net/http. See PROTOCOL.md.
-
 package tunnel
 
 import (
@@ -7,13 +5,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // agentConn is one live tunnel connection, seen from the relay.
 type agentConn struct {
-	cc        *http2.ClientConn
+	cc        *tunnelClient
 	clusterID string
 	agentID   string
 	remote    string
