@@ -21,7 +21,6 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
-	"github.com/clusterconnect/clusterconnect/internal/kstatus"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/tokens"
 )
@@ -165,7 +164,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	raw, err := bearerToken(r)
 	if err != nil {
-		kstatus.Write(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "", "Unauthorized: "+err.Error())
 		return
 	}
 	tok, err := h.verifier.Verify(r.Context(), raw)
@@ -182,18 +181,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusServiceUnavailable
 			h.log.Error("cannot verify tokens", "err", err)
 		}
-		kstatus.Write(rec, r, code, "Unauthorized: "+err.Error())
+		httpx.WriteStatus(rec, r, code, "", "Unauthorized: "+err.Error())
 		return
 	}
 	id, err := h.mapping.Identity(r.Context(), tok)
 	if err != nil {
-		kstatus.Write(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
+		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "", "Unauthorized: "+err.Error())
 		return
 	}
 	who = id
 	asks := hasImpersonation(r.Header)
 	if asks && !h.nested {
-		kstatus.Write(rec, r, http.StatusForbidden, "impersonate: nested impersonation (kubectl --as, --as-group, --as-uid) is not enabled for this cluster; "+
+		httpx.WriteStatus(rec, r, http.StatusForbidden, "", "impersonate: nested impersonation (kubectl --as, --as-group, --as-uid) is not enabled for this cluster; "+
 			"run the command without it to act as "+id.Username)
 		return
 	}
@@ -202,10 +201,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			var denied *deniedError
 			if errors.As(err, &denied) {
-				kstatus.Write(rec, r, http.StatusForbidden, denied.Error())
+				httpx.WriteStatus(rec, r, http.StatusForbidden, "", denied.Error())
 			} else {
 				h.log.Error("nested impersonation check failed", "err", err)
-				kstatus.Write(rec, r, http.StatusInternalServerError, "impersonate: cannot check the requested impersonation")
+				httpx.WriteStatus(rec, r, http.StatusInternalServerError, "", "impersonate: cannot check the requested impersonation")
 			}
 			return
 		}
@@ -213,13 +212,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if id.Username == "" {
 		// Fail closed: never forward without an identity to impersonate.
-		kstatus.Write(rec, r, http.StatusUnauthorized, "Unauthorized: no identity")
+		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "", "Unauthorized: no identity")
 		return
 	}
 	if err := h.checkSize(id); err != nil {
 		// All of it or nothing: a partial group list could grant what a
 		// deny-by-group elsewhere was meant to stop.
-		kstatus.Write(rec, r, http.StatusForbidden, err.Error())
+		httpx.WriteStatus(rec, r, http.StatusForbidden, "", err.Error())
 		return
 	}
 	ctx := context.WithValue(r.Context(), identityKey{}, &request{id: id})
@@ -270,7 +269,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	h.log.Warn("API server request failed", "path", r.URL.Path, "err", err)
-	kstatus.Write(w, r, http.StatusBadGateway, "impersonate: the API server could not be reached: "+err.Error())
+	httpx.WriteStatus(w, r, http.StatusBadGateway, "", "impersonate: the API server could not be reached: "+err.Error())
 }
 
 // bearerToken finds the caller's token: the Authorization header, or for

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 )
 
@@ -136,7 +137,7 @@ func (r *Relay) Close() error {
 func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
 	if r.reg.closed.Load() {
 		r.stats.handshakeFailed("relay-closed")
-		writeStatus(w, http.StatusServiceUnavailable, "", ErrRelayClosed.Error())
+		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, "", ErrRelayClosed.Error())
 		return
 	}
 	hs, err := ParseHandshake(req)
@@ -144,17 +145,17 @@ func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
 		var ve *VersionError
 		if errors.As(err, &ve) {
 			r.stats.handshakeFailed("version")
-			writeStatus(w, http.StatusUpgradeRequired, "", err.Error())
+			httpx.WriteStatus(w, req, http.StatusUpgradeRequired, "", err.Error())
 			return
 		}
 		r.stats.handshakeFailed("bad-request")
-		writeStatus(w, http.StatusBadRequest, "", err.Error())
+		httpx.WriteStatus(w, req, http.StatusBadRequest, "", err.Error())
 		return
 	}
 	log := r.log.With("cluster", hs.ClusterID, "agent", hs.AgentID, "remote", req.RemoteAddr)
 	if req.ProtoMajor != 1 {
 		r.stats.handshakeFailed("bad-request")
-		writeStatus(w, http.StatusBadRequest, hs.ClusterID, "tunnel: the agent handshake must use HTTP/1.1 (disable HTTP/2 in the agent's TLS config)")
+		httpx.WriteStatus(w, req, http.StatusBadRequest, hs.ClusterID, "tunnel: the agent handshake must use HTTP/1.1 (disable HTTP/2 in the agent's TLS config)")
 		return
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), r.cfg.HandshakeTimeout)
@@ -167,14 +168,14 @@ func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
 		}
 		r.stats.handshakeFailed(reason)
 		log.Warn("agent rejected", "reason", reason, "err", err)
-		writeStatus(w, http.StatusUnauthorized, hs.ClusterID, fmt.Sprintf("tunnel: agent for cluster %q not authenticated", hs.ClusterID))
+		httpx.WriteStatus(w, req, http.StatusUnauthorized, hs.ClusterID, fmt.Sprintf("tunnel: agent for cluster %q not authenticated", hs.ClusterID))
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		r.stats.handshakeFailed("hijack")
 		log.Error("cannot take over the agent's connection", "err", err)
-		writeStatus(w, http.StatusInternalServerError, hs.ClusterID, "tunnel: the relay's server cannot hijack connections")
+		httpx.WriteStatus(w, req, http.StatusInternalServerError, hs.ClusterID, "tunnel: the relay's server cannot hijack connections")
 		return
 	}
 	if err := r.switchProtocols(conn, brw, hs, req.RemoteAddr, log); err != nil {

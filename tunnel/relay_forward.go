@@ -24,21 +24,21 @@ import (
 func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 	id, rest, ok := clusterPath(req.URL.EscapedPath())
 	if !ok {
-		writeStatus(w, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
+		httpx.WriteStatus(w, req, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
 		return
 	}
 	if req.Method == http.MethodConnect {
-		writeStatus(w, http.StatusMethodNotAllowed, id, "tunnel: CONNECT is not forwarded")
+		httpx.WriteStatus(w, req, http.StatusMethodNotAllowed, id, "tunnel: CONNECT is not forwarded")
 		return
 	}
 	upgrade := httpx.IsUpgrade(req.Header)
 	if upgrade && req.ProtoMajor != 1 {
-		writeStatus(w, http.StatusBadRequest, id, "tunnel: protocol upgrades need HTTP/1.1")
+		httpx.WriteStatus(w, req, http.StatusBadRequest, id, "tunnel: protocol upgrades need HTTP/1.1")
 		return
 	}
 	resp, err := r.roundTripCluster(id, outgoing(req, rest), upgrade)
 	if err != nil {
-		writeError(w, id, err)
+		writeError(w, req, id, err)
 		return
 	}
 	defer resp.Body.Close()
@@ -251,20 +251,20 @@ func (b *countedBody) Close() error {
 	return b.rc.Close()
 }
 
-func writeError(w http.ResponseWriter, id string, err error) {
+func writeError(w http.ResponseWriter, req *http.Request, id string, err error) {
 	switch {
 	case errors.Is(err, ErrNotConnected):
-		writeStatus(w, http.StatusServiceUnavailable, id, fmt.Sprintf("cluster %q is not connected to the relay: check that its agent is running and can reach the relay", id))
+		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, fmt.Sprintf("cluster %q is not connected to the relay: check that its agent is running and can reach the relay", id))
 	case errors.Is(err, ErrRelayClosed):
-		writeStatus(w, http.StatusServiceUnavailable, id, "the relay is shutting down; retry, and another relay will answer")
+		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, "the relay is shutting down; retry, and another relay will answer")
 	case errors.Is(err, ErrBusy):
-		writeStatus(w, http.StatusServiceUnavailable, id, fmt.Sprintf("every tunnel connection of cluster %q is busy or going away; retry", id))
+		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, fmt.Sprintf("every tunnel connection of cluster %q is busy or going away; retry", id))
 	case errors.Is(err, ErrHeadersTooLarge):
-		writeStatus(w, http.StatusRequestHeaderFieldsTooLarge, id, err.Error())
+		httpx.WriteStatus(w, req, http.StatusRequestHeaderFieldsTooLarge, id, err.Error())
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads an answer.
 	default:
-		writeStatus(w, http.StatusBadGateway, id, err.Error())
+		httpx.WriteStatus(w, req, http.StatusBadGateway, id, err.Error())
 	}
 }
 

@@ -74,7 +74,7 @@ func switchProtocols(w http.ResponseWriter, id string, resp *http.Response) {
 	body := resp.Body.(*upgradedBody)
 	conn, cbuf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		writeStatus(w, http.StatusInternalServerError, id, "tunnel: the relay's server cannot hijack connections")
+		httpx.WriteStatus(w, nil, http.StatusInternalServerError, id, "tunnel: the relay's server cannot hijack connections")
 		return
 	}
 	defer conn.Close()

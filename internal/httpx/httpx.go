@@ -3,7 +3,9 @@
 package httpx
 
 import (
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 
@@ -56,4 +58,95 @@ func BearerToken(h http.Header) (string, error) {
 		return "", ErrNotBearer
 	}
 	return tok, nil
+}
+
+// WriteStatus answers r with a Kubernetes meta/v1 Status, which kubectl
+// prints as a readable error. name, if not empty, goes in the details (a
+// cluster ID); a 503 carries Retry-After: 1, and a 401 a WWW-Authenticate
+// challenge. The shape is declared here rather than taken from
+// apimachinery so that package tunnel, which imports nothing of
+// Kubernetes, shares this one writer.
+//
+// client-go reads the discovery roots (/api, /apis) and /version with
+// Result.Raw, which turns any error body that is not text into the word
+// "unknown": there kubectl would print "Error from server (Forbidden):
+// unknown" for the first command a user runs. On those paths, for the codes
+// whose text client-go shows (403, 500, 502; for 401 and 503 it prints
+// fixed words whatever the body), the message goes as text/plain instead.
+func WriteStatus(w http.ResponseWriter, r *http.Request, code int, name, message string) {
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	if code == http.StatusUnauthorized {
+		h.Set("Www-Authenticate", `Bearer realm="clusterconnect"`)
+	}
+	if code == http.StatusServiceUnavailable {
+		h.Set("Retry-After", "1")
+	}
+	if r != nil && readRaw(r.URL.Path) && textShown(code) {
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(code)
+		io.WriteString(w, message+"\n")
+		return
+	}
+	s := status{Kind: "Status", APIVersion: "v1", Status: "Failure", Message: message, Reason: statusReasons[code], Code: code}
+	if s.Reason == "" {
+		s.Reason = "Unknown"
+	}
+	if name != "" || code == http.StatusServiceUnavailable {
+		s.Details = &statusDetails{Name: name}
+		if code == http.StatusServiceUnavailable {
+			s.Details.RetryAfterSeconds = 1
+		}
+	}
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(s)
+}
+
+// status is the wire shape of a meta/v1 Status failure.
+type status struct {
+	Kind       string         `json:"kind"`
+	APIVersion string         `json:"apiVersion"`
+	Metadata   struct{}       `json:"metadata"`
+	Status     string         `json:"status"`
+	Message    string         `json:"message"`
+	Reason     string         `json:"reason"`
+	Details    *statusDetails `json:"details,omitempty"`
+	Code       int            `json:"code"`
+}
+
+type statusDetails struct {
+	Name              string `json:"name,omitempty"`
+	RetryAfterSeconds int    `json:"retryAfterSeconds,omitempty"`
+}
+
+// statusReasons are Kubernetes' StatusReason names for the codes answered.
+var statusReasons = map[int]string{
+	http.StatusBadRequest:       "BadRequest",
+	http.StatusUnauthorized:     "Unauthorized",
+	http.StatusForbidden:        "Forbidden",
+	http.StatusNotFound:         "NotFound",
+	http.StatusMethodNotAllowed: "MethodNotAllowed",
+	http.StatusUpgradeRequired:  "BadRequest",
+	// Kubernetes has no reason of its own for 431.
+	http.StatusRequestHeaderFieldsTooLarge: "BadRequest",
+	http.StatusTooManyRequests:             "TooManyRequests",
+	http.StatusInternalServerError:         "InternalError",
+	http.StatusBadGateway:                  "InternalError",
+	http.StatusServiceUnavailable:          "ServiceUnavailable",
+	http.StatusGatewayTimeout:              "Timeout",
+}
+
+// readRaw reports whether client-go reads this path's errors as raw bytes:
+// the discovery roots and /version, also under a cluster prefix
+// (/clusters/{id}/api).
+func readRaw(path string) bool {
+	path = strings.TrimSuffix(path, "/")
+	return strings.HasSuffix(path, "/api") || strings.HasSuffix(path, "/apis") || strings.HasSuffix(path, "/version")
+}
+
+// textShown reports whether client-go shows a text error body's words for
+// this status code (apimachinery's NewGenericServerResponse).
+func textShown(code int) bool {
+	return code == http.StatusForbidden || code == http.StatusInternalServerError || code == http.StatusBadGateway
 }

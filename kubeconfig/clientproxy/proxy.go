@@ -21,7 +21,6 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
-	"github.com/clusterconnect/clusterconnect/internal/kstatus"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
@@ -185,7 +184,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		tok, err := p.cfg.TokenSource.Token()
 		if err != nil {
-			kstatus.Write(w, r, http.StatusUnauthorized, "clusterconnect proxy: cannot get your token: "+err.Error())
+			httpx.WriteStatus(w, r, http.StatusUnauthorized, "", "clusterconnect proxy: cannot get your token: "+err.Error())
 			return
 		}
 		auth = "Bearer " + tok.AccessToken
@@ -211,7 +210,7 @@ func (p *Proxy) relayError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	p.log.Warn("relay request failed", "path", r.URL.Path, "err", err)
-	kstatus.Write(w, r, http.StatusBadGateway, fmt.Sprintf("clusterconnect proxy: cannot reach the relay at %s: %v", p.relay.Host, err))
+	httpx.WriteStatus(w, r, http.StatusBadGateway, "", fmt.Sprintf("clusterconnect proxy: cannot reach the relay at %s: %v", p.relay.Host, err))
 }
 
 // relayTransports returns an HTTP/2-capable transport and an HTTP/1.1-only

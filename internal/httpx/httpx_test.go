@@ -1,0 +1,90 @@
+package httpx_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
+)
+
+func TestWriteStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name, path string
+		code       int
+		text       bool
+		header     map[string]string
+		reason     string
+	}{
+		{"403 on a resource: a Status", "/api/v1/pods", http.StatusForbidden, false, nil, "Forbidden"},
+		{"403 on a discovery root: text", "/api", http.StatusForbidden, true, nil, ""},
+		{"502 on /clusters/x/apis/: text", "/clusters/x/apis/", http.StatusBadGateway, true, nil, ""},
+		{"401 on /api: a Status (client-go prints fixed words for 401 anyway)", "/api", http.StatusUnauthorized, false,
+			map[string]string{"Www-Authenticate": `Bearer realm="clusterconnect"`}, "Unauthorized"},
+		{"503: Retry-After", "/api/v1/pods", http.StatusServiceUnavailable, false, map[string]string{"Retry-After": "1"}, "ServiceUnavailable"},
+		{"431", "/api/v1/pods", http.StatusRequestHeaderFieldsTooLarge, false, nil, "BadRequest"},
+		{"an unnamed code", "/api/v1/pods", http.StatusTeapot, false, nil, "Unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			httpx.WriteStatus(w, httptest.NewRequest(http.MethodGet, tc.path, nil), tc.code, "prod-eu", "what went wrong")
+			assert.Equal(t, tc.code, w.Code)
+			assert.Equal(t, "nosniff", w.Header().Get("X-Content-Type-Options"))
+			for k, v := range tc.header {
+				assert.Equal(t, v, w.Header().Get(k), k)
+			}
+			if tc.text {
+				assert.True(t, strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain"))
+				assert.Equal(t, "what went wrong\n", w.Body.String())
+				return
+			}
+			var st struct {
+				Kind, APIVersion, Status, Message, Reason string
+				Code                                      int
+				Details                                   struct {
+					Name              string
+					RetryAfterSeconds int
+				}
+			}
+			require.NoError(t, json.Unmarshal(w.Body.Bytes(), &st))
+			assert.Equal(t, "Status", st.Kind)
+			assert.Equal(t, "v1", st.APIVersion)
+			assert.Equal(t, "Failure", st.Status)
+			assert.Equal(t, "what went wrong", st.Message)
+			assert.Equal(t, tc.reason, st.Reason)
+			assert.Equal(t, tc.code, st.Code)
+			assert.Equal(t, "prod-eu", st.Details.Name)
+			if tc.code == http.StatusServiceUnavailable {
+				assert.Equal(t, 1, st.Details.RetryAfterSeconds)
+			}
+		})
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		values []string
+		token  string
+		err    error
+	}{
+		{"bearer", []string{"Bearer abc"}, "abc", nil},
+		{"any case, extra spaces", []string{"bEaReR   abc "}, "abc", nil},
+		{"none", nil, "", httpx.ErrNoBearer},
+		{"two", []string{"Bearer a", "Bearer b"}, "", httpx.ErrManyAuthorized},
+		{"basic", []string{"Basic dXNlcjpwYXNz"}, "", httpx.ErrNotBearer},
+		{"empty token", []string{"Bearer "}, "", httpx.ErrNotBearer},
+		{"no scheme", []string{"abc"}, "", httpx.ErrNotBearer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, err := httpx.BearerToken(http.Header{"Authorization": tc.values})
+			assert.Equal(t, tc.token, tok)
+			assert.ErrorIs(t, err, tc.err)
+		})
+	}
+}
