@@ -120,6 +120,13 @@ func (k *keySet) holds(thumbprint string) bool {
 	return hasKey(k.keys, thumbprint)
 }
 
+// known reports whether any keys have been fetched.
+func (k *keySet) known() bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return len(k.keys) > 0
+}
+
 // hasKey scans keys: an issuer publishes a handful.
 func hasKey(keys []signingKey, thumbprint string) bool {
 	for i := range keys {

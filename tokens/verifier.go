@@ -350,10 +350,7 @@ func truncateAll(xs []string) []string {
 func (v *Verifier) Ready(ctx context.Context) error {
 	var errs []error
 	for _, is := range v.issuers {
-		is.keys.mu.RLock()
-		have := len(is.keys.keys) > 0
-		is.keys.mu.RUnlock()
-		if have {
+		if is.keys.known() {
 			continue
 		}
 		if !is.keys.mayFetch() {

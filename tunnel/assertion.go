@@ -66,8 +66,6 @@ type AssertionCredential struct {
 	Audience string
 	// Lifetime of each assertion; default 2 minutes.
 	Lifetime time.Duration
-
-	now func() time.Time // for tests
 }
 
 // Credential signs a fresh assertion.
@@ -81,9 +79,6 @@ func (c *AssertionCredential) Credential(context.Context) (string, error) {
 		return "", fmt.Errorf("tunnel: assertion signer: %w", err)
 	}
 	now := time.Now()
-	if c.now != nil {
-		now = c.now()
-	}
 	lifetime := c.Lifetime
 	if lifetime <= 0 {
 		lifetime = defaultAssertionLifetime

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -119,18 +120,11 @@ func run() error {
 		return err
 	}
 	log.Info("relay listening", "addr", ln.Addr().String())
-	go func() {
-		<-ctx.Done()
+	context.AfterFunc(ctx, func() {
 		log.Info("shutting down")
 		relay.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	})
+	return httpx.ServeUntil(ctx, srv, ln, 10*time.Second)
 }
 
 // agentsFile is the -agents file.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -17,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
 
 // EnvName is the environment variable for a flag: PREFIX_FLAG_NAME.
@@ -73,14 +76,12 @@ func SignalContext() (context.Context, context.CancelFunc) {
 // Serve runs srv on addr until ctx ends, then shuts it down gracefully.
 func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, what string) {
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	log.Info("serving "+what, "addr", addr)
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		log.Info("serving "+what, "addr", addr)
+		err = httpx.ServeUntil(ctx, srv, ln, 5*time.Second)
+	}
+	if err != nil {
 		log.Error(what+" stopped", "err", err)
 	}
 }

@@ -3,11 +3,14 @@
 package httpx
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -149,4 +152,26 @@ func readRaw(path string) bool {
 // this status code (apimachinery's NewGenericServerResponse).
 func textShown(code int) bool {
 	return code == http.StatusForbidden || code == http.StatusInternalServerError || code == http.StatusBadGateway
+}
+
+// ServeUntil serves srv on ln until ctx ends, over TLS when srv.TLSConfig
+// holds certificates, then shuts it down: no new connections, and up to
+// grace for the requests in flight. It returns nil after such a stop.
+func ServeUntil(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration) error {
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+		defer cancel()
+		srv.Shutdown(sctx)
+	})
+	defer stop()
+	var err error
+	if srv.TLSConfig != nil && (len(srv.TLSConfig.Certificates) > 0 || srv.TLSConfig.GetCertificate != nil) {
+		err = srv.ServeTLS(ln, "", "")
+	} else {
+		err = srv.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
 }

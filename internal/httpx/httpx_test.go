@@ -1,11 +1,15 @@
 package httpx_test
 
 import (
+	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -87,4 +91,24 @@ func TestBearerToken(t *testing.T) {
 			assert.ErrorIs(t, err, tc.err)
 		})
 	}
+}
+
+func TestServeUntilStopsCleanly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") })}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- httpx.ServeUntil(ctx, srv, ln, time.Second) }()
+
+	resp, err := http.Get("http://" + ln.Addr().String())
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "up", string(body))
+
+	cancel()
+	assert.NoError(t, <-done, "a stop by context is not an error")
+	_, err = http.Get("http://" + ln.Addr().String())
+	assert.Error(t, err, "nothing listens any more")
 }

@@ -1,8 +1,11 @@
-// Package pki generates the small certificate authorities and serving
-// certificates that the test environments and the quick trial need.
+// Package pki makes small certificate authorities and the certificates they
+// sign: for the test environments and the quick trial, for the relay
+// binary's -self-signed mode, and for the client proxy, which keeps its CA
+// on disk (mode 0600, LoadOrCreateCA) so that a restarted proxy is still
+// trusted by the kubeconfigs written for it.
 //
-// Nothing here is meant for production key management: keys live in memory
-// and certificates are short-lived.
+// It is not a key-management system: a relay on the internet takes its
+// certificate from the operator (-cert, -key), not from here.
 package pki
 
 import (
