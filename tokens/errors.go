@@ -52,6 +52,7 @@ type ExpiredError struct {
 	Expiry time.Time
 }
 
+// Error says when the token expired.
 func (e *ExpiredError) Error() string {
 	return fmt.Sprintf("tokens: token expired at %s: get a new one", e.Expiry.UTC().Format(time.RFC3339))
 }
@@ -69,6 +70,7 @@ type GroupsOverageError struct {
 	Source string // the endpoint named in _claim_sources, if any
 }
 
+// Error says what to do about the missing groups.
 func (e *GroupsOverageError) Error() string {
 	return "tokens: the token does not carry the user's groups (Entra ID groups overage): " +
 		"assign fewer groups to the user, use app roles, or configure group resolution"

@@ -20,6 +20,7 @@ type AuthError struct {
 	Err    error
 }
 
+// Error gives the reason and, when known, the detail.
 func (e *AuthError) Error() string {
 	if e.Err == nil {
 		return "tunnel: agent credential rejected: " + e.Reason
@@ -27,6 +28,7 @@ func (e *AuthError) Error() string {
 	return fmt.Sprintf("tunnel: agent credential rejected (%s): %v", e.Reason, e.Err)
 }
 
+// Unwrap returns the detail.
 func (e *AuthError) Unwrap() error { return e.Err }
 
 // Is makes every AuthError match ErrUnauthorized.
@@ -58,6 +60,7 @@ type VersionError struct {
 	Offered []string
 }
 
+// Error names the versions offered and the one spoken.
 func (e *VersionError) Error() string {
 	return fmt.Sprintf("tunnel: agent offered protocols %q; this relay speaks %s", e.Offered, ProtocolV1)
 }

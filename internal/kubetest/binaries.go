@@ -35,6 +35,7 @@ type MissingError struct {
 	Why  string
 }
 
+// Error names what is missing and how to install it.
 func (e *MissingError) Error() string {
 	return fmt.Sprintf("kubetest: %s is missing (%s); install it with %s", e.Part, e.Why, InstallHint)
 }
