@@ -22,6 +22,12 @@ type RelayConfig struct {
 	// Authenticator decides which agent may serve which cluster. Required.
 	Authenticator Authenticator
 
+	// ClientAuthorizer, if set, decides for every client request whether
+	// it may reach its cluster, before any tunnel stream is opened for it.
+	// Nil lets every request through: the agent side must then
+	// authenticate each request itself (it should anyway).
+	ClientAuthorizer ClientAuthorizer
+
 	// AgentPath is where ServeHTTP answers agents' handshakes; default
 	// DefaultAgentPath. AgentHandler serves handshakes on any path.
 	AgentPath string

@@ -27,6 +27,9 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 		httpx.WriteStatus(w, req, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
 		return
 	}
+	if !r.authorize(w, req, id) {
+		return
+	}
 	if req.Method == http.MethodConnect {
 		httpx.WriteStatus(w, req, http.StatusMethodNotAllowed, id, "tunnel: CONNECT is not forwarded")
 		return

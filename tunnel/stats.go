@@ -18,12 +18,15 @@ type Stats struct {
 	// HandshakeFailures counts failed handshakes by reason: "bad-request",
 	// "version", "hijack", and an AuthError's Reason (e.g. "bad-secret").
 	HandshakeFailures map[string]uint64
+	// ClientsRefused counts client requests a ClientAuthorizer refused.
+	ClientsRefused uint64
 }
 
 type counters struct {
 	connsOpened, connsClosed     atomic.Uint64
 	streamsOpened, streamsClosed atomic.Uint64
 	bytesTo, bytesFrom           atomic.Uint64
+	clientsRefused               atomic.Uint64
 
 	mu       sync.Mutex
 	failures map[string]uint64
@@ -38,6 +41,8 @@ func (c *counters) handshakeFailed(reason string) {
 	c.failures[reason]++
 }
 
+func (c *counters) clientRefused() { c.clientsRefused.Add(1) }
+
 func (c *counters) snapshot() Stats {
 	s := Stats{
 		ConnectionsOpened: c.connsOpened.Load(),
@@ -47,6 +52,7 @@ func (c *counters) snapshot() Stats {
 		BytesToAgent:      c.bytesTo.Load(),
 		BytesFromAgent:    c.bytesFrom.Load(),
 		HandshakeFailures: map[string]uint64{},
+		ClientsRefused:    c.clientsRefused.Load(),
 	}
 	c.mu.Lock()
 	for k, v := range c.failures {
