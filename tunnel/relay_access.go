@@ -1,10 +1,8 @@
 package tunnel
 
 import (
-	"bytes"
 	"errors"
 	"net/http"
-	"strconv"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
@@ -66,26 +64,19 @@ func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) b
 		r.log.Warn("client authorizer failed; refusing", "cluster", id, "remote", req.RemoteAddr, "err", err)
 		ae = &AccessError{Code: http.StatusForbidden, Reason: "error", Message: "tunnel: the request is not allowed"}
 	}
-	// net/http reads up to 256 KiB of an unread body, before answering and
-	// again after: a refused caller trickling a body would hold the
-	// connection and its goroutine as long as it liked. An HTTP/1.x
-	// refusal with a body is answered as the last thing on its connection,
-	// which is then closed. (HTTP/2 resets the stream instead.)
 	// No cluster name in the details: the answer must not depend on
 	// whether the cluster exists.
 	if req.ProtoMajor != 1 || req.ContentLength == 0 {
 		httpx.WriteStatus(w, req, ae.Code, "", ae.Message)
 		return false
 	}
-	var buf bufferedAnswer
-	httpx.WriteStatus(&buf, req, ae.Code, "", ae.Message)
-	for k, v := range buf.header {
-		w.Header()[k] = v
-	}
-	w.Header().Set("Content-Length", strconv.Itoa(buf.body.Len()))
+	// net/http reads up to 256 KiB of an unread body, before answering and
+	// again after: a refused caller trickling a body would hold the
+	// connection and its goroutine as long as it liked. An HTTP/1.x
+	// refusal with a body is the last answer on its connection (it carries
+	// its length, so it is complete), and the connection is then closed.
 	w.Header().Set("Connection", "close")
-	w.WriteHeader(buf.code)
-	w.Write(buf.body.Bytes())
+	httpx.WriteStatus(w, req, ae.Code, "", ae.Message)
 	rc := http.NewResponseController(w)
 	if rc.Flush() == nil {
 		if conn, _, err := rc.Hijack(); err == nil {
@@ -94,21 +85,3 @@ func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) b
 	}
 	return false
 }
-
-// bufferedAnswer holds a small answer so that it can be sent with its
-// length, as the last thing on a connection about to be closed.
-type bufferedAnswer struct {
-	header http.Header
-	code   int
-	body   bytes.Buffer
-}
-
-func (b *bufferedAnswer) Header() http.Header {
-	if b.header == nil {
-		b.header = http.Header{}
-	}
-	return b.header
-}
-
-func (b *bufferedAnswer) WriteHeader(code int)        { b.code = code }
-func (b *bufferedAnswer) Write(p []byte) (int, error) { return b.body.Write(p) }

@@ -6,9 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,7 +64,7 @@ func BearerToken(h http.Header) (string, error) {
 }
 
 // WriteStatus answers r with a Kubernetes meta/v1 Status, which kubectl
-// prints as a readable error. name, if not empty, goes in the details (a
+// prints as a readable error, with its Content-Length. name, if not empty, goes in the details (a
 // cluster ID); a 503 carries Retry-After: 1, and a 401 a WWW-Authenticate
 // challenge. The shape is declared here rather than taken from
 // apimachinery so that package tunnel, which imports nothing of
@@ -86,9 +86,7 @@ func WriteStatus(w http.ResponseWriter, r *http.Request, code int, name, message
 		h.Set("Retry-After", "1")
 	}
 	if r != nil && readRaw(r.URL.Path) && textShown(code) {
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(code)
-		io.WriteString(w, message+"\n")
+		writeBody(w, code, "text/plain; charset=utf-8", []byte(message+"\n"))
 		return
 	}
 	s := status{Kind: "Status", APIVersion: "v1", Status: "Failure", Message: message, Reason: statusReasons[code], Code: code}
@@ -101,9 +99,17 @@ func WriteStatus(w http.ResponseWriter, r *http.Request, code int, name, message
 			s.Details.RetryAfterSeconds = 1
 		}
 	}
-	h.Set("Content-Type", "application/json")
+	body, _ := json.Marshal(s)
+	writeBody(w, code, "application/json", append(body, '\n'))
+}
+
+// writeBody sends a whole answer with its length, so that it is complete
+// even when the connection is closed right after it.
+func writeBody(w http.ResponseWriter, code int, contentType string, body []byte) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(s)
+	w.Write(body)
 }
 
 // status is the wire shape of a meta/v1 Status failure.

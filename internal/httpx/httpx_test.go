@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,7 @@ func TestWriteStatus(t *testing.T) {
 			httpx.WriteStatus(w, httptest.NewRequest(http.MethodGet, tc.path, nil), tc.code, "prod-eu", "what went wrong")
 			assert.Equal(t, tc.code, w.Code)
 			assert.Equal(t, "nosniff", w.Header().Get("X-Content-Type-Options"))
+			assert.Equal(t, strconv.Itoa(w.Body.Len()), w.Header().Get("Content-Length"), "complete even if the connection closes after it")
 			for k, v := range tc.header {
 				assert.Equal(t, v, w.Header().Get(k), k)
 			}
