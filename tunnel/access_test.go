@@ -33,13 +33,17 @@ type answer struct {
 	body string
 }
 
-func get(t *testing.T, c *http.Client, url, bearer string) answer {
+func mustRequest(t *testing.T, url, bearer string) *http.Request {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	require.NoError(t, err)
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
-	resp, err := c.Do(req)
+	return req
+}
+
+func get(t *testing.T, c *http.Client, url, bearer string) answer {
+	resp, err := c.Do(mustRequest(t, url, bearer))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -71,9 +75,15 @@ func TestClientAuthorizerRefusesBeforeAnyStream(t *testing.T) {
 
 	// An allowed caller gets through, and gets today's clear messages.
 	assert.Equal(t, answer{http.StatusOK, "reached"}, get(t, h.client(), h.url("/api"), "good"))
-	assert.Equal(t, http.StatusServiceUnavailable, disconnected.code)
+	// /api is read raw by client-go, which shows a 502's text only.
+	assert.Equal(t, http.StatusBadGateway, disconnected.code)
 	assert.Contains(t, disconnected.body, "is not connected to the relay")
-	assert.EqualValues(t, 5, asked.Load())
+	resp, err := other.client().Do(mustRequest(t, other.url("/api/v1/pods"), "good"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Empty(t, resp.Header.Get("Retry-After"), "kubectl would retry for ten seconds before saying why")
+	assert.EqualValues(t, 6, asked.Load())
 }
 
 // An upgrade (kubectl exec) is refused before a raw stream is opened, and

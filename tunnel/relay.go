@@ -143,6 +143,7 @@ func (r *Relay) Close() error {
 func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
 	if r.reg.closed.Load() {
 		r.stats.handshakeFailed("relay-closed")
+		httpx.RetryAfter(w, time.Second)
 		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, "", ErrRelayClosed.Error())
 		return
 	}

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
@@ -10,10 +11,15 @@ import (
 // A ClientAuthorizer decides, on the relay, whether a client's request may
 // reach a cluster. It is called for every request under /clusters/{id}/
 // before the cluster is looked up and before anything of the request enters
-// a tunnel, concurrently. It returns nil to let the request through, an
-// *AccessError to answer the client with, or any other error, which is
-// answered 403 with a generic message (and logged: it may say more than the
-// caller should learn).
+// a tunnel, concurrently. It returns a nil error to let the request
+// through, an *AccessError to answer the client with, or any other error,
+// which is answered 403 with a generic message (and logged: it may say more
+// than the caller should learn).
+//
+// With a nil error it may return a release function: the relay calls it
+// once when the request is over (its response copied, or its upgraded
+// connection closed), which is how an authorizer counts a caller's
+// concurrent requests.
 //
 // The relay asks before it knows whether the cluster exists or is
 // connected, so an authorizer that refuses every cluster a caller is not
@@ -22,25 +28,29 @@ import (
 // Relay.RoundTripper or Relay.DialContext are not asked about: they come
 // from the importer's own code.
 type ClientAuthorizer interface {
-	AuthorizeClient(r *http.Request, clusterID string) error
+	AuthorizeClient(r *http.Request, clusterID string) (release func(), err error)
 }
 
-// ClientAuthorizerFunc adapts a function to ClientAuthorizer.
+// ClientAuthorizerFunc adapts a function that counts nothing to
+// ClientAuthorizer.
 type ClientAuthorizerFunc func(r *http.Request, clusterID string) error
 
 // AuthorizeClient calls f.
-func (f ClientAuthorizerFunc) AuthorizeClient(r *http.Request, clusterID string) error {
-	return f(r, clusterID)
+func (f ClientAuthorizerFunc) AuthorizeClient(r *http.Request, clusterID string) (func(), error) {
+	return nil, f(r, clusterID)
 }
 
 // AccessError is a ClientAuthorizer's refusal: the status code the client
 // gets (401 without a valid credential, 403 when not allowed, 429 over a
 // limit, 503 when the authorizer cannot decide now) and the message, in a
 // Kubernetes Status. Reason is a short stable word for logs and metrics.
+// RetryAfter, if positive, is sent as Retry-After (whole seconds): kubectl
+// waits that long and tries again, up to ten times.
 type AccessError struct {
-	Code    int
-	Reason  string
-	Message string
+	Code       int
+	Reason     string
+	Message    string
+	RetryAfter time.Duration
 }
 
 // Error returns the message.
@@ -48,15 +58,19 @@ func (e *AccessError) Error() string {
 	return "tunnel: client refused (" + e.Reason + "): " + e.Message
 }
 
-// authorize asks the configured authorizer about req, answers a refusal,
-// and reports whether the request may go on.
-func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) bool {
+// authorize asks the configured authorizer about req and answers a
+// refusal. It reports whether the request may go on, and returns what to
+// call when it is over.
+func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) (release func(), ok bool) {
 	if r.cfg.ClientAuthorizer == nil {
-		return true
+		return noRelease, true
 	}
-	err := r.cfg.ClientAuthorizer.AuthorizeClient(req, id)
+	release, err := r.cfg.ClientAuthorizer.AuthorizeClient(req, id)
 	if err == nil {
-		return true
+		if release == nil {
+			release = noRelease
+		}
+		return release, true
 	}
 	r.stats.clientRefused()
 	var ae *AccessError
@@ -64,11 +78,14 @@ func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) b
 		r.log.Warn("client authorizer failed; refusing", "cluster", id, "remote", req.RemoteAddr, "err", err)
 		ae = &AccessError{Code: http.StatusForbidden, Reason: "error", Message: "tunnel: the request is not allowed"}
 	}
+	if ae.RetryAfter > 0 {
+		httpx.RetryAfter(w, ae.RetryAfter)
+	}
 	// No cluster name in the details: the answer must not depend on
 	// whether the cluster exists.
 	if req.ProtoMajor != 1 || req.ContentLength == 0 {
 		httpx.WriteStatus(w, req, ae.Code, "", ae.Message)
-		return false
+		return nil, false
 	}
 	// net/http reads up to 256 KiB of an unread body, before answering and
 	// again after: a refused caller trickling a body would hold the
@@ -83,5 +100,7 @@ func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) b
 			conn.Close()
 		}
 	}
-	return false
+	return nil, false
 }
+
+func noRelease() {}

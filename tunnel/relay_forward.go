@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -27,9 +28,11 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 		httpx.WriteStatus(w, req, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
 		return
 	}
-	if !r.authorize(w, req, id) {
+	release, ok := r.authorize(w, req, id)
+	if !ok {
 		return
 	}
+	defer release()
 	if req.Method == http.MethodConnect {
 		httpx.WriteStatus(w, req, http.StatusMethodNotAllowed, id, "tunnel: CONNECT is not forwarded")
 		return
@@ -257,10 +260,21 @@ func (b *countedBody) Close() error {
 func writeError(w http.ResponseWriter, req *http.Request, id string, err error) {
 	switch {
 	case errors.Is(err, ErrNotConnected):
-		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, fmt.Sprintf("cluster %q is not connected to the relay: check that its agent is running and can reach the relay", id))
+		// No Retry-After: client-go would retry ten times a second apart
+		// before saying anything, and an agent seldom comes back that
+		// fast. On the paths client-go reads raw it shows fixed words for
+		// a 503 and the relay's text for a 502: kubectl's first discovery
+		// request must carry the reason.
+		code := http.StatusServiceUnavailable
+		if httpx.ReadRaw(req) {
+			code = http.StatusBadGateway
+		}
+		httpx.WriteStatus(w, req, code, id, fmt.Sprintf("cluster %q is not connected to the relay: check that its agent is running and can reach the relay", id))
 	case errors.Is(err, ErrRelayClosed):
+		httpx.RetryAfter(w, time.Second)
 		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, "the relay is shutting down; retry, and another relay will answer")
 	case errors.Is(err, ErrBusy):
+		httpx.RetryAfter(w, time.Second)
 		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, fmt.Sprintf("every tunnel connection of cluster %q is busy or going away; retry", id))
 	case errors.Is(err, ErrHeadersTooLarge):
 		httpx.WriteStatus(w, req, http.StatusRequestHeaderFieldsTooLarge, id, err.Error())

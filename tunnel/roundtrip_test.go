@@ -185,7 +185,7 @@ func TestClientGoneCancelsHandler(t *testing.T) {
 
 func TestUnknownClusterAnswers503WithStatus(t *testing.T) {
 	h := newHarness(t, echo, harnessOpts{})
-	resp, err := h.client().Get(h.srv.URL + "/clusters/no-such-cluster/api")
+	resp, err := h.client().Get(h.srv.URL + "/clusters/no-such-cluster/api/v1/pods")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)

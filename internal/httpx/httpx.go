@@ -63,10 +63,19 @@ func BearerToken(h http.Header) (string, error) {
 	return tok, nil
 }
 
+// RetryAfter sets w's Retry-After header to d in whole seconds, at least 1.
+func RetryAfter(w http.ResponseWriter, d time.Duration) {
+	secs := int((d + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+}
+
 // WriteStatus answers r with a Kubernetes meta/v1 Status, which kubectl
-// prints as a readable error, with its Content-Length. name, if not empty, goes in the details (a
-// cluster ID); a 503 carries Retry-After: 1, and a 401 a WWW-Authenticate
-// challenge. The shape is declared here rather than taken from
+// prints as a readable error, with its Content-Length. name, if not empty,
+// goes in the details (a cluster ID); a 401 carries a WWW-Authenticate
+// challenge. A Retry-After the caller has set on w's header is copied into
+// the details: client-go waits and retries a 429 or 5xx that has one, up to
+// ten times, and reports one without it at once, so set it only where a
+// retry soon can succeed (see RetryAfter). The shape is declared here rather than taken from
 // apimachinery so that package tunnel, which imports nothing of
 // Kubernetes, shares this one writer.
 //
@@ -82,9 +91,6 @@ func WriteStatus(w http.ResponseWriter, r *http.Request, code int, name, message
 	if code == http.StatusUnauthorized {
 		h.Set("Www-Authenticate", `Bearer realm="clusterconnect"`)
 	}
-	if code == http.StatusServiceUnavailable {
-		h.Set("Retry-After", "1")
-	}
 	if r != nil && readRaw(r.URL.Path) && textShown(code) {
 		writeBody(w, code, "text/plain; charset=utf-8", []byte(message+"\n"))
 		return
@@ -93,11 +99,9 @@ func WriteStatus(w http.ResponseWriter, r *http.Request, code int, name, message
 	if s.Reason == "" {
 		s.Reason = "Unknown"
 	}
-	if name != "" || code == http.StatusServiceUnavailable {
-		s.Details = &statusDetails{Name: name}
-		if code == http.StatusServiceUnavailable {
-			s.Details.RetryAfterSeconds = 1
-		}
+	retry, _ := strconv.Atoi(h.Get("Retry-After"))
+	if name != "" || retry > 0 {
+		s.Details = &statusDetails{Name: name, RetryAfterSeconds: retry}
 	}
 	body, _ := json.Marshal(s)
 	writeBody(w, code, "application/json", append(body, '\n'))
@@ -149,6 +153,10 @@ var statusReasons = map[int]string{
 // readRaw reports whether client-go reads this path's errors as raw bytes:
 // the discovery roots and /version, also under a cluster prefix
 // (/clusters/{id}/api).
+// ReadRaw reports whether client-go reads r's answer raw (the discovery
+// roots and /version), where it shows the text of a 403, 500 or 502 only.
+func ReadRaw(r *http.Request) bool { return r != nil && readRaw(r.URL.Path) }
+
 func readRaw(path string) bool {
 	path = strings.TrimSuffix(path, "/")
 	return strings.HasSuffix(path, "/api") || strings.HasSuffix(path, "/apis") || strings.HasSuffix(path, "/version")

@@ -31,12 +31,18 @@ func TestWriteStatus(t *testing.T) {
 		{"502 on /clusters/x/apis/: text", "/clusters/x/apis/", http.StatusBadGateway, true, nil, ""},
 		{"401 on /api: a Status (client-go prints fixed words for 401 anyway)", "/api", http.StatusUnauthorized, false,
 			map[string]string{"Www-Authenticate": `Bearer realm="clusterconnect"`}, "Unauthorized"},
-		{"503: Retry-After", "/api/v1/pods", http.StatusServiceUnavailable, false, map[string]string{"Retry-After": "1"}, "ServiceUnavailable"},
+		{"503 with the caller's Retry-After", "/api/v1/pods", http.StatusServiceUnavailable, false, map[string]string{"Retry-After": "3"}, "ServiceUnavailable"},
+		{"503 without: none added", "/api/v1/pods", http.StatusServiceUnavailable, false, map[string]string{"Retry-After": ""}, "ServiceUnavailable"},
+		{"429 with Retry-After", "/api/v1/pods", http.StatusTooManyRequests, false, map[string]string{"Retry-After": "2"}, "TooManyRequests"},
 		{"431", "/api/v1/pods", http.StatusRequestHeaderFieldsTooLarge, false, nil, "BadRequest"},
 		{"an unnamed code", "/api/v1/pods", http.StatusTeapot, false, nil, "Unknown"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := httptest.NewRecorder()
+			retry, _ := strconv.Atoi(tc.header["Retry-After"])
+			if retry > 0 {
+				httpx.RetryAfter(w, time.Duration(retry)*time.Second-time.Millisecond)
+			}
 			httpx.WriteStatus(w, httptest.NewRequest(http.MethodGet, tc.path, nil), tc.code, "prod-eu", "what went wrong")
 			assert.Equal(t, tc.code, w.Code)
 			assert.Equal(t, "nosniff", w.Header().Get("X-Content-Type-Options"))
@@ -65,9 +71,7 @@ func TestWriteStatus(t *testing.T) {
 			assert.Equal(t, tc.reason, st.Reason)
 			assert.Equal(t, tc.code, st.Code)
 			assert.Equal(t, "prod-eu", st.Details.Name)
-			if tc.code == http.StatusServiceUnavailable {
-				assert.Equal(t, 1, st.Details.RetryAfterSeconds)
-			}
+			assert.Equal(t, retry, st.Details.RetryAfterSeconds, "the header and the details agree")
 		})
 	}
 }
