@@ -434,3 +434,55 @@ func TestAgentAndClusterHandlersMountAnywhere(t *testing.T) {
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Contains(t, string(body), "/api/v1/namespaces")
 }
+
+// When an agent dies, every request in flight on it fails at once, on all
+// of its connections. A body-less GET is retried, and the retry must go to
+// another agent: another connection of the dead one would fail the same
+// way, before the relay has noticed it is gone.
+func TestRetrySkipsEveryConnectionOfADeadAgent(t *testing.T) {
+	var inA atomic.Int64
+	dying := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inA.Add(1)
+		<-r.Context().Done() // answers nothing before its agent dies
+	})
+	var proxy *cutProxy
+	h := newHarness(t, dying, harnessOpts{
+		agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = 4; c.AgentID = "agent-a" },
+		relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
+	})
+	second, err := tunnel.NewAgent(h.agentConfig(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "B")
+	}), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1; c.AgentID = "agent-b" }}))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); second.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return len(h.relay.Conns()) == 5 }, 10*time.Second, 5*time.Millisecond)
+
+	const n = 40
+	var answered atomic.Int64
+	results := make(chan string, n)
+	for range n {
+		go func() {
+			resp, err := h.client().Get(h.url("/get"))
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			answered.Add(1)
+			results <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+	}
+	// Every request is either answered by B or held by A.
+	require.Eventually(t, func() bool { return answered.Load()+inA.Load() == n }, 10*time.Second, 5*time.Millisecond)
+	require.Positive(t, inA.Load())
+
+	proxy.ln.Close() // agent A does not come back
+	proxy.cut()      // and all its connections die at once
+	for range n {
+		assert.Equal(t, "200 B", <-results)
+	}
+}

@@ -95,9 +95,13 @@ func (r *registry) remove(c *agentConn) {
 
 // pick reserves a stream on one of the cluster's connections, round-robin
 // among those that can take one: a connection that is going away (GOAWAY
-// sent or received), closed, or at its stream limit is passed over. skip is
-// a connection not to use (one that just failed); it may be nil.
-func (r *registry) pick(clusterID string, skip *agentConn) (c *agentConn, known bool) {
+// sent or received), closed, or at its stream limit is passed over.
+//
+// failed, if not nil, is a connection a request just failed on. Its agent
+// has most likely died or is going away with every connection it has, so
+// connections of other agents come first; another connection of the same
+// agent is taken only when no other agent has one free.
+func (r *registry) pick(clusterID string, failed *agentConn) (c *agentConn, known bool) {
 	r.mu.RLock()
 	cl := r.clusters[clusterID]
 	r.mu.RUnlock()
@@ -106,9 +110,17 @@ func (r *registry) pick(clusterID string, skip *agentConn) (c *agentConn, known 
 	}
 	conns := *cl.conns.Load()
 	start := int(cl.next.Add(1))
+	if failed != nil {
+		for i := range conns {
+			c := conns[(start+i)%len(conns)]
+			if c.agentID != failed.agentID && c.cc.ReserveNewRequest() {
+				return c, true
+			}
+		}
+	}
 	for i := range conns {
 		c := conns[(start+i)%len(conns)]
-		if c != skip && c.cc.ReserveNewRequest() {
+		if c != failed && (failed == nil || c.agentID == failed.agentID) && c.cc.ReserveNewRequest() {
 			return c, true
 		}
 	}
