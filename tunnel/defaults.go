@@ -14,6 +14,10 @@ const (
 	// progress for this long (a peer that stopped reading).
 	DefaultWriteTimeout = 30 * time.Second
 
+	// DefaultUpgradeTimeout is how long the relay waits for an agent's
+	// answer to an upgrade: the API server's own answer (it dials the
+	// kubelet) comes in well under it.
+	DefaultUpgradeTimeout = 30 * time.Second
 	// DefaultRelayHandshakeTimeout bounds authenticating an agent and
 	// switching its connection to HTTP/2, on the relay.
 	DefaultRelayHandshakeTimeout = 10 * time.Second

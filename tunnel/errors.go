@@ -67,3 +67,14 @@ func (e *VersionError) Error() string {
 
 // Is makes a VersionError match ErrBadHandshake.
 func (e *VersionError) Is(target error) bool { return target == ErrBadHandshake }
+
+// ErrUpgradeBody refuses an HTTP/1.1 Upgrade request that carries a body.
+// Kubernetes' streaming protocols (exec, attach, port-forward over SPDY or
+// WebSocket) send none; a body would have to reach the agent before its
+// answer, and a client trickling one would hold a tunnel stream for as
+// long as it liked. Clients get 400.
+var ErrUpgradeBody = errors.New("tunnel: an upgrade request may not carry a body")
+
+// ErrAgentTimeout is returned when an agent does not begin to answer an
+// upgrade within RelayConfig.UpgradeTimeout. Clients get 504.
+var ErrAgentTimeout = errors.New("tunnel: the agent did not answer in time")

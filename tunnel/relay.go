@@ -47,6 +47,12 @@ type RelayConfig struct {
 	// progress for this long (a peer that stopped reading). Default 30s.
 	WriteTimeout time.Duration
 
+	// UpgradeTimeout bounds the wait for an agent's answer to an upgrade
+	// request (kubectl exec, attach, port-forward): the agent must begin
+	// its answer, and finish a refusal, within it. Default
+	// DefaultUpgradeTimeout.
+	UpgradeTimeout time.Duration
+
 	// MaxHeaderBytes bounds header lists in the tunnel, counted as HTTP/2
 	// counts them: the response headers the relay accepts from an agent,
 	// and the request headers it sends (a larger request gets 431 and
@@ -84,6 +90,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	c.PingInterval = orDefault(c.PingInterval, DefaultPingInterval)
 	c.PingTimeout = orDefault(c.PingTimeout, DefaultPingTimeout)
 	c.WriteTimeout = orDefault(c.WriteTimeout, DefaultWriteTimeout)
+	c.UpgradeTimeout = orDefault(c.UpgradeTimeout, DefaultUpgradeTimeout)
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}

@@ -42,6 +42,10 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 		httpx.WriteStatus(w, req, http.StatusBadRequest, id, "tunnel: protocol upgrades need HTTP/1.1")
 		return
 	}
+	if upgrade && hasBody(req) {
+		refuse(w, req, http.StatusBadRequest, id, ErrUpgradeBody.Error())
+		return
+	}
 	resp, err := r.roundTripCluster(id, outgoing(req, rest), upgrade)
 	if err != nil {
 		writeError(w, req, id, err)
@@ -64,11 +68,14 @@ func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade bool) (*h
 	if !upgrade {
 		return r.roundTrip(id, out)
 	}
+	if out.Body != nil {
+		return nil, ErrUpgradeBody
+	}
 	stream, err := r.openStream(out.Context(), id, streamUpgrade)
 	if err != nil {
 		return nil, err
 	}
-	resp, br, err := sendUpgrade(stream, out)
+	resp, br, err := sendUpgrade(stream, out, r.cfg.UpgradeTimeout)
 	if err != nil {
 		stream.abort()
 		return nil, err
@@ -276,6 +283,8 @@ func writeError(w http.ResponseWriter, req *http.Request, id string, err error) 
 	case errors.Is(err, ErrBusy):
 		httpx.RetryAfter(w, time.Second)
 		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, fmt.Sprintf("every tunnel connection of cluster %q is busy or going away; retry", id))
+	case errors.Is(err, ErrAgentTimeout):
+		httpx.WriteStatus(w, req, http.StatusGatewayTimeout, id, err.Error())
 	case errors.Is(err, ErrHeadersTooLarge):
 		httpx.WriteStatus(w, req, http.StatusRequestHeaderFieldsTooLarge, id, err.Error())
 	case errors.Is(err, context.Canceled):

@@ -3,12 +3,15 @@ package tunnel
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
@@ -84,11 +87,16 @@ func switchProtocols(w http.ResponseWriter, id string, resp *http.Response) {
 	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, conn, body.stream, body.r)
 }
 
-// sendUpgrade writes the request on the stream and reads the answer.
-func sendUpgrade(stream *relayStream, out *http.Request) (*http.Response, *bufio.Reader, error) {
+// sendUpgrade writes the request on the stream and reads the answer, which
+// must begin within timeout: a stream is a share of the cluster's
+// connections, not to be held by an agent or a client that says nothing.
+// The request carries no body (see ErrUpgradeBody), so nothing the client
+// sends can hold the stream before the agent has answered.
+func sendUpgrade(stream *relayStream, out *http.Request, timeout time.Duration) (*http.Response, *bufio.Reader, error) {
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = []string{""} // Request.Write would add Go's own
 	}
+	stream.SetDeadline(time.Now().Add(timeout))
 	bw := bufio.NewWriter(stream)
 	if err := out.Write(bw); err != nil {
 		return nil, nil, fmt.Errorf("tunnel: sending the upgrade request: %w", err)
@@ -98,8 +106,16 @@ func sendUpgrade(stream *relayStream, out *http.Request) (*http.Response, *bufio
 	}
 	br := bufio.NewReader(stream)
 	resp, err := http.ReadResponse(br, out)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, nil, fmt.Errorf("%w: no answer to an upgrade within %v", ErrAgentTimeout, timeout)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("tunnel: reading the agent's answer to an upgrade: %w", err)
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The bytes that follow flow as long as both ends like; a
+		// refusal's body still has to come within timeout.
+		stream.SetDeadline(time.Time{})
 	}
 	return resp, br, nil
 }
@@ -173,9 +189,12 @@ type closeBoth struct {
 	stream *relayStream
 }
 
+// Close resets the stream at once: after a refusal the agent has nothing
+// more to say on it.
 func (c *closeBoth) Close() error {
 	c.ReadCloser.Close()
-	return c.stream.Close()
+	c.stream.abort()
+	return nil
 }
 
 // upgradedBody is the read-write body of a 101 response.

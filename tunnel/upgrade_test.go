@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
 type closeWriter interface{ CloseWrite() error }
@@ -68,12 +70,70 @@ func TestUpgradeCarriesBytesBothWaysWithHalfClose(t *testing.T) {
 	assert.Equal(t, payload+"bye", string(got), "output after the client's half-close still arrives")
 }
 
+// A refused upgrade is an ordinary response, and its stream is gone as
+// soon as the answer has been read: the agent's handler sees the end at
+// once, and the relay's counters agree.
 func TestUpgradeRefusedIsAnOrdinaryResponse(t *testing.T) {
-	h := newHarness(t, upgradeEcho, harnessOpts{})
+	ended := make(chan struct{})
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		upgradeEcho(w, r)
+		if r.Header.Get("Upgrade") != "echo/1" {
+			go func() { <-r.Context().Done(); close(ended) }()
+		}
+	}), harnessOpts{})
 	_, br, resp := dialUpgrade(t, h, "other/1")
 	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	body, _ := io.ReadAll(io.LimitReader(br, int64(len("want Upgrade: echo/1\n"))))
 	assert.Equal(t, "want Upgrade: echo/1\n", string(body))
+	<-ended // a hang here fails the test by timeout
+	require.Eventually(t, func() bool {
+		st := h.relay.Stats()
+		return st.StreamsOpened == 1 && st.StreamsClosed == 1
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
+// An upgrade that carries a body is refused before any stream is opened,
+// without the relay reading the body: a client trickling one would hold a
+// stream of the cluster for as long as it liked.
+func TestUpgradeWithABodyIsRefusedBeforeAnyStream(t *testing.T) {
+	h := newHarness(t, upgradeEcho, harnessOpts{})
+	conn, err := tls.Dial("tcp", h.srv.Listener.Addr().String(), &tls.Config{RootCAs: h.roots, ServerName: "example.com", NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /clusters/%s/api/v1/namespaces/ns/pods/p/exec HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n"+
+		"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", clusterID) // and never the end
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	body, _ := io.ReadAll(resp.Body)
+	assert.Contains(t, string(body), "an upgrade request may not carry a body")
+	_, err = br.ReadByte()
+	assert.ErrorIs(t, err, io.EOF, "the relay closed the connection")
+	assert.Zero(t, h.relay.Stats().StreamsOpened)
+
+	// Importers' RoundTripper refuses the same.
+	req, _ := http.NewRequest(http.MethodPost, "https://cluster/exec", strings.NewReader("x"))
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo/1")
+	_, err = h.relay.RoundTripper(clusterID).RoundTrip(req)
+	assert.ErrorIs(t, err, tunnel.ErrUpgradeBody)
+}
+
+// An agent that never answers an upgrade does not hold the stream: the
+// client gets 504 after UpgradeTimeout and the stream is reset.
+func TestUpgradeWithoutAnAnswerTimesOut(t *testing.T) {
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}), harnessOpts{relayCfg: func(c *tunnel.RelayConfig) { c.UpgradeTimeout = 200 * time.Millisecond }})
+	_, br, resp := dialUpgrade(t, h, "echo/1")
+	assert.Equal(t, http.StatusGatewayTimeout, resp.StatusCode)
+	body, _ := io.ReadAll(io.LimitReader(br, resp.ContentLength))
+	assert.Contains(t, string(body), "the agent did not answer in time")
+	require.Eventually(t, func() bool {
+		st := h.relay.Stats()
+		return st.StreamsOpened == 1 && st.StreamsClosed == 1
+	}, 10*time.Second, 5*time.Millisecond)
 }
 
 // The agent's side can half-close too: its output ends (EOF at the client)
