@@ -11,17 +11,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/clusterconnect/clusterconnect/impersonate"
 	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/internal/tokenflags"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -59,12 +58,7 @@ func run() error {
 	relayCA := fs.String("relay-ca", "", "PEM CA file for the relay's certificate (default: system roots)")
 	connections := fs.Int("connections", 2, "tunnel connections to keep open")
 	kubeconfigPath := fs.String("kubeconfig", "", "kubeconfig for the API server (default: in-cluster service account)")
-	tenants := fs.String("tenant", "", "comma-separated Entra ID tenant IDs allowed")
-	audiences := fs.String("audience", "", "comma-separated audiences (server app client ID, Application ID URI)")
-	cloud := fs.String("cloud", "public", "Entra ID cloud: public, usgov or china")
-	entraDiscovery := fs.String("entra-discovery-base", "", "fetch Entra discovery documents from this base URL instead (mirrors, tests)")
-	issuer := fs.String("issuer", "", "a generic OIDC issuer URL, instead of Entra ID")
-	issuerCA := fs.String("issuer-ca", "", "PEM CA file for the token issuer's HTTPS (default: system roots)")
+	issuerFlags := tokenflags.Register(fs)
 	passThrough := fs.Bool("pass-through-foreign-tokens", false, "send tokens of other issuers (service accounts) to the API server untouched")
 	nested := fs.Bool("allow-nested-impersonation", false, "honour callers' --as/--as-group when RBAC allows them to impersonate")
 	healthListen := fs.String("health-listen", ":8081", "address for /healthz, /readyz and /metrics")
@@ -86,7 +80,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	verifier, err := newVerifier(*tenants, *audiences, *cloud, *entraDiscovery, *issuer, *issuerCA, log)
+	verifier, err := issuerFlags.Verifier(log)
 	if err != nil {
 		return err
 	}
@@ -97,7 +91,7 @@ func run() error {
 		}
 	}
 	handler, err := impersonate.New(&impersonate.Config{
-		RESTConfig: rc, Verifier: verifier, Mapping: mapping(*issuer),
+		RESTConfig: rc, Verifier: verifier, Mapping: mapping(issuerFlags.Generic()),
 		PassThroughForeignTokens: *passThrough, AllowNestedImpersonation: *nested, Logger: log,
 	})
 	if err != nil {
@@ -167,62 +161,9 @@ func credential(secretFile, keyFile, clusterID, audience string) (tunnel.Credent
 	return nil, errors.New("give exactly one of -secret-file or -key-file")
 }
 
-func newVerifier(tenants, audiences, cloud, entraDiscovery, issuer, issuerCA string, log *slog.Logger) (*tokens.Verifier, error) {
-	auds := split(audiences)
-	if len(auds) == 0 {
-		return nil, errors.New("-audience is required: the token audience this cluster accepts")
-	}
-	var issuers []tokens.Issuer
-	switch {
-	case issuer != "":
-		issuers = []tokens.Issuer{{URL: issuer, Audiences: auds}}
-	case tenants != "":
-		clouds := map[string]tokens.Cloud{"public": tokens.AzurePublic, "usgov": tokens.AzureUSGovernment, "china": tokens.AzureChina}
-		c, ok := clouds[cloud]
-		if !ok {
-			return nil, fmt.Errorf("-cloud %q: use public, usgov or china", cloud)
-		}
-		ec := tokens.EntraConfig{TenantIDs: split(tenants), Audiences: auds, Cloud: c}
-		if entraDiscovery != "" {
-			base := strings.TrimSuffix(entraDiscovery, "/")
-			ec.DiscoveryURL = func(tid string, version int) string {
-				if version == 1 {
-					return base + "/" + tid + "/.well-known/openid-configuration"
-				}
-				return base + "/" + tid + "/v2.0/.well-known/openid-configuration"
-			}
-		}
-		var err error
-		if issuers, err = tokens.EntraIssuers(ec); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, errors.New("give -tenant (Entra ID) or -issuer (other OIDC)")
-	}
-	cfg := &tokens.Config{Issuers: issuers, Logger: log}
-	if issuerCA != "" {
-		roots, err := cli.CertPool("issuer-ca", issuerCA)
-		if err != nil {
-			return nil, err
-		}
-		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-	}
-	return tokens.NewVerifier(cfg)
-}
-
-func mapping(issuer string) tokens.Mapping {
-	if issuer != "" {
+func mapping(generic bool) tokens.Mapping {
+	if generic {
 		return tokens.Mapping{UsernameClaims: []string{"sub"}, GroupsClaims: []string{"groups"}}
 	}
 	return tokens.EntraMapping()
-}
-
-func split(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -45,6 +45,8 @@ type chain struct {
 	dir, bin                       string
 	env                            *kubetest.Env
 	relayAddr, relayCert, relayKey string
+	relayCA                        string
+	issuer                         *oidctest.Issuer
 	agentArgs, relayArgs           []string
 	relay, agent, proxy            *proc
 	kubeconfig                     string
@@ -134,10 +136,14 @@ func newChain(t *testing.T) *chain {
 	c.relayCert, c.relayKey = filepath.Join(c.dir, "relay.crt"), filepath.Join(c.dir, "relay.key")
 	require.NoError(t, leaf.WriteFiles(c.relayCert, c.relayKey))
 	relayCA := writeFile(t, filepath.Join(c.dir, "relay-ca.crt"), ca.CertPEM())
+	c.relayCA, c.issuer = relayCA, issuer
 	agents := writeFile(t, filepath.Join(c.dir, "agents.json"), []byte(`{"clusters":{"e2e":{"secret":"e2e-secret"}}}`))
 	secret := writeFile(t, filepath.Join(c.dir, "secret"), []byte("e2e-secret\n"))
 	c.relayAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	c.relayArgs = []string{"-listen", c.relayAddr, "-cert", c.relayCert, "-key", c.relayKey, "-agents", agents}
+	// The front door: Alice's group may reach the cluster.
+	policy := writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(`{"clusters":{"e2e":{"groups":["`+aliceGrp+`"]}}}`))
+	c.relayArgs = []string{"-listen", c.relayAddr, "-cert", c.relayCert, "-key", c.relayKey, "-agents", agents,
+		"-access-policy", policy, "-tenant", tenant, "-audience", audience, "-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA}
 	c.relay = c.start("relay", c.relayArgs...)
 
 	c.agentArgs = []string{
@@ -279,6 +285,8 @@ func TestEndToEnd(t *testing.T) {
 		assert.Equal(t, aliceUPN, out)
 	})
 
+	t.Run("front door", func(t *testing.T) { frontDoor(t, c) })
+
 	t.Run("agent killed mid-watch, then restarted", func(t *testing.T) {
 		cmd, err := k.Command(ctx(t), "get", "configmaps", "-n", ns, "--watch", "-o", "name")
 		require.NoError(t, err)
@@ -297,6 +305,14 @@ func TestEndToEnd(t *testing.T) {
 		c.agent.kill()
 		for lines.Scan() {
 		}
+		// Another kubectl, with nothing cached, is told at once what is
+		// wrong: no ten retries of a 503, no generic words.
+		start := time.Now()
+		res, err := k.Run(ctx(t), nil, "--cache-dir", t.TempDir(), "get", "pods", "-n", ns)
+		require.NoError(t, err)
+		assert.NotEqual(t, 0, res.ExitCode)
+		assert.Contains(t, res.Stderr, `cluster \"e2e\" is not connected to the relay: check that its agent is running and can reach the relay`)
+		t.Logf("kubectl with an empty discovery cache reported the disconnected cluster after %v", time.Since(start).Round(time.Millisecond))
 		// The watch ends instead of hanging: kubectl exits by itself, long
 		// before the test's deadline would kill it. (kubectl get --watch
 		// exits 0 and prints nothing when an established watch breaks:
@@ -314,6 +330,65 @@ func TestEndToEnd(t *testing.T) {
 		c.waitWorking(k)
 		out := k.MustRun(t, ctx(t), nil, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
 		assert.Equal(t, aliceUPN, out)
+	})
+}
+
+// caller is kubectl talking to the relay directly with a bearer token, on
+// a cluster route, with nothing cached.
+func (c *chain) caller(t *testing.T, cluster, token string) *kubetest.Kubectl {
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://%s/clusters/%s", certificate-authority: %q}}]
+users: [{name: u, user: {token: %q}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`, c.relayAddr, cluster, c.relayCA, token)
+	path := writeFile(t, filepath.Join(t.TempDir(), "kubeconfig"), []byte(kc))
+	return &kubetest.Kubectl{Kubeconfig: path}
+}
+
+// frontDoor drives the relay's front door with the real kubectl: who is
+// let through, what the others read, and that an unknown cluster and a
+// forbidden one cannot be told apart.
+func frontDoor(t *testing.T, c *chain) {
+	run := func(k *kubetest.Kubectl, args ...string) kubetest.Result {
+		res, err := k.Run(ctx(t), nil, append([]string{"--cache-dir", t.TempDir()}, args...)...)
+		require.NoError(t, err)
+		return res
+	}
+	alice, err := c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: aliceUPN, OID: "oid-alice", Groups: []string{aliceGrp}})
+	require.NoError(t, err)
+	mallory, err := c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: "mallory@contoso.com", OID: "oid-mallory"})
+	require.NoError(t, err)
+
+	t.Run("a member of the allowed group gets through, directly", func(t *testing.T) {
+		res := run(c.caller(t, cluster, alice), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+		assert.Equal(t, 0, res.ExitCode, res.Stderr)
+		assert.Equal(t, aliceUPN, res.Stdout)
+	})
+
+	t.Run("a signed-in stranger reads the same words for a real cluster and an unknown one", func(t *testing.T) {
+		real := run(c.caller(t, cluster, mallory), "get", "pods", "-n", ns)
+		unknown := run(c.caller(t, "no-such-cluster", mallory), "get", "pods", "-n", ns)
+		assert.NotEqual(t, 0, real.ExitCode)
+		assert.Contains(t, real.Stderr, "the relay does not let this caller reach that cluster, or there is no such cluster")
+		klog := regexp.MustCompile(`(?m)^E\d{4} [\d:.]+ +\d+ `) // time and process ID
+		assert.Equal(t, klog.ReplaceAllString(real.Stderr, ""), klog.ReplaceAllString(unknown.Stderr, ""))
+		assert.NotContains(t, c.logs("agent"), "mallory", "the refused caller never reached the cluster")
+	})
+
+	t.Run("without a token, or with a bad one, kubectl is told to log in", func(t *testing.T) {
+		res := run(c.caller(t, cluster, "not-a-token"), "get", "pods", "-n", ns)
+		assert.NotEqual(t, 0, res.ExitCode)
+		assert.Contains(t, res.Stderr, "You must be logged in to the server")
+	})
+
+	t.Run("the policy file is re-read: Mallory's group is added", func(t *testing.T) {
+		writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(`{"clusters":{"e2e":{"groups":["`+aliceGrp+`"],"users":["oid-mallory"]}}}`))
+		require.Eventually(t, func() bool {
+			return run(c.caller(t, cluster, mallory), "auth", "whoami").ExitCode == 0
+		}, 30*time.Second, 500*time.Millisecond, "relay log: %s", c.logs("relay"))
+		assert.Contains(t, c.logs("relay"), "access policy applied")
 	})
 }
 

@@ -120,7 +120,7 @@ func TestAssertionsNameTheRelay(t *testing.T) {
 
 	relay := func(args ...string) (*logWatcher, string) {
 		addr := freeAddr(t)
-		args = append([]string{"-listen", addr, "-cert", certFile, "-key", relayKey, "-agents", agentsFile}, args...)
+		args = append([]string{"-listen", addr, "-cert", certFile, "-key", relayKey, "-agents", agentsFile, "-insecure-skip-client-auth"}, args...)
 		w := start(t, filepath.Join(bin, "relay"), args...)
 		w.waitFor(t, "relay listening")
 		return w, addr
@@ -133,13 +133,13 @@ func TestAssertionsNameTheRelay(t *testing.T) {
 	}
 
 	t.Run("a relay with keys needs its public URL", func(t *testing.T) {
-		out, err := exec.Command(filepath.Join(bin, "relay"), "-listen", freeAddr(t), "-cert", certFile, "-key", relayKey, "-agents", agentsFile).CombinedOutput()
+		out, err := exec.Command(filepath.Join(bin, "relay"), "-listen", freeAddr(t), "-cert", certFile, "-key", relayKey, "-agents", agentsFile, "-insecure-skip-client-auth").CombinedOutput()
 		require.Error(t, err)
 		require.Contains(t, string(out), "-public-url is required")
 	})
 	t.Run("the relay the agent dials", func(t *testing.T) {
 		addr := freeAddr(t)
-		w := start(t, filepath.Join(bin, "relay"), "-listen", addr, "-cert", certFile, "-key", relayKey, "-agents", agentsFile, "-public-url", "https://"+addr)
+		w := start(t, filepath.Join(bin, "relay"), "-listen", addr, "-cert", certFile, "-key", relayKey, "-agents", agentsFile, "-insecure-skip-client-auth", "-public-url", "https://"+addr)
 		w.waitFor(t, "relay listening")
 		agent(addr)
 		w.waitFor(t, "agent connected", "edge-7")

@@ -19,9 +19,11 @@ import (
 	"os"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/internal/cli"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/internal/tokenflags"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -37,6 +39,21 @@ agent's public key(s) in PEM (the agent then signs short-lived assertions):
      "prod-eu": {"secret": "…"},
      "edge-7":  {"publicKeys": ["-----BEGIN PUBLIC KEY-----\n…"]}
   }}
+
+The access policy is JSON too: for each cluster, who may reach it. Tokens
+are verified first (-tenant/-issuer, -audience: the same as the agents'),
+then the cluster's rule applies: allowed issuers and tenants and, if any is
+listed, user, group or app object IDs. Unlisted clusters are refused in the
+same words as forbidden ones. Limits per caller and per cluster come from
+the flags unless the file sets them. The file is re-read when it changes.
+
+  {"clusters": {
+     "prod-eu": {"tenants": ["<tenant ID>"], "groups": ["<group object ID>"]},
+     "edge-7":  {"users": ["<user object ID>"], "apps": ["<CI app client ID>"],
+                 "limits": {"callerStreams": 50}},
+     "lab":     {"passThroughUnverified": true}
+  },
+   "limits": {"callerStreams": 256, "callerRate": 100}}
 
 For a trial without certificates, -self-signed makes one for localhost and
 writes its CA to -ca-out for agents and clients to trust.
@@ -63,6 +80,10 @@ func run() error {
 	publicURL := fs.String("public-url", "", "the URL agents dial, https://host[:port]; names this relay in agent assertions (required when the agents file has publicKeys)")
 	metricsListen := fs.String("metrics-listen", "", "address for Prometheus metrics, /healthz and /readyz (e.g. 127.0.0.1:9090)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	policyFile := fs.String("access-policy", "", "JSON file saying who may reach which cluster (required, see -h); re-read when it changes")
+	insecureOpen := fs.Bool("insecure-skip-client-auth", false, "let every request through to the agents, which then authenticate alone (not for a relay on the internet)")
+	issuerFlags := tokenflags.Register(fs)
+	limits := registerLimits(fs)
 	if err := cli.ParseWithEnv(fs, "CLUSTERCONNECT_RELAY", os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -84,12 +105,39 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: auth, Logger: log})
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	rcfg := &tunnel.RelayConfig{Authenticator: auth, Logger: log}
+	switch {
+	case *policyFile != "" && *insecureOpen:
+		return errors.New("give -access-policy or -insecure-skip-client-auth, not both")
+	case *insecureOpen:
+		log.Warn("client requests are not authenticated at the relay: anyone who can reach it can send requests to every connected cluster's agent")
+	case *policyFile == "":
+		return errors.New("-access-policy is required: who may reach which cluster (see -h)")
+	default:
+		if !issuerFlags.Set() {
+			return errors.New("-access-policy needs the token issuer: -tenant and -audience (Entra ID) or -issuer and -audience")
+		}
+		verifier, err := issuerFlags.Verifier(log)
+		if err != nil {
+			return err
+		}
+		policy, raw, err := loadPolicy(*policyFile, limits)
+		if err != nil {
+			return err
+		}
+		authz, err := access.New(&access.Config{Verifier: verifier, Policy: policy, Logger: log})
+		if err != nil {
+			return err
+		}
+		rcfg.ClientAuthorizer = authz
+		go watchPolicy(ctx, *policyFile, limits, raw, authz, 2*time.Second, log)
+	}
+	relay, err := tunnel.NewRelay(rcfg)
 	if err != nil {
 		return err
 	}
-	ctx, stop := cli.SignalContext()
-	defer stop()
 
 	if *metricsListen != "" {
 		mux := http.NewServeMux()
@@ -108,6 +156,9 @@ func run() error {
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
+		// An idle kept-alive connection is a descriptor and a goroutine
+		// held for nothing.
+		IdleTimeout: 90 * time.Second,
 		// The agents' limit: what the relay accepts, they accept.
 		MaxHeaderBytes: tunnel.DefaultMaxHeaderBytes,
 		TLSConfig:      &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},

@@ -1,0 +1,324 @@
+package access
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
+	"github.com/clusterconnect/clusterconnect/internal/logx"
+	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// TokenVerifier verifies a bearer token; *tokens.Verifier is one.
+type TokenVerifier interface {
+	Verify(ctx context.Context, raw string) (*tokens.Token, error)
+}
+
+// Config configures an Authorizer.
+type Config struct {
+	// Verifier checks callers' tokens: a *tokens.Verifier for the same
+	// issuers and audiences as the agents'. Required.
+	Verifier TokenVerifier
+	// Policy is the first policy; SetPolicy replaces it. Required.
+	Policy *Policy
+	// MaxCallers bounds how many (caller, cluster) pairs the limits keep
+	// track of at once; default DefaultMaxCallers. Idle ones are forgotten
+	// first; past the bound, new callers get 429.
+	MaxCallers int
+	// Logger receives refusals with their reasons (never a token); nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// DefaultMaxCallers is Config.MaxCallers' default.
+const DefaultMaxCallers = 100_000
+
+// Authorizer is the relay's front door: a tunnel.ClientAuthorizer that
+// verifies each request's bearer token, checks the policy of the cluster
+// it is for, and counts it against the caller's and the cluster's limits.
+// It is safe for concurrent use.
+type Authorizer struct {
+	v          TokenVerifier
+	log        *slog.Logger
+	maxCallers int
+	policy     atomic.Pointer[compiled]
+
+	mu        sync.Mutex
+	clusters  map[string]*budget
+	callers   map[callerKey]*budget
+	lastSweep time.Time
+}
+
+var _ tunnel.ClientAuthorizer = (*Authorizer)(nil)
+
+type callerKey struct{ cluster, caller string }
+
+// budget is what one cluster, or one caller of a cluster, is using.
+type budget struct {
+	inflight int // under Authorizer.mu
+	limit    *rate.Limiter
+}
+
+// compiled is a policy made ready to look things up in.
+type compiled struct {
+	clusters map[string]*rule
+	limits   Limits
+}
+
+type rule struct {
+	issuers, tenants, users, groups, apps map[string]bool
+	pass                                  bool
+	limits                                Limits
+}
+
+// New returns an Authorizer.
+func New(cfg *Config) (*Authorizer, error) {
+	if cfg == nil || cfg.Verifier == nil || cfg.Policy == nil {
+		return nil, errors.New("access: Config.Verifier and Config.Policy are required")
+	}
+	a := &Authorizer{
+		v: cfg.Verifier, log: logx.OrDiscard(cfg.Logger), maxCallers: cfg.MaxCallers,
+		clusters: map[string]*budget{}, callers: map[callerKey]*budget{},
+	}
+	if a.maxCallers <= 0 {
+		a.maxCallers = DefaultMaxCallers
+	}
+	if err := a.SetPolicy(cfg.Policy); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// SetPolicy replaces the policy for the requests that follow; requests in
+// flight keep counting against the limits. An invalid policy is refused
+// and the old one stays.
+func (a *Authorizer) SetPolicy(p *Policy) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	c := &compiled{clusters: make(map[string]*rule, len(p.Clusters)), limits: p.Limits.withDefaults(nil)}
+	for id, cl := range p.Clusters {
+		c.clusters[id] = &rule{
+			issuers: set(cl.Issuers), tenants: set(cl.Tenants), users: set(cl.Users), groups: set(cl.Groups), apps: set(cl.Apps),
+			pass: cl.PassThroughUnverified, limits: cl.Limits.orPolicy(p.Limits),
+		}
+	}
+	a.policy.Store(c)
+	return nil
+}
+
+func (l *Limits) orPolicy(p Limits) Limits {
+	if l == nil {
+		return p.withDefaults(nil)
+	}
+	return l.withDefaults(&p)
+}
+
+func set(xs []string) map[string]bool {
+	if len(xs) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(xs))
+	for _, x := range xs {
+		m[x] = true
+	}
+	return m
+}
+
+// The words refused callers read. errForbidden is the same whether the
+// cluster is unknown, not open to the caller or disconnected, and it
+// names no cluster.
+var (
+	errForbidden = &tunnel.AccessError{Code: http.StatusForbidden, Reason: "forbidden",
+		Message: "the relay does not let this caller reach that cluster, or there is no such cluster"}
+	errNoToken = &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "no-token",
+		Message: "the relay needs a bearer token from the cluster's identity provider (Authorization: Bearer …)"}
+)
+
+// AuthorizeClient implements tunnel.ClientAuthorizer.
+func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(), error) {
+	raw, err := httpx.BearerToken(r.Header)
+	if err != nil {
+		if errors.Is(err, httpx.ErrNoBearer) {
+			return nil, errNoToken
+		}
+		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-authorization", Message: "the relay needs one bearer token: " + err.Error()}
+	}
+	p := a.policy.Load()
+	c := p.clusters[clusterID]
+	var caller string
+	tok, err := a.v.Verify(r.Context(), raw)
+	switch {
+	case err == nil:
+		if c == nil || !c.allows(tok) {
+			a.log.Info("caller refused", "cluster", clusterID, "issuer", tok.Issuer, "subject", tok.Subject, "tenant", tok.TenantID,
+				"reason", refusal(c, tok))
+			return nil, errForbidden
+		}
+		caller = tok.Issuer + " " + objectID(tok)
+	case c != nil && c.pass && foreign(err):
+		// Nothing is known of this caller but its token: each token
+		// counts as one caller, under the cluster's limits.
+		sum := sha256.Sum256([]byte(raw))
+		caller = "unverified " + hex.EncodeToString(sum[:16])
+	case errors.Is(err, tokens.ErrKeySet):
+		a.log.Warn("cannot verify tokens: issuer keys unavailable", "err", err)
+		return nil, &tunnel.AccessError{Code: http.StatusServiceUnavailable, Reason: "keys-unavailable", RetryAfter: 5 * time.Second,
+			Message: "the relay cannot check tokens now: the identity provider's keys are unavailable; retry"}
+	case errors.Is(err, context.Canceled):
+		return nil, &tunnel.AccessError{Code: http.StatusForbidden, Reason: "canceled", Message: "the request was canceled"}
+	default:
+		// The token's own fault, the same for every cluster. The
+		// sentinels never contain the token.
+		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-token", Message: "the relay did not accept the token: " + err.Error()}
+	}
+	return a.admit(clusterID, caller, c.limits)
+}
+
+// foreign reports whether err means the token is not one the relay's
+// verifier is for, as opposed to one of its tokens that fails a check.
+func foreign(err error) bool {
+	return errors.Is(err, tokens.ErrIssuer) || errors.Is(err, tokens.ErrAudience) || errors.Is(err, tokens.ErrMalformed)
+}
+
+func (c *rule) allows(tok *tokens.Token) bool {
+	if c.issuers != nil && !c.issuers[tok.Issuer] {
+		return false
+	}
+	if c.tenants != nil && !c.tenants[tok.TenantID] {
+		return false
+	}
+	if c.users == nil && c.groups == nil && c.apps == nil {
+		return true
+	}
+	if c.users[objectID(tok)] || c.apps[tok.StringClaim("appid")] || c.apps[tok.StringClaim("azp")] {
+		return true
+	}
+	if c.groups != nil {
+		if gs, ok := tok.Claims["groups"].([]any); ok {
+			for _, g := range gs {
+				if s, ok := g.(string); ok && c.groups[s] {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func objectID(tok *tokens.Token) string {
+	if oid := tok.StringClaim("oid"); oid != "" {
+		return oid
+	}
+	return tok.Subject
+}
+
+// refusal says, for the relay's log only, why a verified caller was
+// refused.
+func refusal(c *rule, tok *tokens.Token) string {
+	switch {
+	case c == nil:
+		return "no such cluster in the policy"
+	case c.issuers != nil && !c.issuers[tok.Issuer]:
+		return "issuer not allowed on the cluster"
+	case c.tenants != nil && !c.tenants[tok.TenantID]:
+		return "tenant not allowed on the cluster"
+	case c.groups != nil && tok.Claims["groups"] == nil && tok.Claims["_claim_names"] != nil:
+		return "not a listed user or app, and the token has no groups (groups overage)"
+	default:
+		return "not a listed user, group or app"
+	}
+}
+
+// admit counts a request against the cluster's and the caller's limits,
+// or refuses it with 429.
+func (a *Authorizer) admit(clusterID, caller string, lim Limits) (func(), error) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cb := a.clusters[clusterID]
+	if cb == nil {
+		cb = &budget{limit: rate.NewLimiter(rate.Limit(lim.ClusterRate), lim.ClusterBurst)}
+		a.clusters[clusterID] = cb
+	}
+	key := callerKey{clusterID, caller}
+	kb := a.callers[key]
+	if kb == nil {
+		if len(a.callers) >= a.maxCallers && !a.sweep(now) {
+			a.log.Warn("too many callers tracked; refusing new ones", "max", a.maxCallers)
+			return nil, &tunnel.AccessError{Code: http.StatusTooManyRequests, Reason: "callers", RetryAfter: time.Second,
+				Message: "the relay is serving too many callers; retry"}
+		}
+		kb = &budget{limit: rate.NewLimiter(rate.Limit(lim.CallerRate), lim.CallerBurst)}
+		a.callers[key] = kb
+	}
+	cb.retune(lim.ClusterRate, lim.ClusterBurst, now)
+	kb.retune(lim.CallerRate, lim.CallerBurst, now)
+	switch {
+	case kb.inflight >= lim.CallerStreams:
+		return nil, &tunnel.AccessError{Code: http.StatusTooManyRequests, Reason: "caller-streams", RetryAfter: time.Second,
+			Message: fmt.Sprintf("this caller has %d requests open to the cluster, the most one caller may have (watches, logs -f, exec and port-forward each hold one); close some or retry", kb.inflight)}
+	case cb.inflight >= lim.ClusterStreams:
+		return nil, &tunnel.AccessError{Code: http.StatusTooManyRequests, Reason: "cluster-streams", RetryAfter: time.Second,
+			Message: fmt.Sprintf("the cluster has %d requests open through the relay, its limit; retry", cb.inflight)}
+	}
+	kr := kb.limit.ReserveN(now, 1)
+	cr := cb.limit.ReserveN(now, 1)
+	if d := max(kr.DelayFrom(now), cr.DelayFrom(now)); d > 0 {
+		kr.CancelAt(now)
+		cr.CancelAt(now)
+		reason, what := "caller-rate", fmt.Sprintf("this caller's %g requests a second", lim.CallerRate)
+		if cr.DelayFrom(now) >= kr.DelayFrom(now) {
+			reason, what = "cluster-rate", fmt.Sprintf("the cluster's %g requests a second", lim.ClusterRate)
+		}
+		return nil, &tunnel.AccessError{Code: http.StatusTooManyRequests, Reason: reason, RetryAfter: d,
+			Message: "over " + what + " through the relay; retry"}
+	}
+	cb.inflight++
+	kb.inflight++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			a.mu.Lock()
+			cb.inflight--
+			kb.inflight--
+			a.mu.Unlock()
+		})
+	}, nil
+}
+
+// retune follows a policy change of the budget's rate.
+func (b *budget) retune(r float64, burst int, now time.Time) {
+	if b.limit.Limit() != rate.Limit(r) {
+		b.limit.SetLimitAt(now, rate.Limit(r))
+	}
+	if b.limit.Burst() != burst {
+		b.limit.SetBurstAt(now, burst)
+	}
+}
+
+// sweep forgets idle callers: nothing in flight and a full bucket, so
+// forgetting them changes nothing. It runs at most once a second and
+// reports whether there is room now. Called with a.mu held.
+func (a *Authorizer) sweep(now time.Time) bool {
+	if now.Sub(a.lastSweep) >= time.Second {
+		a.lastSweep = now
+		for k, b := range a.callers {
+			if b.inflight == 0 && b.limit.TokensAt(now) >= float64(b.limit.Burst()) {
+				delete(a.callers, k)
+			}
+		}
+	}
+	return len(a.callers) < a.maxCallers
+}

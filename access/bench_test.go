@@ -1,0 +1,49 @@
+package access_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/access"
+	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
+)
+
+// BenchmarkAuthorize is the front door's cost per request: verify (from
+// the cache, or a full signature check), policy, limits, release.
+func BenchmarkAuthorize(b *testing.B) {
+	for _, mode := range []struct {
+		name  string
+		cache int
+	}{{"cached", 0}, {"uncached", -1}} {
+		b.Run(mode.name, func(b *testing.B) {
+			is, err := oidctest.Start()
+			require.NoError(b, err)
+			defer is.Close()
+			issuers, err := tokens.EntraIssuers(tokens.EntraConfig{TenantIDs: []string{tenantA}, Audiences: []string{audience}, DiscoveryURL: is.EntraDiscoveryURL})
+			require.NoError(b, err)
+			v, err := tokens.NewVerifier(&tokens.Config{Issuers: issuers, HTTPClient: is.Client(), CacheSize: mode.cache})
+			require.NoError(b, err)
+			p, err := access.ParsePolicy([]byte(`{"clusters": {"prod": {"groups": ["` + ops + `"]}}, "limits": {"callerRate": 1e9, "callerBurst": 1000000000, "clusterRate": 1e9, "clusterBurst": 1000000000}}`))
+			require.NoError(b, err)
+			a, err := access.New(&access.Config{Verifier: v, Policy: p})
+			require.NoError(b, err)
+			tok, err := is.EntraToken(oidctest.EntraClaims{Tenant: tenantA, Audience: audience, OID: alice, Groups: []string{ops}})
+			require.NoError(b, err)
+			r := httptest.NewRequest(http.MethodGet, "/clusters/prod/api", nil)
+			r.Header.Set("Authorization", "Bearer "+tok)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				release, err := a.AuthorizeClient(r, "prod")
+				if err != nil {
+					b.Fatal(err)
+				}
+				release()
+			}
+		})
+	}
+}

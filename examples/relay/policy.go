@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/access"
+	"github.com/clusterconnect/clusterconnect/internal/cli"
+)
+
+// limitFlags are the policy-wide limits; the policy file's "limits" take
+// precedence field by field.
+type limitFlags struct {
+	callerStreams, clusterStreams *int
+	callerRate, clusterRate       *float64
+}
+
+func registerLimits(fs *flag.FlagSet) *limitFlags {
+	return &limitFlags{
+		callerStreams:  fs.Int("caller-streams", access.DefaultCallerStreams, "concurrent requests one caller may have open to one cluster (watches, exec and port-forward each hold one)"),
+		callerRate:     fs.Float64("caller-rate", access.DefaultCallerRate, "requests per second one caller may send to one cluster (bursts of twice as many)"),
+		clusterStreams: fs.Int("cluster-streams", access.DefaultClusterStreams, "concurrent requests all callers together may have open to one cluster"),
+		clusterRate:    fs.Float64("cluster-rate", access.DefaultClusterRate, "requests per second all callers together may send to one cluster (bursts of twice as many)"),
+	}
+}
+
+// loadPolicy reads the policy file and fills the limits it leaves out
+// from the flags.
+func loadPolicy(path string, lf *limitFlags) (*access.Policy, []byte, error) {
+	b, err := cli.ReadFileFlag("access-policy", path)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := access.ParsePolicy(b)
+	if err != nil {
+		return nil, b, fmt.Errorf("-access-policy %s: %w", path, err)
+	}
+	l := &p.Limits
+	l.CallerStreams = orInt(l.CallerStreams, *lf.callerStreams)
+	l.CallerRate = orFloat(l.CallerRate, *lf.callerRate)
+	l.CallerBurst = orInt(l.CallerBurst, int(2**lf.callerRate+0.5))
+	l.ClusterStreams = orInt(l.ClusterStreams, *lf.clusterStreams)
+	l.ClusterRate = orFloat(l.ClusterRate, *lf.clusterRate)
+	l.ClusterBurst = orInt(l.ClusterBurst, int(2**lf.clusterRate+0.5))
+	if err := p.Validate(); err != nil {
+		return nil, b, fmt.Errorf("-access-policy %s: %w", path, err)
+	}
+	return p, b, nil
+}
+
+func orInt(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func orFloat(v, def float64) float64 {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// watchPolicy applies the policy file's new contents, checked every
+// interval, until ctx ends. A file that does not parse is logged and the
+// policy in force stays.
+func watchPolicy(ctx context.Context, path string, lf *limitFlags, last []byte, a *access.Authorizer, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || bytes.Equal(b, last) {
+			if err != nil {
+				log.Warn("cannot read the access policy; keeping the one in force", "file", path, "err", err)
+			}
+			continue
+		}
+		last = b
+		p, _, err := loadPolicy(path, lf)
+		if err == nil {
+			err = a.SetPolicy(p)
+		}
+		if err != nil {
+			log.Error("access policy not applied; keeping the one in force", "err", err)
+			continue
+		}
+		log.Info("access policy applied", "file", path, "clusters", len(p.Clusters))
+	}
+}
