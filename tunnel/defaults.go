@@ -44,6 +44,12 @@ const (
 	DefaultMaxUploadBufferPerStream     = 256 << 10
 	DefaultMaxUploadBufferPerConnection = 16 << 20
 
+	// DefaultMaxReceiveBufferPerStream is the relay's receive window for
+	// one response from an agent: what a client that stops reading can
+	// make the relay hold, besides one copy buffer (see
+	// RelayConfig.MaxReceiveBufferPerStream).
+	DefaultMaxReceiveBufferPerStream = 128 << 10
+
 	// DefaultMaxHeaderBytes bounds a header list in the tunnel, on both
 	// sides: the agent takes request headers up to it and the relay sends
 	// none larger, and takes agents' response headers up to it. It equals

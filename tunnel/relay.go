@@ -44,8 +44,23 @@ type RelayConfig struct {
 	PingTimeout  time.Duration
 
 	// WriteTimeout drops a tunnel connection on which a write has made no
-	// progress for this long (a peer that stopped reading). Default 30s.
+	// progress for this long (a peer that stopped reading), and resets a
+	// client's stream when writing to that client has made none for about
+	// as long (between half of it and all of it): a client that stops
+	// reading does not keep its share of the agent connection's window
+	// and the relay's memory. Default 30s.
 	WriteTimeout time.Duration
+
+	// MaxReceiveBufferPerStream is how much of one response the relay
+	// takes from an agent ahead of the client reading it; default
+	// DefaultMaxReceiveBufferPerStream (128 KiB). A client that stops
+	// reading pins this much relay memory (and one copy buffer) until
+	// WriteTimeout resets its stream. The per-connection window is this
+	// times DefaultMaxConcurrentStreams, the agents' stream limit, so
+	// stalled streams can never close a connection's window on the others.
+	// A larger window speeds single downloads over long round trips (one
+	// stream moves at most a window per round trip) at that memory cost.
+	MaxReceiveBufferPerStream int32
 
 	// UpgradeTimeout bounds the wait for an agent's answer to an upgrade
 	// request (kubectl exec, attach, port-forward): the agent must begin
@@ -91,12 +106,18 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	c.PingTimeout = orDefault(c.PingTimeout, DefaultPingTimeout)
 	c.WriteTimeout = orDefault(c.WriteTimeout, DefaultWriteTimeout)
 	c.UpgradeTimeout = orDefault(c.UpgradeTimeout, DefaultUpgradeTimeout)
+	if c.MaxReceiveBufferPerStream <= 0 {
+		c.MaxReceiveBufferPerStream = DefaultMaxReceiveBufferPerStream
+	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	log := logx.OrDiscard(c.Logger)
 	r := &Relay{cfg: c, log: log}
-	r.h2 = newH2Transport(&c)
+	var err error
+	if r.h2, err = newH2Transport(&c); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 

@@ -46,6 +46,11 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 		refuse(w, req, http.StatusBadRequest, id, ErrUpgradeBody.Error())
 		return
 	}
+	// Every write to the client makes progress within WriteTimeout or
+	// the request ends; this also replaces a deadline an earlier request
+	// left on a kept-alive HTTP/1.1 connection.
+	cw := &clientWriter{w: w, rc: http.NewResponseController(w), timeout: r.cfg.WriteTimeout}
+	cw.renew()
 	resp, err := r.roundTripCluster(id, outgoing(req, rest), upgrade)
 	if err != nil {
 		writeError(w, req, id, err)
@@ -53,10 +58,40 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		switchProtocols(w, id, resp)
+		switchProtocols(w, id, resp, r.cfg.WriteTimeout)
 		return
 	}
-	copyResponse(w, resp)
+	copyResponse(cw, resp)
+}
+
+// clientWriter writes a response to a client under a write deadline that
+// is renewed as writes make progress. Renewing costs a timer update (on
+// HTTP/2 a message to the connection's goroutine), so it happens only
+// when less than half the timeout is left: a write that makes no progress
+// fails after between half the timeout and all of it.
+type clientWriter struct {
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	timeout  time.Duration
+	deadline time.Time
+}
+
+func (c *clientWriter) renew() {
+	now := time.Now()
+	if c.deadline.Sub(now) < c.timeout/2 {
+		c.deadline = now.Add(c.timeout)
+		c.rc.SetWriteDeadline(c.deadline)
+	}
+}
+
+func (c *clientWriter) Write(p []byte) (int, error) {
+	c.renew()
+	return c.w.Write(p)
+}
+
+func (c *clientWriter) Flush() error {
+	c.renew()
+	return c.rc.Flush()
 }
 
 // roundTripCluster is the one way a request reaches an agent, for
@@ -297,17 +332,21 @@ func writeError(w http.ResponseWriter, req *http.Request, id string, err error) 
 // Copy buffers: a stream starts with a small one (a watch may stay open for
 // days holding it) and moves to a large one when reads keep filling it, as
 // in a download, where fewer and larger writes to the client save syscalls.
+// A client that stops reading pins the buffer its copy holds until the
+// write deadline, besides the stream's receive window; see BENCHMARKS.md
+// for the size.
 var (
 	smallBuffers = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
-	largeBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+	largeBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 )
 
 // copyResponse writes an agent's response to the client. A body of unknown
 // length (a watch, logs -f) is flushed after every read, so each event
 // reaches the client at once; a body that breaks off aborts the client's
-// response instead of ending it as if complete.
-func copyResponse(w http.ResponseWriter, resp *http.Response) {
-	h := w.Header()
+// response instead of ending it as if complete, and so does a client that
+// stops reading.
+func copyResponse(w *clientWriter, resp *http.Response) {
+	h := w.w.Header()
 	removeHopByHop(resp.Header, false)
 	for k, v := range resp.Header {
 		h[k] = v
@@ -319,11 +358,10 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 		}
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
-	w.WriteHeader(resp.StatusCode)
+	w.w.WriteHeader(resp.StatusCode)
 	streaming := resp.ContentLength < 0
-	rc := http.NewResponseController(w)
 	if streaming {
-		rc.Flush()
+		w.Flush()
 	}
 	pool := &smallBuffers
 	bp := pool.Get().(*[]byte)
@@ -333,10 +371,12 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return // the client went away
+				// The client went away, or stopped reading: abort, so
+				// an HTTP/2 client's stream is reset rather than ended.
+				panic(http.ErrAbortHandler)
 			}
-			if streaming && rc.Flush() != nil {
-				return
+			if streaming && w.Flush() != nil {
+				panic(http.ErrAbortHandler)
 			}
 		}
 		if err == io.EOF {

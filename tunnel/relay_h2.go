@@ -3,7 +3,9 @@
 package tunnel
 
 import (
+	"math"
 	"net"
+	"net/http"
 
 	"golang.org/x/net/http2"
 )
@@ -23,19 +25,32 @@ func newTunnelClient(t *h2Transport, conn net.Conn) (*tunnelClient, error) {
 	return t.NewClientConn(conn)
 }
 
-func newH2Transport(c *RelayConfig) *h2Transport {
-	return &http2.Transport{
-		ReadIdleTimeout:   c.PingInterval,
-		PingTimeout:       c.PingTimeout,
-		WriteByteTimeout:  c.WriteTimeout,
-		MaxHeaderListSize: c.MaxHeaderBytes,
-		// 64 KiB DATA frames from the agent: downloads 12-17 % faster than
-		// the 16 KiB default in interleaved runs. Not larger: x/net keeps a
-		// frame read buffer per connection as big as the largest frame
-		// seen, and 1 MiB (15-25 % faster) would pin a mebibyte on each of
-		// thousands of connections after one download.
-		MaxReadFrameSize: 64 << 10,
-		// The agent compresses nothing on its own; leave bodies as sent.
-		DisableCompression: true,
+func newH2Transport(c *RelayConfig) (*h2Transport, error) {
+	// x/net takes receive windows only from a net/http Transport's
+	// HTTP2Config: its own defaults (4 MiB a stream, 1 GiB a connection)
+	// let ~250 stalled downloads fill a connection's window, each pinning
+	// 4 MiB of the relay. t1 carries the settings and is never used to
+	// send anything.
+	perConn := int64(c.MaxReceiveBufferPerStream) * DefaultMaxConcurrentStreams
+	t1 := &http.Transport{HTTP2: &http.HTTP2Config{
+		MaxReceiveBufferPerStream:     int(c.MaxReceiveBufferPerStream),
+		MaxReceiveBufferPerConnection: int(min(perConn, math.MaxInt32)),
+	}}
+	t, err := http2.ConfigureTransports(t1)
+	if err != nil {
+		return nil, err
 	}
+	t.ReadIdleTimeout = c.PingInterval
+	t.PingTimeout = c.PingTimeout
+	t.WriteByteTimeout = c.WriteTimeout
+	t.MaxHeaderListSize = c.MaxHeaderBytes
+	// 64 KiB DATA frames from the agent: downloads 12-17 % faster than
+	// the 16 KiB default in interleaved runs. Not larger: x/net keeps a
+	// frame read buffer per connection as big as the largest frame seen,
+	// and 1 MiB (15-25 % faster) would pin a mebibyte on each of
+	// thousands of connections after one download.
+	t.MaxReadFrameSize = 64 << 10
+	// The agent compresses nothing on its own; leave bodies as sent.
+	t.DisableCompression = true
+	return t, nil
 }

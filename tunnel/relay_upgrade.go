@@ -73,7 +73,7 @@ func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, 
 
 // switchProtocols takes over the client's connection after the agent's
 // 101 and copies bytes both ways until both sides are done.
-func switchProtocols(w http.ResponseWriter, id string, resp *http.Response) {
+func switchProtocols(w http.ResponseWriter, id string, resp *http.Response, writeTimeout time.Duration) {
 	body := resp.Body.(*upgradedBody)
 	conn, cbuf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -84,7 +84,33 @@ func switchProtocols(w http.ResponseWriter, id string, resp *http.Response) {
 	if err := writeSwitch(cbuf.Writer, resp); err != nil {
 		return
 	}
-	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, conn, body.stream, body.r)
+	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, body.stream, body.r)
+}
+
+// timedConn is a client's connection whose writes must make progress
+// within timeout (renewed at most every half timeout, as clientWriter): a
+// client that stops reading an exec's output or a port-forward does not
+// hold its stream's window and buffers for ever.
+type timedConn struct {
+	net.Conn
+	timeout  time.Duration
+	deadline time.Time
+}
+
+func (c *timedConn) Write(p []byte) (int, error) {
+	now := time.Now()
+	if c.deadline.Sub(now) < c.timeout/2 {
+		c.deadline = now.Add(c.timeout)
+		c.Conn.SetWriteDeadline(c.deadline)
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *timedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 // sendUpgrade writes the request on the stream and reads the answer, which

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -96,10 +97,21 @@ func (b *broadcaster) send(ev string) {
 	}
 }
 
-// handler answers /ping with a small JSON body and /watch with a stream of
-// the broadcaster's events.
+// openAPISize is the size of a real kube-apiserver's /openapi/v2, which
+// any signed-in user may read.
+const openAPISize = 2300 << 10
+
+var openAPI = make([]byte, openAPISize)
+
+// handler answers /ping with a small JSON body, /openapi/v2 with 2.3 MB
+// and /watch with a stream of the broadcaster's events.
 func handler(b *broadcaster) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/openapi/v2" {
+			w.Header().Set("Content-Length", strconv.Itoa(openAPISize))
+			w.Write(openAPI)
+			return
+		}
 		if r.URL.Path != "/watch" {
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprint(w, `{"kind":"Status","status":"Success"}`)

@@ -7,6 +7,7 @@
 //	loadtest requests -agents 10000 -rate 1000 latency of requests to random clusters
 //	loadtest watches  -watches 10000           concurrent watches through one agent
 //	loadtest restart  -agents 1000             reconnect times after a relay restart
+//	loadtest stalled  -stalled 1000            clients that stop reading 2.3 MB downloads
 //
 // It stops by itself; every loop is bounded in count and time.
 package main
@@ -21,7 +22,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|relay [flags] (-h for each)")
+		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|stalled|relay [flags] (-h for each)")
 		os.Exit(2)
 	}
 	raiseFileLimit()
@@ -29,7 +30,7 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "relay":
 		err = serveRelay(args) // the child process
-	case "idle", "requests", "watches", "restart":
+	case "idle", "requests", "watches", "restart", "stalled":
 		err = scenario(cmd, args)
 	default:
 		err = fmt.Errorf("unknown scenario %q", cmd)
@@ -49,6 +50,7 @@ type options struct {
 	connections int
 	dialRate    int
 	hold        time.Duration
+	stalled     int
 }
 
 func scenario(name string, args []string) error {
@@ -61,6 +63,8 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.connections, "connections", 4, "watches: that agent's tunnel connections")
 	fs.IntVar(&o.dialRate, "dial-rate", 1000, "agents connecting per second at start")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the agents connected this long, to profile the relay")
+	fs.IntVar(&o.stalled, "stalled", 1000, "stalled: downloads whose client stops reading, on one tunnel connection")
+	fs.IntVar(&clientSendBuffer, "client-send-buffer", 0, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,6 +75,8 @@ func scenario(name string, args []string) error {
 		return requests(o)
 	case "watches":
 		return watches(o)
+	case "stalled":
+		return stalled(o)
 	}
 	return restart(o)
 }

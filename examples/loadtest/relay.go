@@ -43,6 +43,7 @@ func serveRelay(args []string) error {
 	n := fs.Int("clusters", 1000, "")
 	listen := fs.String("listen", "127.0.0.1:0", "")
 	caDir := fs.String("ca-dir", "", "")
+	sndbuf := fs.String("client-send-buffer", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,10 +67,15 @@ func serveRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := tls.Listen("tcp", *listen, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	tcp, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
+	var ln net.Listener = tcp
+	if n, _ := strconv.Atoi(*sndbuf); n > 0 {
+		ln = sendBufferListener{tcp, n}
+	}
+	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	srv := &http.Server{Handler: relay, ReadHeaderTimeout: 10 * time.Second,
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000, MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20}}
 	go srv.Serve(ln)
@@ -123,7 +129,7 @@ func startRelay(clusters int, listen, caDir string) (*relayProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "relay", "-clusters", strconv.Itoa(clusters), "-listen", listen, "-ca-dir", caDir)
+	cmd := exec.Command(self, "relay", "-clusters", strconv.Itoa(clusters), "-listen", listen, "-ca-dir", caDir, "-client-send-buffer", strconv.Itoa(clientSendBuffer))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -181,4 +187,22 @@ func (p *relayProc) waitConnections(n int, limit time.Duration) (relayStats, err
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// clientSendBuffer, if positive, fixes the relay child's kernel send
+// buffer per client connection (-client-send-buffer).
+var clientSendBuffer int
+
+// sendBufferListener fixes each accepted connection's kernel send buffer.
+type sendBufferListener struct {
+	net.Listener
+	size int
+}
+
+func (l sendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(l.size)
+	}
+	return c, err
 }

@@ -274,3 +274,57 @@ func freePort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
+
+// stalled opens downloads of 2.3 MB (the size of /openapi/v2) whose
+// clients stop reading, all on one tunnel connection, and measures the
+// relay's memory and the latency of other requests on that connection
+// before, during and after: the relay's receive window per stream and its
+// write timeout towards clients are what bound them.
+func stalled(o options) error {
+	b, err := setup(1, "127.0.0.1:0", o.dialRate, func(c *tunnel.AgentConfig) {
+		c.Connections = 1
+		c.MaxConcurrentStreams = uint32(o.stalled + 1000)
+	}, nil)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	url := "https://" + b.relay.addr + "/clusters/" + clusterName(0)
+	measure := func(what string) {
+		lat, errs := openLoop(b.client, o.rate, o.duration, func() string { return url + "/ping" })
+		s, _ := b.relay.stats()
+		fmt.Printf("%s: %d requests, p50 %s, p99 %s, %d errors; relay RSS %s, heap %s, %d goroutines\n", what, len(lat),
+			pct(lat, 50).Round(time.Microsecond), pct(lat, 99).Round(time.Microsecond), errs, kib(s.RSS), kib(s.HeapInuse), s.Goroutines)
+	}
+	measure("unloaded")
+
+	caPEM, err := os.ReadFile(filepath.Join(b.caDir, "ca.crt"))
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	for range o.stalled {
+		c, err := tls.Dial("tcp", b.relay.addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			return err
+		}
+		// One request, then the client reads nothing more.
+		fmt.Fprintf(c, "GET /clusters/%s/openapi/v2 HTTP/1.1\r\nHost: relay\r\n\r\n", clusterName(0))
+		conns = append(conns, c)
+	}
+	time.Sleep(3 * time.Second) // the windows fill
+	fmt.Printf("%d stalled downloads opened in %s\n", len(conns), time.Since(start).Round(time.Millisecond))
+	measure(fmt.Sprintf("with %d stalled", len(conns)))
+	wait := tunnel.DefaultWriteTimeout + 5*time.Second - time.Since(start)
+	time.Sleep(wait)
+	measure(fmt.Sprintf("after the write timeout (%s)", tunnel.DefaultWriteTimeout))
+	return nil
+}

@@ -1,0 +1,99 @@
+package tunnel_test
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// endless writes on /endless until its request ends, counting what it
+// wrote, and closes ended then. Other paths get "ok".
+func endless(written *atomic.Int64, ended chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/endless" {
+			fmt.Fprint(w, "ok")
+			return
+		}
+		defer close(ended)
+		buf := make([]byte, 1<<10)
+		for {
+			n, err := w.Write(buf)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+}
+
+// settled waits until v has not changed for a while and returns it.
+func settled(v *atomic.Int64) int64 {
+	last := v.Load()
+	for {
+		time.Sleep(200 * time.Millisecond)
+		if now := v.Load(); now == last {
+			return now
+		} else {
+			last = now
+		}
+	}
+}
+
+// A response nobody reads holds one receive window of the relay, not the
+// megabytes of x/net's default: that is what a client that stops reading
+// can make the relay keep, per stream.
+func TestUnreadResponseHoldsOneReceiveWindow(t *testing.T) {
+	var written atomic.Int64
+	ended := make(chan struct{})
+	h := newHarness(t, endless(&written, ended), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1 }})
+	req, _ := http.NewRequest(http.MethodGet, "https://cluster/endless", nil)
+	resp, err := h.relay.RoundTripper(clusterID).RoundTrip(req)
+	require.NoError(t, err)
+	n := settled(&written)
+	// The window, plus what the agent's HTTP/2 server buffers before it
+	// blocks (a 4 KiB write buffer and a frame).
+	assert.GreaterOrEqual(t, n, int64(tunnel.DefaultMaxReceiveBufferPerStream))
+	assert.LessOrEqual(t, n, int64(tunnel.DefaultMaxReceiveBufferPerStream+32<<10))
+	resp.Body.Close()
+	<-ended
+}
+
+// A client that stops reading loses its stream after the write timeout:
+// the reset reaches the agent, whose handler ends, and the stream's window
+// and buffers are free again. Over HTTP/1.1 and HTTP/2 alike.
+func TestClientThatStopsReadingLosesItsStream(t *testing.T) {
+	for _, proto := range []string{"http/1.1", "h2"} {
+		t.Run(proto, func(t *testing.T) {
+			var written atomic.Int64
+			ended := make(chan struct{})
+			h := newHarness(t, endless(&written, ended), harnessOpts{relayCfg: func(c *tunnel.RelayConfig) {
+				c.WriteTimeout = 500 * time.Millisecond
+			}})
+			if proto == "h2" {
+				resp, err := h.client().Get(h.url("/endless"))
+				require.NoError(t, err)
+				defer resp.Body.Close() // and never read
+			} else {
+				conn, err := tls.Dial("tcp", h.srv.Listener.Addr().String(), &tls.Config{RootCAs: h.roots, ServerName: "example.com", NextProtos: []string{"http/1.1"}})
+				require.NoError(t, err)
+				defer conn.Close()
+				fmt.Fprintf(conn, "GET /clusters/%s/endless HTTP/1.1\r\nHost: x\r\n\r\n", clusterID) // and never read
+			}
+			<-ended // a hang here fails the test by timeout
+			require.Eventually(t, func() bool {
+				st := h.relay.Stats()
+				return st.StreamsOpened == 1 && st.StreamsClosed == 1
+			}, 10*time.Second, 5*time.Millisecond)
+			// The cluster still serves others.
+			assert.Equal(t, answer{http.StatusOK, "ok"}, get(t, h.client(), h.url("/after"), ""))
+		})
+	}
+}
