@@ -84,6 +84,9 @@ func run() error {
 	insecureOpen := fs.Bool("insecure-skip-client-auth", false, "let every request through to the agents, which then authenticate alone (not for a relay on the internet)")
 	issuerFlags := tokenflags.Register(fs)
 	limits := registerLimits(fs)
+	writeTimeout := fs.Duration("write-timeout", tunnel.DefaultWriteTimeout, "reset a client's stream (and drop a tunnel connection) when writing to it makes no progress this long")
+	upgradeTimeout := fs.Duration("upgrade-timeout", tunnel.DefaultUpgradeTimeout, "how long an agent may take to answer exec, attach or port-forward")
+	streamWindow := fs.Int("stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "bytes of one response the relay takes from an agent ahead of the client: what a client that stops reading pins, and a cap on one download's speed over long round trips")
 	if err := cli.ParseWithEnv(fs, "CLUSTERCONNECT_RELAY", os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -107,7 +110,11 @@ func run() error {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	rcfg := &tunnel.RelayConfig{Authenticator: auth, Logger: log}
+	if *streamWindow < 16<<10 || *streamWindow > 16<<20 {
+		return errors.New("-stream-window must be between 16 KiB and 16 MiB")
+	}
+	rcfg := &tunnel.RelayConfig{Authenticator: auth, Logger: log, WriteTimeout: *writeTimeout, UpgradeTimeout: *upgradeTimeout,
+		MaxReceiveBufferPerStream: int32(*streamWindow)}
 	switch {
 	case *policyFile != "" && *insecureOpen:
 		return errors.New("give -access-policy or -insecure-skip-client-auth, not both")
