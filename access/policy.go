@@ -88,20 +88,26 @@ const (
 	DefaultClusterBurst   = 2000
 )
 
+// Or returns l with each zero field taken from def.
+func (l Limits) Or(def Limits) Limits {
+	return Limits{
+		CallerStreams: orInt(l.CallerStreams, def.CallerStreams), CallerRate: orFloat(l.CallerRate, def.CallerRate),
+		CallerBurst: orInt(l.CallerBurst, def.CallerBurst), ClusterStreams: orInt(l.ClusterStreams, def.ClusterStreams),
+		ClusterRate: orFloat(l.ClusterRate, def.ClusterRate), ClusterBurst: orInt(l.ClusterBurst, def.ClusterBurst),
+	}
+}
+
+var defaultLimits = Limits{
+	CallerStreams: DefaultCallerStreams, CallerRate: DefaultCallerRate, CallerBurst: DefaultCallerBurst,
+	ClusterStreams: DefaultClusterStreams, ClusterRate: DefaultClusterRate, ClusterBurst: DefaultClusterBurst,
+}
+
 // withDefaults fills zero fields from p, then from the package defaults.
 func (l Limits) withDefaults(p *Limits) Limits {
 	if p != nil {
-		l = Limits{
-			CallerStreams: orInt(l.CallerStreams, p.CallerStreams), CallerRate: orFloat(l.CallerRate, p.CallerRate),
-			CallerBurst: orInt(l.CallerBurst, p.CallerBurst), ClusterStreams: orInt(l.ClusterStreams, p.ClusterStreams),
-			ClusterRate: orFloat(l.ClusterRate, p.ClusterRate), ClusterBurst: orInt(l.ClusterBurst, p.ClusterBurst),
-		}
+		l = l.Or(*p)
 	}
-	return Limits{
-		CallerStreams: orInt(l.CallerStreams, DefaultCallerStreams), CallerRate: orFloat(l.CallerRate, DefaultCallerRate),
-		CallerBurst: orInt(l.CallerBurst, DefaultCallerBurst), ClusterStreams: orInt(l.ClusterStreams, DefaultClusterStreams),
-		ClusterRate: orFloat(l.ClusterRate, DefaultClusterRate), ClusterBurst: orInt(l.ClusterBurst, DefaultClusterBurst),
-	}
+	return l.Or(defaultLimits)
 }
 
 func (l Limits) validate() error {

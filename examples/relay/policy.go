@@ -40,31 +40,14 @@ func loadPolicy(path string, lf *limitFlags) (*access.Policy, []byte, error) {
 	if err != nil {
 		return nil, b, fmt.Errorf("-access-policy %s: %w", path, err)
 	}
-	l := &p.Limits
-	l.CallerStreams = orInt(l.CallerStreams, *lf.callerStreams)
-	l.CallerRate = orFloat(l.CallerRate, *lf.callerRate)
-	l.CallerBurst = orInt(l.CallerBurst, int(2**lf.callerRate+0.5))
-	l.ClusterStreams = orInt(l.ClusterStreams, *lf.clusterStreams)
-	l.ClusterRate = orFloat(l.ClusterRate, *lf.clusterRate)
-	l.ClusterBurst = orInt(l.ClusterBurst, int(2**lf.clusterRate+0.5))
+	p.Limits = p.Limits.Or(access.Limits{
+		CallerStreams: *lf.callerStreams, CallerRate: *lf.callerRate, CallerBurst: int(2**lf.callerRate + 0.5),
+		ClusterStreams: *lf.clusterStreams, ClusterRate: *lf.clusterRate, ClusterBurst: int(2**lf.clusterRate + 0.5),
+	})
 	if err := p.Validate(); err != nil {
 		return nil, b, fmt.Errorf("-access-policy %s: %w", path, err)
 	}
 	return p, b, nil
-}
-
-func orInt(v, def int) int {
-	if v > 0 {
-		return v
-	}
-	return def
-}
-
-func orFloat(v, def float64) float64 {
-	if v > 0 {
-		return v
-	}
-	return def
 }
 
 // watchPolicy applies the policy file's new contents, checked every
