@@ -3,6 +3,7 @@ package tunnel_test
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -94,6 +95,34 @@ func TestClientThatStopsReadingLosesItsStream(t *testing.T) {
 			}, 10*time.Second, 5*time.Millisecond)
 			// The cluster still serves others.
 			assert.Equal(t, answer{http.StatusOK, "ok"}, get(t, h.client(), h.url("/after"), ""))
+		})
+	}
+}
+
+// The write timeout counts only while a write is stalled: a watch that is
+// quiet for longer than it stays open, over HTTP/2 and HTTP/1.1.
+func TestQuietWatchOutlivesTheWriteTimeout(t *testing.T) {
+	for _, h2 := range []bool{true, false} {
+		t.Run(fmt.Sprint("h2=", h2), func(t *testing.T) {
+			h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprintln(w, "first")
+				w.(http.Flusher).Flush()
+				time.Sleep(1500 * time.Millisecond) // three write timeouts of silence
+				fmt.Fprintln(w, "second")
+			}), harnessOpts{relayCfg: func(c *tunnel.RelayConfig) { c.WriteTimeout = 500 * time.Millisecond }})
+			c := h.client()
+			if !h2 {
+				c = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.roots, ServerName: "example.com"}}}
+			}
+			for range 2 { // the second request reuses the connection
+				resp, err := c.Get(h.url("/watch"))
+				require.NoError(t, err)
+				assert.Equal(t, h2, resp.ProtoMajor == 2)
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				require.NoError(t, err)
+				assert.Equal(t, "first\nsecond\n", string(b))
+			}
 		})
 	}
 }

@@ -46,11 +46,15 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 		refuse(w, req, http.StatusBadRequest, id, ErrUpgradeBody.Error())
 		return
 	}
-	// Every write to the client makes progress within WriteTimeout or
-	// the request ends; this also replaces a deadline an earlier request
-	// left on a kept-alive HTTP/1.1 connection.
-	cw := &clientWriter{w: w, rc: http.NewResponseController(w), timeout: r.cfg.WriteTimeout}
-	cw.renew()
+	cw := newClientWriter(w, r.cfg.WriteTimeout)
+	defer cw.stop()
+	if req.ProtoMajor == 1 {
+		// A deadline an earlier request left on this kept-alive
+		// connection goes; the one set when this request ends bounds
+		// net/http's last flush of the answer.
+		cw.rc.SetWriteDeadline(time.Time{})
+		defer func() { cw.rc.SetWriteDeadline(time.Now().Add(r.cfg.WriteTimeout)) }()
+	}
 	resp, err := r.roundTripCluster(id, outgoing(req, rest), upgrade)
 	if err != nil {
 		writeError(w, req, id, err)
@@ -64,35 +68,42 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 	copyResponse(cw, resp)
 }
 
-// clientWriter writes a response to a client under a write deadline that
-// is renewed as writes make progress. Renewing costs a timer update (on
-// HTTP/2 a message to the connection's goroutine), so it happens only
-// when less than half the timeout is left: a write that makes no progress
-// fails after between half the timeout and all of it.
+// clientWriter writes a response to a client, failing a write that makes
+// no progress within timeout. The clock runs only while a write is under
+// way, so a watch may stay quiet for hours: a timer is armed around each
+// write and, if it fires, puts the write deadline in the past, which fails
+// the write in progress (HTTP/1.x) or resets the stream (HTTP/2). A write
+// deadline left armed would do the same to an HTTP/2 stream that is
+// merely idle.
 type clientWriter struct {
-	w        http.ResponseWriter
-	rc       *http.ResponseController
-	timeout  time.Duration
-	deadline time.Time
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	timer   *time.Timer
 }
 
-func (c *clientWriter) renew() {
-	now := time.Now()
-	if c.deadline.Sub(now) < c.timeout/2 {
-		c.deadline = now.Add(c.timeout)
-		c.rc.SetWriteDeadline(c.deadline)
-	}
+func newClientWriter(w http.ResponseWriter, timeout time.Duration) *clientWriter {
+	c := &clientWriter{w: w, rc: http.NewResponseController(w), timeout: timeout}
+	c.timer = time.AfterFunc(timeout, func() { c.rc.SetWriteDeadline(time.Now()) })
+	c.timer.Stop()
+	return c
 }
 
 func (c *clientWriter) Write(p []byte) (int, error) {
-	c.renew()
-	return c.w.Write(p)
+	c.timer.Reset(c.timeout)
+	n, err := c.w.Write(p)
+	c.timer.Stop()
+	return n, err
 }
 
 func (c *clientWriter) Flush() error {
-	c.renew()
-	return c.rc.Flush()
+	c.timer.Reset(c.timeout)
+	err := c.rc.Flush()
+	c.timer.Stop()
+	return err
 }
+
+func (c *clientWriter) stop() { c.timer.Stop() }
 
 // roundTripCluster is the one way a request reaches an agent, for
 // ServeCluster and RoundTripper alike: an ordinary request as an HTTP/2
