@@ -161,9 +161,8 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	tok, err := a.v.Verify(r.Context(), raw)
 	switch {
 	case err == nil:
-		if c == nil || !c.allows(tok) {
-			a.log.Info("caller refused", "cluster", clusterID, "issuer", tok.Issuer, "subject", tok.Subject, "tenant", tok.TenantID,
-				"reason", refusal(c, tok))
+		if why := c.refuse(tok); why != "" {
+			a.log.Info("caller refused", "cluster", clusterID, "issuer", tok.Issuer, "subject", tok.Subject, "tenant", tok.TenantID, "reason", why)
 			return nil, errForbidden
 		}
 		caller = tok.Issuer + " " + objectID(tok)
@@ -192,41 +191,9 @@ func foreign(err error) bool {
 	return errors.Is(err, tokens.ErrIssuer) || errors.Is(err, tokens.ErrAudience) || errors.Is(err, tokens.ErrMalformed)
 }
 
-func (c *rule) allows(tok *tokens.Token) bool {
-	if c.issuers != nil && !c.issuers[tok.Issuer] {
-		return false
-	}
-	if c.tenants != nil && !c.tenants[tok.TenantID] {
-		return false
-	}
-	if c.users == nil && c.groups == nil && c.apps == nil {
-		return true
-	}
-	if c.users[objectID(tok)] || c.apps[tok.StringClaim("appid")] || c.apps[tok.StringClaim("azp")] {
-		return true
-	}
-	if c.groups != nil {
-		if gs, ok := tok.Claims["groups"].([]any); ok {
-			for _, g := range gs {
-				if s, ok := g.(string); ok && c.groups[s] {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-func objectID(tok *tokens.Token) string {
-	if oid := tok.StringClaim("oid"); oid != "" {
-		return oid
-	}
-	return tok.Subject
-}
-
-// refusal says, for the relay's log only, why a verified caller was
-// refused.
-func refusal(c *rule, tok *tokens.Token) string {
+// refuse says why the rule does not let tok in, for the relay's log only,
+// or "" if it does. A nil rule is a cluster the policy does not list.
+func (c *rule) refuse(tok *tokens.Token) string {
 	switch {
 	case c == nil:
 		return "no such cluster in the policy"
@@ -234,11 +201,29 @@ func refusal(c *rule, tok *tokens.Token) string {
 		return "issuer not allowed on the cluster"
 	case c.tenants != nil && !c.tenants[tok.TenantID]:
 		return "tenant not allowed on the cluster"
-	case c.groups != nil && tok.Claims["groups"] == nil && tok.Claims["_claim_names"] != nil:
-		return "not a listed user or app, and the token has no groups (groups overage)"
-	default:
-		return "not a listed user, group or app"
+	case c.users == nil && c.groups == nil && c.apps == nil:
+		return ""
+	case c.users[objectID(tok)] || c.apps[tok.StringClaim("appid")] || c.apps[tok.StringClaim("azp")]:
+		return ""
 	}
+	if gs, ok := tok.Claims["groups"].([]any); ok {
+		for _, g := range gs {
+			if s, ok := g.(string); ok && c.groups[s] {
+				return ""
+			}
+		}
+	}
+	if c.groups != nil && tok.Claims["groups"] == nil && tok.Claims["_claim_names"] != nil {
+		return "not a listed user or app, and the token has no groups (groups overage)"
+	}
+	return "not a listed user, group or app"
+}
+
+func objectID(tok *tokens.Token) string {
+	if oid := tok.StringClaim("oid"); oid != "" {
+		return oid
+	}
+	return tok.Subject
 }
 
 // admit counts a request against the cluster's and the caller's limits,

@@ -108,7 +108,9 @@ func refuse(w http.ResponseWriter, req *http.Request, code int, name, message st
 	}
 }
 
-// hasBody reports whether the client sends, or may send, a body.
+// hasBody reports whether the client sends, or may send, a body. For
+// server requests only: on a client request a zero ContentLength with a
+// Body means a length not known yet.
 func hasBody(req *http.Request) bool {
 	return req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody
 }

@@ -164,7 +164,7 @@ func outgoing(req *http.Request, escapedPath string) *http.Request {
 		Body:          req.Body,
 		Trailer:       req.Trailer,
 	}
-	if req.ContentLength == 0 || req.Body == http.NoBody {
+	if !hasBody(req) {
 		out.Body = nil
 	}
 	return out.WithContext(req.Context())
