@@ -53,7 +53,7 @@ type RelayConfig struct {
 
 	// MaxReceiveBufferPerStream is how much of one response the relay
 	// takes from an agent ahead of the client reading it; default
-	// DefaultMaxReceiveBufferPerStream (128 KiB). A client that stops
+	// DefaultMaxReceiveBufferPerStream (64 KiB). A client that stops
 	// reading pins this much relay memory (and one copy buffer) until
 	// WriteTimeout resets its stream. The per-connection window is this
 	// times DefaultMaxConcurrentStreams, the agents' stream limit, so

@@ -18,6 +18,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
 func main() {
@@ -64,7 +66,7 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.dialRate, "dial-rate", 1000, "agents connecting per second at start")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the agents connected this long, to profile the relay")
 	fs.IntVar(&o.stalled, "stalled", 1000, "stalled: downloads whose client stops reading, on one tunnel connection")
-	fs.IntVar(&clientSendBuffer, "client-send-buffer", 0, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
+	fs.IntVar(&clientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

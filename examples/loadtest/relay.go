@@ -32,6 +32,7 @@ type relayStats struct {
 	Connections int    `json:"connections"`
 	Goroutines  int    `json:"goroutines"`
 	HeapInuse   uint64 `json:"heapInuse"`
+	StackInuse  uint64 `json:"stackInuse"`
 	RSS         uint64 `json:"rss"`
 }
 
@@ -43,7 +44,7 @@ func serveRelay(args []string) error {
 	n := fs.Int("clusters", 1000, "")
 	listen := fs.String("listen", "127.0.0.1:0", "")
 	caDir := fs.String("ca-dir", "", "")
-	sndbuf := fs.String("client-send-buffer", "", "")
+	sndbuf := fs.Int("client-send-buffer", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,13 +72,9 @@ func serveRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	var ln net.Listener = tcp
-	if n, _ := strconv.Atoi(*sndbuf); n > 0 {
-		ln = sendBufferListener{tcp, n}
-	}
-	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	ln := tls.NewListener(tunnel.ClientListener(tcp, *sndbuf, tunnel.DefaultWriteTimeout), &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	srv := &http.Server{Handler: relay, ReadHeaderTimeout: 10 * time.Second,
-		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000, MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20}}
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000, MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20, WriteByteTimeout: tunnel.DefaultWriteTimeout}}
 	go srv.Serve(ln)
 
 	statsLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -93,7 +90,7 @@ func serveRelay(args []string) error {
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		json.NewEncoder(w).Encode(relayStats{
-			Connections: len(relay.Conns()), Goroutines: runtime.NumGoroutine(), HeapInuse: m.HeapInuse, RSS: rss(),
+			Connections: len(relay.Conns()), Goroutines: runtime.NumGoroutine(), HeapInuse: m.HeapInuse, StackInuse: m.StackInuse, RSS: rss(),
 		})
 	}))
 	fmt.Printf("READY %s %s\n", ln.Addr(), statsLn.Addr())
@@ -189,20 +186,6 @@ func (p *relayProc) waitConnections(n int, limit time.Duration) (relayStats, err
 	}
 }
 
-// clientSendBuffer, if positive, fixes the relay child's kernel send
-// buffer per client connection (-client-send-buffer).
+// clientSendBuffer is the relay child's kernel send buffer per client
+// connection (-client-send-buffer; 0 for the kernel's autotuning).
 var clientSendBuffer int
-
-// sendBufferListener fixes each accepted connection's kernel send buffer.
-type sendBufferListener struct {
-	net.Listener
-	size int
-}
-
-func (l sendBufferListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetWriteBuffer(l.size)
-	}
-	return c, err
-}

@@ -15,8 +15,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/tunnel"
@@ -293,8 +295,8 @@ func stalled(o options) error {
 	measure := func(what string) {
 		lat, errs := openLoop(b.client, o.rate, o.duration, func() string { return url + "/ping" })
 		s, _ := b.relay.stats()
-		fmt.Printf("%s: %d requests, p50 %s, p99 %s, %d errors; relay RSS %s, heap %s, %d goroutines\n", what, len(lat),
-			pct(lat, 50).Round(time.Microsecond), pct(lat, 99).Round(time.Microsecond), errs, kib(s.RSS), kib(s.HeapInuse), s.Goroutines)
+		fmt.Printf("%s: %d requests, p50 %s, p99 %s, %d errors; relay RSS %s, heap %s, stacks %s, %d goroutines; kernel TCP memory %s\n", what, len(lat),
+			pct(lat, 50).Round(time.Microsecond), pct(lat, 99).Round(time.Microsecond), errs, kib(s.RSS), kib(s.HeapInuse), kib(s.StackInuse), s.Goroutines, kib(tcpMemory()))
 	}
 	measure("unloaded")
 
@@ -310,9 +312,18 @@ func stalled(o options) error {
 			c.Close()
 		}
 	}()
+	// A remote client's receive buffer is on its own machine; here it
+	// would be on the relay's, so the stalled clients keep theirs small
+	// and the kernel memory left is the relay's send buffers.
+	d := &tls.Dialer{
+		NetDialer: &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+		}},
+		Config: &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}},
+	}
 	start := time.Now()
 	for range o.stalled {
-		c, err := tls.Dial("tcp", b.relay.addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		c, err := d.Dial("tcp", b.relay.addr)
 		if err != nil {
 			return err
 		}
@@ -327,4 +338,24 @@ func stalled(o options) error {
 	time.Sleep(wait)
 	measure(fmt.Sprintf("after the write timeout (%s)", tunnel.DefaultWriteTimeout))
 	return nil
+}
+
+// tcpMemory reads the kernel's memory for TCP buffers on this machine, in
+// bytes: the relay's send buffers and, on loopback, its clients' receive
+// buffers.
+func tcpMemory() uint64 {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[0] == "TCP:" && f[i] == "mem" {
+				pages, _ := strconv.ParseUint(f[i+1], 10, 64)
+				return pages * uint64(os.Getpagesize())
+			}
+		}
+	}
+	return 0
 }
