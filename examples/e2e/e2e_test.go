@@ -6,15 +6,20 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +34,9 @@ import (
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
+
+// basePolicy lets Alice's group reach the cluster.
+const basePolicy = `{"clusters":{"e2e":{"groups":["` + aliceGrp + `"]}}}`
 
 const (
 	cluster  = "e2e"
@@ -59,7 +67,12 @@ type proc struct {
 }
 
 func (c *chain) start(name string, args ...string) *proc {
-	logf, err := os.Create(filepath.Join(c.dir, name+".log"))
+	return c.startAs(name, name, args...)
+}
+
+// startAs starts a binary whose log is named logName.
+func (c *chain) startAs(logName, name string, args ...string) *proc {
+	logf, err := os.Create(filepath.Join(c.dir, logName+".log"))
 	require.NoError(c.t, err)
 	cmd := exec.Command(filepath.Join(c.bin, name), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -141,7 +154,7 @@ func newChain(t *testing.T) *chain {
 	secret := writeFile(t, filepath.Join(c.dir, "secret"), []byte("e2e-secret\n"))
 	c.relayAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	// The front door: Alice's group may reach the cluster.
-	policy := writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(`{"clusters":{"e2e":{"groups":["`+aliceGrp+`"]}}}`))
+	policy := writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(basePolicy))
 	c.relayArgs = []string{"-listen", c.relayAddr, "-cert", c.relayCert, "-key", c.relayKey, "-agents", agents,
 		"-access-policy", policy, "-tenant", tenant, "-audience", audience, "-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA}
 	c.relay = c.start("relay", c.relayArgs...)
@@ -287,6 +300,8 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("front door", func(t *testing.T) { frontDoor(t, c) })
 
+	t.Run("one of two agents killed under 200 clients: no request fails", func(t *testing.T) { agentKilledUnderLoad(t, c) })
+
 	t.Run("agent killed mid-watch, then restarted", func(t *testing.T) {
 		cmd, err := k.Command(ctx(t), "get", "configmaps", "-n", ns, "--watch", "-o", "name")
 		require.NoError(t, err)
@@ -389,7 +404,161 @@ func frontDoor(t *testing.T, c *chain) {
 			return run(c.caller(t, cluster, mallory), "auth", "whoami").ExitCode == 0
 		}, 30*time.Second, 500*time.Millisecond, "relay log: %s", c.logs("relay"))
 		assert.Contains(t, c.logs("relay"), "access policy applied")
+		c.setPolicy(t, basePolicy)
 	})
+
+	t.Run("a caller at its stream limit waits, then is told why; another is served", func(t *testing.T) {
+		c.setPolicy(t, `{"clusters":{"e2e":{"groups":["`+aliceGrp+`"],"limits":{"callerStreams":1}}}}`)
+		t.Cleanup(func() { c.setPolicy(t, basePolicy) })
+		bob, err := c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: "bob@contoso.com", OID: "oid-bob", Groups: []string{aliceGrp}})
+		require.NoError(t, err)
+		ak, bk := c.caller(t, cluster, alice), c.caller(t, cluster, bob)
+
+		// Alice's watch takes her one stream; an event Bob causes shows it
+		// is open. Her kubectl keeps a discovery cache, as kubectl does by
+		// default: with none, a 429 on discovery reads only as kubectl's
+		// generic "the server has received too many requests".
+		cache := t.TempDir()
+		lines, stop := c.follow(t, ak, "--cache-dir", cache, "get", "configmaps", "-n", ns, "--watch", "-o", "name")
+		defer stop()
+		bk.MustRun(t, ctx(t), nil, "create", "configmap", "limit-probe", "-n", ns)
+		defer bk.Run(ctx(t), nil, "delete", "configmap", "limit-probe", "-n", ns)
+		for next(t, lines) != "configmap/limit-probe" {
+		}
+
+		// Bob is another caller: served at once.
+		res := run(bk, "get", "pods", "-n", ns, "-o", "name")
+		assert.Equal(t, 0, res.ExitCode, res.Stderr)
+		// Alice's second request is refused with 429 and Retry-After;
+		// kubectl retries it, and says why when it gives up.
+		res, err = ak.Run(ctx(t), nil, "--cache-dir", cache, "get", "pods", "-n", ns, "-o", "name")
+		require.NoError(t, err)
+		assert.NotEqual(t, 0, res.ExitCode)
+		assert.Contains(t, res.Stderr, "Error from server (TooManyRequests): this caller has 1 requests open to the cluster, the most one caller may have")
+		t.Logf("kubectl gave up on the limit with: %s", strings.TrimSpace(res.Stderr))
+
+		// While kubectl is retrying, her watch ends: the retry gets in.
+		// (-v=6 logs each response's status.)
+		cmd, err := ak.Command(ctx(t), "--cache-dir", cache, "-v=6", "get", "pods", "-n", ns, "-o", "name")
+		require.NoError(t, err)
+		var out strings.Builder
+		cmd.Stdout = &out
+		stderr, err := cmd.StderrPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		refused := make(chan struct{})
+		go func() {
+			s := bufio.NewScanner(stderr)
+			seen := false
+			for s.Scan() {
+				if !seen && strings.Contains(s.Text(), " 429 Too Many Requests") {
+					seen = true
+					close(refused)
+				}
+			}
+		}()
+		select {
+		case <-refused:
+		case <-time.After(time.Minute):
+			t.Fatal("kubectl was never refused with 429")
+		}
+		stop()
+		require.NoError(t, cmd.Wait(), "kubectl's retry got through once the watch ended")
+		assert.Equal(t, "pod/web", strings.TrimSpace(out.String()))
+	})
+}
+
+// setPolicy writes the relay's access policy file and waits until the
+// relay has applied it.
+func (c *chain) setPolicy(t *testing.T, policy string) {
+	t.Helper()
+	before := strings.Count(c.logs("relay"), "access policy applied")
+	writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(policy))
+	require.Eventually(t, func() bool { return strings.Count(c.logs("relay"), "access policy applied") > before },
+		30*time.Second, 100*time.Millisecond, "relay log: %s", c.logs("relay"))
+}
+
+// agentKilledUnderLoad starts a second agent for the cluster, has 200
+// clients send GETs through the relay, SIGKILLs the second agent halfway
+// and counts the requests that failed.
+func agentKilledUnderLoad(t *testing.T, c *chain) {
+	c.setPolicy(t, `{"clusters":{"e2e":{"groups":["`+aliceGrp+`"],"limits":{"callerStreams":1000,"callerRate":1e6,"callerBurst":1000000,"clusterRate":1e6,"clusterBurst":1000000}}}}`)
+	t.Cleanup(func() { c.setPolicy(t, basePolicy) })
+	args := append([]string(nil), c.agentArgs...)
+	for i, a := range args {
+		if a == "-health-listen" {
+			args[i+1] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		}
+	}
+	second := c.startAs("agent-2", "agent", args...)
+	require.Eventually(t, func() bool { return strings.Count(c.logs("agent-2"), "tunnel connection open") >= 2 },
+		time.Minute, 100*time.Millisecond, "agent-2 log: %s", c.logs("agent-2"))
+
+	token, err := c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: aliceUPN, OID: "oid-alice", Groups: []string{aliceGrp}})
+	require.NoError(t, err)
+	caPEM, err := os.ReadFile(c.relayCA)
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
+	url := "https://" + c.relayAddr + "/clusters/" + cluster + "/api/v1/namespaces/" + ns + "/pods/web"
+
+	var (
+		sent, failed, afterKill atomic.Int64
+		killed                  atomic.Bool
+		mu                      sync.Mutex
+		failures                []string
+	)
+	get := func() {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		sent.Add(1)
+		if killed.Load() {
+			afterKill.Add(1)
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s", resp.Status)
+			}
+		}
+		if err != nil {
+			failed.Add(1)
+			mu.Lock()
+			failures = append(failures, err.Error())
+			mu.Unlock()
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					get()
+				}
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second)
+	before := sent.Load()
+	second.kill()
+	killed.Store(true)
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("200 clients sent %d GETs, %d before and %d after agent-2 was SIGKILLed; %d failed", sent.Load(), before, afterKill.Load(), failed.Load())
+	assert.Zero(t, failed.Load(), "failures: %v", failures[:min(len(failures), 5)])
+	assert.Positive(t, before, "requests went through before the kill")
+	assert.Contains(t, c.logs("agent-2"), "path=/api/v1/namespaces/"+ns+"/pods/web", "agent-2 carried some before it was killed")
+	assert.Positive(t, afterKill.Load(), "requests went through after the kill")
 }
 
 // follow starts a long-running kubectl and returns its output lines.
