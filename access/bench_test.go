@@ -1,8 +1,11 @@
 package access_test
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -16,9 +19,10 @@ import (
 // the cache, or a full signature check), policy, limits, release.
 func BenchmarkAuthorize(b *testing.B) {
 	for _, mode := range []struct {
-		name  string
-		cache int
-	}{{"cached", 0}, {"uncached", -1}} {
+		name   string
+		cache  int
+		forged bool // a known key ID and a random signature, new each time
+	}{{"cached", 0, false}, {"uncached", -1, false}, {"forged", 0, true}} {
 		b.Run(mode.name, func(b *testing.B) {
 			is, err := oidctest.Start()
 			require.NoError(b, err)
@@ -35,9 +39,20 @@ func BenchmarkAuthorize(b *testing.B) {
 			require.NoError(b, err)
 			r := httptest.NewRequest(http.MethodGet, "/clusters/prod/api", nil)
 			r.Header.Set("Authorization", "Bearer "+tok)
+			parts := strings.Split(tok, ".")
+			sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+			require.NoError(b, err)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
+				if mode.forged {
+					rand.Read(sig)
+					r.Header.Set("Authorization", "Bearer "+parts[0]+"."+parts[1]+"."+base64.RawURLEncoding.EncodeToString(sig))
+					if _, err := a.AuthorizeClient(r, "prod"); err == nil {
+						b.Fatal("a forged token was let in")
+					}
+					continue
+				}
 				release, err := a.AuthorizeClient(r, "prod")
 				if err != nil {
 					b.Fatal(err)

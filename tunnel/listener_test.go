@@ -22,7 +22,7 @@ func accepted(t *testing.T, sendBuffer int, writeTimeout time.Duration) (server,
 	t.Helper()
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	ln := tunnel.ClientListener(tcp, sendBuffer, writeTimeout)
+	ln := tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: sendBuffer, WriteTimeout: writeTimeout})
 	t.Cleanup(func() { ln.Close() })
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		// A client that takes little at a time, so the server's
@@ -123,4 +123,52 @@ func TestClientListenerEndsAConnectionWhoseClientTakesNothing(t *testing.T) {
 	server.SetReadDeadline(time.Now().Add(time.Minute))
 	_, err = server.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, syscall.ETIMEDOUT)
+}
+
+func TestClientListenerRefusesConnectionsPastItsBound(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	refused := make(chan struct{}, 10)
+	ln := tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{MaxConns: 2, OnRefused: func() { refused <- struct{}{} }})
+	defer ln.Close()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	dial()
+	first, err := ln.Accept()
+	require.NoError(t, err)
+	dial()
+	_, err = ln.Accept()
+	require.NoError(t, err)
+
+	// A third client is reset; Accept waits for one it may take.
+	third := dial()
+	next := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			next <- c
+		}
+	}()
+	<-refused
+	third.SetReadDeadline(time.Now().Add(time.Minute))
+	_, err = third.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, syscall.ECONNRESET)
+
+	// Once one closes, the next client is served.
+	require.NoError(t, first.Close())
+	fourth := dial()
+	server := <-next
+	defer server.Close()
+	_, err = server.Write([]byte("served"))
+	require.NoError(t, err)
+	got := make([]byte, 6)
+	fourth.SetReadDeadline(time.Now().Add(time.Minute))
+	_, err = io.ReadFull(fourth, got)
+	require.NoError(t, err)
+	assert.Equal(t, "served", string(got))
+	assert.Empty(t, refused, "nothing else was refused")
 }

@@ -8,6 +8,7 @@
 //	loadtest watches  -watches 10000           concurrent watches through one agent
 //	loadtest restart  -agents 1000             reconnect times after a relay restart
 //	loadtest stalled  -stalled 1000            clients that stop reading 2.3 MB downloads
+//	loadtest floods   -flood 4000              unauthenticated floods against the relay binary
 //
 // It stops by itself; every loop is bounded in count and time.
 package main
@@ -24,7 +25,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|stalled|relay [flags] (-h for each)")
+		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|stalled|floods|relay [flags] (-h for each)")
 		os.Exit(2)
 	}
 	raiseFileLimit()
@@ -32,7 +33,7 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "relay":
 		err = serveRelay(args) // the child process
-	case "idle", "requests", "watches", "restart", "stalled":
+	case "idle", "requests", "watches", "restart", "stalled", "floods":
 		err = scenario(cmd, args)
 	default:
 		err = fmt.Errorf("unknown scenario %q", cmd)
@@ -53,6 +54,7 @@ type options struct {
 	dialRate    int
 	hold        time.Duration
 	stalled     int
+	flood       int
 }
 
 func scenario(name string, args []string) error {
@@ -66,6 +68,7 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.dialRate, "dial-rate", 1000, "agents connecting per second at start")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the agents connected this long, to profile the relay")
 	fs.IntVar(&o.stalled, "stalled", 1000, "stalled: downloads whose client stops reading, on one tunnel connection")
+	fs.IntVar(&o.flood, "flood", 4000, "floods: connections per flood")
 	fs.IntVar(&clientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -79,6 +82,8 @@ func scenario(name string, args []string) error {
 		return watches(o)
 	case "stalled":
 		return stalled(o)
+	case "floods":
+		return floods(o)
 	}
 	return restart(o)
 }

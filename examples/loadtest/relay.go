@@ -72,7 +72,7 @@ func serveRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	ln := tls.NewListener(tunnel.ClientListener(tcp, *sndbuf, tunnel.DefaultWriteTimeout), &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: *sndbuf}), &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	srv := &http.Server{Handler: relay, ReadHeaderTimeout: 10 * time.Second,
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000, MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20, WriteByteTimeout: tunnel.DefaultWriteTimeout}}
 	go srv.Serve(ln)

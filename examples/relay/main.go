@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/access"
@@ -87,6 +88,8 @@ func run() error {
 	writeTimeout := fs.Duration("write-timeout", tunnel.DefaultWriteTimeout, "reset a client's stream (and drop a tunnel connection) when writing to it makes no progress this long")
 	upgradeTimeout := fs.Duration("upgrade-timeout", tunnel.DefaultUpgradeTimeout, "how long an agent may take to answer exec, attach or port-forward")
 	streamWindow := fs.Int("stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "bytes of one response the relay takes from an agent ahead of the client: what a client that stops reading pins, and a cap on one download's speed over long round trips")
+	maxConns := fs.Int("max-client-conns", defaultMaxClientConns, "client connections open at once, before any request is read; past it new ones are reset (0: no bound)")
+	maxHeaderBytes := fs.Int("max-header-bytes", defaultMaxHeaderBytes, "largest request header a client may send; the relay holds this much per connection while a caller sends it")
 	sendBuffer := fs.Int("client-send-buffer", tunnel.DefaultClientSendBuffer, "kernel send buffer per client connection in bytes: what a client that stops reading holds in the kernel, and a cap on one connection's speed over long round trips (0: the kernel's autotuning)")
 	if err := cli.ParseWithEnv(fs, "CLUSTERCONNECT_RELAY", os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -111,6 +114,9 @@ func run() error {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	if *maxHeaderBytes < 4<<10 || *maxHeaderBytes > tunnel.DefaultMaxHeaderBytes {
+		return fmt.Errorf("-max-header-bytes must be between 4 KiB and %d (what agents accept)", tunnel.DefaultMaxHeaderBytes)
+	}
 	if *streamWindow < 16<<10 || *streamWindow > 16<<20 {
 		return errors.New("-stream-window must be between 16 KiB and 16 MiB")
 	}
@@ -147,13 +153,16 @@ func run() error {
 		return err
 	}
 
+	var refusedConns atomic.Uint64 // client connections past -max-client-conns
 	if *metricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/healthz", cli.OK)
 		mux.Handle("/readyz", cli.OK)
 		mux.Handle("/metrics", cli.Metrics(func() []cli.Counter {
 			counters := cli.TunnelCounters("clusterconnect_relay", relay.Stats())
-			return append(counters, cli.Counter{Name: "clusterconnect_relay_agent_connections", Help: "Live tunnel connections.", Type: "gauge", Value: float64(len(relay.Conns()))})
+			return append(counters,
+				cli.Counter{Name: "clusterconnect_relay_agent_connections", Help: "Live tunnel connections.", Type: "gauge", Value: float64(len(relay.Conns()))},
+				cli.Counter{Name: "clusterconnect_relay_client_conns_refused_total", Help: "Client connections reset past -max-client-conns.", Type: "counter", Value: float64(refusedConns.Load())})
 		}))
 		go cli.Serve(ctx, *metricsListen, mux, log, "metrics")
 	}
@@ -167,8 +176,8 @@ func run() error {
 		// An idle kept-alive connection is a descriptor and a goroutine
 		// held for nothing.
 		IdleTimeout: 90 * time.Second,
-		// The agents' limit: what the relay accepts, they accept.
-		MaxHeaderBytes: tunnel.DefaultMaxHeaderBytes,
+		// Under the agents' limit, so what the relay accepts they accept.
+		MaxHeaderBytes: *maxHeaderBytes,
 		TLSConfig:      &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		// A client's stalled upload must not hold the whole connection's
 		// window: the per-connection buffer is many per-stream ones.
@@ -180,7 +189,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ln := tunnel.ClientListener(tcp, *sendBuffer, *writeTimeout)
+	ln := tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: *sendBuffer, WriteTimeout: *writeTimeout, MaxConns: *maxConns,
+		OnRefused: func() {
+			if refusedConns.Add(1)%1000 == 1 {
+				log.Warn("client connections at their bound; resetting new ones", "max", *maxConns, "refused", refusedConns.Load())
+			}
+		}})
 	log.Info("relay listening", "addr", ln.Addr().String())
 	context.AfterFunc(ctx, func() {
 		log.Info("shutting down")
@@ -278,3 +292,15 @@ func serverCert(certFile, keyFile string, selfSigned bool, caOut string, log *sl
 	log.Warn("using a self-signed certificate for localhost; trust the CA written to -ca-out", "ca", caOut)
 	return leaf.TLSCertificate()
 }
+
+// Front-end bounds for what an unauthenticated caller can make the relay
+// hold. A connection costs ~45 KiB before any request, ~150 KiB while a
+// 64 KiB header arrives (up to ReadHeaderTimeout): at these defaults
+// callers trickling headers can make the relay hold about 1.5 GB for 10 s
+// (BENCHMARKS.md).
+const (
+	defaultMaxClientConns = 10000
+	// 64 KiB is Envoy's bound too; an Entra token with 200 groups is
+	// about 12 KiB.
+	defaultMaxHeaderBytes = 64 << 10
+)

@@ -1,0 +1,118 @@
+package main_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/internal/pki"
+)
+
+// What an unauthenticated caller can make the relay binary hold before
+// any request is read: a bounded number of connections, and a bounded
+// header on each.
+func TestFrontEndBounds(t *testing.T) {
+	bin := build(t)
+	dir := t.TempDir()
+	ca, err := pki.NewCA("relay test CA")
+	require.NoError(t, err)
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
+	require.NoError(t, err)
+	certFile, keyFile := filepath.Join(dir, "relay.crt"), filepath.Join(dir, "relay.key")
+	require.NoError(t, leaf.WriteFiles(certFile, keyFile))
+	agentsFile := filepath.Join(dir, "agents.json")
+	require.NoError(t, os.WriteFile(agentsFile, []byte(`{"clusters":{"c1":{"secret":"s"}}}`), 0o600))
+	addr, metrics := freeAddr(t), freeAddr(t)
+	w := start(t, filepath.Join(bin, "relay"), "-listen", addr, "-metrics-listen", metrics, "-cert", certFile, "-key", keyFile,
+		"-agents", agentsFile, "-insecure-skip-client-auth", "-max-client-conns", "3", "-max-header-bytes", "8192")
+	w.waitFor(t, "relay listening")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM())
+	dial := func() (*tls.Conn, error) {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+	// get sends one request with a header of n bytes and returns the
+	// answer's status code.
+	get := func(c *tls.Conn, n int) int {
+		t.Helper()
+		fmt.Fprintf(c, "GET /clusters/c1/api/v1/pods HTTP/1.1\r\nHost: relay\r\nX-Pad: %s\r\n\r\n", strings.Repeat("a", n))
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	refused := func() (n int) {
+		t.Helper()
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "clusterconnect_relay_client_conns_refused_total "); ok {
+				n, err = strconv.Atoi(v)
+				require.NoError(t, err)
+				return n
+			}
+		}
+		t.Fatal("no clusterconnect_relay_client_conns_refused_total")
+		return 0
+	}
+
+	t.Run("a header over -max-header-bytes is refused with 431", func(t *testing.T) {
+		c, err := dial()
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, get(c, 16<<10), "net/http allows 4 KiB over the bound")
+		c.Close()
+		c, err = dial()
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusServiceUnavailable, get(c, 6<<10), "a header under the bound reaches the relay (no agent is connected)")
+		c.Close()
+	})
+
+	t.Run("connections past -max-client-conns are reset, and counted", func(t *testing.T) {
+		held := make([]*tls.Conn, 0, 3)
+		require.Eventually(t, func() bool { // the previous subtest's connections close
+			c, err := dial()
+			if err != nil {
+				return false
+			}
+			held = append(held, c)
+			return len(held) == 3
+		}, time.Minute, 50*time.Millisecond)
+		before := refused()
+		_, err := dial()
+		require.Error(t, err, "a fourth connection is reset before its TLS handshake")
+		assert.Equal(t, before+1, refused())
+		w.waitFor(t, "client connections at their bound")
+
+		// The held connections still work, and one closing makes room.
+		assert.Equal(t, http.StatusServiceUnavailable, get(held[0], 10))
+		held[1].Close()
+		require.Eventually(t, func() bool {
+			c, err := dial()
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}, time.Minute, 50*time.Millisecond)
+	})
+}
