@@ -49,14 +49,15 @@ const (
 	// make the relay hold, besides one copy buffer (see
 	// RelayConfig.MaxReceiveBufferPerStream). At 64 KiB a thousand
 	// stalled downloads hold about 230 MiB of relay memory in all; at
-	// 128 KiB about 290 MiB (BENCHMARKS.md).
+	// 128 KiB about 280 MiB (BENCHMARKS.md).
 	DefaultMaxReceiveBufferPerStream = 64 << 10
 
-	// DefaultClientSendBuffer is the kernel send buffer per client connection
-	// the relay binary asks ClientListener for: at 256 KiB a thousand stalled
-	// clients hold about 500 MiB of kernel memory, under the default pressure
-	// threshold of machines with a few GiB, and a connection still moves about
-	// 256 KiB per round trip (25 MB/s at 10 ms).
+	// DefaultClientSendBuffer is the kernel send buffer per client
+	// connection the relay binary asks ClientListener for: at 256 KiB a
+	// thousand stalled clients hold about 570 MiB of kernel memory, under
+	// the TCP memory-pressure threshold Linux sets on machines with 10 GiB
+	// or more (tcp_mem, about a sixteenth of memory), and a connection
+	// still moves about 256 KiB per round trip (25 MB/s at 10 ms).
 	DefaultClientSendBuffer = 256 << 10
 
 	// DefaultMaxHeaderBytes bounds a header list in the tunnel, on both
