@@ -35,6 +35,18 @@
 // Importers that route requests themselves use [Relay.RoundTripper] and
 // [Relay.DialContext].
 //
+// # Fleet
+//
+// Several relays can serve behind one address as replicas of a fleet. Each
+// gets a [Directory] (RelayConfig.Directory: which replica holds which
+// cluster, shared through a store such as etcd) and a peer certificate
+// (RelayConfig.PeerTLSConfig), and serves [Relay.PeerHandler] on a listener
+// of its own that takes only the fleet's peer certificates. A request for a
+// cluster whose agent is connected to another replica is checked by the
+// replica the caller reached and sent on to a holder: HTTP/2 for ordinary
+// requests, a connection of its own for an upgrade; one peer hop at most,
+// and another holder when one cannot be reached.
+//
 // # Agent
 //
 // An [Agent] keeps [AgentConfig.Connections] tunnel connections open, with

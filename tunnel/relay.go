@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -75,6 +76,17 @@ type RelayConfig struct {
 	// default; set it to what the agents accept if they are set lower.
 	MaxHeaderBytes uint32
 
+	// Directory, if set, makes the relay one replica of a fleet behind
+	// one address: it tells the directory which clusters it holds
+	// connections for, and sends a request for a cluster it holds none
+	// for to a replica that does, once (see PeerHandler). Nil: the relay
+	// is alone and knows only its own connections.
+	Directory Directory
+	// PeerTLSConfig is the TLS client configuration for reaching other
+	// replicas' peer listeners: this replica's certificate and the
+	// fleet's peer CA as RootCAs. Required with Directory.
+	PeerTLSConfig *tls.Config
+
 	// Logger receives connection events; nil discards them. Credentials are
 	// never logged.
 	Logger *slog.Logger
@@ -88,6 +100,7 @@ type Relay struct {
 	cfg   RelayConfig
 	log   *slog.Logger
 	h2    *h2Transport
+	peers *peers // with a Directory
 	reg   registry
 	stats counters
 }
@@ -112,8 +125,15 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if c.Directory != nil && c.PeerTLSConfig == nil {
+		return nil, errors.New("tunnel: RelayConfig.PeerTLSConfig is required with a Directory")
+	}
 	log := logx.OrDiscard(c.Logger)
 	r := &Relay{cfg: c, log: log}
+	if c.Directory != nil {
+		r.peers = newPeers(&c)
+		r.reg.hold = c.Directory.Hold
+	}
 	var err error
 	if r.h2, err = newH2Transport(&c); err != nil {
 		return nil, err

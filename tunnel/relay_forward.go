@@ -23,16 +23,24 @@ import (
 // reaches the agent's handler as GET /api/v1/pods. HTTP/1.1 Upgrade
 // requests (kubectl exec, attach, port-forward) become raw streams.
 func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
+	r.serveCluster(w, req, false)
+}
+
+// serveCluster serves a client's request, or with fromPeer a request
+// another replica forwarded.
+func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer bool) {
 	id, rest, ok := clusterPath(req.URL.EscapedPath())
 	if !ok {
 		httpx.WriteStatus(w, req, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
 		return
 	}
-	release, ok := r.authorize(w, req, id)
-	if !ok {
-		return
+	if !fromPeer {
+		release, ok := r.authorize(w, req, id)
+		if !ok {
+			return
+		}
+		defer release()
 	}
-	defer release()
 	if req.Method == http.MethodConnect {
 		httpx.WriteStatus(w, req, http.StatusMethodNotAllowed, id, "tunnel: CONNECT is not forwarded")
 		return
@@ -55,7 +63,7 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 		cw.rc.SetWriteDeadline(time.Time{})
 		defer func() { cw.rc.SetWriteDeadline(time.Now().Add(r.cfg.WriteTimeout)) }()
 	}
-	resp, err := r.roundTripCluster(id, outgoing(req, rest), upgrade)
+	resp, err := r.roundTripCluster(id, outgoing(req, rest), upgrade, fromPeer)
 	if err != nil {
 		writeError(w, req, id, err)
 		return
@@ -110,7 +118,17 @@ func (c *clientWriter) stop() { c.timer.Stop() }
 // request on one of the cluster's connections, an upgrade (kubectl exec,
 // attach, port-forward) replayed as HTTP/1.1 on a raw stream, whose 101
 // answer has the stream as its read-write Body.
-func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade bool) (*http.Response, error) {
+//
+// A relay that is one replica of a fleet sends a request for a cluster it
+// holds no connection for to a replica that does, unless the request came
+// from a replica (fromPeer).
+func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade, fromPeer bool) (*http.Response, error) {
+	if holders := r.holders(id, fromPeer); len(holders) > 0 {
+		if upgrade && out.Body != nil {
+			return nil, ErrUpgradeBody
+		}
+		return r.viaPeer(holders, id, out, upgrade)
+	}
 	if !upgrade {
 		return r.roundTrip(id, out)
 	}
@@ -127,14 +145,14 @@ func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade bool) (*h
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		resp.Body = &closeBoth{ReadCloser: resp.Body, stream: stream}
+		resp.Body = &closeBoth{ReadCloser: resp.Body, up: stream}
 		return resp, nil
 	}
 	if !strings.EqualFold(resp.Header.Get("Upgrade"), out.Header.Get("Upgrade")) {
 		stream.abort()
 		return nil, fmt.Errorf("tunnel: the agent switched to protocol %q, not the %q the client asked for", resp.Header.Get("Upgrade"), out.Header.Get("Upgrade"))
 	}
-	resp.Body = &upgradedBody{r: br, stream: stream}
+	resp.Body = &upgradedBody{r: br, up: stream}
 	return resp, nil
 }
 
@@ -329,6 +347,9 @@ func writeError(w http.ResponseWriter, req *http.Request, id string, err error) 
 	case errors.Is(err, ErrBusy):
 		httpx.RetryAfter(w, time.Second)
 		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, fmt.Sprintf("every tunnel connection of cluster %q is busy or going away; retry", id))
+	case errors.Is(err, ErrPeerUnreachable):
+		httpx.RetryAfter(w, time.Second)
+		httpx.WriteStatus(w, req, http.StatusBadGateway, id, fmt.Sprintf("cluster %q is connected to another relay replica, which cannot be reached now; retry", id))
 	case errors.Is(err, ErrAgentTimeout):
 		httpx.WriteStatus(w, req, http.StatusGatewayTimeout, id, err.Error())
 	case errors.Is(err, ErrHeadersTooLarge):

@@ -29,6 +29,9 @@ type registry struct {
 	mu       sync.RWMutex
 	clusters map[string]*cluster
 	closed   atomic.Bool // set under mu: no add follows it
+	// hold, if set, hears of a cluster's first connection and its last,
+	// in order (it is called under mu and must not block).
+	hold func(clusterID string, held bool)
 }
 
 // add registers c; it reports false, adding nothing, once the registry is
@@ -46,6 +49,9 @@ func (r *registry) add(c *agentConn) bool {
 	if cl == nil {
 		cl = &cluster{}
 		r.clusters[c.clusterID] = cl
+		if r.hold != nil {
+			r.hold(c.clusterID, true)
+		}
 	}
 	var old []*agentConn
 	if p := cl.conns.Load(); p != nil {
@@ -88,6 +94,9 @@ func (r *registry) remove(c *agentConn) {
 	}
 	if len(conns) == 0 {
 		delete(r.clusters, c.clusterID)
+		if r.hold != nil {
+			r.hold(c.clusterID, false)
+		}
 		return
 	}
 	cl.conns.Store(&conns)

@@ -84,7 +84,7 @@ func switchProtocols(w http.ResponseWriter, id string, resp *http.Response, writ
 	if err := writeSwitch(cbuf.Writer, resp); err != nil {
 		return
 	}
-	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, body.stream, body.r)
+	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, body.up, body.r)
 }
 
 // timedConn is a client's connection whose writes must make progress
@@ -161,7 +161,7 @@ type closeWriter interface{ CloseWrite() error }
 // is passed on as a half-close, so a client that closes its sending side
 // (stdin EOF) still gets the rest of the output; when both directions are
 // done, or either fails, both close.
-func splice(clientR io.Reader, client net.Conn, stream *relayStream, streamR io.Reader) {
+func splice(clientR io.Reader, client net.Conn, stream rawUpstream, streamR io.Reader) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	fail := func() { client.Close(); stream.abort() }
@@ -207,29 +207,37 @@ func (t *clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if req.Body == nil || req.Body == http.NoBody {
 		out.Body = nil
 	}
-	return t.relay.roundTripCluster(t.id, out, httpx.IsUpgrade(req.Header))
+	return t.relay.roundTripCluster(t.id, out, httpx.IsUpgrade(req.Header), false)
 }
 
 type closeBoth struct {
 	io.ReadCloser
-	stream *relayStream
+	up rawUpstream
 }
 
 // Close resets the stream at once: after a refusal the agent has nothing
 // more to say on it.
 func (c *closeBoth) Close() error {
 	c.ReadCloser.Close()
-	c.stream.abort()
+	c.up.abort()
 	return nil
+}
+
+// rawUpstream is the far end of an upgraded connection: a raw stream to
+// the agent, or a connection to the replica that holds the cluster.
+type rawUpstream interface {
+	io.WriteCloser
+	CloseWrite() error // ends the bytes towards it; reading goes on
+	abort()            // drops it at once: something failed
 }
 
 // upgradedBody is the read-write body of a 101 response.
 type upgradedBody struct {
-	r      *bufio.Reader
-	stream *relayStream
+	r  *bufio.Reader
+	up rawUpstream
 }
 
 func (b *upgradedBody) Read(p []byte) (int, error)  { return b.r.Read(p) }
-func (b *upgradedBody) Write(p []byte) (int, error) { return b.stream.Write(p) }
-func (b *upgradedBody) CloseWrite() error           { return b.stream.CloseWrite() }
-func (b *upgradedBody) Close() error                { return b.stream.Close() }
+func (b *upgradedBody) Write(p []byte) (int, error) { return b.up.Write(p) }
+func (b *upgradedBody) CloseWrite() error           { return b.up.CloseWrite() }
+func (b *upgradedBody) Close() error                { return b.up.Close() }

@@ -20,6 +20,9 @@ type Stats struct {
 	HandshakeFailures map[string]uint64
 	// ClientsRefused counts client requests a ClientAuthorizer refused.
 	ClientsRefused uint64
+	// PeerForwarded counts requests sent on to another replica of a
+	// fleet, which holds the cluster's connections.
+	PeerForwarded uint64
 }
 
 type counters struct {
@@ -27,6 +30,7 @@ type counters struct {
 	streamsOpened, streamsClosed atomic.Uint64
 	bytesTo, bytesFrom           atomic.Uint64
 	clientsRefused               atomic.Uint64
+	peerForwarded                atomic.Uint64
 
 	mu       sync.Mutex
 	failures map[string]uint64
@@ -53,6 +57,7 @@ func (c *counters) snapshot() Stats {
 		BytesFromAgent:    c.bytesFrom.Load(),
 		HandshakeFailures: map[string]uint64{},
 		ClientsRefused:    c.clientsRefused.Load(),
+		PeerForwarded:     c.peerForwarded.Load(),
 	}
 	c.mu.Lock()
 	for k, v := range c.failures {

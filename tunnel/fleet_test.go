@@ -1,0 +1,246 @@
+package tunnel_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// memDirectory is a fleet's directory shared in memory by relays in one
+// test: which peer address holds which cluster.
+type memDirectory struct {
+	mu      sync.Mutex
+	holders map[string][]string
+}
+
+// replica is one relay's view of a memDirectory. extra, if set, is added
+// to every answer (a stale or dead entry).
+type replica struct {
+	d     *memDirectory
+	addr  string
+	extra []string
+}
+
+func (r *replica) Hold(id string, held bool) {
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	if r.d.holders == nil {
+		r.d.holders = map[string][]string{}
+	}
+	hs := slices.DeleteFunc(r.d.holders[id], func(a string) bool { return a == r.addr })
+	if held {
+		hs = append(hs, r.addr)
+	}
+	r.d.holders[id] = hs
+}
+
+func (r *replica) Holders(id string) []string {
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	out := slices.DeleteFunc(slices.Clone(r.d.holders[id]), func(a string) bool { return a == r.addr })
+	return append(out, r.extra...)
+}
+
+// peerPKI is a fleet's peer CA and what replicas need of it.
+type peerPKI struct {
+	ca    *pki.CA
+	roots *x509.CertPool
+}
+
+func newPeerPKI(t *testing.T, name string) *peerPKI {
+	ca, err := pki.NewCA(name)
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM())
+	return &peerPKI{ca: ca, roots: roots}
+}
+
+func (p *peerPKI) cert(t *testing.T) tls.Certificate {
+	leaf, err := p.ca.Issue(pki.LeafOptions{CommonName: "relay-replica", Hosts: pki.LoopbackHosts, Server: true, Client: true})
+	require.NoError(t, err)
+	c, err := leaf.TLSCertificate()
+	require.NoError(t, err)
+	return c
+}
+
+// startReplica starts a harness whose relay is one replica of a fleet: a
+// peer listener that takes only certificates of the fleet's CA, and peer
+// TLS from client (the fleet's own, or another CA's for a test).
+func startReplica(t *testing.T, dir *memDirectory, fleet, client *peerPKI, handler http.Handler, o harnessOpts) (*harness, *replica) {
+	view := &replica{d: dir}
+	relayCfg := o.relayCfg
+	o.relayCfg = func(c *tunnel.RelayConfig) {
+		c.Directory = view
+		c.PeerTLSConfig = &tls.Config{Certificates: []tls.Certificate{client.cert(t)}, RootCAs: client.roots}
+		if relayCfg != nil {
+			relayCfg(c)
+		}
+	}
+	// The peer listener's address is the replica's name in the directory,
+	// known before any agent connects.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	view.addr = ln.Addr().String()
+	noAgent := o.noAgent
+	o.noAgent = true
+	h := newHarness(t, handler, o)
+	peer := httptest.NewUnstartedServer(h.relay.PeerHandler())
+	peer.Listener.Close()
+	peer.Listener = ln
+	peer.EnableHTTP2 = true
+	peer.TLS = &tls.Config{Certificates: []tls.Certificate{fleet.cert(t)}, ClientCAs: fleet.roots, ClientAuth: tls.RequireAndVerifyClientCert}
+	peer.Config.ErrorLog = quietLog
+	peer.StartTLS()
+	t.Cleanup(peer.Close)
+	if !noAgent {
+		h.startAgent(handler, o)
+		h.waitConnected(clusterID)
+	}
+	return h, view
+}
+
+func TestFleetForwardsToTheReplicaThatHoldsTheCluster(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	b, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{})
+
+	req, _ := http.NewRequest(http.MethodPost, a.url("/api/v1/namespaces/a%2Fb/pods?watch=1&x=%20"), strings.NewReader("payload"))
+	req.Header.Set("X-Custom", "kept")
+	resp, err := a.client().Do(req)
+	require.NoError(t, err)
+	e := decode(t, resp)
+	assert.Equal(t, "POST", e.Method)
+	assert.Equal(t, "/api/v1/namespaces/a%2Fb/pods", e.RawPath, "escaping survives two prefix rewrites")
+	assert.Equal(t, "watch=1&x=%20", e.Query)
+	assert.Equal(t, "payload", e.Body)
+	assert.Equal(t, "kept", e.Header.Get("X-Custom"))
+	assert.Equal(t, req.URL.Host, e.Host, "the agent sees the Host the client sent")
+
+	sa, sb := a.relay.Stats(), b.relay.Stats()
+	assert.EqualValues(t, 1, sa.PeerForwarded)
+	assert.EqualValues(t, 0, sa.StreamsOpened, "the replica the client reached holds no connection")
+	assert.EqualValues(t, 1, sb.StreamsOpened)
+	assert.EqualValues(t, 0, sb.PeerForwarded)
+}
+
+func TestFleetForwardsUpgrades(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, _ := startReplica(t, dir, fleet, fleet, upgradeEcho, harnessOpts{noAgent: true})
+	startReplica(t, dir, fleet, fleet, upgradeEcho, harnessOpts{})
+
+	conn, br, resp := dialUpgrade(t, a, "echo/1")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	payload := strings.Repeat("exec stdin ", 50000)
+	go func() {
+		io.WriteString(conn, payload)
+		conn.(closeWriter).CloseWrite()
+	}()
+	got, err := io.ReadAll(br)
+	require.NoError(t, err)
+	assert.Equal(t, payload+"bye", string(got), "bytes both ways, and the half-close, cross the peer hop")
+
+	_, _, resp = dialUpgrade(t, a, "other/1")
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "a refused upgrade comes back as an ordinary answer")
+}
+
+// A request crosses one peer hop at most: a replica that a stale view
+// sends a request to, and that holds no connection either, answers
+// instead of sending it on.
+func TestFleetForwardsOnceAtMost(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, va := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	b, vb := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	va.extra, vb.extra = []string{vb.addr}, []string{va.addr} // each believes the other holds it
+
+	resp, err := a.client().Get(a.url("/api/v1/pods"))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, string(body), "is not connected to the relay")
+	assert.EqualValues(t, 1, a.relay.Stats().PeerForwarded)
+	assert.EqualValues(t, 0, b.relay.Stats().PeerForwarded, "the second replica did not send it back")
+}
+
+func TestFleetTriesAnotherHolderWhenOneIsDown(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, va := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	startReplica(t, dir, fleet, fleet, echo, harnessOpts{})
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	va.extra = []string{dead.Addr().String()}
+	dead.Close() // nothing listens there now
+
+	for range 20 {
+		resp, err := a.client().Get(a.url("/api/v1/pods"))
+		require.NoError(t, err)
+		decode(t, resp)
+	}
+	assert.Greater(t, a.relay.Stats().PeerForwarded, uint64(20), "some requests met the dead holder first and went on")
+}
+
+// Replicas take peer requests only from certificates of the fleet's CA:
+// the peer listener serves requests without asking the front door.
+func TestFleetRefusesAPeerWithAnotherCA(t *testing.T) {
+	dir, fleet, stranger := &memDirectory{}, newPeerPKI(t, "fleet peer CA"), newPeerPKI(t, "another CA")
+	// The stranger trusts the fleet's servers but has its own client
+	// certificate.
+	stranger.roots = fleet.roots
+	a, _ := startReplica(t, dir, fleet, stranger, echo, harnessOpts{noAgent: true})
+	b, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{})
+
+	resp, err := a.client().Get(a.url("/api/v1/pods"))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	assert.Contains(t, string(body), "another relay replica")
+	assert.EqualValues(t, 0, b.relay.Stats().StreamsOpened, "nothing reached the agent")
+}
+
+// The front door decides once, at the replica the caller reached: the
+// holder's authorizer is not asked again.
+func TestFleetAsksTheFrontDoorOnce(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	var asked sync.Map
+	door := func(name string, allow bool) func(*tunnel.RelayConfig) {
+		return func(c *tunnel.RelayConfig) {
+			c.ClientAuthorizer = tunnel.ClientAuthorizerFunc(func(*http.Request, string) error {
+				asked.Store(name, true)
+				if !allow {
+					return &tunnel.AccessError{Code: http.StatusForbidden, Reason: "test", Message: "no"}
+				}
+				return nil
+			})
+		}
+	}
+	a, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true, relayCfg: door("a", true)})
+	startReplica(t, dir, fleet, fleet, echo, harnessOpts{relayCfg: door("b", false)})
+
+	resp, err := a.client().Get(a.url("/api/v1/pods"))
+	require.NoError(t, err)
+	decode(t, resp)
+	_, askedA := asked.Load("a")
+	_, askedB := asked.Load("b")
+	assert.True(t, askedA)
+	assert.False(t, askedB)
+}
+
+// Without a Directory a relay knows only its own connections, as before.
+func TestRelayWithoutDirectoryNeedsNoPeerTLS(t *testing.T) {
+	_, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SecretAuthenticator{}, Directory: &replica{d: &memDirectory{}}})
+	assert.ErrorContains(t, err, "PeerTLSConfig is required")
+}
