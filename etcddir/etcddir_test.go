@@ -1,0 +1,139 @@
+package etcddir_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/clusterconnect/clusterconnect/etcddir"
+	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+)
+
+func startEtcd(t *testing.T, members int) *kubetest.Etcd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e, err := kubetest.StartEtcd(ctx, t.TempDir(), members)
+	kubetest.Require(t, err)
+	t.Cleanup(e.Stop)
+	return e
+}
+
+func client(t *testing.T, endpoints []string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second,
+		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// replica is one Directory running until the test ends or stop is called.
+type replica struct {
+	*etcddir.Directory
+	stop func()
+	done chan struct{}
+}
+
+func run(t *testing.T, cli *clientv3.Client, id, addr string) *replica {
+	t.Helper()
+	d, err := etcddir.New(&etcddir.Config{Client: cli, ReplicaID: id, PeerAddr: addr, TTL: 2 * time.Second, Prefix: "/test/" + t.Name() + "/"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{Directory: d, stop: cancel, done: make(chan struct{})}
+	go func() { defer close(r.done); d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+func holders(d *replica, cluster string) func() []string {
+	return func() []string { return d.Holders(cluster) }
+}
+
+func eventually(t *testing.T, want []string, got func() []string, msg string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return assert.ObjectsAreEqual(want, got()) || (len(want) == 0 && len(got()) == 0) },
+		30*time.Second, 20*time.Millisecond, "%s: last %v", msg, got())
+}
+
+func TestReplicasSeeWhoHoldsWhat(t *testing.T) {
+	e := startEtcd(t, 1)
+	a := run(t, client(t, e.Endpoints()), "a", "10.0.0.1:8444")
+	b := run(t, client(t, e.Endpoints()), "b", "10.0.0.2:8444")
+
+	a.Hold("prod", true)
+	eventually(t, []string{"10.0.0.1:8444"}, holders(b, "prod"), "b sees a holding prod")
+	assert.Empty(t, a.Holders("prod"), "a does not forward to itself")
+
+	b.Hold("prod", true)
+	eventually(t, []string{"10.0.0.2:8444"}, holders(a, "prod"), "a sees b")
+	a.Hold("prod", false)
+	eventually(t, nil, holders(b, "prod"), "a's entry is withdrawn")
+	clusters, entries := b.Clusters()
+	assert.Equal(t, 1, clusters)
+	assert.Equal(t, 1, entries)
+}
+
+// A replica that stops revokes its lease: the others forget it at once,
+// not a TTL later. One that dies is forgotten when its lease expires.
+func TestAStoppedReplicaLeavesAndADeadOneExpires(t *testing.T) {
+	e := startEtcd(t, 1)
+	a := run(t, client(t, e.Endpoints()), "a", "10.0.0.1:8444")
+	deadCli := client(t, e.Endpoints())
+	dead := run(t, deadCli, "dead", "10.0.0.3:8444")
+	b := run(t, client(t, e.Endpoints()), "b", "10.0.0.2:8444")
+	a.Hold("c1", true)
+	dead.Hold("c2", true)
+	eventually(t, []string{"10.0.0.1:8444"}, holders(b, "c1"), "b sees a")
+	eventually(t, []string{"10.0.0.3:8444"}, holders(b, "c2"), "b sees the other")
+
+	a.stop()
+	<-a.done
+	check := client(t, e.Endpoints())
+	resp, err := check.Get(context.Background(), "/test/"+t.Name()+"/c1/", clientv3.WithPrefix())
+	require.NoError(t, err)
+	assert.Zero(t, resp.Count, "a revoked its lease before Run returned: its keys are gone, not waiting for the TTL")
+	eventually(t, nil, holders(b, "c1"), "b's view follows")
+
+	deadCli.Close() // no revoke, no keep-alive: as if the process died
+	eventually(t, nil, holders(b, "c2"), "the dead replica's keys expired with its lease")
+}
+
+// With etcd gone, a replica answers from its last view; when etcd comes
+// back, the keys whose lease expired meanwhile are written again.
+func TestTheViewOutlivesAnEtcdOutageAndHeals(t *testing.T) {
+	e := startEtcd(t, 1)
+	a := run(t, client(t, e.Endpoints()), "a", "10.0.0.1:8444")
+	b := run(t, client(t, e.Endpoints()), "b", "10.0.0.2:8444")
+	a.Hold("prod", true)
+	eventually(t, []string{"10.0.0.1:8444"}, holders(b, "prod"), "b sees a")
+
+	e.Kill(0)
+	time.Sleep(4 * time.Second) // past the 2 s TTL: the lease will be found expired
+	assert.Equal(t, []string{"10.0.0.1:8444"}, b.Holders("prod"), "b still forwards with what it knew")
+	a.Hold("staging", true) // a change while etcd is away
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, e.Restart(ctx, 0))
+	eventually(t, []string{"10.0.0.1:8444"}, holders(b, "prod"), "a wrote prod again on a new lease")
+	eventually(t, []string{"10.0.0.1:8444"}, holders(b, "staging"), "and what changed meanwhile")
+}
+
+// One member of three lost: nothing changes for the replicas.
+func TestOneEtcdMemberOfThreeLost(t *testing.T) {
+	e := startEtcd(t, 3)
+	a := run(t, client(t, e.Endpoints()), "a", "10.0.0.1:8444")
+	b := run(t, client(t, e.Endpoints()), "b", "10.0.0.2:8444")
+	a.Hold("c1", true)
+	eventually(t, []string{"10.0.0.1:8444"}, holders(b, "c1"), "b sees a")
+	e.Kill(0)
+	a.Hold("c2", true)
+	eventually(t, []string{"10.0.0.1:8444"}, holders(b, "c2"), "writes and watches go on with two members")
+	time.Sleep(3 * time.Second) // past the TTL: the lease is kept alive by the others
+	assert.Equal(t, []string{"10.0.0.1:8444"}, b.Holders("c1"))
+}
