@@ -90,6 +90,7 @@ func run() error {
 	streamWindow := fs.Int("stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "bytes of one response the relay takes from an agent ahead of the client: what a client that stops reading pins, and a cap on one download's speed over long round trips")
 	maxConns := fs.Int("max-client-conns", defaultMaxClientConns, "client connections open at once, before any request is read; past it new ones are reset (0: no bound)")
 	maxHeaderBytes := fs.Int("max-header-bytes", defaultMaxHeaderBytes, "largest request header a client may send; the relay holds this much per connection while a caller sends it")
+	fleetFlags := registerFleet(fs)
 	sendBuffer := fs.Int("client-send-buffer", tunnel.DefaultClientSendBuffer, "kernel send buffer per client connection in bytes: what a client that stops reading holds in the kernel, and a cap on one connection's speed over long round trips (0: the kernel's autotuning)")
 	if err := cli.ParseWithEnv(fs, "CLUSTERCONNECT_RELAY", os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -148,9 +149,20 @@ func run() error {
 		rcfg.ClientAuthorizer = authz
 		go watchPolicy(ctx, *policyFile, limits, raw, authz, 2*time.Second, log)
 	}
+	fl, err := fleetFlags.setup(log)
+	if err != nil {
+		return err
+	}
+	if fl != nil {
+		rcfg.Directory, rcfg.PeerTLSConfig = fl.dir, fl.clientTLS
+	}
 	relay, err := tunnel.NewRelay(rcfg)
 	if err != nil {
 		return err
+	}
+	leftFleet := func() {}
+	if fl != nil {
+		leftFleet = fl.serve(ctx, relay)
 	}
 
 	var refusedConns atomic.Uint64 // client connections past -max-client-conns
@@ -200,7 +212,9 @@ func run() error {
 		log.Info("shutting down")
 		relay.Close()
 	})
-	return httpx.ServeUntil(ctx, srv, ln, 10*time.Second)
+	err = httpx.ServeUntil(ctx, srv, ln, 10*time.Second)
+	leftFleet()
+	return err
 }
 
 // agentsFile is the -agents file.

@@ -15,6 +15,7 @@ func TunnelCounters(prefix string, s tunnel.Stats) []Counter {
 		c("streams_closed_total", "Requests and raw streams finished.", s.StreamsClosed),
 		c("bytes_to_agent_total", "Body bytes sent towards the agent.", s.BytesToAgent),
 		c("bytes_from_agent_total", "Body bytes received from the agent.", s.BytesFromAgent),
+		c("peer_forwarded_total", "Requests sent on to another replica of the fleet (relay only).", s.PeerForwarded),
 	}
 	for reason, n := range s.HandshakeFailures {
 		x := c("handshake_failures_total", "Refused agent handshakes by reason.", n)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,6 +31,9 @@ func StartEtcd(ctx context.Context, dir string, n int) (*Etcd, error) {
 	bin, err := EtcdPath()
 	if err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("kubetest: %w", err)
 	}
 	e := &Etcd{dir: dir, bin: bin}
 	var initial []string
