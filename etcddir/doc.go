@@ -3,9 +3,11 @@
 // tunnel.Directory.
 //
 // Each replica holds one lease (DefaultTTL, kept alive) and writes,
-// attached to it, one key per cluster it holds connections for:
+// attached to it, a key for itself and one per cluster it holds
+// connections for:
 //
-//	<prefix><cluster ID>/<replica ID> = <replica's peer address>
+//	<prefix>replicas/<replica ID>             = <replica's peer address>
+//	<prefix>clusters/<cluster ID>/<replica ID> = <replica's peer address>
 //
 // A watch on the prefix feeds every replica's view, from which the relay
 // answers without waiting on etcd. A replica that dies takes its keys with

@@ -54,12 +54,16 @@ type Directory struct {
 	log  *slog.Logger
 	kick chan struct{}
 
-	mu   sync.Mutex
-	want map[string]bool              // clusters this replica holds
-	view map[string]map[string]string // cluster → replica ID → peer address, every replica's
+	mu      sync.Mutex
+	want    map[string]bool              // clusters this replica holds
+	view    map[string]map[string]string // cluster → replica ID → peer address, every replica's
+	members map[string]string            // replica ID → peer address, every live replica
 }
 
-var _ tunnel.Directory = (*Directory)(nil)
+var (
+	_ tunnel.Directory      = (*Directory)(nil)
+	_ tunnel.ReplicaCounter = (*Directory)(nil)
+)
 
 // New returns a Directory for cfg; nothing is written before Run.
 func New(cfg *Config) (*Directory, error) {
@@ -83,7 +87,7 @@ func New(cfg *Config) (*Directory, error) {
 		return nil, errors.New("etcddir: TTL must be at least a second")
 	}
 	return &Directory{cfg: c, log: logx.OrDiscard(c.Logger), kick: make(chan struct{}, 1),
-		want: map[string]bool{}, view: map[string]map[string]string{}}, nil
+		want: map[string]bool{}, view: map[string]map[string]string{}, members: map[string]string{}}, nil
 }
 
 // Hold implements tunnel.Directory: the change is written in the
@@ -113,6 +117,18 @@ func (d *Directory) Holders(clusterID string) []string {
 		}
 	}
 	return out
+}
+
+// Replicas implements tunnel.ReplicaCounter: the live replicas in the
+// view, this one included (at least 1).
+func (d *Directory) Replicas() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := len(d.members)
+	if _, ok := d.members[d.cfg.ReplicaID]; !ok {
+		n++
+	}
+	return n
 }
 
 // Clusters reports how many clusters the view knows, and how many
@@ -171,6 +187,9 @@ func (d *Directory) session(ctx context.Context) error {
 			rcancel()
 		}
 	}()
+	if _, err := cli.Put(sctx, d.memberKey(d.cfg.ReplicaID), d.cfg.PeerAddr, clientv3.WithLease(lease.ID)); err != nil {
+		return fmt.Errorf("etcddir: joining the fleet: %w", err)
+	}
 	published := map[string]bool{}
 	rev, err := d.relist(sctx)
 	if err != nil {
@@ -214,9 +233,21 @@ func (d *Directory) kickSelf() {
 	}
 }
 
-// key is where replica's entry for cluster lives.
+// Keys: <prefix>clusters/<cluster>/<replica> for what a replica holds,
+// <prefix>replicas/<replica> for the replica itself; both carry its peer
+// address and live on its lease.
+const (
+	clustersDir = "clusters/"
+	replicasDir = "replicas/"
+)
+
+// key is where this replica's entry for cluster lives.
 func (d *Directory) key(cluster string) string {
-	return d.cfg.Prefix + cluster + "/" + d.cfg.ReplicaID
+	return d.cfg.Prefix + clustersDir + cluster + "/" + d.cfg.ReplicaID
+}
+
+func (d *Directory) memberKey(replica string) string {
+	return d.cfg.Prefix + replicasDir + replica
 }
 
 // publish writes what this replica holds and deletes what it no longer
@@ -262,9 +293,11 @@ func (d *Directory) relist(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("etcddir: listing the directory: %w", err)
 	}
-	view := map[string]map[string]string{}
+	view, members := map[string]map[string]string{}, map[string]string{}
 	for _, kv := range resp.Kvs {
-		if c, id, ok := d.split(string(kv.Key)); ok {
+		if id, ok := d.member(string(kv.Key)); ok {
+			members[id] = string(kv.Value)
+		} else if c, id, ok := d.split(string(kv.Key)); ok {
 			if view[c] == nil {
 				view[c] = map[string]string{}
 			}
@@ -272,7 +305,7 @@ func (d *Directory) relist(ctx context.Context) (int64, error) {
 		}
 	}
 	d.mu.Lock()
-	d.view = view
+	d.view, d.members = view, members
 	d.mu.Unlock()
 	return resp.Header.Revision, nil
 }
@@ -281,6 +314,14 @@ func (d *Directory) apply(events []*clientv3.Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, ev := range events {
+		if id, ok := d.member(string(ev.Kv.Key)); ok {
+			if ev.Type == clientv3.EventTypePut {
+				d.members[id] = string(ev.Kv.Value)
+			} else {
+				delete(d.members, id)
+			}
+			continue
+		}
 		c, id, ok := d.split(string(ev.Kv.Key))
 		if !ok {
 			continue
@@ -300,9 +341,14 @@ func (d *Directory) apply(events []*clientv3.Event) {
 	}
 }
 
-// split parses <prefix><cluster>/<replica>.
+// member parses <prefix>replicas/<replica>.
+func (d *Directory) member(key string) (replica string, ok bool) {
+	return strings.CutPrefix(key, d.cfg.Prefix+replicasDir)
+}
+
+// split parses <prefix>clusters/<cluster>/<replica>.
 func (d *Directory) split(key string) (cluster, replica string, ok bool) {
-	rest, ok := strings.CutPrefix(key, d.cfg.Prefix)
+	rest, ok := strings.CutPrefix(key, d.cfg.Prefix+clustersDir)
 	if !ok {
 		return "", "", false
 	}

@@ -76,6 +76,7 @@ func TestReplicasSeeWhoHoldsWhat(t *testing.T) {
 	clusters, entries := b.Clusters()
 	assert.Equal(t, 1, clusters)
 	assert.Equal(t, 1, entries)
+	assert.Equal(t, 2, a.Replicas(), "both replicas are members, holding or not")
 }
 
 // A replica that stops revokes its lease: the others forget it at once,
@@ -94,7 +95,7 @@ func TestAStoppedReplicaLeavesAndADeadOneExpires(t *testing.T) {
 	a.stop()
 	<-a.done
 	check := client(t, e.Endpoints())
-	resp, err := check.Get(context.Background(), "/test/"+t.Name()+"/c1/", clientv3.WithPrefix())
+	resp, err := check.Get(context.Background(), "/test/"+t.Name()+"/clusters/c1/", clientv3.WithPrefix())
 	require.NoError(t, err)
 	assert.Zero(t, resp.Count, "a revoked its lease before Run returned: its keys are gone, not waiting for the TTL")
 	eventually(t, nil, holders(b, "c1"), "b's view follows")

@@ -278,9 +278,17 @@ func (a *Agent) slot(i int) {
 			}
 			continue
 		}
-		log.Info("tunnel connection open")
+		log.Info("tunnel connection open", "replica", tc.replica.id)
+		spread := backoff{base: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
+		var respread <-chan time.Time
 		for tc != nil {
+			if respread == nil && a.crowded(tc) {
+				respread = time.After(spread.next())
+			}
 			select {
+			case <-respread:
+				respread = nil
+				tc = a.spread(ctx, tc, log)
 			case <-tc.done:
 				log.Info("tunnel connection closed", "after", time.Since(tc.since).Round(time.Millisecond))
 				if time.Since(tc.since) >= a.cfg.StableAfter {
@@ -300,6 +308,51 @@ func (a *Agent) slot(i int) {
 			return
 		}
 	}
+}
+
+// crowded reports whether tc shares its replica with another of the
+// agent's connections while the fleet has replicas none of them uses.
+func (a *Agent) crowded(tc *tunnelConn) bool {
+	if tc.replica.id == "" || tc.replica.count < 2 || a.cfg.Connections < 2 {
+		return false // alone, or the relay does not say there are others
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	used := map[string]bool{}
+	shared := false
+	for c := range a.conns {
+		used[c.replica.id] = true
+		if c != tc && c.replica.id == tc.replica.id {
+			shared = true
+		}
+	}
+	return shared && len(used) < min(a.cfg.Connections, tc.replica.count)
+}
+
+// spread opens another connection for tc's slot. If it reached a replica
+// none of the agent's other connections uses, it replaces tc (which
+// finishes its streams); otherwise it goes and tc stays.
+func (a *Agent) spread(ctx context.Context, tc *tunnelConn, log *slog.Logger) *tunnelConn {
+	ntc, err := a.connect(ctx)
+	if err != nil {
+		log.Warn("cannot open a connection to spread over replicas", "err", err)
+		return tc
+	}
+	a.mu.Lock()
+	fresh := true
+	for c := range a.conns {
+		if c != tc && c != ntc && c.replica.id == ntc.replica.id {
+			fresh = false
+		}
+	}
+	a.mu.Unlock()
+	if !fresh || ntc.replica.id == tc.replica.id {
+		ntc.goAway()
+		return tc
+	}
+	log.Info("tunnel connection moved to another replica", "from", tc.replica.id, "to", ntc.replica.id)
+	tc.goAway()
+	return ntc
 }
 
 // replace opens a new connection, then drains old. If the new one cannot be
@@ -333,6 +386,9 @@ type tunnelConn struct {
 	base  *http.Server // for GOAWAY through Shutdown
 	since time.Time
 	done  chan struct{} // closed when serving ends
+	// replica is the fleet replica the connection reached, if the relay
+	// said.
+	replica replicaInfo
 }
 
 func (tc *tunnelConn) goAway() {
@@ -355,11 +411,11 @@ func (tc *tunnelConn) wait(ctx context.Context) error {
 
 // connect dials the relay and starts serving the connection.
 func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
-	conn, err := a.dial(ctx)
+	conn, replica, err := a.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	tc := &tunnelConn{conn: conn, since: time.Now(), done: make(chan struct{})}
+	tc := &tunnelConn{conn: conn, since: time.Now(), done: make(chan struct{}), replica: replica}
 	tc.base = &http.Server{MaxHeaderBytes: a.cfg.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0)}
 	serve, err := a.h2Server(tc.base)
 	if err != nil {

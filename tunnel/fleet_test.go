@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,7 +33,10 @@ type replica struct {
 	d     *memDirectory
 	addr  string
 	extra []string
+	count int // what Replicas says
 }
+
+func (r *replica) Replicas() int { return r.count }
 
 func (r *replica) Hold(id string, held bool) {
 	r.d.mu.Lock()
@@ -243,4 +247,92 @@ func TestFleetAsksTheFrontDoorOnce(t *testing.T) {
 func TestRelayWithoutDirectoryNeedsNoPeerTLS(t *testing.T) {
 	_, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SecretAuthenticator{}, Directory: &replica{d: &memDirectory{}}})
 	assert.ErrorContains(t, err, "PeerTLSConfig is required")
+}
+
+// sequenceLB is a TCP load balancer that sends the i-th connection to
+// backends[i], and after the list to the last two in turn.
+type sequenceLB struct {
+	ln       net.Listener
+	mu       sync.Mutex
+	n        int
+	backends []string
+}
+
+func newSequenceLB(t *testing.T, backends ...string) *sequenceLB {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	lb := &sequenceLB{ln: ln, backends: backends}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			lb.mu.Lock()
+			i := lb.n
+			lb.n++
+			lb.mu.Unlock()
+			if i >= len(backends) {
+				i = len(backends) - 2 + (i-len(backends))%2
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", backends[i])
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return lb
+}
+
+func conns(h *harness) int {
+	n := 0
+	for _, c := range h.relay.Conns() {
+		if c.ClusterID == clusterID {
+			n++
+		}
+	}
+	return n
+}
+
+// Behind a balancer that keeps sending an agent to one replica, the
+// agent's two connections end up on both: the relays name themselves in
+// the handshake, and the agent keeps trying until its connections differ.
+func TestAgentSpreadsItsConnectionsOverReplicas(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, va := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) { c.ReplicaID = "a" }})
+	b, vb := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) { c.ReplicaID = "b" }})
+	va.count, vb.count = 2, 2
+	aAddr, bAddr := a.srv.Listener.Addr().String(), b.srv.Listener.Addr().String()
+	// Four times to a, then b and a in turn.
+	lb := newSequenceLB(t, aAddr, aAddr, aAddr, aAddr, bAddr, aAddr)
+	a.startAgent(echo, harnessOpts{relayAddr: func(string) string { return lb.ln.Addr().String() }})
+
+	require.Eventually(t, func() bool { return conns(a) == 1 && conns(b) == 1 }, 30*time.Second, 10*time.Millisecond,
+		"connections: a %d, b %d", conns(a), conns(b))
+	// And it stays so: nothing more is dialed once they differ.
+	lb.mu.Lock()
+	dialed := lb.n
+	lb.mu.Unlock()
+	time.Sleep(500 * time.Millisecond)
+	lb.mu.Lock()
+	assert.Equal(t, dialed, lb.n, "no more connections once spread")
+	lb.mu.Unlock()
+	resp, err := a.client().Get(a.url("/api"))
+	require.NoError(t, err)
+	decode(t, resp)
+}
+
+// A relay alone, or one that does not name itself, gets no extra dials.
+func TestAgentAloneDoesNotRespread(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{relayCfg: func(c *tunnel.RelayConfig) { c.ReplicaID = "only" }, agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 2 }})
+	require.Eventually(t, func() bool { return conns(h) == 2 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	assert.EqualValues(t, 2, h.relay.Stats().ConnectionsOpened, "two connections to the one relay, and no more")
 }

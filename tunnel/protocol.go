@@ -21,6 +21,11 @@ const (
 	HeaderClusterID  = "Clusterconnect-Cluster-Id"
 	HeaderAgentID    = "Clusterconnect-Agent-Id"
 	headerStreamKind = "Clusterconnect-Stream"
+	// HeaderReplica and HeaderReplicas, in a fleet relay's 101 answer,
+	// name the replica the agent reached and say how many the fleet has,
+	// so an agent can spread its connections over several.
+	HeaderReplica  = "Clusterconnect-Replica"
+	HeaderReplicas = "Clusterconnect-Replicas"
 )
 
 // Raw stream kinds, sent in the Clusterconnect-Stream header of a CONNECT

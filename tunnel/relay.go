@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,6 +87,11 @@ type RelayConfig struct {
 	// replicas' peer listeners: this replica's certificate and the
 	// fleet's peer CA as RootCAs. Required with Directory.
 	PeerTLSConfig *tls.Config
+	// ReplicaID names this replica to agents in the handshake answer, so
+	// that an agent can spread its connections over replicas; with a
+	// Directory that also implements ReplicaCounter, the answer says how
+	// many replicas there are.
+	ReplicaID string
 
 	// Logger receives connection events; nil discards them. Credentials are
 	// never logged.
@@ -124,6 +130,9 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.ReplicaID != "" && ValidateClusterID(c.ReplicaID) != nil {
+		return nil, fmt.Errorf("tunnel: RelayConfig.ReplicaID %q: letters, digits, '-', '_' and '.' only, at most %d", c.ReplicaID, MaxClusterIDLength)
 	}
 	if c.Directory != nil && c.PeerTLSConfig == nil {
 		return nil, errors.New("tunnel: RelayConfig.PeerTLSConfig is required with a Directory")
@@ -244,7 +253,14 @@ func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handsha
 	// relies on pings instead.
 	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
 	conn.SetDeadline(deadline)
-	const resp = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + ProtocolV1 + "\r\n\r\n"
+	resp := "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + ProtocolV1 + "\r\n"
+	if id := r.cfg.ReplicaID; id != "" {
+		resp += HeaderReplica + ": " + id + "\r\n"
+		if rc, ok := r.cfg.Directory.(ReplicaCounter); ok {
+			resp += HeaderReplicas + ": " + strconv.Itoa(rc.Replicas()) + "\r\n"
+		}
+	}
+	resp += "\r\n"
 	if _, err := io.WriteString(conn, resp); err != nil {
 		conn.Close()
 		return err

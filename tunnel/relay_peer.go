@@ -31,6 +31,12 @@ type Directory interface {
 	Holders(clusterID string) []string
 }
 
+// ReplicaCounter is implemented by a Directory that knows how many
+// replicas the fleet has (itself included), which a relay tells agents.
+type ReplicaCounter interface {
+	Replicas() int
+}
+
 // ErrPeerUnreachable is returned (and answered with 502) when the cluster's
 // connections are held by other replicas and none of them could be
 // reached.

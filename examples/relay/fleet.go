@@ -52,6 +52,7 @@ func registerFleet(fs *flag.FlagSet) *fleetFlags {
 
 // fleet is what a replica runs besides the relay.
 type fleet struct {
+	id        string // this replica's
 	cli       *clientv3.Client
 	dir       *etcddir.Directory
 	clientTLS *tls.Config // for dialing peers
@@ -118,7 +119,7 @@ func (f *fleetFlags) setup(log *slog.Logger) (*fleet, error) {
 	}
 	log.Info("relay replica of a fleet", "replica", id, "peer", advertise, "etcd", f.endpoints)
 	return &fleet{
-		cli: cli, dir: dir, ln: ln, log: log,
+		id: id, cli: cli, dir: dir, ln: ln, log: log,
 		clientTLS: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: peers, MinVersion: tls.VersionTLS13},
 		serverTLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: peers, ClientAuth: tls.RequireAndVerifyClientCert,
 			MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}},

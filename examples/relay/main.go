@@ -154,7 +154,7 @@ func run() error {
 		return err
 	}
 	if fl != nil {
-		rcfg.Directory, rcfg.PeerTLSConfig = fl.dir, fl.clientTLS
+		rcfg.Directory, rcfg.PeerTLSConfig, rcfg.ReplicaID = fl.dir, fl.clientTLS, fl.id
 	}
 	relay, err := tunnel.NewRelay(rcfg)
 	if err != nil {
