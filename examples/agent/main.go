@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,9 +12,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -63,6 +66,7 @@ func run() error {
 	nested := fs.Bool("allow-nested-impersonation", false, "honour callers' --as/--as-group when RBAC allows them to impersonate")
 	healthListen := fs.String("health-listen", ":8081", "address for /healthz, /readyz and /metrics")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	keyWait := fs.Duration("wait-for-keys", 30*time.Second, "how long to wait for the issuers' keys before connecting to the relay (0: connect at once)")
 	if err := cli.ParseWithEnv(fs, "CLUSTERCONNECT_AGENT", os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -118,6 +122,9 @@ func run() error {
 	mux.Handle("/metrics", cli.Metrics(func() []cli.Counter { return cli.TunnelCounters("clusterconnect_agent", agent.Stats()) }))
 	go cli.Serve(ctx, *healthListen, mux, log, "health")
 
+	if *keyWait > 0 {
+		waitForKeys(ctx, verifier, *keyWait, log)
+	}
 	log.Info("agent starting", "relay", *relayURL, "cluster", *clusterID)
 	err = agent.Run(ctx) // on SIGTERM: GOAWAY, then in-flight streams finish
 	log.Info("agent stopped")
@@ -166,4 +173,26 @@ func mapping(generic bool) tokens.Mapping {
 		return tokens.Mapping{UsernameClaims: []string{"sub"}, GroupsClaims: []string{"groups"}}
 	}
 	return tokens.EntraMapping()
+}
+
+// waitForKeys fetches the issuers' keys before the agent connects, for up
+// to limit: an agent that took requests first would answer each with 503
+// until its keys came, and a second replica started under load did just
+// that. Past limit it connects anyway, and keeps trying in the background
+// as requests come.
+func waitForKeys(ctx context.Context, v *tokens.Verifier, limit time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		err := v.Ready(ctx)
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn("issuer keys not fetched; connecting anyway", "err", err)
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

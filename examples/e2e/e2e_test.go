@@ -518,10 +518,11 @@ func agentKilledUnderLoad(t *testing.T, c *chain) {
 			afterKill.Add(1)
 		}
 		if err == nil {
-			_, err = io.Copy(io.Discard, resp.Body)
+			var body []byte
+			body, err = io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if err == nil && resp.StatusCode != http.StatusOK {
-				err = fmt.Errorf("%s", resp.Status)
+				err = fmt.Errorf("%s: %.300s", resp.Status, body)
 			}
 		}
 		if err != nil {

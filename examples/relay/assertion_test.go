@@ -128,7 +128,7 @@ func TestAssertionsNameTheRelay(t *testing.T) {
 	agent := func(addr string, args ...string) {
 		args = append([]string{"-relay-url", "https://" + addr, "-cluster-id", "edge-7", "-key-file", keyFile, "-relay-ca", caFile,
 			"-kubeconfig", kubeconfig, "-tenant", "44444444-4444-4444-8444-444444444444", "-audience", "api://x",
-			"-health-listen", freeAddr(t), "-connections", "1"}, args...)
+			"-health-listen", freeAddr(t), "-connections", "1", "-wait-for-keys", "0"}, args...)
 		start(t, filepath.Join(bin, "agent"), args...)
 	}
 
