@@ -63,6 +63,7 @@ type Directory struct {
 var (
 	_ tunnel.Directory      = (*Directory)(nil)
 	_ tunnel.ReplicaCounter = (*Directory)(nil)
+	_ tunnel.ReplayCache    = (*Directory)(nil)
 )
 
 // New returns a Directory for cfg; nothing is written before Run.
@@ -239,6 +240,7 @@ func (d *Directory) kickSelf() {
 const (
 	clustersDir = "clusters/"
 	replicasDir = "replicas/"
+	replaysDir  = "replays/" // agent assertions' IDs, each until it expires
 )
 
 // key is where this replica's entry for cluster lives.
@@ -357,4 +359,29 @@ func (d *Directory) split(key string) (cluster, replica string, ok bool) {
 		return "", "", false
 	}
 	return rest[:i], rest[i+1:], true
+}
+
+// Claim implements tunnel.ReplayCache: key is created under
+// <prefix>replays/ if absent, on a lease of its own that ends at until, in
+// one transaction, so of two replicas claiming one key exactly one wins.
+func (d *Directory) Claim(ctx context.Context, key string, until time.Time) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ttl := int64(time.Until(until)/time.Second) + 1
+	lease, err := d.cfg.Client.Grant(ctx, max(ttl, 1))
+	if err != nil {
+		return false, fmt.Errorf("etcddir: replay cache: %w", err)
+	}
+	k := d.cfg.Prefix + replaysDir + key
+	resp, err := d.cfg.Client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, d.cfg.ReplicaID, clientv3.WithLease(lease.ID))).
+		Commit()
+	if err != nil || !resp.Succeeded {
+		d.cfg.Client.Revoke(context.WithoutCancel(ctx), lease.ID)
+	}
+	if err != nil {
+		return false, fmt.Errorf("etcddir: replay cache: %w", err)
+	}
+	return resp.Succeeded, nil
 }

@@ -2,6 +2,7 @@ package etcddir_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -137,4 +138,43 @@ func TestOneEtcdMemberOfThreeLost(t *testing.T) {
 	eventually(t, []string{"10.0.0.1:8444"}, holders(b, "c2"), "writes and watches go on with two members")
 	time.Sleep(3 * time.Second) // past the TTL: the lease is kept alive by the others
 	assert.Equal(t, []string{"10.0.0.1:8444"}, b.Holders("c1"))
+}
+
+// An assertion ID claimed at one replica is refused at every other, and
+// of many replicas claiming it at once exactly one wins.
+func TestReplayCacheIsShared(t *testing.T) {
+	e := startEtcd(t, 1)
+	var reps []*replica
+	for i := range 4 {
+		reps = append(reps, run(t, client(t, e.Endpoints()), fmt.Sprintf("r%d", i), fmt.Sprintf("10.0.0.%d:8444", i)))
+	}
+	until := time.Now().Add(time.Minute)
+	results := make(chan bool, len(reps))
+	for _, r := range reps {
+		go func() {
+			ok, err := r.Claim(context.Background(), "c1/jti-1", until)
+			assert.NoError(t, err)
+			results <- ok
+		}()
+	}
+	won := 0
+	for range reps {
+		if <-results {
+			won++
+		}
+	}
+	assert.Equal(t, 1, won, "exactly one replica accepts the assertion")
+	ok, err := reps[0].Claim(context.Background(), "c1/jti-2", until)
+	require.NoError(t, err)
+	assert.True(t, ok, "another ID is new")
+
+	// The entry lives only as long as the assertion could pass.
+	short := time.Now().Add(time.Second)
+	ok, err = reps[1].Claim(context.Background(), "c1/jti-3", short)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Eventually(t, func() bool {
+		ok, err := reps[2].Claim(context.Background(), "c1/jti-3", time.Now().Add(time.Second))
+		return err == nil && ok
+	}, 30*time.Second, 200*time.Millisecond, "the key expired with its lease")
 }

@@ -8,9 +8,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
@@ -18,6 +20,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/clusterconnect/clusterconnect/internal/logx"
 )
 
 // AssertionAudience returns the audience that names a relay in agent
@@ -139,6 +143,21 @@ type AssertionConfig struct {
 	MaxLifetime time.Duration
 	// Leeway for clock skew on exp, nbf and iat; default 30 seconds.
 	Leeway time.Duration
+	// Replays, if set, is a replay cache a fleet's replicas share, so an
+	// assertion used at one is refused at every other. The relay's own
+	// memory is checked first either way; when the shared cache cannot
+	// be reached the assertion is judged by that memory alone (logged),
+	// so agents can still reconnect while the store is away.
+	Replays ReplayCache
+	// Logger receives shared replay cache failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// ReplayCache records assertion IDs for a fleet's replicas together.
+type ReplayCache interface {
+	// Claim records key until the given time and reports whether it was
+	// new: false if any replica claimed it before.
+	Claim(ctx context.Context, key string, until time.Time) (bool, error)
 }
 
 // AssertionAuthenticator checks agents' signed assertions: signature by a
@@ -151,6 +170,8 @@ type AssertionAuthenticator struct {
 	maxLifetime time.Duration
 	leeway      time.Duration
 	now         func() time.Time
+	replays     ReplayCache
+	log         *slog.Logger
 
 	mu        sync.Mutex
 	seen      map[string]time.Time // cluster ID + jti → when it may be forgotten
@@ -165,6 +186,8 @@ func NewAssertionAuthenticator(cfg AssertionConfig) (*AssertionAuthenticator, er
 		maxLifetime: cfg.MaxLifetime,
 		leeway:      cfg.Leeway,
 		now:         time.Now,
+		replays:     cfg.Replays,
+		log:         logx.OrDiscard(cfg.Logger),
 		seen:        map[string]time.Time{},
 		nextPrune:   1024,
 	}
@@ -194,7 +217,7 @@ func NewAssertionAuthenticator(cfg AssertionConfig) (*AssertionAuthenticator, er
 }
 
 // Authenticate verifies an assertion for clusterID.
-func (a *AssertionAuthenticator) Authenticate(_ context.Context, clusterID, credential string) error {
+func (a *AssertionAuthenticator) Authenticate(ctx context.Context, clusterID, credential string) error {
 	keys, ok := a.keys[clusterID]
 	if !ok {
 		return &AuthError{Reason: "unknown-cluster"}
@@ -230,7 +253,19 @@ func (a *AssertionAuthenticator) Authenticate(_ context.Context, clusterID, cred
 	case claims.Expiry.Time().Sub(claims.IssuedAt.Time()) > a.maxLifetime:
 		return &AuthError{Reason: "lifetime-too-long", Err: fmt.Errorf("lifetime over %s", a.maxLifetime)}
 	}
-	return a.remember(clusterID+"\x00"+claims.ID, claims.Expiry.Time().Add(a.leeway), now)
+	until := claims.Expiry.Time().Add(a.leeway)
+	if err := a.remember(clusterID+"\x00"+claims.ID, until, now); err != nil || a.replays == nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte(claims.ID))
+	fresh, err := a.replays.Claim(ctx, clusterID+"/"+hex.EncodeToString(sum[:]), until)
+	switch {
+	case err != nil:
+		a.log.Warn("shared replay cache unavailable; judging the assertion by this relay's memory alone", "cluster", clusterID, "err", err)
+	case !fresh:
+		return &AuthError{Reason: "replayed", Err: errors.New("this assertion was already used at another relay replica")}
+	}
+	return nil
 }
 
 // remember records a jti until it could no longer pass the expiry check,

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -221,4 +222,61 @@ func randomID(t *testing.T) string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// sharedReplays is a replay cache in memory, shared by the relays of one
+// test; fail makes it unreachable.
+type sharedReplays struct {
+	mu   sync.Mutex
+	seen map[string]bool
+	fail bool
+}
+
+func (s *sharedReplays) Claim(_ context.Context, key string, _ time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return false, errors.New("store unreachable")
+	}
+	if s.seen[key] {
+		return false, nil
+	}
+	if s.seen == nil {
+		s.seen = map[string]bool{}
+	}
+	s.seen[key] = true
+	return true, nil
+}
+
+// An assertion used at one replica of a fleet is refused at the others;
+// with the shared cache unreachable each replica still refuses what it
+// has seen itself.
+func TestAssertionReplayedAtAnotherReplica(t *testing.T) {
+	agentKey := newKey(t)
+	keys := map[string][]crypto.PublicKey{clusterID: {agentKey.Public()}}
+	shared := &sharedReplays{}
+	replica := func() *tunnel.AssertionAuthenticator {
+		a, err := tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Keys: keys, Audience: "https://relay.example.com", Replays: shared})
+		require.NoError(t, err)
+		return a
+	}
+	a, b := replica(), replica()
+	cred := &tunnel.AssertionCredential{ClusterID: clusterID, Key: agentKey, Audience: "https://relay.example.com"}
+	assertion, err := cred.Credential(context.Background())
+	require.NoError(t, err)
+
+	require.NoError(t, a.Authenticate(context.Background(), clusterID, assertion))
+	err = b.Authenticate(context.Background(), clusterID, assertion)
+	var ae *tunnel.AuthError
+	require.ErrorAs(t, err, &ae)
+	assert.Equal(t, "replayed", ae.Reason)
+	assert.ErrorContains(t, err, "another relay replica")
+
+	shared.fail = true
+	fresh, err := cred.Credential(context.Background())
+	require.NoError(t, err)
+	assert.NoError(t, b.Authenticate(context.Background(), clusterID, fresh), "the store away: judged by this relay's memory")
+	err = b.Authenticate(context.Background(), clusterID, fresh)
+	require.ErrorAs(t, err, &ae)
+	assert.Equal(t, "replayed", ae.Reason, "which still refuses a replay here")
 }

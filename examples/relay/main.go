@@ -105,7 +105,15 @@ func run() error {
 	if *agentsFile == "" {
 		return errors.New("-agents is required: which clusters may connect, and how they prove it (see -h)")
 	}
-	auth, err := loadAgents(*agentsFile, *publicURL)
+	fl, err := fleetFlags.setup(log)
+	if err != nil {
+		return err
+	}
+	var replays tunnel.ReplayCache // a fleet's replicas share theirs
+	if fl != nil {
+		replays = fl.dir
+	}
+	auth, err := loadAgents(*agentsFile, *publicURL, replays, log)
 	if err != nil {
 		return err
 	}
@@ -148,10 +156,6 @@ func run() error {
 		}
 		rcfg.ClientAuthorizer = authz
 		go watchPolicy(ctx, *policyFile, limits, raw, authz, 2*time.Second, log)
-	}
-	fl, err := fleetFlags.setup(log)
-	if err != nil {
-		return err
 	}
 	if fl != nil {
 		rcfg.Directory, rcfg.PeerTLSConfig, rcfg.ReplicaID = fl.dir, fl.clientTLS, fl.id
@@ -226,8 +230,9 @@ type agentsFile struct {
 }
 
 // loadAgents builds an authenticator that checks each cluster the way the
-// file says. Assertions must name this relay by its public URL.
-func loadAgents(path, publicURL string) (tunnel.Authenticator, error) {
+// file says. Assertions must name this relay by its public URL; with
+// replays, an assertion used at another replica of the fleet is refused.
+func loadAgents(path, publicURL string, replays tunnel.ReplayCache, log *slog.Logger) (tunnel.Authenticator, error) {
 	b, err := cli.ReadFileFlag("agents", path)
 	if err != nil {
 		return nil, err
@@ -273,7 +278,7 @@ func loadAgents(path, publicURL string) (tunnel.Authenticator, error) {
 		if err != nil {
 			return nil, fmt.Errorf("-public-url: %w", err)
 		}
-		if assertions, err = tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Keys: keys, Audience: audience}); err != nil {
+		if assertions, err = tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Keys: keys, Audience: audience, Replays: replays, Logger: log}); err != nil {
 			return nil, err
 		}
 	}
