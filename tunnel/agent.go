@@ -280,12 +280,22 @@ func (a *Agent) slot(i int) {
 		}
 		log.Info("tunnel connection open", "replica", tc.replica.id)
 		spread := backoff{base: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
-		var respread <-chan time.Time
+		var respread, retryMove <-chan time.Time
+		moved := map[*tunnelConn]bool{} // whose move request was taken up
 		for tc != nil {
 			if respread == nil && a.crowded(tc) {
 				respread = time.After(spread.next())
 			}
+			var move <-chan struct{}
+			if !moved[tc] {
+				move = tc.move
+			}
 			select {
+			case <-move:
+				moved[tc] = true
+				retryMove = a.move(ctx, &tc, &spread, log)
+			case <-retryMove:
+				retryMove = a.move(ctx, &tc, &spread, log)
 			case <-respread:
 				respread = nil
 				tc = a.spread(ctx, tc, log)
@@ -308,6 +318,20 @@ func (a *Agent) slot(i int) {
 			return
 		}
 	}
+}
+
+// move replaces *tc, whose relay asked for it (it is draining): a new
+// connection first, which the draining relay refuses so that it lands on
+// another, then GOAWAY on the old one. If no new connection can be opened
+// the old one serves on, and move says when to try again.
+func (a *Agent) move(ctx context.Context, tc **tunnelConn, b *backoff, log *slog.Logger) <-chan time.Time {
+	old := *tc
+	if ntc := a.replace(ctx, old, make(chan struct{}), log); ntc != old {
+		log.Info("tunnel connection moved: its relay is draining", "from", old.replica.id, "to", ntc.replica.id)
+		*tc = ntc
+		return nil
+	}
+	return time.After(b.next())
 }
 
 // crowded reports whether tc shares its replica with another of the
@@ -389,6 +413,10 @@ type tunnelConn struct {
 	// replica is the fleet replica the connection reached, if the relay
 	// said.
 	replica replicaInfo
+	// move is closed when the relay asks for the connection to be
+	// replaced (it is draining).
+	move     chan struct{}
+	moveOnce sync.Once
 }
 
 func (tc *tunnelConn) goAway() {
@@ -415,7 +443,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tunnelConn{conn: conn, since: time.Now(), done: make(chan struct{}), replica: replica}
+	tc := &tunnelConn{conn: conn, since: time.Now(), done: make(chan struct{}), replica: replica, move: make(chan struct{})}
 	tc.base = &http.Server{MaxHeaderBytes: a.cfg.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0)}
 	serve, err := a.h2Server(tc.base)
 	if err != nil {
@@ -435,7 +463,14 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	a.stats.connsOpened.Add(1)
 	go func() {
 		defer close(tc.done)
-		serve(conn, http.HandlerFunc(a.serveTunnel))
+		serve(conn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodConnect && r.Header.Get(headerStreamKind) == streamMove {
+				tc.moveOnce.Do(func() { close(tc.move) })
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+			a.serveTunnel(w, r)
+		}))
 		conn.Close()
 		a.mu.Lock()
 		delete(a.conns, tc)

@@ -1,6 +1,7 @@
 package tunnel_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -335,4 +336,55 @@ func TestAgentAloneDoesNotRespread(t *testing.T) {
 	require.Eventually(t, func() bool { return conns(h) == 2 }, 10*time.Second, 10*time.Millisecond)
 	time.Sleep(500 * time.Millisecond)
 	assert.EqualValues(t, 2, h.relay.Stats().ConnectionsOpened, "two connections to the one relay, and no more")
+}
+
+// A replica that drains asks its agents to move: the agent opens a new
+// connection, which the balancer gives to another replica, and only then
+// lets the old one go, whose request in flight finishes.
+func TestDrainMovesAgentsToAnotherReplica(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	entered, release := make(chan struct{}), make(chan struct{})
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(entered)
+			<-release
+			io.WriteString(w, "done")
+			return
+		}
+		echo(w, r)
+	})
+	a, _ := startReplica(t, dir, fleet, fleet, handler, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) { c.ReplicaID = "a" }})
+	b, _ := startReplica(t, dir, fleet, fleet, handler, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) { c.ReplicaID = "b" }})
+	lb := newSequenceLB(t, a.srv.Listener.Addr().String(), b.srv.Listener.Addr().String(), b.srv.Listener.Addr().String())
+	a.startAgent(handler, harnessOpts{relayAddr: func(string) string { return lb.ln.Addr().String() },
+		agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1 }})
+	a.waitConnected(clusterID)
+
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := a.client().Get(a.url("/slow"))
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- string(body)
+	}()
+	<-entered
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		drained <- a.relay.Drain(ctx)
+	}()
+	require.Eventually(t, func() bool { return conns(b) == 1 }, 30*time.Second, 10*time.Millisecond, "the agent opened a connection to b")
+	resp, err := b.client().Get(b.url("/api"))
+	require.NoError(t, err)
+	decode(t, resp)
+
+	close(release)
+	assert.Equal(t, "done", <-slow, "the request in flight on the draining replica finished")
+	require.NoError(t, <-drained, "every agent connection left before the deadline")
+	assert.Zero(t, conns(a))
 }

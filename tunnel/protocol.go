@@ -33,6 +33,10 @@ const (
 const (
 	streamUpgrade = "upgrade" // an HTTP/1.1 Upgrade request from a client
 	streamDial    = "dial"    // Relay.DialContext
+	// streamMove asks the agent to replace the connection it arrives on
+	// (the relay is draining): the agent answers 200 at once, opens a
+	// new connection, then sends GOAWAY on this one.
+	streamMove = "move"
 )
 
 // MaxClusterIDLength bounds a cluster ID (a DNS name's length).

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
@@ -108,7 +110,9 @@ type Relay struct {
 	h2    *h2Transport
 	peers *peers // with a Directory
 	reg   registry
-	stats counters
+	// draining refuses agents' handshakes: they are to connect elsewhere.
+	draining atomic.Bool
+	stats    counters
 }
 
 // NewRelay returns a relay for cfg.
@@ -195,9 +199,57 @@ func (r *Relay) Close() error {
 	return nil
 }
 
+// Drain moves the relay's agents elsewhere before it stops: it refuses new
+// handshakes (503, "draining"), asks every connected agent to replace its
+// connections (an agent opens a new connection, which lands on another
+// relay behind the same address, then sends GOAWAY on the old one, whose
+// in-flight streams finish), and waits until no agent connection is left
+// or ctx ends. Then it closes the relay as Close does; it returns ctx's
+// error if connections were still open. Agents that do not know the
+// request keep their connections until then.
+func (r *Relay) Drain(ctx context.Context) error {
+	r.draining.Store(true)
+	for _, c := range r.reg.all() {
+		go r.askToMove(ctx, c)
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	var err error
+	for len(r.reg.all()) > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-t.C:
+		}
+	}
+	r.Close()
+	return err
+}
+
+// askToMove sends the agent of c a move stream.
+func (r *Relay) askToMove(ctx context.Context, c *agentConn) {
+	req := (&http.Request{Method: http.MethodConnect, URL: &url.URL{Host: "tunnel.invalid"}, Host: "tunnel.invalid",
+		Header: http.Header{headerStreamKind: {streamMove}}}).WithContext(ctx)
+	if !c.cc.ReserveNewRequest() {
+		return // going away already
+	}
+	resp, err := c.cc.RoundTrip(req)
+	if err != nil {
+		r.log.Debug("could not ask an agent to move", "cluster", c.clusterID, "err", err)
+		return
+	}
+	resp.Body.Close()
+}
+
 // serveAgent authenticates an agent's handshake and turns its connection
 // into an HTTP/2 client connection towards the agent.
 func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
+	if r.draining.Load() && !r.reg.closed.Load() {
+		r.stats.handshakeFailed("draining")
+		httpx.RetryAfter(w, time.Second)
+		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, "", "tunnel: this relay is draining; connect to another")
+		return
+	}
 	if r.reg.closed.Load() {
 		r.stats.handshakeFailed("relay-closed")
 		httpx.RetryAfter(w, time.Second)

@@ -86,6 +86,7 @@ func run() error {
 	issuerFlags := tokenflags.Register(fs)
 	limits := registerLimits(fs)
 	writeTimeout := fs.Duration("write-timeout", tunnel.DefaultWriteTimeout, "reset a client's stream (and drop a tunnel connection) when writing to it makes no progress this long")
+	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long agents get to move to another relay and their streams to finish")
 	upgradeTimeout := fs.Duration("upgrade-timeout", tunnel.DefaultUpgradeTimeout, "how long an agent may take to answer exec, attach or port-forward")
 	streamWindow := fs.Int("stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "bytes of one response the relay takes from an agent ahead of the client: what a client that stops reading pins, and a cap on one download's speed over long round trips")
 	maxConns := fs.Int("max-client-conns", defaultMaxClientConns, "client connections open at once, before any request is read; past it new ones are reset (0: no bound)")
@@ -212,12 +213,25 @@ func run() error {
 			}
 		}})
 	log.Info("relay listening", "addr", ln.Addr().String())
+	// On SIGTERM: leave the fleet's directory, ask agents to move to
+	// another replica, and let their streams finish, for up to
+	// -drain-timeout; then close what is left.
+	drained := make(chan struct{})
 	context.AfterFunc(ctx, func() {
+		defer close(drained)
+		log.Info("draining", "timeout", *drainTimeout)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drainTimeout)
+		defer cancel()
+		if err := relay.Drain(dctx); err != nil {
+			log.Warn("agents still connected at the drain deadline; closed", "err", err)
+		}
 		log.Info("shutting down")
-		relay.Close()
 	})
 	err = httpx.ServeUntil(ctx, srv, ln, 10*time.Second)
 	leftFleet()
+	if ctx.Err() != nil {
+		<-drained
+	}
 	return err
 }
 
