@@ -486,3 +486,58 @@ func TestRetrySkipsEveryConnectionOfADeadAgent(t *testing.T) {
 		assert.Equal(t, "200 B", <-results)
 	}
 }
+
+// An agent that dies after the headers of a small answer and before its
+// end: the relay had not passed any of it on, so the GET goes to the other
+// agent and the client gets a whole answer, not a reset stream.
+func TestRetryWhenAnAgentDiesMidAnswer(t *testing.T) {
+	var inA atomic.Int64
+	dying := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "part of it")
+		w.(http.Flusher).Flush()
+		inA.Add(1)
+		<-r.Context().Done() // the rest never comes: its agent dies
+	})
+	var proxy *cutProxy
+	h := newHarness(t, dying, harnessOpts{
+		agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = 1; c.AgentID = "agent-a" },
+		relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
+	})
+	second, err := tunnel.NewAgent(h.agentConfig(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "B")
+	}), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1; c.AgentID = "agent-b" }}))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); second.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return len(h.relay.Conns()) == 2 }, 10*time.Second, 5*time.Millisecond)
+
+	const n = 20
+	results := make(chan string, n)
+	for range n {
+		go func() {
+			resp, err := h.client().Get(h.url("/get"))
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			results <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+	}
+	require.Eventually(t, func() bool { return inA.Load() > 0 }, 10*time.Second, 5*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // let the rest be answered or held
+	proxy.ln.Close()
+	proxy.cut()
+	for range n {
+		assert.Equal(t, "200 B", <-results)
+	}
+}

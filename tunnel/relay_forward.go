@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -242,8 +243,12 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 	if c == nil {
 		return nil, r.pickError(known)
 	}
+	retryable := out.Body == nil && idempotent(out.Method)
 	resp, err := r.send(c, out)
-	if err == nil || out.Body != nil || !idempotent(out.Method) || out.Context().Err() != nil {
+	if err == nil && retryable {
+		resp, err = whole(resp)
+	}
+	if err == nil || !retryable || out.Context().Err() != nil {
 		return resp, err
 	}
 	c2, _ := r.reg.pick(id, c)
@@ -251,6 +256,27 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	return r.send(c2, out)
+}
+
+// smallBody is the largest answer the relay reads whole before passing it
+// on, when the request may be sent again.
+const smallBody = 16 << 10
+
+// whole reads a small answer of known length before the client sees any
+// of it: if its agent dies between the headers and the end of the body,
+// the request can still go to another agent instead of the client getting
+// a broken answer. Larger answers, and streams, go on as they come.
+func whole(resp *http.Response) (*http.Response, error) {
+	if resp.ContentLength < 0 || resp.ContentLength > smallBody {
+		return resp, nil
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: the answer broke off: %w", err)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return resp, nil
 }
 
 func (r *Relay) send(c *agentConn, out *http.Request) (*http.Response, error) {
