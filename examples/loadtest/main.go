@@ -9,6 +9,8 @@
 //	loadtest restart  -agents 1000             reconnect times after a relay restart
 //	loadtest stalled  -stalled 1000            clients that stop reading 2.3 MB downloads
 //	loadtest floods   -flood 4000              unauthenticated floods against the relay binary
+//	loadtest fleet    -agents 300              three relay replicas on etcd: peer hop, a replica SIGKILLed
+//	loadtest fleet-scale -agents 10000         etcd writes per agent and directory memory
 //
 // It stops by itself; every loop is bounded in count and time.
 package main
@@ -25,7 +27,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|stalled|floods|relay [flags] (-h for each)")
+		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|stalled|floods|fleet|fleet-scale|relay [flags] (-h for each)")
 		os.Exit(2)
 	}
 	raiseFileLimit()
@@ -33,7 +35,7 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "relay":
 		err = serveRelay(args) // the child process
-	case "idle", "requests", "watches", "restart", "stalled", "floods":
+	case "idle", "requests", "watches", "restart", "stalled", "floods", "fleet", "fleet-scale":
 		err = scenario(cmd, args)
 	default:
 		err = fmt.Errorf("unknown scenario %q", cmd)
@@ -55,6 +57,8 @@ type options struct {
 	hold        time.Duration
 	stalled     int
 	flood       int
+	etcdMembers int
+	etcdDown    time.Duration
 }
 
 func scenario(name string, args []string) error {
@@ -69,6 +73,8 @@ func scenario(name string, args []string) error {
 	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the agents connected this long, to profile the relay")
 	fs.IntVar(&o.stalled, "stalled", 1000, "stalled: downloads whose client stops reading, on one tunnel connection")
 	fs.IntVar(&o.flood, "flood", 4000, "floods: connections per flood")
+	fs.IntVar(&o.etcdMembers, "etcd-members", 1, "fleet: etcd members; with 3, one is killed instead of stopping etcd")
+	fs.DurationVar(&o.etcdDown, "etcd-down", 30*time.Second, "fleet: how long etcd (or one member) is down")
 	fs.IntVar(&clientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -84,6 +90,10 @@ func scenario(name string, args []string) error {
 		return stalled(o)
 	case "floods":
 		return floods(o)
+	case "fleet":
+		return fleetScenario(o)
+	case "fleet-scale":
+		return fleetScale(o)
 	}
 	return restart(o)
 }
