@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -165,7 +166,7 @@ type ReplayCache interface {
 // cluster ID, audience, expiry, a bounded lifetime, and a jti never seen
 // before (a captured assertion cannot be replayed, even before it expires).
 type AssertionAuthenticator struct {
-	keys        map[string][]crypto.PublicKey
+	keys        atomic.Pointer[map[string][]crypto.PublicKey]
 	audience    string
 	maxLifetime time.Duration
 	leeway      time.Duration
@@ -181,7 +182,6 @@ type AssertionAuthenticator struct {
 // NewAssertionAuthenticator returns an authenticator for cfg.
 func NewAssertionAuthenticator(cfg AssertionConfig) (*AssertionAuthenticator, error) {
 	a := &AssertionAuthenticator{
-		keys:        make(map[string][]crypto.PublicKey, len(cfg.Keys)),
 		audience:    cfg.Audience,
 		maxLifetime: cfg.MaxLifetime,
 		leeway:      cfg.Leeway,
@@ -200,25 +200,37 @@ func NewAssertionAuthenticator(cfg AssertionConfig) (*AssertionAuthenticator, er
 	if a.leeway <= 0 {
 		a.leeway = defaultAssertionLeeway
 	}
-	for id, keys := range cfg.Keys {
-		if err := ValidateClusterID(id); err != nil {
-			return nil, err
-		}
-		for _, k := range keys {
-			switch k.(type) {
-			case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
-			default:
-				return nil, fmt.Errorf("tunnel: cluster %s: unsupported public key type %T", id, k)
-			}
-		}
-		a.keys[id] = append([]crypto.PublicKey(nil), keys...)
+	if err := a.SetKeys(cfg.Keys); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
 
+// SetKeys replaces the clusters and their keys, for the next handshake;
+// the assertions seen so far stay remembered, so a reload opens no window
+// for replays. On error nothing changes.
+func (a *AssertionAuthenticator) SetKeys(keys map[string][]crypto.PublicKey) error {
+	m := make(map[string][]crypto.PublicKey, len(keys))
+	for id, ks := range keys {
+		if err := ValidateClusterID(id); err != nil {
+			return err
+		}
+		for _, k := range ks {
+			switch k.(type) {
+			case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+			default:
+				return fmt.Errorf("tunnel: cluster %s: unsupported public key type %T", id, k)
+			}
+		}
+		m[id] = append([]crypto.PublicKey(nil), ks...)
+	}
+	a.keys.Store(&m)
+	return nil
+}
+
 // Authenticate verifies an assertion for clusterID.
 func (a *AssertionAuthenticator) Authenticate(ctx context.Context, clusterID, credential string) error {
-	keys, ok := a.keys[clusterID]
+	keys, ok := (*a.keys.Load())[clusterID]
 	if !ok {
 		return &AuthError{Reason: "unknown-cluster"}
 	}

@@ -5,11 +5,7 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -114,7 +110,7 @@ func run() error {
 	if fl != nil {
 		replays = fl.dir
 	}
-	auth, err := loadAgents(*agentsFile, *publicURL, replays, log)
+	auth, rawAgents, err := newAgents(*agentsFile, *publicURL, replays, log)
 	if err != nil {
 		return err
 	}
@@ -124,6 +120,12 @@ func run() error {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	// Agents' credentials are re-read like the access policy: clusters
+	// added or removed, secrets and keys rotated, on every replica.
+	go watchFile(ctx, *agentsFile, rawAgents, 2*time.Second, log, "agents file", func() (int, error) {
+		_, n, err := auth.load()
+		return n, err
+	})
 	if *maxHeaderBytes < 4<<10 || *maxHeaderBytes > tunnel.DefaultMaxHeaderBytes {
 		return fmt.Errorf("-max-header-bytes must be between 4 KiB and %d (what agents accept)", tunnel.DefaultMaxHeaderBytes)
 	}
@@ -156,7 +158,16 @@ func run() error {
 			return err
 		}
 		rcfg.ClientAuthorizer = authz
-		go watchPolicy(ctx, *policyFile, limits, raw, authz, 2*time.Second, log)
+		go watchFile(ctx, *policyFile, raw, 2*time.Second, log, "access policy", func() (int, error) {
+			p, _, err := loadPolicy(*policyFile, limits)
+			if err == nil {
+				err = authz.SetPolicy(p)
+			}
+			if err != nil {
+				return 0, err
+			}
+			return len(p.Clusters), nil
+		})
 	}
 	if fl != nil {
 		rcfg.Directory, rcfg.PeerTLSConfig, rcfg.ReplicaID = fl.dir, fl.clientTLS, fl.id
@@ -233,75 +244,6 @@ func run() error {
 		<-drained
 	}
 	return err
-}
-
-// agentsFile is the -agents file.
-type agentsFile struct {
-	Clusters map[string]struct {
-		Secret     string   `json:"secret"`
-		PublicKeys []string `json:"publicKeys"`
-	} `json:"clusters"`
-}
-
-// loadAgents builds an authenticator that checks each cluster the way the
-// file says. Assertions must name this relay by its public URL; with
-// replays, an assertion used at another replica of the fleet is refused.
-func loadAgents(path, publicURL string, replays tunnel.ReplayCache, log *slog.Logger) (tunnel.Authenticator, error) {
-	b, err := cli.ReadFileFlag("agents", path)
-	if err != nil {
-		return nil, err
-	}
-	var f agentsFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("-agents %s: %w", path, err)
-	}
-	secrets := tunnel.SecretAuthenticator{}
-	keys := map[string][]crypto.PublicKey{}
-	for id, c := range f.Clusters {
-		if err := tunnel.ValidateClusterID(id); err != nil {
-			return nil, fmt.Errorf("-agents %s: %w", path, err)
-		}
-		switch {
-		case c.Secret != "" && len(c.PublicKeys) == 0:
-			secrets[id] = c.Secret
-		case c.Secret == "" && len(c.PublicKeys) > 0:
-			for i, p := range c.PublicKeys {
-				blk, _ := pem.Decode([]byte(p))
-				if blk == nil {
-					return nil, fmt.Errorf("-agents %s: cluster %s: public key %d is not PEM", path, id, i)
-				}
-				k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-				if err != nil {
-					return nil, fmt.Errorf("-agents %s: cluster %s: public key %d: %w", path, id, i, err)
-				}
-				keys[id] = append(keys[id], k)
-			}
-		default:
-			return nil, fmt.Errorf("-agents %s: cluster %s needs exactly one of secret or publicKeys", path, id)
-		}
-	}
-	if len(secrets)+len(keys) == 0 {
-		return nil, fmt.Errorf("-agents %s lists no clusters", path)
-	}
-	var assertions *tunnel.AssertionAuthenticator
-	if len(keys) > 0 {
-		if publicURL == "" {
-			return nil, fmt.Errorf("-public-url is required: clusters in %s sign assertions, and each names the relay it is for (the agents' -relay-url)", path)
-		}
-		audience, err := tunnel.AssertionAudience(publicURL)
-		if err != nil {
-			return nil, fmt.Errorf("-public-url: %w", err)
-		}
-		if assertions, err = tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Keys: keys, Audience: audience, Replays: replays, Logger: log}); err != nil {
-			return nil, err
-		}
-	}
-	return tunnel.AuthenticatorFunc(func(ctx context.Context, id, cred string) error {
-		if _, ok := keys[id]; ok {
-			return assertions.Authenticate(ctx, id, cred)
-		}
-		return secrets.Authenticate(ctx, id, cred)
-	}), nil
 }
 
 func serverCert(certFile, keyFile string, selfSigned bool, caOut string, log *slog.Logger) (tls.Certificate, error) {

@@ -50,10 +50,11 @@ func loadPolicy(path string, lf *limitFlags) (*access.Policy, []byte, error) {
 	return p, b, nil
 }
 
-// watchPolicy applies the policy file's new contents, checked every
-// interval, until ctx ends. A file that does not parse is logged and the
-// policy in force stays.
-func watchPolicy(ctx context.Context, path string, lf *limitFlags, last []byte, a *access.Authorizer, interval time.Duration, log *slog.Logger) {
+// watchFile re-reads a file every interval until ctx ends and, when its
+// contents changed, calls apply, which reads and applies it and says how
+// many clusters it names. A file that cannot be read or applied is logged
+// and what is in force stays.
+func watchFile(ctx context.Context, path string, last []byte, interval time.Duration, log *slog.Logger, what string, apply func() (int, error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -63,21 +64,19 @@ func watchPolicy(ctx context.Context, path string, lf *limitFlags, last []byte, 
 		case <-t.C:
 		}
 		b, err := os.ReadFile(path)
-		if err != nil || bytes.Equal(b, last) {
-			if err != nil {
-				log.Warn("cannot read the access policy; keeping the one in force", "file", path, "err", err)
-			}
+		if err != nil {
+			log.Warn("cannot read the "+what+"; keeping the one in force", "file", path, "err", err)
+			continue
+		}
+		if bytes.Equal(b, last) {
 			continue
 		}
 		last = b
-		p, _, err := loadPolicy(path, lf)
-		if err == nil {
-			err = a.SetPolicy(p)
-		}
+		n, err := apply()
 		if err != nil {
-			log.Error("access policy not applied; keeping the one in force", "err", err)
+			log.Error(what+" not applied; keeping the one in force", "err", err)
 			continue
 		}
-		log.Info("access policy applied", "file", path, "clusters", len(p.Clusters))
+		log.Info(what+" applied", "file", path, "clusters", n)
 	}
 }
