@@ -162,8 +162,10 @@ func certPool(file string) (*x509.CertPool, error) {
 
 // serve keeps the replica in the directory and serves other replicas
 // until ctx ends; then the directory entry goes (the lease is revoked), so
-// the others stop sending requests here. wait returns once it has.
-func (fl *fleet) serve(ctx context.Context, relay *tunnel.Relay) (wait func()) {
+// the others stop sending requests here. wait returns once it has. The
+// peer listener takes at most maxConns connections at once: TLS turns
+// away anyone without a peer certificate, but only after a handshake.
+func (fl *fleet) serve(ctx context.Context, relay *tunnel.Relay, maxConns int) (wait func()) {
 	left := make(chan struct{})
 	go func() {
 		defer close(left)
@@ -173,7 +175,8 @@ func (fl *fleet) serve(ctx context.Context, relay *tunnel.Relay) (wait func()) {
 	srv := &http.Server{Handler: relay.PeerHandler(), TLSConfig: fl.serverTLS, ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: 90 * time.Second, MaxHeaderBytes: tunnel.DefaultMaxHeaderBytes}
 	go func() {
-		if err := httpx.ServeUntil(ctx, srv, fl.ln, 10*time.Second); err != nil {
+		ln := tunnel.ClientListener(fl.ln, tunnel.ClientListenerConfig{MaxConns: maxConns})
+		if err := httpx.ServeUntil(ctx, srv, ln, 10*time.Second); err != nil {
 			fl.log.Error("peer listener failed", "err", err)
 		}
 	}()

@@ -85,7 +85,7 @@ func run() error {
 	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long agents get to move to another relay and their streams to finish")
 	upgradeTimeout := fs.Duration("upgrade-timeout", tunnel.DefaultUpgradeTimeout, "how long an agent may take to answer exec, attach or port-forward")
 	streamWindow := fs.Int("stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "bytes of one response the relay takes from an agent ahead of the client: what a client that stops reading pins, and a cap on one download's speed over long round trips")
-	maxConns := fs.Int("max-client-conns", defaultMaxClientConns, "client connections open at once, before any request is read; past it new ones are reset (0: no bound)")
+	maxConns := fs.Int("max-client-conns", defaultMaxClientConns, "client connections open at once, before any request is read; past it new ones are reset (0: no bound); the same bound holds on the peer listener")
 	maxHeaderBytes := fs.Int("max-header-bytes", defaultMaxHeaderBytes, "largest request header a client may send; the relay holds this much per connection while a caller sends it")
 	fleetFlags := registerFleet(fs)
 	sendBuffer := fs.Int("client-send-buffer", tunnel.DefaultClientSendBuffer, "kernel send buffer per client connection in bytes: what a client that stops reading holds in the kernel, and a cap on one connection's speed over long round trips (0: the kernel's autotuning)")
@@ -178,7 +178,7 @@ func run() error {
 	}
 	leftFleet := func() {}
 	if fl != nil {
-		leftFleet = fl.serve(ctx, relay)
+		leftFleet = fl.serve(ctx, relay, *maxConns)
 	}
 
 	var refusedConns atomic.Uint64 // client connections past -max-client-conns
