@@ -281,18 +281,18 @@ func (a *Agent) slot(i int) {
 		log.Info("tunnel connection open", "replica", tc.replica.id)
 		spread := backoff{base: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
 		var respread, retryMove <-chan time.Time
-		moved := map[*tunnelConn]bool{} // whose move request was taken up
+		var movingFrom *tunnelConn // whose relay asked it to move, once taken up
 		for tc != nil {
 			if respread == nil && a.crowded(tc) {
 				respread = time.After(spread.next())
 			}
-			var move <-chan struct{}
-			if !moved[tc] {
-				move = tc.move
+			var moveAsked <-chan struct{}
+			if tc != movingFrom {
+				moveAsked = tc.move
 			}
 			select {
-			case <-move:
-				moved[tc] = true
+			case <-moveAsked:
+				movingFrom = tc
 				retryMove = a.move(ctx, &tc, &spread, log)
 			case <-retryMove:
 				retryMove = a.move(ctx, &tc, &spread, log)
