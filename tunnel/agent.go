@@ -422,8 +422,20 @@ type tunnelConn struct {
 func (tc *tunnelConn) goAway() {
 	// With no listeners or tracked connections, Shutdown only runs the
 	// HTTP/2 server's graceful-shutdown hook: GOAWAY, then close once the
-	// streams are done.
-	go tc.base.Shutdown(context.Background())
+	// streams are done. The hook reaches only connections the HTTP/2
+	// server has begun to serve, and a connection opened a moment ago
+	// (one that spreading turns away at once) may not be yet: ask again
+	// for a while, until it is gone.
+	go func() {
+		for range 20 {
+			tc.base.Shutdown(context.Background())
+			select {
+			case <-tc.done:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
 }
 
 func (tc *tunnelConn) wait(ctx context.Context) error {

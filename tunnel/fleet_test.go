@@ -315,8 +315,10 @@ func TestAgentSpreadsItsConnectionsOverReplicas(t *testing.T) {
 	lb := newSequenceLB(t, aAddr, aAddr, aAddr, aAddr, bAddr, aAddr)
 	a.startAgent(echo, harnessOpts{relayAddr: func(string) string { return lb.ln.Addr().String() }})
 
-	require.Eventually(t, func() bool { return conns(a) == 1 && conns(b) == 1 }, 30*time.Second, 10*time.Millisecond,
-		"connections: a %d, b %d", conns(a), conns(b))
+	var onA, onB int
+	require.Eventually(t, func() bool { onA, onB = conns(a), conns(b); return onA == 1 && onB == 1 }, 30*time.Second, 10*time.Millisecond,
+		"the agent's connections end up one on each replica")
+	t.Logf("connections: a %d, b %d", onA, onB)
 	// And it stays so: nothing more is dialed once they differ.
 	lb.mu.Lock()
 	dialed := lb.n
