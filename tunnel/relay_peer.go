@@ -79,6 +79,7 @@ func newPeers(c *RelayConfig) *peers {
 // cannot have been processed (no body, an idempotent method) goes on to
 // the next holder when one cannot be reached.
 func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade bool) (*http.Response, error) {
+	retryable := out.Body == nil && idempotent(out.Method)
 	start := rand.IntN(len(holders))
 	var errs []error
 	for i := range holders {
@@ -93,9 +94,16 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 		var resp *http.Response
 		var err error
 		r.stats.peerForwarded.Add(1)
-		if upgrade {
+		switch {
+		case upgrade:
 			resp, err = r.peers.upgrade(req, peer)
-		} else {
+		case retryable:
+			// As on a tunnel connection: a small answer is read whole, so
+			// that a holder dying mid-answer costs no error.
+			if resp, err = r.peers.h2.RoundTrip(req); err == nil {
+				resp, err = whole(resp)
+			}
+		default:
 			resp, err = r.peers.h2.RoundTrip(req)
 		}
 		if err == nil {
@@ -103,7 +111,7 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 		}
 		r.log.Warn("relay replica unreachable", "peer", peer, "cluster", id, "err", err)
 		errs = append(errs, fmt.Errorf("%s: %w", peer, err))
-		if out.Body != nil || !idempotent(out.Method) || out.Context().Err() != nil {
+		if !retryable || out.Context().Err() != nil {
 			break
 		}
 	}
