@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -197,6 +198,7 @@ func serve(args []string) error {
 
 func direct(args []string) error {
 	fs, c := flags("kubeconfig")
+	execPath := fs.String("exec-path", "", "the proxy binary kubectl runs for tokens (default: this one, which must not be a temporary build)")
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}
@@ -210,12 +212,19 @@ func direct(args []string) error {
 	if err != nil {
 		return err
 	}
-	self, err := os.Executable()
+	self, err := pluginPath(*execPath)
 	if err != nil {
 		return err
 	}
+	// kubectl runs the plugin from wherever the user happens to be.
+	tokenFile := *c.tokenFile
+	if tokenFile != "" {
+		if tokenFile, err = filepath.Abs(tokenFile); err != nil {
+			return err
+		}
+	}
 	pluginArgs := []string{"token"}
-	for _, f := range []struct{ name, value string }{{"token", *c.token}, {"token-file", *c.tokenFile}, {"token-command", *c.tokenCmd}} {
+	for _, f := range []struct{ name, value string }{{"token", *c.token}, {"token-file", tokenFile}, {"token-command", *c.tokenCmd}} {
 		if f.value != "" {
 			pluginArgs = append(pluginArgs, "-"+f.name, f.value)
 		}
@@ -242,4 +251,49 @@ func token(args []string) error {
 	}
 	_, err = fmt.Println(string(out))
 	return err
+}
+
+// pluginPath is the absolute path of the binary kubectl is to run for
+// tokens: path if given, else this program, unless this program is a
+// temporary build (go run), which is gone, or replaced, by the time
+// kubectl needs it.
+func pluginPath(path string) (string, error) {
+	if path == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return "", err
+		}
+		if temporaryBuild(self) {
+			return "", fmt.Errorf("this proxy is a temporary build (%s, from go run): kubectl could not run it later. "+
+				"Install it and run that one instead:\n\tgo install github.com/clusterconnect/clusterconnect/examples/proxy@latest\n"+
+				"or name an installed proxy with -exec-path", self)
+		}
+		path = self
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if resolved, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = resolved
+	}
+	if st, err := os.Stat(abs); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("-exec-path %s is not an executable file", abs)
+	}
+	return abs, nil
+}
+
+// temporaryBuild reports whether path is where go run puts the programs
+// it builds: a go-build directory under the temporary directory, or the
+// Go build cache.
+func temporaryBuild(path string) bool {
+	for _, dir := range strings.Split(filepath.ToSlash(filepath.Dir(path)), "/") {
+		if strings.HasPrefix(dir, "go-build") {
+			return true
+		}
+	}
+	if cache := os.Getenv("GOCACHE"); cache != "" && strings.HasPrefix(path, filepath.Clean(cache)+string(filepath.Separator)) {
+		return true
+	}
+	return false
 }
