@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -115,4 +116,40 @@ func TestFrontEndBounds(t *testing.T) {
 			return err == nil
 		}, time.Minute, 50*time.Millisecond)
 	})
+}
+
+// A relay started with -self-signed keeps its CA across restarts, so what
+// trusts the CA file it wrote keeps trusting it.
+func TestSelfSignedRelayKeepsItsCA(t *testing.T) {
+	bin := build(t)
+	dir := t.TempDir()
+	agentsFile := filepath.Join(dir, "agents.json")
+	require.NoError(t, os.WriteFile(agentsFile, []byte(`{"clusters":{"c1":{"secret":"s"}}}`), 0o600))
+	caOut := filepath.Join(dir, "relay-ca.crt")
+	startRelay := func() (addr string, stop func()) {
+		addr = freeAddr(t)
+		cmd := exec.Command(filepath.Join(bin, "relay"), "-listen", addr, "-self-signed", "-self-signed-dir", filepath.Join(dir, "state"),
+			"-ca-out", caOut, "-agents", agentsFile, "-insecure-skip-client-auth")
+		out, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		cmd.Stderr = cmd.Stdout
+		require.NoError(t, cmd.Start())
+		watch(out).waitFor(t, "relay listening")
+		return addr, func() { cmd.Process.Kill(); cmd.Wait() }
+	}
+	addr, stop := startRelay()
+	first, err := os.ReadFile(caOut)
+	require.NoError(t, err)
+	stop()
+
+	addr, stop = startRelay()
+	defer stop()
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(first))
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	require.NoError(t, err, "the CA file from the first start still verifies the restarted relay")
+	conn.Close()
+	second, err := os.ReadFile(caOut)
+	require.NoError(t, err)
+	assert.Equal(t, string(first), string(second))
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -73,6 +74,7 @@ func run() error {
 	keyFile := fs.String("key", "", "TLS key file")
 	selfSigned := fs.Bool("self-signed", false, "generate a certificate for localhost (trials only)")
 	caOut := fs.String("ca-out", "relay-ca.crt", "with -self-signed: where to write the CA certificate")
+	caDir := fs.String("self-signed-dir", defaultSelfSignedDir(), "with -self-signed: where the CA and its key are kept, so that a restarted relay keeps its CA")
 	agentsFile := fs.String("agents", "", "JSON file of clusters and their agent credentials (required)")
 	publicURL := fs.String("public-url", "", "the URL agents dial, https://host[:port]; names this relay in agent assertions (required when the agents file has publicKeys)")
 	metricsListen := fs.String("metrics-listen", "", "address for Prometheus metrics, /healthz and /readyz (e.g. 127.0.0.1:9090)")
@@ -114,7 +116,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cert, err := serverCert(*certFile, *keyFile, *selfSigned, *caOut, log)
+	cert, err := serverCert(*certFile, *keyFile, *selfSigned, *caDir, *caOut, log)
 	if err != nil {
 		return err
 	}
@@ -246,16 +248,18 @@ func run() error {
 	return err
 }
 
-func serverCert(certFile, keyFile string, selfSigned bool, caOut string, log *slog.Logger) (tls.Certificate, error) {
+func serverCert(certFile, keyFile string, selfSigned bool, caDir, caOut string, log *slog.Logger) (tls.Certificate, error) {
 	if !selfSigned {
 		if certFile == "" || keyFile == "" {
 			return tls.Certificate{}, errors.New("-cert and -key are required (or -self-signed for a trial)")
 		}
 		return tls.LoadX509KeyPair(certFile, keyFile)
 	}
-	ca, err := pki.NewCA("clusterconnect relay CA (self-signed)")
+	// The same CA at every start: agents and proxies that trust the file
+	// written to -ca-out keep working across restarts.
+	ca, err := pki.LoadOrCreateCA(caDir, "clusterconnect relay CA (self-signed)", 365*24*time.Hour)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, fmt.Errorf("-self-signed-dir: %w", err)
 	}
 	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
 	if err != nil {
@@ -279,3 +283,12 @@ const (
 	// about 12 KiB.
 	defaultMaxHeaderBytes = 64 << 10
 )
+
+// defaultSelfSignedDir is where -self-signed keeps its CA unless told.
+func defaultSelfSignedDir() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "clusterconnect", "relay-self-signed")
+}
