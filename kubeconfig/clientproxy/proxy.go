@@ -1,8 +1,10 @@
 package clientproxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -60,13 +63,17 @@ type Config struct {
 // Proxy is the local client proxy: kubectl talks TLS to it on loopback, and
 // it forwards each request to the relay with the user's token.
 type Proxy struct {
-	cfg    Config
-	relay  *url.URL
-	ca     *pki.CA
-	cert   tls.Certificate
-	log    *slog.Logger
-	proxy  *httputil.ReverseProxy
-	caPath string
+	cfg   Config
+	relay *url.URL
+	ca    *pki.CA
+	cert  tls.Certificate
+	log   *slog.Logger
+
+	refusalMu     sync.Mutex
+	lastRefusal   string // the last refusal logged, and when
+	lastRefusalAt time.Time
+	proxy         *httputil.ReverseProxy
+	caPath        string
 }
 
 // New checks cfg, loads or creates the proxy's CA and issues its serving
@@ -108,10 +115,11 @@ func New(cfg *Config) (*Proxy, error) {
 	}
 	h2, h1 := relayTransports(c.RelayTLS)
 	p.proxy = &httputil.ReverseProxy{
-		Rewrite:      p.rewrite,
-		Transport:    &httpx.SplitTransport{HTTP2: h2, HTTP1: h1},
-		ErrorHandler: p.relayError,
-		ErrorLog:     log.New(io.Discard, "", 0),
+		Rewrite:        p.rewrite,
+		ModifyResponse: p.noteRefusal,
+		Transport:      &httpx.SplitTransport{HTTP2: h2, HTTP1: h1},
+		ErrorHandler:   p.relayError,
+		ErrorLog:       log.New(io.Discard, "", 0),
 	}
 	return p, nil
 }
@@ -193,6 +201,39 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	if auth, _ := pr.In.Context().Value(requestKey{}).(string); auth != "" {
 		pr.Out.Header.Set("Authorization", auth)
 	}
+}
+
+// noteRefusal logs why the relay (or the cluster) refused the user's
+// token: kubectl shows only "You must be logged in" for a 401 on its
+// discovery paths, so the proxy's log is where the user reads the reason.
+// The same reason is logged at most once a minute.
+func (p *Proxy) noteRefusal(resp *http.Response) error {
+	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+		return nil
+	}
+	head, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	if err != nil {
+		return nil
+	}
+	var st struct {
+		Message string `json:"message"`
+	}
+	msg := strings.TrimSpace(string(head))
+	if json.Unmarshal(head, &st) == nil && st.Message != "" {
+		msg = st.Message
+	}
+	p.refusalMu.Lock()
+	defer p.refusalMu.Unlock()
+	if msg == p.lastRefusal && time.Since(p.lastRefusalAt) < time.Minute {
+		return nil
+	}
+	p.lastRefusal, p.lastRefusalAt = msg, time.Now()
+	p.log.Warn("your token was refused", "status", resp.StatusCode, "reason", msg, "path", resp.Request.URL.Path)
+	return nil
 }
 
 func (p *Proxy) relayError(w http.ResponseWriter, r *http.Request, err error) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -76,6 +77,10 @@ func (r *relay) serve(w http.ResponseWriter, req *http.Request) {
 			fmt.Fprintln(w, ev)
 			w.(http.Flusher).Flush()
 		}
+	case strings.HasSuffix(req.URL.Path, "/refused"):
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the token expired at 2026-11-24T00:00:00Z","reason":"Unauthorized","code":401}`)
 	case req.Header.Get("Upgrade") == "echo/1":
 		conn, brw, _ := http.NewResponseController(w).Hijack()
 		defer conn.Close()
@@ -324,4 +329,38 @@ func TestKubectlRunsTheExecPluginInDirectMode(t *testing.T) {
 	_, err = k.Run(testContext(t), nil, "version", "-o", "json")
 	require.NoError(t, err)
 	assert.Equal(t, seenRequest{"/clusters/c1/version", "Bearer token-from-plugin"}, r.last())
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A refused token is logged by the proxy with the reason (kubectl shows
+// only "You must be logged in" on its discovery paths), once a minute at
+// most, and kubectl still gets the whole answer.
+func TestRefusedTokenIsLoggedWithTheReason(t *testing.T) {
+	var logs syncBuffer
+	rp := start(t, newRelay(t), func(c *clientproxy.Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	for range 3 {
+		resp, body := get(t, rp, "/api/refused", "")
+		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		assert.Equal(t, "the token expired at 2026-11-24T00:00:00Z", status(t, body))
+	}
+	assert.Contains(t, logs.String(), `reason="the token expired at 2026-11-24T00:00:00Z"`)
+	assert.Equal(t, 1, strings.Count(logs.String(), "your token was refused"), "the same reason once, not per request")
+	assert.NotContains(t, logs.String(), "user-token", "never the token")
 }
