@@ -16,6 +16,7 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	reason string // why the handler refused the request, if it did
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -61,6 +62,9 @@ func (h *Handler) audit(r *http.Request, id *tokens.Identity, rec *recorder, sta
 	}
 	if id != nil {
 		attrs = append(attrs, slog.String("user", id.Username), slog.Any("groups", id.Groups))
+	}
+	if rec.reason != "" {
+		attrs = append(attrs, slog.String("reason", rec.reason))
 	}
 	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }

@@ -164,7 +164,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	raw, err := bearerToken(r)
 	if err != nil {
-		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "", "Unauthorized: "+err.Error())
+		refuse(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
 		return
 	}
 	tok, err := h.verifier.Verify(r.Context(), raw)
@@ -181,18 +181,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusServiceUnavailable
 			h.log.Error("cannot verify tokens", "err", err)
 		}
-		httpx.WriteStatus(rec, r, code, "", "Unauthorized: "+err.Error())
+		refuse(rec, r, code, "Unauthorized: "+err.Error())
 		return
 	}
 	id, err := h.mapping.Identity(r.Context(), tok)
 	if err != nil {
-		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "", "Unauthorized: "+err.Error())
+		refuse(rec, r, http.StatusUnauthorized, "Unauthorized: "+err.Error())
 		return
 	}
 	who = id
 	asks := hasImpersonation(r.Header)
 	if asks && !h.nested {
-		httpx.WriteStatus(rec, r, http.StatusForbidden, "", "impersonate: nested impersonation (kubectl --as, --as-group, --as-uid) is not enabled for this cluster; "+
+		refuse(rec, r, http.StatusForbidden, "impersonate: nested impersonation (kubectl --as, --as-group, --as-uid) is not enabled for this cluster; "+
 			"run the command without it to act as "+id.Username)
 		return
 	}
@@ -201,10 +201,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			var denied *deniedError
 			if errors.As(err, &denied) {
-				httpx.WriteStatus(rec, r, http.StatusForbidden, "", denied.Error())
+				refuse(rec, r, http.StatusForbidden, denied.Error())
 			} else {
 				h.log.Error("nested impersonation check failed", "err", err)
-				httpx.WriteStatus(rec, r, http.StatusInternalServerError, "", "impersonate: cannot check the requested impersonation")
+				refuse(rec, r, http.StatusInternalServerError, "impersonate: cannot check the requested impersonation")
 			}
 			return
 		}
@@ -212,13 +212,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if id.Username == "" {
 		// Fail closed: never forward without an identity to impersonate.
-		httpx.WriteStatus(rec, r, http.StatusUnauthorized, "", "Unauthorized: no identity")
+		refuse(rec, r, http.StatusUnauthorized, "Unauthorized: no identity")
 		return
 	}
 	if err := h.checkSize(id); err != nil {
 		// All of it or nothing: a partial group list could grant what a
 		// deny-by-group elsewhere was meant to stop.
-		httpx.WriteStatus(rec, r, http.StatusForbidden, "", err.Error())
+		refuse(rec, r, http.StatusForbidden, err.Error())
 		return
 	}
 	ctx := context.WithValue(r.Context(), identityKey{}, &request{id: id})
@@ -439,4 +439,12 @@ type slogWriter struct{ l *slog.Logger }
 func (w slogWriter) Write(p []byte) (int, error) {
 	w.l.Warn(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// refuse answers the request with a Status and keeps the message for the
+// audit line, so the cluster's side says why it refused (tokens' errors
+// never contain the token).
+func refuse(rec *recorder, r *http.Request, code int, msg string) {
+	rec.reason = msg
+	httpx.WriteStatus(rec, r, code, "", msg)
 }
