@@ -137,12 +137,12 @@ func TestSelfSignedRelayKeepsItsCA(t *testing.T) {
 		watch(out).waitFor(t, "relay listening")
 		return addr, func() { cmd.Process.Kill(); cmd.Wait() }
 	}
-	addr, stop := startRelay()
+	_, stop := startRelay()
 	first, err := os.ReadFile(caOut)
 	require.NoError(t, err)
 	stop()
 
-	addr, stop = startRelay()
+	addr, stop := startRelay()
 	defer stop()
 	roots := x509.NewCertPool()
 	require.True(t, roots.AppendCertsFromPEM(first))
