@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -114,7 +115,9 @@ func cachedPath(command string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(dir, "kubernetes-"+KubeVersion, command), nil
+	// "-stamped": builds from before the version stamp answered /version
+	// with v0.0.0-master and are not reused.
+	return filepath.Join(dir, "kubernetes-"+KubeVersion+"-stamped", command), nil
 }
 
 // Build builds k8s.io/kubernetes/cmd/<command> at KubeVersion from the Go
@@ -213,7 +216,7 @@ func build(ctx context.Context, command, bin string) error {
 		return fmt.Errorf("kubetest: %w", err)
 	}
 	tmp := bin + ".tmp"
-	if _, err := goCmd(ctx, work, "build", "-mod=mod", "-o", tmp, "k8s.io/kubernetes/cmd/"+command); err != nil {
+	if _, err := goCmd(ctx, work, "build", "-mod=mod", "-ldflags", versionLDFlags(), "-o", tmp, "k8s.io/kubernetes/cmd/"+command); err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -257,4 +260,24 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
+}
+
+// versionLDFlags stamps the build with its version as Kubernetes' own
+// build does (hack/lib/version.sh): without it /version says
+// v0.0.0-master+$Format:%H$ and kubectl version fails to parse it.
+func versionLDFlags() string {
+	major, minor, _ := strings.Cut(strings.TrimPrefix(KubeVersion, "v"), ".")
+	minor, _, _ = strings.Cut(minor, ".")
+	vars := map[string]string{
+		"gitVersion": KubeVersion, "gitMajor": major, "gitMinor": minor,
+		"gitTreeState": "clean", "gitCommit": "module-proxy-" + KubeVersion, "buildDate": "1970-01-01T00:00:00Z",
+	}
+	var flags []string
+	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		for k, v := range vars {
+			flags = append(flags, "-X "+pkg+"."+k+"="+v)
+		}
+	}
+	sort.Strings(flags)
+	return strings.Join(flags, " ")
 }

@@ -209,3 +209,17 @@ func echoServer(t *testing.T) int {
 	}()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// kubectl version works, as it does against a real cluster: the API
+// server is stamped with its version, as Kubernetes' own build stamps it.
+func TestKubectlVersion(t *testing.T) {
+	env := kubetest.Shared(t)
+	out := admin(env).MustRun(t, testContext(t), nil, "version", "-o", "json")
+	var v struct {
+		ServerVersion struct{ GitVersion, Major, Minor string }
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &v), out)
+	assert.Equal(t, kubetest.KubeVersion, v.ServerVersion.GitVersion)
+	assert.Equal(t, "1", v.ServerVersion.Major)
+	assert.NotEmpty(t, v.ServerVersion.Minor)
+}
