@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -63,4 +64,28 @@ func TestDirectKubeconfigSurvives(t *testing.T) {
 	for _, ai := range cfg.AuthInfos {
 		assert.Equal(t, bin, ai.Exec.Command)
 	}
+}
+
+// Each subcommand's -h lists the flags it reads and no others.
+func TestEachSubcommandListsItsOwnFlags(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "proxy")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	flagsOf := func(cmd string) string {
+		out, _ := exec.Command(bin, cmd, "-h").CombinedOutput()
+		_, flags, _ := strings.Cut(string(out), "Flags of "+cmd+":")
+		return flags
+	}
+	token := flagsOf("token")
+	assert.Contains(t, token, "-token-file")
+	for _, f := range []string{"-relay-url", "-kubeconfig", "-port", "-pass-client-token"} {
+		assert.NotContains(t, token, f+" ", "proxy token does not read %s", f)
+	}
+	kc := flagsOf("kubeconfig")
+	assert.Contains(t, kc, "-exec-path")
+	assert.NotContains(t, kc, "-port ")
+	assert.NotContains(t, kc, "-pass-client-token")
+	serve := flagsOf("serve")
+	assert.Contains(t, serve, "-port")
+	assert.NotContains(t, serve, "-exec-path")
 }

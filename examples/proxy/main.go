@@ -54,22 +54,45 @@ type common struct {
 	logFormat                     *string
 }
 
-func flags(name string) (*flag.FlagSet, *common) {
+// Flag groups: each subcommand registers, and -h lists, only the flags it
+// reads.
+const (
+	relayFlags      = 1 << iota // which relay and cluster
+	tokenFlags                  // where the user's token comes from
+	kubeconfigFlags             // where the context is written
+	serveFlags                  // the running proxy's own
+)
+
+func flags(name string, groups int) (*flag.FlagSet, *common) {
 	fs := flag.NewFlagSet("proxy "+name, flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage, "\nFlags of "+name+":\n"); fs.PrintDefaults() }
+	// A flag outside the subcommand's groups is not registered and keeps
+	// its default.
+	str := func(g int, name, def, help string) *string {
+		if groups&g == 0 {
+			return &def
+		}
+		return fs.String(name, def, help)
+	}
+	boolean := func(g int, name string, def bool, help string) *bool {
+		if groups&g == 0 {
+			return &def
+		}
+		return fs.Bool(name, def, help)
+	}
 	c := &common{
-		relayURL:       fs.String("relay-url", "", "the relay, https://host[:port]"),
-		clusterID:      fs.String("cluster-id", "", "the cluster's ID at the relay"),
-		relayCA:        fs.String("relay-ca", "", "PEM CA file for the relay (default: system roots)"),
-		token:          fs.String("token", "", "a static token"),
-		tokenFile:      fs.String("token-file", "", "file holding the token"),
-		tokenCmd:       fs.String("token-command", "", "command printing the token (plain, az JSON, or ExecCredential)"),
-		kubeconfigPath: fs.String("kubeconfig", "", `kubeconfig to merge into (default: as kubectl; "-" prints it)`),
-		context:        fs.String("context", "", "context name (default: the cluster ID)"),
-		setCurrent:     fs.Bool("set-current-context", true, "make the context current"),
-		passClient:     fs.Bool("pass-client-token", false, "forward kubectl's own token (service-account tokens) instead of -token*"),
-		noCfg:          fs.Bool("no-kubeconfig", false, "do not write a kubeconfig"),
-		logFormat:      fs.String("log-format", "text", "log format: text or json"),
+		relayURL:       str(relayFlags, "relay-url", "", "the relay, https://host[:port]"),
+		clusterID:      str(relayFlags, "cluster-id", "", "the cluster's ID at the relay"),
+		relayCA:        str(relayFlags, "relay-ca", "", "PEM CA file for the relay (default: system roots)"),
+		token:          str(tokenFlags, "token", "", "a static token"),
+		tokenFile:      str(tokenFlags, "token-file", "", "file holding the token"),
+		tokenCmd:       str(tokenFlags, "token-command", "", "command printing the token (plain, az JSON, or ExecCredential)"),
+		kubeconfigPath: str(kubeconfigFlags, "kubeconfig", "", `kubeconfig to merge into (default: as kubectl; "-" prints it)`),
+		context:        str(kubeconfigFlags, "context", "", "context name (default: the cluster ID)"),
+		setCurrent:     boolean(kubeconfigFlags, "set-current-context", true, "make the context current"),
+		noCfg:          boolean(kubeconfigFlags, "no-kubeconfig", false, "do not write a kubeconfig"),
+		passClient:     boolean(serveFlags, "pass-client-token", false, "forward kubectl's own token (service-account tokens) instead of -token*"),
+		logFormat:      str(serveFlags, "log-format", "text", "log format: text or json"),
 	}
 	return fs, c
 }
@@ -155,7 +178,7 @@ func (c *common) merge(e *kubeconfig.Entry) error {
 }
 
 func serve(args []string) error {
-	fs, c := flags("serve")
+	fs, c := flags("serve", relayFlags|tokenFlags|kubeconfigFlags|serveFlags)
 	port := fs.Int("port", kubeconfig.DefaultProxyPort, "port on 127.0.0.1")
 	if ok, err := parse(fs, args); !ok {
 		return err
@@ -197,7 +220,7 @@ func serve(args []string) error {
 }
 
 func direct(args []string) error {
-	fs, c := flags("kubeconfig")
+	fs, c := flags("kubeconfig", relayFlags|tokenFlags|kubeconfigFlags)
 	execPath := fs.String("exec-path", "", "the proxy binary kubectl runs for tokens (default: this one, which must not be a temporary build)")
 	if ok, err := parse(fs, args); !ok {
 		return err
@@ -237,7 +260,7 @@ func direct(args []string) error {
 }
 
 func token(args []string) error {
-	fs, c := flags("token")
+	fs, c := flags("token", tokenFlags)
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}
