@@ -104,6 +104,12 @@ func run() error {
 	if *agentsFile == "" {
 		return errors.New("-agents is required: which clusters may connect, and how they prove it (see -h)")
 	}
+	if *maxHeaderBytes < 4<<10 || *maxHeaderBytes > tunnel.DefaultMaxHeaderBytes {
+		return fmt.Errorf("-max-header-bytes must be between 4 KiB and %d (what agents accept)", tunnel.DefaultMaxHeaderBytes)
+	}
+	if *streamWindow < 16<<10 || *streamWindow > 16<<20 {
+		return errors.New("-stream-window must be between 16 KiB and 16 MiB")
+	}
 	fl, err := fleetFlags.setup(log)
 	if err != nil {
 		return err
@@ -128,12 +134,6 @@ func run() error {
 		_, n, err := auth.load()
 		return n, err
 	})
-	if *maxHeaderBytes < 4<<10 || *maxHeaderBytes > tunnel.DefaultMaxHeaderBytes {
-		return fmt.Errorf("-max-header-bytes must be between 4 KiB and %d (what agents accept)", tunnel.DefaultMaxHeaderBytes)
-	}
-	if *streamWindow < 16<<10 || *streamWindow > 16<<20 {
-		return errors.New("-stream-window must be between 16 KiB and 16 MiB")
-	}
 	rcfg := &tunnel.RelayConfig{Authenticator: auth, Logger: log, WriteTimeout: *writeTimeout, UpgradeTimeout: *upgradeTimeout,
 		MaxReceiveBufferPerStream: int32(*streamWindow)}
 	switch {
