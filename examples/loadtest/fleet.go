@@ -72,9 +72,9 @@ func startFleetBench(replicas, clusters, etcdMembers int) (*fleetBench, error) {
 		return nil, err
 	}
 	fail := func(err error) (*fleetBench, error) { b.close(); return nil, err }
-	bin := filepath.Join(b.dir, "relay")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/clusterconnect/clusterconnect/examples/relay").CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("go build the relay (run from the repository): %v: %s", err, out))
+	bin, err := buildRelay(b.dir)
+	if err != nil {
+		return fail(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -414,7 +414,7 @@ func fleetScale(o options) error {
 	if err != nil {
 		return err
 	}
-	baseRSS := rssOf(b.replicas)
+	baseRSS := rssOfAll(b.replicas)
 	start := time.Now()
 	b.startAgents(o.agents, 1, o.dialRate, func(i int) string { return b.addrs[i%3] })
 	if err := b.waitAgents(o.agents, 10*time.Minute); err != nil {
@@ -456,26 +456,17 @@ func fleetScale(o options) error {
 	per := float64(m1.HeapInuse-m0.HeapInuse) / float64(entries)
 	fmt.Printf("directory view: %d clusters, %d entries, %d KiB of heap (%.0f bytes per entry); at 100,000 clusters ≈ %.0f MiB per replica\n",
 		clusters, entries, (m1.HeapInuse-m0.HeapInuse)/1024, per, per*100000/(1<<20))
-	rss := rssOf(b.replicas)
+	rss := rssOfAll(b.replicas)
 	for i := range rss {
 		fmt.Printf("replica r%d: RSS %s with ~%d agents (%s before)\n", i, kib(rss[i]), o.agents/3, kib(baseRSS[i]))
 	}
 	return nil
 }
 
-func rssOf(cmds []*exec.Cmd) []uint64 {
+func rssOfAll(cmds []*exec.Cmd) []uint64 {
 	var out []uint64
 	for _, c := range cmds {
-		var rss uint64
-		if st, err := os.ReadFile("/proc/" + strconv.Itoa(c.Process.Pid) + "/status"); err == nil {
-			for _, line := range strings.Split(string(st), "\n") {
-				if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-					kb, _ := strconv.ParseUint(f[1], 10, 64)
-					rss = kb << 10
-				}
-			}
-		}
-		out = append(out, rss)
+		out = append(out, rssOf(c.Process.Pid))
 	}
 	return out
 }

@@ -73,9 +73,9 @@ func startFloodBench(extra ...string) (*floodBench, error) {
 		return nil, err
 	}
 	fail := func(err error) (*floodBench, error) { b.close(); return nil, err }
-	bin := filepath.Join(b.dir, "relay")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/clusterconnect/clusterconnect/examples/relay").CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("go build the relay (run from the repository): %v: %s", err, out))
+	bin, err := buildRelay(b.dir)
+	if err != nil {
+		return fail(err)
 	}
 	if b.issuer, err = oidctest.Start(); err != nil {
 		return fail(err)
@@ -186,16 +186,8 @@ type procStats struct {
 }
 
 func (b *floodBench) stats() procStats {
-	var s procStats
+	s := procStats{rss: rssOf(b.relay.Process.Pid)}
 	pid := strconv.Itoa(b.relay.Process.Pid)
-	if st, err := os.ReadFile("/proc/" + pid + "/status"); err == nil {
-		for _, line := range strings.Split(string(st), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-				kb, _ := strconv.ParseUint(f[1], 10, 64)
-				s.rss = kb << 10
-			}
-		}
-	}
 	if fds, err := os.ReadDir("/proc/" + pid + "/fd"); err == nil {
 		s.fds = uint64(len(fds))
 	}
@@ -500,4 +492,28 @@ func connFlood(b *floodBench, o options) (string, error) {
 	wg.Wait()
 	return fmt.Sprintf("%d connections completed TLS and were held, %d reset or refused at once; relay's count of refusals %v",
 		peak, reset.Load(), b.metric("clusterconnect_relay_client_conns_refused_total")), nil
+}
+
+// buildRelay builds the relay binary of this module into dir.
+func buildRelay(dir string) (string, error) {
+	bin := filepath.Join(dir, "relay")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/clusterconnect/clusterconnect/examples/relay").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build the relay (run from the repository): %v: %s", err, out)
+	}
+	return bin, nil
+}
+
+// rssOf reads a process's resident set size.
+func rssOf(pid int) uint64 {
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -47,6 +48,11 @@ func start(t *testing.T, path string, args ...string) *logWatcher {
 	cmd.Stderr = cmd.Stdout
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return watch(out)
+}
+
+// watch collects the lines a process writes to out.
+func watch(out io.Reader) *logWatcher {
 	w := &logWatcher{lines: make(chan string, 1024)}
 	go func() {
 		sc := bufio.NewScanner(out)

@@ -191,19 +191,3 @@ func TestFleetOfRelayProcesses(t *testing.T) {
 		assert.Contains(t, body, "is not connected to the relay", "not a forward to a replica that is gone")
 	})
 }
-
-// watch is start's log collector for a command started elsewhere.
-func watch(out io.Reader) *logWatcher {
-	w := &logWatcher{lines: make(chan string, 1024)}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			select {
-			case w.lines <- sc.Text():
-			default:
-			}
-		}
-		close(w.lines)
-	}()
-	return w
-}
