@@ -445,20 +445,7 @@ func TestRetrySkipsEveryConnectionOfADeadAgent(t *testing.T) {
 		inA.Add(1)
 		<-r.Context().Done() // answers nothing before its agent dies
 	})
-	var proxy *cutProxy
-	h := newHarness(t, dying, harnessOpts{
-		agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = 4; c.AgentID = "agent-a" },
-		relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
-	})
-	second, err := tunnel.NewAgent(h.agentConfig(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, "B")
-	}), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1; c.AgentID = "agent-b" }}))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); second.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	require.Eventually(t, func() bool { return len(h.relay.Conns()) == 5 }, 10*time.Second, 5*time.Millisecond)
+	h, proxy := agentsAAndB(t, dying, 4)
 
 	const n = 40
 	var answered atomic.Int64
@@ -500,20 +487,7 @@ func TestRetryWhenAnAgentDiesMidAnswer(t *testing.T) {
 		inA.Add(1)
 		<-r.Context().Done() // the rest never comes: its agent dies
 	})
-	var proxy *cutProxy
-	h := newHarness(t, dying, harnessOpts{
-		agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = 1; c.AgentID = "agent-a" },
-		relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
-	})
-	second, err := tunnel.NewAgent(h.agentConfig(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, "B")
-	}), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1; c.AgentID = "agent-b" }}))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); second.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	require.Eventually(t, func() bool { return len(h.relay.Conns()) == 2 }, 10*time.Second, 5*time.Millisecond)
+	h, proxy := agentsAAndB(t, dying, 1)
 
 	const n = 20
 	results := make(chan string, n)
@@ -540,4 +514,26 @@ func TestRetryWhenAnAgentDiesMidAnswer(t *testing.T) {
 	for range n {
 		assert.Equal(t, "200 B", <-results)
 	}
+}
+
+// agentsAAndB starts agent A (serving with dying, with conns connections,
+// behind a proxy the test can cut) and agent B (one connection, answering
+// "B") for one cluster, and waits until the relay holds all of them.
+func agentsAAndB(t *testing.T, dying http.Handler, conns int) (*harness, *cutProxy) {
+	t.Helper()
+	var proxy *cutProxy
+	h := newHarness(t, dying, harnessOpts{
+		agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = conns; c.AgentID = "agent-a" },
+		relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
+	})
+	second, err := tunnel.NewAgent(h.agentConfig(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "B")
+	}), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1; c.AgentID = "agent-b" }}))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); second.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return len(h.relay.Conns()) == conns+1 }, 10*time.Second, 5*time.Millisecond)
+	return h, proxy
 }

@@ -314,17 +314,7 @@ func fleetScenario(o options) error {
 			defer wg.Done()
 			for !stop.Load() {
 				u := "https://" + survivors[rand.IntN(len(survivors))] + "/clusters/" + clusterName(rand.IntN(o.agents)) + "/ping"
-				resp, err := c.Get(u)
-				msg := ""
-				if err != nil {
-					msg = err.Error()
-				} else {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						msg = resp.Status
-					}
-				}
+				msg := tryGet(c, u)
 				if killedSet.Load() {
 					mu.Lock()
 					results = append(results, result{time.Since(killed), msg})
@@ -551,18 +541,8 @@ func etcdOutage(b *fleetBench, c *http.Client, o options) error {
 			defer wg.Done()
 			for !stop.Load() {
 				u := "https://" + b.addrs[rand.IntN(len(b.addrs))] + "/clusters/" + clusterName(rand.IntN(o.agents)) + "/ping"
-				resp, err := c.Get(u)
+				msg := tryGet(c, u)
 				sent.Add(1)
-				msg := ""
-				if err != nil {
-					msg = err.Error()
-				} else {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						msg = resp.Status
-					}
-				}
 				if msg != "" {
 					failed.Add(1)
 					mu.Lock()
@@ -606,4 +586,18 @@ func etcdOutage(b *fleetBench, c *http.Client, o options) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// tryGet sends a GET and reads the answer; it returns why it failed, or "".
+func tryGet(c *http.Client, u string) string {
+	resp, err := c.Get(u)
+	if err != nil {
+		return err.Error()
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return resp.Status
+	}
+	return ""
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -22,12 +21,7 @@ import (
 func TestAgentsFileIsReRead(t *testing.T) {
 	bin := build(t)
 	dir := t.TempDir()
-	ca, err := pki.NewCA("relay test CA")
-	require.NoError(t, err)
-	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
-	require.NoError(t, err)
-	certFile, keyFile := filepath.Join(dir, "relay.crt"), filepath.Join(dir, "relay.key")
-	require.NoError(t, leaf.WriteFiles(certFile, keyFile))
+	ca, certFile, keyFile := servingCert(t, dir)
 	agentsFile := filepath.Join(dir, "agents.json")
 	require.NoError(t, os.WriteFile(agentsFile, []byte(`{"clusters":{"old":{"secret":"s1"}}}`), 0o600))
 	addr := freeAddr(t)

@@ -31,6 +31,19 @@ func build(t *testing.T) string {
 	return bin
 }
 
+// servingCert makes a CA and a loopback serving certificate for the relay,
+// written to dir.
+func servingCert(t *testing.T, dir string) (ca *pki.CA, certFile, keyFile string) {
+	t.Helper()
+	ca, err := pki.NewCA("relay test CA")
+	require.NoError(t, err)
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "relay.crt"), filepath.Join(dir, "relay.key")
+	require.NoError(t, leaf.WriteFiles(certFile, keyFile))
+	return ca, certFile, keyFile
+}
+
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
