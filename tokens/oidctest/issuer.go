@@ -50,6 +50,15 @@ type Issuer struct {
 	jwksCache string        // Cache-Control header on /keys
 	jwksHang  chan struct{} // non-nil: /keys answers only once it is closed
 
+	// The sign-in endpoints' state (signin.go).
+	signIn     SignInOptions
+	apps       map[string]App          // by client ID
+	devices    map[string]*deviceState // by device code
+	deviceWake chan struct{}           // closed and replaced when a device code is issued
+	refresh    map[string]refreshGrant // live refresh tokens
+	grants     map[string]int          // tokens issued, by grant type
+	github     map[string]string       // GitHub Actions request token → subject
+
 	discoveryHits atomic.Int64
 	jwksHits      atomic.Int64
 }
@@ -81,9 +90,10 @@ func Start() (*Issuer, error) {
 		return nil, fmt.Errorf("oidctest: %w", err)
 	}
 	is := &Issuer{
-		URL: "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)),
-		CA:  ca,
-		ln:  ln,
+		URL:        "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)),
+		CA:         ca,
+		ln:         ln,
+		deviceWake: make(chan struct{}),
 	}
 	if _, err := is.AddKey(jose.RS256); err != nil {
 		ln.Close()
@@ -250,6 +260,7 @@ func (is *Issuer) routes() http.Handler {
 		is.serveDiscovery(w, EntraIssuer(r.PathValue("tenant"), 2))
 	})
 	mux.HandleFunc("GET /keys", is.serveJWKS)
+	is.signInRoutes(mux)
 	return mux
 }
 

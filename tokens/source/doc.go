@@ -20,5 +20,12 @@
 //	tok, err := src.Token()
 //	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 //
+// [DiskCache] keeps tokens in files (0600, one per key, under a file lock)
+// so that separate processes — each kubectl call's exec plugin, the next
+// step of a CI job — share one sign-in; it hands a stale token to its
+// [Fetcher], which uses the refresh token where the flow gave one.
+// Package [github.com/clusterconnect/clusterconnect/tokens/signin] has the
+// fetchers that sign in to Entra ID.
+//
 // Errors wrap [ErrNoToken] and never contain a token.
 package source
