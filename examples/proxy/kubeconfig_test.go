@@ -17,15 +17,13 @@ import (
 // file an absolute path. A temporary build (go run) is refused.
 func TestDirectKubeconfigSurvives(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin", "proxy")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	bin := proxyBin
 	work := filepath.Join(dir, "work")
 	require.NoError(t, os.MkdirAll(work, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(work, "token.txt"), []byte("t0ken"), 0o600))
 
 	kubeconfigFor := func(binary string, extra ...string) (string, []byte, error) {
-		kc := filepath.Join(dir, "kubeconfig-"+filepath.Base(filepath.Dir(binary)))
+		kc := filepath.Join(dir, "kubeconfig-"+filepath.Base(filepath.Dir(filepath.Dir(binary))))
 		cmd := exec.Command(binary, append([]string{"kubeconfig", "-relay-url", "https://relay.example.com", "-cluster-id", "prod",
 			"-token-file", "token.txt", "-kubeconfig", kc}, extra...)...)
 		cmd.Dir = work
@@ -68,11 +66,8 @@ func TestDirectKubeconfigSurvives(t *testing.T) {
 
 // Each subcommand's -h lists the flags it reads and no others.
 func TestEachSubcommandListsItsOwnFlags(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "proxy")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "%s", out)
 	flagsOf := func(cmd string) string {
-		out, _ := exec.Command(bin, cmd, "-h").CombinedOutput()
+		out, _ := exec.Command(proxyBin, cmd, "-h").CombinedOutput()
 		_, flags, _ := strings.Cut(string(out), "Flags of "+cmd+":")
 		return flags
 	}

@@ -18,25 +18,34 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/oauth2"
-
 	"github.com/clusterconnect/clusterconnect/internal/cli"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
 	"github.com/clusterconnect/clusterconnect/tokens/source"
 )
 
-const usage = `Usage: proxy [serve|kubeconfig|token] [flags]
+const usage = `Usage: proxy [serve|kubeconfig|token|logout] [flags]
 
   serve       run the client proxy on 127.0.0.1 and merge a kubeconfig
               context pointing at it (the default)
   kubeconfig  merge a direct-mode context instead: kubectl talks to the relay
               and runs "proxy token" for the token; no process keeps running
   token       print an ExecCredential for kubectl (used by direct mode)
+  logout      delete the tokens kept on disk
 
-The token comes from -token, -token-file (re-read when it changes) or
--token-command (run when the token is about to expire), e.g.
-  -token-command "az account get-access-token --resource api://clusterconnect-server -o json"
+The token comes from signing in (-login, as kubelogin does):
+  -login devicecode        a person signs in in a browser with a code
+  -login spn               a service principal: -client-secret or -client-certificate
+  -login workloadidentity  a federated token: AZURE_FEDERATED_TOKEN_FILE, or
+                           GitHub Actions' OIDC token (permissions: id-token: write)
+  -login azurecli          az account get-access-token
+each with -server-id (the cluster's server app) and, except azurecli,
+-tenant-id and -client-id (AZURE_TENANT_ID, AZURE_CLIENT_ID). Tokens are
+kept on disk (0600) and refreshed before they expire, so each kubectl call
+does not sign in again.
+
+Or from -token, -token-file (re-read when it changes) or -token-command
+(run when the token is about to expire).
 `
 
 func main() {
@@ -48,7 +57,7 @@ func main() {
 
 type common struct {
 	relayURL, clusterID, relayCA  *string
-	token, tokenFile, tokenCmd    *string
+	tokens                        *tokenSettings // nil without tokenFlags
 	kubeconfigPath, context       *string
 	setCurrent, passClient, noCfg *bool
 	logFormat                     *string
@@ -84,15 +93,15 @@ func flags(name string, groups int) (*flag.FlagSet, *common) {
 		relayURL:       str(relayFlags, "relay-url", "", "the relay, https://host[:port]"),
 		clusterID:      str(relayFlags, "cluster-id", "", "the cluster's ID at the relay"),
 		relayCA:        str(relayFlags, "relay-ca", "", "PEM CA file for the relay (default: system roots)"),
-		token:          str(tokenFlags, "token", "", "a static token"),
-		tokenFile:      str(tokenFlags, "token-file", "", "file holding the token"),
-		tokenCmd:       str(tokenFlags, "token-command", "", "command printing the token (plain, az JSON, or ExecCredential)"),
 		kubeconfigPath: str(kubeconfigFlags, "kubeconfig", "", `kubeconfig to merge into (default: as kubectl; "-" prints it)`),
 		context:        str(kubeconfigFlags, "context", "", "context name (default: the cluster ID)"),
 		setCurrent:     boolean(kubeconfigFlags, "set-current-context", true, "make the context current"),
 		noCfg:          boolean(kubeconfigFlags, "no-kubeconfig", false, "do not write a kubeconfig"),
 		passClient:     boolean(serveFlags, "pass-client-token", false, "forward kubectl's own token (service-account tokens) instead of -token*"),
 		logFormat:      str(serveFlags, "log-format", "text", "log format: text or json"),
+	}
+	if groups&tokenFlags != 0 {
+		c.tokens = addTokenFlags(fs)
 	}
 	return fs, c
 }
@@ -109,11 +118,13 @@ func run(args []string) error {
 		return direct(args)
 	case "token":
 		return token(args)
+	case "logout":
+		return logout(args)
 	case "help":
 		fmt.Print(usage)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (serve, kubeconfig or token)", cmd)
+	return fmt.Errorf("unknown command %q (serve, kubeconfig, token or logout)", cmd)
 }
 
 func parse(fs *flag.FlagSet, args []string) (bool, error) {
@@ -122,25 +133,6 @@ func parse(fs *flag.FlagSet, args []string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-func (c *common) source() (oauth2.TokenSource, error) {
-	n := 0
-	for _, s := range []string{*c.token, *c.tokenFile, *c.tokenCmd} {
-		if s != "" {
-			n++
-		}
-	}
-	if n != 1 {
-		return nil, errors.New("give exactly one of -token, -token-file or -token-command")
-	}
-	switch {
-	case *c.token != "":
-		return source.Static(*c.token), nil
-	case *c.tokenFile != "":
-		return source.File(*c.tokenFile), nil
-	}
-	return source.Cached(&source.Command{Command: strings.Fields(*c.tokenCmd)}, 0), nil
 }
 
 func (c *common) need() error {
@@ -195,7 +187,7 @@ func serve(args []string) error {
 		ListenAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)),
 	}
 	if !*c.passClient {
-		if cfg.TokenSource, err = c.source(); err != nil {
+		if cfg.TokenSource, err = c.tokens.source(); err != nil {
 			return err
 		}
 	}
@@ -228,7 +220,7 @@ func direct(args []string) error {
 	if err := c.need(); err != nil {
 		return err
 	}
-	if _, err := c.source(); err != nil {
+	if err := c.tokens.check(); err != nil {
 		return err
 	}
 	ca, err := c.relayCAPEM()
@@ -239,18 +231,12 @@ func direct(args []string) error {
 	if err != nil {
 		return err
 	}
-	// kubectl runs the plugin from wherever the user happens to be.
-	tokenFile := *c.tokenFile
-	if tokenFile != "" {
-		if tokenFile, err = filepath.Abs(tokenFile); err != nil {
-			return err
-		}
+	pluginArgs, err := c.tokens.pluginArgs()
+	if err != nil {
+		return err
 	}
-	pluginArgs := []string{"token"}
-	for _, f := range []struct{ name, value string }{{"token", *c.token}, {"token-file", tokenFile}, {"token-command", *c.tokenCmd}} {
-		if f.value != "" {
-			pluginArgs = append(pluginArgs, "-"+f.name, f.value)
-		}
+	if *c.tokens.clientSecret != "" {
+		fmt.Fprintln(os.Stderr, "note: the client secret is not written to the kubeconfig; kubectl's environment must have AZURE_CLIENT_SECRET")
 	}
 	e, err := kubeconfig.DirectEntry(*c.clusterID, *c.relayURL, ca, self, pluginArgs...)
 	if err != nil {
@@ -264,7 +250,7 @@ func token(args []string) error {
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}
-	src, err := c.source()
+	src, err := c.tokens.source()
 	if err != nil {
 		return err
 	}
@@ -319,4 +305,24 @@ func temporaryBuild(path string) bool {
 		return true
 	}
 	return false
+}
+
+func logout(args []string) error {
+	fs := flag.NewFlagSet("proxy logout", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage, "\nFlags of logout:\n"); fs.PrintDefaults() }
+	dir := fs.String("token-cache-dir", "", "the token cache to clear (default: the user cache dir's clusterconnect/tokens)")
+	if ok, err := parse(fs, args); !ok {
+		return err
+	}
+	cache := &source.DiskCache{Dir: *dir}
+	n, err := cache.Clear()
+	if err != nil {
+		return err
+	}
+	where := *dir
+	if where == "" {
+		where, _ = source.DefaultCacheDir()
+	}
+	fmt.Fprintf(os.Stderr, "removed %d cached token(s) from %s\n", n, where)
+	return nil
 }

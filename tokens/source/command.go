@@ -54,14 +54,10 @@ func (c *Command) Token() (*oauth2.Token, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if len(msg) > 2000 {
-			msg = msg[:2000] + "…"
-		}
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: token command %q failed: %v: %s", ErrNoToken, c.Command[0], err, msg)
+		return nil, fmt.Errorf("%w: token command %q failed: %v: %s", ErrNoToken, c.Command[0], err, summary(stderr.String()))
 	}
 	now := time.Now()
 	if c.now != nil {
@@ -136,4 +132,34 @@ func parseOutput(out []byte, now time.Time) (*oauth2.Token, error) {
 		tok.Expiry = jwtExpiry(tok.AccessToken)
 	}
 	return tok, nil
+}
+
+// summary keeps what a person needs of a failed command's stderr. az and
+// tools like it print warnings, then "ERROR: …" and what to run about it,
+// then perhaps a traceback: from the first ERROR line (else the last few
+// lines), three lines that are not a traceback's.
+func summary(stderr string) string {
+	var lines []string
+	first := -1
+	for _, l := range strings.Split(stderr, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "Traceback") || strings.HasPrefix(l, "File \"") {
+			continue
+		}
+		if first < 0 && strings.HasPrefix(strings.ToUpper(l), "ERROR") {
+			first = len(lines)
+		}
+		lines = append(lines, l)
+	}
+	if first < 0 {
+		first = max(0, len(lines)-3)
+	}
+	s := strings.Join(lines[first:min(len(lines), first+3)], " / ")
+	if len(s) > 500 {
+		s = s[:500] + "…"
+	}
+	if s == "" {
+		return "(it printed nothing on stderr)"
+	}
+	return s
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -248,4 +249,26 @@ func (c *DiskCache) Clear() (int, error) {
 		return n, fmt.Errorf("source: token cache: %w", err)
 	}
 	return n, nil
+}
+
+// FromFetcher returns a source that asks f for every token, giving it the
+// last one it returned (so that a flow can use its refresh token), and
+// keeps nothing on disk. Wrap it in Cached to reuse tokens in memory.
+func FromFetcher(f Fetcher) oauth2.TokenSource { return &memorySource{fetcher: f} }
+
+type memorySource struct {
+	fetcher Fetcher
+	mu      sync.Mutex
+	last    *oauth2.Token
+}
+
+func (m *memorySource) Token() (*oauth2.Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tok, err := m.fetcher.Fetch(context.Background(), m.last)
+	if err != nil {
+		return nil, err
+	}
+	m.last = tok
+	return tok, nil
 }

@@ -89,6 +89,22 @@ func TestCommandFailuresAreClear(t *testing.T) {
 	assert.Contains(t, err.Error(), "Please run az login")
 	assert.Contains(t, err.Error(), "exit status 1")
 
+	// What az prints when its refresh token has expired: warnings and a
+	// traceback-like tail around the one line that says what to do.
+	noisy := `echo 'WARNING: The default kind for created storage account will change' >&2
+echo 'WARNING: A Cloud Shell credential problem occurred.' >&2
+echo 'ERROR: AADSTS700082: The refresh token has expired due to inactivity.' >&2
+echo "Interactive authentication is needed. Please run:" >&2
+echo 'az login --scope api://clusterconnect-server/.default' >&2
+for i in $(seq 200); do echo "  File \"/opt/az/lib/python3.12/site-packages/azure/cli/core/auth.py\", line $i" >&2; done
+exit 1`
+	_, err = (&source.Command{Command: []string{"sh", "-c", noisy}}).Token()
+	require.ErrorIs(t, err, source.ErrNoToken)
+	assert.Contains(t, err.Error(), "ERROR: AADSTS700082: The refresh token has expired due to inactivity.")
+	assert.Contains(t, err.Error(), "az login --scope api://clusterconnect-server/.default", "and what to run about it")
+	assert.NotContains(t, err.Error(), "WARNING")
+	assert.NotContains(t, err.Error(), "auth.py")
+
 	_, err = (&source.Command{Command: []string{"sh", "-c", `echo '{"accessToken":""}'`}}).Token()
 	assert.ErrorContains(t, err, "no accessToken")
 

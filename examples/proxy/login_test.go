@@ -1,0 +1,254 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	clientauthv1 "k8s.io/client-go/pkg/apis/clientauthentication/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
+)
+
+const (
+	tenant    = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+	serverApp = "api://clusterconnect-server"
+	ciApp     = "5f1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b"
+	cliApp    = "04b07795-8ddb-461a-bbee-02f9e1bf7b46" // the default for devicecode
+)
+
+// signInEnv is the Entra stand-in, and what a proxy process needs to
+// reach it: its CA in SSL_CERT_FILE, a token cache of its own, and no
+// Azure variables from the machine running the tests.
+type signInEnv struct {
+	is    *oidctest.Issuer
+	cache string
+	env   []string
+}
+
+func startSignIn(t *testing.T) *signInEnv {
+	t.Helper()
+	is, err := oidctest.Start()
+	require.NoError(t, err)
+	t.Cleanup(is.Close)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(ca, is.CA.CertPEM(), 0o600))
+	return &signInEnv{is: is, cache: filepath.Join(dir, "cache"), env: append(cleanEnv(), "SSL_CERT_FILE="+ca)}
+}
+
+// cleanEnv is the environment without the machine's own Azure, GitHub
+// Actions and proxy settings.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AZURE_") && !strings.HasPrefix(kv, "ACTIONS_ID_TOKEN_") && !strings.HasPrefix(kv, "CLUSTERCONNECT_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func (e *signInEnv) args(extra ...string) []string {
+	return append([]string{"token", "-server-id", serverApp, "-tenant-id", tenant,
+		"-authority-host", e.is.AuthorityHost(), "-token-cache-dir", e.cache}, extra...)
+}
+
+// token runs `proxy token` as kubectl would and returns the token of the
+// ExecCredential it printed, and its stderr.
+func (e *signInEnv) token(t *testing.T, env []string, args ...string) (string, string, error) {
+	cmd := exec.Command(proxyBin, args...)
+	cmd.Env = append(slices.Clip(e.env), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return "", stderr.String(), err
+	}
+	var cred clientauthv1.ExecCredential
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &cred), stdout.String())
+	require.NotNil(t, cred.Status)
+	require.NotNil(t, cred.Status.ExpirationTimestamp, "kubectl must be told when to ask again")
+	return cred.Status.Token, stderr.String(), nil
+}
+
+// kubectl runs the exec plugin once per call; concurrent calls (a script,
+// parallel CI steps) share one sign-in through the cache on disk.
+func TestPluginSignsInOnceForManyProcesses(t *testing.T) {
+	e := startSignIn(t)
+	e.is.AddApp(oidctest.App{ClientID: ciApp, Tenant: tenant, Secret: "s3cret-value", ObjectID: "ci-oid"})
+	secret := []string{"AZURE_CLIENT_SECRET=s3cret-value"}
+	args := e.args("-login", "spn", "-client-id", ciApp)
+
+	var wg sync.WaitGroup
+	tokens := make([]string, 8)
+	for i := range tokens {
+		wg.Go(func() {
+			tok, stderr, err := e.token(t, secret, args...)
+			if assert.NoError(t, err, stderr) {
+				tokens[i] = tok
+			}
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, 1, e.is.TokenRequests("client_credentials"), "one sign-in for eight processes")
+	for _, tok := range tokens {
+		assert.Equal(t, tokens[0], tok)
+	}
+	files, err := filepath.Glob(filepath.Join(e.cache, "*.json"))
+	require.NoError(t, err)
+	require.Len(t, files, 1)
+	fi, err := os.Stat(files[0])
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	data, err := os.ReadFile(files[0])
+	require.NoError(t, err)
+	assert.NotContains(t, string(data), "s3cret-value", "the secret is not cached")
+
+	out, err := exec.Command(proxyBin, "logout", "-token-cache-dir", e.cache).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "removed 1 cached token")
+	_, stderr, err := e.token(t, secret, args...)
+	require.NoError(t, err, stderr)
+	assert.Equal(t, 2, e.is.TokenRequests("client_credentials"), "after logout the plugin signs in again")
+
+	// A wrong secret: kubectl shows the plugin's stderr, which says what
+	// Entra said and what to check, and never the secret.
+	require.NoError(t, exec.Command(proxyBin, "logout", "-token-cache-dir", e.cache).Run())
+	_, stderr, err = e.token(t, []string{"AZURE_CLIENT_SECRET=wrong-guess"}, args...)
+	require.Error(t, err)
+	assert.Contains(t, stderr, "AADSTS7000215")
+	assert.Contains(t, stderr, "check the client secret")
+	assert.NotContains(t, stderr, "wrong-guess")
+}
+
+// A person signs in once with a device code; the next kubectl call, a
+// new process, asks nobody.
+func TestPluginDeviceCodeSignIn(t *testing.T) {
+	e := startSignIn(t)
+	e.is.AddApp(oidctest.App{ClientID: cliApp, Tenant: tenant, Public: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	cmd := exec.CommandContext(ctx, proxyBin, e.args("-login", "devicecode")...)
+	cmd.Env = e.env
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	prompt := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "enter the code") {
+				prompt <- sc.Text()
+			}
+		}
+	}()
+	login, err := e.is.NextDeviceLogin(ctx)
+	require.NoError(t, err)
+	select {
+	case line := <-prompt:
+		assert.Contains(t, line, login.UserCode, "the person sees the code on the terminal")
+	case <-ctx.Done():
+		t.Fatal("no sign-in prompt on stderr")
+	}
+	require.NoError(t, e.is.ApproveDevice(login.UserCode, oidctest.EntraClaims{OID: "alice-oid"}))
+	require.NoError(t, cmd.Wait(), stdout.String())
+	assert.Contains(t, stdout.String(), `"token"`)
+
+	_, errOut, err := e.token(t, nil, e.args("-login", "devicecode")...)
+	require.NoError(t, err, errOut)
+	assert.NotContains(t, errOut, "enter the code", "the cached token spares a second sign-in")
+	assert.Equal(t, 1, e.is.TokenRequests("device_code"))
+}
+
+// In GitHub Actions the plugin signs in with the job's OIDC token: no
+// secret, no az.
+func TestPluginWorkloadIdentity(t *testing.T) {
+	e := startSignIn(t)
+	github, err := oidctest.Start()
+	require.NoError(t, err)
+	t.Cleanup(github.Close)
+	const subject = "repo:example/app:environment:production"
+	e.is.AddApp(oidctest.App{ClientID: ciApp, Tenant: tenant, ObjectID: "ci-oid",
+		Federated: []oidctest.FederatedCredential{{Issuer: github, Subject: subject}}})
+	// The job's OIDC endpoint is another issuer with its own CA.
+	cas := filepath.Join(t.TempDir(), "cas.pem")
+	require.NoError(t, os.WriteFile(cas, append(e.is.CA.CertPEM(), github.CA.CertPEM()...), 0o600))
+	url, requestToken := github.GitHubActions(subject)
+	env := []string{"SSL_CERT_FILE=" + cas, "ACTIONS_ID_TOKEN_REQUEST_URL=" + url, "ACTIONS_ID_TOKEN_REQUEST_TOKEN=" + requestToken,
+		"AZURE_CLIENT_ID=" + ciApp}
+
+	tok, stderr, err := e.token(t, env, e.args("-login", "workloadidentity")...)
+	require.NoError(t, err, stderr)
+	assert.NotEmpty(t, tok)
+	_, stderr, err = e.token(t, env, e.args("-login", "workloadidentity")...)
+	require.NoError(t, err, stderr)
+	assert.Equal(t, 1, e.is.TokenRequests("client_credentials"), "the next step reuses the cached token")
+
+	// Without "permissions: id-token: write" there is no endpoint; the
+	// error says which permission is missing.
+	_, stderr, err = e.token(t, []string{"AZURE_CLIENT_ID=" + ciApp}, e.args("-login", "workloadidentity", "-no-token-cache")...)
+	require.Error(t, err)
+	assert.Contains(t, stderr, "id-token: write")
+}
+
+// Direct mode writes the sign-in flags into the kubeconfig, with files by
+// absolute path and without the secret.
+func TestDirectKubeconfigWithSignIn(t *testing.T) {
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "config")
+	cmd := exec.Command(proxyBin, "kubeconfig", "-relay-url", "https://relay.example.com", "-cluster-id", "prod",
+		"-kubeconfig", kc, "-login", "spn", "-server-id", serverApp, "-tenant-id", tenant, "-client-id", ciApp,
+		"-client-secret", "s3cret-value", "-token-cache-dir", "cache")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "AZURE_CLIENT_SECRET")
+	raw, err := os.ReadFile(kc)
+	require.NoError(t, err)
+	assert.NotContains(t, string(raw), "s3cret-value")
+	cfg, err := clientcmd.LoadFromFile(kc)
+	require.NoError(t, err)
+	for _, ai := range cfg.AuthInfos {
+		require.NotNil(t, ai.Exec)
+		args := strings.Join(ai.Exec.Args, " ")
+		assert.Contains(t, args, "-login spn")
+		assert.Contains(t, args, "-server-id "+serverApp)
+		assert.Contains(t, args, "-token-cache-dir "+filepath.Join(dir, "cache"))
+	}
+
+	// Flags that cannot work are refused before anything is written.
+	for _, tc := range []struct {
+		args  []string
+		words string
+	}{
+		{[]string{"-login", "spn", "-tenant-id", tenant, "-client-id", ciApp}, "-server-id"},
+		{[]string{"-login", "spn", "-server-id", serverApp, "-tenant-id", tenant, "-client-id", ciApp}, "-client-secret"},
+		{[]string{"-login", "devicecode", "-server-id", serverApp}, "-tenant-id"},
+		{[]string{"-login", "magic", "-server-id", serverApp}, "devicecode, spn, workloadidentity, azurecli"},
+		{[]string{"-login", "azurecli", "-server-id", serverApp, "-token-file", "x"}, "exactly one"},
+	} {
+		cmd := exec.Command(proxyBin, append([]string{"kubeconfig", "-relay-url", "https://relay.example.com", "-cluster-id", "prod",
+			"-kubeconfig", filepath.Join(dir, "refused")}, tc.args...)...)
+		cmd.Env = cleanEnv()
+		out, err := cmd.CombinedOutput()
+		require.Error(t, err, "%v", tc.args)
+		assert.Contains(t, string(out), tc.words, "%v", tc.args)
+		assert.NoFileExists(t, filepath.Join(dir, "refused"))
+	}
+}
