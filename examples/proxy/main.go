@@ -190,6 +190,11 @@ func serve(args []string) error {
 		if cfg.TokenSource, err = c.tokens.source(); err != nil {
 			return err
 		}
+		// Sign in now, where the person who started the proxy is looking,
+		// rather than on kubectl's first request.
+		if _, err := cfg.TokenSource.Token(); err != nil {
+			return err
+		}
 	}
 	if *c.relayCA != "" {
 		roots, err := cli.CertPool("relay-ca", *c.relayCA)

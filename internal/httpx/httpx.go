@@ -150,13 +150,13 @@ var statusReasons = map[int]string{
 	http.StatusGatewayTimeout:              "Timeout",
 }
 
-// readRaw reports whether client-go reads this path's errors as raw bytes:
-// the discovery roots and /version, also under a cluster prefix
-// (/clusters/{id}/api).
 // ReadRaw reports whether client-go reads r's answer raw (the discovery
 // roots and /version), where it shows the text of a 403, 500 or 502 only.
 func ReadRaw(r *http.Request) bool { return r != nil && readRaw(r.URL.Path) }
 
+// readRaw reports whether client-go reads this path's errors as raw bytes:
+// the discovery roots and /version, also under a cluster prefix
+// (/clusters/{id}/api).
 func readRaw(path string) bool {
 	path = strings.TrimSuffix(path, "/")
 	return strings.HasSuffix(path, "/api") || strings.HasSuffix(path, "/apis") || strings.HasSuffix(path, "/version")

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -182,7 +183,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		tok, err := p.cfg.TokenSource.Token()
 		if err != nil {
-			httpx.WriteStatus(w, r, http.StatusUnauthorized, "", "clusterconnect proxy: cannot get your token: "+err.Error())
+			p.log.Warn("cannot get your token", "err", err)
+			writeTokenFailure(w, r, "clusterconnect proxy: cannot get your token: "+err.Error())
 			return
 		}
 		auth = "Bearer " + tok.AccessToken
@@ -226,14 +228,40 @@ func (p *Proxy) noteRefusal(resp *http.Response) error {
 	if json.Unmarshal(head, &st) == nil && st.Message != "" {
 		msg = st.Message
 	}
+	p.logRefusal(resp.StatusCode, msg, resp.Request.URL.Path)
+	if resp.StatusCode == http.StatusUnauthorized && !p.cfg.PassClientToken && httpx.ReadRaw(resp.Request) {
+		// Words kubectl shows, as writeTokenFailure gives them.
+		resp.Body.Close()
+		rec := httptest.NewRecorder()
+		writeTokenFailure(rec, resp.Request, "clusterconnect proxy: the relay refused your token: "+msg)
+		*resp = *rec.Result()
+	}
+	return nil
+}
+
+func (p *Proxy) logRefusal(code int, msg, path string) {
 	p.refusalMu.Lock()
 	defer p.refusalMu.Unlock()
 	if msg == p.lastRefusal && time.Since(p.lastRefusalAt) < time.Minute {
-		return nil
+		return
 	}
 	p.lastRefusal, p.lastRefusalAt = msg, time.Now()
-	p.log.Warn("your token was refused", "status", resp.StatusCode, "reason", msg, "path", resp.Request.URL.Path)
-	return nil
+	p.log.Warn("your token was refused", "status", code, "reason", msg, "path", path)
+}
+
+// writeTokenFailure answers a request the user's token could not be got
+// or was refused for: a 401 with a Status, except on kubectl's discovery
+// paths, where client-go replaces a 401's words with fixed ones ("the
+// server has asked for the client to provide credentials") and the user
+// would never read why. There it is a 403 with the words as text, which
+// kubectl prints; in proxy mode kubectl holds no credential a 401 could
+// make it renew, so it loses nothing.
+func writeTokenFailure(w http.ResponseWriter, r *http.Request, msg string) {
+	code := http.StatusUnauthorized
+	if httpx.ReadRaw(r) {
+		code = http.StatusForbidden
+	}
+	httpx.WriteStatus(w, r, code, "", msg)
 }
 
 func (p *Proxy) relayError(w http.ResponseWriter, r *http.Request, err error) {

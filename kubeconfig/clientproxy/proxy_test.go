@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,10 +48,11 @@ func TestMain(m *testing.M) {
 
 // relay is a stand-in relay that records what reaches it.
 type relay struct {
-	srv   *httptest.Server
-	mu    sync.Mutex
-	seen  []seenRequest
-	event chan string
+	srv    *httptest.Server
+	mu     sync.Mutex
+	seen   []seenRequest
+	event  chan string
+	refuse atomic.Bool // refuse every token, as when it has expired
 }
 
 type seenRequest struct{ path, auth string }
@@ -77,7 +79,7 @@ func (r *relay) serve(w http.ResponseWriter, req *http.Request) {
 			fmt.Fprintln(w, ev)
 			w.(http.Flusher).Flush()
 		}
-	case strings.HasSuffix(req.URL.Path, "/refused"):
+	case strings.HasSuffix(req.URL.Path, "/refused") || r.refuse.Load():
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the token expired at 2026-11-24T00:00:00Z","reason":"Unauthorized","code":401}`)
@@ -251,8 +253,8 @@ func TestTokenCommandFailureIsALegibleError(t *testing.T) {
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	assert.Contains(t, status(t, body), "Please run az login")
 	resp, body = get(t, rp, "/api", "")
-	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
-	assert.Contains(t, status(t, body), "Please run az login")
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode, "on discovery paths, words client-go shows")
+	assert.Contains(t, body, "Please run az login")
 
 	// kubectl shows the message.
 	k := kubectlFor(t, rp)
@@ -363,4 +365,38 @@ func TestRefusedTokenIsLoggedWithTheReason(t *testing.T) {
 	assert.Contains(t, logs.String(), `reason="the token expired at 2026-11-24T00:00:00Z"`)
 	assert.Equal(t, 1, strings.Count(logs.String(), "your token was refused"), "the same reason once, not per request")
 	assert.NotContains(t, logs.String(), "user-token", "never the token")
+}
+
+// In proxy mode kubectl holds no credential, and client-go prints fixed
+// words for a 401 on its discovery paths ("the server has asked for the
+// client to provide credentials"): there the proxy answers with the reason
+// as words kubectl shows, for a token it could not get and for one the
+// relay refused, with an empty discovery cache as on first use.
+func TestKubectlShowsWhyTheTokenFailed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		tweak func(*clientproxy.Config, *relay)
+		words string
+	}{
+		{"token refused upstream", func(_ *clientproxy.Config, r *relay) { r.refuse.Store(true) },
+			"the token expired at 2026-11-24T00:00:00Z"},
+		{"sign-in failed", func(c *clientproxy.Config, _ *relay) {
+			c.TokenSource = &source.Command{Command: []string{"sh", "-c", "echo 'ERROR: AADSTS700082: The refresh token has expired.' >&2; exit 1"}}
+		}, "AADSTS700082: The refresh token has expired."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRelay(t)
+			rp := start(t, r, func(c *clientproxy.Config) { tc.tweak(c, r) })
+			res, err := kubectlFor(t, rp).Run(testContext(t), nil, "get", "namespaces", "--cache-dir", t.TempDir())
+			require.NoError(t, err)
+			assert.NotEqual(t, 0, res.ExitCode)
+			assert.Contains(t, res.Stderr, tc.words)
+			t.Logf("kubectl: %s", res.Stderr)
+
+			// Past discovery, a 401 is still a 401 with a Status.
+			resp, body := get(t, rp, "/api/v1/namespaces", "")
+			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+			assert.Contains(t, status(t, body), tc.words)
+		})
+	}
 }
