@@ -1,9 +1,11 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +13,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/clusterconnect/clusterconnect/internal/cli"
 	"github.com/clusterconnect/clusterconnect/tokens/signin"
 	"github.com/clusterconnect/clusterconnect/tokens/source"
 )
@@ -36,7 +39,7 @@ type tokenSettings struct {
 
 	login, serverID, tenantID, clientID    *string
 	clientSecret, clientCert, federatedTok *string
-	authorityHost                          *string
+	authorityHost, authorityCA             *string
 	cacheDir                               *string
 	noCache                                *bool
 }
@@ -55,6 +58,7 @@ func addTokenFlags(fs *flag.FlagSet) *tokenSettings {
 		clientCert:    fs.String("client-certificate", "", "spn: PEM file with the certificate and its key (default $AZURE_CLIENT_CERTIFICATE_PATH)"),
 		federatedTok:  fs.String("federated-token-file", "", "workloadidentity: federated token file (default $AZURE_FEDERATED_TOKEN_FILE, else GitHub Actions' OIDC token)"),
 		authorityHost: fs.String("authority-host", "", "Entra sign-in host (default $AZURE_AUTHORITY_HOST, else "+signin.AzurePublicCloud+")"),
+		authorityCA:   fs.String("authority-ca", "", "PEM CA file for the sign-in host (default: system roots)"),
 		cacheDir:      fs.String("token-cache-dir", "", "where signed-in tokens are kept, 0600 (default: the user cache dir's clusterconnect/tokens)"),
 		noCache:       fs.Bool("no-token-cache", false, "keep no token on disk: every process signs in or runs -token-command again"),
 	}
@@ -166,6 +170,15 @@ func (s *tokenSettings) fetcher() (string, source.Fetcher, error) {
 		AuthorityHost: *s.authorityHost, TenantID: *s.tenantID, ClientID: *s.clientID,
 		Scopes: []string{signin.ServerScope(*s.serverID)},
 	}
+	if *s.authorityCA != "" {
+		roots, err := cli.CertPool("authority-ca", *s.authorityCA)
+		if err != nil {
+			return "", nil, err
+		}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{RootCAs: roots}
+		cfg.HTTPClient = &http.Client{Transport: t, Timeout: signin.DefaultTimeout}
+	}
 	switch *s.login {
 	case loginDeviceCode:
 		return cfg.CacheKey(), &signin.DeviceCode{Config: cfg}, nil
@@ -221,7 +234,7 @@ func (s *tokenSettings) pluginArgs() ([]string, error) {
 			add(f.name, f.value)
 		}
 	}
-	for _, f := range []struct{ name, value string }{{"token-file", *s.tokenFile}, {"client-certificate", *s.clientCert}, {"federated-token-file", *s.federatedTok}, {"token-cache-dir", *s.cacheDir}} {
+	for _, f := range []struct{ name, value string }{{"token-file", *s.tokenFile}, {"authority-ca", *s.authorityCA}, {"client-certificate", *s.clientCert}, {"federated-token-file", *s.federatedTok}, {"token-cache-dir", *s.cacheDir}} {
 		if err := abs(f.name, f.value); err != nil {
 			return nil, err
 		}

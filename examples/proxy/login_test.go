@@ -142,8 +142,11 @@ func TestPluginDeviceCodeSignIn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	cmd := exec.CommandContext(ctx, proxyBin, e.args("-login", "devicecode")...)
-	cmd.Env = e.env
+	// -authority-ca instead of SSL_CERT_FILE, as the trial does.
+	ca := filepath.Join(t.TempDir(), "entra-ca.pem")
+	require.NoError(t, os.WriteFile(ca, e.is.CA.CertPEM(), 0o600))
+	cmd := exec.CommandContext(ctx, proxyBin, e.args("-login", "devicecode", "-authority-ca", ca)...)
+	cmd.Env = cleanEnv()
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	stderr, err := cmd.StderrPipe()
