@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,16 +13,47 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/kubetest"
 )
 
-// The README's quick trial, run as a newcomer would run it (with -once).
+// The README's quick trial, run as a newcomer would run it (with -once):
+// every step of the tour must show what a user would see.
 func TestTrialShowsKubectlWorkingThroughTheChain(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
 	kubetest.Require(t, run(ctx, &out, "", 0, true))
-	assert.Regexp(t, `Username\s+demo@contoso.example`, out.String())
-	assert.Regexp(t, `Groups\s+\[11111111-2222-4333-8444-555555555555 system:authenticated\]`, out.String())
-	assert.Regexp(t, `(?m)^default\s+Active`, out.String())
-	assert.Regexp(t, `(?m)^no$`, out.String(), "the demo user may not delete namespaces")
+	got := out.String()
+	proxyMode, directMode, ok := strings.Cut(got, "--- Direct mode")
+	require.True(t, ok, got)
+	for _, want := range []string{
+		`Username\s+demo@contoso.example`,
+		`Groups\s+\[11111111-2222-4333-8444-555555555555 system:authenticated\]`,
+		`(?m)^default\s+Active`,
+		`(?m)^hello\s+1/1\s+Running`,                                       // the stand-in pod
+		`configmap/greeting created`,                                       // a write
+		`(?m)^world$`,                                                      // read back
+		`(?m)^watched\s+1\s`,                                               // the watch saw another kubectl's change
+		`configmap "greeting" deleted`,                                     // a delete
+		`(?m)^hello from inside the pod$`,                                  // exec
+		`(?s)tick \d+.*tick \d+.*tick \d+`,                                 // logs -f, three lines as they came
+		`hello from the demo pod's port \d+, through kubectl port-forward`, // port-forward
+		`(?m)^no$`, // the demo user may not delete namespaces
+	} {
+		assert.Regexp(t, want, proxyMode)
+	}
+	for _, want := range []string{
+		`To sign in, open https://127\.0\.0\.1:\d+/devicelogin in a browser and enter the code`,
+		`Username\s+demo@contoso.example`,
+		`(?m)^hello\s+1/1\s+Running`,
+		`(?m)^hello$`, // exec hostname
+	} {
+		assert.Regexp(t, want, directMode)
+	}
+	assert.Equal(t, 1, strings.Count(directMode, "To sign in"), "one sign-in, then the cached token")
+	for _, want := range []string{"relay  ", "token command", "clusterconnect-proxy token -login devicecode", "admin (no chain)"} {
+		assert.Contains(t, directMode, want)
+	}
+	if t.Failed() {
+		t.Log(got)
+	}
 }
 
 // -kubeconfig connects a cluster that already exists (here the test

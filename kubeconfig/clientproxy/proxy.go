@@ -246,7 +246,12 @@ func (p *Proxy) logRefusal(code int, msg, path string) {
 		return
 	}
 	p.lastRefusal, p.lastRefusalAt = msg, time.Now()
-	p.log.Warn("your token was refused", "status", code, "reason", msg, "path", path)
+	if code == http.StatusUnauthorized {
+		p.log.Warn("your token was refused", "status", code, "reason", msg, "path", path)
+		return
+	}
+	// A 403 is most often RBAC saying no to a well-signed token.
+	p.log.Info("request forbidden", "status", code, "reason", msg, "path", path)
 }
 
 // writeTokenFailure answers a request the user's token could not be got

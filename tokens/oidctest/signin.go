@@ -79,7 +79,6 @@ type DeviceLogin struct {
 	decided    bool
 	user       *EntraClaims // nil until approved; set with decided: approved
 	slowDowns  int          // polls still to answer slow_down
-	lastPoll   time.Time
 }
 
 // SignInOptions shape the sign-in endpoints' behaviour; zero fields keep
