@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -254,4 +255,33 @@ func TestDirectKubeconfigWithSignIn(t *testing.T) {
 		assert.Contains(t, string(out), tc.words, "%v", tc.args)
 		assert.NoFileExists(t, filepath.Join(dir, "refused"))
 	}
+}
+
+// The CI example's workflow runs flags that exist: each
+// clusterconnect-proxy command line in it parses (up to the point where it
+// would need the network).
+func TestCIExampleFlagsExist(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "ci", "deploy.yml"))
+	require.NoError(t, err)
+	// Join continued lines, then take each clusterconnect-proxy command.
+	text := strings.ReplaceAll(string(raw), "\\\n", " ")
+	text = regexp.MustCompile(`\$\{\{[^}]*\}\}`).ReplaceAllString(text, "value") // the workflow's expressions
+	var found int
+	for _, line := range strings.Split(text, "\n") {
+		_, cmdline, ok := strings.Cut(line, "clusterconnect-proxy ")
+		if !ok || strings.HasPrefix(strings.TrimSpace(line), "#") || strings.Contains(line, `"$RUNNER_TEMP/bin/clusterconnect-proxy"`) {
+			continue
+		}
+		cmdline, _, _ = strings.Cut(cmdline, " #")
+		var args []string
+		for _, f := range strings.Fields(cmdline) {
+			args = append(args, strings.Trim(f, `"`))
+		}
+		found++
+		// -h after the subcommand's flags: the flags must all parse first.
+		out, err := exec.Command(proxyBin, append(args, "-h")...).CombinedOutput()
+		require.NoError(t, err, "clusterconnect-proxy %s\n%s", strings.Join(args, " "), out)
+		assert.NotContains(t, string(out), "flag provided but not defined")
+	}
+	assert.Equal(t, 2, found, "kubeconfig and logout")
 }
