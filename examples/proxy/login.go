@@ -26,6 +26,10 @@ const (
 	loginAzureCLI         = "azurecli"
 )
 
+// clouds are -cloud's names for the sign-in hosts, as the relay and agent
+// name their clouds.
+var clouds = map[string]string{"public": signin.AzurePublicCloud, "usgov": signin.AzureUSGovernmentCloud, "china": signin.AzureChinaCloud}
+
 var loginModes = []string{loginDeviceCode, loginServicePrincipal, loginWorkloadIdentity, loginAzureCLI}
 
 // azureCLIClientID is the Azure CLI's public client, which kubelogin also
@@ -39,7 +43,7 @@ type tokenSettings struct {
 
 	login, serverID, tenantID, clientID    *string
 	clientSecret, clientCert, federatedTok *string
-	authorityHost, authorityCA             *string
+	authorityHost, authorityCA, cloud      *string
 	cacheDir                               *string
 	noCache                                *bool
 }
@@ -57,7 +61,8 @@ func addTokenFlags(fs *flag.FlagSet) *tokenSettings {
 		clientSecret:  fs.String("client-secret", "", "spn: the client secret (default $AZURE_CLIENT_SECRET; never written to a kubeconfig)"),
 		clientCert:    fs.String("client-certificate", "", "spn: PEM file with the certificate and its key (default $AZURE_CLIENT_CERTIFICATE_PATH)"),
 		federatedTok:  fs.String("federated-token-file", "", "workloadidentity: federated token file (default $AZURE_FEDERATED_TOKEN_FILE, else GitHub Actions' OIDC token)"),
-		authorityHost: fs.String("authority-host", "", "Entra sign-in host (default $AZURE_AUTHORITY_HOST, else "+signin.AzurePublicCloud+")"),
+		cloud:         fs.String("cloud", "public", "Entra ID cloud to sign in to: public, usgov or china"),
+		authorityHost: fs.String("authority-host", "", "Entra sign-in host, overriding -cloud (default $AZURE_AUTHORITY_HOST)"),
 		authorityCA:   fs.String("authority-ca", "", "PEM CA file for the sign-in host (default: system roots)"),
 		cacheDir:      fs.String("token-cache-dir", "", "where signed-in tokens are kept, 0600 (default: the user cache dir's clusterconnect/tokens)"),
 		noCache:       fs.Bool("no-token-cache", false, "keep no token on disk: every process signs in or runs -token-command again"),
@@ -104,6 +109,9 @@ func (s *tokenSettings) check() error {
 	}
 	if *s.serverID == "" {
 		return errors.New("-login needs -server-id, the cluster's server app (its application ID URI, e.g. api://clusterconnect-server, or client ID)")
+	}
+	if _, ok := clouds[*s.cloud]; !ok {
+		return fmt.Errorf("-cloud %q: use public, usgov or china", *s.cloud)
 	}
 	if *s.login == loginAzureCLI {
 		return nil
@@ -166,8 +174,12 @@ func (s *tokenSettings) cacheDirectory() (string, error) {
 
 // fetcher is the sign-in flow of -login, with its cache key.
 func (s *tokenSettings) fetcher() (string, source.Fetcher, error) {
+	host := *s.authorityHost
+	if host == "" {
+		host = clouds[*s.cloud]
+	}
 	cfg := signin.Config{
-		AuthorityHost: *s.authorityHost, TenantID: *s.tenantID, ClientID: *s.clientID,
+		AuthorityHost: host, TenantID: *s.tenantID, ClientID: *s.clientID,
 		Scopes: []string{signin.ServerScope(*s.serverID)},
 	}
 	if *s.authorityCA != "" {
@@ -229,7 +241,7 @@ func (s *tokenSettings) pluginArgs() ([]string, error) {
 	if *s.tokenCmd != "" {
 		add("token-command", *s.tokenCmd)
 	}
-	for _, f := range []struct{ name, value string }{{"login", *s.login}, {"server-id", *s.serverID}, {"tenant-id", *s.tenantID}, {"client-id", *s.clientID}, {"authority-host", *s.authorityHost}} {
+	for _, f := range []struct{ name, value string }{{"login", *s.login}, {"cloud", cloudArg(*s.cloud)}, {"server-id", *s.serverID}, {"tenant-id", *s.tenantID}, {"client-id", *s.clientID}, {"authority-host", *s.authorityHost}} {
 		if f.value != "" {
 			add(f.name, f.value)
 		}
@@ -243,4 +255,12 @@ func (s *tokenSettings) pluginArgs() ([]string, error) {
 		args = append(args, "-no-token-cache")
 	}
 	return args, nil
+}
+
+// cloudArg is -cloud as the plugin needs it: nothing for the default.
+func cloudArg(c string) string {
+	if c == "public" {
+		return ""
+	}
+	return c
 }

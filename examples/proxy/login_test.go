@@ -245,6 +245,7 @@ func TestDirectKubeconfigWithSignIn(t *testing.T) {
 		{[]string{"-login", "spn", "-server-id", serverApp, "-tenant-id", tenant, "-client-id", ciApp}, "-client-secret"},
 		{[]string{"-login", "devicecode", "-server-id", serverApp}, "-tenant-id"},
 		{[]string{"-login", "magic", "-server-id", serverApp}, "devicecode, spn, workloadidentity, azurecli"},
+		{[]string{"-login", "devicecode", "-server-id", serverApp, "-tenant-id", tenant, "-cloud", "mars"}, "public, usgov or china"},
 		{[]string{"-login", "azurecli", "-server-id", serverApp, "-token-file", "x"}, "exactly one"},
 	} {
 		cmd := exec.Command(proxyBin, append([]string{"kubeconfig", "-relay-url", "https://relay.example.com", "-cluster-id", "prod",
