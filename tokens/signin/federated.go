@@ -69,13 +69,14 @@ func TokenFile(path string) func(context.Context) (string, error) {
 // with the given audience (FederatedAudience when empty). requestURL and
 // requestToken are the job's ACTIONS_ID_TOKEN_REQUEST_URL and
 // ACTIONS_ID_TOKEN_REQUEST_TOKEN, there when the workflow has
-// "permissions: id-token: write". client nil means http.DefaultClient.
+// "permissions: id-token: write". client nil means a client with
+// DefaultTimeout.
 func GitHubActions(requestURL, requestToken, audience string, client *http.Client) func(context.Context) (string, error) {
 	if audience == "" {
 		audience = FederatedAudience
 	}
 	if client == nil {
-		client = http.DefaultClient
+		client = &http.Client{Timeout: DefaultTimeout}
 	}
 	return func(ctx context.Context) (string, error) {
 		if requestURL == "" || requestToken == "" {
