@@ -11,6 +11,7 @@
 //	loadtest floods   -flood 4000              unauthenticated floods against the relay binary
 //	loadtest fleet    -agents 300              three relay replicas on etcd: peer hop, a replica SIGKILLed
 //	loadtest fleet-scale -agents 10000         etcd writes per agent and directory memory
+//	loadtest signin   -runs 30                 the exec plugin's time per kubectl call, cached or not
 //
 // It stops by itself; every loop is bounded in count and time.
 package main
@@ -27,7 +28,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|stalled|floods|fleet|fleet-scale|relay [flags] (-h for each)")
+		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|stalled|floods|fleet|fleet-scale|signin|relay [flags] (-h for each)")
 		os.Exit(2)
 	}
 	raiseFileLimit()
@@ -35,7 +36,7 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "relay":
 		err = serveRelay(args) // the child process
-	case "idle", "requests", "watches", "restart", "stalled", "floods", "fleet", "fleet-scale":
+	case "idle", "requests", "watches", "restart", "stalled", "floods", "fleet", "fleet-scale", "signin":
 		err = scenario(cmd, args)
 	default:
 		err = fmt.Errorf("unknown scenario %q", cmd)
@@ -59,6 +60,8 @@ type options struct {
 	flood       int
 	etcdMembers int
 	etcdDown    time.Duration
+	runs        int
+	concurrent  int
 }
 
 func scenario(name string, args []string) error {
@@ -75,6 +78,8 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.flood, "flood", 4000, "floods: connections per flood")
 	fs.IntVar(&o.etcdMembers, "etcd-members", 1, "fleet: etcd members; with 3, one is killed instead of stopping etcd")
 	fs.DurationVar(&o.etcdDown, "etcd-down", 30*time.Second, "fleet: how long etcd (or one member) is down")
+	fs.IntVar(&o.runs, "runs", 30, "signin: plugin runs per case")
+	fs.IntVar(&o.concurrent, "concurrent", 16, "signin: plugin processes started at once on an empty cache")
 	fs.IntVar(&clientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -94,6 +99,8 @@ func scenario(name string, args []string) error {
 		return fleetScenario(o)
 	case "fleet-scale":
 		return fleetScale(o)
+	case "signin":
+		return signIn(o)
 	}
 	return restart(o)
 }
