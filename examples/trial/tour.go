@@ -37,6 +37,16 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
+// String is what was written, when w is a bytes.Buffer.
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.w.(fmt.Stringer); ok {
+		return b.String()
+	}
+	return ""
+}
+
 func (s *shell) command(ctx context.Context, args ...string) (*exec.Cmd, error) {
 	bin, err := kubetest.KubectlPath()
 	if err != nil {
@@ -75,8 +85,8 @@ func (s *shell) background(ctx context.Context, ready func(string) bool, during 
 	if err != nil {
 		return err
 	}
-	var buf lockedBuffer
-	w := io.MultiWriter(s.out, &buf)
+	buf := &syncWriter{w: new(bytes.Buffer)}
+	w := io.MultiWriter(s.out, buf)
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 5 * time.Second
@@ -114,23 +124,6 @@ func (s *shell) background(ctx context.Context, ready func(string) bool, during 
 	}
 	fmt.Fprint(s.out, "^C\n\n")
 	return err
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func quote(args []string) string {
