@@ -64,7 +64,7 @@ func run() error {
 	issuerFlags := tokenflags.Register(fs)
 	passThrough := fs.Bool("pass-through-foreign-tokens", false, "send tokens of other issuers (service accounts) to the API server untouched")
 	nested := fs.Bool("allow-nested-impersonation", false, "honour callers' --as/--as-group when RBAC allows them to impersonate")
-	healthListen := fs.String("health-listen", ":8081", "address for /healthz, /readyz and /metrics")
+	healthListen := fs.String("health-listen", ":8081", "address for /livez, /healthz, /readyz and /metrics")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	keyWait := fs.Duration("wait-for-keys", 30*time.Second, "how long to wait for the issuers' keys before connecting to the relay (0: connect at once)")
 	if err := cli.ParseWithEnv(fs, "CLUSTERCONNECT_AGENT", os.Args[1:]); err != nil {
@@ -118,6 +118,7 @@ func run() error {
 	defer stop()
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", handler.Healthz())
+	mux.Handle("/livez", handler.Healthz())
 	mux.Handle("/readyz", handler.Readyz())
 	mux.Handle("/metrics", cli.Metrics(func() []cli.Counter { return cli.TunnelCounters("clusterconnect_agent", agent.Stats()) }))
 	go cli.Serve(ctx, *healthListen, mux, log, "health")

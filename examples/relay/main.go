@@ -77,7 +77,7 @@ func run() error {
 	caDir := fs.String("self-signed-dir", defaultSelfSignedDir(), "with -self-signed: where the CA and its key are kept, so that a restarted relay keeps its CA")
 	agentsFile := fs.String("agents", "", "JSON file of clusters and their agent credentials (required)")
 	publicURL := fs.String("public-url", "", "the URL agents dial, https://host[:port]; names this relay in agent assertions (required when the agents file has publicKeys)")
-	metricsListen := fs.String("metrics-listen", "", "address for Prometheus metrics, /healthz and /readyz (e.g. 127.0.0.1:9090)")
+	metricsListen := fs.String("metrics-listen", "", "address for Prometheus metrics, /livez, /healthz and /readyz (e.g. 127.0.0.1:9090)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	policyFile := fs.String("access-policy", "", "JSON file saying who may reach which cluster (required, see -h); re-read when it changes")
 	insecureOpen := fs.Bool("insecure-skip-client-auth", false, "let every request through to the agents, which then authenticate alone (not for a relay on the internet)")
@@ -187,6 +187,7 @@ func run() error {
 	if *metricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/healthz", cli.OK)
+		mux.Handle("/livez", cli.OK)
 		mux.Handle("/readyz", cli.OK)
 		mux.Handle("/metrics", cli.Metrics(func() []cli.Counter {
 			counters := cli.TunnelCounters("clusterconnect_relay", relay.Stats())
