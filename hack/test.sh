@@ -9,6 +9,7 @@
 #   kube-apiserver  built from the Go module proxy, cached in the user cache dir
 #   kubectl         built the same way when none is on PATH
 #   buildah         Debian's package, to build the container images
+#   promtool        Debian's prometheus package, to check the metrics
 #   staticcheck     run from the Go module proxy at a pinned version
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,15 @@ if ! command -v buildah >/dev/null && ! command -v podman >/dev/null; then
     apt_install buildah
   else
     echo "hack/test.sh: no buildah or podman, and no apt-get to install them: the image test will say so" >&2
+  fi
+fi
+
+if ! command -v promtool >/dev/null; then
+  step "installing promtool (Debian package prometheus), to check the metrics"
+  if command -v apt-get >/dev/null; then
+    apt_install prometheus
+  else
+    echo "hack/test.sh: no promtool, and no apt-get to install it: the metrics test will say so" >&2
   fi
 fi
 

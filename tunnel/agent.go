@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log"
 	"log/slog"
@@ -78,6 +79,11 @@ type AgentConfig struct {
 	// DrainTimeout bounds how long Run waits for in-flight streams after
 	// its context ends; default 30s.
 	DrainTimeout time.Duration
+	// Registerer, if set, receives the agent's Prometheus metrics, named
+	// clusterconnect_agent_… (see the package doc); the caller serves
+	// them. Nil keeps only Stats.
+	Registerer prometheus.Registerer
+
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
 }
@@ -85,11 +91,12 @@ type AgentConfig struct {
 // Agent keeps tunnel connections to a relay open and serves what arrives on
 // them. Create it with NewAgent and call Run.
 type Agent struct {
-	cfg   AgentConfig
-	relay *url.URL
-	log   *slog.Logger
-	h1    *http.Server // serves raw streams
-	stats counters
+	cfg     AgentConfig
+	relay   *url.URL
+	log     *slog.Logger
+	h1      *http.Server // serves raw streams
+	stats   counters
+	metrics *metrics // nil without AgentConfig.Registerer
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -172,8 +179,12 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 		cycle:   make(chan chan struct{}),
 		conns:   map[*tunnelConn]struct{}{},
 	}
+
+	if a.metrics, err = newMetrics(c.Registerer, "agent", false, a.Stats); err != nil {
+		return nil, fmt.Errorf("tunnel: registering metrics: %w", err)
+	}
 	a.h1 = &http.Server{
-		Handler:           c.Handler,
+		Handler:           a.instrumentUpgrades(c.Handler),
 		ReadHeaderTimeout: 30 * time.Second,
 		MaxHeaderBytes:    c.MaxHeaderBytes,
 		ErrorLog:          log.New(io.Discard, "", 0),
@@ -181,9 +192,23 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 	return a, nil
 }
 
-// Stats returns the agent's counters. BytesToAgent counts raw-stream bytes
-// received; ordinary request bodies are the handler's to count.
+// Stats returns the agent's counters. Body bytes are counted as the relay
+// counts them: request and answer bodies and raw streams alike.
 func (a *Agent) Stats() Stats { return a.stats.snapshot() }
+
+// instrumentUpgrades counts the upgrades (exec, attach, port-forward) the
+// handler answers on raw streams; their bytes are the stream's to count.
+func (a *Agent) instrumentUpgrades(h http.Handler) http.Handler {
+	if a.metrics == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		a.metrics.observe(classUpgrade, rec.code, "", start)
+	})
+}
 
 // Run keeps Connections tunnel connections open until ctx ends, then drains
 // them: GOAWAY, and up to DrainTimeout for in-flight streams to finish. It
@@ -500,7 +525,13 @@ func (a *Agent) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		a.serveStream(w, r)
 		return
 	}
-	a.cfg.Handler.ServeHTTP(w, r)
+	start := time.Now()
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countedBody{rc: r.Body, n: &a.stats.bytesTo}
+	}
+	rec := &statusRecorder{ResponseWriter: w, bytes: &a.stats.bytesFrom}
+	a.cfg.Handler.ServeHTTP(rec, r)
+	a.metrics.observe(requestClass(r, false), rec.code, "", start)
 }
 
 // serveStream accepts a raw stream and serves it as an HTTP/1.1 connection

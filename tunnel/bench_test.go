@@ -5,6 +5,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
 // The same handler served directly over TLS and through relay and agent:
@@ -45,6 +49,15 @@ func tunneled(b *testing.B, h http.Handler) target {
 	return target{hs.url(""), hs.client()}
 }
 
+// tunneledWithMetrics is tunneled with Prometheus metrics on both sides.
+func tunneledWithMetrics(b *testing.B, h http.Handler) target {
+	hs := newHarness(b, h, harnessOpts{
+		relayCfg: func(c *tunnel.RelayConfig) { c.Registerer = prometheus.NewRegistry() },
+		agentCfg: func(c *tunnel.AgentConfig) { c.Registerer = prometheus.NewRegistry() },
+	})
+	return target{hs.url(""), hs.client()}
+}
+
 func getAll(b *testing.B, t target, path string) int64 {
 	resp, err := t.client.Get(t.url + path)
 	if err != nil {
@@ -62,7 +75,7 @@ func BenchmarkSmallRequest(b *testing.B) {
 	for _, mode := range []struct {
 		name  string
 		setup func(*testing.B, http.Handler) target
-	}{{"direct", direct}, {"tunnel", tunneled}} {
+	}{{"direct", direct}, {"tunnel", tunneled}, {"tunnel-metrics", tunneledWithMetrics}} {
 		b.Run(mode.name, func(b *testing.B) {
 			t := mode.setup(b, small)
 			b.ReportAllocs()

@@ -72,4 +72,27 @@
 // verifies it against the public key registered for that cluster, refusing
 // expired and replayed assertions and assertions made for another relay
 // (each names its relay, [AssertionAudience]).
+//
+// # Metrics
+//
+// With [RelayConfig.Registerer] or [AgentConfig.Registerer] set, the relay
+// and the agent register Prometheus metrics there (the library never
+// registers globally), prefixed clusterconnect_relay_ or
+// clusterconnect_agent_:
+//
+//   - requests_total{class, code}: answered requests by class (read,
+//     write, watch, upgrade) and HTTP status; on the relay with
+//     [RelayConfig.MetricsPerCluster] also by cluster, for answers below
+//     400 only, so that callers cannot make series up;
+//   - request_duration_seconds{class}: reads and writes, to the end of the
+//     answer;
+//   - tunnel_connections, tunnel_connections_opened_total,
+//     tunnel_connections_closed_total;
+//   - streams_in_flight, streams_opened_total, streams_closed_total;
+//   - body_bytes_total{direction}: to_agent and from_agent, counted alike
+//     on both sides (request and answer bodies and raw streams);
+//   - handshakes_refused_total{reason}; on the relay
+//     client_requests_refused_total and peer_forwarded_total.
+//
+// The counters [Stats] also holds are read from it at each scrape.
 package tunnel

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -95,6 +96,16 @@ type RelayConfig struct {
 	// many replicas there are.
 	ReplicaID string
 
+	// Registerer, if set, receives the relay's Prometheus metrics,
+	// named clusterconnect_relay_… (see the package doc); the caller
+	// serves them. Nil keeps only Stats.
+	Registerer prometheus.Registerer
+	// MetricsPerCluster adds a cluster label to the request metrics, for
+	// answers below 400 (which only clusters that exist give), so that a
+	// caller cannot make series up. One series per cluster, class and
+	// code: leave it off for many clusters.
+	MetricsPerCluster bool
+
 	// Logger receives connection events; nil discards them. Credentials are
 	// never logged.
 	Logger *slog.Logger
@@ -113,6 +124,7 @@ type Relay struct {
 	// draining refuses agents' handshakes: they are to connect elsewhere.
 	draining atomic.Bool
 	stats    counters
+	metrics  *metrics // nil without RelayConfig.Registerer
 }
 
 // NewRelay returns a relay for cfg.
@@ -150,6 +162,9 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	var err error
 	if r.h2, err = newH2Transport(&c); err != nil {
 		return nil, err
+	}
+	if r.metrics, err = newMetrics(c.Registerer, "relay", c.MetricsPerCluster, r.Stats); err != nil {
+		return nil, fmt.Errorf("tunnel: registering metrics: %w", err)
 	}
 	return r, nil
 }

@@ -31,6 +31,11 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 // another replica forwarded.
 func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer bool) {
 	id, rest, ok := clusterPath(req.URL.EscapedPath())
+	if !fromPeer && r.metrics != nil {
+		rec := &statusRecorder{ResponseWriter: w}
+		w = rec
+		defer r.observe(rec, req, id, time.Now())
+	}
 	if !ok {
 		httpx.WriteStatus(w, req, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
 		return
@@ -75,6 +80,16 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		return
 	}
 	copyResponse(cw, resp)
+}
+
+// observe counts a client's request once it is answered. The cluster
+// label is kept only for answers below 400, which only clusters that
+// exist give: refused and unknown IDs must not make series.
+func (r *Relay) observe(rec *statusRecorder, req *http.Request, id string, start time.Time) {
+	if rec.code >= 400 {
+		id = ""
+	}
+	r.metrics.observe(requestClass(req, httpx.IsUpgrade(req.Header)), rec.code, id, start)
 }
 
 // clientWriter writes a response to a client, failing a write that makes

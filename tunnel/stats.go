@@ -13,7 +13,7 @@ type Stats struct {
 	ConnectionsClosed uint64
 	StreamsOpened     uint64 // requests and raw streams carried
 	StreamsClosed     uint64
-	BytesToAgent      uint64 // body bytes sent towards the agent
+	BytesToAgent      uint64 // body bytes towards the agent: requests and raw streams
 	BytesFromAgent    uint64 // body bytes received from the agent
 	// HandshakeFailures counts failed handshakes by reason: "bad-request",
 	// "version", "hijack", and an AuthError's Reason (e.g. "bad-secret").

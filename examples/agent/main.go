@@ -107,8 +107,10 @@ func run() error {
 			return err
 		}
 	}
+	reg := cli.NewRegistry()
 	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
-		RelayURL: *relayURL, ClusterID: *clusterID, Credential: cred, Handler: handler,
+		Registerer: reg,
+		RelayURL:   *relayURL, ClusterID: *clusterID, Credential: cred, Handler: handler,
 		TLSConfig: tlsConfig, Connections: *connections, Logger: log,
 	})
 	if err != nil {
@@ -120,7 +122,7 @@ func run() error {
 	mux.Handle("/healthz", handler.Healthz())
 	mux.Handle("/livez", handler.Healthz())
 	mux.Handle("/readyz", handler.Readyz())
-	mux.Handle("/metrics", cli.Metrics(func() []cli.Counter { return cli.TunnelCounters("clusterconnect_agent", agent.Stats()) }))
+	mux.Handle("/metrics", cli.MetricsHandler(reg))
 	go cli.Serve(ctx, *healthListen, mux, log, "health")
 
 	if *keyWait > 0 {

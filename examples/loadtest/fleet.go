@@ -177,7 +177,7 @@ func (b *fleetBench) agentConns() (total int, per []int) {
 	for i, m := range b.metrics {
 		n := 0
 		if b.replicas[i].ProcessState == nil {
-			n = int(metricValue("http://"+m+"/metrics", "clusterconnect_relay_agent_connections"))
+			n = int(metricValue("http://"+m+"/metrics", "clusterconnect_relay_tunnel_connections"))
 		}
 		per = append(per, n)
 		total += n

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
 	"net/http"
@@ -77,6 +78,7 @@ func run() error {
 	caDir := fs.String("self-signed-dir", defaultSelfSignedDir(), "with -self-signed: where the CA and its key are kept, so that a restarted relay keeps its CA")
 	agentsFile := fs.String("agents", "", "JSON file of clusters and their agent credentials (required)")
 	publicURL := fs.String("public-url", "", "the URL agents dial, https://host[:port]; names this relay in agent assertions (required when the agents file has publicKeys)")
+	perCluster := fs.Bool("metrics-per-cluster", false, "label request metrics with the cluster ID (one series per cluster, class and status code: not for many clusters)")
 	metricsListen := fs.String("metrics-listen", "", "address for Prometheus metrics, /livez, /healthz and /readyz (e.g. 127.0.0.1:9090)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	policyFile := fs.String("access-policy", "", "JSON file saying who may reach which cluster (required, see -h); re-read when it changes")
@@ -134,8 +136,9 @@ func run() error {
 		_, n, err := auth.load()
 		return n, err
 	})
+	reg := cli.NewRegistry()
 	rcfg := &tunnel.RelayConfig{Authenticator: auth, Logger: log, WriteTimeout: *writeTimeout, UpgradeTimeout: *upgradeTimeout,
-		MaxReceiveBufferPerStream: int32(*streamWindow)}
+		MaxReceiveBufferPerStream: int32(*streamWindow), Registerer: reg, MetricsPerCluster: *perCluster}
 	switch {
 	case *policyFile != "" && *insecureOpen:
 		return errors.New("give -access-policy or -insecure-skip-client-auth, not both")
@@ -184,17 +187,16 @@ func run() error {
 	}
 
 	var refusedConns atomic.Uint64 // client connections past -max-client-conns
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "clusterconnect_relay_client_conns_refused_total",
+		Help: "Client connections reset at accept, past -max-client-conns.",
+	}, func() float64 { return float64(refusedConns.Load()) }))
 	if *metricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/healthz", cli.OK)
 		mux.Handle("/livez", cli.OK)
 		mux.Handle("/readyz", cli.OK)
-		mux.Handle("/metrics", cli.Metrics(func() []cli.Counter {
-			counters := cli.TunnelCounters("clusterconnect_relay", relay.Stats())
-			return append(counters,
-				cli.Counter{Name: "clusterconnect_relay_agent_connections", Help: "Live tunnel connections.", Type: "gauge", Value: float64(len(relay.Conns()))},
-				cli.Counter{Name: "clusterconnect_relay_client_conns_refused_total", Help: "Client connections reset past -max-client-conns.", Type: "counter", Value: float64(refusedConns.Load())})
-		}))
+		mux.Handle("/metrics", cli.MetricsHandler(reg))
 		go cli.Serve(ctx, *metricsListen, mux, log, "metrics")
 	}
 

@@ -14,10 +14,13 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
@@ -86,42 +89,18 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, w
 	}
 }
 
-// Counter is one Prometheus counter or gauge.
-type Counter struct {
-	Name, Help, Type string // Type: counter or gauge
-	Labels           map[string]string
-	Value            float64
+// NewRegistry returns a Prometheus registry with the Go runtime and
+// process collectors, for a binary's own metrics and the libraries' it
+// passes it to.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
-// Metrics serves counters in the Prometheus text format.
-func Metrics(collect func() []Counter) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		written := map[string]bool{}
-		for _, c := range collect() {
-			if !written[c.Name] {
-				fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", c.Name, c.Help, c.Name, c.Type)
-				written[c.Name] = true
-			}
-			fmt.Fprintf(w, "%s%s %g\n", c.Name, labels(c.Labels), c.Value)
-		}
-	})
-}
-
-func labels(m map[string]string) string {
-	if len(m) == 0 {
-		return ""
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%q", k, m[k])
-	}
-	return "{" + strings.Join(parts, ",") + "}"
+// MetricsHandler serves reg in the Prometheus exposition format.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil, Registry: reg})
 }
 
 // OK answers 200 "ok": a liveness endpoint.
