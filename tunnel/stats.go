@@ -14,7 +14,7 @@ type Stats struct {
 	StreamsOpened     uint64 // requests and raw streams carried
 	StreamsClosed     uint64
 	BytesToAgent      uint64 // body bytes towards the agent: requests and raw streams
-	BytesFromAgent    uint64 // body bytes received from the agent
+	BytesFromAgent    uint64 // body bytes from the agent: answers and raw streams
 	// HandshakeFailures counts failed handshakes by reason: "bad-request",
 	// "version", "hijack", and an AuthError's Reason (e.g. "bad-secret").
 	HandshakeFailures map[string]uint64
