@@ -3,6 +3,7 @@ package tokens
 import (
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -43,6 +44,11 @@ type Config struct {
 	NegativeCacheTTL time.Duration
 	// Logger receives key-set refreshes and failures; nil discards.
 	Logger *slog.Logger
+	// Registerer, if set, receives the verifier's Prometheus metrics:
+	// clusterconnect_token_verifications_total{outcome, reason} and
+	// clusterconnect_token_key_refreshes_total{issuer, outcome}. The
+	// caller serves them; nothing is registered globally.
+	Registerer prometheus.Registerer
 	// Now is the clock for exp, nbf, iat and refresh intervals; default
 	// time.Now. Tests set it.
 	Now func() time.Time

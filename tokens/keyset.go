@@ -41,6 +41,7 @@ type keySet struct {
 	refreshWait time.Duration // how long one caller waits for a fetch
 	now         func() time.Time
 	log         *slog.Logger
+	metrics     *metrics
 	flight      singleflight.Group
 
 	mu          sync.RWMutex
@@ -208,6 +209,7 @@ func (k *keySet) fetch() (any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
 	keys, maxAge, err := k.download(ctx)
+	k.metrics.refreshed(k.issuer.URL, err)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.fetching = false

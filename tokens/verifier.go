@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -50,6 +51,7 @@ type Verifier struct {
 	cache   *cache
 	negTTL  time.Duration
 	now     func() time.Time
+	metrics *metrics // nil without Config.Registerer
 }
 
 type issuer struct {
@@ -107,9 +109,13 @@ func NewVerifier(cfg *Config) (*Verifier, error) {
 		refreshWait = DefaultRefreshWait
 	}
 	log := logx.OrDiscard(cfg.Logger)
+	var err error
+	if v.metrics, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("tokens: registering metrics: %w", err)
+	}
 	for _, is := range cfg.Issuers {
 		st := &issuer{Issuer: is, audiences: set(is.Audiences), tenants: set(is.TenantIDs)}
-		st.keys = &keySet{issuer: is, client: client, minInterval: minInterval, refreshWait: refreshWait, now: v.now, log: log}
+		st.keys = &keySet{issuer: is, client: client, minInterval: minInterval, refreshWait: refreshWait, now: v.now, log: log, metrics: v.metrics}
 		v.issuers[is.URL] = st
 	}
 	return v, nil
@@ -138,6 +144,12 @@ func set(xs []string) map[string]bool {
 // refresh shows that the issuer withdrew the key that signed it, a rejected
 // one briefly.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
+	tok, err := v.verifyCached(ctx, raw)
+	v.metrics.verified(err)
+	return tok, err
+}
+
+func (v *Verifier) verifyCached(ctx context.Context, raw string) (*Token, error) {
 	if raw == "" {
 		return nil, claimError(ErrMalformed, "empty token")
 	}

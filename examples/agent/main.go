@@ -84,7 +84,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	verifier, err := issuerFlags.Verifier(log)
+	reg := cli.NewRegistry()
+	verifier, err := issuerFlags.Verifier(log, reg)
 	if err != nil {
 		return err
 	}
@@ -107,7 +108,6 @@ func run() error {
 			return err
 		}
 	}
-	reg := cli.NewRegistry()
 	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
 		Registerer: reg,
 		RelayURL:   *relayURL, ClusterID: *clusterID, Credential: cred, Handler: handler,

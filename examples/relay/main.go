@@ -150,7 +150,7 @@ func run() error {
 		if !issuerFlags.Set() {
 			return errors.New("-access-policy needs the token issuer: -tenant and -audience (Entra ID) or -issuer and -audience")
 		}
-		verifier, err := issuerFlags.Verifier(log)
+		verifier, err := issuerFlags.Verifier(log, reg)
 		if err != nil {
 			return err
 		}

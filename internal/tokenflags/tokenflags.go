@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -41,8 +42,9 @@ func (f *Flags) Set() bool { return *f.tenants != "" || *f.issuer != "" }
 // Generic reports whether the issuer is a generic OIDC one.
 func (f *Flags) Generic() bool { return *f.issuer != "" }
 
-// Verifier builds the verifier the flags describe.
-func (f *Flags) Verifier(log *slog.Logger) (*tokens.Verifier, error) {
+// Verifier builds the verifier the flags describe, its metrics registered
+// with reg (nil: none).
+func (f *Flags) Verifier(log *slog.Logger, reg prometheus.Registerer) (*tokens.Verifier, error) {
 	auds := Split(*f.audiences)
 	if len(auds) == 0 {
 		return nil, errors.New("-audience is required: the token audience the cluster accepts")
@@ -74,7 +76,7 @@ func (f *Flags) Verifier(log *slog.Logger) (*tokens.Verifier, error) {
 	default:
 		return nil, errors.New("give -tenant (Entra ID) or -issuer (other OIDC)")
 	}
-	cfg := &tokens.Config{Issuers: issuers, Logger: log}
+	cfg := &tokens.Config{Issuers: issuers, Logger: log, Registerer: reg}
 	if *f.issuerCA != "" {
 		roots, err := cli.CertPool("issuer-ca", *f.issuerCA)
 		if err != nil {
