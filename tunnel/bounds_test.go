@@ -93,6 +93,7 @@ func TestClientThatStopsReadingLosesItsStream(t *testing.T) {
 				st := h.relay.Stats()
 				return st.StreamsOpened == 1 && st.StreamsClosed == 1
 			}, 10*time.Second, 5*time.Millisecond)
+			assert.EqualValues(t, 1, h.relay.Stats().WriteTimeouts, "counted for the operator")
 			// The cluster still serves others.
 			assert.Equal(t, answer{http.StatusOK, "ok"}, get(t, h.client(), h.url("/after"), ""))
 		})
@@ -123,6 +124,7 @@ func TestQuietWatchOutlivesTheWriteTimeout(t *testing.T) {
 				require.NoError(t, err)
 				assert.Equal(t, "first\nsecond\n", string(b))
 			}
+			assert.Zero(t, h.relay.Stats().WriteTimeouts, "silence is not a stalled write")
 		})
 	}
 }

@@ -135,6 +135,7 @@ func TestMetricsCountWhatCrossedTheTunnel(t *testing.T) {
 		assert.InDelta(t, relay, agent, 0.05*relay, "%s: relay %v, agent %v", dir, relay, agent)
 	}
 	assert.Equal(t, float64(len(h.relay.Conns())), value(t, relayReg, "clusterconnect_relay_tunnel_connections", nil))
+	assert.Equal(t, 1.0, value(t, relayReg, "clusterconnect_relay_clusters", nil))
 	assert.Zero(t, value(t, relayReg, "clusterconnect_relay_client_requests_refused_total", nil), "no authorizer: nothing refused")
 
 	// The registries are well-formed for Prometheus.

@@ -187,7 +187,11 @@ func (r *Relay) AgentHandler() http.Handler { return http.HandlerFunc(r.serveAge
 func (r *Relay) ClusterHandler() http.Handler { return http.HandlerFunc(r.ServeCluster) }
 
 // Stats returns the relay's counters.
-func (r *Relay) Stats() Stats { return r.stats.snapshot() }
+func (r *Relay) Stats() Stats {
+	s := r.stats.snapshot()
+	s.Clusters = r.reg.count()
+	return s
+}
 
 // Conns describes the live tunnel connections.
 func (r *Relay) Conns() []ConnInfo {

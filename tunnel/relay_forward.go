@@ -60,7 +60,7 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		refuse(w, req, http.StatusBadRequest, id, ErrUpgradeBody.Error())
 		return
 	}
-	cw := newClientWriter(w, r.cfg.WriteTimeout)
+	cw := newClientWriter(w, r.cfg.WriteTimeout, &r.stats.writeTimeouts)
 	defer cw.stop()
 	if req.ProtoMajor == 1 {
 		// A deadline an earlier request left on this kept-alive
@@ -106,9 +106,12 @@ type clientWriter struct {
 	timer   *time.Timer
 }
 
-func newClientWriter(w http.ResponseWriter, timeout time.Duration) *clientWriter {
+func newClientWriter(w http.ResponseWriter, timeout time.Duration, timeouts *atomic.Uint64) *clientWriter {
 	c := &clientWriter{w: w, rc: http.NewResponseController(w), timeout: timeout}
-	c.timer = time.AfterFunc(timeout, func() { c.rc.SetWriteDeadline(time.Now()) })
+	c.timer = time.AfterFunc(timeout, func() {
+		timeouts.Add(1)
+		c.rc.SetWriteDeadline(time.Now())
+	})
 	c.timer.Stop()
 	return c
 }

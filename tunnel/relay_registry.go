@@ -71,6 +71,13 @@ func (r *registry) close() []*agentConn {
 }
 
 // has reports whether the cluster has a registered connection.
+// count is how many clusters have a connection here.
+func (r *registry) count() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.clusters)
+}
+
 func (r *registry) has(clusterID string) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -23,6 +23,12 @@ type Stats struct {
 	// PeerForwarded counts requests sent on to another replica of a
 	// fleet, which holds the cluster's connections.
 	PeerForwarded uint64
+	// WriteTimeouts counts client streams reset because writing to the
+	// client made no progress within the write timeout (relay only).
+	WriteTimeouts uint64
+	// Clusters is how many clusters have a tunnel connection here now
+	// (relay only).
+	Clusters int
 }
 
 type counters struct {
@@ -31,6 +37,7 @@ type counters struct {
 	bytesTo, bytesFrom           atomic.Uint64
 	clientsRefused               atomic.Uint64
 	peerForwarded                atomic.Uint64
+	writeTimeouts                atomic.Uint64
 
 	mu       sync.Mutex
 	failures map[string]uint64
@@ -58,6 +65,7 @@ func (c *counters) snapshot() Stats {
 		HandshakeFailures: map[string]uint64{},
 		ClientsRefused:    c.clientsRefused.Load(),
 		PeerForwarded:     c.peerForwarded.Load(),
+		WriteTimeouts:     c.writeTimeouts.Load(),
 	}
 	c.mu.Lock()
 	for k, v := range c.failures {
