@@ -253,6 +253,15 @@ func TestRelayChart(t *testing.T) {
 		checkFlags(t, c, help, "CLUSTERCONNECT_RELAY_")
 		assert.NotContains(t, strings.Join(c.Args, " "), "-etcd-endpoints")
 	})
+	t.Run("dashboard", func(t *testing.T) {
+		_, objs := render(t, "clusterconnect-relay", "clusterconnect", append(relayValues, "--set", "grafanaDashboard.enabled=true")...)
+		cms := find[*corev1.ConfigMap](objs)
+		require.Len(t, cms, 1)
+		assert.Equal(t, "1", cms[0].Labels["grafana_dashboard"])
+		want, err := os.ReadFile("clusterconnect-relay/dashboards/relay.json")
+		require.NoError(t, err)
+		assert.JSONEq(t, string(want), cms[0].Data["clusterconnect-relay.json"])
+	})
 	t.Run("fleet", func(t *testing.T) {
 		_, objs := render(t, "clusterconnect-relay", "clusterconnect", fleetValues...)
 		sts := find[*appsv1.StatefulSet](objs)
