@@ -172,6 +172,7 @@ func (c *common) merge(e *kubeconfig.Entry) error {
 func serve(args []string) error {
 	fs, c := flags("serve", relayFlags|tokenFlags|kubeconfigFlags|serveFlags)
 	port := fs.Int("port", kubeconfig.DefaultProxyPort, "port on 127.0.0.1")
+	healthListen := fs.String("health-listen", "", "address for the proxy's own /livez, /healthz and /readyz (e.g. 127.0.0.1:47012; default: none)")
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}
@@ -212,6 +213,9 @@ func serve(args []string) error {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	if *healthListen != "" {
+		go cli.Serve(ctx, *healthListen, p.HealthHandler(), log, "health")
+	}
 	log.Info("client proxy listening", "addr", cfg.ListenAddr, "relay", *c.relayURL, "cluster", *c.clusterID)
 	return p.ListenAndServe(ctx)
 }

@@ -125,6 +125,28 @@ func New(cfg *Config) (*Proxy, error) {
 	return p, nil
 }
 
+// HealthHandler serves the proxy's own health on a listener of its own
+// (the proxy's port forwards every path, /healthz included, to the
+// cluster): /livez and /healthz answer 200 while the process runs;
+// /readyz answers 200 when the user's token can be had, else 503 with the
+// reason.
+func (p *Proxy) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") }
+	mux.HandleFunc("/livez", ok)
+	mux.HandleFunc("/healthz", ok)
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if p.cfg.TokenSource != nil {
+			if _, err := p.cfg.TokenSource.Token(); err != nil {
+				http.Error(w, "cannot get your token: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		ok(w, r)
+	})
+	return mux
+}
+
 // CAPEM is the proxy's CA certificate, for the kubeconfig's
 // certificate-authority-data.
 func (p *Proxy) CAPEM() []byte { return p.ca.CertPEM() }

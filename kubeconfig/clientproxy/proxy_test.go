@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/clusterconnect/clusterconnect/internal/kubetest"
@@ -400,3 +402,37 @@ func TestKubectlShowsWhyTheTokenFailed(t *testing.T) {
 		})
 	}
 }
+
+// The proxy's own health, apart from the cluster's /healthz that its port
+// forwards: ready while the user's token can be had.
+func TestHealthHandler(t *testing.T) {
+	var fail atomic.Bool
+	rp := start(t, newRelay(t), func(c *clientproxy.Config) {
+		c.TokenSource = oauth2TokenSourceFunc(func() (*oauth2.Token, error) {
+			if fail.Load() {
+				return nil, errors.New("ERROR: Please run az login")
+			}
+			return &oauth2.Token{AccessToken: "t"}, nil
+		})
+	})
+	h := rp.p.HealthHandler()
+	code := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	for _, p := range []string{"/livez", "/healthz", "/readyz"} {
+		c, _ := code(p)
+		assert.Equal(t, http.StatusOK, c, p)
+	}
+	fail.Store(true)
+	c, body := code("/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, c)
+	assert.Contains(t, body, "Please run az login")
+	c, _ = code("/livez")
+	assert.Equal(t, http.StatusOK, c, "alive all the same")
+}
+
+type oauth2TokenSourceFunc func() (*oauth2.Token, error)
+
+func (f oauth2TokenSourceFunc) Token() (*oauth2.Token, error) { return f() }
