@@ -243,7 +243,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 	a.mu.Unlock()
 	var err error
 	for _, tc := range conns {
-		tc.goAway()
+		tc.goAway(closedShutdown)
 	}
 	for _, tc := range conns {
 		if e := tc.wait(ctx); e != nil {
@@ -396,11 +396,11 @@ func (a *Agent) spread(ctx context.Context, tc *tunnelConn, log *slog.Logger) *t
 	}
 	a.mu.Unlock()
 	if !fresh || ntc.replica.id == tc.replica.id {
-		ntc.goAway()
+		ntc.goAway(closedMoved)
 		return tc
 	}
 	log.Info("tunnel connection moved to another replica", "from", tc.replica.id, "to", ntc.replica.id)
-	tc.goAway()
+	tc.goAway(closedMoved)
 	return ntc
 }
 
@@ -413,7 +413,7 @@ func (a *Agent) replace(ctx context.Context, old *tunnelConn, done chan struct{}
 		log.Warn("cannot open replacement connection; keeping the old one", "err", err)
 		return old
 	}
-	old.goAway()
+	old.goAway(closedMoved)
 	old.wait(context.Background())
 	return tc
 }
@@ -431,10 +431,11 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // tunnelConn is one open tunnel connection, served as HTTP/2.
 type tunnelConn struct {
-	conn  net.Conn
-	base  *http.Server // for GOAWAY through Shutdown
-	since time.Time
-	done  chan struct{} // closed when serving ends
+	conn    net.Conn
+	tracked *connCloser  // conn: why it closed
+	base    *http.Server // for GOAWAY through Shutdown
+	since   time.Time
+	done    chan struct{} // closed when serving ends
 	// replica is the fleet replica the connection reached, if the relay
 	// said.
 	replica replicaInfo
@@ -444,7 +445,10 @@ type tunnelConn struct {
 	moveOnce sync.Once
 }
 
-func (tc *tunnelConn) goAway() {
+// goAway drains the connection: GOAWAY, then closed once its streams are
+// done; reason says why, for the metrics.
+func (tc *tunnelConn) goAway(reason string) {
+	tc.tracked.setReason(reason)
 	// With no listeners or tracked connections, Shutdown only runs the
 	// HTTP/2 server's graceful-shutdown hook: GOAWAY, then close once the
 	// streams are done. The hook reaches only connections the HTTP/2
@@ -468,7 +472,7 @@ func (tc *tunnelConn) wait(ctx context.Context) error {
 	case <-tc.done:
 		return nil
 	case <-ctx.Done():
-		tc.conn.Close()
+		tc.tracked.closeFor(closedShutdown)
 		<-tc.done
 		return ctx.Err()
 	}
@@ -480,7 +484,9 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tunnelConn{conn: conn, since: time.Now(), done: make(chan struct{}), replica: replica, move: make(chan struct{})}
+	tracked := &connCloser{Conn: conn, lostAfter: a.cfg.PingTimeout, onClose: a.stats.connClosed}
+	tracked.lastRead.Store(time.Now().UnixNano())
+	tc := &tunnelConn{conn: tracked, tracked: tracked, since: time.Now(), done: make(chan struct{}), replica: replica, move: make(chan struct{})}
 	tc.base = &http.Server{MaxHeaderBytes: a.cfg.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0)}
 	serve, err := a.h2Server(tc.base)
 	if err != nil {
@@ -500,7 +506,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	a.stats.connsOpened.Add(1)
 	go func() {
 		defer close(tc.done)
-		serve(conn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		serve(tracked, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodConnect && r.Header.Get(headerStreamKind) == streamMove {
 				tc.moveOnce.Do(func() { close(tc.move) })
 				w.WriteHeader(http.StatusOK)
@@ -508,11 +514,10 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 			}
 			a.serveTunnel(w, r)
 		}))
-		conn.Close()
+		tracked.Close()
 		a.mu.Lock()
 		delete(a.conns, tc)
 		a.mu.Unlock()
-		a.stats.connsClosed.Add(1)
 	}()
 	return tc, nil
 }

@@ -87,12 +87,14 @@
 //   - request_duration_seconds{class}: reads and writes, to the end of the
 //     answer;
 //   - tunnel_connections, tunnel_connections_opened_total,
-//     tunnel_connections_closed_total;
+//     tunnel_connections_closed_total (on the relay by reason:
+//     peer-closed, network-error, lost, relay-closed, drained);
 //   - streams_in_flight, streams_opened_total, streams_closed_total;
 //   - body_bytes_total{direction}: to_agent and from_agent, counted alike
 //     on both sides (request and answer bodies and raw streams);
-//   - handshakes_refused_total{reason}; on the relay
-//     client_requests_refused_total and peer_forwarded_total.
+//   - handshakes_refused_total{reason}; on the relay clusters,
+//     client_requests_refused_total, client_write_timeouts_total and
+//     peer_forwarded_total.
 //
 // The counters [Stats] also holds are read from it at each scrape.
 package tunnel

@@ -141,7 +141,10 @@ func (s *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.desc(name, help), prometheus.GaugeValue, float64(v))
 	}
 	counter("tunnel_connections_opened_total", "Tunnel connections established.", st.ConnectionsOpened)
-	counter("tunnel_connections_closed_total", "Tunnel connections closed.", st.ConnectionsClosed)
+	const closedHelp = "Tunnel connections closed, by reason: peer-closed, network-error, lost (nothing read for the ping timeout), and relay-closed, drained (relay) or shutdown, moved (agent)."
+	for reason, n := range st.ConnectionsClosedBy {
+		counter("tunnel_connections_closed_total", closedHelp, n, "reason", reason)
+	}
 	gauge("tunnel_connections", "Tunnel connections open now.", st.ConnectionsOpened-st.ConnectionsClosed)
 	counter("streams_opened_total", "Tunnel streams opened: requests and raw streams (upgrades).", st.StreamsOpened)
 	counter("streams_closed_total", "Tunnel streams finished.", st.StreamsClosed)

@@ -145,3 +145,47 @@ func TestMetricsCountWhatCrossedTheTunnel(t *testing.T) {
 		assert.Empty(t, problems)
 	}
 }
+
+// Why tunnel connections closed: the agent went away, the relay closed,
+// or HTTP/2 gave up on a connection that stopped answering.
+func TestConnectionsClosedByReason(t *testing.T) {
+	t.Run("agent went away, then the relay closed", func(t *testing.T) {
+		h := newHarness(t, metricsHandler, harnessOpts{})
+		agent := h.agent
+		h.stop()
+		<-h.stopped
+		require.Eventually(t, func() bool { return len(h.relay.Conns()) == 0 }, 10*time.Second, 10*time.Millisecond)
+		st := h.relay.Stats()
+		require.Positive(t, st.ConnectionsClosed)
+		assert.Equal(t, map[string]uint64{"peer-closed": st.ConnectionsClosed}, st.ConnectionsClosedBy)
+		ast := agent.Stats()
+		assert.Equal(t, map[string]uint64{"shutdown": ast.ConnectionsClosed}, ast.ConnectionsClosedBy, "the agent says it stopped")
+
+		h.startAgent(metricsHandler, harnessOpts{})
+		h.waitConnected(clusterID)
+		agent = h.agent
+		before := h.relay.Stats().ConnectionsClosed
+		h.relay.Close()
+		st = h.relay.Stats()
+		assert.EqualValues(t, st.ConnectionsClosed-before, st.ConnectionsClosedBy["relay-closed"])
+		require.Eventually(t, func() bool {
+			ast := agent.Stats()
+			return ast.ConnectionsClosed > 0 && ast.ConnectionsClosedBy["peer-closed"] == ast.ConnectionsClosed
+		}, 10*time.Second, 10*time.Millisecond, "the agent sees the relay close them")
+	})
+	t.Run("agent stops answering", func(t *testing.T) {
+		var proxy *cutProxy
+		fast := func(interval, timeout *time.Duration) {
+			*interval, *timeout = 100*time.Millisecond, 200*time.Millisecond
+		}
+		h := newHarness(t, metricsHandler, harnessOpts{
+			relayCfg:  func(c *tunnel.RelayConfig) { fast(&c.PingInterval, &c.PingTimeout) },
+			agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = 1; fast(&c.PingInterval, &c.PingTimeout) },
+			relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
+		})
+		thaw := proxy.freeze()
+		defer thaw()
+		require.Eventually(t, func() bool { return !h.relay.Connected(clusterID) }, 10*time.Second, 10*time.Millisecond)
+		assert.Equal(t, map[string]uint64{"lost": 1}, h.relay.Stats().ConnectionsClosedBy)
+	})
+}

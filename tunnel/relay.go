@@ -212,7 +212,12 @@ func (r *Relay) Connected(clusterID string) bool { return r.reg.has(clusterID) }
 // and DialContext fail with ErrRelayClosed (503 to HTTP clients). It does
 // not stop the http.Server the relay is served by.
 func (r *Relay) Close() error {
+	reason := closedRelayClosed
+	if r.draining.Load() {
+		reason = closedDrained
+	}
 	for _, c := range r.reg.close() {
+		c.conn.closeFor(reason)
 		c.cc.Close()
 	}
 	return nil
@@ -342,13 +347,15 @@ func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handsha
 		nc = &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)}
 	}
 	ac := &agentConn{clusterID: hs.ClusterID, agentID: hs.AgentID, remote: remote, since: time.Now()}
-	tracked := &connCloser{Conn: nc, onClose: func() {
+	tracked := &connCloser{Conn: nc, lostAfter: r.cfg.PingTimeout, onClose: func(reason string) {
 		ac.closed.Store(true)
 		r.reg.remove(ac)
-		r.stats.connsClosed.Add(1)
+		r.stats.connClosed(reason)
 		log.Info("agent disconnected", "after", time.Since(ac.since).Round(time.Millisecond))
 	}}
 	r.stats.connsOpened.Add(1)
+	ac.conn = tracked
+	tracked.lastRead.Store(time.Now().UnixNano())
 	cc, err := newTunnelClient(r.h2, tracked)
 	if err != nil {
 		tracked.Close()
@@ -357,6 +364,7 @@ func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handsha
 	conn.SetDeadline(time.Time{})
 	ac.cc = cc
 	if !r.reg.add(ac) {
+		tracked.closeFor(closedRelayClosed)
 		cc.Close()
 		return ErrRelayClosed
 	}

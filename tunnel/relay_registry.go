@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -10,6 +12,7 @@ import (
 // agentConn is one live tunnel connection, seen from the relay.
 type agentConn struct {
 	cc        *tunnelClient
+	conn      *connCloser // under cc: why it closed
 	clusterID string
 	agentID   string
 	remote    string
@@ -169,11 +172,73 @@ type ConnInfo struct {
 type connCloser struct {
 	net.Conn
 	once    sync.Once
-	onClose func()
+	onClose func(reason string)
+	// lostAfter: closed by HTTP/2 with nothing read for this long, the
+	// connection was lost (pings went unanswered); sooner, the peer
+	// closed it (a GOAWAY, then idle).
+	lostAfter time.Duration
+	lastRead  atomic.Int64           // unix nanoseconds of the last read of data
+	readErr   atomic.Pointer[error]  // the first read error
+	reason    atomic.Pointer[string] // set by the relay before it closes
+}
+
+// Reasons a tunnel connection closed, the reason label of
+// tunnel_connections_closed_total.
+const (
+	closedByPeer       = "peer-closed"   // the other side closed it (a restart, a move, a drain)
+	closedNetworkError = "network-error" // a read failed (reset, unreachable)
+	closedLost         = "lost"          // nothing read for the ping timeout: unanswered pings
+	closedRelayClosed  = "relay-closed"  // Relay.Close
+	closedDrained      = "drained"       // Relay.Drain's deadline
+	closedShutdown     = "shutdown"      // the agent is stopping
+	closedMoved        = "moved"         // the agent moved it to another replica
+)
+
+func (c *connCloser) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+	}
+	if err != nil {
+		e := err // its own variable: taking err's address would move every read's err to the heap
+		c.readErr.CompareAndSwap(nil, &e)
+	}
+	return n, err
+}
+
+// setReason says why the connection is about to close, the first reason
+// given winning.
+func (c *connCloser) setReason(reason string) { c.reason.CompareAndSwap(nil, &reason) }
+
+// closeFor closes the connection for reason.
+func (c *connCloser) closeFor(reason string) {
+	c.setReason(reason)
+	c.Close()
 }
 
 func (c *connCloser) Close() error {
+	reason := c.why() // before closing makes reads fail
 	err := c.Conn.Close()
-	c.once.Do(c.onClose)
+	c.once.Do(func() { c.onClose(reason) })
 	return err
+}
+
+// why the connection is closing: what the relay said, else what reading
+// it met, else how long ago it last read anything.
+func (c *connCloser) why() string {
+	if r := c.reason.Load(); r != nil {
+		return *r
+	}
+	// A read that failed because this side closed the socket says
+	// nothing of why.
+	if e := c.readErr.Load(); e != nil && !errors.Is(*e, net.ErrClosed) {
+		if errors.Is(*e, io.EOF) {
+			return closedByPeer
+		}
+		return closedNetworkError
+	}
+	if time.Since(time.Unix(0, c.lastRead.Load())) >= c.lostAfter {
+		return closedLost
+	}
+	return closedByPeer
 }

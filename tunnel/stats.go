@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"maps"
 	"sync"
 	"sync/atomic"
 )
@@ -11,10 +12,15 @@ import (
 type Stats struct {
 	ConnectionsOpened uint64 // tunnel connections established
 	ConnectionsClosed uint64
-	StreamsOpened     uint64 // requests and raw streams carried
-	StreamsClosed     uint64
-	BytesToAgent      uint64 // body bytes towards the agent: requests and raw streams
-	BytesFromAgent    uint64 // body bytes from the agent: answers and raw streams
+	// ConnectionsClosedBy counts closed connections by reason:
+	// "peer-closed", "network-error", "lost" (nothing read for the ping
+	// timeout), and "relay-closed", "drained" (relay) or "shutdown",
+	// "moved" (agent).
+	ConnectionsClosedBy map[string]uint64
+	StreamsOpened       uint64 // requests and raw streams carried
+	StreamsClosed       uint64
+	BytesToAgent        uint64 // body bytes towards the agent: requests and raw streams
+	BytesFromAgent      uint64 // body bytes from the agent: answers and raw streams
 	// HandshakeFailures counts failed handshakes by reason: "bad-request",
 	// "version", "hijack", and an AuthError's Reason (e.g. "bad-secret").
 	HandshakeFailures map[string]uint64
@@ -41,6 +47,18 @@ type counters struct {
 
 	mu       sync.Mutex
 	failures map[string]uint64
+	closedBy map[string]uint64
+}
+
+// connClosed counts a closed connection and why.
+func (c *counters) connClosed(reason string) {
+	c.connsClosed.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closedBy == nil {
+		c.closedBy = map[string]uint64{}
+	}
+	c.closedBy[reason]++
 }
 
 func (c *counters) handshakeFailed(reason string) {
@@ -70,6 +88,9 @@ func (c *counters) snapshot() Stats {
 	c.mu.Lock()
 	for k, v := range c.failures {
 		s.HandshakeFailures[k] = v
+	}
+	if c.closedBy != nil {
+		s.ConnectionsClosedBy = maps.Clone(c.closedBy)
 	}
 	c.mu.Unlock()
 	return s
