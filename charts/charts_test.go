@@ -209,7 +209,8 @@ func TestAgentChart(t *testing.T) {
 	for _, nested := range []bool{false, true} {
 		t.Run(fmt.Sprintf("nested=%v", nested), func(t *testing.T) {
 			_, objs := render(t, "clusterconnect-agent", "clusterconnect", append(agentValues,
-				"--set", fmt.Sprintf("nestedImpersonation=%v", nested), "--set", "proxy.httpsProxy=http://proxy:3128")...)
+				"--set", fmt.Sprintf("nestedImpersonation=%v", nested), "--set", "proxy.httpsProxy=http://proxy:3128",
+				"--set", "issuer.popHosts={/subscriptions/0/connectedClusters/prod}")...)
 			deps := find[*appsv1.Deployment](objs)
 			require.Len(t, deps, 1)
 			assert.EqualValues(t, 2, *deps[0].Spec.Replicas)
@@ -218,6 +219,7 @@ func TestAgentChart(t *testing.T) {
 			checkFlags(t, spec.Containers[0], help, "CLUSTERCONNECT_AGENT_")
 			assert.Contains(t, spec.Containers[0].Env, corev1.EnvVar{Name: "HTTPS_PROXY", Value: "http://proxy:3128"})
 			assert.Contains(t, spec.Containers[0].Args, fmt.Sprintf("-allow-nested-impersonation=%v", nested))
+			assert.Contains(t, spec.Containers[0].Args, "-pop-host=/subscriptions/0/connectedClusters/prod")
 
 			// RBAC: impersonation, and SubjectAccessReviews only with
 			// nested impersonation.

@@ -44,6 +44,9 @@ type Config struct {
 	NegativeCacheTTL time.Duration
 	// Logger receives key-set refreshes and failures; nil discards.
 	Logger *slog.Logger
+	// PoP, if set, accepts proof-of-possession tokens bound to this
+	// cluster (see PoPConfig).
+	PoP *PoPConfig
 	// Registerer, if set, receives the verifier's Prometheus metrics:
 	// clusterconnect_token_verifications_total{outcome, reason} and
 	// clusterconnect_token_key_refreshes_total{issuer, outcome}. The

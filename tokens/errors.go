@@ -45,6 +45,22 @@ var (
 	// ErrGroupsOverage: the user is in more groups than fit in the token
 	// (see *GroupsOverageError).
 	ErrGroupsOverage = errors.New("tokens: groups not in token (overage)")
+
+	// ErrPoP: a proof-of-possession token that is malformed, or PoP
+	// tokens are not enabled.
+	ErrPoP = errors.New("tokens: bad proof-of-possession token")
+	// ErrPoPSignature: the PoP token is not signed by the key it carries.
+	ErrPoPSignature = errors.New("tokens: PoP token signature does not verify")
+	// ErrPoPStale: the PoP token was signed too long ago (or in the future).
+	ErrPoPStale = errors.New("tokens: PoP token too old")
+	// ErrPoPHost: the PoP token is for another cluster (its u claim).
+	ErrPoPHost = errors.New("tokens: PoP token is for another host")
+	// ErrPoPBinding: the access token is not bound to the PoP token's key.
+	ErrPoPBinding = errors.New("tokens: access token not bound to the PoP key")
+	// ErrPoPReplayed: the PoP token was presented before.
+	ErrPoPReplayed = errors.New("tokens: PoP token replayed")
+	// ErrPoPRequired: a plain bearer token where only PoP tokens are taken.
+	ErrPoPRequired = errors.New("tokens: a proof-of-possession token is required")
 )
 
 // ExpiredError reports an expired token and when it expired.

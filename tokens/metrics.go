@@ -43,6 +43,8 @@ var reasons = []struct {
 	{ErrAudience, "audience"}, {ErrVersion, "version"}, {ErrTenant, "tenant"},
 	{ErrExpired, "expired"}, {ErrNotYetValid, "not_yet_valid"}, {ErrMissingClaim, "missing_claim"},
 	{ErrUnknownKey, "unknown_key"}, {ErrSignature, "signature"}, {ErrKeySet, "keys_unavailable"},
+	{ErrPoPSignature, "pop_signature"}, {ErrPoPStale, "pop_stale"}, {ErrPoPHost, "pop_host"},
+	{ErrPoPBinding, "pop_binding"}, {ErrPoPReplayed, "pop_replayed"}, {ErrPoPRequired, "pop_required"}, {ErrPoP, "pop_malformed"},
 }
 
 func (m *metrics) verified(err error) {

@@ -52,6 +52,7 @@ type Verifier struct {
 	negTTL  time.Duration
 	now     func() time.Time
 	metrics *metrics // nil without Config.Registerer
+	pop     *pop     // nil without Config.PoP
 }
 
 type issuer struct {
@@ -110,6 +111,9 @@ func NewVerifier(cfg *Config) (*Verifier, error) {
 	}
 	log := logx.OrDiscard(cfg.Logger)
 	var err error
+	if v.pop, err = newPoP(cfg.PoP); err != nil {
+		return nil, err
+	}
 	if v.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("tokens: registering metrics: %w", err)
 	}
@@ -143,8 +147,25 @@ func set(xs []string) map[string]bool {
 // an HMAC of the token: a valid token until it expires or until a key-set
 // refresh shows that the issuer withdrew the key that signed it, a rejected
 // one briefly.
+//
+// With Config.PoP, a proof-of-possession token (header typ "pop") is
+// verified as such, and the access token inside it as above; the Token
+// returned is the access token's.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
-	tok, err := v.verifyCached(ctx, raw)
+	var tok *Token
+	var err error
+	switch pop := isPoP(raw); {
+	case pop && v.pop == nil:
+		err = claimError(ErrPoP, "proof-of-possession tokens are not enabled here")
+	case pop && len(raw) > MaxTokenSize+maxPoPOverhead:
+		err = claimError(ErrPoP, "PoP token of %d bytes is over the limit", len(raw))
+	case pop:
+		tok, err = v.verifyPoP(ctx, raw)
+	case v.pop != nil && v.pop.require:
+		err = claimError(ErrPoPRequired, "sign in with PoP enabled (kubelogin --pop-enabled --pop-claims u=<cluster>)")
+	default:
+		tok, err = v.verifyCached(ctx, raw)
+	}
 	v.metrics.verified(err)
 	return tok, err
 }
@@ -181,6 +202,7 @@ func (v *Verifier) verifyCached(ctx context.Context, raw string) (*Token, error)
 type header struct {
 	Alg string `json:"alg"`
 	Kid string `json:"kid"`
+	Typ string `json:"typ"`
 }
 
 // signer names the key that verified a token, so that a cached result can

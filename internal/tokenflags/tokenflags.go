@@ -22,6 +22,8 @@ import (
 // Flags are the issuer flags: Entra ID by tenant, or one OIDC issuer.
 type Flags struct {
 	tenants, audiences, cloud, entraDiscovery, issuer, issuerCA *string
+	popHosts                                                    *string
+	popRequired                                                 *bool
 }
 
 // Register adds the flags to fs.
@@ -33,6 +35,8 @@ func Register(fs *flag.FlagSet) *Flags {
 		entraDiscovery: fs.String("entra-discovery-base", "", "fetch Entra discovery documents from this base URL instead (mirrors, tests)"),
 		issuer:         fs.String("issuer", "", "a generic OIDC issuer URL, instead of Entra ID"),
 		issuerCA:       fs.String("issuer-ca", "", "PEM CA file for the token issuer's HTTPS (default: system roots)"),
+		popHosts:       fs.String("pop-host", "", "accept proof-of-possession tokens whose u claim is one of these (comma-separated; Arc: the cluster's ARM ID), as kubelogin --pop-enabled --pop-claims u=… makes them"),
+		popRequired:    fs.Bool("pop-required", false, "with -pop-host: refuse plain bearer tokens"),
 	}
 }
 
@@ -77,6 +81,11 @@ func (f *Flags) Verifier(log *slog.Logger, reg prometheus.Registerer) (*tokens.V
 		return nil, errors.New("give -tenant (Entra ID) or -issuer (other OIDC)")
 	}
 	cfg := &tokens.Config{Issuers: issuers, Logger: log, Registerer: reg}
+	if hosts := Split(*f.popHosts); len(hosts) > 0 {
+		cfg.PoP = &tokens.PoPConfig{Hosts: hosts, Required: *f.popRequired}
+	} else if *f.popRequired {
+		return nil, errors.New("-pop-required needs -pop-host: the u claim PoP tokens must name")
+	}
 	if *f.issuerCA != "" {
 		roots, err := cli.CertPool("issuer-ca", *f.issuerCA)
 		if err != nil {
