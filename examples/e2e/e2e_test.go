@@ -45,6 +45,9 @@ const (
 	aliceUPN = "alice@contoso.com"
 	aliceGrp = "55555555-5555-4555-8555-555555555555"
 	ns       = "e2e"
+	// popHost is the u claim proof-of-possession tokens name for this
+	// cluster, as an Arc cluster's ARM ID.
+	popHost = "/subscriptions/0/resourceGroups/e2e/providers/Microsoft.Kubernetes/connectedClusters/e2e"
 )
 
 // chain is the three programs and what they need.
@@ -156,13 +159,14 @@ func newChain(t *testing.T) *chain {
 	// The front door: Alice's group may reach the cluster.
 	policy := writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(basePolicy))
 	c.relayArgs = []string{"-listen", c.relayAddr, "-cert", c.relayCert, "-key", c.relayKey, "-agents", agents,
-		"-access-policy", policy, "-tenant", tenant, "-audience", audience, "-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA}
+		"-access-policy", policy, "-tenant", tenant, "-audience", audience, "-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA,
+		"-pop-host", popHost}
 	c.relay = c.start("relay", c.relayArgs...)
 
 	c.agentArgs = []string{
 		"-relay-url", "https://" + c.relayAddr, "-cluster-id", cluster, "-secret-file", secret, "-relay-ca", relayCA,
 		"-kubeconfig", sa.Kubeconfig, "-tenant", tenant, "-audience", audience,
-		"-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA,
+		"-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA, "-pop-host", popHost,
 		"-health-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
 	c.agent = c.start("agent", c.agentArgs...)
@@ -296,6 +300,34 @@ func TestEndToEnd(t *testing.T) {
 		direct := &kubetest.Kubectl{Kubeconfig: filepath.Join(c.dir, "direct-kubeconfig")}
 		out := direct.MustRun(t, ctx(t), nil, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
 		assert.Equal(t, aliceUPN, out)
+	})
+
+	t.Run("direct mode with proof of possession: a PoP token per request", func(t *testing.T) {
+		// The Entra stand-in plays the person at the browser.
+		c.issuer.AddApp(oidctest.App{ClientID: "04b07795-8ddb-461a-bbee-02f9e1bf7b46", Tenant: tenant, Public: true})
+		approve, stop := context.WithCancel(context.Background())
+		defer stop()
+		go func() {
+			for {
+				l, err := c.issuer.NextDeviceLogin(approve)
+				if err != nil {
+					return
+				}
+				c.issuer.ApproveDevice(l.UserCode, oidctest.EntraClaims{UPN: aliceUPN, OID: "oid-alice", Groups: []string{aliceGrp}})
+			}
+		}()
+		kc := filepath.Join(c.dir, "pop-kubeconfig")
+		out, err := exec.Command(filepath.Join(c.bin, "proxy"), "kubeconfig", "-relay-url", "https://"+c.relayAddr, "-relay-ca", c.relayCA,
+			"-cluster-id", cluster, "-kubeconfig", kc, "-login", "devicecode", "-server-id", audience, "-tenant-id", tenant,
+			"-authority-host", c.issuer.AuthorityHost(), "-authority-ca", filepath.Join(c.dir, "issuer-ca.crt"),
+			"-token-cache-dir", filepath.Join(c.dir, "pop-tokens"), "-pop-host", popHost).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		pop := &kubetest.Kubectl{Kubeconfig: kc}
+		// Discovery and the list are several requests: kubectl runs the
+		// plugin for each, and relay and agent each take every PoP token once.
+		pop.MustRun(t, ctx(t), nil, "get", "pods", "-n", ns, "--cache-dir", t.TempDir())
+		who := pop.MustRun(t, ctx(t), nil, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+		assert.Equal(t, aliceUPN, who)
 	})
 
 	t.Run("front door", func(t *testing.T) { frontDoor(t, c) })

@@ -46,6 +46,7 @@ type tokenSettings struct {
 	authorityHost, authorityCA, cloud      *string
 	cacheDir                               *string
 	noCache                                *bool
+	popHost                                *string
 }
 
 func addTokenFlags(fs *flag.FlagSet) *tokenSettings {
@@ -66,6 +67,7 @@ func addTokenFlags(fs *flag.FlagSet) *tokenSettings {
 		authorityCA:   fs.String("authority-ca", "", "PEM CA file for the sign-in host (default: system roots)"),
 		cacheDir:      fs.String("token-cache-dir", "", "where signed-in tokens are kept, 0600 (default: the user cache dir's clusterconnect/tokens)"),
 		noCache:       fs.Bool("no-token-cache", false, "keep no token on disk: every process signs in or runs -token-command again"),
+		popHost:       fs.String("pop-host", "", "proof of possession: sign each use of the token for this host (Arc: the cluster's ARM ID), as kubelogin --pop-enabled --pop-claims u=… does"),
 	}
 }
 
@@ -113,6 +115,9 @@ func (s *tokenSettings) check() error {
 	if _, ok := clouds[*s.cloud]; !ok {
 		return fmt.Errorf("-cloud %q: use public, usgov or china", *s.cloud)
 	}
+	if *s.popHost != "" && (*s.login == "" || *s.login == loginAzureCLI) {
+		return errors.New("-pop-host needs -login devicecode, spn or workloadidentity: the sign-in must bind the token to a key")
+	}
 	if *s.login == loginAzureCLI {
 		return nil
 	}
@@ -146,11 +151,25 @@ func (s *tokenSettings) source() (oauth2.TokenSource, error) {
 	case *s.tokenCmd != "":
 		return s.cached("command|"+*s.tokenCmd, source.FromTokenSource(&source.Command{Command: strings.Fields(*s.tokenCmd)}))
 	}
-	key, f, err := s.fetcher()
+	var pop *signin.PoPKey
+	if *s.popHost != "" {
+		dir, err := s.cacheDirectory()
+		if err != nil {
+			return nil, err
+		}
+		if pop, err = signin.LoadOrCreatePoPKey(filepath.Join(dir, "pop.key")); err != nil {
+			return nil, err
+		}
+	}
+	key, f, err := s.fetcher(pop)
 	if err != nil {
 		return nil, err
 	}
-	return s.cached(key, f)
+	src, err := s.cached(key, f)
+	if err != nil || pop == nil {
+		return src, err
+	}
+	return signin.PoPSource(src, pop, *s.popHost), nil
 }
 
 func (s *tokenSettings) cached(key string, f source.Fetcher) (oauth2.TokenSource, error) {
@@ -172,15 +191,16 @@ func (s *tokenSettings) cacheDirectory() (string, error) {
 	return source.DefaultCacheDir()
 }
 
-// fetcher is the sign-in flow of -login, with its cache key.
-func (s *tokenSettings) fetcher() (string, source.Fetcher, error) {
+// fetcher is the sign-in flow of -login, with its cache key; with pop,
+// its tokens are bound to that key.
+func (s *tokenSettings) fetcher(pop *signin.PoPKey) (string, source.Fetcher, error) {
 	host := *s.authorityHost
 	if host == "" {
 		host = clouds[*s.cloud]
 	}
 	cfg := signin.Config{
 		AuthorityHost: host, TenantID: *s.tenantID, ClientID: *s.clientID,
-		Scopes: []string{signin.ServerScope(*s.serverID)},
+		Scopes: []string{signin.ServerScope(*s.serverID)}, PoPKey: pop,
 	}
 	if *s.authorityCA != "" {
 		roots, err := cli.CertPool("authority-ca", *s.authorityCA)
@@ -241,7 +261,7 @@ func (s *tokenSettings) pluginArgs() ([]string, error) {
 	if *s.tokenCmd != "" {
 		add("token-command", *s.tokenCmd)
 	}
-	for _, f := range []struct{ name, value string }{{"login", *s.login}, {"cloud", cloudArg(*s.cloud)}, {"server-id", *s.serverID}, {"tenant-id", *s.tenantID}, {"client-id", *s.clientID}, {"authority-host", *s.authorityHost}} {
+	for _, f := range []struct{ name, value string }{{"login", *s.login}, {"cloud", cloudArg(*s.cloud)}, {"pop-host", *s.popHost}, {"server-id", *s.serverID}, {"tenant-id", *s.tenantID}, {"client-id", *s.clientID}, {"authority-host", *s.authorityHost}} {
 		if f.value != "" {
 			add(f.name, f.value)
 		}

@@ -20,6 +20,7 @@ import (
 	clientauthv1 "k8s.io/client-go/pkg/apis/clientauthentication/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
 
@@ -285,4 +286,31 @@ func TestCIExampleFlagsExist(t *testing.T) {
 		assert.NotContains(t, string(out), "flag provided but not defined")
 	}
 	assert.Equal(t, 2, found, "kubeconfig and logout")
+}
+
+// With -pop-host the plugin prints a PoP token per run, bound to a key kept
+// in the token cache, and signs in once.
+func TestPluginProofOfPossession(t *testing.T) {
+	e := startSignIn(t)
+	e.is.AddApp(oidctest.App{ClientID: ciApp, Tenant: tenant, Secret: "s3cret-value", ObjectID: "ci-oid"})
+	const host = "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Kubernetes/connectedClusters/prod"
+	issuers, err := tokens.EntraIssuers(tokens.EntraConfig{TenantIDs: []string{tenant}, Audiences: []string{serverApp}, DiscoveryURL: e.is.EntraDiscoveryURL})
+	require.NoError(t, err)
+	cluster, err := tokens.NewVerifier(&tokens.Config{Issuers: issuers, HTTPClient: e.is.Client(), PoP: &tokens.PoPConfig{Hosts: []string{host}, Required: true}})
+	require.NoError(t, err)
+	args := e.args("-login", "spn", "-client-id", ciApp, "-pop-host", host)
+	var seen []string
+	for range 2 {
+		tok, stderr, err := e.token(t, []string{"AZURE_CLIENT_SECRET=s3cret-value"}, args...)
+		require.NoError(t, err, stderr)
+		verified, err := cluster.Verify(context.Background(), tok)
+		require.NoError(t, err)
+		assert.Equal(t, "ci-oid", verified.StringClaim("oid"))
+		seen = append(seen, tok)
+	}
+	assert.NotEqual(t, seen[0], seen[1], "a PoP token per run")
+	assert.Equal(t, 1, e.is.TokenRequests("client_credentials"), "one sign-in: the bound access token is cached")
+	fi, err := os.Stat(filepath.Join(e.cache, "pop.key"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 }

@@ -330,9 +330,22 @@ func (is *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	if oe == nil && (!ok || resource == "") {
 		oe = badRequest("invalid_scope", 1002012, "The provided value for scope %q is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", scope)
 	}
+	var cnf map[string]any
+	if oe == nil && r.PostFormValue("token_type") == "pop" {
+		cnf, oe = popBinding(r.PostFormValue("req_cnf"))
+	}
 	if oe != nil {
 		oe.write(w)
 		return
+	}
+	if cnf != nil {
+		c := *claims
+		c.Extra = maps.Clone(c.Extra)
+		if c.Extra == nil {
+			c.Extra = map[string]any{}
+		}
+		c.Extra["cnf"] = cnf
+		claims = &c
 	}
 	is.issue(w, grant, app, *claims, scope, resource)
 }
@@ -354,8 +367,12 @@ func (is *Issuer) issue(w http.ResponseWriter, grant string, app App, c EntraCla
 		(&oauthError{http.StatusInternalServerError, "server_error", 90000, err.Error()}).write(w)
 		return
 	}
+	tokenType := "Bearer"
+	if c.Extra["cnf"] != nil {
+		tokenType = "pop"
+	}
 	resp := map[string]any{
-		"token_type": "Bearer", "access_token": access, "scope": scope,
+		"token_type": tokenType, "access_token": access, "scope": scope,
 		"expires_in": int(o.TokenLifetime.Seconds()), "ext_expires_in": int(o.TokenLifetime.Seconds()),
 	}
 	is.mu.Lock()
@@ -565,4 +582,18 @@ func NewClientCertificate(name string) (*x509.Certificate, []byte, error) {
 	pemBytes := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
 	return cert, pemBytes, nil
+}
+
+// popBinding reads a PoP token request's req_cnf, base64url JSON naming
+// the client's key by thumbprint ({"kid": "…"}), as the access token's
+// cnf claim.
+func popBinding(reqCnf string) (map[string]any, *oauthError) {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(reqCnf, "="))
+	var cnf struct {
+		Kid string `json:"kid"`
+	}
+	if err != nil || json.Unmarshal(b, &cnf) != nil || cnf.Kid == "" {
+		return nil, badRequest("invalid_request", 50027, "token_type=pop needs req_cnf: the base64url JSON {\"kid\": <the key's thumbprint>}.")
+	}
+	return map[string]any{"kid": cnf.Kid, "xms_ksl": "sw"}, nil
 }

@@ -41,6 +41,9 @@ type Config struct {
 	// HTTPClient makes the requests; nil means a client with
 	// DefaultTimeout and the system's roots (and HTTPS_PROXY).
 	HTTPClient *http.Client
+	// PoPKey, if set, asks for access tokens bound to this key
+	// (proof of possession); wrap the source in PoPSource.
+	PoPKey *PoPKey
 }
 
 // ServerScope is the scope that asks for a token for serverID, an
@@ -96,8 +99,13 @@ func (c *Config) Endpoint() oauth2.Endpoint {
 
 // CacheKey identifies tokens this config signs in for, in a token cache:
 // the authority, the client and the scopes.
+// A PoP-bound token is kept apart, by its key.
 func (c *Config) CacheKey() string {
-	return strings.Join([]string{c.authority(), c.ClientID, strings.Join(c.Scopes, " ")}, "|")
+	key := strings.Join([]string{c.authority(), c.ClientID, strings.Join(c.Scopes, " ")}, "|")
+	if c.PoPKey != nil {
+		key += "|pop:" + c.PoPKey.Thumbprint()
+	}
+	return key
 }
 
 func (c *Config) context(ctx context.Context) context.Context {
@@ -112,6 +120,14 @@ func (c *Config) context(ctx context.Context) context.Context {
 // parameters); clientcredentials is the x/oauth2 call that sends a grant
 // with parameters of our choosing.
 func (c *Config) tokenRequest(ctx context.Context, secret string, params url.Values) (*oauth2.Token, error) {
+	if c.PoPKey != nil {
+		if params == nil {
+			params = url.Values{}
+		}
+		for k, v := range c.PoPKey.params() {
+			params[k] = v
+		}
+	}
 	cc := clientcredentials.Config{
 		ClientID: c.ClientID, ClientSecret: secret, TokenURL: c.Endpoint().TokenURL,
 		Scopes: c.Scopes, EndpointParams: params, AuthStyle: oauth2.AuthStyleInParams,

@@ -353,3 +353,67 @@ func TestDiskCacheRefreshesBeforeExpiry(t *testing.T) {
 	assert.Equal(t, second.AccessToken, third.AccessToken)
 	assert.Equal(t, 1, e.is.TokenRequests("refresh_token"))
 }
+
+// With a PoP key, sign-ins get access tokens bound to it, and PoPSource
+// signs a PoP token for every use that the cluster's verifier takes once.
+func TestProofOfPossessionSignIn(t *testing.T) {
+	e := start(t)
+	const host = "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Kubernetes/connectedClusters/prod"
+	issuers, err := tokens.EntraIssuers(tokens.EntraConfig{TenantIDs: []string{tenant}, Audiences: []string{serverApp}, DiscoveryURL: e.is.EntraDiscoveryURL})
+	require.NoError(t, err)
+	cluster, err := tokens.NewVerifier(&tokens.Config{Issuers: issuers, HTTPClient: e.is.Client(), PoP: &tokens.PoPConfig{Hosts: []string{host}, Required: true}})
+	require.NoError(t, err)
+	e.is.AddApp(oidctest.App{ClientID: ciApp, Tenant: tenant, Secret: "s3cret", ObjectID: ciObjectID})
+	keyFile := filepath.Join(t.TempDir(), "pop.key")
+	key, err := signin.LoadOrCreatePoPKey(keyFile)
+	require.NoError(t, err)
+	fi, err := os.Stat(keyFile)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	again, err := signin.LoadOrCreatePoPKey(keyFile)
+	require.NoError(t, err)
+	assert.Equal(t, key.Thumbprint(), again.Thumbprint(), "the key is kept: cached tokens stay bound to it")
+
+	popConfig := func(client string) signin.Config {
+		c := e.config(client)
+		c.PoPKey = key
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		flow source.Fetcher
+		oid  string
+	}{
+		{"client secret", &signin.ClientSecret{Config: popConfig(ciApp), Secret: "s3cret"}, ciObjectID},
+		{"device code", &signin.DeviceCode{Config: popConfig(cliApp), Prompt: func(*oauth2.DeviceAuthResponse) {}}, "alice-oid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			flow := tc.flow
+			if _, ok := flow.(*signin.DeviceCode); ok {
+				answerDevice(t, e.is, true, "alice-oid")
+			}
+			src := signin.PoPSource(source.FromFetcher(flow), key, host)
+			first, err := src.Token()
+			require.NoError(t, err)
+			second, err := src.Token()
+			require.NoError(t, err)
+			assert.NotEqual(t, first.AccessToken, second.AccessToken, "a PoP token per use")
+			for _, tok := range []string{first.AccessToken, second.AccessToken} {
+				verified, err := cluster.Verify(context.Background(), tok)
+				require.NoError(t, err)
+				assert.Equal(t, tc.oid, verified.StringClaim("oid"))
+			}
+			_, err = cluster.Verify(context.Background(), first.AccessToken)
+			require.ErrorIs(t, err, tokens.ErrPoPReplayed)
+
+			// The access token alone is refused: only PoP tokens are taken,
+			// and this one is bound to the key.
+			if _, ok := flow.(*signin.ClientSecret); ok {
+				at, err := flow.Fetch(context.Background(), nil)
+				require.NoError(t, err)
+				_, err = cluster.Verify(context.Background(), at.AccessToken)
+				require.ErrorIs(t, err, tokens.ErrPoPRequired)
+			}
+		})
+	}
+}
