@@ -46,6 +46,12 @@ type Mapping struct {
 	// Tokens from an outside issuer MUST NOT be able to claim Kubernetes'
 	// own identities; leave it false unless the issuer is the cluster's.
 	AllowReservedNames bool
+	// OverageWithoutGroups admits a token whose groups overflowed and
+	// could not be resolved (no GroupResolver, or it failed) with no
+	// groups at all, instead of refusing it. Kubernetes RBAC only grants,
+	// so the caller gets less, never more; but a user who needs a group is
+	// then refused by RBAC, in less telling words.
+	OverageWithoutGroups bool
 	// GroupResolver resolves groups overage; without one, such tokens are
 	// refused with a GroupsOverageError.
 	GroupResolver GroupResolver
@@ -126,10 +132,16 @@ func (m *Mapping) Identity(ctx context.Context, tok *Token) (*Identity, error) {
 func (m *Mapping) groups(ctx context.Context, tok *Token) ([]string, error) {
 	if src, overage := groupsOverage(tok); overage {
 		if m.GroupResolver == nil {
+			if m.OverageWithoutGroups {
+				return nil, nil
+			}
 			return nil, &GroupsOverageError{Source: src}
 		}
 		groups, err := m.GroupResolver.ResolveGroups(ctx, tok)
 		if err != nil {
+			if m.OverageWithoutGroups {
+				return nil, nil
+			}
 			return nil, fmt.Errorf("%w: resolving groups: %v", ErrGroupsOverage, err)
 		}
 		return groups, nil

@@ -58,6 +58,7 @@ type Issuer struct {
 	refresh    map[string]refreshGrant // live refresh tokens
 	grants     map[string]int          // tokens issued, by grant type
 	github     map[string]string       // GitHub Actions request token → subject
+	graph      graphState              // the Graph stand-in (graph.go)
 
 	discoveryHits atomic.Int64
 	jwksHits      atomic.Int64
@@ -261,6 +262,7 @@ func (is *Issuer) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /keys", is.serveJWKS)
 	is.signInRoutes(mux)
+	is.graphRoutes(mux)
 	return mux
 }
 
