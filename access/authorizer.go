@@ -36,6 +36,11 @@ type Config struct {
 	// track of at once; default DefaultMaxCallers. Idle ones are forgotten
 	// first; past the bound, new callers get 429.
 	MaxCallers int
+	// GroupResolver, if set, looks up the groups of callers whose token
+	// could not carry them (Entra ID's groups overage), for rules that
+	// list groups: a graph.Resolver. Without one such callers get in only
+	// as listed users or apps.
+	GroupResolver tokens.GroupResolver
 	// Logger receives refusals with their reasons (never a token); nil
 	// discards them.
 	Logger *slog.Logger
@@ -50,6 +55,7 @@ const DefaultMaxCallers = 100_000
 // It is safe for concurrent use.
 type Authorizer struct {
 	v          TokenVerifier
+	groups     tokens.GroupResolver // nil: overage callers get in only by name
 	log        *slog.Logger
 	maxCallers int
 	policy     atomic.Pointer[compiled]
@@ -88,7 +94,7 @@ func New(cfg *Config) (*Authorizer, error) {
 		return nil, errors.New("access: Config.Verifier and Config.Policy are required")
 	}
 	a := &Authorizer{
-		v: cfg.Verifier, log: logx.OrDiscard(cfg.Logger), maxCallers: cfg.MaxCallers,
+		v: cfg.Verifier, groups: cfg.GroupResolver, log: logx.OrDiscard(cfg.Logger), maxCallers: cfg.MaxCallers,
 		clusters: map[string]*budget{}, callers: map[callerKey]*budget{},
 	}
 	if a.maxCallers <= 0 {
@@ -161,7 +167,16 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	tok, err := a.v.Verify(r.Context(), raw)
 	switch {
 	case err == nil:
-		if why := c.refuse(tok); why != "" {
+		why := c.refuse(tok, nil)
+		if why == whyOverage && a.groups != nil {
+			if groups, gerr := a.groups.ResolveGroups(r.Context(), tok); gerr != nil {
+				a.log.Warn("cannot resolve a caller's groups (overage)", "cluster", clusterID, "subject", tok.Subject, "err", gerr)
+				why = "groups overage, and resolving the groups failed"
+			} else {
+				why = c.refuse(tok, groups)
+			}
+		}
+		if why != "" {
 			a.log.Info("caller refused", "cluster", clusterID, "issuer", tok.Issuer, "subject", tok.Subject, "tenant", tok.TenantID, "reason", why)
 			return nil, errForbidden
 		}
@@ -191,9 +206,14 @@ func foreign(err error) bool {
 	return errors.Is(err, tokens.ErrIssuer) || errors.Is(err, tokens.ErrAudience) || errors.Is(err, tokens.ErrMalformed)
 }
 
+// whyOverage is refuse's reason for a token whose groups did not fit in
+// it: resolving them may still let it in.
+const whyOverage = "not a listed user or app, and the token has no groups (groups overage)"
+
 // refuse says why the rule does not let tok in, for the relay's log only,
-// or "" if it does. A nil rule is a cluster the policy does not list.
-func (c *rule) refuse(tok *tokens.Token) string {
+// or "" if it does; resolved are the caller's groups when the token could
+// not carry them. A nil rule is a cluster the policy does not list.
+func (c *rule) refuse(tok *tokens.Token, resolved []string) string {
 	switch {
 	case c == nil:
 		return "no such cluster in the policy"
@@ -213,8 +233,13 @@ func (c *rule) refuse(tok *tokens.Token) string {
 			}
 		}
 	}
-	if c.groups != nil && tok.Claims["groups"] == nil && tok.Claims["_claim_names"] != nil {
-		return "not a listed user or app, and the token has no groups (groups overage)"
+	for _, g := range resolved {
+		if c.groups[g] {
+			return ""
+		}
+	}
+	if c.groups != nil && resolved == nil && tok.Claims["groups"] == nil && tok.Claims["_claim_names"] != nil {
+		return whyOverage
 	}
 	return "not a listed user, group or app"
 }

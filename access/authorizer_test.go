@@ -14,7 +14,10 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tokens/graph"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
+	"github.com/clusterconnect/clusterconnect/tokens/signin"
+	"github.com/clusterconnect/clusterconnect/tokens/source"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -34,7 +37,7 @@ type env struct {
 	authz  *access.Authorizer
 }
 
-func newEnv(t *testing.T, policy string) *env {
+func newEnv(t *testing.T, policy string, tweak ...func(*oidctest.Issuer, *access.Config)) *env {
 	t.Helper()
 	is, err := oidctest.Start()
 	require.NoError(t, err)
@@ -45,7 +48,11 @@ func newEnv(t *testing.T, policy string) *env {
 	require.NoError(t, err)
 	p, err := access.ParsePolicy([]byte(policy))
 	require.NoError(t, err)
-	a, err := access.New(&access.Config{Verifier: v, Policy: p})
+	cfg := &access.Config{Verifier: v, Policy: p}
+	for _, f := range tweak {
+		f(is, cfg)
+	}
+	a, err := access.New(cfg)
 	require.NoError(t, err)
 	return &env{t: t, issuer: is, authz: a}
 }
@@ -87,6 +94,33 @@ const policy = `{
     "sa-only": {"passThroughUnverified": true, "users": ["nobody"]}
   }
 }`
+
+// With a GroupResolver, a caller whose groups overflowed the token is let
+// in by the groups Graph says; if Graph cannot say, not at all.
+func TestOverageResolvedAtTheFrontDoor(t *testing.T) {
+	const relayApp = "7b8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"
+	e := newEnv(t, policy, func(is *oidctest.Issuer, c *access.Config) {
+		is.AddApp(oidctest.App{ClientID: relayApp, Tenant: tenantA, Secret: "relay-secret", ObjectID: "relay-oid"})
+		own := &signin.ClientSecret{Config: signin.Config{AuthorityHost: is.AuthorityHost(), TenantID: tenantA, ClientID: relayApp,
+			Scopes: []string{signin.ServerScope(oidctest.GraphResource)}, HTTPClient: is.Client()}, Secret: "relay-secret"}
+		r, err := graph.New(&graph.Config{TokenSource: source.Cached(source.FromFetcher(own), 0), Endpoint: is.GraphURL(), HTTPClient: is.Client()})
+		require.NoError(t, err)
+		c.GroupResolver = r
+	})
+	e.issuer.SetMemberGroups(alice, []string{"other", ops})
+	e.issuer.SetMemberGroups(bob, []string{"other"})
+	refused, release := e.ask("prod", e.token(oidctest.EntraClaims{OID: alice, GroupsOverage: true}))
+	require.Nil(t, refused, "in ops, says Graph")
+	release()
+	refused, _ = e.ask("prod", e.token(oidctest.EntraClaims{OID: bob, GroupsOverage: true}))
+	require.NotNil(t, refused)
+	assert.Equal(t, http.StatusForbidden, refused.Code)
+
+	e.issuer.FailGraph(http.StatusInternalServerError)
+	refused, _ = e.ask("prod", e.token(oidctest.EntraClaims{OID: "carol", GroupsOverage: true}))
+	require.NotNil(t, refused, "fail closed")
+	assert.Equal(t, http.StatusForbidden, refused.Code)
+}
 
 func TestPolicyDecides(t *testing.T) {
 	e := newEnv(t, policy)

@@ -62,6 +62,7 @@ func run() error {
 	connections := fs.Int("connections", 2, "tunnel connections to keep open")
 	kubeconfigPath := fs.String("kubeconfig", "", "kubeconfig for the API server (default: in-cluster service account)")
 	issuerFlags := tokenflags.Register(fs)
+	graphFlags := tokenflags.RegisterGraph(fs, tokenflags.OverageRefuse, tokenflags.OverageGraph, tokenflags.OverageWithoutGroups)
 	passThrough := fs.Bool("pass-through-foreign-tokens", false, "send tokens of other issuers (service accounts) to the API server untouched")
 	nested := fs.Bool("allow-nested-impersonation", false, "honour callers' --as/--as-group when RBAC allows them to impersonate")
 	healthListen := fs.String("health-listen", ":8081", "address for /livez, /healthz, /readyz and /metrics")
@@ -95,8 +96,13 @@ func run() error {
 			return fmt.Errorf("-kubeconfig: %w", err)
 		}
 	}
+	m := mapping(issuerFlags.Generic())
+	if m.GroupResolver, err = graphFlags.Resolver(); err != nil {
+		return err
+	}
+	m.OverageWithoutGroups = graphFlags.Mode() == tokenflags.OverageWithoutGroups
 	handler, err := impersonate.New(&impersonate.Config{
-		RESTConfig: rc, Verifier: verifier, Mapping: mapping(issuerFlags.Generic()),
+		RESTConfig: rc, Verifier: verifier, Mapping: m,
 		PassThroughForeignTokens: *passThrough, AllowNestedImpersonation: *nested, Logger: log,
 	})
 	if err != nil {

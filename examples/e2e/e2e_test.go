@@ -48,6 +48,9 @@ const (
 	// popHost is the u claim proof-of-possession tokens name for this
 	// cluster, as an Arc cluster's ARM ID.
 	popHost = "/subscriptions/0/resourceGroups/e2e/providers/Microsoft.Kubernetes/connectedClusters/e2e"
+	// graphApp is the cluster's own app, which relay and agent sign in to
+	// Graph as.
+	graphApp = "8c9d0e1f-2a3b-4c4d-9e5f-6a7b8c9d0e1f"
 )
 
 // chain is the three programs and what they need.
@@ -123,6 +126,12 @@ func newChain(t *testing.T) *chain {
 	require.NoError(t, err)
 	t.Cleanup(issuer.Close)
 	issuerCA := writeFile(t, filepath.Join(c.dir, "issuer-ca.crt"), issuer.CA.CertPEM())
+	// Relay and agent resolve groups overage through Graph (the stand-in's),
+	// signed in as the cluster's own app.
+	issuer.AddApp(oidctest.App{ClientID: graphApp, Tenant: tenant, Secret: "graph-secret", ObjectID: "cluster-app-oid"})
+	graphArgs := []string{"-group-overage", "graph", "-graph-endpoint", issuer.GraphURL(), "-graph-resource", oidctest.GraphResource, "-graph-tenant-id", tenant,
+		"-graph-client-id", graphApp, "-graph-authority-host", issuer.AuthorityHost(), "-graph-ca", issuerCA,
+		"-graph-client-secret-file", writeFile(t, filepath.Join(c.dir, "graph-secret"), []byte("graph-secret\n"))}
 
 	// The agent's own identity may only impersonate.
 	sa, err := env.CreateServiceAccount(ctx, "clusterconnect", "agent")
@@ -161,6 +170,7 @@ func newChain(t *testing.T) *chain {
 	c.relayArgs = []string{"-listen", c.relayAddr, "-cert", c.relayCert, "-key", c.relayKey, "-agents", agents,
 		"-access-policy", policy, "-tenant", tenant, "-audience", audience, "-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA,
 		"-pop-host", popHost}
+	c.relayArgs = append(c.relayArgs, graphArgs...)
 	c.relay = c.start("relay", c.relayArgs...)
 
 	c.agentArgs = []string{
@@ -169,6 +179,7 @@ func newChain(t *testing.T) *chain {
 		"-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA, "-pop-host", popHost,
 		"-health-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
+	c.agentArgs = append(c.agentArgs, graphArgs...)
 	c.agent = c.start("agent", c.agentArgs...)
 
 	token, err := issuer.EntraToken(oidctest.EntraClaims{
@@ -328,6 +339,33 @@ func TestEndToEnd(t *testing.T) {
 		pop.MustRun(t, ctx(t), nil, "get", "pods", "-n", ns, "--cache-dir", t.TempDir())
 		who := pop.MustRun(t, ctx(t), nil, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
 		assert.Equal(t, aliceUPN, who)
+	})
+
+	t.Run("a user in too many groups for a token: Graph says which, at the relay and the agent", func(t *testing.T) {
+		c.issuer.SetMemberGroups("oid-olivia", []string{"66666666-6666-4666-8666-666666666666", aliceGrp})
+		tok, err := c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: "olivia@contoso.com",
+			OID: "oid-olivia", GroupsOverage: true, Expiry: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		k := c.caller(t, cluster, tok)
+		defer func() {
+			if t.Failed() {
+				t.Logf("relay: %s\nagent: %s", c.logs("relay"), c.logs("agent"))
+			}
+		}()
+		groups := k.MustRun(t, ctx(t), nil, "auth", "whoami", "-o", "jsonpath={.status.userInfo.groups}")
+		assert.Contains(t, groups, aliceGrp)
+		k.MustRun(t, ctx(t), nil, "get", "pods", "-n", ns)
+
+		// Graph down: the relay refuses the caller rather than guess.
+		c.issuer.FailGraph(http.StatusServiceUnavailable)
+		defer c.issuer.FailGraph(0)
+		tok, err = c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: "oscar@contoso.com",
+			OID: "oid-oscar", GroupsOverage: true, Expiry: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		res, err := c.caller(t, cluster, tok).Run(ctx(t), nil, "get", "pods", "-n", ns)
+		require.NoError(t, err)
+		assert.NotEqual(t, 0, res.ExitCode)
+		assert.Contains(t, res.Stderr, "Forbidden")
 	})
 
 	t.Run("front door", func(t *testing.T) { frontDoor(t, c) })

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -157,7 +159,10 @@ func (s *tokenSettings) source() (oauth2.TokenSource, error) {
 		if err != nil {
 			return nil, err
 		}
-		if pop, err = signin.LoadOrCreatePoPKey(filepath.Join(dir, "pop.key")); err != nil {
+		// A key per cache entry: per authority, app and scope.
+		cfg := s.signinConfig()
+		sum := sha256.Sum256([]byte(cfg.CacheKey()))
+		if pop, err = signin.LoadOrCreatePoPKey(filepath.Join(dir, "pop-"+hex.EncodeToString(sum[:8])+".key")); err != nil {
 			return nil, err
 		}
 	}
@@ -191,17 +196,23 @@ func (s *tokenSettings) cacheDirectory() (string, error) {
 	return source.DefaultCacheDir()
 }
 
-// fetcher is the sign-in flow of -login, with its cache key; with pop,
-// its tokens are bound to that key.
-func (s *tokenSettings) fetcher(pop *signin.PoPKey) (string, source.Fetcher, error) {
+// signinConfig names the app that signs in and where.
+func (s *tokenSettings) signinConfig() signin.Config {
 	host := *s.authorityHost
 	if host == "" {
 		host = clouds[*s.cloud]
 	}
-	cfg := signin.Config{
+	return signin.Config{
 		AuthorityHost: host, TenantID: *s.tenantID, ClientID: *s.clientID,
-		Scopes: []string{signin.ServerScope(*s.serverID)}, PoPKey: pop,
+		Scopes: []string{signin.ServerScope(*s.serverID)},
 	}
+}
+
+// fetcher is the sign-in flow of -login, with its cache key; with pop,
+// its tokens are bound to that key.
+func (s *tokenSettings) fetcher(pop *signin.PoPKey) (string, source.Fetcher, error) {
+	cfg := s.signinConfig()
+	cfg.PoPKey = pop
 	if *s.authorityCA != "" {
 		roots, err := cli.CertPool("authority-ca", *s.authorityCA)
 		if err != nil {

@@ -310,7 +310,23 @@ func TestPluginProofOfPossession(t *testing.T) {
 	}
 	assert.NotEqual(t, seen[0], seen[1], "a PoP token per run")
 	assert.Equal(t, 1, e.is.TokenRequests("client_credentials"), "one sign-in: the bound access token is cached")
-	fi, err := os.Stat(filepath.Join(e.cache, "pop.key"))
+	keys, err := filepath.Glob(filepath.Join(e.cache, "pop-*.key"))
+	require.NoError(t, err)
+	require.Len(t, keys, 1, "a key for the cache entry")
+	fi, err := os.Stat(keys[0])
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+
+	// Another server app is another cache entry, with a key of its own.
+	other := e.args("-login", "spn", "-client-id", ciApp, "-pop-host", host)
+	for i, a := range other {
+		if a == serverApp {
+			other[i] = "api://another-server"
+		}
+	}
+	_, stderr, err := e.token(t, []string{"AZURE_CLIENT_SECRET=s3cret-value"}, other...)
+	require.NoError(t, err, stderr)
+	keys, err = filepath.Glob(filepath.Join(e.cache, "pop-*.key"))
+	require.NoError(t, err)
+	assert.Len(t, keys, 2)
 }

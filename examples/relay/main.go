@@ -84,6 +84,7 @@ func run() error {
 	policyFile := fs.String("access-policy", "", "JSON file saying who may reach which cluster (required, see -h); re-read when it changes")
 	insecureOpen := fs.Bool("insecure-skip-client-auth", false, "let every request through to the agents, which then authenticate alone (not for a relay on the internet)")
 	issuerFlags := tokenflags.Register(fs)
+	graphFlags := tokenflags.RegisterGraph(fs, tokenflags.OverageRefuse, tokenflags.OverageGraph)
 	limits := registerLimits(fs)
 	writeTimeout := fs.Duration("write-timeout", tunnel.DefaultWriteTimeout, "reset a client's stream (and drop a tunnel connection) when writing to it makes no progress this long")
 	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long agents get to move to another relay and their streams to finish")
@@ -158,7 +159,14 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		authz, err := access.New(&access.Config{Verifier: verifier, Policy: policy, Logger: log})
+		if graphFlags.Mode() == tokenflags.OverageWithoutGroups {
+			return errors.New("-group-overage without-groups is for the agent: the relay's policy lists groups to let callers in")
+		}
+		groups, err := graphFlags.Resolver()
+		if err != nil {
+			return err
+		}
+		authz, err := access.New(&access.Config{Verifier: verifier, Policy: policy, Logger: log, GroupResolver: groups})
 		if err != nil {
 			return err
 		}
