@@ -158,7 +158,7 @@ type request struct {
 // ServeHTTP authenticates and forwards one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w}
+	rec := &recorder{Recorder: httpx.Recorder{ResponseWriter: w}}
 	var who *tokens.Identity
 	defer func() { h.audit(r, who, rec, start) }()
 

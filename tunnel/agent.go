@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/net/http/httpproxy"
 
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 )
 
@@ -204,9 +205,9 @@ func (a *Agent) instrumentUpgrades(h http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &httpx.Recorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
-		a.metrics.observe(classUpgrade, rec.code, "", start)
+		a.metrics.observe(classUpgrade, rec.Status, "", start)
 	})
 }
 
@@ -534,9 +535,9 @@ func (a *Agent) serveTunnel(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countedBody{rc: r.Body, n: &a.stats.bytesTo}
 	}
-	rec := &statusRecorder{ResponseWriter: w, bytes: &a.stats.bytesFrom}
+	rec := &httpx.Recorder{ResponseWriter: w, Count: &a.stats.bytesFrom}
 	a.cfg.Handler.ServeHTTP(rec, r)
-	a.metrics.observe(requestClass(r, false), rec.code, "", start)
+	a.metrics.observe(requestClass(r, false), rec.Status, "", start)
 }
 
 // serveStream accepts a raw stream and serves it as an HTTP/1.1 connection

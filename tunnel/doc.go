@@ -87,8 +87,9 @@
 //   - request_duration_seconds{class}: reads and writes, to the end of the
 //     answer;
 //   - tunnel_connections, tunnel_connections_opened_total,
-//     tunnel_connections_closed_total (on the relay by reason:
-//     peer-closed, network-error, lost, relay-closed, drained);
+//     tunnel_connections_closed_total{reason}: peer-closed,
+//     network-error, lost, and relay-closed, drained (relay) or shutdown,
+//     moved (agent);
 //   - streams_in_flight, streams_opened_total, streams_closed_total;
 //   - body_bytes_total{direction}: to_agent and from_agent, counted alike
 //     on both sides (request and answer bodies and raw streams);

@@ -1,12 +1,9 @@
 package tunnel
 
 import (
-	"bufio"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -179,44 +176,3 @@ func labelValues(kv []string) []string {
 	}
 	return out
 }
-
-// statusRecorder notes the status code a handler answered with and counts
-// the bytes it wrote, and passes everything else through (Flush, Hijack,
-// deadlines through http.ResponseController).
-type statusRecorder struct {
-	http.ResponseWriter
-	code  int
-	bytes *atomic.Uint64 // nil: not counted
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.code == 0 && code >= 200 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(p []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	n, err := s.ResponseWriter.Write(p)
-	if s.bytes != nil {
-		s.bytes.Add(uint64(n))
-	}
-	return n, err
-}
-
-func (s *statusRecorder) Flush() { http.NewResponseController(s.ResponseWriter).Flush() }
-
-// Hijack hands the connection over; the handler then writes its own status
-// line (101 for an upgrade), so a hijacked request counts as switched.
-func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
-	if err == nil && s.code == 0 {
-		s.code = http.StatusSwitchingProtocols
-	}
-	return conn, brw, err
-}
-
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -32,7 +32,7 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer bool) {
 	id, rest, ok := clusterPath(req.URL.EscapedPath())
 	if !fromPeer && r.metrics != nil {
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &httpx.Recorder{ResponseWriter: w}
 		w = rec
 		defer r.observe(rec, req, id, time.Now())
 	}
@@ -85,11 +85,11 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 // observe counts a client's request once it is answered. The cluster
 // label is kept only for answers below 400, which only clusters that
 // exist give: refused and unknown IDs must not make series.
-func (r *Relay) observe(rec *statusRecorder, req *http.Request, id string, start time.Time) {
-	if rec.code >= 400 {
+func (r *Relay) observe(rec *httpx.Recorder, req *http.Request, id string, start time.Time) {
+	if rec.Status >= 400 {
 		id = ""
 	}
-	r.metrics.observe(requestClass(req, httpx.IsUpgrade(req.Header)), rec.code, id, start)
+	r.metrics.observe(requestClass(req, httpx.IsUpgrade(req.Header)), rec.Status, id, start)
 }
 
 // clientWriter writes a response to a client, failing a write that makes
