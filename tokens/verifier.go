@@ -154,17 +154,21 @@ func set(xs []string) map[string]bool {
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	var tok *Token
 	var err error
-	switch pop := isPoP(raw); {
-	case pop && v.pop == nil:
-		err = claimError(ErrPoP, "proof-of-possession tokens are not enabled here")
-	case pop && len(raw) > MaxTokenSize+maxPoPOverhead:
-		err = claimError(ErrPoP, "PoP token of %d bytes is over the limit", len(raw))
-	case pop:
-		tok, err = v.verifyPoP(ctx, raw)
-	case v.pop != nil && v.pop.require:
+	switch {
+	case v.pop == nil:
+		// The common case costs no look at the header: a PoP token fails
+		// the ordinary checks, and only then is told apart.
+		if tok, err = v.verifyCached(ctx, raw); err != nil && isPoP(raw) {
+			err = claimError(ErrPoP, "proof-of-possession tokens are not enabled here")
+		}
+	case !isPoP(raw) && v.pop.require:
 		err = claimError(ErrPoPRequired, "sign in with PoP enabled (kubelogin --pop-enabled --pop-claims u=<cluster>)")
-	default:
+	case !isPoP(raw):
 		tok, err = v.verifyCached(ctx, raw)
+	case len(raw) > MaxTokenSize+maxPoPOverhead:
+		err = claimError(ErrPoP, "PoP token of %d bytes is over the limit", len(raw))
+	default:
+		tok, err = v.verifyPoP(ctx, raw)
 	}
 	v.metrics.verified(err)
 	return tok, err

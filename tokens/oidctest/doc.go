@@ -7,6 +7,13 @@
 // Entra sends: aud, tid, oid, upn/preferred_username, groups, roles, idtyp,
 // ver, exp/nbf/iat, and the groups-overage pointer.
 //
+// Its sign-in endpoints behave like Entra's (device code with pending,
+// slow_down, expiry and refusal; client credentials with a secret, a
+// certificate or a federated token; refresh tokens; a GitHub Actions OIDC
+// token endpoint; PoP-bound tokens), [PoPKey] signs proof-of-possession
+// tokens as kubelogin does, and a Microsoft Graph stand-in answers group
+// lookups, paging, throttling and failing on demand.
+//
 // It also makes the hostile tokens a verifier must reject: alg "none",
 // unsigned, HS256 keyed with the public key, tampered payloads, two
 // signatures, and tokens signed by keys the issuer never published ([NewKey]).
