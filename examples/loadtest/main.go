@@ -12,6 +12,7 @@
 //	loadtest fleet    -agents 300              three relay replicas on etcd: peer hop, a replica SIGKILLed
 //	loadtest fleet-scale -agents 10000         etcd writes per agent and directory memory
 //	loadtest signin   -runs 30                 the exec plugin's time per kubectl call, cached or not
+//	loadtest hop      -clients 32 -duration 4s the relay hop against direct on the same job, with CPU per request
 //
 // It stops by itself; every loop is bounded in count and time.
 package main
@@ -28,7 +29,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|stalled|floods|fleet|fleet-scale|signin|relay [flags] (-h for each)")
+		fmt.Fprintln(os.Stderr, "usage: loadtest idle|requests|watches|restart|stalled|floods|fleet|fleet-scale|signin|hop|relay|agent [flags] (-h for each)")
 		os.Exit(2)
 	}
 	raiseFileLimit()
@@ -36,7 +37,9 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "relay":
 		err = serveRelay(args) // the child process
-	case "idle", "requests", "watches", "restart", "stalled", "floods", "fleet", "fleet-scale", "signin":
+	case "agent":
+		err = serveAgent(args) // the hop scenario's agent child
+	case "idle", "requests", "watches", "restart", "stalled", "floods", "fleet", "fleet-scale", "signin", "hop":
 		err = scenario(cmd, args)
 	default:
 		err = fmt.Errorf("unknown scenario %q", cmd)
@@ -62,6 +65,7 @@ type options struct {
 	etcdDown    time.Duration
 	runs        int
 	concurrent  int
+	hopClients  int
 }
 
 func scenario(name string, args []string) error {
@@ -79,6 +83,7 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.etcdMembers, "etcd-members", 1, "fleet: etcd members; with 3, one is killed instead of stopping etcd")
 	fs.DurationVar(&o.etcdDown, "etcd-down", 30*time.Second, "fleet: how long etcd (or one member) is down")
 	fs.IntVar(&o.runs, "runs", 30, "signin: plugin runs per case")
+	fs.IntVar(&o.hopClients, "clients", 32, "hop: concurrent clients")
 	fs.IntVar(&o.concurrent, "concurrent", 16, "signin: plugin processes started at once on an empty cache")
 	fs.IntVar(&clientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
 	if err := fs.Parse(args); err != nil {
@@ -101,6 +106,8 @@ func scenario(name string, args []string) error {
 		return fleetScale(o)
 	case "signin":
 		return signIn(o)
+	case "hop":
+		return hop(o)
 	}
 	return restart(o)
 }
