@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -186,7 +187,7 @@ type connCloser struct {
 // tunnel_connections_closed_total.
 const (
 	closedByPeer       = "peer-closed"   // the other side closed it (a restart, a move, a drain)
-	closedNetworkError = "network-error" // a read failed (reset, unreachable)
+	closedNetworkError = "network-error" // a read failed otherwise (timed out, unreachable)
 	closedLost         = "lost"          // nothing read for the ping timeout: unanswered pings
 	closedRelayClosed  = "relay-closed"  // Relay.Close
 	closedDrained      = "drained"       // Relay.Drain's deadline
@@ -232,7 +233,9 @@ func (c *connCloser) why() string {
 	// A read that failed because this side closed the socket says
 	// nothing of why.
 	if e := c.readErr.Load(); e != nil && !errors.Is(*e, net.ErrClosed) {
-		if errors.Is(*e, io.EOF) {
+		// A reset is the peer closing too, with bytes still unread (a
+		// process that stops or is killed mid-stream).
+		if errors.Is(*e, io.EOF) || errors.Is(*e, syscall.ECONNRESET) {
 			return closedByPeer
 		}
 		return closedNetworkError
