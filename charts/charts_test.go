@@ -99,6 +99,7 @@ var (
 		"--set", "issuer.audiences={api://clusterconnect-server}",
 	}
 	fleetValues = append(append([]string(nil), relayValues...),
+		"--set", "groupOverage.mode=graph", "--set", "groupOverage.secret.existingSecret=graph-secret",
 		"--set", "fleet.enabled=true", "--set", "fleet.etcd.endpoints={https://etcd-0.etcd:2379}",
 		"--set", "fleet.etcd.existingSecret=etcd-client", "--set", "fleet.peerTLS.existingSecret=relay-peer")
 )
@@ -210,7 +211,9 @@ func TestAgentChart(t *testing.T) {
 		t.Run(fmt.Sprintf("nested=%v", nested), func(t *testing.T) {
 			_, objs := render(t, "clusterconnect-agent", "clusterconnect", append(agentValues,
 				"--set", fmt.Sprintf("nestedImpersonation=%v", nested), "--set", "proxy.httpsProxy=http://proxy:3128",
-				"--set", "issuer.popHosts={/subscriptions/0/connectedClusters/prod}")...)
+				"--set", "issuer.popHosts={/subscriptions/0/connectedClusters/prod}",
+				"--set", "groupOverage.mode=graph", "--set", "groupOverage.clientID=6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+				"--set", "groupOverage.secret.existingSecret=graph-secret")...)
 			deps := find[*appsv1.Deployment](objs)
 			require.Len(t, deps, 1)
 			assert.EqualValues(t, 2, *deps[0].Spec.Replicas)
@@ -220,6 +223,12 @@ func TestAgentChart(t *testing.T) {
 			assert.Contains(t, spec.Containers[0].Env, corev1.EnvVar{Name: "HTTPS_PROXY", Value: "http://proxy:3128"})
 			assert.Contains(t, spec.Containers[0].Args, fmt.Sprintf("-allow-nested-impersonation=%v", nested))
 			assert.Contains(t, spec.Containers[0].Args, "-pop-host=/subscriptions/0/connectedClusters/prod")
+			assert.Contains(t, spec.Containers[0].Args, "-group-overage=graph")
+			var secretEnv bool
+			for _, e := range spec.Containers[0].Env {
+				secretEnv = secretEnv || e.Name == "AZURE_CLIENT_SECRET" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef.Name == "graph-secret"
+			}
+			assert.True(t, secretEnv, "the Graph secret comes from the Secret, not the values")
 
 			// RBAC: impersonation, and SubjectAccessReviews only with
 			// nested impersonation.
@@ -274,6 +283,12 @@ func TestRelayChart(t *testing.T) {
 		checkFlags(t, c, help, "CLUSTERCONNECT_RELAY_")
 		assert.Contains(t, c.Args, "-etcd-endpoints=https://etcd-0.etcd:2379")
 		assert.Contains(t, c.Args, "-peer-ca=/etc/relay/peer/ca.crt")
+		assert.Contains(t, c.Args, "-group-overage=graph")
+		var names []string
+		for _, e := range c.Env {
+			names = append(names, e.Name)
+		}
+		assert.Subset(t, names, []string{"AZURE_CLIENT_SECRET", "CLUSTERCONNECT_RELAY_REPLICA_ID", "CLUSTERCONNECT_RELAY_PEER_ADVERTISE"})
 	})
 }
 
