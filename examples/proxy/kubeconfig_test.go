@@ -73,6 +73,7 @@ func TestEachSubcommandListsItsOwnFlags(t *testing.T) {
 	}
 	token := flagsOf("token")
 	assert.Contains(t, token, "-token-file")
+	assert.NotContains(t, token, "LOG_FORMAT", "the environment example names a flag token has")
 	for _, f := range []string{"-relay-url", "-kubeconfig", "-port", "-pass-client-token"} {
 		assert.NotContains(t, token, f+" ", "proxy token does not read %s", f)
 	}

@@ -39,7 +39,15 @@ func ParseWithEnv(fs *flag.FlagSet, prefix string, args []string) error {
 		if usage != nil {
 			usage()
 		}
-		fmt.Fprintf(fs.Output(), "\nEvery flag can also be set by its environment variable, e.g. %s.\n", EnvName(prefix, "log-format"))
+		example := "log-format"
+		if fs.Lookup(example) == nil {
+			fs.VisitAll(func(f *flag.Flag) {
+				if fs.Lookup(example) == nil {
+					example = f.Name
+				}
+			})
+		}
+		fmt.Fprintf(fs.Output(), "\nEvery flag can also be set by its environment variable, e.g. %s.\n", EnvName(prefix, example))
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
