@@ -54,8 +54,10 @@ type PoPConfig struct {
 const (
 	DefaultPoPMaxAge          = 15 * time.Minute
 	DefaultPoPReplayCacheSize = 100_000
-	// minPoPKeyBits: the client's key must be at least this strong.
+	// minPoPKeyBits and maxPoPKeyBits bound the client's key: strong
+	// enough, and not so large that a caller makes each check costly.
 	minPoPKeyBits = 2048
+	maxPoPKeyBits = 4096
 	// maxPoPOverhead is what a PoP token may add to its access token's
 	// MaxTokenSize: the client's key, the other claims, the signature.
 	maxPoPOverhead = 8 << 10
@@ -130,13 +132,11 @@ func (v *Verifier) verifyPoP(ctx context.Context, raw string) (*Token, error) {
 		return nil, claimError(ErrPoP, "cnf.jwk is not a JSON Web Key")
 	}
 	pub, ok := key.Key.(*rsa.PublicKey)
-	if !ok || !key.IsPublic() || pub.N.BitLen() < minPoPKeyBits {
-		return nil, claimError(ErrPoP, "cnf.jwk must be an RSA public key of at least %d bits", minPoPKeyBits)
+	if !ok || !key.IsPublic() || pub.N.BitLen() < minPoPKeyBits || pub.N.BitLen() > maxPoPKeyBits {
+		return nil, claimError(ErrPoP, "cnf.jwk must be an RSA public key of %d to %d bits", minPoPKeyBits, maxPoPKeyBits)
 	}
-	if _, err := jws.Verify(pub); err != nil {
-		return nil, claimError(ErrPoPSignature, "the PoP token is not signed by the key it carries")
-	}
-	// Cheap checks before the access token's.
+	// The cheap checks first: anyone can send a PoP token with a key of
+	// their own, and only then the signature costs an RSA operation.
 	ts, err := c.Ts.Int64()
 	if err != nil {
 		return nil, claimError(ErrPoP, "ts is not a number")
@@ -150,6 +150,9 @@ func (v *Verifier) verifyPoP(ctx context.Context, raw string) (*Token, error) {
 	}
 	if !v.pop.hostAllowed(c.U) {
 		return nil, claimError(ErrPoPHost, "u is %q, not this cluster", c.U)
+	}
+	if _, err := jws.Verify(pub); err != nil {
+		return nil, claimError(ErrPoPSignature, "the PoP token is not signed by the key it carries")
 	}
 	if c.At == "" || isPoP(c.At) {
 		return nil, claimError(ErrPoP, "at, the access token, is missing")

@@ -2,6 +2,7 @@ package tokens_test
 
 import (
 	"context"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +70,9 @@ func TestProofOfPossession(t *testing.T) {
 		{"access token bound to no key", sign(key, oidctest.PoPClaims{AccessToken: s.boundToken(t, nil, nil), Host: clusterHost}), tokens.ErrPoPBinding},
 		{"carries one key, signed by another", sign(key, oidctest.PoPClaims{AccessToken: at, Host: clusterHost, SignWith: other}), tokens.ErrPoPSignature},
 		{"a weak key", sign(mustPoPKey(t, 1024), oidctest.PoPClaims{AccessToken: at, Host: clusterHost}), tokens.ErrPoP},
+		{"a huge key, costly to check", sign(key, oidctest.PoPClaims{AccessToken: at, Host: clusterHost, Extra: map[string]any{
+			"cnf": map[string]any{"jwk": map[string]any{"kty": "RSA", "e": "AQAB", "n": base64.RawURLEncoding.EncodeToString(append([]byte{0xff}, make([]byte, 2047)...))}},
+		}}), tokens.ErrPoP},
 		{"no key", sign(key, oidctest.PoPClaims{AccessToken: at, Host: clusterHost, Extra: map[string]any{"cnf": nil}}), tokens.ErrPoP},
 		{"no access token", sign(key, oidctest.PoPClaims{Host: clusterHost}), tokens.ErrPoP},
 		{"a PoP token inside", sign(key, oidctest.PoPClaims{AccessToken: sign(key, oidctest.PoPClaims{AccessToken: at, Host: clusterHost, Nonce: "inner"}), Host: clusterHost}), tokens.ErrPoP},
@@ -83,6 +87,9 @@ func TestProofOfPossession(t *testing.T) {
 			tok, err := s.v.Verify(context.Background(), tc.token)
 			if tc.want != nil {
 				require.ErrorIs(t, err, tc.want)
+				if strings.Contains(tc.name, "huge") {
+					assert.Contains(t, err.Error(), "to 4096 bits", "refused for its size, before any RSA work")
+				}
 				assert.NotContains(t, err.Error(), at, "errors never contain a token")
 				return
 			}
