@@ -2,12 +2,10 @@ package main
 
 import (
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -214,13 +212,10 @@ func (s *tokenSettings) fetcher(pop *signin.PoPKey) (string, source.Fetcher, err
 	cfg := s.signinConfig()
 	cfg.PoPKey = pop
 	if *s.authorityCA != "" {
-		roots, err := cli.CertPool("authority-ca", *s.authorityCA)
-		if err != nil {
+		var err error
+		if cfg.HTTPClient, err = cli.CAClient("authority-ca", *s.authorityCA, signin.DefaultTimeout); err != nil {
 			return "", nil, err
 		}
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{RootCAs: roots}
-		cfg.HTTPClient = &http.Client{Transport: t, Timeout: signin.DefaultTimeout}
 	}
 	switch *s.login {
 	case loginDeviceCode:

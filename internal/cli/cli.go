@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -147,4 +148,17 @@ func readCerts(flagName, path string) ([]byte, *x509.CertPool, error) {
 		return nil, nil, fmt.Errorf("-%s %s holds no PEM certificate", flagName, path)
 	}
 	return b, p, nil
+}
+
+// CAClient returns an HTTP client that trusts only the PEM CA file named
+// by a flag, with the default transport's proxy and pooling settings and
+// the given timeout for each request.
+func CAClient(flagName, path string, timeout time.Duration) (*http.Client, error) {
+	roots, err := CertPool(flagName, path)
+	if err != nil {
+		return nil, err
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: roots}
+	return &http.Client{Transport: t, Timeout: timeout}, nil
 }

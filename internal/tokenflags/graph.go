@@ -1,7 +1,6 @@
 package tokenflags
 
 import (
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -77,13 +76,10 @@ func (g *GraphFlags) Resolver() (tokens.GroupResolver, error) {
 	}
 	var client *http.Client
 	if *g.ca != "" {
-		roots, err := cli.CertPool("graph-ca", *g.ca)
-		if err != nil {
+		var err error
+		if client, err = cli.CAClient("graph-ca", *g.ca, signin.DefaultTimeout); err != nil {
 			return nil, err
 		}
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{RootCAs: roots}
-		client = &http.Client{Transport: t, Timeout: signin.DefaultTimeout}
 		cfg.HTTPClient = client
 	}
 	var own source.Fetcher

@@ -5,15 +5,14 @@
 package tokenflags
 
 import (
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clusterconnect/clusterconnect/internal/cli"
 	"github.com/clusterconnect/clusterconnect/tokens"
@@ -87,11 +86,10 @@ func (f *Flags) Verifier(log *slog.Logger, reg prometheus.Registerer) (*tokens.V
 		return nil, errors.New("-pop-required needs -pop-host: the u claim PoP tokens must name")
 	}
 	if *f.issuerCA != "" {
-		roots, err := cli.CertPool("issuer-ca", *f.issuerCA)
-		if err != nil {
+		var err error
+		if cfg.HTTPClient, err = cli.CAClient("issuer-ca", *f.issuerCA, 30*time.Second); err != nil {
 			return nil, err
 		}
-		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	}
 	return tokens.NewVerifier(cfg)
 }
