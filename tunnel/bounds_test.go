@@ -67,6 +67,37 @@ func TestUnreadResponseHoldsOneReceiveWindow(t *testing.T) {
 	<-ended
 }
 
+// A relay given a larger receive window uses it, up to HTTP/2's limit on
+// the connection's window: from 2 MiB a stream, the connection's window
+// (a stream's times the streams allowed) is capped, and the agent must
+// not end the connection over it.
+func TestLargeReceiveWindowIsHonoured(t *testing.T) {
+	for _, window := range []int32{2 << 20, 4 << 20} {
+		t.Run(fmt.Sprint(window>>20, "MiB"), func(t *testing.T) {
+			var written atomic.Int64
+			ended := make(chan struct{})
+			h := newHarness(t, endless(&written, ended), harnessOpts{
+				agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1 },
+				relayCfg: func(c *tunnel.RelayConfig) { c.MaxReceiveBufferPerStream = window },
+			})
+			resp, err := h.client().Get(h.url("/"))
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+
+			req, _ := http.NewRequest(http.MethodGet, "https://cluster/endless", nil)
+			resp, err = h.relay.RoundTripper(clusterID).RoundTrip(req)
+			require.NoError(t, err)
+			n := settled(&written)
+			assert.GreaterOrEqual(t, n, int64(window))
+			assert.LessOrEqual(t, n, int64(window)+32<<10)
+			resp.Body.Close()
+			<-ended
+		})
+	}
+}
+
 // A client that stops reading loses its stream after the write timeout:
 // the reset reaches the agent, whose handler ends, and the stream's window
 // and buffers are free again. Over HTTP/1.1 and HTTP/2 alike.

@@ -25,16 +25,25 @@ func newTunnelClient(t *h2Transport, conn net.Conn) (*tunnelClient, error) {
 	return t.NewClientConn(conn)
 }
 
+// initialConnWindow is the receive window every HTTP/2 connection starts
+// with (RFC 9113 §6.9.2).
+const initialConnWindow = 65535
+
 func newH2Transport(c *RelayConfig) (*h2Transport, error) {
 	// x/net takes receive windows only from a net/http Transport's
 	// HTTP2Config: its own defaults (4 MiB a stream, 1 GiB a connection)
 	// let ~250 stalled downloads fill a connection's window, each pinning
 	// 4 MiB of the relay. t1 carries the settings and is never used to
 	// send anything.
+	//
+	// x/net sends the whole connection window as one WINDOW_UPDATE on top
+	// of the 65,535 bytes every connection starts with: the sum must stay
+	// within 2^31-1, or the agent ends the connection for a flow-control
+	// error (which a per-stream window of 2 MiB or more used to cause).
 	perConn := int64(c.MaxReceiveBufferPerStream) * DefaultMaxConcurrentStreams
 	t1 := &http.Transport{HTTP2: &http.HTTP2Config{
 		MaxReceiveBufferPerStream:     int(c.MaxReceiveBufferPerStream),
-		MaxReceiveBufferPerConnection: int(min(perConn, math.MaxInt32)),
+		MaxReceiveBufferPerConnection: int(min(perConn, math.MaxInt32-initialConnWindow)),
 	}}
 	t, err := http2.ConfigureTransports(t1)
 	if err != nil {
