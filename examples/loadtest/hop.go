@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/exec"
@@ -25,12 +26,14 @@ import (
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
-// The same job through the relay hop and directly: clients speaking
-// HTTP/1.1 over TLS, small GETs from many clients, then one large download;
-// through the hop the request crosses the relay (a child process), the
-// tunnel (TLS) and the agent (another child process) whose handler is an
-// httputil.ReverseProxy to the upstream. The relay's and the agent's CPU
-// time per request is read from /proc.
+// The same job through the relay hop, through one plain HTTP/1.1 reverse
+// proxy, and directly: clients speaking HTTP/1.1 over TLS, small GETs from
+// many clients, then one large download. Through the hop the request
+// crosses the relay (a child process), the tunnel (TLS) and the agent
+// (another child process) whose handler is an httputil.ReverseProxy to the
+// upstream. The plain proxy is that same ReverseProxy, served over TLS by
+// the agent child: the cost of one HTTP/1.1 proxy hop, for comparison. CPU
+// time and system calls per request are read from /proc.
 
 const (
 	smallBody = 64
@@ -52,37 +55,50 @@ var upstreamHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Reque
 	io.WriteString(w, strings.Repeat("x", smallBody))
 })
 
-// startUpstream serves upstreamHandler over TLS (HTTP/1.1 and HTTP/2) and
-// writes its CA to dir.
-func startUpstream(dir string) (addr, caFile string, stop func(), err error) {
-	ca, err := pki.NewCA("loadtest upstream CA")
+// serveTLS serves h over TLS on a loopback port with a certificate from a
+// new CA, whose certificate it writes to caFile.
+func serveTLS(h http.Handler, caFile string, protos ...string) (addr string, stop func(), err error) {
+	ca, err := pki.NewCA("loadtest " + filepath.Base(caFile))
 	if err != nil {
-		return "", "", nil, err
+		return "", nil, err
 	}
-	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "upstream", Hosts: pki.LoopbackHosts, Server: true})
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "loadtest", Hosts: pki.LoopbackHosts, Server: true})
 	if err != nil {
-		return "", "", nil, err
+		return "", nil, err
 	}
 	cert, err := leaf.TLSCertificate()
 	if err != nil {
-		return "", "", nil, err
+		return "", nil, err
 	}
-	caFile = filepath.Join(dir, "upstream-ca.crt")
 	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
-		return "", "", nil, err
+		return "", nil, err
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: protos})
 	if err != nil {
-		return "", "", nil, err
+		return "", nil, err
 	}
-	srv := &http.Server{Handler: upstreamHandler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	return ln.Addr().String(), caFile, func() { srv.Close() }, nil
+	return ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+func certPool(files ...string) (*x509.CertPool, error) {
+	p := x509.NewCertPool()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		p.AppendCertsFromPEM(b)
+	}
+	return p, nil
 }
 
 // serveAgent is the agent child: one agent of cluster agent-00000 whose
-// handler is a reverse proxy to -upstream. It prints READY and serves
-// until its parent closes stdin.
+// handler is a reverse proxy to -upstream, and the same reverse proxy
+// served over TLS (HTTP/1.1), with its CA written to -ca-dir. It prints
+// "READY <proxy address> <pprof address>" and serves until its parent
+// closes stdin.
 func serveAgent(args []string) error {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	relay := fs.String("relay", "", "")
@@ -92,20 +108,11 @@ func serveAgent(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	pool := func(file string) (*x509.CertPool, error) {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, err
-		}
-		p := x509.NewCertPool()
-		p.AppendCertsFromPEM(b)
-		return p, nil
-	}
-	relayRoots, err := pool(filepath.Join(*caDir, "ca.crt"))
+	relayRoots, err := certPool(filepath.Join(*caDir, "ca.crt"))
 	if err != nil {
 		return err
 	}
-	upRoots, err := pool(*upstreamCA)
+	upRoots, err := certPool(*upstreamCA)
 	if err != nil {
 		return err
 	}
@@ -123,55 +130,99 @@ func serveAgent(args []string) error {
 	if err != nil {
 		return err
 	}
+	proxyAddr, stopProxy, err := serveTLS(proxy, filepath.Join(*caDir, "proxy-ca.crt"), "http/1.1")
+	if err != nil {
+		return err
+	}
+	defer stopProxy()
+	pprofLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	go http.Serve(pprofLn, mux)
 	ctx, cancel := context.WithCancel(context.Background())
 	go agent.Run(ctx)
-	fmt.Println("READY")
+	fmt.Println("READY", proxyAddr, pprofLn.Addr())
 	io.Copy(io.Discard, os.Stdin)
 	cancel()
 	return nil
 }
 
+// agentProc is the agent child, seen from the parent.
+type agentProc struct {
+	cmd       *exec.Cmd
+	proxyAddr string
+	pprofAddr string
+	stop      func()
+}
+
 // startAgentChild starts serveAgent in a child process.
-func startAgentChild(relay, caDir, upstream, upstreamCA string) (*exec.Cmd, func(), error) {
+func startAgentChild(relay, caDir, upstream, upstreamCA string) (*agentProc, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cmd := exec.Command(self, "agent", "-relay", relay, "-ca-dir", caDir, "-upstream", upstream, "-upstream-ca", upstreamCA)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	stop := func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() }
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || !strings.HasPrefix(line, "READY") {
-		stop()
-		return nil, nil, fmt.Errorf("agent child did not start: %q %v", line, err)
+	p := &agentProc{cmd: cmd, stop: func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() }}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if _, serr := fmt.Sscanf(line, "READY %s %s", &p.proxyAddr, &p.pprofAddr); err != nil || serr != nil {
+		p.stop()
+		return nil, fmt.Errorf("agent child did not start: %q %v", line, err)
 	}
-	return cmd, stop, nil
+	return p, nil
 }
 
-// cpuTime is a process's user and system CPU time so far.
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
+// usage is what a process spent: CPU time and read and write system calls.
+type usage struct {
+	cpu           time.Duration
+	reads, writes int64
+}
+
+func usageOf(pid int) usage {
+	var u usage
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		// Fields after the command name, which is in parentheses.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) >= 13 {
+			utime, _ := strconv.ParseInt(f[11], 10, 64)
+			stime, _ := strconv.ParseInt(f[12], 10, 64)
+			u.cpu = time.Duration(utime+stime) * time.Second / 100 // clock ticks: USER_HZ is 100 on Linux
+		}
 	}
-	// Fields after the command name, which is in parentheses.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 13 {
-		return 0
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+				u.reads, _ = strconv.ParseInt(v, 10, 64)
+			}
+			if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+				u.writes, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
 	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100 // clock ticks: USER_HZ is 100 on Linux
+	return u
+}
+
+func (u usage) since(before usage) usage {
+	return usage{u.cpu - before.cpu, u.reads - before.reads, u.writes - before.writes}
+}
+
+// perRequest formats u divided over n requests.
+func (u usage) perRequest(n float64) string {
+	return fmt.Sprintf("%.0f µs CPU, %.1f reads + %.1f writes", float64(u.cpu.Microseconds())/n, float64(u.reads)/n, float64(u.writes)/n)
 }
 
 // smallLoad runs clients for d, each sending GETs to u one after another;
@@ -209,6 +260,24 @@ func smallLoad(client *http.Client, u string, clients int, d time.Duration) ([]t
 	return lat, errs.Load()
 }
 
+// saveProfile writes a CPU profile of secs seconds from a child's pprof
+// endpoint to file.
+func saveProfile(base string, secs int, file string) {
+	resp, err := http.Get(base + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer f.Close()
+	io.Copy(f, resp.Body)
+}
+
 // download fetches u once and returns its speed in MB/s.
 func download(client *http.Client, u string) (float64, error) {
 	start := time.Now()
@@ -224,14 +293,16 @@ func download(client *http.Client, u string) (float64, error) {
 	return float64(n) / 1e6 / time.Since(start).Seconds(), nil
 }
 
-// hop measures the relay hop against direct on the same job.
+// hop measures the relay hop against one HTTP/1.1 proxy hop and direct,
+// on the same job.
 func hop(o options) error {
 	dir, err := os.MkdirTemp("", "loadtest-hop-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	upstream, upstreamCA, stopUpstream, err := startUpstream(dir)
+	upstreamCA := filepath.Join(dir, "upstream-ca.crt")
+	upstream, stopUpstream, err := serveTLS(upstreamHandler, upstreamCA, "h2", "http/1.1")
 	if err != nil {
 		return err
 	}
@@ -241,22 +312,17 @@ func hop(o options) error {
 		return err
 	}
 	defer relay.kill()
-	agent, stopAgent, err := startAgentChild(relay.addr, dir, upstream, upstreamCA)
+	agent, err := startAgentChild(relay.addr, dir, upstream, upstreamCA)
 	if err != nil {
 		return err
 	}
-	defer stopAgent()
+	defer agent.stop()
 	if _, err := relay.waitConnections(1, 30*time.Second); err != nil {
 		return err
 	}
-
-	roots := x509.NewCertPool()
-	for _, f := range []string{filepath.Join(dir, "ca.crt"), upstreamCA} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		roots.AppendCertsFromPEM(b)
+	roots, err := certPool(filepath.Join(dir, "ca.crt"), upstreamCA, filepath.Join(dir, "proxy-ca.crt"))
+	if err != nil {
+		return err
 	}
 	// HTTP/1.1 clients, as kubectl's are for many requests, each with
 	// connections of its own to reuse.
@@ -265,38 +331,66 @@ func hop(o options) error {
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 		DialContext:  (&net.Dialer{}).DialContext,
 	}}
-	direct := "https://" + upstream + "/api/v1/namespaces/default/pods/p"
-	tunneled := "https://" + relay.addr + "/clusters/" + clusterName(0) + "/api/v1/namespaces/default/pods/p"
-	smallLoad(client, tunneled, o.hopClients, time.Second) // warm both paths' connections
-	smallLoad(client, direct, o.hopClients, time.Second)
+	paths := []struct{ name, base string }{
+		{"direct", "https://" + upstream},
+		{"h1 proxy", "https://" + agent.proxyAddr},
+		{"tunnel", "https://" + relay.addr + "/clusters/" + clusterName(0)},
+	}
+	const small = "/api/v1/namespaces/default/pods/p"
+	for _, p := range paths {
+		smallLoad(client, p.base+small, o.hopClients, time.Second) // warm each path's connections
+	}
 
 	fmt.Printf("%d clients × %s of %d-byte GETs, HTTP/1.1 over TLS; %d MiB download\n", o.hopClients, o.duration, smallBody, largeBody>>20)
-	type result struct {
-		rps, p50, p99 float64
-		errs          int64
+	var directRPS, directP99 float64
+	for _, p := range paths {
+		var profiles sync.WaitGroup
+		if o.profileDir != "" && p.name == "tunnel" {
+			secs := int(o.duration.Seconds())
+			profiles.Go(func() { saveProfile("http://"+relay.statsAddr, secs, filepath.Join(o.profileDir, "relay.pprof")) })
+			profiles.Go(func() { saveProfile("http://"+agent.pprofAddr, secs, filepath.Join(o.profileDir, "agent.pprof")) })
+		}
+		relayBefore, agentBefore := usageOf(relay.cmd.Process.Pid), usageOf(agent.cmd.Process.Pid)
+		lat, errs := smallLoad(client, p.base+small, o.hopClients, o.duration)
+		relayUse, agentUse := usageOf(relay.cmd.Process.Pid).since(relayBefore), usageOf(agent.cmd.Process.Pid).since(agentBefore)
+		profiles.Wait()
+		n := float64(len(lat))
+		rps, p50, p99 := n/o.duration.Seconds(), pct(lat, 50).Seconds()*1e3, pct(lat, 99).Seconds()*1e3
+		if p.name == "direct" {
+			directRPS, directP99 = rps, p99
+		}
+		fmt.Printf("  %-8s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, errs)
+		switch p.name {
+		case "h1 proxy":
+			fmt.Printf("            per request: proxy %s\n", agentUse.perRequest(n))
+		case "tunnel":
+			fmt.Printf("            per request: relay %s; agent %s\n", relayUse.perRequest(n), agentUse.perRequest(n))
+		}
 	}
-	measure := func(u string) result {
-		lat, errs := smallLoad(client, u, o.hopClients, o.duration)
-		return result{float64(len(lat)) / o.duration.Seconds(), pct(lat, 50).Seconds() * 1e3, pct(lat, 99).Seconds() * 1e3, errs}
+	var directMBs float64
+	for _, p := range paths {
+		mbs, err := download(client, p.base+"/large")
+		if err != nil {
+			return err
+		}
+		if p.name == "direct" {
+			directMBs = mbs
+		}
+		fmt.Printf("  download %-8s %5.0f MB/s = %.2f× direct\n", p.name, mbs, mbs/directMBs)
 	}
-	d := measure(direct)
-	relayCPU, agentCPU := cpuTime(relay.cmd.Process.Pid), cpuTime(agent.Process.Pid)
-	tu := measure(tunneled)
-	relayCPU, agentCPU = cpuTime(relay.cmd.Process.Pid)-relayCPU, cpuTime(agent.Process.Pid)-agentCPU
-	reqs := tu.rps * o.duration.Seconds()
-	fmt.Printf("  direct  %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d errors)\n", d.rps, d.p50, d.p99, d.errs)
-	fmt.Printf("  tunnel  %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d errors)  = %.2f× direct's req/s, p99 %.1f× direct's\n",
-		tu.rps, tu.p50, tu.p99, tu.errs, tu.rps/d.rps, tu.p99/d.p99)
-	fmt.Printf("  CPU per tunneled request: relay %.0f µs, agent %.0f µs\n",
-		float64(relayCPU.Microseconds())/reqs, float64(agentCPU.Microseconds())/reqs)
-	dm, err := download(client, "https://"+upstream+"/large")
-	if err != nil {
-		return err
+	if o.profileDir != "" {
+		// Downloads through the tunnel, one after another, while both
+		// children are profiled.
+		var profiles sync.WaitGroup
+		secs := int(o.duration.Seconds())
+		profiles.Go(func() { saveProfile("http://"+relay.statsAddr, secs, filepath.Join(o.profileDir, "relay-download.pprof")) })
+		profiles.Go(func() { saveProfile("http://"+agent.pprofAddr, secs, filepath.Join(o.profileDir, "agent-download.pprof")) })
+		for end := time.Now().Add(o.duration); time.Now().Before(end); {
+			if _, err := download(client, paths[2].base+"/large"); err != nil {
+				return err
+			}
+		}
+		profiles.Wait()
 	}
-	tm, err := download(client, "https://"+relay.addr+"/clusters/"+clusterName(0)+"/large")
-	if err != nil {
-		return err
-	}
-	fmt.Printf("  download: direct %.0f MB/s, tunnel %.0f MB/s = %.2f× direct\n", dm, tm, tm/dm)
 	return nil
 }

@@ -12,7 +12,7 @@
 //	loadtest fleet    -agents 300              three relay replicas on etcd: peer hop, a replica SIGKILLed
 //	loadtest fleet-scale -agents 10000         etcd writes per agent and directory memory
 //	loadtest signin   -runs 30                 the exec plugin's time per kubectl call, cached or not
-//	loadtest hop      -clients 32 -duration 4s the relay hop against direct on the same job, with CPU per request
+//	loadtest hop      -clients 32 -duration 4s the relay hop against one HTTP/1.1 proxy hop and direct on the same job
 //
 // It stops by itself; every loop is bounded in count and time.
 package main
@@ -66,6 +66,7 @@ type options struct {
 	runs        int
 	concurrent  int
 	hopClients  int
+	profileDir  string
 }
 
 func scenario(name string, args []string) error {
@@ -84,8 +85,10 @@ func scenario(name string, args []string) error {
 	fs.DurationVar(&o.etcdDown, "etcd-down", 30*time.Second, "fleet: how long etcd (or one member) is down")
 	fs.IntVar(&o.runs, "runs", 30, "signin: plugin runs per case")
 	fs.IntVar(&o.hopClients, "clients", 32, "hop: concurrent clients")
+	fs.StringVar(&o.profileDir, "profile", "", "hop: write CPU profiles of the relay and the agent over the tunneled phase to this directory")
 	fs.IntVar(&o.concurrent, "concurrent", 16, "signin: plugin processes started at once on an empty cache")
 	fs.IntVar(&clientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
+	fs.IntVar(&streamWindow, "stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "the relay's receive window per stream toward agents in bytes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

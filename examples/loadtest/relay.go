@@ -45,6 +45,7 @@ func serveRelay(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:0", "")
 	caDir := fs.String("ca-dir", "", "")
 	sndbuf := fs.Int("client-send-buffer", 0, "")
+	window := fs.Int("stream-window", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func serveRelay(args []string) error {
 	for i := range *n {
 		secrets[clusterName(i)] = secret
 	}
-	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: secrets})
+	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: secrets, MaxReceiveBufferPerStream: int32(*window)})
 	if err != nil {
 		return err
 	}
@@ -126,7 +127,7 @@ func startRelay(clusters int, listen, caDir string) (*relayProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "relay", "-clusters", strconv.Itoa(clusters), "-listen", listen, "-ca-dir", caDir, "-client-send-buffer", strconv.Itoa(clientSendBuffer))
+	cmd := exec.Command(self, "relay", "-clusters", strconv.Itoa(clusters), "-listen", listen, "-ca-dir", caDir, "-client-send-buffer", strconv.Itoa(clientSendBuffer), "-stream-window", strconv.Itoa(streamWindow))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -189,3 +190,7 @@ func (p *relayProc) waitConnections(n int, limit time.Duration) (relayStats, err
 // clientSendBuffer is the relay child's kernel send buffer per client
 // connection (-client-send-buffer; 0 for the kernel's autotuning).
 var clientSendBuffer int
+
+// streamWindow is the relay child's receive window per stream toward
+// agents (-stream-window; 0 for the relay's default).
+var streamWindow int
