@@ -260,6 +260,18 @@ func smallLoad(client *http.Client, u string, clients int, d time.Duration) ([]t
 	return lat, errs.Load()
 }
 
+// profileChildren takes CPU profiles of the relay and the agent child
+// for o.duration, into relay<suffix>.pprof and agent<suffix>.pprof in
+// o.profileDir; wait on the group for them.
+func profileChildren(o options, relay *relayProc, agent *agentProc, suffix string) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	secs := int(o.duration.Seconds())
+	for name, addr := range map[string]string{"relay": relay.statsAddr, "agent": agent.pprofAddr} {
+		wg.Go(func() { saveProfile("http://"+addr, secs, filepath.Join(o.profileDir, name+suffix+".pprof")) })
+	}
+	return &wg
+}
+
 // saveProfile writes a CPU profile of secs seconds from a child's pprof
 // endpoint to file.
 func saveProfile(base string, secs int, file string) {
@@ -344,11 +356,9 @@ func hop(o options) error {
 	fmt.Printf("%d clients × %s of %d-byte GETs, HTTP/1.1 over TLS; %d MiB download\n", o.hopClients, o.duration, smallBody, largeBody>>20)
 	var directRPS, directP99 float64
 	for _, p := range paths {
-		var profiles sync.WaitGroup
+		profiles := new(sync.WaitGroup)
 		if o.profileDir != "" && p.name == "tunnel" {
-			secs := int(o.duration.Seconds())
-			profiles.Go(func() { saveProfile("http://"+relay.statsAddr, secs, filepath.Join(o.profileDir, "relay.pprof")) })
-			profiles.Go(func() { saveProfile("http://"+agent.pprofAddr, secs, filepath.Join(o.profileDir, "agent.pprof")) })
+			profiles = profileChildren(o, relay, agent, "")
 		}
 		relayBefore, agentBefore := usageOf(relay.cmd.Process.Pid), usageOf(agent.cmd.Process.Pid)
 		lat, errs := smallLoad(client, p.base+small, o.hopClients, o.duration)
@@ -381,10 +391,7 @@ func hop(o options) error {
 	if o.profileDir != "" {
 		// Downloads through the tunnel, one after another, while both
 		// children are profiled.
-		var profiles sync.WaitGroup
-		secs := int(o.duration.Seconds())
-		profiles.Go(func() { saveProfile("http://"+relay.statsAddr, secs, filepath.Join(o.profileDir, "relay-download.pprof")) })
-		profiles.Go(func() { saveProfile("http://"+agent.pprofAddr, secs, filepath.Join(o.profileDir, "agent-download.pprof")) })
+		profiles := profileChildren(o, relay, agent, "-download")
 		for end := time.Now().Add(o.duration); time.Now().Before(end); {
 			if _, err := download(client, paths[2].base+"/large"); err != nil {
 				return err
