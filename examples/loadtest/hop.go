@@ -360,9 +360,9 @@ func hop(o options) error {
 		if o.profileDir != "" && p.name == "tunnel" {
 			profiles = profileChildren(o, relay, agent, "")
 		}
-		relayBefore, agentBefore := usageOf(relay.cmd.Process.Pid), usageOf(agent.cmd.Process.Pid)
+		relayBefore, agentBefore, selfBefore := usageOf(relay.cmd.Process.Pid), usageOf(agent.cmd.Process.Pid), usageOf(os.Getpid())
 		lat, errs := smallLoad(client, p.base+small, o.hopClients, o.duration)
-		relayUse, agentUse := usageOf(relay.cmd.Process.Pid).since(relayBefore), usageOf(agent.cmd.Process.Pid).since(agentBefore)
+		relayUse, agentUse, selfUse := usageOf(relay.cmd.Process.Pid).since(relayBefore), usageOf(agent.cmd.Process.Pid).since(agentBefore), usageOf(os.Getpid()).since(selfBefore)
 		profiles.Wait()
 		n := float64(len(lat))
 		rps, p50, p99 := n/o.duration.Seconds(), pct(lat, 50).Seconds()*1e3, pct(lat, 99).Seconds()*1e3
@@ -371,10 +371,12 @@ func hop(o options) error {
 		}
 		fmt.Printf("  %-8s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, errs)
 		switch p.name {
+		case "direct":
+			fmt.Printf("            per request: clients and upstream %s\n", selfUse.perRequest(n))
 		case "h1 proxy":
-			fmt.Printf("            per request: proxy %s\n", agentUse.perRequest(n))
+			fmt.Printf("            per request: proxy %s; clients and upstream %s\n", agentUse.perRequest(n), selfUse.perRequest(n))
 		case "tunnel":
-			fmt.Printf("            per request: relay %s; agent %s\n", relayUse.perRequest(n), agentUse.perRequest(n))
+			fmt.Printf("            per request: relay %s; agent %s; clients and upstream %s\n", relayUse.perRequest(n), agentUse.perRequest(n), selfUse.perRequest(n))
 		}
 	}
 	var directMBs float64
