@@ -59,7 +59,7 @@ type relay struct {
 
 type seenRequest struct{ path, auth string }
 
-func newRelay(t *testing.T) *relay {
+func newRelay(t testing.TB) *relay {
 	r := &relay{event: make(chan string)}
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
 	r.srv.EnableHTTP2 = true
@@ -120,7 +120,7 @@ type running struct {
 	url string
 }
 
-func start(t *testing.T, r *relay, tweak func(*clientproxy.Config)) *running {
+func start(t testing.TB, r *relay, tweak func(*clientproxy.Config)) *running {
 	cfg := &clientproxy.Config{
 		RelayURL: r.srv.URL, ClusterID: "c1", RelayTLS: r.tls(),
 		TokenSource: source.Static("user-token"), CertDir: t.TempDir(),
