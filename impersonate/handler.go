@@ -12,7 +12,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -136,8 +135,8 @@ func New(cfg *Config) (*Handler, error) {
 		return nil, err
 	}
 	errLog := log.New(slogWriter{lg}, "", 0)
-	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: own, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: buffers}
-	h.passProxy = &httputil.ReverseProxy{Rewrite: h.rewritePassThrough, Transport: anon, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: buffers}
+	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: own, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: httpx.Buffers}
+	h.passProxy = &httputil.ReverseProxy{Rewrite: h.rewritePassThrough, Transport: anon, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: httpx.Buffers}
 	authz, err := authorizationv1client.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("impersonate: SubjectAccessReview client: %w", err)
@@ -423,15 +422,6 @@ func hasImpersonation(h http.Header) bool {
 	}
 	return false
 }
-
-// buffers are ReverseProxy's copy buffers, reused instead of 32 KiB
-// allocated per request.
-var buffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
-
-type bufferPool struct{ p sync.Pool }
-
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
-func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
 
 // slogWriter sends ReverseProxy's own log lines to the logger.
 type slogWriter struct{ l *slog.Logger }

@@ -121,6 +121,7 @@ func New(cfg *Config) (*Proxy, error) {
 		Transport:      &httpx.SplitTransport{HTTP2: h2, HTTP1: h1},
 		ErrorHandler:   p.relayError,
 		ErrorLog:       log.New(io.Discard, "", 0),
+		BufferPool:     httpx.Buffers,
 	}
 	return p, nil
 }
