@@ -1,0 +1,151 @@
+package tunnel
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// The agent's HTTP/2 server (x/net) flushes the HEADERS of every answer on
+// their own: the handler waits until they are written, and the server
+// flushes whenever it has nothing else queued. A small answer's DATA
+// follows a few microseconds later in a second write, and the relay wakes
+// up twice. holdConn sits under the server and holds back a write that
+// ends with a header block of a stream that goes on, for at most holdFor,
+// so that the DATA usually leaves in the same write; a stream whose body
+// comes later (a watch, an upgraded stream) gets its headers after
+// holdFor. BENCHMARKS.md, "Holding a small answer's HEADERS".
+const (
+	holdFor = 100 * time.Microsecond
+	// maxHeld bounds what is held: beyond it, held bytes go at once.
+	maxHeld = 16 << 10
+)
+
+// HTTP/2 frame types and flags read by frameScanner (RFC 9113 §6).
+const (
+	frameHeaders      = 0x1
+	frameContinuation = 0x9
+	flagEndStream     = 0x1
+	flagEndHeaders    = 0x4
+	frameHeaderLen    = 9
+)
+
+// holdConn is the agent's tunnel connection as its HTTP/2 server writes
+// to it. Reads, deadlines and Close go to the connection; a write the
+// timer sends has its own write timeout.
+type holdConn struct {
+	net.Conn
+	writeTimeout time.Duration
+
+	mu       sync.Mutex
+	held     []byte
+	timer    *time.Timer
+	err      error     // a held write failed; every later write fails
+	deadline time.Time // the write deadline the server last set
+	frames   frameScanner
+}
+
+func newHoldConn(c net.Conn, writeTimeout time.Duration) *holdConn {
+	h := &holdConn{Conn: c, writeTimeout: writeTimeout}
+	h.timer = time.AfterFunc(time.Hour, h.release)
+	h.timer.Stop()
+	return h
+}
+
+// Write writes p, with anything held before it; it holds p instead if p
+// ends with the header block of a stream that goes on.
+func (h *holdConn) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return 0, h.err
+	}
+	open := h.frames.scan(p)
+	if open && len(h.held)+len(p) <= maxHeld {
+		h.held = append(h.held, p...)
+		h.timer.Reset(holdFor)
+		return len(p), nil
+	}
+	if len(h.held) == 0 {
+		return h.Conn.Write(p)
+	}
+	h.timer.Stop()
+	held := len(h.held)
+	h.held = append(h.held, p...)
+	n, err := h.Conn.Write(h.held)
+	h.held = h.held[:0]
+	if err != nil {
+		h.err = err
+	}
+	return max(n-held, 0), err
+}
+
+// SetWriteDeadline sets the deadline of the server's writes. It waits
+// for a held write the timer is sending, whose deadline is its own.
+func (h *holdConn) SetWriteDeadline(t time.Time) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.deadline = t
+	return h.Conn.SetWriteDeadline(t)
+}
+
+// release sends what is held when nothing followed it within holdFor.
+func (h *holdConn) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.held) == 0 || h.err != nil {
+		return
+	}
+	h.Conn.SetWriteDeadline(time.Now().Add(h.writeTimeout))
+	_, err := h.Conn.Write(h.held)
+	h.Conn.SetWriteDeadline(h.deadline)
+	h.held = h.held[:0]
+	if err != nil {
+		// The server learns of it from its next write, or from the
+		// connection's close.
+		h.err = err
+		h.Conn.Close()
+	}
+}
+
+// frameScanner follows the HTTP/2 frames in the bytes written, across
+// writes.
+type frameScanner struct {
+	header  [frameHeaderLen]byte
+	have    int  // bytes of the current frame header seen
+	left    int  // payload bytes of the current frame still to come
+	goesOn  bool // the current header block's stream has no END_STREAM
+	openEnd bool // the last whole frame ended a header block of a stream that goes on
+}
+
+// scan reads p and reports whether it ends exactly after a frame that
+// completes the header block of a stream that goes on.
+func (s *frameScanner) scan(p []byte) bool {
+	for len(p) > 0 {
+		if s.left > 0 {
+			n := min(s.left, len(p))
+			s.left -= n
+			p = p[n:]
+			continue
+		}
+		n := copy(s.header[s.have:], p)
+		s.have += n
+		p = p[n:]
+		if s.have < frameHeaderLen {
+			break
+		}
+		s.have = 0
+		s.left = int(s.header[0])<<16 | int(s.header[1])<<8 | int(s.header[2])
+		typ, flags := s.header[3], s.header[4]
+		switch typ {
+		case frameHeaders:
+			s.goesOn = flags&flagEndStream == 0
+			s.openEnd = s.goesOn && flags&flagEndHeaders != 0
+		case frameContinuation:
+			s.openEnd = s.goesOn && flags&flagEndHeaders != 0
+		default:
+			s.openEnd = false
+		}
+	}
+	return s.openEnd && s.left == 0 && s.have == 0
+}

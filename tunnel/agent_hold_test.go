@@ -1,0 +1,167 @@
+package tunnel
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+)
+
+// recordingConn keeps each write it is given.
+type recordingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes [][]byte
+	wrote  chan struct{}
+	fail   error
+}
+
+func newRecordingConn() *recordingConn {
+	return &recordingConn{wrote: make(chan struct{}, 16)}
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fail != nil {
+		return 0, c.fail
+	}
+	c.writes = append(c.writes, bytes.Clone(p))
+	c.wrote <- struct{}{}
+	return len(p), nil
+}
+
+func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *recordingConn) Close() error                     { return nil }
+
+func (c *recordingConn) got() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes
+}
+
+// frames encodes HTTP/2 frames as x/net's server writes them.
+func headersFrame(t *testing.T, stream uint32, endStream bool) []byte {
+	var b bytes.Buffer
+	require.NoError(t, http2.NewFramer(&b, nil).WriteHeaders(http2.HeadersFrameParam{
+		StreamID: stream, BlockFragment: []byte{0x88}, EndHeaders: true, EndStream: endStream,
+	}))
+	return b.Bytes()
+}
+
+func dataFrame(t *testing.T, stream uint32, data []byte, endStream bool) []byte {
+	var b bytes.Buffer
+	require.NoError(t, http2.NewFramer(&b, nil).WriteData(stream, endStream, data))
+	return b.Bytes()
+}
+
+// A small answer's HEADERS, written on their own by the HTTP/2 server,
+// leave with its DATA in one write.
+func TestHoldConnSendsHeadersWithTheirData(t *testing.T) {
+	rc := newRecordingConn()
+	h := newHoldConn(rc, time.Second)
+	headers, data := headersFrame(t, 1, false), dataFrame(t, 1, []byte("ok"), true)
+
+	n, err := h.Write(headers)
+	require.NoError(t, err)
+	assert.Equal(t, len(headers), n)
+	assert.Empty(t, rc.got(), "headers of a stream that goes on are held")
+
+	n, err = h.Write(data)
+	require.NoError(t, err)
+	assert.Equal(t, len(data), n)
+	assert.Equal(t, [][]byte{append(bytes.Clone(headers), data...)}, rc.got())
+}
+
+// Headers that end their stream, and anything else, go at once.
+func TestHoldConnWritesOtherFramesAtOnce(t *testing.T) {
+	for name, frame := range map[string][]byte{
+		"headers ending the stream": headersFrame(t, 1, true),
+		"data":                      dataFrame(t, 1, []byte("x"), false),
+		"headers then data":         append(headersFrame(t, 3, false), dataFrame(t, 3, []byte("x"), false)...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			rc := newRecordingConn()
+			h := newHoldConn(rc, time.Second)
+			_, err := h.Write(frame)
+			require.NoError(t, err)
+			assert.Equal(t, [][]byte{frame}, rc.got())
+		})
+	}
+}
+
+// Headers whose body comes later (a watch) leave once the hold is over.
+func TestHoldConnReleasesHeldHeaders(t *testing.T) {
+	rc := newRecordingConn()
+	h := newHoldConn(rc, time.Second)
+	headers := headersFrame(t, 1, false)
+	_, err := h.Write(headers)
+	require.NoError(t, err)
+	select {
+	case <-rc.wrote:
+	case <-time.After(10 * time.Second):
+		t.Fatal("held headers were never written")
+	}
+	assert.Equal(t, [][]byte{headers}, rc.got())
+}
+
+// A held write that fails fails every later write.
+func TestHoldConnReportsAFailedHeldWrite(t *testing.T) {
+	rc := newRecordingConn()
+	broken := errors.New("broken pipe")
+	rc.fail = broken
+	h := newHoldConn(rc, time.Second)
+	_, err := h.Write(headersFrame(t, 1, false))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := h.Write(dataFrame(t, 1, nil, true))
+		return errors.Is(err, broken)
+	}, 10*time.Second, time.Millisecond)
+}
+
+// Frames cut anywhere across writes are followed all the same.
+func TestFrameScannerAcrossWrites(t *testing.T) {
+	stream := bytes.Join([][]byte{
+		dataFrame(t, 1, bytes.Repeat([]byte("d"), 300), false),
+		headersFrame(t, 3, false),
+	}, nil)
+	for cut := range len(stream) + 1 {
+		var s frameScanner
+		first := s.scan(stream[:cut])
+		last := s.scan(stream[cut:])
+		assert.Equal(t, cut == len(stream), first, "cut at %d", cut)
+		if cut < len(stream) {
+			assert.True(t, last, "cut at %d", cut)
+		}
+	}
+}
+
+// FuzzFrameScanner: scanning bytes in two writes ends where scanning them
+// in one does, whatever the bytes and wherever the cut.
+func FuzzFrameScanner(f *testing.F) {
+	var b bytes.Buffer
+	fr := http2.NewFramer(&b, nil)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x88}, EndHeaders: true})
+	fr.WriteData(1, true, []byte("ok"))
+	f.Add(b.Bytes(), 5)
+	f.Add(b.Bytes(), 9)
+	f.Add([]byte{0, 0, 0, 1, 4, 0, 0, 0, 1}, 3)
+	f.Fuzz(func(t *testing.T, data []byte, cut int) {
+		if cut < 0 || cut > len(data) {
+			return
+		}
+		var one, two frameScanner
+		whole := one.scan(data)
+		two.scan(data[:cut])
+		split := two.scan(data[cut:])
+		if whole != split || one != two {
+			t.Fatalf("scanned whole: %v %+v; in two at %d: %v %+v", whole, one, cut, split, two)
+		}
+	})
+}
