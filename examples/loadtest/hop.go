@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -108,29 +109,7 @@ func serveAgent(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	relayRoots, err := certPool(filepath.Join(*caDir, "ca.crt"))
-	if err != nil {
-		return err
-	}
-	upRoots, err := certPool(*upstreamCA)
-	if err != nil {
-		return err
-	}
-	target := &url.URL{Scheme: "https", Host: *upstream}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = &tls.Config{RootCAs: upRoots}
-	t.ForceAttemptHTTP2 = true
-	t.MaxIdleConnsPerHost = 64
-	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: t}
-	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
-		RelayURL: "https://" + *relay, ClusterID: clusterName(0), Credential: tunnel.SecretCredential(secret),
-		Handler: proxy, TLSConfig: &tls.Config{RootCAs: relayRoots},
-		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
-	})
-	if err != nil {
-		return err
-	}
-	proxyAddr, stopProxy, err := serveTLS(proxy, filepath.Join(*caDir, "proxy-ca.crt"), "http/1.1")
+	agent, proxyAddr, stopProxy, err := startHopAgent(*relay, *caDir, *upstream, *upstreamCA)
 	if err != nil {
 		return err
 	}
@@ -142,12 +121,50 @@ func serveAgent(args []string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	go http.Serve(pprofLn, mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	go agent.Run(ctx)
 	fmt.Println("READY", proxyAddr, pprofLn.Addr())
 	io.Copy(io.Discard, os.Stdin)
-	cancel()
+	agent.Close()
 	return nil
+}
+
+// hopAgent is the hop's agent, running.
+type hopAgent struct{ cancel context.CancelFunc }
+
+func (a hopAgent) Close() { a.cancel() }
+
+// startHopAgent runs an agent of cluster agent-00000 whose handler is a
+// reverse proxy to upstream, and serves that same reverse proxy over TLS
+// (HTTP/1.1) with its CA written to caDir.
+func startHopAgent(relay, caDir, upstream, upstreamCA string) (hopAgent, string, func(), error) {
+	relayRoots, err := certPool(filepath.Join(caDir, "ca.crt"))
+	if err != nil {
+		return hopAgent{}, "", nil, err
+	}
+	upRoots, err := certPool(upstreamCA)
+	if err != nil {
+		return hopAgent{}, "", nil, err
+	}
+	target := &url.URL{Scheme: "https", Host: upstream}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: upRoots}
+	t.ForceAttemptHTTP2 = true
+	t.MaxIdleConnsPerHost = 64
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: t}
+	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
+		RelayURL: "https://" + relay, ClusterID: clusterName(0), Credential: tunnel.SecretCredential(secret),
+		Handler: proxy, TLSConfig: &tls.Config{RootCAs: relayRoots},
+		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
+	})
+	if err != nil {
+		return hopAgent{}, "", nil, err
+	}
+	proxyAddr, stopProxy, err := serveTLS(proxy, filepath.Join(caDir, "proxy-ca.crt"), "http/1.1")
+	if err != nil {
+		return hopAgent{}, "", nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go agent.Run(ctx)
+	return hopAgent{cancel}, proxyAddr, stopProxy, nil
 }
 
 // agentProc is the agent child, seen from the parent.
@@ -306,8 +323,12 @@ func download(client *http.Client, u string) (float64, error) {
 }
 
 // hop measures the relay hop against one HTTP/1.1 proxy hop and direct,
-// on the same job.
+// on the same job: relay and agent in child processes, or with
+// -in-process in this one.
 func hop(o options) error {
+	if o.inProcess && o.profileDir != "" {
+		return errors.New("-profile profiles the child processes; it cannot be used with -in-process")
+	}
 	dir, err := os.MkdirTemp("", "loadtest-hop-")
 	if err != nil {
 		return err
@@ -319,19 +340,51 @@ func hop(o options) error {
 		return err
 	}
 	defer stopUpstream()
-	relay, err := startRelay(1, "127.0.0.1:0", dir)
-	if err != nil {
-		return err
+
+	var relay *relayProc
+	var agent *agentProc
+	var relayAddr, proxyAddr string
+	if o.inProcess {
+		r, ln, err := listenRelay(1, "127.0.0.1:0", dir, clientSendBuffer, streamWindow)
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		a, addr, stopProxy, err := startHopAgent(ln.Addr().String(), dir, upstream, upstreamCA)
+		if err != nil {
+			return err
+		}
+		defer stopProxy()
+		defer a.Close()
+		for deadline := time.Now().Add(30 * time.Second); len(r.Conns()) == 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return errors.New("the agent did not connect within 30s")
+			}
+		}
+		relayAddr, proxyAddr = ln.Addr().String(), addr
+	} else {
+		if relay, err = startRelay(1, "127.0.0.1:0", dir); err != nil {
+			return err
+		}
+		defer relay.kill()
+		if agent, err = startAgentChild(relay.addr, dir, upstream, upstreamCA); err != nil {
+			return err
+		}
+		defer agent.stop()
+		if _, err := relay.waitConnections(1, 30*time.Second); err != nil {
+			return err
+		}
+		relayAddr, proxyAddr = relay.addr, agent.proxyAddr
 	}
-	defer relay.kill()
-	agent, err := startAgentChild(relay.addr, dir, upstream, upstreamCA)
-	if err != nil {
-		return err
+	// usage reads relay's, agent's and this process's use so far (only
+	// this process's in process).
+	usages := func() (r, a, self usage) {
+		if relay != nil {
+			r, a = usageOf(relay.cmd.Process.Pid), usageOf(agent.cmd.Process.Pid)
+		}
+		return r, a, usageOf(os.Getpid())
 	}
-	defer agent.stop()
-	if _, err := relay.waitConnections(1, 30*time.Second); err != nil {
-		return err
-	}
+
 	roots, err := certPool(filepath.Join(dir, "ca.crt"), upstreamCA, filepath.Join(dir, "proxy-ca.crt"))
 	if err != nil {
 		return err
@@ -345,24 +398,29 @@ func hop(o options) error {
 	}}
 	paths := []struct{ name, base string }{
 		{"direct", "https://" + upstream},
-		{"h1 proxy", "https://" + agent.proxyAddr},
-		{"tunnel", "https://" + relay.addr + "/clusters/" + clusterName(0)},
+		{"h1 proxy", "https://" + proxyAddr},
+		{"tunnel", "https://" + relayAddr + "/clusters/" + clusterName(0)},
 	}
 	const small = "/api/v1/namespaces/default/pods/p"
 	for _, p := range paths {
 		smallLoad(client, p.base+small, o.hopClients, time.Second) // warm each path's connections
 	}
 
-	fmt.Printf("%d clients × %s of %d-byte GETs, HTTP/1.1 over TLS; %d MiB download\n", o.hopClients, o.duration, smallBody, largeBody>>20)
+	where := "relay and agent in child processes"
+	if o.inProcess {
+		where = "everything in this process"
+	}
+	fmt.Printf("%d clients × %s of %d-byte GETs, HTTP/1.1 over TLS; %d MiB download; %s\n", o.hopClients, o.duration, smallBody, largeBody>>20, where)
 	var directRPS, directP99 float64
 	for _, p := range paths {
 		profiles := new(sync.WaitGroup)
 		if o.profileDir != "" && p.name == "tunnel" {
 			profiles = profileChildren(o, relay, agent, "")
 		}
-		relayBefore, agentBefore, selfBefore := usageOf(relay.cmd.Process.Pid), usageOf(agent.cmd.Process.Pid), usageOf(os.Getpid())
+		relayBefore, agentBefore, selfBefore := usages()
 		lat, errs := smallLoad(client, p.base+small, o.hopClients, o.duration)
-		relayUse, agentUse, selfUse := usageOf(relay.cmd.Process.Pid).since(relayBefore), usageOf(agent.cmd.Process.Pid).since(agentBefore), usageOf(os.Getpid()).since(selfBefore)
+		relayAfter, agentAfter, selfAfter := usages()
+		relayUse, agentUse, selfUse := relayAfter.since(relayBefore), agentAfter.since(agentBefore), selfAfter.since(selfBefore)
 		profiles.Wait()
 		n := float64(len(lat))
 		rps, p50, p99 := n/o.duration.Seconds(), pct(lat, 50).Seconds()*1e3, pct(lat, 99).Seconds()*1e3
@@ -370,12 +428,14 @@ func hop(o options) error {
 			directRPS, directP99 = rps, p99
 		}
 		fmt.Printf("  %-8s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, errs)
-		switch p.name {
-		case "direct":
+		switch {
+		case o.inProcess:
+			fmt.Printf("            per request, all of it: %s\n", selfUse.perRequest(n))
+		case p.name == "direct":
 			fmt.Printf("            per request: clients and upstream %s\n", selfUse.perRequest(n))
-		case "h1 proxy":
+		case p.name == "h1 proxy":
 			fmt.Printf("            per request: proxy %s; clients and upstream %s\n", agentUse.perRequest(n), selfUse.perRequest(n))
-		case "tunnel":
+		default:
 			fmt.Printf("            per request: relay %s; agent %s; clients and upstream %s\n", relayUse.perRequest(n), agentUse.perRequest(n), selfUse.perRequest(n))
 		}
 	}

@@ -49,34 +49,10 @@ func serveRelay(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ca, err := pki.LoadOrCreateCA(*caDir, "loadtest relay CA", 7*24*time.Hour)
+	relay, ln, err := listenRelay(*n, *listen, *caDir, *sndbuf, *window)
 	if err != nil {
 		return err
 	}
-	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
-	if err != nil {
-		return err
-	}
-	cert, err := leaf.TLSCertificate()
-	if err != nil {
-		return err
-	}
-	secrets := tunnel.SecretAuthenticator{}
-	for i := range *n {
-		secrets[clusterName(i)] = secret
-	}
-	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: secrets, MaxReceiveBufferPerStream: int32(*window)})
-	if err != nil {
-		return err
-	}
-	tcp, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
-	}
-	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: *sndbuf}), &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
-	srv := &http.Server{Handler: relay, ReadHeaderTimeout: 10 * time.Second,
-		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000, MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20, WriteByteTimeout: tunnel.DefaultWriteTimeout}}
-	go srv.Serve(ln)
 
 	statsLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -97,6 +73,42 @@ func serveRelay(args []string) error {
 	fmt.Printf("READY %s %s\n", ln.Addr(), statsLn.Addr())
 	io.Copy(io.Discard, os.Stdin) // until the parent goes away
 	return nil
+}
+
+// listenRelay serves a relay for clusters agent-00000… over TLS on listen,
+// with a CA kept in caDir; sndbuf and window are its client send buffer
+// and receive window per stream (0 for the defaults). It serves until the
+// process ends.
+func listenRelay(clusters int, listen, caDir string, sndbuf, window int) (*tunnel.Relay, net.Listener, error) {
+	ca, err := pki.LoadOrCreateCA(caDir, "loadtest relay CA", 7*24*time.Hour)
+	if err != nil {
+		return nil, nil, err
+	}
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := leaf.TLSCertificate()
+	if err != nil {
+		return nil, nil, err
+	}
+	secrets := tunnel.SecretAuthenticator{}
+	for i := range clusters {
+		secrets[clusterName(i)] = secret
+	}
+	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: secrets, MaxReceiveBufferPerStream: int32(window)})
+	if err != nil {
+		return nil, nil, err
+	}
+	tcp, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: sndbuf}), &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	srv := &http.Server{Handler: relay, ReadHeaderTimeout: 10 * time.Second,
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000, MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20, WriteByteTimeout: tunnel.DefaultWriteTimeout}}
+	go srv.Serve(ln)
+	return relay, ln, nil
 }
 
 // rss reads this process's resident set size.
