@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,6 +85,42 @@ func BenchmarkSmallRequest(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					getAll(b, t, "/api/v1/namespaces/default/pods/p")
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkSmallWrite sends small POSTs, as kubectl create and apply do:
+// a request body crosses the tunnel too.
+func BenchmarkSmallWrite(b *testing.B) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		small(w, r)
+	})
+	body := strings.Repeat(`{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"x"}}`, 4)
+	for _, mode := range []struct {
+		name  string
+		setup func(*testing.B, http.Handler) target
+	}{{"direct", direct}, {"tunnel", tunneled}} {
+		b.Run(mode.name, func(b *testing.B) {
+			t := mode.setup(b, h)
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := t.client.Post(t.url+"/api/v1/namespaces/default/configmaps", "application/json", strings.NewReader(body))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
 				}
 			})
 		})
