@@ -507,7 +507,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	a.stats.connsOpened.Add(1)
 	go func() {
 		defer close(tc.done)
-		serve(newHoldConn(tracked, a.cfg.WriteTimeout), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		serve(newHoldConn(tracked, a.cfg.WriteTimeout, 0), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodConnect && r.Header.Get(headerStreamKind) == streamMove {
 				tc.moveOnce.Do(func() { close(tc.move) })
 				w.WriteHeader(http.StatusOK)

@@ -356,7 +356,7 @@ func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handsha
 	r.stats.connsOpened.Add(1)
 	ac.conn = tracked
 	tracked.lastRead.Store(time.Now().UnixNano())
-	cc, err := newTunnelClient(r.h2, tracked)
+	cc, err := newTunnelClient(r.h2, tracked, r.cfg.WriteTimeout)
 	if err != nil {
 		tracked.Close()
 		return err

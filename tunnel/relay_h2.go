@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -20,9 +21,11 @@ type (
 	tunnelClient = http2.ClientConn
 )
 
-// newTunnelClient starts HTTP/2 as the client on an agent's connection.
-func newTunnelClient(t *h2Transport, conn net.Conn) (*tunnelClient, error) {
-	return t.NewClientConn(conn)
+// newTunnelClient starts HTTP/2 as the client on an agent's connection,
+// writing through a holdConn so that a request's HEADERS leave with its
+// body.
+func newTunnelClient(t *h2Transport, conn net.Conn, writeTimeout time.Duration) (*tunnelClient, error) {
+	return t.NewClientConn(newHoldConn(conn, writeTimeout, len(http2.ClientPreface)))
 }
 
 // initialConnWindow is the receive window every HTTP/2 connection starts

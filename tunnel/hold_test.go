@@ -65,7 +65,7 @@ func dataFrame(t *testing.T, stream uint32, data []byte, endStream bool) []byte 
 // leave with its DATA in one write.
 func TestHoldConnSendsHeadersWithTheirData(t *testing.T) {
 	rc := newRecordingConn()
-	h := newHoldConn(rc, time.Second)
+	h := newHoldConn(rc, time.Second, 0)
 	headers, data := headersFrame(t, 1, false), dataFrame(t, 1, []byte("ok"), true)
 
 	n, err := h.Write(headers)
@@ -79,6 +79,30 @@ func TestHoldConnSendsHeadersWithTheirData(t *testing.T) {
 	assert.Equal(t, [][]byte{append(bytes.Clone(headers), data...)}, rc.got())
 }
 
+// On the client's side, after the connection preface, a request's
+// HEADERS leave with its body.
+func TestClientHoldConnSendsHeadersWithTheBody(t *testing.T) {
+	rc := newRecordingConn()
+	h := newHoldConn(rc, time.Second, len(http2.ClientPreface))
+	var b bytes.Buffer
+	b.WriteString(http2.ClientPreface)
+	require.NoError(t, http2.NewFramer(&b, nil).WriteSettings())
+	start := bytes.Clone(b.Bytes())
+	_, err := h.Write(start[:10]) // the preface, cut short
+	require.NoError(t, err)
+	_, err = h.Write(start[10:])
+	require.NoError(t, err)
+	assert.Equal(t, [][]byte{start[:10], start[10:]}, rc.got(), "the preface and settings go at once")
+
+	headers, body := headersFrame(t, 1, false), dataFrame(t, 1, []byte(`{"kind":"ConfigMap"}`), true)
+	_, err = h.Write(headers)
+	require.NoError(t, err)
+	_, err = h.Write(body)
+	require.NoError(t, err)
+	assert.Equal(t, append(bytes.Clone(headers), body...), rc.got()[2])
+	assert.Len(t, rc.got(), 3)
+}
+
 // Headers that end their stream, and anything else, go at once.
 func TestHoldConnWritesOtherFramesAtOnce(t *testing.T) {
 	for name, frame := range map[string][]byte{
@@ -88,7 +112,7 @@ func TestHoldConnWritesOtherFramesAtOnce(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			rc := newRecordingConn()
-			h := newHoldConn(rc, time.Second)
+			h := newHoldConn(rc, time.Second, 0)
 			_, err := h.Write(frame)
 			require.NoError(t, err)
 			assert.Equal(t, [][]byte{frame}, rc.got())
@@ -99,7 +123,7 @@ func TestHoldConnWritesOtherFramesAtOnce(t *testing.T) {
 // Headers whose body comes later (a watch) leave once the hold is over.
 func TestHoldConnReleasesHeldHeaders(t *testing.T) {
 	rc := newRecordingConn()
-	h := newHoldConn(rc, time.Second)
+	h := newHoldConn(rc, time.Second, 0)
 	headers := headersFrame(t, 1, false)
 	_, err := h.Write(headers)
 	require.NoError(t, err)
@@ -116,7 +140,7 @@ func TestHoldConnReportsAFailedHeldWrite(t *testing.T) {
 	rc := newRecordingConn()
 	broken := errors.New("broken pipe")
 	rc.fail = broken
-	h := newHoldConn(rc, time.Second)
+	h := newHoldConn(rc, time.Second, 0)
 	_, err := h.Write(headersFrame(t, 1, false))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {

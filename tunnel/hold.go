@@ -6,15 +6,16 @@ import (
 	"time"
 )
 
-// The agent's HTTP/2 server (x/net) flushes the HEADERS of every answer on
-// their own: the handler waits until they are written, and the server
-// flushes whenever it has nothing else queued. A small answer's DATA
-// follows a few microseconds later in a second write, and the relay wakes
-// up twice. holdConn sits under the server and holds back a write that
-// ends with a header block of a stream that goes on, for at most holdFor,
-// so that the DATA usually leaves in the same write; a stream whose body
-// comes later (a watch, an upgraded stream) gets its headers after
-// holdFor. BENCHMARKS.md, "Holding a small answer's HEADERS".
+// x/net's HTTP/2 server flushes the HEADERS of every answer on their own:
+// the handler waits until they are written, and the server flushes
+// whenever it has nothing else queued. A small answer's DATA follows a few
+// microseconds later in a second write, and the relay wakes up twice. Its
+// client does the same with a request's HEADERS and body. holdConn sits
+// under either and holds back a write that ends with a header block of a
+// stream that goes on, for at most holdFor, so that the DATA usually
+// leaves in the same write; a stream whose body comes later (a watch, an
+// upgraded stream, a slow upload) gets its headers after holdFor.
+// BENCHMARKS.md, "Holding a small answer's HEADERS".
 const (
 	holdFor = 100 * time.Microsecond
 	// maxHeld bounds what is held: beyond it, held bytes go at once.
@@ -30,9 +31,9 @@ const (
 	frameHeaderLen    = 9
 )
 
-// holdConn is the agent's tunnel connection as its HTTP/2 server writes
-// to it. Reads, deadlines and Close go to the connection; a write the
-// timer sends has its own write timeout.
+// holdConn is a tunnel connection as the HTTP/2 server (agent) or client
+// (relay) writes to it. Reads, read deadlines and Close go to the
+// connection; a write the timer sends has its own write timeout.
 type holdConn struct {
 	net.Conn
 	writeTimeout time.Duration
@@ -45,8 +46,11 @@ type holdConn struct {
 	frames   frameScanner
 }
 
-func newHoldConn(c net.Conn, writeTimeout time.Duration) *holdConn {
-	h := &holdConn{Conn: c, writeTimeout: writeTimeout}
+// newHoldConn wraps c; preface is how many bytes c's writer sends before
+// its first frame (an HTTP/2 client's connection preface, none for a
+// server).
+func newHoldConn(c net.Conn, writeTimeout time.Duration, preface int) *holdConn {
+	h := &holdConn{Conn: c, writeTimeout: writeTimeout, frames: frameScanner{skip: preface}}
 	h.timer = time.AfterFunc(time.Hour, h.release)
 	h.timer.Stop()
 	return h
@@ -111,6 +115,7 @@ func (h *holdConn) release() {
 // frameScanner follows the HTTP/2 frames in the bytes written, across
 // writes.
 type frameScanner struct {
+	skip    int // bytes before the first frame still to come (a client's preface)
 	header  [frameHeaderLen]byte
 	have    int  // bytes of the current frame header seen
 	left    int  // payload bytes of the current frame still to come
@@ -121,6 +126,10 @@ type frameScanner struct {
 // scan reads p and reports whether it ends exactly after a frame that
 // completes the header block of a stream that goes on.
 func (s *frameScanner) scan(p []byte) bool {
+	if n := min(s.skip, len(p)); n > 0 {
+		s.skip -= n
+		p = p[n:]
+	}
 	for len(p) > 0 {
 		if s.left > 0 {
 			n := min(s.left, len(p))
@@ -147,5 +156,5 @@ func (s *frameScanner) scan(p []byte) bool {
 			s.openEnd = false
 		}
 	}
-	return s.openEnd && s.left == 0 && s.have == 0
+	return s.openEnd && s.skip == 0 && s.left == 0 && s.have == 0
 }
