@@ -20,6 +20,10 @@ const (
 	holdFor = 100 * time.Microsecond
 	// maxHeld bounds what is held: beyond it, held bytes go at once.
 	maxHeld = 16 << 10
+	// keepHeld is the largest buffer a connection keeps between holds;
+	// one that grew past it (headers sent with a large DATA) goes, so
+	// that thousands of idle connections do not each keep one.
+	keepHeld = 1 << 10
 )
 
 // HTTP/2 frame types and flags read by frameScanner (RFC 9113 §6).
@@ -32,17 +36,18 @@ const (
 )
 
 // holdConn is a tunnel connection as the HTTP/2 server (agent) or client
-// (relay) writes to it. Reads, read deadlines and Close go to the
-// connection; a write the timer sends has its own write timeout.
+// (relay) writes to it. Reads and read deadlines go to the connection; a
+// write the timer sends has its own write timeout.
 type holdConn struct {
 	net.Conn
 	writeTimeout time.Duration
+	hold         time.Duration // holdFor; longer in tests
 
 	mu       sync.Mutex
 	held     []byte
 	timer    *time.Timer
 	err      error     // a held write failed; every later write fails
-	deadline time.Time // the write deadline the server last set
+	deadline time.Time // the write deadline HTTP/2 last set
 	frames   frameScanner
 }
 
@@ -50,7 +55,7 @@ type holdConn struct {
 // its first frame (an HTTP/2 client's connection preface, none for a
 // server).
 func newHoldConn(c net.Conn, writeTimeout time.Duration, preface int) *holdConn {
-	h := &holdConn{Conn: c, writeTimeout: writeTimeout, frames: frameScanner{skip: preface}}
+	h := &holdConn{Conn: c, writeTimeout: writeTimeout, hold: holdFor, frames: frameScanner{skip: preface}}
 	h.timer = time.AfterFunc(time.Hour, h.release)
 	h.timer.Stop()
 	return h
@@ -66,8 +71,10 @@ func (h *holdConn) Write(p []byte) (int, error) {
 	}
 	open := h.frames.scan(p)
 	if open && len(h.held)+len(p) <= maxHeld {
+		if len(h.held) == 0 {
+			h.timer.Reset(h.hold) // from the first held write: a hold never grows longer
+		}
 		h.held = append(h.held, p...)
-		h.timer.Reset(holdFor)
 		return len(p), nil
 	}
 	if len(h.held) == 0 {
@@ -77,15 +84,31 @@ func (h *holdConn) Write(p []byte) (int, error) {
 	held := len(h.held)
 	h.held = append(h.held, p...)
 	n, err := h.Conn.Write(h.held)
-	h.held = h.held[:0]
+	h.emptyHeld()
 	if err != nil {
 		h.err = err
 	}
 	return max(n-held, 0), err
 }
 
-// SetWriteDeadline sets the deadline of the server's writes. It waits
-// for a held write the timer is sending, whose deadline is its own.
+// emptyHeld empties the held buffer, keeping it only if it is small.
+func (h *holdConn) emptyHeld() {
+	if cap(h.held) > keepHeld {
+		h.held = nil
+		return
+	}
+	h.held = h.held[:0]
+}
+
+// Close stops the hold's timer and closes the connection; anything held
+// is dropped with it.
+func (h *holdConn) Close() error {
+	h.timer.Stop()
+	return h.Conn.Close()
+}
+
+// SetWriteDeadline sets the deadline of HTTP/2's writes. It waits for a
+// held write the timer is sending, whose deadline is its own.
 func (h *holdConn) SetWriteDeadline(t time.Time) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -103,9 +126,9 @@ func (h *holdConn) release() {
 	h.Conn.SetWriteDeadline(time.Now().Add(h.writeTimeout))
 	_, err := h.Conn.Write(h.held)
 	h.Conn.SetWriteDeadline(h.deadline)
-	h.held = h.held[:0]
+	h.emptyHeld()
 	if err != nil {
-		// The server learns of it from its next write, or from the
+		// HTTP/2 learns of it from its next write, or from the
 		// connection's close.
 		h.err = err
 		h.Conn.Close()

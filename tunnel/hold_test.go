@@ -66,6 +66,7 @@ func dataFrame(t *testing.T, stream uint32, data []byte, endStream bool) []byte 
 func TestHoldConnSendsHeadersWithTheirData(t *testing.T) {
 	rc := newRecordingConn()
 	h := newHoldConn(rc, time.Second, 0)
+	h.hold = time.Hour // the DATA comes when the test says, however slow the machine
 	headers, data := headersFrame(t, 1, false), dataFrame(t, 1, []byte("ok"), true)
 
 	n, err := h.Write(headers)
@@ -84,6 +85,7 @@ func TestHoldConnSendsHeadersWithTheirData(t *testing.T) {
 func TestClientHoldConnSendsHeadersWithTheBody(t *testing.T) {
 	rc := newRecordingConn()
 	h := newHoldConn(rc, time.Second, len(http2.ClientPreface))
+	h.hold = time.Hour
 	var b bytes.Buffer
 	b.WriteString(http2.ClientPreface)
 	require.NoError(t, http2.NewFramer(&b, nil).WriteSettings())
@@ -101,6 +103,32 @@ func TestClientHoldConnSendsHeadersWithTheBody(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, append(bytes.Clone(headers), body...), rc.got()[2])
 	assert.Len(t, rc.got(), 3)
+}
+
+// Headers of several streams held at once leave together when the first
+// hold ends, and headers sent with a large body leave no large buffer on
+// the connection (thousands of idle connections must not keep one each).
+func TestHoldConnHoldsBriefly(t *testing.T) {
+	rc := newRecordingConn()
+	h := newHoldConn(rc, time.Second, 0)
+	first, second := headersFrame(t, 1, false), headersFrame(t, 3, false)
+	h.Write(first)
+	h.Write(second)
+	select {
+	case <-rc.wrote:
+	case <-time.After(10 * time.Second):
+		t.Fatal("held headers were never written")
+	}
+	assert.Equal(t, [][]byte{append(bytes.Clone(first), second...)}, rc.got())
+
+	h.mu.Lock()
+	h.hold = time.Hour
+	h.mu.Unlock()
+	h.Write(headersFrame(t, 5, false))
+	h.Write(dataFrame(t, 5, make([]byte, 64<<10), false))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	assert.LessOrEqual(t, cap(h.held), keepHeld)
 }
 
 // Headers that end their stream, and anything else, go at once.
