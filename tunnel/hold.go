@@ -86,6 +86,10 @@ func (h *holdConn) Write(p []byte) (int, error) {
 	n, err := h.Conn.Write(h.held)
 	h.emptyHeld()
 	if err != nil {
+		// Sticky: HTTP/2 may retry the rest of p after a write deadline
+		// that passed with progress, and the frame scanner has already
+		// read all of p. Such a write moved less than p in a write
+		// timeout (30 s): the connection is as good as gone.
 		h.err = err
 	}
 	return max(n-held, 0), err
