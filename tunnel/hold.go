@@ -46,7 +46,7 @@ type holdConn struct {
 	mu       sync.Mutex
 	held     []byte
 	timer    *time.Timer
-	err      error     // a held write failed; every later write fails
+	err      error     // a held write the timer sent failed; every later write fails
 	deadline time.Time // the write deadline HTTP/2 last set
 	frames   frameScanner
 }
@@ -77,20 +77,22 @@ func (h *holdConn) Write(p []byte) (int, error) {
 		h.held = append(h.held, p...)
 		return len(p), nil
 	}
+	var n, held int
+	var err error
 	if len(h.held) == 0 {
-		return h.Conn.Write(p)
+		n, err = h.Conn.Write(p)
+	} else {
+		h.timer.Stop()
+		held = len(h.held)
+		h.held = append(h.held, p...)
+		n, err = h.Conn.Write(h.held)
+		h.emptyHeld()
 	}
-	h.timer.Stop()
-	held := len(h.held)
-	h.held = append(h.held, p...)
-	n, err := h.Conn.Write(h.held)
-	h.emptyHeld()
 	if err != nil {
-		// Sticky: HTTP/2 may retry the rest of p after a write deadline
-		// that passed with progress, and the frame scanner has already
-		// read all of p. Such a write moved less than p in a write
-		// timeout (30 s): the connection is as good as gone.
-		h.err = err
+		// HTTP/2 may write the rest of p again after a write deadline
+		// that passed with progress; the scanner has read all of p and
+		// no longer knows where frames start: hold nothing from now on.
+		h.frames.lost = true
 	}
 	return max(n-held, 0), err
 }
@@ -148,11 +150,15 @@ type frameScanner struct {
 	left    int  // payload bytes of the current frame still to come
 	goesOn  bool // the current header block's stream has no END_STREAM
 	openEnd bool // the last whole frame ended a header block of a stream that goes on
+	lost    bool // a write failed part-way: frame boundaries are unknown
 }
 
 // scan reads p and reports whether it ends exactly after a frame that
 // completes the header block of a stream that goes on.
 func (s *frameScanner) scan(p []byte) bool {
+	if s.lost {
+		return false
+	}
 	if n := min(s.skip, len(p)); n > 0 {
 		s.skip -= n
 		p = p[n:]

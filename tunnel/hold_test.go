@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -175,6 +176,24 @@ func TestHoldConnReportsAFailedHeldWrite(t *testing.T) {
 		_, err := h.Write(dataFrame(t, 1, nil, true))
 		return errors.Is(err, broken)
 	}, 10*time.Second, time.Millisecond)
+}
+
+// After a write that failed, which HTTP/2 may follow with the rest of it,
+// frame boundaries are unknown: nothing is held any more.
+func TestHoldConnStopsHoldingAfterAFailedWrite(t *testing.T) {
+	rc := newRecordingConn()
+	h := newHoldConn(rc, time.Second, 0)
+	h.hold = time.Hour
+	rc.fail = os.ErrDeadlineExceeded
+	_, err := h.Write(dataFrame(t, 1, []byte("partial"), false))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	rc.mu.Lock()
+	rc.fail = nil
+	rc.mu.Unlock()
+	headers := headersFrame(t, 3, false)
+	_, err = h.Write(headers)
+	require.NoError(t, err)
+	assert.Equal(t, [][]byte{headers}, rc.got())
 }
 
 // Frames cut anywhere across writes are followed all the same.
