@@ -109,11 +109,11 @@ func serveAgent(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	agent, proxyAddr, stopProxy, err := startHopAgent(*relay, *caDir, *upstream, *upstreamCA)
+	proxyAddr, stop, err := startHopAgent(*relay, *caDir, *upstream, *upstreamCA)
 	if err != nil {
 		return err
 	}
-	defer stopProxy()
+	defer stop()
 	pprofLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -123,26 +123,20 @@ func serveAgent(args []string) error {
 	go http.Serve(pprofLn, mux)
 	fmt.Println("READY", proxyAddr, pprofLn.Addr())
 	io.Copy(io.Discard, os.Stdin)
-	agent.Close()
 	return nil
 }
 
-// hopAgent is the hop's agent, running.
-type hopAgent struct{ cancel context.CancelFunc }
-
-func (a hopAgent) Close() { a.cancel() }
-
 // startHopAgent runs an agent of cluster agent-00000 whose handler is a
 // reverse proxy to upstream, and serves that same reverse proxy over TLS
-// (HTTP/1.1) with its CA written to caDir.
-func startHopAgent(relay, caDir, upstream, upstreamCA string) (hopAgent, string, func(), error) {
+// (HTTP/1.1) with its CA written to caDir, until stop.
+func startHopAgent(relay, caDir, upstream, upstreamCA string) (proxyAddr string, stop func(), err error) {
 	relayRoots, err := certPool(filepath.Join(caDir, "ca.crt"))
 	if err != nil {
-		return hopAgent{}, "", nil, err
+		return "", nil, err
 	}
 	upRoots, err := certPool(upstreamCA)
 	if err != nil {
-		return hopAgent{}, "", nil, err
+		return "", nil, err
 	}
 	target := &url.URL{Scheme: "https", Host: upstream}
 	t := http.DefaultTransport.(*http.Transport).Clone()
@@ -156,15 +150,15 @@ func startHopAgent(relay, caDir, upstream, upstreamCA string) (hopAgent, string,
 		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
 	})
 	if err != nil {
-		return hopAgent{}, "", nil, err
+		return "", nil, err
 	}
 	proxyAddr, stopProxy, err := serveTLS(proxy, filepath.Join(caDir, "proxy-ca.crt"), "http/1.1")
 	if err != nil {
-		return hopAgent{}, "", nil, err
+		return "", nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go agent.Run(ctx)
-	return hopAgent{cancel}, proxyAddr, stopProxy, nil
+	return proxyAddr, func() { cancel(); stopProxy() }, nil
 }
 
 // agentProc is the agent child, seen from the parent.
@@ -350,12 +344,11 @@ func hop(o options) error {
 			return err
 		}
 		defer ln.Close()
-		a, addr, stopProxy, err := startHopAgent(ln.Addr().String(), dir, upstream, upstreamCA)
+		addr, stopAgent, err := startHopAgent(ln.Addr().String(), dir, upstream, upstreamCA)
 		if err != nil {
 			return err
 		}
-		defer stopProxy()
-		defer a.Close()
+		defer stopAgent()
 		for deadline := time.Now().Add(30 * time.Second); len(r.Conns()) == 0; time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				return errors.New("the agent did not connect within 30s")
