@@ -231,6 +231,10 @@ func (u usage) since(before usage) usage {
 	return usage{u.cpu - before.cpu, u.reads - before.reads, u.writes - before.writes}
 }
 
+func (u usage) add(v usage) usage {
+	return usage{u.cpu + v.cpu, u.reads + v.reads, u.writes + v.writes}
+}
+
 // perRequest formats u divided over n requests.
 func (u usage) perRequest(n float64) string {
 	return fmt.Sprintf("%.0f µs CPU, %.1f reads + %.1f writes", float64(u.cpu.Microseconds())/n, float64(u.reads)/n, float64(u.writes)/n)
@@ -323,6 +327,9 @@ func hop(o options) error {
 	if o.inProcess && o.profileDir != "" {
 		return errors.New("-profile profiles the child processes; it cannot be used with -in-process")
 	}
+	if o.rounds < 1 || (o.profileDir != "" && o.rounds != 1) {
+		return errors.New("-rounds must be at least 1, and 1 with -profile (a profile covers one stretch of time)")
+	}
 	dir, err := os.MkdirTemp("", "loadtest-hop-")
 	if err != nil {
 		return err
@@ -403,33 +410,49 @@ func hop(o options) error {
 	if o.inProcess {
 		where = "everything in this process"
 	}
-	fmt.Printf("%d clients × %s of %d-byte GETs, HTTP/1.1 over TLS; %d MiB download; %s\n", o.hopClients, o.duration, smallBody, largeBody>>20, where)
-	var directRPS, directP99 float64
-	for _, p := range paths {
-		profiles := new(sync.WaitGroup)
-		if o.profileDir != "" && p.name == "tunnel" {
-			profiles = profileChildren(o, relay, agent, "")
+	fmt.Printf("%d clients × %s of %d-byte GETs in %d turns, HTTP/1.1 over TLS; %d MiB download; %s\n", o.hopClients, o.duration, smallBody, o.rounds, largeBody>>20, where)
+	// The paths take turns, -rounds times each, so that the machine's
+	// drift over the run falls on all three alike.
+	type tally struct {
+		lat                []time.Duration
+		errs               int64
+		relay, agent, self usage
+	}
+	tallies := make([]tally, len(paths))
+	slice := o.duration / time.Duration(o.rounds)
+	for range o.rounds {
+		for i, p := range paths {
+			profiles := new(sync.WaitGroup)
+			if o.profileDir != "" && p.name == "tunnel" {
+				profiles = profileChildren(o, relay, agent, "")
+			}
+			relayBefore, agentBefore, selfBefore := usages()
+			lat, errs := smallLoad(client, p.base+small, o.hopClients, slice)
+			relayAfter, agentAfter, selfAfter := usages()
+			profiles.Wait()
+			t := &tallies[i]
+			t.lat, t.errs = append(t.lat, lat...), t.errs+errs
+			t.relay, t.agent, t.self = t.relay.add(relayAfter.since(relayBefore)), t.agent.add(agentAfter.since(agentBefore)), t.self.add(selfAfter.since(selfBefore))
 		}
-		relayBefore, agentBefore, selfBefore := usages()
-		lat, errs := smallLoad(client, p.base+small, o.hopClients, o.duration)
-		relayAfter, agentAfter, selfAfter := usages()
-		relayUse, agentUse, selfUse := relayAfter.since(relayBefore), agentAfter.since(agentBefore), selfAfter.since(selfBefore)
-		profiles.Wait()
-		n := float64(len(lat))
-		rps, p50, p99 := n/o.duration.Seconds(), pct(lat, 50).Seconds()*1e3, pct(lat, 99).Seconds()*1e3
+	}
+	var directRPS, directP99 float64
+	for i, p := range paths {
+		t := tallies[i]
+		n := float64(len(t.lat))
+		rps, p50, p99 := n/o.duration.Seconds(), pct(t.lat, 50).Seconds()*1e3, pct(t.lat, 99).Seconds()*1e3
 		if p.name == "direct" {
 			directRPS, directP99 = rps, p99
 		}
-		fmt.Printf("  %-8s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, errs)
+		fmt.Printf("  %-8s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, t.errs)
 		switch {
 		case o.inProcess:
-			fmt.Printf("            per request, all of it: %s\n", selfUse.perRequest(n))
+			fmt.Printf("            per request, all of it: %s\n", t.self.perRequest(n))
 		case p.name == "direct":
-			fmt.Printf("            per request: clients and upstream %s\n", selfUse.perRequest(n))
+			fmt.Printf("            per request: clients and upstream %s\n", t.self.perRequest(n))
 		case p.name == "h1 proxy":
-			fmt.Printf("            per request: proxy %s; clients and upstream %s\n", agentUse.perRequest(n), selfUse.perRequest(n))
+			fmt.Printf("            per request: proxy %s; clients and upstream %s\n", t.agent.perRequest(n), t.self.perRequest(n))
 		default:
-			fmt.Printf("            per request: relay %s; agent %s; clients and upstream %s\n", relayUse.perRequest(n), agentUse.perRequest(n), selfUse.perRequest(n))
+			fmt.Printf("            per request: relay %s; agent %s; clients and upstream %s\n", t.relay.perRequest(n), t.agent.perRequest(n), t.self.perRequest(n))
 		}
 	}
 	var directMBs float64

@@ -68,6 +68,7 @@ type options struct {
 	hopClients  int
 	profileDir  string
 	inProcess   bool
+	rounds      int
 }
 
 func scenario(name string, args []string) error {
@@ -86,6 +87,7 @@ func scenario(name string, args []string) error {
 	fs.DurationVar(&o.etcdDown, "etcd-down", 30*time.Second, "fleet: how long etcd (or one member) is down")
 	fs.IntVar(&o.runs, "runs", 30, "signin: plugin runs per case")
 	fs.IntVar(&o.hopClients, "clients", 32, "hop: concurrent clients")
+	fs.IntVar(&o.rounds, "rounds", 4, "hop: turns the three paths take, each -duration/-rounds long, so drift falls on all alike")
 	fs.BoolVar(&o.inProcess, "in-process", false, "hop: run relay and agent in this process instead of child processes")
 	fs.StringVar(&o.profileDir, "profile", "", "hop: write CPU profiles of the relay and the agent over the tunneled phase to this directory")
 	fs.IntVar(&o.concurrent, "concurrent", 16, "signin: plugin processes started at once on an empty cache")
