@@ -196,6 +196,38 @@ func TestHoldConnStopsHoldingAfterAFailedWrite(t *testing.T) {
 	assert.Equal(t, [][]byte{headers}, rc.got())
 }
 
+// The scanner says a write ends with an open header block exactly when
+// its last frame completes the header block of a stream that goes on.
+func TestFrameScannerReadsHeaderBlocks(t *testing.T) {
+	frames := func(write func(fr *http2.Framer)) []byte {
+		var b bytes.Buffer
+		write(http2.NewFramer(&b, nil))
+		return b.Bytes()
+	}
+	headers := func(fr *http2.Framer, endStream, endHeaders bool) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x88}, EndStream: endStream, EndHeaders: endHeaders})
+	}
+	for _, tc := range []struct {
+		name  string
+		bytes []byte
+		open  bool
+	}{
+		{"headers of a stream that goes on", frames(func(fr *http2.Framer) { headers(fr, false, true) }), true},
+		{"headers ending the stream", frames(func(fr *http2.Framer) { headers(fr, true, true) }), false},
+		{"headers awaiting continuation", frames(func(fr *http2.Framer) { headers(fr, false, false) }), false},
+		{"headers completed by continuation", frames(func(fr *http2.Framer) { headers(fr, false, false); fr.WriteContinuation(1, true, []byte{0x87}) }), true},
+		{"continuation of headers ending the stream", frames(func(fr *http2.Framer) { headers(fr, true, false); fr.WriteContinuation(1, true, []byte{0x87}) }), false},
+		{"open headers, then data", frames(func(fr *http2.Framer) { headers(fr, false, true); fr.WriteData(1, false, []byte("x")) }), false},
+		{"data, then open headers", frames(func(fr *http2.Framer) { fr.WriteData(1, false, []byte("x")); headers(fr, false, true) }), true},
+		{"settings", frames(func(fr *http2.Framer) { fr.WriteSettings() }), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s frameScanner
+			assert.Equal(t, tc.open, s.scan(tc.bytes))
+		})
+	}
+}
+
 // Frames cut anywhere across writes are followed all the same.
 func TestFrameScannerAcrossWrites(t *testing.T) {
 	stream := bytes.Join([][]byte{
