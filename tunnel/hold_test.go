@@ -34,7 +34,10 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 		return 0, c.fail
 	}
 	c.writes = append(c.writes, bytes.Clone(p))
-	c.wrote <- struct{}{}
+	select {
+	case c.wrote <- struct{}{}:
+	default:
+	}
 	return len(p), nil
 }
 
@@ -47,7 +50,7 @@ func (c *recordingConn) got() [][]byte {
 	return c.writes
 }
 
-// frames encodes HTTP/2 frames as x/net's server writes them.
+// headersFrame and dataFrame encode frames as x/net writes them.
 func headersFrame(t *testing.T, stream uint32, endStream bool) []byte {
 	var b bytes.Buffer
 	require.NoError(t, http2.NewFramer(&b, nil).WriteHeaders(http2.HeadersFrameParam{
@@ -172,10 +175,20 @@ func TestHoldConnReportsAFailedHeldWrite(t *testing.T) {
 	h := newHoldConn(rc, time.Second, 0)
 	_, err := h.Write(headersFrame(t, 1, false))
 	require.NoError(t, err)
+	// Nothing follows: the hold ends and its write fails.
 	require.Eventually(t, func() bool {
-		_, err := h.Write(dataFrame(t, 1, nil, true))
-		return errors.Is(err, broken)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.err != nil
 	}, 10*time.Second, time.Millisecond)
+	// The connection works again, but the headers are lost: every later
+	// write fails, so HTTP/2 ends the connection.
+	rc.mu.Lock()
+	rc.fail = nil
+	rc.mu.Unlock()
+	_, err = h.Write(dataFrame(t, 1, nil, true))
+	require.ErrorIs(t, err, broken)
+	assert.Empty(t, rc.got())
 }
 
 // After a write that failed, which HTTP/2 may follow with the rest of it,
