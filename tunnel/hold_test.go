@@ -109,25 +109,20 @@ func TestClientHoldConnSendsHeadersWithTheBody(t *testing.T) {
 	assert.Len(t, rc.got(), 3)
 }
 
-// Headers of several streams held at once leave together when the first
-// hold ends, and headers sent with a large body leave no large buffer on
-// the connection (thousands of idle connections must not keep one each).
+// Headers of several streams held at once leave together when the hold
+// ends, and headers sent with a large body leave no large buffer on the
+// connection (thousands of idle connections must not keep one each).
 func TestHoldConnHoldsBriefly(t *testing.T) {
 	rc := newRecordingConn()
 	h := newHoldConn(rc, time.Second, 0)
+	h.hold = time.Hour // the test ends the hold itself, however slow the machine
 	first, second := headersFrame(t, 1, false), headersFrame(t, 3, false)
 	h.Write(first)
 	h.Write(second)
-	select {
-	case <-rc.wrote:
-	case <-time.After(10 * time.Second):
-		t.Fatal("held headers were never written")
-	}
+	assert.Empty(t, rc.got())
+	h.release() // what the timer does when the hold ends
 	assert.Equal(t, [][]byte{append(bytes.Clone(first), second...)}, rc.got())
 
-	h.mu.Lock()
-	h.hold = time.Hour
-	h.mu.Unlock()
 	h.Write(headersFrame(t, 5, false))
 	h.Write(dataFrame(t, 5, make([]byte, 64<<10), false))
 	h.mu.Lock()
