@@ -327,8 +327,11 @@ func hop(o options) error {
 	if o.inProcess && o.profileDir != "" {
 		return errors.New("-profile profiles the child processes; it cannot be used with -in-process")
 	}
-	if o.rounds < 1 || (o.profileDir != "" && o.rounds != 1) {
-		return errors.New("-rounds must be at least 1, and 1 with -profile (a profile covers one stretch of time)")
+	if o.profileDir != "" {
+		o.rounds = 1 // a profile covers one stretch of time
+	}
+	if o.rounds < 1 {
+		return errors.New("-rounds must be at least 1")
 	}
 	dir, err := os.MkdirTemp("", "loadtest-hop-")
 	if err != nil {
@@ -410,7 +413,7 @@ func hop(o options) error {
 	if o.inProcess {
 		where = "everything in this process"
 	}
-	fmt.Printf("%d clients × %s of %d-byte GETs in %d turns, HTTP/1.1 over TLS; %d MiB download; %s\n", o.hopClients, o.duration, smallBody, o.rounds, largeBody>>20, where)
+	fmt.Printf("%d clients × %s of %d-byte GETs per path (turns of %s), HTTP/1.1 over TLS; %d MiB download; %s\n", o.hopClients, o.duration, smallBody, o.duration/time.Duration(o.rounds), largeBody>>20, where)
 	// The paths take turns, -rounds times each, so that the machine's
 	// drift over the run falls on all three alike.
 	type tally struct {

@@ -89,7 +89,7 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.hopClients, "clients", 32, "hop: concurrent clients")
 	fs.IntVar(&o.rounds, "rounds", 4, "hop: turns the three paths take, each -duration/-rounds long, so drift falls on all alike")
 	fs.BoolVar(&o.inProcess, "in-process", false, "hop: run relay and agent in this process instead of child processes")
-	fs.StringVar(&o.profileDir, "profile", "", "hop: write CPU profiles of the relay and the agent over the tunneled phase to this directory")
+	fs.StringVar(&o.profileDir, "profile", "", "hop: write CPU profiles of the relay and the agent children, over the small requests through the tunnel and over repeated downloads, to this directory (each path then runs in one turn)")
 	fs.IntVar(&o.concurrent, "concurrent", 16, "signin: plugin processes started at once on an empty cache")
 	fs.IntVar(&clientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
 	fs.IntVar(&streamWindow, "stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "the relay's receive window per stream toward agents in bytes")
