@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/clusterconnect/clusterconnect/internal/promtest"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
@@ -35,7 +36,7 @@ func TestMetricsSayWhyTokensWereRefused(t *testing.T) {
 	s.v.Verify(ctx, "not a token")
 
 	count := func(outcome, reason string) float64 {
-		return series(t, reg, "clusterconnect_token_verifications_total", map[string]string{"outcome": outcome, "reason": reason})
+		return promtest.Value(t, reg, "clusterconnect_token_verifications_total", map[string]string{"outcome": outcome, "reason": reason})
 	}
 	assert.Equal(t, 2.0, count("accepted", ""))
 	assert.Equal(t, 1.0, count("refused", "expired"))
@@ -44,42 +45,17 @@ func TestMetricsSayWhyTokensWereRefused(t *testing.T) {
 
 	// A key set that cannot be fetched is counted as an error, per issuer.
 	issuer := oidctest.EntraIssuer(tenantA, 2)
-	assert.Equal(t, 1.0, series(t, reg, "clusterconnect_token_key_refreshes_total", map[string]string{"issuer": issuer, "outcome": "ok"}))
+	assert.Equal(t, 1.0, promtest.Value(t, reg, "clusterconnect_token_key_refreshes_total", map[string]string{"issuer": issuer, "outcome": "ok"}))
 	s.is.FailJWKS(http.StatusInternalServerError)
 	_, err := s.is.Rotate() // a token with a key the verifier has not seen
 	require.NoError(t, err)
 	s.clock.add(2 * time.Minute) // past the minimum refresh interval
 	_, err = s.v.Verify(ctx, s.token(t, s.claims(2)))
 	require.ErrorIs(t, err, tokens.ErrUnknownKey)
-	assert.Equal(t, 1.0, series(t, reg, "clusterconnect_token_key_refreshes_total", map[string]string{"issuer": issuer, "outcome": "error"}))
+	assert.Equal(t, 1.0, promtest.Value(t, reg, "clusterconnect_token_key_refreshes_total", map[string]string{"issuer": issuer, "outcome": "error"}))
 	assert.Equal(t, 1.0, count("refused", "unknown_key"))
 
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
 	assert.Empty(t, problems)
-}
-
-// series reads one series of a counter vector in reg; 0 if it is not there.
-func series(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue next
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }

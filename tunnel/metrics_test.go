@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/clusterconnect/clusterconnect/internal/promtest"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -32,35 +33,6 @@ var metricsHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Reques
 		w.Write([]byte("0123456789"))
 	}
 })
-
-// value reads one series from a registry.
-func value(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return 0
-}
 
 // What operators read: requests by class and code, latency, streams in
 // flight, and body bytes counted alike on both sides of the tunnel.
@@ -94,8 +66,8 @@ func TestMetricsCountWhatCrossedTheTunnel(t *testing.T) {
 	// The upgrade is counted when both ends have let it go.
 	upgrade := map[string]string{"class": "upgrade", "code": "101"}
 	require.Eventually(t, func() bool {
-		return value(t, relayReg, "clusterconnect_relay_requests_total", upgrade) == 1 &&
-			value(t, agentReg, "clusterconnect_agent_requests_total", upgrade) == 1
+		return promtest.Value(t, relayReg, "clusterconnect_relay_requests_total", upgrade) == 1 &&
+			promtest.Value(t, agentReg, "clusterconnect_agent_requests_total", upgrade) == 1
 	}, 10*time.Second, 10*time.Millisecond)
 
 	for _, tc := range []struct {
@@ -105,15 +77,15 @@ func TestMetricsCountWhatCrossedTheTunnel(t *testing.T) {
 		{"read", "200", 3}, {"write", "200", 1}, {"watch", "200", 1}, {"read", "404", 1}, {"upgrade", "101", 1},
 	} {
 		labels := map[string]string{"class": tc.class, "code": tc.code}
-		assert.Equal(t, tc.relay, value(t, agentReg, "clusterconnect_agent_requests_total", labels), "agent %v", labels)
+		assert.Equal(t, tc.relay, promtest.Value(t, agentReg, "clusterconnect_agent_requests_total", labels), "agent %v", labels)
 		if tc.code < "400" {
 			labels["cluster"] = clusterID
 		} else {
 			labels["cluster"] = ""
 		}
-		assert.Equal(t, tc.relay, value(t, relayReg, "clusterconnect_relay_requests_total", labels), "relay %v", labels)
+		assert.Equal(t, tc.relay, promtest.Value(t, relayReg, "clusterconnect_relay_requests_total", labels), "relay %v", labels)
 	}
-	assert.Equal(t, 1.0, value(t, relayReg, "clusterconnect_relay_requests_total", map[string]string{"code": "503", "cluster": ""}))
+	assert.Equal(t, 1.0, promtest.Value(t, relayReg, "clusterconnect_relay_requests_total", map[string]string{"code": "503", "cluster": ""}))
 	families, err := relayReg.Gather()
 	require.NoError(t, err)
 	for _, f := range families {
@@ -123,20 +95,20 @@ func TestMetricsCountWhatCrossedTheTunnel(t *testing.T) {
 			}
 		}
 	}
-	assert.Equal(t, 3.0, value(t, relayReg, "clusterconnect_relay_request_duration_seconds", map[string]string{"class": "read", "cluster": clusterID}))
-	assert.Equal(t, 4.0, value(t, agentReg, "clusterconnect_agent_request_duration_seconds", map[string]string{"class": "read"}), "reads timed, 404 included")
-	assert.Equal(t, 0.0, value(t, agentReg, "clusterconnect_agent_request_duration_seconds", map[string]string{"class": "watch"}), "watches are not timed")
+	assert.Equal(t, 3.0, promtest.Value(t, relayReg, "clusterconnect_relay_request_duration_seconds", map[string]string{"class": "read", "cluster": clusterID}))
+	assert.Equal(t, 4.0, promtest.Value(t, agentReg, "clusterconnect_agent_request_duration_seconds", map[string]string{"class": "read"}), "reads timed, 404 included")
+	assert.Equal(t, 0.0, promtest.Value(t, agentReg, "clusterconnect_agent_request_duration_seconds", map[string]string{"class": "watch"}), "watches are not timed")
 
 	// Bytes: the agent counts ordinary bodies as the relay does.
 	for _, dir := range []string{"to_agent", "from_agent"} {
-		relay := value(t, relayReg, "clusterconnect_relay_body_bytes_total", map[string]string{"direction": dir})
-		agent := value(t, agentReg, "clusterconnect_agent_body_bytes_total", map[string]string{"direction": dir})
+		relay := promtest.Value(t, relayReg, "clusterconnect_relay_body_bytes_total", map[string]string{"direction": dir})
+		agent := promtest.Value(t, agentReg, "clusterconnect_agent_body_bytes_total", map[string]string{"direction": dir})
 		assert.GreaterOrEqual(t, relay, 1000.0, dir)
 		assert.InDelta(t, relay, agent, 0.05*relay, "%s: relay %v, agent %v", dir, relay, agent)
 	}
-	assert.Equal(t, float64(len(h.relay.Conns())), value(t, relayReg, "clusterconnect_relay_tunnel_connections", nil))
-	assert.Equal(t, 1.0, value(t, relayReg, "clusterconnect_relay_clusters", nil))
-	assert.Zero(t, value(t, relayReg, "clusterconnect_relay_client_requests_refused_total", nil), "no authorizer: nothing refused")
+	assert.Equal(t, float64(len(h.relay.Conns())), promtest.Value(t, relayReg, "clusterconnect_relay_tunnel_connections", nil))
+	assert.Equal(t, 1.0, promtest.Value(t, relayReg, "clusterconnect_relay_clusters", nil))
+	assert.Zero(t, promtest.Value(t, relayReg, "clusterconnect_relay_client_requests_refused_total", nil), "no authorizer: nothing refused")
 
 	// The registries are well-formed for Prometheus.
 	for _, reg := range []*prometheus.Registry{relayReg, agentReg} {
