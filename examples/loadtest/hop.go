@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -171,28 +170,14 @@ type agentProc struct {
 
 // startAgentChild starts serveAgent in a child process.
 func startAgentChild(relay, caDir, upstream, upstreamCA string) (*agentProc, error) {
-	self, err := os.Executable()
+	cmd, stdin, line, err := startChild("agent", "-relay", relay, "-ca-dir", caDir, "-upstream", upstream, "-upstream-ca", upstreamCA)
 	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, "agent", "-relay", relay, "-ca-dir", caDir, "-upstream", upstream, "-upstream-ca", upstreamCA)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	p := &agentProc{cmd: cmd, stop: func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() }}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if _, serr := fmt.Sscanf(line, "READY %s %s", &p.proxyAddr, &p.pprofAddr); err != nil || serr != nil {
+	if _, err := fmt.Sscanf(line, "READY %s %s", &p.proxyAddr, &p.pprofAddr); err != nil {
 		p.stop()
-		return nil, fmt.Errorf("agent child did not start: %q %v", line, err)
+		return nil, fmt.Errorf("agent child said %q", line)
 	}
 	return p, nil
 }

@@ -135,35 +135,48 @@ type relayProc struct {
 }
 
 func startRelay(clusters int, listen, caDir string) (*relayProc, error) {
-	self, err := os.Executable()
+	cmd, stdin, line, err := startChild("relay", "-clusters", strconv.Itoa(clusters), "-listen", listen, "-ca-dir", caDir,
+		"-client-send-buffer", strconv.Itoa(clientSendBuffer), "-stream-window", strconv.Itoa(streamWindow))
 	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, "relay", "-clusters", strconv.Itoa(clusters), "-listen", listen, "-ca-dir", caDir, "-client-send-buffer", strconv.Itoa(clientSendBuffer), "-stream-window", strconv.Itoa(streamWindow))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	p := &relayProc{cmd: cmd, stdin: stdin, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.done) }()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		p.kill()
-		return nil, fmt.Errorf("relay child did not start: %w", err)
-	}
 	if _, err := fmt.Sscanf(line, "READY %s %s", &p.addr, &p.statsAddr); err != nil {
 		p.kill()
 		return nil, fmt.Errorf("relay child said %q", line)
 	}
 	return p, nil
+}
+
+// startChild runs this program again with args, as a child process that
+// writes its errors to ours, and returns the first line it prints (its
+// READY line). The child stops when stdin is closed or it is killed.
+func startChild(args ...string) (*exec.Cmd, io.WriteCloser, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, "", err
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, nil, "", fmt.Errorf("%s child did not start: %w", args[0], err)
+	}
+	return cmd, stdin, line, nil
 }
 
 func (p *relayProc) kill() {
