@@ -130,6 +130,30 @@ func TestHoldConnHoldsBriefly(t *testing.T) {
 	assert.LessOrEqual(t, cap(h.held), keepHeld)
 }
 
+// A connection holds at most maxHeld bytes: headers beyond that go at
+// once, with what was held.
+func TestHoldConnHoldsAtMostMaxHeld(t *testing.T) {
+	rc := newRecordingConn()
+	h := newHoldConn(rc, time.Second, 0)
+	h.hold = time.Hour
+	var b bytes.Buffer
+	require.NoError(t, http2.NewFramer(&b, nil).WriteHeaders(http2.HeadersFrameParam{
+		StreamID: 1, BlockFragment: make([]byte, 1<<10), EndHeaders: true,
+	}))
+	headers := b.Bytes()
+	var sent int
+	for sent <= maxHeld {
+		_, err := h.Write(headers)
+		require.NoError(t, err)
+		sent += len(headers)
+	}
+	require.Len(t, rc.got(), 1)
+	assert.Len(t, rc.got()[0], sent)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	assert.Empty(t, h.held)
+}
+
 // Headers that end their stream, and anything else, go at once.
 func TestHoldConnWritesOtherFramesAtOnce(t *testing.T) {
 	for name, frame := range map[string][]byte{
