@@ -225,6 +225,11 @@ func (u usage) perRequest(n float64) string {
 	return fmt.Sprintf("%.0f µs CPU, %.1f reads + %.1f writes", float64(u.cpu.Microseconds())/n, float64(u.reads)/n, float64(u.writes)/n)
 }
 
+// perMB formats u's CPU time divided over mb megabytes.
+func (u usage) perMB(mb float64) string {
+	return fmt.Sprintf("%.2f ms CPU, %.0f reads + %.0f writes per MB", float64(u.cpu.Microseconds())/1e3/mb, float64(u.reads)/mb, float64(u.writes)/mb)
+}
+
 // smallLoad runs clients for d, each sending GETs to u one after another;
 // it returns the latencies and errors.
 func smallLoad(client *http.Client, u string, clients int, d time.Duration) ([]time.Duration, int64) {
@@ -445,14 +450,30 @@ func hop(o options) error {
 	}
 	var directMBs float64
 	for _, p := range paths {
+		relayBefore, agentBefore, selfBefore := usages()
 		mbs, err := download(client, p.base+"/large")
 		if err != nil {
 			return err
 		}
+		relayAfter, agentAfter, selfAfter := usages()
 		if p.name == "direct" {
 			directMBs = mbs
 		}
-		fmt.Printf("  download %-8s %5.0f MB/s = %.2f× direct\n", p.name, mbs, mbs/directMBs)
+		fmt.Printf("  download %-8s %5.0f MB/s = %.2f× direct", p.name, mbs, mbs/directMBs)
+		// CPU per MB shows whether a path is bound by work or by waiting:
+		// a path whose processes together use less than both cores waits.
+		mb := float64(largeBody) / 1e6
+		self := selfAfter.since(selfBefore)
+		switch {
+		case o.inProcess:
+			fmt.Printf("; all of it %s\n", self.perMB(mb))
+		case p.name == "direct":
+			fmt.Printf("; clients and upstream %s\n", self.perMB(mb))
+		case p.name == "h1 proxy":
+			fmt.Printf("; proxy %s, clients and upstream %s\n", agentAfter.since(agentBefore).perMB(mb), self.perMB(mb))
+		default:
+			fmt.Printf("; relay %s, agent %s, clients and upstream %s\n", relayAfter.since(relayBefore).perMB(mb), agentAfter.since(agentBefore).perMB(mb), self.perMB(mb))
+		}
 	}
 	if o.profileDir != "" {
 		// Downloads through the tunnel, one after another, while both
