@@ -382,13 +382,22 @@ func hop(o options) error {
 	if err != nil {
 		return err
 	}
-	// HTTP/1.1 clients, as kubectl's are for many requests, each with
-	// connections of its own to reuse.
+	// HTTP/1.1 clients, each with connections of its own to reuse; or,
+	// with -h2, HTTP/2 on one connection per address, as kubectl speaks
+	// by default.
+	proto := "HTTP/1.1"
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}}, MaxIdleConnsPerHost: o.hopClients,
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 		DialContext:  (&net.Dialer{}).DialContext,
 	}}
+	if o.clientH2 {
+		proto = "HTTP/2"
+		client = &http.Client{Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: o.hopClients,
+			DialContext: (&net.Dialer{}).DialContext,
+		}}
+	}
 	paths := []struct{ name, base string }{
 		{"direct", "https://" + upstream},
 		{"h1 proxy", "https://" + proxyAddr},
@@ -403,7 +412,7 @@ func hop(o options) error {
 	if o.inProcess {
 		where = "everything in this process"
 	}
-	fmt.Printf("%d clients × %s of %d-byte GETs per path (turns of %s), HTTP/1.1 over TLS; %d MiB download; %s\n", o.hopClients, o.duration, smallBody, o.duration/time.Duration(o.rounds), largeBody>>20, where)
+	fmt.Printf("%d clients × %s of %d-byte GETs per path (turns of %s), %s over TLS; %d MiB download; %s\n", o.hopClients, o.duration, smallBody, o.duration/time.Duration(o.rounds), proto, largeBody>>20, where)
 	// The paths take turns, -rounds times each, so that the machine's
 	// drift over the run falls on all three alike.
 	type tally struct {
