@@ -30,7 +30,12 @@
 //	})
 //	…
 //	srv := &http.Server{Addr: ":443", Handler: relay, ReadHeaderTimeout: 10 * time.Second}
+//	tunnel.ConfigureServer(srv) // optional: small answers to HTTP/2 clients in one write
 //	srv.ListenAndServeTLS(certFile, keyFile)
+//
+// kubectl speaks HTTP/2 to the relay; [ConfigureServer] has the server
+// send each answer's headers with the start of its body, as the agent
+// does on the tunnel, instead of in a write of their own.
 //
 // Importers that route requests themselves use [Relay.RoundTripper] and
 // [Relay.DialContext].

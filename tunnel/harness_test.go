@@ -73,6 +73,7 @@ func newHarness(t testing.TB, handler http.Handler, o harnessOpts) *harness {
 	// As in production: a client's stalled upload must not take the whole
 	// connection's receive window (net/http's default makes them equal).
 	srv.Config.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20}
+	require.NoError(t, tunnel.ConfigureServer(srv.Config))
 	srv.StartTLS()
 	t.Cleanup(func() { relay.Close(); srv.Close() })
 	roots := x509.NewCertPool()

@@ -107,6 +107,9 @@ func listenRelay(clusters int, listen, caDir string, sndbuf, window int) (*tunne
 	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: sndbuf}), &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	srv := &http.Server{Handler: relay, ReadHeaderTimeout: 10 * time.Second,
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000, MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20, WriteByteTimeout: tunnel.DefaultWriteTimeout}}
+	if err := tunnel.ConfigureServer(srv); err != nil {
+		return nil, nil, err
+	}
 	go srv.Serve(ln)
 	return relay, ln, nil
 }

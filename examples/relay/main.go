@@ -226,6 +226,10 @@ func run() error {
 		// connection, not only its streams.
 		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20, WriteByteTimeout: *writeTimeout},
 	}
+	// kubectl speaks HTTP/2: send each answer's headers with its body.
+	if err := tunnel.ConfigureServer(srv); err != nil {
+		return err
+	}
 	tcp, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err

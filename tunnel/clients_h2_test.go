@@ -1,0 +1,132 @@
+package tunnel_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// writeCountingListener counts the writes to every connection it accepts.
+type writeCountingListener struct {
+	net.Listener
+	writes atomic.Int64
+}
+
+func (l *writeCountingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &writeCountingConn{Conn: c, n: &l.writes}, nil
+}
+
+type writeCountingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *writeCountingConn) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
+}
+
+type connKey struct{}
+
+// h2Server serves h over TLS with HTTP/2, configured by configure, and
+// counts the writes to its connections.
+func h2Server(t *testing.T, h http.Handler, configure func(*http.Server) error) (*httptest.Server, *writeCountingListener) {
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = quietLog
+	srv.EnableHTTP2 = true
+	srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, "set by ConnContext")
+	}
+	require.NoError(t, configure(srv.Config))
+	counted := &writeCountingListener{Listener: srv.Listener}
+	srv.Listener = counted
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, counted
+}
+
+// A small answer to an HTTP/2 client leaves in one write: its HEADERS
+// with its DATA. net/http's own HTTP/2 server writes them apart when the
+// answer declares its length, as the relay's copies of agents' answers
+// do.
+func TestConfigureServerSendsASmallAnswerInOneWrite(t *testing.T) {
+	const body = `{"kind":"Status","status":"Success"}`
+	small := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, body)
+	})
+	for _, tc := range []struct {
+		name      string
+		configure func(*http.Server) error
+		writes    int64
+	}{
+		// However slow the machine, the DATA comes within the hold.
+		{"ConfigureServer", func(s *http.Server) error { return tunnel.ConfigureServerHolding(s, time.Hour) }, 1},
+		{"net/http", func(*http.Server) error { return nil }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, counted := h2Server(t, small, tc.configure)
+			client := srv.Client()
+			get := func() {
+				resp, err := client.Get(srv.URL)
+				require.NoError(t, err)
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				require.NoError(t, err)
+				require.Equal(t, 2, resp.ProtoMajor)
+				require.Contains(t, string(body), "Success")
+			}
+			get() // the connection's setup: TLS, SETTINGS, their acknowledgements
+			before := counted.writes.Load()
+			get()
+			assert.Equal(t, tc.writes, counted.writes.Load()-before, "writes for one small answer")
+		})
+	}
+}
+
+// Headers whose body comes later, as a watch's, are not held back until
+// the body; and the handler sees what net/http's HTTP/2 would give it.
+func TestConfigureServerSendsHeadersAheadOfALateBody(t *testing.T) {
+	body := make(chan string)
+	seen := make(chan *http.Request, 1)
+	srv, _ := h2Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		io.WriteString(w, <-body)
+	}), tunnel.ConfigureServer)
+
+	resp, err := srv.Client().Get(srv.URL + "/watch")
+	require.NoError(t, err, "the answer's headers arrive while its body has not been written")
+	defer resp.Body.Close()
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	body <- `{"type":"ADDED"}`
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, `{"type":"ADDED"}`, string(got))
+
+	r := <-seen
+	assert.Equal(t, 2, r.ProtoMajor)
+	require.NotNil(t, r.TLS, "the request carries its connection's TLS state")
+	assert.GreaterOrEqual(t, r.TLS.Version, uint16(tls.VersionTLS12))
+	assert.Equal(t, "set by ConnContext", r.Context().Value(connKey{}), "the server's ConnContext reaches the handler")
+	assert.NotEmpty(t, r.RemoteAddr)
+}

@@ -1,0 +1,60 @@
+//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation; this file serves the relay's clients with it, on the connections net/http hands over after TLS. See PROTOCOL.md.
+
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// ConfigureServer sets up HTTP/2 on srv, the server that serves a
+// Relay's clients, as the relay writes its tunnels: each connection is
+// written through a short hold, so that an answer's HEADERS leave with
+// its first DATA, one write and one wake-up of the client instead of two
+// for a small answer (net/http's HTTP/2 server flushes the HEADERS on
+// their own). Headers whose body comes later, as a watch's, leave after
+// at most 100 µs.
+//
+// Call it before srv serves, after setting srv.HTTP2: its limits
+// (streams, windows, WriteByteTimeout, ...) apply as they would to
+// net/http's own HTTP/2. A held write that the hold's timer sends has
+// srv.HTTP2.WriteByteTimeout to finish, or DefaultWriteTimeout.
+// BENCHMARKS.md, "Clients speaking HTTP/2".
+func ConfigureServer(srv *http.Server) error { return configureServer(srv, holdFor) }
+
+func configureServer(srv *http.Server, hold time.Duration) error {
+	h2 := &http2.Server{}
+	if err := http2.ConfigureServer(srv, h2); err != nil {
+		return err
+	}
+	timeout := DefaultWriteTimeout
+	if srv.HTTP2 != nil && srv.HTTP2.WriteByteTimeout > 0 {
+		timeout = srv.HTTP2.WriteByteTimeout
+	}
+	srv.TLSNextProto[http2.NextProtoTLS] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
+		// net/http hands over its connection's base context (from
+		// BaseContext and ConnContext) this way; x/net's own handler
+		// does the same.
+		var ctx context.Context
+		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
+			ctx = bc.BaseContext()
+		}
+		hc := newHoldConn(c, timeout, 0)
+		hc.hold = hold
+		h2.ServeConn(&tlsHoldConn{hc, c}, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
+	}
+	return nil
+}
+
+// tlsHoldConn is a holdConn over TLS that still tells HTTP/2 its TLS
+// state: the server checks the version and cipher, and requests carry it.
+type tlsHoldConn struct {
+	*holdConn
+	tls *tls.Conn
+}
+
+func (c *tlsHoldConn) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }
