@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
 
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -129,4 +130,47 @@ func TestConfigureServerSendsHeadersAheadOfALateBody(t *testing.T) {
 	assert.GreaterOrEqual(t, r.TLS.Version, uint16(tls.VersionTLS12))
 	assert.Equal(t, "set by ConnContext", r.Context().Value(connKey{}), "the server's ConnContext reaches the handler")
 	assert.NotEmpty(t, r.RemoteAddr)
+}
+
+// The server's own bounds still hold under ConfigureServer: the streams a
+// connection may open (srv.HTTP2), and the idle timeout that closes a
+// connection left open for nothing (srv.IdleTimeout).
+func TestConfigureServerKeepsTheServersBounds(t *testing.T) {
+	srv, _ := h2Server(t, http.NotFoundHandler(), func(s *http.Server) error {
+		s.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 7}
+		s.IdleTimeout = 50 * time.Millisecond
+		return tunnel.ConfigureServer(s)
+	})
+	conn, err := tls.Dial("tcp", srv.Listener.Addr().String(), &tls.Config{
+		RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, NextProtos: []string{"h2"}})
+	require.NoError(t, err)
+	defer conn.Close()
+	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
+	_, err = io.WriteString(conn, http2.ClientPreface)
+	require.NoError(t, err)
+	fr := http2.NewFramer(conn, conn)
+	require.NoError(t, fr.WriteSettings())
+
+	f, err := fr.ReadFrame()
+	require.NoError(t, err)
+	settings, ok := f.(*http2.SettingsFrame)
+	require.True(t, ok, "the server speaks first with its SETTINGS, got %v", f)
+	streams, ok := settings.Value(http2.SettingMaxConcurrentStreams)
+	assert.True(t, ok)
+	assert.EqualValues(t, 7, streams)
+
+	// Nothing more is sent: the server ends the connection when idle
+	// (the deadline only turns a server that never does into a failure).
+	conn.SetReadDeadline(time.Now().Add(time.Minute))
+	var goAway bool
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			break
+		}
+		if _, ok := f.(*http2.GoAwayFrame); ok {
+			goAway = true
+		}
+	}
+	assert.True(t, goAway, "an idle connection is told GOAWAY and closed")
 }

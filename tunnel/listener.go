@@ -69,11 +69,13 @@ func (l *clientListener) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		if l.cfg.MaxConns > 0 && l.open.Load() >= int64(l.cfg.MaxConns) {
-			tc.SetLinger(0)
-			tc.Close()
+			// Counted before the reset, so that whoever sees the reset
+			// sees the count.
 			if l.cfg.OnRefused != nil {
 				l.cfg.OnRefused()
 			}
+			tc.SetLinger(0)
+			tc.Close()
 			continue
 		}
 		l.open.Add(1)
