@@ -10,11 +10,13 @@ import (
 // the handler waits until they are written, and the server flushes
 // whenever it has nothing else queued. A small answer's DATA follows a few
 // microseconds later in a second write, and the relay wakes up twice. Its
-// client does the same with a request's HEADERS and body. holdConn sits
-// under either and holds back a write that ends with a header block of a
-// stream that goes on, for at most holdFor, so that the DATA usually
-// leaves in the same write; a stream whose body comes later (a watch, an
-// upgraded stream, a slow upload) gets its headers after holdFor.
+// client does the same with a request's HEADERS and body, and net/http's
+// server with the answers the relay sends its own clients. holdConn sits
+// under each (ConfigureServer for the last) and holds back a write that
+// ends with a header block of a stream that goes on, for at most holdFor,
+// so that the DATA usually leaves in the same write; a stream whose body
+// comes later (a watch, an upgraded stream, a slow upload) gets its
+// headers after holdFor.
 // BENCHMARKS.md, "Holding a small answer's HEADERS".
 const (
 	holdFor = 100 * time.Microsecond

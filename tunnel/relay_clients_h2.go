@@ -21,9 +21,9 @@ import (
 //
 // Call it before srv serves, after setting srv.HTTP2 and srv.IdleTimeout:
 // their limits (streams, windows, WriteByteTimeout, the idle timeout)
-// apply as they would to net/http's own HTTP/2. A held write that the hold's timer sends has
-// srv.HTTP2.WriteByteTimeout to finish, or DefaultWriteTimeout.
-// BENCHMARKS.md, "Clients speaking HTTP/2".
+// apply as they would to net/http's own HTTP/2. A held write that the
+// hold's timer sends has srv.HTTP2.WriteByteTimeout to finish, or
+// DefaultWriteTimeout. BENCHMARKS.md, "Clients speaking HTTP/2".
 func ConfigureServer(srv *http.Server) error { return configureServer(srv, holdFor) }
 
 func configureServer(srv *http.Server, hold time.Duration) error {
