@@ -230,6 +230,22 @@ func (u usage) perMB(mb float64) string {
 	return fmt.Sprintf("%.2f ms CPU, %.0f reads + %.0f writes per MB", float64(u.cpu.Microseconds())/1e3/mb, float64(u.reads)/mb, float64(u.writes)/mb)
 }
 
+// costs says what each process spent on one path, each figure formatted
+// by f: in process there is only the total; otherwise the children that
+// path went through, then the clients and upstream.
+func costs(o options, path string, relay, agent, self usage, f func(usage) string) string {
+	switch {
+	case o.inProcess:
+		return "all of it " + f(self)
+	case path == "direct":
+		return "clients and upstream " + f(self)
+	case path == "h1 proxy":
+		return "proxy " + f(agent) + "; clients and upstream " + f(self)
+	default:
+		return "relay " + f(relay) + "; agent " + f(agent) + "; clients and upstream " + f(self)
+	}
+}
+
 // smallLoad runs clients for d, each sending GETs to u one after another;
 // it returns the latencies and errors.
 func smallLoad(client *http.Client, u string, clients int, d time.Duration) ([]time.Duration, int64) {
@@ -446,16 +462,7 @@ func hop(o options) error {
 			directRPS, directP99 = rps, p99
 		}
 		fmt.Printf("  %-8s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, t.errs)
-		switch {
-		case o.inProcess:
-			fmt.Printf("            per request, all of it: %s\n", t.self.perRequest(n))
-		case p.name == "direct":
-			fmt.Printf("            per request: clients and upstream %s\n", t.self.perRequest(n))
-		case p.name == "h1 proxy":
-			fmt.Printf("            per request: proxy %s; clients and upstream %s\n", t.agent.perRequest(n), t.self.perRequest(n))
-		default:
-			fmt.Printf("            per request: relay %s; agent %s; clients and upstream %s\n", t.relay.perRequest(n), t.agent.perRequest(n), t.self.perRequest(n))
-		}
+		fmt.Printf("            per request: %s\n", costs(o, p.name, t.relay, t.agent, t.self, func(u usage) string { return u.perRequest(n) }))
 	}
 	var directMBs float64
 	for _, p := range paths {
@@ -472,17 +479,8 @@ func hop(o options) error {
 		// CPU per MB shows whether a path is bound by work or by waiting:
 		// a path whose processes together use less than both cores waits.
 		mb := float64(largeBody) / 1e6
-		self := selfAfter.since(selfBefore)
-		switch {
-		case o.inProcess:
-			fmt.Printf("; all of it %s\n", self.perMB(mb))
-		case p.name == "direct":
-			fmt.Printf("; clients and upstream %s\n", self.perMB(mb))
-		case p.name == "h1 proxy":
-			fmt.Printf("; proxy %s, clients and upstream %s\n", agentAfter.since(agentBefore).perMB(mb), self.perMB(mb))
-		default:
-			fmt.Printf("; relay %s, agent %s, clients and upstream %s\n", relayAfter.since(relayBefore).perMB(mb), agentAfter.since(agentBefore).perMB(mb), self.perMB(mb))
-		}
+		fmt.Printf("; %s\n", costs(o, p.name, relayAfter.since(relayBefore), agentAfter.since(agentBefore), selfAfter.since(selfBefore),
+			func(u usage) string { return u.perMB(mb) }))
 	}
 	if o.profileDir != "" {
 		// Downloads through the tunnel, one after another, while both
