@@ -64,8 +64,24 @@ type RelayConfig struct {
 	// times DefaultMaxConcurrentStreams, the agents' stream limit, so
 	// stalled streams can never close a connection's window on the others.
 	// A larger window speeds single downloads over long round trips (one
-	// stream moves at most a window per round trip) at that memory cost.
+	// stream moves at most a window per round trip) at that memory cost;
+	// StreamWindowLimit does it only for clients that keep up.
 	MaxReceiveBufferPerStream int32
+
+	// StreamWindowLimit is how far one response's receive window may grow
+	// while its client keeps up: the window doubles each time the client
+	// took half of it in less than two round trips to the agent (the
+	// window, not the client, was what held the stream back), and stays
+	// grown until the stream ends. Default DefaultStreamWindowLimit
+	// (1 MiB); at or below MaxReceiveBufferPerStream, windows never grow.
+	StreamWindowLimit int32
+	// StreamWindowBudget is how much all grown windows together may hold
+	// beyond MaxReceiveBufferPerStream each: what clients that read fast
+	// and then stop can make the relay hold, on top of one window each
+	// (until WriteTimeout resets them). A stream gives its share back when
+	// it ends. Default
+	// DefaultStreamWindowBudget (8 MiB); negative: windows never grow.
+	StreamWindowBudget int64
 
 	// UpgradeTimeout bounds the wait for an agent's answer to an upgrade
 	// request (kubectl exec, attach, port-forward): the agent must begin
@@ -118,7 +134,7 @@ type RelayConfig struct {
 type Relay struct {
 	cfg   RelayConfig
 	log   *slog.Logger
-	h2    *h2Transport
+	h2    *h2Config
 	peers *peers // with a Directory
 	reg   registry
 	// draining refuses agents' handshakes: they are to connect elsewhere.
@@ -144,6 +160,12 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	if c.MaxReceiveBufferPerStream <= 0 {
 		c.MaxReceiveBufferPerStream = DefaultMaxReceiveBufferPerStream
 	}
+	if c.StreamWindowLimit == 0 {
+		c.StreamWindowLimit = DefaultStreamWindowLimit
+	}
+	if c.StreamWindowBudget == 0 {
+		c.StreamWindowBudget = DefaultStreamWindowBudget
+	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
@@ -159,10 +181,8 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		r.peers = newPeers(&c)
 		r.reg.hold = c.Directory.Hold
 	}
+	r.h2 = newH2Config(&c)
 	var err error
-	if r.h2, err = newH2Transport(&c); err != nil {
-		return nil, err
-	}
 	if r.metrics, err = newMetrics(c.Registerer, "relay", c.MetricsPerCluster, r.Stats); err != nil {
 		return nil, fmt.Errorf("tunnel: registering metrics: %w", err)
 	}
@@ -356,7 +376,7 @@ func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handsha
 	r.stats.connsOpened.Add(1)
 	ac.conn = tracked
 	tracked.lastRead.Store(time.Now().UnixNano())
-	cc, err := newTunnelClient(r.h2, tracked, r.cfg.WriteTimeout)
+	cc, err := newTunnelClient(r.h2, tracked)
 	if err != nil {
 		tracked.Close()
 		return err

@@ -305,9 +305,8 @@ func (r *Relay) send(c *agentConn, out *http.Request) (*http.Response, error) {
 	resp, err := c.cc.RoundTrip(out)
 	if err != nil {
 		r.stats.streamsClosed.Add(1)
-		if strings.Contains(err.Error(), "header list larger than peer's advertised limit") {
+		if errors.Is(err, errHeadersPeer) {
 			// An agent configured with a lower limit than this relay's.
-			// x/net exports no sentinel for it.
 			return nil, fmt.Errorf("%w: the agent of cluster %q accepts less than this relay's %d bytes", ErrHeadersTooLarge, c.clusterID, r.cfg.MaxHeaderBytes)
 		}
 		return nil, fmt.Errorf("tunnel: the tunnel to cluster %q failed: %w", c.clusterID, err)

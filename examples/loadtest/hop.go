@@ -355,7 +355,7 @@ func hop(o options) error {
 	var agent *agentProc
 	var relayAddr, proxyAddr string
 	if o.inProcess {
-		r, ln, err := listenRelay(1, "127.0.0.1:0", dir, clientSendBuffer, streamWindow)
+		r, ln, err := listenRelay(1, "127.0.0.1:0", dir, clientSendBuffer, streamWindows)
 		if err != nil {
 			return err
 		}

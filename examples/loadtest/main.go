@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -94,7 +95,9 @@ func scenario(name string, args []string) error {
 	fs.StringVar(&o.profileDir, "profile", "", "hop: write CPU profiles of the relay and the agent children, over the small requests through the tunnel and over repeated downloads, to this directory (each path then runs in one turn)")
 	fs.IntVar(&o.concurrent, "concurrent", 16, "signin: plugin processes started at once on an empty cache")
 	fs.IntVar(&clientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
-	fs.IntVar(&streamWindow, "stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "the relay's receive window per stream toward agents in bytes")
+	fs.Func("stream-window", "the relay's receive window per stream toward agents in bytes, to begin with (default: the relay's)", int32Flag(&streamWindows.initial))
+	fs.Func("stream-window-limit", "how far the relay lets one stream's window grow while its client keeps up (default: the relay's)", int32Flag(&streamWindows.limit))
+	fs.Int64Var(&streamWindows.budget, "stream-window-budget", 0, "what all grown windows may hold together beyond their first; negative: windows never grow (0: the relay's default)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,5 +131,14 @@ func raiseFileLimit() {
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
 		l.Cur = l.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+// int32Flag parses a flag's value into *p.
+func int32Flag(p *int32) func(string) error {
+	return func(s string) error {
+		n, err := strconv.ParseInt(s, 0, 32)
+		*p = int32(n)
+		return err
 	}
 }

@@ -46,10 +46,12 @@ func serveRelay(args []string) error {
 	caDir := fs.String("ca-dir", "", "")
 	sndbuf := fs.Int("client-send-buffer", 0, "")
 	window := fs.Int("stream-window", 0, "")
+	limit := fs.Int("stream-window-limit", 0, "")
+	budget := fs.Int64("stream-window-budget", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	relay, ln, err := listenRelay(*n, *listen, *caDir, *sndbuf, *window)
+	relay, ln, err := listenRelay(*n, *listen, *caDir, *sndbuf, windows{int32(*window), int32(*limit), *budget})
 	if err != nil {
 		return err
 	}
@@ -79,7 +81,7 @@ func serveRelay(args []string) error {
 // with a CA kept in caDir; sndbuf and window are its client send buffer
 // and receive window per stream (0 for the defaults). It serves until the
 // process ends.
-func listenRelay(clusters int, listen, caDir string, sndbuf, window int) (*tunnel.Relay, net.Listener, error) {
+func listenRelay(clusters int, listen, caDir string, sndbuf int, w windows) (*tunnel.Relay, net.Listener, error) {
 	ca, err := pki.LoadOrCreateCA(caDir, "loadtest relay CA", 7*24*time.Hour)
 	if err != nil {
 		return nil, nil, err
@@ -96,7 +98,8 @@ func listenRelay(clusters int, listen, caDir string, sndbuf, window int) (*tunne
 	for i := range clusters {
 		secrets[clusterName(i)] = secret
 	}
-	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: secrets, MaxReceiveBufferPerStream: int32(window)})
+	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: secrets, MaxReceiveBufferPerStream: w.initial,
+		StreamWindowLimit: w.limit, StreamWindowBudget: w.budget})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -139,7 +142,8 @@ type relayProc struct {
 
 func startRelay(clusters int, listen, caDir string) (*relayProc, error) {
 	cmd, stdin, line, err := startChild("relay", "-clusters", strconv.Itoa(clusters), "-listen", listen, "-ca-dir", caDir,
-		"-client-send-buffer", strconv.Itoa(clientSendBuffer), "-stream-window", strconv.Itoa(streamWindow))
+		"-client-send-buffer", strconv.Itoa(clientSendBuffer), "-stream-window", strconv.Itoa(int(streamWindows.initial)),
+		"-stream-window-limit", strconv.Itoa(int(streamWindows.limit)), "-stream-window-budget", strconv.FormatInt(streamWindows.budget, 10))
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +223,14 @@ func (p *relayProc) waitConnections(n int, limit time.Duration) (relayStats, err
 // connection (-client-send-buffer; 0 for the kernel's autotuning).
 var clientSendBuffer int
 
-// streamWindow is the relay child's receive window per stream toward
-// agents (-stream-window; 0 for the relay's default).
-var streamWindow int
+// windows are the relay's receive windows per stream toward agents: the
+// initial one, how far one may grow and the budget for growing (0 for the
+// relay's defaults).
+type windows struct {
+	initial, limit int32
+	budget         int64
+}
+
+// streamWindows are the relay child's windows (-stream-window,
+// -stream-window-limit, -stream-window-budget).
+var streamWindows windows

@@ -1,0 +1,521 @@
+package tunnel
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// fakeAgent is the agent's side of one tunnel connection, frame by frame,
+// so that a test decides exactly what the relay's client is sent.
+type fakeAgent struct {
+	t    testing.TB
+	conn net.Conn
+	fr   *http2.Framer
+	wmu  sync.Mutex
+	hbuf bytes.Buffer
+	henc *hpack.Encoder
+	// frames is what the relay sent, HEADERS decoded, DATA copied.
+	frames chan http2.Frame
+}
+
+func testH2Config(initial, limit int32, budget int64) *h2Config {
+	b := &windowBudget{}
+	b.avail.Store(budget)
+	return &h2Config{
+		initialWindow: initial, windowLimit: limit, budget: b, maxHeaderList: 16 << 10,
+		pingInterval: time.Hour, pingTimeout: time.Hour, writeTimeout: 10 * time.Second,
+		// Long against the test's pace: a reader that reads at all keeps
+		// up; TestStreamWindowNeedsAReaderFasterThanItsWindow sets it short.
+		fixedRTT: time.Second,
+	}
+}
+
+// newFakeAgent connects a relay's client to a fake agent over loopback TCP
+// and completes the SETTINGS exchange, the agent sending settings.
+func newFakeAgent(t testing.TB, cfg *h2Config, settings ...http2.Setting) (*tunnelClient, *fakeAgent) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	relaySide, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	agentSide := <-accepted
+	require.NotNil(t, agentSide)
+
+	a := &fakeAgent{t: t, conn: agentSide, frames: make(chan http2.Frame, 1024)}
+	a.fr = http2.NewFramer(agentSide, agentSide)
+	a.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	a.henc = hpack.NewEncoder(&a.hbuf)
+	require.NoError(t, a.fr.WriteSettings(settings...))
+
+	cc, err := newTunnelClient(cfg, relaySide)
+	require.NoError(t, err)
+	t.Cleanup(func() { cc.Close(); agentSide.Close() })
+
+	preface := make([]byte, len(http2.ClientPreface))
+	_, err = io.ReadFull(agentSide, preface)
+	require.NoError(t, err)
+	require.Equal(t, http2.ClientPreface, string(preface))
+	go a.readLoop()
+	// The relay has taken the agent's settings once it acknowledges them.
+	a.next(func(f http2.Frame) bool { _, ok := f.(*settingsAck); return ok })
+	return cc, a
+}
+
+func (a *fakeAgent) readLoop() {
+	defer close(a.frames)
+	for {
+		f, err := a.fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			a.frames <- &dataCopy{id: f.StreamID, data: bytes.Clone(f.Data()), end: f.StreamEnded()}
+			continue
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				a.write(func(fr *http2.Framer) error { return fr.WriteSettingsAck() })
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				a.write(func(fr *http2.Framer) error { return fr.WritePing(true, f.Data) })
+			}
+		}
+		if _, ok := f.(*http2.MetaHeadersFrame); ok {
+			a.frames <- f
+			continue
+		}
+		a.frames <- copyFrame(f)
+	}
+}
+
+// dataCopy is a DATA frame the relay sent, kept past the next read.
+type dataCopy struct {
+	http2.FrameHeader
+	id   uint32
+	data []byte
+	end  bool
+}
+
+// copyFrame keeps what the tests look at of frames the Framer reuses.
+func copyFrame(f http2.Frame) http2.Frame {
+	switch f := f.(type) {
+	case *http2.WindowUpdateFrame:
+		c := *f
+		return &c
+	case *http2.RSTStreamFrame:
+		c := *f
+		return &c
+	case *http2.GoAwayFrame:
+		c := *f
+		return &c
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return &settingsAck{}
+		}
+	}
+	return &otherFrame{} // not looked at
+}
+
+type (
+	settingsAck struct{ http2.FrameHeader }
+	otherFrame  struct{ http2.FrameHeader }
+)
+
+func (a *fakeAgent) write(fn func(fr *http2.Framer) error) {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	fn(a.fr)
+}
+
+// next returns the next frame of the relay's for which keep is true.
+func (a *fakeAgent) next(keep func(http2.Frame) bool) http2.Frame {
+	a.t.Helper()
+	for f := range a.frames {
+		if keep(f) {
+			return f
+		}
+	}
+	a.t.Fatal("the relay's client closed the connection")
+	return nil
+}
+
+// request waits for the relay's next request and returns its stream.
+func (a *fakeAgent) request() *http2.MetaHeadersFrame {
+	a.t.Helper()
+	return a.next(func(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok }).(*http2.MetaHeadersFrame)
+}
+
+// answer sends response headers on a stream.
+func (a *fakeAgent) answer(id uint32, end bool, fields ...string) {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	a.hbuf.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		a.henc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	require.NoError(a.t, a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.hbuf.Bytes(), EndHeaders: true, EndStream: end}))
+}
+
+func (a *fakeAgent) data(id uint32, p []byte, end bool) {
+	a.write(func(fr *http2.Framer) error { return fr.WriteData(id, end, p) })
+}
+
+// windowUpdate returns the next WINDOW_UPDATE for stream id, or false
+// when none comes within wait (the relay grants nothing more).
+func (a *fakeAgent) windowUpdate(id uint32, wait time.Duration) (uint32, bool) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case f, ok := <-a.frames:
+			if !ok {
+				return 0, false
+			}
+			if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == id {
+				return wu.Increment, true
+			}
+		case <-t.C:
+			return 0, false
+		}
+	}
+}
+
+// windowLimited plays an agent with an endless body that sends all the
+// window it has the moment it has it, so that the window alone paces it,
+// until the reader is done and the relay grants no more. sent and granted
+// carry over from one call to the next.
+func (a *fakeAgent) windowLimited(id uint32, sent, granted *int64, readerDone <-chan error) error {
+	chunk := make([]byte, 16<<10)
+	var readErr error
+	done := false
+	for {
+		for *sent < *granted {
+			n := min(int64(len(chunk)), *granted-*sent)
+			a.data(id, chunk[:n], false)
+			*sent += n
+		}
+		inc, ok := a.windowUpdate(id, 300*time.Millisecond)
+		if ok {
+			*granted += int64(inc)
+			continue
+		}
+		if !done {
+			select {
+			case readErr = <-readerDone:
+				done = true
+			default:
+			}
+			continue
+		}
+		return readErr
+	}
+}
+
+// readThenStop reads n bytes of body in a goroutine and then reads no
+// more.
+func readThenStop(body io.Reader, n int64) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(io.Discard, body, n)
+		done <- err
+	}()
+	return done
+}
+
+// get sends a GET and has the agent answer 200 with a body to come.
+func (a *fakeAgent) get(cc *tunnelClient) (uint32, *http.Response) {
+	a.t.Helper()
+	got := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "https://cluster/big", nil)
+		resp, err := cc.RoundTrip(req)
+		assert.NoError(a.t, err)
+		got <- resp
+	}()
+	id := a.request().StreamID
+	a.answer(id, false, ":status", "200")
+	resp := <-got
+	require.NotNil(a.t, resp)
+	return id, resp
+}
+
+// The receive window of an answer whose reader keeps up with the agent
+// grows to the limit, and no further: what a reader that then stops can
+// make the relay hold.
+func TestStreamWindowGrowsWhileTheReaderKeepsUp(t *testing.T) {
+	const initial, limit, budget = 64 << 10, 1 << 20, 64 << 20
+	cfg := testH2Config(initial, limit, budget)
+	cc, a := newFakeAgent(t, cfg)
+	id, resp := a.get(cc)
+
+	const read = 32 << 20
+	var sent, granted int64 = 0, initial
+	require.NoError(t, a.windowLimited(id, &sent, &granted, readThenStop(resp.Body, read)))
+	// The last quarter of a window read goes back only with the next.
+	held := sent - read
+	assert.Greater(t, held, int64(limit*3/4), "the window grew to the limit while the reader kept up")
+	assert.LessOrEqual(t, held, int64(limit), "and no further")
+	assert.LessOrEqual(t, cfg.budget.avail.Load(), budget-(held-initial), "what the stream holds over its initial window is taken from the budget")
+
+	resp.Body.Close()
+	rst := a.next(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok }).(*http2.RSTStreamFrame)
+	assert.Equal(t, http2.ErrCodeCancel, rst.ErrCode)
+	assert.EqualValues(t, budget, cfg.budget.avail.Load(), "the stream gave its share of the budget back")
+}
+
+// A window never grows past the relay's budget: a reader that read fast
+// and stopped holds at most its initial window and the budget.
+func TestStreamWindowsShareOneBudget(t *testing.T) {
+	const initial, limit, budget = 64 << 10, 1 << 20, 192 << 10
+	cfg := testH2Config(initial, limit, budget)
+	cc, a := newFakeAgent(t, cfg)
+
+	var held [2]int64
+	for i := range held {
+		id, resp := a.get(cc)
+		defer resp.Body.Close()
+		const read = 8 << 20
+		var sent, granted int64 = 0, initial
+		require.NoError(t, a.windowLimited(id, &sent, &granted, readThenStop(resp.Body, read)))
+		held[i] = sent - read
+	}
+	assert.Greater(t, held[0], int64((initial+budget)*3/4), "the first stream grew by the whole budget")
+	assert.LessOrEqual(t, held[0], int64(initial+budget))
+	assert.LessOrEqual(t, held[1], int64(initial), "the second found it spent and kept its initial window")
+	assert.Zero(t, cfg.budget.avail.Load())
+}
+
+// A window grows only for a reader that takes half a window in less than
+// two round trips to the agent; one that is slower than that is not held
+// back by its window.
+func TestStreamWindowNeedsAReaderFasterThanItsWindow(t *testing.T) {
+	const initial, limit, budget = 64 << 10, 1 << 20, 64 << 20
+	cfg := testH2Config(initial, limit, budget)
+	cfg.fixedRTT = time.Nanosecond
+	cc, a := newFakeAgent(t, cfg)
+	id, resp := a.get(cc)
+	defer resp.Body.Close()
+	const read = 8 << 20
+	var sent, granted int64 = 0, initial
+	require.NoError(t, a.windowLimited(id, &sent, &granted, readThenStop(resp.Body, read)))
+	assert.LessOrEqual(t, sent-read, int64(initial))
+	assert.EqualValues(t, budget, cfg.budget.avail.Load())
+}
+
+// The relay measures its round trip to the agent, which windows are tuned
+// by, from the SETTINGS exchange on.
+func TestTunnelClientMeasuresTheRoundTrip(t *testing.T) {
+	cfg := testH2Config(64<<10, 1<<20, 0)
+	cfg.fixedRTT = 0
+	cc, _ := newFakeAgent(t, cfg)
+	// The agent's acknowledgement of the relay's SETTINGS is the first
+	// sample.
+	require.Eventually(t, func() bool { return cc.rttNanos.Load() > 0 }, 10*time.Second, time.Millisecond)
+	assert.Less(t, cc.rtt(time.Now()), time.Minute)
+}
+
+// An agent that sends past a stream's window loses that stream, not the
+// connection: the relay resets it and answers others.
+func TestAgentSendingPastTheWindowLosesTheStream(t *testing.T) {
+	cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
+	got := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
+		resp, err := cc.RoundTrip(req)
+		assert.NoError(t, err)
+		got <- resp
+	}()
+	id := a.request().StreamID
+	a.answer(id, false, ":status", "200")
+	resp := <-got
+	for range 5 { // 80 KiB against 64 KiB
+		a.data(id, make([]byte, 16<<10), false)
+	}
+	rst := a.next(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok }).(*http2.RSTStreamFrame)
+	assert.Equal(t, id, rst.StreamID)
+	assert.Equal(t, http2.ErrCodeFlowControl, rst.ErrCode)
+	_, err := io.ReadAll(resp.Body)
+	assert.ErrorContains(t, err, "past the stream's window")
+	resp.Body.Close()
+
+	done := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "https://cluster/y", nil)
+		resp, err := cc.RoundTrip(req)
+		assert.NoError(t, err)
+		done <- resp
+	}()
+	id = a.request().StreamID
+	a.answer(id, false, ":status", "200", "content-length", "2")
+	a.data(id, []byte("ok"), true)
+	resp = <-done
+	require.NotNil(t, resp)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "ok", string(b))
+}
+
+// What breaks HTTP/2 itself ends the connection with GOAWAY, failing the
+// requests in flight; what breaks one answer fails that answer.
+func TestAgentBreakingTheProtocol(t *testing.T) {
+	tests := []struct {
+		name    string
+		agent   func(a *fakeAgent, id uint32)
+		wantErr string
+		goAway  bool
+	}{
+		{"data on a stream never opened", func(a *fakeAgent, id uint32) { a.data(id+2, []byte("x"), false) }, "never opened", true},
+		{"a pushed stream", func(a *fakeAgent, id uint32) {
+			a.write(func(fr *http2.Framer) error {
+				return fr.WritePushPromise(http2.PushPromiseParam{StreamID: id, PromiseID: 2, BlockFragment: []byte{0x82}, EndHeaders: true})
+			})
+		}, "pushed", true},
+		{"status not a number", func(a *fakeAgent, id uint32) { a.answer(id, false, ":status", "2x0") }, "status", false},
+		{"two Content-Lengths", func(a *fakeAgent, id uint32) {
+			a.answer(id, false, ":status", "200", "content-length", "1", "content-length", "2")
+		}, "more than one Content-Length", false},
+		{"headers over the relay's limit", func(a *fakeAgent, id uint32) {
+			a.answer(id, false, ":status", "200", "x-big", strings.Repeat("x", 10<<10), "x-bigger", strings.Repeat("y", 10<<10))
+		}, "bytes of headers", false},
+		{"101 in HTTP/2", func(a *fakeAgent, id uint32) { a.answer(id, false, ":status", "101") }, "101", false},
+		{"endless 1xx", func(a *fakeAgent, id uint32) {
+			for range 6 {
+				a.answer(id, false, ":status", "103")
+			}
+		}, "informational", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
+			errc := make(chan error, 1)
+			go func() {
+				req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
+				resp, err := cc.RoundTrip(req)
+				if err == nil {
+					_, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				errc <- err
+			}()
+			id := a.request().StreamID
+			tt.agent(a, id)
+			err := <-errc
+			require.Error(t, err)
+			assert.ErrorContains(t, err, tt.wantErr)
+			if tt.goAway {
+				ga := a.next(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
+				assert.Equal(t, http2.ErrCodeProtocol, ga.ErrCode)
+				assert.False(t, cc.ReserveNewRequest(), "the connection is gone")
+			} else {
+				assert.True(t, cc.ReserveNewRequest(), "the connection serves on")
+			}
+		})
+	}
+}
+
+// An answer must have the length it declares.
+func TestAnswerLengthMustMatchContentLength(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		body string
+		want error
+	}{
+		{"short", "abc", io.ErrUnexpectedEOF},
+		{"long", "abcdefgh", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
+			errc := make(chan error, 1)
+			go func() {
+				req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
+				resp, err := cc.RoundTrip(req)
+				if err == nil {
+					_, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				errc <- err
+			}()
+			id := a.request().StreamID
+			a.answer(id, false, ":status", "200", "content-length", "5")
+			a.data(id, []byte(tt.body), true)
+			err := <-errc
+			require.Error(t, err)
+			if tt.want != nil {
+				assert.True(t, errors.Is(err, tt.want), "%v", err)
+			} else {
+				assert.ErrorContains(t, err, "more than its Content-Length")
+			}
+		})
+	}
+}
+
+// A request's body goes in DATA frames within the agent's windows, and its
+// trailers after it.
+func TestRequestBodyAndTrailers(t *testing.T) {
+	cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1000})
+	body := strings.Repeat("b", 2500)
+	got := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, "https://cluster/upload", io.NopCloser(strings.NewReader(body)))
+		req.ContentLength = -1
+		req.Trailer = http.Header{"X-Checksum": nil}
+		req.Trailer.Set("X-Checksum", "abc")
+		resp, err := cc.RoundTrip(req)
+		assert.NoError(t, err)
+		got <- resp
+	}()
+	h := a.request()
+	assert.Equal(t, "x-checksum", fieldValue(h, "trailer"))
+	var received []byte
+	granted := 1000
+	for len(received) < len(body) {
+		f := a.next(func(f http2.Frame) bool { _, ok := f.(*dataCopy); return ok }).(*dataCopy)
+		if f.id != h.StreamID {
+			continue
+		}
+		received = append(received, f.data...)
+		require.LessOrEqual(t, len(received), granted, "the relay kept within the agent's window")
+		if len(received) == granted {
+			a.write(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(h.StreamID, 1000) })
+			a.write(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, 1000) })
+			granted += 1000
+		}
+	}
+	assert.Equal(t, body, string(received))
+	tr := a.request()
+	assert.Equal(t, h.StreamID, tr.StreamID)
+	assert.True(t, tr.StreamEnded())
+	assert.Equal(t, "abc", fieldValue(tr, "x-checksum"))
+	a.answer(h.StreamID, true, ":status", "204")
+	resp := <-got
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusNoContent, resp.StatusCode)
+}
+
+func fieldValue(f *http2.MetaHeadersFrame, name string) string {
+	for _, hf := range f.Fields {
+		if hf.Name == name {
+			return hf.Value
+		}
+	}
+	return ""
+}
