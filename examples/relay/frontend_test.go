@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -145,4 +146,28 @@ func TestSelfSignedRelayKeepsItsCA(t *testing.T) {
 	second, err := os.ReadFile(caOut)
 	require.NoError(t, err)
 	assert.Equal(t, string(first), string(second))
+}
+
+// The window flags are checked before the relay starts, with what is
+// wrong in the words of the flags.
+func TestRelayRefusesBadWindowFlags(t *testing.T) {
+	bin := build(t)
+	dir := t.TempDir()
+	agentsFile := filepath.Join(dir, "agents.json")
+	require.NoError(t, os.WriteFile(agentsFile, []byte(`{"clusters":{"c1":{"secret":"s"}}}`), 0o600))
+	for _, tt := range []struct{ args, want string }{
+		{"-stream-window 4096", "-stream-window must be between 16 KiB and 16 MiB"},
+		{"-stream-window-limit 32768", "-stream-window-limit must be between -stream-window and 64 MiB"},
+		{"-stream-window-limit 1073741824", "-stream-window-limit must be between -stream-window and 64 MiB"},
+		{"-stream-window-budget -1", "-stream-window-budget must not be negative"},
+	} {
+		args := append([]string{"-listen", freeAddr(t), "-self-signed", "-self-signed-dir", filepath.Join(dir, "state"),
+			"-agents", agentsFile, "-insecure-skip-client-auth"}, strings.Fields(tt.args)...)
+		// A relay that took the flags would serve until killed.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		out, err := exec.CommandContext(ctx, filepath.Join(bin, "relay"), args...).CombinedOutput()
+		cancel()
+		require.Error(t, err, "%s", out)
+		assert.Contains(t, string(out), tt.want)
+	}
 }

@@ -89,7 +89,9 @@ func run() error {
 	writeTimeout := fs.Duration("write-timeout", tunnel.DefaultWriteTimeout, "reset a client's stream (and drop a tunnel connection) when writing to it makes no progress this long")
 	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long agents get to move to another relay and their streams to finish")
 	upgradeTimeout := fs.Duration("upgrade-timeout", tunnel.DefaultUpgradeTimeout, "how long an agent may take to answer exec, attach or port-forward")
-	streamWindow := fs.Int("stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "bytes of one response the relay takes from an agent ahead of the client: what a client that stops reading pins, and a cap on one download's speed over long round trips")
+	streamWindow := fs.Int("stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "bytes of one response the relay takes from an agent ahead of the client, to begin with: what a client that stops reading pins")
+	windowLimit := fs.Int("stream-window-limit", tunnel.DefaultStreamWindowLimit, "how far one response's window grows while its client reads faster than the window lets the agent send: a cap on one download's speed over long round trips (a window per round trip)")
+	windowBudget := fs.Int64("stream-window-budget", tunnel.DefaultStreamWindowBudget, "bytes all grown windows may hold together beyond -stream-window each: what clients that read fast and then stop can pin in all (0: windows never grow)")
 	maxConns := fs.Int("max-client-conns", defaultMaxClientConns, "client connections open at once, before any request is read; past it new ones are reset (0: no bound); the same bound holds on the peer listener")
 	maxHeaderBytes := fs.Int("max-header-bytes", defaultMaxHeaderBytes, "largest request header a client may send; the relay holds this much per connection while a caller sends it")
 	fleetFlags := registerFleet(fs)
@@ -112,6 +114,15 @@ func run() error {
 	}
 	if *streamWindow < 16<<10 || *streamWindow > 16<<20 {
 		return errors.New("-stream-window must be between 16 KiB and 16 MiB")
+	}
+	if *windowLimit < *streamWindow || *windowLimit > 64<<20 {
+		return errors.New("-stream-window-limit must be between -stream-window and 64 MiB")
+	}
+	if *windowBudget < 0 {
+		return errors.New("-stream-window-budget must not be negative")
+	}
+	if *windowBudget == 0 {
+		*windowBudget = -1 // RelayConfig's word for none
 	}
 	fl, err := fleetFlags.setup(log)
 	if err != nil {
@@ -139,7 +150,8 @@ func run() error {
 	})
 	reg := cli.NewRegistry()
 	rcfg := &tunnel.RelayConfig{Authenticator: auth, Logger: log, WriteTimeout: *writeTimeout, UpgradeTimeout: *upgradeTimeout,
-		MaxReceiveBufferPerStream: int32(*streamWindow), Registerer: reg, MetricsPerCluster: *perCluster}
+		MaxReceiveBufferPerStream: int32(*streamWindow), StreamWindowLimit: int32(*windowLimit), StreamWindowBudget: *windowBudget,
+		Registerer: reg, MetricsPerCluster: *perCluster}
 	switch {
 	case *policyFile != "" && *insecureOpen:
 		return errors.New("give -access-policy or -insecure-skip-client-auth, not both")
