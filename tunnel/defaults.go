@@ -55,7 +55,7 @@ const (
 	// windows of responses whose clients keep up (see
 	// RelayConfig.StreamWindowLimit). 1 MiB moves one download at about
 	// 20 MB/s over a 50 ms round trip to the agent (64 KiB: 1.3 MB/s) and
-	// at ~1.9× the 64 KiB speed on loopback; 8 MiB lets eight grow at once
+	// at 1.7× the 64 KiB speed on loopback; 8 MiB lets eight grow at once
 	// and keeps 1,000 stalled downloads under 256 MiB of relay memory
 	// even when each was read fast before it stopped (BENCHMARKS.md).
 	DefaultStreamWindowLimit  = 1 << 20
