@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -42,11 +43,12 @@ func testH2Config(initial, limit int32, budget int64) *h2Config {
 	}
 }
 
-// newFakeAgent connects a relay's client to a fake agent over loopback TCP
-// and completes the SETTINGS exchange, the agent sending settings.
+// newFakeAgent connects a relay's client to a fake agent over a Unix
+// socket (a fuzz run opens thousands: TCP would run out of ports) and
+// completes the SETTINGS exchange, the agent sending settings.
 func newFakeAgent(t testing.TB, cfg *h2Config, settings ...http2.Setting) (*tunnelClient, *fakeAgent) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "agent"))
 	require.NoError(t, err)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 1)
@@ -54,7 +56,7 @@ func newFakeAgent(t testing.TB, cfg *h2Config, settings ...http2.Setting) (*tunn
 		c, _ := ln.Accept()
 		accepted <- c
 	}()
-	relaySide, err := net.Dial("tcp", ln.Addr().String())
+	relaySide, err := net.Dial("unix", ln.Addr().String())
 	require.NoError(t, err)
 	agentSide := <-accepted
 	require.NotNil(t, agentSide)
@@ -518,4 +520,82 @@ func fieldValue(f *http2.MetaHeadersFrame, name string) string {
 		}
 	}
 	return ""
+}
+
+// agentFrames encodes frames as an agent would send them after the
+// relay's first request (stream 1), for the fuzz seeds.
+func agentFrames(write func(fr *http2.Framer, enc func(fields ...string) []byte)) []byte {
+	var b, hb bytes.Buffer
+	fr := http2.NewFramer(&b, nil)
+	henc := hpack.NewEncoder(&hb)
+	enc := func(fields ...string) []byte {
+		hb.Reset()
+		for i := 0; i+1 < len(fields); i += 2 {
+			henc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		return bytes.Clone(hb.Bytes())
+	}
+	write(fr, enc)
+	return b.Bytes()
+}
+
+// Whatever an agent sends, the relay's client neither panics nor hangs:
+// the request ends, with an answer or an error, once the connection does,
+// and the stream and its share of the window budget are given back.
+func FuzzTunnelClientAgentFrames(f *testing.F) {
+	headers := func(fr *http2.Framer, block []byte, end bool) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndHeaders: true, EndStream: end})
+	}
+	for _, seed := range []func(fr *http2.Framer, enc func(...string) []byte){
+		func(fr *http2.Framer, enc func(...string) []byte) {
+			headers(fr, enc(":status", "200", "content-length", "2"), false)
+			fr.WriteData(1, true, []byte("ok"))
+		},
+		func(fr *http2.Framer, enc func(...string) []byte) {
+			headers(fr, enc(":status", "200", "trailer", "x-sum"), false)
+			fr.WriteDataPadded(1, false, []byte("body"), make([]byte, 7))
+			headers(fr, enc("x-sum", "1"), true)
+		},
+		func(fr *http2.Framer, enc func(...string) []byte) {
+			headers(fr, enc(":status", "103", "link", "</a>"), false)
+			block := enc(":status", "204", "x-long", strings.Repeat("v", 100))
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:10], EndStream: true})
+			fr.WriteContinuation(1, true, block[10:])
+		},
+		func(fr *http2.Framer, enc func(...string) []byte) {
+			fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}, http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20})
+			fr.WriteWindowUpdate(0, 1000)
+			fr.WritePing(false, [8]byte{1})
+			headers(fr, enc(":status", "200"), false)
+			fr.WriteData(1, false, make([]byte, 1000))
+			fr.WriteRSTStream(1, http2.ErrCodeInternal)
+		},
+		func(fr *http2.Framer, enc func(...string) []byte) {
+			headers(fr, enc(":status", "200"), false)
+			fr.WriteGoAway(1, http2.ErrCodeNo, []byte("bye"))
+			fr.WriteData(1, true, []byte("last"))
+		},
+	} {
+		f.Add(agentFrames(seed))
+	}
+	f.Fuzz(func(t *testing.T, frames []byte) {
+		cfg := testH2Config(64<<10, 256<<10, 1<<20)
+		cc, a := newFakeAgent(t, cfg)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
+			resp, err := cc.RoundTrip(req)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+		a.request()
+		a.conn.Write(frames)
+		a.conn.Close()
+		<-done // a hang fails the fuzz run by its timeout
+		require.Eventually(t, func() bool { return cc.State().StreamsActive == 0 }, 10*time.Second, time.Millisecond)
+		assert.EqualValues(t, 1<<20, cfg.budget.avail.Load())
+	})
 }
