@@ -91,7 +91,9 @@ func TestGrownWindowStaysWithinTheBudget(t *testing.T) {
 	n := settled(&written) - read
 	// As above: the window, plus what the agent's HTTP/2 server buffers.
 	assert.LessOrEqual(t, n, int64(tunnel.DefaultMaxReceiveBufferPerStream+budget+32<<10))
+	assert.LessOrEqual(t, h.relay.Stats().StreamWindowGrown, int64(budget))
 	resp.Body.Close()
+	assert.Zero(t, h.relay.Stats().StreamWindowGrown, "the stream gave its share back")
 	<-ended
 }
 

@@ -99,8 +99,9 @@
 //   - body_bytes_total{direction}: to_agent and from_agent, counted alike
 //     on both sides (request and answer bodies and raw streams);
 //   - handshakes_refused_total{reason}; on the relay clusters,
-//     client_requests_refused_total, client_write_timeouts_total and
-//     peer_forwarded_total.
+//     client_requests_refused_total, client_write_timeouts_total,
+//     peer_forwarded_total and stream_window_grown_bytes (how much of
+//     the window budget responses hold now).
 //
 // The counters [Stats] also holds are read from it at each scrape.
 package tunnel

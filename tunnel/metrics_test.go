@@ -108,6 +108,7 @@ func TestMetricsCountWhatCrossedTheTunnel(t *testing.T) {
 	}
 	assert.Equal(t, float64(len(h.relay.Conns())), promtest.Value(t, relayReg, "clusterconnect_relay_tunnel_connections", nil))
 	assert.Equal(t, 1.0, promtest.Value(t, relayReg, "clusterconnect_relay_clusters", nil))
+	assert.Zero(t, promtest.Value(t, relayReg, "clusterconnect_relay_stream_window_grown_bytes", nil), "answers done: no window held")
 	assert.Zero(t, promtest.Value(t, relayReg, "clusterconnect_relay_client_requests_refused_total", nil), "no authorizer: nothing refused")
 
 	// The registries are well-formed for Prometheus.

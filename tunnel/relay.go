@@ -210,6 +210,7 @@ func (r *Relay) ClusterHandler() http.Handler { return http.HandlerFunc(r.ServeC
 func (r *Relay) Stats() Stats {
 	s := r.stats.snapshot()
 	s.Clusters = r.reg.count()
+	s.StreamWindowGrown = r.h2.budget.inUse()
 	return s
 }
 

@@ -53,8 +53,8 @@ type h2Config struct {
 
 func newH2Config(c *RelayConfig) *h2Config {
 	limit := max(c.StreamWindowLimit, c.MaxReceiveBufferPerStream)
-	b := &windowBudget{}
-	b.avail.Store(max(c.StreamWindowBudget, 0))
+	b := &windowBudget{total: max(c.StreamWindowBudget, 0)}
+	b.avail.Store(b.total)
 	return &h2Config{
 		initialWindow: c.MaxReceiveBufferPerStream,
 		windowLimit:   limit,
@@ -68,7 +68,13 @@ func newH2Config(c *RelayConfig) *h2Config {
 
 // windowBudget is what all streams' windows may hold beyond their initial
 // window, together.
-type windowBudget struct{ avail atomic.Int64 }
+type windowBudget struct {
+	total int64
+	avail atomic.Int64
+}
+
+// inUse is how much of the budget streams hold.
+func (b *windowBudget) inUse() int64 { return b.total - b.avail.Load() }
 
 // take takes up to want bytes and returns how many it took.
 func (b *windowBudget) take(want int64) int64 {

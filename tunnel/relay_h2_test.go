@@ -32,7 +32,7 @@ type fakeAgent struct {
 }
 
 func testH2Config(initial, limit int32, budget int64) *h2Config {
-	b := &windowBudget{}
+	b := &windowBudget{total: budget}
 	b.avail.Store(budget)
 	return &h2Config{
 		initialWindow: initial, windowLimit: limit, budget: b, maxHeaderList: 16 << 10,

@@ -35,6 +35,10 @@ type Stats struct {
 	// Clusters is how many clusters have a tunnel connection here now
 	// (relay only).
 	Clusters int
+	// StreamWindowGrown is how much of RelayConfig.StreamWindowBudget the
+	// responses in flight hold now, in bytes: their windows beyond their
+	// initial one (relay only).
+	StreamWindowGrown int64
 }
 
 type counters struct {
