@@ -287,14 +287,15 @@ func (cc *tunnelClient) fail(err error) {
 
 // goAwayAndFail tells the agent why before ending the connection.
 func (cc *tunnelClient) goAwayAndFail(code http2.ErrCode, err error) {
-	cc.wmu.Lock()
-	cc.fr.WriteGoAway(0, code, nil)
-	cc.wmu.Unlock()
+	cc.writeFrame(func(fr *http2.Framer) error { return fr.WriteGoAway(0, code, nil) })
 	cc.fail(err)
 }
 
 // RoundTrip sends req on a new stream and returns the agent's answer,
 // whose body reads the stream. It closes req.Body once done with it.
+// The caller reserves the stream first with ReserveNewRequest, as every
+// path of the relay's does; a RoundTrip that fails before sending gives
+// the reservation back.
 func (cc *tunnelClient) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	body := req.Body
@@ -867,7 +868,9 @@ func (cc *tunnelClient) ping(failIfLate bool) {
 	defer t.Stop()
 	select {
 	case <-ch:
-		cc.sampleRTT(time.Since(start))
+		if cc.alive() {
+			cc.sampleRTT(time.Since(start))
+		}
 	case <-t.C:
 		if failIfLate {
 			cc.fail(errors.New("tunnel: the agent did not answer a ping"))
@@ -876,6 +879,13 @@ func (cc *tunnelClient) ping(failIfLate bool) {
 		delete(cc.pings, data)
 		cc.mu.Unlock()
 	}
+}
+
+// alive reports whether the connection has not ended.
+func (cc *tunnelClient) alive() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err == nil
 }
 
 // sampleRTT adds a round trip to the connection's smoothed one.
