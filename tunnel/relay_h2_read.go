@@ -1,0 +1,362 @@
+//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. The relay_h2*.go files are the only ones of its side that name it. See PROTOCOL.md.
+
+package tunnel
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// What the agent sends: the relay's client reads it on one goroutine per
+// connection, and keeps the round trip windows are tuned by.
+
+// readLoop reads the agent's frames until the connection ends.
+func (cc *tunnelClient) readLoop() {
+	for {
+		f, err := cc.fr.ReadFrame()
+		cc.idle.Reset(cc.cfg.pingInterval)
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				if s := cc.stream(se.StreamID); s != nil {
+					s.fail(fmt.Errorf("tunnel: the agent's answer is malformed: %w", err), se.Code)
+				}
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				cc.goAwayAndFail(http2.ErrCode(ce), fmt.Errorf("tunnel: the agent broke HTTP/2: %w", err))
+				return
+			}
+			cc.fail(fmt.Errorf("tunnel: reading from the agent: %w", err))
+			return
+		}
+		if err := cc.process(f); err != nil {
+			cc.goAwayAndFail(http2.ErrCodeProtocol, err)
+			return
+		}
+	}
+}
+
+// stream returns the open stream id, or nil.
+func (cc *tunnelClient) stream(id uint32) *h2Stream {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.streams[id]
+}
+
+// process handles one frame; an error ends the connection.
+func (cc *tunnelClient) process(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return cc.processHeaders(f)
+	case *http2.DataFrame:
+		return cc.processData(f)
+	case *http2.RSTStreamFrame:
+		if s := cc.stream(f.StreamID); s != nil {
+			s.peerReset(f.ErrCode)
+		}
+	case *http2.SettingsFrame:
+		return cc.processSettings(f)
+	case *http2.WindowUpdateFrame:
+		return cc.processWindowUpdate(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			cc.mu.Lock()
+			if ch := cc.pings[f.Data]; ch != nil {
+				close(ch)
+				delete(cc.pings, f.Data)
+			}
+			cc.mu.Unlock()
+			return nil
+		}
+		return cc.writeFrame(func(fr *http2.Framer) error { return fr.WritePing(true, f.Data) })
+	case *http2.GoAwayFrame:
+		cc.processGoAway(f)
+	case *http2.PushPromiseFrame:
+		return errors.New("tunnel: the agent pushed a stream, which the relay disabled")
+	}
+	return nil // priorities and unknown frames
+}
+
+func (cc *tunnelClient) processHeaders(f *http2.MetaHeadersFrame) error {
+	s := cc.stream(f.StreamID)
+	if s == nil {
+		if f.StreamID >= cc.nextIDNow() {
+			return fmt.Errorf("tunnel: the agent answered stream %d, never opened", f.StreamID)
+		}
+		return nil // a stream the relay reset
+	}
+	if f.Truncated {
+		s.fail(fmt.Errorf("%w: the agent's answer has more than %d bytes of headers", ErrHeadersTooLarge, cc.cfg.maxHeaderList), http2.ErrCodeProtocol)
+		return nil
+	}
+	if s.gotHeaders() {
+		s.trailers(cc.header(f.RegularFields()), f.StreamEnded())
+		return nil
+	}
+	status := f.PseudoValue("status")
+	code, err := strconv.Atoi(status)
+	if len(status) != 3 || err != nil || code < 100 {
+		s.fail(fmt.Errorf("tunnel: the agent answered with status %q", status), http2.ErrCodeProtocol)
+		return nil
+	}
+	if code < 200 {
+		if code == http.StatusSwitchingProtocols || f.StreamEnded() {
+			s.fail(fmt.Errorf("tunnel: the agent answered %d in HTTP/2", code), http2.ErrCodeProtocol)
+		} else if s.n1xx++; s.n1xx > max1xx {
+			s.fail(errTooMany1xx, http2.ErrCodeProtocol)
+		}
+		return nil
+	}
+	h := cc.header(f.RegularFields())
+	resp := &http.Response{
+		Status:        status + " " + http.StatusText(code),
+		StatusCode:    code,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        h,
+		ContentLength: -1,
+		Request:       s.req,
+	}
+	if cl := h["Content-Length"]; len(cl) == 1 {
+		n, err := strconv.ParseUint(cl[0], 10, 63)
+		if err != nil {
+			s.fail(fmt.Errorf("tunnel: the agent answered with Content-Length %q", cl[0]), http2.ErrCodeProtocol)
+			return nil
+		}
+		resp.ContentLength = int64(n)
+	} else if len(cl) > 1 {
+		s.fail(errors.New("tunnel: the agent answered with more than one Content-Length"), http2.ErrCodeProtocol)
+		return nil
+	} else if f.StreamEnded() && !s.isHead {
+		resp.ContentLength = 0
+	}
+	for _, v := range h["Trailer"] {
+		for _, k := range strings.Split(v, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			switch k {
+			case "", "Transfer-Encoding", "Trailer", "Content-Length":
+				continue
+			}
+			if resp.Trailer == nil {
+				resp.Trailer = http.Header{}
+			}
+			resp.Trailer[k] = nil
+		}
+	}
+	s.answer(resp, f.StreamEnded())
+	return nil
+}
+
+// header builds an http.Header from fields, keeping canonical names of
+// the connection's common headers.
+func (cc *tunnelClient) header(fields []hpack.HeaderField) http.Header {
+	h := make(http.Header, len(fields))
+	for _, f := range fields {
+		k, ok := cc.canon[f.Name]
+		if !ok {
+			k = http.CanonicalHeaderKey(f.Name)
+			if len(cc.canon) < 64 && len(f.Name) < 64 {
+				cc.canon[f.Name] = k
+			}
+		}
+		h[k] = append(h[k], f.Value)
+	}
+	return h
+}
+
+func (cc *tunnelClient) nextIDNow() uint32 {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.nextID
+}
+
+func (cc *tunnelClient) processData(f *http2.DataFrame) error {
+	n := int32(f.Length)
+	if n > cc.connRecv {
+		return errors.New("tunnel: the agent sent past the connection's window")
+	}
+	cc.connRecv -= n
+	if cc.connRecv < connWindow/2 {
+		add := connWindow - cc.connRecv
+		cc.connRecv = connWindow
+		if err := cc.writeFrame(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, uint32(add)) }); err != nil {
+			return err
+		}
+	}
+	s := cc.stream(f.StreamID)
+	if s == nil {
+		if f.StreamID >= cc.nextIDNow() {
+			return fmt.Errorf("tunnel: the agent sent data on stream %d, never opened", f.StreamID)
+		}
+		return nil // a stream the relay reset: the connection's window is back already
+	}
+	s.data(f.Data(), n, f.StreamEnded())
+	return nil
+}
+
+func (cc *tunnelClient) processSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		if !cc.settingsAckd {
+			cc.settingsAckd = true
+			cc.sampleRTT(time.Since(cc.settingsSent))
+		}
+		return nil
+	}
+	var henc uint32
+	cc.mu.Lock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingMaxConcurrentStreams:
+			cc.maxStreams = s.Val
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - int64(cc.peerWindow)
+			for _, st := range cc.streams {
+				st.sendWin += delta
+			}
+			cc.peerWindow = int32(s.Val)
+			cc.flow.Broadcast()
+		case http2.SettingMaxFrameSize:
+			cc.peerFrame = s.Val
+		case http2.SettingMaxHeaderListSize:
+			cc.peerHeaders = uint64(s.Val)
+		case http2.SettingHeaderTableSize:
+			henc = s.Val + 1
+		}
+		return nil
+	})
+	cc.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("tunnel: the agent's settings: %w", err)
+	}
+	return cc.writeFrame(func(fr *http2.Framer) error {
+		if henc > 0 {
+			cc.henc.SetMaxDynamicTableSizeLimit(henc - 1)
+		}
+		return fr.WriteSettingsAck()
+	})
+}
+
+func (cc *tunnelClient) processWindowUpdate(f *http2.WindowUpdateFrame) error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	const maxWindow = 1<<31 - 1
+	if f.StreamID == 0 {
+		cc.connSend += int64(f.Increment)
+		if cc.connSend > maxWindow {
+			return errors.New("tunnel: the agent's connection window overflowed")
+		}
+	} else if s := cc.streams[f.StreamID]; s != nil {
+		s.sendWin += int64(f.Increment)
+		if s.sendWin > maxWindow {
+			go s.fail(errors.New("tunnel: the agent's stream window overflowed"), http2.ErrCodeFlowControl)
+		}
+	}
+	cc.flow.Broadcast()
+	return nil
+}
+
+func (cc *tunnelClient) processGoAway(f *http2.GoAwayFrame) {
+	cc.mu.Lock()
+	cc.goingAway = true
+	cc.lastID = f.LastStreamID
+	var gone []*h2Stream
+	for id, s := range cc.streams {
+		if id > f.LastStreamID {
+			gone = append(gone, s)
+		}
+	}
+	idle := len(cc.streams) == len(gone)
+	cc.mu.Unlock()
+	for _, s := range gone {
+		s.fail(fmt.Errorf("%w before serving this request", errGoingAway), http2.ErrCodeCancel)
+	}
+	if idle {
+		cc.fail(errGoingAway)
+	}
+}
+
+// healthCheck pings a connection that has been silent for the ping
+// interval, and ends it if the answer does not come within the timeout.
+func (cc *tunnelClient) healthCheck() { cc.ping(true) }
+
+// ping sends a PING and takes its round trip as a sample of the
+// connection's; failIfLate ends the connection if no answer comes within
+// the ping timeout.
+func (cc *tunnelClient) ping(failIfLate bool) {
+	var data [8]byte
+	rand.Read(data[:])
+	ch := make(chan struct{})
+	cc.mu.Lock()
+	if cc.err != nil {
+		cc.mu.Unlock()
+		return
+	}
+	if cc.pings == nil {
+		cc.pings = map[[8]byte]chan struct{}{}
+	}
+	cc.pings[data] = ch
+	cc.mu.Unlock()
+	start := time.Now()
+	if cc.writeFrame(func(fr *http2.Framer) error { return fr.WritePing(false, data) }) != nil {
+		return
+	}
+	t := time.NewTimer(cc.cfg.pingTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		if cc.alive() {
+			cc.sampleRTT(time.Since(start))
+		}
+	case <-t.C:
+		if failIfLate {
+			cc.fail(errors.New("tunnel: the agent did not answer a ping"))
+		}
+		cc.mu.Lock()
+		delete(cc.pings, data)
+		cc.mu.Unlock()
+	}
+}
+
+// alive reports whether the connection has not ended.
+func (cc *tunnelClient) alive() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err == nil
+}
+
+// sampleRTT adds a round trip to the connection's smoothed one.
+func (cc *tunnelClient) sampleRTT(d time.Duration) {
+	if old := cc.rttNanos.Load(); old > 0 {
+		d = (7*time.Duration(old) + d) / 8
+	}
+	cc.rttNanos.Store(int64(d))
+	cc.rttAt.Store(time.Now().UnixNano())
+}
+
+// rtt is the connection's round-trip time, 0 until measured; a PING
+// measures it again when it is older than rttMaxAge.
+func (cc *tunnelClient) rtt(now time.Time) time.Duration {
+	if cc.cfg.fixedRTT > 0 {
+		return cc.cfg.fixedRTT
+	}
+	if now.UnixNano()-cc.rttAt.Load() > int64(rttMaxAge) && cc.rttPinging.CompareAndSwap(false, true) {
+		go func() {
+			defer cc.rttPinging.Store(false)
+			cc.ping(false)
+		}()
+	}
+	return time.Duration(cc.rttNanos.Load())
+}
