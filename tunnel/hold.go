@@ -29,7 +29,7 @@ const (
 )
 
 // HTTP/2 frame types and flags read by frameScanner (RFC 9113 §6),
-// written out here because only the *_h2.go files name x/net/http2.
+// written out here because only the *_h2*.go files name x/net/http2.
 const (
 	frameHeaders      = 0x1
 	frameContinuation = 0x9
