@@ -204,3 +204,26 @@ func TestUnknownClusterAnswers503WithStatus(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 }
+
+// Trailers cross the tunnel both ways: a request's, announced and sent
+// after its body, reach the agent's handler, and an answer's reach the
+// client after the body.
+func TestTrailersCrossTheTunnel(t *testing.T) {
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Answer-Sum")
+		fmt.Fprintf(w, "%d bytes", len(body))
+		w.Header().Set("X-Answer-Sum", "sum:"+r.Trailer.Get("X-Request-Sum"))
+	}), harnessOpts{})
+	body := strings.Repeat("u", 100<<10)
+	req, _ := http.NewRequest(http.MethodPut, h.url("/upload"), io.NopCloser(strings.NewReader(body)))
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Request-Sum": {"abc"}}
+	resp, err := h.client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("%d bytes", len(body)), string(got))
+	assert.Equal(t, "sum:abc", resp.Trailer.Get("X-Answer-Sum"))
+}
