@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -226,4 +227,39 @@ func TestTrailersCrossTheTunnel(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, fmt.Sprintf("%d bytes", len(body)), string(got))
 	assert.Equal(t, "sum:abc", resp.Trailer.Get("X-Answer-Sum"))
+}
+
+// A HEAD answer keeps its Content-Length and has no body, and the
+// connection serves on.
+func TestHeadKeepsContentLength(t *testing.T) {
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "12345")
+		if r.Method != http.MethodHead {
+			w.Write(make([]byte, 12345))
+		}
+	}), harnessOpts{})
+	for range 3 {
+		resp, err := h.client().Head(h.url("/thing"))
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.EqualValues(t, 12345, resp.ContentLength)
+		assert.Empty(t, body)
+	}
+	resp, err := h.client().Get(h.url("/thing"))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Len(t, body, 12345)
+	assert.Zero(t, h.relay.Stats().StreamWindowGrown)
+	require.Eventually(t, func() bool {
+		st := h.relay.Stats()
+		open := 0
+		for _, c := range h.relay.Conns() {
+			open += c.Streams
+		}
+		return st.StreamsOpened == st.StreamsClosed && open == 0
+	}, 10*time.Second, 5*time.Millisecond, "every stream ended")
 }
