@@ -60,10 +60,9 @@ type RelayConfig struct {
 	// takes from an agent ahead of the client reading it; default
 	// DefaultMaxReceiveBufferPerStream (64 KiB). A client that stops
 	// reading pins this much relay memory (and one copy buffer) until
-	// WriteTimeout resets its stream. The per-connection window is this
-	// times DefaultMaxConcurrentStreams, the agents' stream limit, so
-	// stalled streams can never close a connection's window on the others.
-	// A larger window speeds single downloads over long round trips (one
+	// WriteTimeout resets its stream. The connection's window is given
+	// back as data arrives, so stalled streams never close it on the
+	// others. A larger window speeds single downloads over long round trips (one
 	// stream moves at most a window per round trip) at that memory cost;
 	// StreamWindowLimit does it only for clients that keep up.
 	MaxReceiveBufferPerStream int32
