@@ -36,20 +36,21 @@ type h2Stream struct {
 	cond       sync.Cond // data, an end, or an error for the reader
 	buf        chunks
 	headers    bool
-	recvEnd    bool      // END_STREAM received
-	sendDone   bool      // END_STREAM sent, or sending given up
-	sendStop   error     // why sending must stop
-	err        error     // what Read returns once the buffer is empty
-	reset      bool      // RST_STREAM sent or received
-	released   bool      // the body's buffers and budget are given back
-	received   int64     // DATA bytes of the answer
-	target     int32     // the window the relay keeps open for this stream
-	avail      int32     // what the agent may still send
-	charged    int64     // taken from the budget
-	read       int64     // bytes the reader took
-	epochRead  int64     // read at the start of the tuning epoch
-	epochStart time.Time // when the tuning epoch began
-	bodyBytes  int64     // Content-Length of the answer, or -1
+	recvEnd    bool        // END_STREAM received
+	sendDone   bool        // END_STREAM sent, or sending given up
+	sendStop   error       // why sending must stop
+	err        error       // what Read returns once the buffer is empty
+	reset      bool        // RST_STREAM sent or received
+	released   bool        // the body's buffers and budget are given back
+	received   int64       // DATA bytes of the answer
+	target     int32       // the window the relay keeps open for this stream
+	avail      int32       // what the agent may still send
+	charged    int64       // taken from the budget
+	read       int64       // bytes the reader took
+	epochRead  int64       // read at the start of the tuning epoch
+	epochStart time.Time   // when the tuning epoch began
+	bodyBytes  int64       // Content-Length of the answer, or -1
+	trailer    http.Header // the answer's trailers until the reader reaches them
 }
 
 func (s *h2Stream) gotHeaders() bool {
@@ -125,13 +126,8 @@ func (s *h2Stream) trailers(h http.Header, ended bool) {
 		return
 	}
 	s.mu.Lock()
-	if s.resp != nil && !s.recvEnd && s.err == nil {
-		if s.resp.Trailer == nil {
-			s.resp.Trailer = http.Header{}
-		}
-		for k, vs := range h {
-			s.resp.Trailer[k] = vs
-		}
+	if !s.recvEnd && s.err == nil {
+		s.trailer = h // into resp.Trailer by the reader, at the end of the body
 	}
 	s.mu.Unlock()
 	s.endRecv(nil)
@@ -364,8 +360,18 @@ func (b *h2Body) Read(p []byte) (int, error) {
 	}
 	if s.buf.len == 0 {
 		err := s.err
+		trailer := s.trailer
+		s.trailer = nil
 		s.mu.Unlock()
 		if err == io.EOF {
+			// Trailers go into resp.Trailer here, on the reader's
+			// goroutine, which may be reading resp.Trailer's names.
+			if len(trailer) > 0 && s.resp.Trailer == nil {
+				s.resp.Trailer = http.Header{}
+			}
+			for k, vs := range trailer {
+				s.resp.Trailer[k] = vs
+			}
 			s.release()
 		}
 		return 0, err
