@@ -68,6 +68,9 @@ func (s *h2Stream) answer(resp *http.Response, ended bool) {
 	}
 	s.headers = true
 	s.bodyBytes = resp.ContentLength
+	if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
+		s.bodyBytes = -1 // its Content-Length may describe a body it never has
+	}
 	s.epochStart = time.Now()
 	if ended || s.isHead {
 		resp.Body = http.NoBody

@@ -470,6 +470,27 @@ func TestAnswerLengthMustMatchContentLength(t *testing.T) {
 	}
 }
 
+// A 304 may carry the Content-Length of a body it does not have.
+func TestNotModifiedKeepsItsContentLength(t *testing.T) {
+	cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
+	got := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
+		resp, err := cc.RoundTrip(req)
+		assert.NoError(t, err)
+		got <- resp
+	}()
+	id := a.request().StreamID
+	a.answer(id, false, ":status", "304", "content-length", "100")
+	a.data(id, nil, true)
+	resp := <-got
+	require.NotNil(t, resp)
+	b, err := io.ReadAll(resp.Body)
+	assert.NoError(t, err)
+	assert.Empty(t, b)
+	assert.EqualValues(t, 100, resp.ContentLength)
+}
+
 // A request's body goes in DATA frames within the agent's windows, and its
 // trailers after it.
 func TestRequestBodyAndTrailers(t *testing.T) {
