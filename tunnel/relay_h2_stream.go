@@ -81,7 +81,7 @@ func (s *h2Stream) answer(resp *http.Response, ended bool) {
 	s.mu.Unlock()
 	close(s.ready)
 	if ended {
-		s.endRecv(nil)
+		s.endRecv()
 	} else if s.isHead {
 		// The body of a HEAD answer is nobody's: free the stream when it
 		// ends, which it may not do for the agent's sake.
@@ -118,7 +118,7 @@ func (s *h2Stream) data(p []byte, n int32, end bool) {
 		s.returnWindow(0) // padding is nobody's to read
 	}
 	if end {
-		s.endRecv(nil)
+		s.endRecv()
 	}
 }
 
@@ -133,11 +133,11 @@ func (s *h2Stream) trailers(h http.Header, ended bool) {
 		s.trailer = h // into resp.Trailer by the reader, at the end of the body
 	}
 	s.mu.Unlock()
-	s.endRecv(nil)
+	s.endRecv()
 }
 
 // endRecv marks the answer complete.
-func (s *h2Stream) endRecv(err error) {
+func (s *h2Stream) endRecv() {
 	s.mu.Lock()
 	if s.recvEnd {
 		s.mu.Unlock()
