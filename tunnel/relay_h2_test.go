@@ -232,6 +232,34 @@ func (a *fakeAgent) windowLimited(id uint32, sent, granted *int64, readerDone <-
 	}
 }
 
+// send sends a GET for path in a goroutine; the channel gets its answer.
+func send(t testing.TB, cc *tunnelClient, path string) <-chan *http.Response {
+	got := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "https://cluster"+path, nil)
+		resp, err := cc.RoundTrip(req)
+		assert.NoError(t, err)
+		got <- resp
+	}()
+	return got
+}
+
+// fetch sends a GET and reads its whole answer in a goroutine; the
+// channel gets the error, if any.
+func fetch(cc *tunnelClient) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
+		resp, err := cc.RoundTrip(req)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	return errc
+}
+
 // readThenStop reads n bytes of body in a goroutine and then reads no
 // more.
 func readThenStop(body io.Reader, n int64) <-chan error {
@@ -246,13 +274,7 @@ func readThenStop(body io.Reader, n int64) <-chan error {
 // get sends a GET and has the agent answer 200 with a body to come.
 func (a *fakeAgent) get(cc *tunnelClient) (uint32, *http.Response) {
 	a.t.Helper()
-	got := make(chan *http.Response, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodGet, "https://cluster/big", nil)
-		resp, err := cc.RoundTrip(req)
-		assert.NoError(a.t, err)
-		got <- resp
-	}()
+	got := send(a.t, cc, "/big")
 	id := a.request().StreamID
 	a.answer(id, false, ":status", "200")
 	resp := <-got
@@ -339,13 +361,7 @@ func TestTunnelClientMeasuresTheRoundTrip(t *testing.T) {
 // connection: the relay resets it and answers others.
 func TestAgentSendingPastTheWindowLosesTheStream(t *testing.T) {
 	cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
-	got := make(chan *http.Response, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
-		resp, err := cc.RoundTrip(req)
-		assert.NoError(t, err)
-		got <- resp
-	}()
+	got := send(t, cc, "/x")
 	id := a.request().StreamID
 	a.answer(id, false, ":status", "200")
 	resp := <-got
@@ -359,13 +375,7 @@ func TestAgentSendingPastTheWindowLosesTheStream(t *testing.T) {
 	assert.ErrorContains(t, err, "past the stream's window")
 	resp.Body.Close()
 
-	done := make(chan *http.Response, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodGet, "https://cluster/y", nil)
-		resp, err := cc.RoundTrip(req)
-		assert.NoError(t, err)
-		done <- resp
-	}()
+	done := send(t, cc, "/y")
 	id = a.request().StreamID
 	a.answer(id, false, ":status", "200", "content-length", "2")
 	a.data(id, []byte("ok"), true)
@@ -408,16 +418,7 @@ func TestAgentBreakingTheProtocol(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
-			errc := make(chan error, 1)
-			go func() {
-				req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
-				resp, err := cc.RoundTrip(req)
-				if err == nil {
-					_, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
-				}
-				errc <- err
-			}()
+			errc := fetch(cc)
 			id := a.request().StreamID
 			tt.agent(a, id)
 			err := <-errc
@@ -446,16 +447,7 @@ func TestAnswerLengthMustMatchContentLength(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
-			errc := make(chan error, 1)
-			go func() {
-				req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
-				resp, err := cc.RoundTrip(req)
-				if err == nil {
-					_, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
-				}
-				errc <- err
-			}()
+			errc := fetch(cc)
 			id := a.request().StreamID
 			a.answer(id, false, ":status", "200", "content-length", "5")
 			a.data(id, []byte(tt.body), true)
@@ -473,13 +465,7 @@ func TestAnswerLengthMustMatchContentLength(t *testing.T) {
 // A 304 may carry the Content-Length of a body it does not have.
 func TestNotModifiedKeepsItsContentLength(t *testing.T) {
 	cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
-	got := make(chan *http.Response, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
-		resp, err := cc.RoundTrip(req)
-		assert.NoError(t, err)
-		got <- resp
-	}()
+	got := send(t, cc, "/x")
 	id := a.request().StreamID
 	a.answer(id, false, ":status", "304", "content-length", "100")
 	a.data(id, nil, true)
@@ -602,20 +588,11 @@ func FuzzTunnelClientAgentFrames(f *testing.F) {
 	f.Fuzz(func(t *testing.T, frames []byte) {
 		cfg := testH2Config(64<<10, 256<<10, 1<<20)
 		cc, a := newFakeAgent(t, cfg)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
-			resp, err := cc.RoundTrip(req)
-			if err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}()
+		errc := fetch(cc)
 		a.request()
 		a.conn.Write(frames)
 		a.conn.Close()
-		<-done // a hang fails the fuzz run by its timeout
+		<-errc // a hang fails the fuzz run by its timeout
 		require.Eventually(t, func() bool { return cc.State().StreamsActive == 0 }, 10*time.Second, time.Millisecond)
 		assert.EqualValues(t, 1<<20, cfg.budget.avail.Load())
 	})
