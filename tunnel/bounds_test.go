@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -188,4 +190,59 @@ func TestQuietWatchOutlivesTheWriteTimeout(t *testing.T) {
 			assert.Zero(t, h.relay.Stats().WriteTimeouts, "silence is not a stalled write")
 		})
 	}
+}
+
+// Downloads at once share the budget: what their grown windows hold
+// together never passes it, and it is all back when they end.
+func TestConcurrentDownloadsShareTheBudget(t *testing.T) {
+	const budget, size = 512 << 10, 16 << 20
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 32<<10)
+		for n := 0; n < size; n += len(buf) {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}), harnessOpts{relayCfg: func(c *tunnel.RelayConfig) {
+		c.StreamWindowLimit = 1 << 20
+		c.StreamWindowBudget = budget
+	}})
+	var most atomic.Int64
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			if g := h.relay.Stats().StreamWindowGrown; g > most.Load() {
+				most.Store(g)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}()
+	var g errgroup.Group
+	for range 8 {
+		g.Go(func() error {
+			req, _ := http.NewRequest(http.MethodGet, "https://cluster/big", nil)
+			resp, err := h.relay.RoundTripper(clusterID).RoundTrip(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err == nil && n != size {
+				err = fmt.Errorf("got %d bytes", n)
+			}
+			return err
+		})
+	}
+	require.NoError(t, g.Wait())
+	close(stop)
+	<-watched
+	assert.LessOrEqual(t, most.Load(), int64(budget))
+	assert.Zero(t, h.relay.Stats().StreamWindowGrown, "every download gave its share back")
 }
