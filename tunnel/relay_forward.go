@@ -254,7 +254,11 @@ func cloneHeader(h http.Header) http.Header {
 // once more on another connection if the first fails before answering, as
 // happens when a connection dies or drains at that moment.
 func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) {
-	if n := headerListSize(out); n > uint64(r.cfg.MaxHeaderBytes) {
+	fields, err := requestFields(out)
+	if err != nil {
+		return nil, err
+	}
+	if n := fieldsSize(fields); n > uint64(r.cfg.MaxHeaderBytes) {
 		return nil, fmt.Errorf("%w: %d bytes, over the %d the cluster's agent accepts", ErrHeadersTooLarge, n, r.cfg.MaxHeaderBytes)
 	}
 	c, known := r.reg.pick(id, nil)
@@ -262,7 +266,7 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 		return nil, r.pickError(known)
 	}
 	retryable := out.Body == nil && idempotent(out.Method)
-	resp, err := r.send(c, out)
+	resp, err := r.send(c, out, fields)
 	if err == nil && retryable {
 		resp, err = whole(resp)
 	}
@@ -273,7 +277,7 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 	if c2 == nil {
 		return nil, err
 	}
-	return r.send(c2, out)
+	return r.send(c2, out, fields)
 }
 
 // smallBody is the largest answer the relay reads whole before passing it
@@ -297,12 +301,13 @@ func whole(resp *http.Response) (*http.Response, error) {
 	return resp, nil
 }
 
-func (r *Relay) send(c *agentConn, out *http.Request) (*http.Response, error) {
+// send sends out, whose header list is fields, on c.
+func (r *Relay) send(c *agentConn, out *http.Request, fields headerList) (*http.Response, error) {
 	r.stats.streamsOpened.Add(1)
 	if out.Body != nil {
 		out.Body = &countedBody{rc: out.Body, n: &r.stats.bytesTo}
 	}
-	resp, err := c.cc.RoundTrip(out)
+	resp, err := c.cc.roundTrip(out, fields)
 	if err != nil {
 		r.stats.streamsClosed.Add(1)
 		if errors.Is(err, errHeadersPeer) {
@@ -313,21 +318,6 @@ func (r *Relay) send(c *agentConn, out *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &countedBody{rc: resp.Body, n: &r.stats.bytesFrom, closed: &r.stats.streamsClosed}
 	return resp, nil
-}
-
-// headerListSize is the size of the request's header list as HTTP/2
-// counts it against SETTINGS_MAX_HEADER_LIST_SIZE: each field's name and
-// value plus 32 bytes, pseudo-header fields included.
-func headerListSize(req *http.Request) uint64 {
-	const field = 32
-	n := uint64(len(":method") + len(req.Method) + len(":scheme") + len("https") + len(":authority") + len(req.Host) +
-		len(":path") + len(req.URL.RequestURI()) + 4*field)
-	for k, vs := range req.Header {
-		for _, v := range vs {
-			n += uint64(len(k) + len(v) + field)
-		}
-	}
-	return n
 }
 
 func (r *Relay) pickError(known bool) error {

@@ -263,34 +263,35 @@ func (cc *tunnelClient) goAwayAndFail(code http2.ErrCode, err error) {
 // path of the relay's does; a RoundTrip that fails before sending gives
 // the reservation back.
 func (cc *tunnelClient) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
-	body := req.Body
-	if body == http.NoBody {
-		body = nil
+	fields, err := requestFields(req)
+	if err != nil {
+		cc.unreserve()
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
 	}
+	return cc.roundTrip(req, fields)
+}
+
+// roundTrip is RoundTrip with req's header list already made, so that a
+// caller that measures it first (Relay.roundTrip) builds it once.
+func (cc *tunnelClient) roundTrip(req *http.Request, fields headerList) (*http.Response, error) {
+	ctx := req.Context()
+	body := requestBody(req)
 	closeBody := func() {
 		if body != nil {
 			body.Close()
 		}
 	}
-	contentLength := int64(0)
-	if body != nil {
-		contentLength = req.ContentLength
-		if contentLength == 0 {
-			contentLength = -1
-		}
-	}
-	fields, err := requestFields(req, contentLength)
-	if err != nil {
-		cc.unreserve()
-		closeBody()
-		return nil, err
-	}
+	contentLength := bodyLength(req)
 	if err := ctx.Err(); err != nil {
 		cc.unreserve()
 		closeBody()
 		return nil, err
 	}
+	size := fieldsSize(fields)
+	var err error
 	s := &h2Stream{
 		cc:       cc,
 		req:      req,
@@ -315,7 +316,7 @@ func (cc *tunnelClient) RoundTrip(req *http.Request) (*http.Response, error) {
 	case uint32(len(cc.streams)) >= cc.maxStreams:
 		err = errNoSlot
 	}
-	if err == nil && cc.peerHeaders > 0 && fieldsSize(fields) > cc.peerHeaders {
+	if err == nil && cc.peerHeaders > 0 && size > cc.peerHeaders {
 		err = errHeadersPeer
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ package tunnel
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -15,8 +16,32 @@ import (
 
 // Requests as header lists: what the relay's client sends in HEADERS.
 
+// requestBody is the body the relay's client sends, nil for none.
+func requestBody(req *http.Request) io.ReadCloser {
+	if req.Body == http.NoBody {
+		return nil
+	}
+	return req.Body
+}
+
+// bodyLength is the length of req's body to send: 0 without one, -1 when
+// unknown.
+func bodyLength(req *http.Request) int64 {
+	switch {
+	case requestBody(req) == nil:
+		return 0
+	case req.ContentLength == 0:
+		return -1
+	}
+	return req.ContentLength
+}
+
+// headerList is a request's header fields as HTTP/2 sends them.
+type headerList []hpack.HeaderField
+
 // requestFields is req's header list as HTTP/2 sends it.
-func requestFields(req *http.Request, contentLength int64) ([]hpack.HeaderField, error) {
+func requestFields(req *http.Request) (headerList, error) {
+	contentLength := bodyLength(req)
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
@@ -24,7 +49,7 @@ func requestFields(req *http.Request, contentLength int64) ([]hpack.HeaderField,
 	if !httpguts.ValidHostHeader(host) {
 		return nil, fmt.Errorf("tunnel: invalid Host %q", host)
 	}
-	if !validMethod(req.Method) {
+	if !httpguts.ValidHeaderFieldName(req.Method) { // a token, as a field name is
 		return nil, fmt.Errorf("tunnel: invalid method %q", req.Method)
 	}
 	fields := make([]hpack.HeaderField, 0, 5+len(req.Header))
@@ -105,21 +130,9 @@ func bodyMethod(m string) bool {
 	return m == http.MethodPost || m == http.MethodPut || m == http.MethodPatch
 }
 
-func validMethod(m string) bool {
-	if m == "" {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		if !httpguts.IsTokenRune(rune(m[i])) {
-			return false
-		}
-	}
-	return true
-}
-
 // fieldsSize is a header list's size as SETTINGS_MAX_HEADER_LIST_SIZE
 // counts it.
-func fieldsSize(fields []hpack.HeaderField) uint64 {
+func fieldsSize(fields headerList) uint64 {
 	var n uint64
 	for _, f := range fields {
 		n += uint64(f.Size())

@@ -182,11 +182,8 @@ func (s *h2Stream) peerReset(code http2.ErrCode) {
 		s.end()
 		return
 	}
-	s.abortWith(fmt.Errorf("tunnel: the agent reset the stream: %v", code), 0)
+	s.fail(fmt.Errorf("tunnel: the agent reset the stream: %v", code), 0)
 }
-
-// fail ends the stream for err, telling the agent with code.
-func (s *h2Stream) fail(err error, code http2.ErrCode) { s.abortWith(err, code) }
 
 // abort ends the stream for err on the relay's side (a cancelled request,
 // a closed body, a failed write), telling the agent if asked.
@@ -195,12 +192,12 @@ func (s *h2Stream) abort(err error, tell bool) {
 	if tell {
 		code = http2.ErrCodeCancel
 	}
-	s.abortWith(err, code)
+	s.fail(err, code)
 }
 
-// abortWith ends the stream for err; a non-zero code is sent to the agent
-// as RST_STREAM unless the stream is already reset or over.
-func (s *h2Stream) abortWith(err error, code http2.ErrCode) {
+// fail ends the stream for err; a non-zero code is sent to the agent as
+// RST_STREAM unless the stream is already reset or over.
+func (s *h2Stream) fail(err error, code http2.ErrCode) {
 	s.mu.Lock()
 	over := s.recvEnd && s.sendDone
 	sendRST := code != 0 && !s.reset && !over
@@ -251,7 +248,7 @@ func (s *h2Stream) connFailed(err error) {
 		s.end()
 		return
 	}
-	s.abortWith(fmt.Errorf("%w: %w", errConnClosed, err), 0)
+	s.fail(fmt.Errorf("%w: %w", errConnClosed, err), 0)
 }
 
 // stopSending makes the request's body writer give up; tell resets the
