@@ -78,8 +78,8 @@ func serveRelay(args []string) error {
 }
 
 // listenRelay serves a relay for clusters agent-00000… over TLS on listen,
-// with a CA kept in caDir; sndbuf and window are its client send buffer
-// and receive window per stream (0 for the defaults). It serves until the
+// with a CA kept in caDir; sndbuf is its client send buffer and w its
+// receive windows toward agents (0 for the defaults). It serves until the
 // process ends.
 func listenRelay(clusters int, listen, caDir string, sndbuf int, w windows) (*tunnel.Relay, net.Listener, error) {
 	ca, err := pki.LoadOrCreateCA(caDir, "loadtest relay CA", 7*24*time.Hour)
