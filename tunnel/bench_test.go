@@ -50,6 +50,16 @@ func tunneled(b *testing.B, h http.Handler) target {
 	return target{hs.url(""), hs.client()}
 }
 
+// throughReplica is tunneled with one more hop: the client reaches a
+// replica of a fleet that holds no connection for the cluster, which
+// forwards to the replica that does.
+func throughReplica(b *testing.B, h http.Handler) target {
+	dir, fleet := &memDirectory{}, newPeerPKI(b, "fleet peer CA")
+	a, _ := startReplica(b, dir, fleet, fleet, nil, harnessOpts{noAgent: true})
+	startReplica(b, dir, fleet, fleet, h, harnessOpts{})
+	return target{a.url(""), a.client()}
+}
+
 // tunneledWithMetrics is tunneled with Prometheus metrics on both sides.
 func tunneledWithMetrics(b *testing.B, h http.Handler) target {
 	hs := newHarness(b, h, harnessOpts{
@@ -76,7 +86,7 @@ func BenchmarkSmallRequest(b *testing.B) {
 	for _, mode := range []struct {
 		name  string
 		setup func(*testing.B, http.Handler) target
-	}{{"direct", direct}, {"tunnel", tunneled}, {"tunnel-metrics", tunneledWithMetrics}} {
+	}{{"direct", direct}, {"tunnel", tunneled}, {"tunnel-metrics", tunneledWithMetrics}, {"replica", throughReplica}} {
 		b.Run(mode.name, func(b *testing.B) {
 			t := mode.setup(b, small)
 			b.ReportAllocs()
@@ -128,13 +138,15 @@ func BenchmarkSmallWrite(b *testing.B) {
 }
 
 // BenchmarkLargeDownload downloads 256 MiB, with the client speaking
-// HTTP/1.1 or HTTP/2 to the server (direct) or to the relay (tunnel). The
-// tunnel between relay and agent is always HTTP/2 over TLS.
+// HTTP/1.1 or HTTP/2 to the server (direct), to the relay (tunnel), or to
+// a replica that forwards to the relay holding the cluster (replica). The
+// tunnel between relay and agent, and the hop between replicas, are
+// always HTTP/2 over TLS.
 func BenchmarkLargeDownload(b *testing.B) {
 	for _, mode := range []struct {
 		name  string
 		setup func(*testing.B, http.Handler) target
-	}{{"direct", direct}, {"tunnel", tunneled}} {
+	}{{"direct", direct}, {"tunnel", tunneled}, {"replica", throughReplica}} {
 		for _, proto := range []string{"h1", "h2"} {
 			b.Run(mode.name+"-"+proto, func(b *testing.B) {
 				t := mode.setup(b, large)

@@ -52,7 +52,11 @@
 // cluster whose agent is connected to another replica is checked by the
 // replica the caller reached and sent on to a holder: HTTP/2 for ordinary
 // requests, a connection of its own for an upgrade; one peer hop at most,
-// and another holder when one cannot be reached.
+// and another holder when one cannot be reached. Ordinary requests to a
+// replica share one connection (another only while that one is full),
+// closed after 90 s without a request; a download through a replica gets
+// the growing window a download from an agent gets, out of the same
+// StreamWindowBudget.
 //
 // # Agent
 //

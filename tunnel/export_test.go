@@ -13,3 +13,11 @@ func SetAssertionClock(a *AssertionAuthenticator, now func() time.Time) { a.now 
 func ConfigureServerHolding(srv *http.Server, hold time.Duration) error {
 	return configureServer(srv, hold)
 }
+
+// SetPeerIdleTimeout sets how long relays made from now on keep an idle
+// connection to another replica; the returned func puts it back.
+func SetPeerIdleTimeout(d time.Duration) (restore func()) {
+	old := peerIdleTimeout
+	peerIdleTimeout = d
+	return func() { peerIdleTimeout = old }
+}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +36,10 @@ type replica struct {
 	addr  string
 	extra []string
 	count int // what Replicas says
+
+	peer     *httptest.Server // its peer listener
+	accepted atomic.Int32     // connections other replicas opened to it
+	open     atomic.Int32     // of which still open
 }
 
 func (r *replica) Replicas() int { return r.count }
@@ -65,7 +70,7 @@ type peerPKI struct {
 	roots *x509.CertPool
 }
 
-func newPeerPKI(t *testing.T, name string) *peerPKI {
+func newPeerPKI(t testing.TB, name string) *peerPKI {
 	ca, err := pki.NewCA(name)
 	require.NoError(t, err)
 	roots := x509.NewCertPool()
@@ -73,7 +78,7 @@ func newPeerPKI(t *testing.T, name string) *peerPKI {
 	return &peerPKI{ca: ca, roots: roots}
 }
 
-func (p *peerPKI) cert(t *testing.T) tls.Certificate {
+func (p *peerPKI) cert(t testing.TB) tls.Certificate {
 	leaf, err := p.ca.Issue(pki.LeafOptions{CommonName: "relay-replica", Hosts: pki.LoopbackHosts, Server: true, Client: true})
 	require.NoError(t, err)
 	c, err := leaf.TLSCertificate()
@@ -84,7 +89,7 @@ func (p *peerPKI) cert(t *testing.T) tls.Certificate {
 // startReplica starts a harness whose relay is one replica of a fleet: a
 // peer listener that takes only certificates of the fleet's CA, and peer
 // TLS from client (the fleet's own, or another CA's for a test).
-func startReplica(t *testing.T, dir *memDirectory, fleet, client *peerPKI, handler http.Handler, o harnessOpts) (*harness, *replica) {
+func startReplica(t testing.TB, dir *memDirectory, fleet, client *peerPKI, handler http.Handler, o harnessOpts) (*harness, *replica) {
 	view := &replica{d: dir}
 	relayCfg := o.relayCfg
 	o.relayCfg = func(c *tunnel.RelayConfig) {
@@ -106,6 +111,16 @@ func startReplica(t *testing.T, dir *memDirectory, fleet, client *peerPKI, handl
 	peer.Listener.Close()
 	peer.Listener = ln
 	peer.EnableHTTP2 = true
+	peer.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			view.accepted.Add(1)
+			view.open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			view.open.Add(-1)
+		}
+	}
+	view.peer = peer
 	peer.TLS = &tls.Config{Certificates: []tls.Certificate{fleet.cert(t)}, ClientCAs: fleet.roots, ClientAuth: tls.RequireAndVerifyClientCert}
 	peer.Config.ErrorLog = quietLog
 	peer.StartTLS()
@@ -389,4 +404,93 @@ func TestDrainMovesAgentsToAnotherReplica(t *testing.T) {
 	assert.Equal(t, "done", <-slow, "the request in flight on the draining replica finished")
 	require.NoError(t, <-drained, "every agent connection left before the deadline")
 	assert.Zero(t, conns(a))
+}
+
+// A replica forwards over one connection to each holder, as many
+// requests at once as the holder's HTTP/2 allows, and opens another only
+// when the one it has goes away.
+func TestFleetKeepsOneConnectionToAReplica(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	_, vb := startReplica(t, dir, fleet, fleet, echo, harnessOpts{})
+
+	get := func() {
+		resp, err := a.client().Get(a.url("/api/v1/pods"))
+		if assert.NoError(t, err) {
+			decode(t, resp)
+		}
+	}
+	for range 10 {
+		get()
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(get)
+	}
+	wg.Wait()
+	assert.EqualValues(t, 1, vb.accepted.Load(), "sequential and concurrent requests share one connection")
+
+	vb.peer.CloseClientConnections() // as a holder that restarts its listener does
+	get()
+	assert.EqualValues(t, 2, vb.accepted.Load(), "a new connection once the first was closed")
+	assert.EqualValues(t, 31, a.relay.Stats().PeerForwarded)
+}
+
+// A connection to a replica that nothing is forwarded over any more is
+// closed after the idle timeout, and so is every one when the relay
+// closes.
+func TestFleetClosesIdlePeerConnections(t *testing.T) {
+	defer tunnel.SetPeerIdleTimeout(200 * time.Millisecond)()
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	_, vb := startReplica(t, dir, fleet, fleet, echo, harnessOpts{})
+
+	resp, err := a.client().Get(a.url("/api/v1/pods"))
+	require.NoError(t, err)
+	decode(t, resp)
+	require.EqualValues(t, 1, vb.open.Load())
+	require.Eventually(t, func() bool { return vb.open.Load() == 0 }, 5*time.Second, 20*time.Millisecond,
+		"the idle connection was closed")
+
+	resp, err = a.client().Get(a.url("/api/v1/pods"))
+	require.NoError(t, err)
+	decode(t, resp)
+	assert.EqualValues(t, 2, vb.accepted.Load())
+	a.relay.Close()
+	require.Eventually(t, func() bool { return vb.open.Load() == 0 }, 5*time.Second, 20*time.Millisecond,
+		"closing the relay closed its connection to the replica")
+	resp, err = a.client().Get(a.url("/api/v1/pods"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "a closed relay forwards nothing")
+}
+
+// A download through another replica gets the window a download from an
+// agent gets: it grows while the client reads, out of the forwarding
+// replica's budget, and comes back when the download ends.
+func TestFleetDownloadThroughAReplicaGrowsItsWindow(t *testing.T) {
+	const budget = 256 << 10
+	var written atomic.Int64
+	ended := make(chan struct{})
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, _ := startReplica(t, dir, fleet, fleet, nil, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) {
+		c.StreamWindowLimit = 4 << 20
+		c.StreamWindowBudget = budget
+	}})
+	startReplica(t, dir, fleet, fleet, endless(&written, ended), harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.Connections = 1 }})
+
+	req, _ := http.NewRequest(http.MethodGet, "https://cluster/endless", nil)
+	resp, err := a.relay.RoundTripper(clusterID).RoundTrip(req)
+	require.NoError(t, err)
+	var grown int64
+	for range 64 {
+		_, err = io.CopyN(io.Discard, resp.Body, 512<<10)
+		require.NoError(t, err)
+		grown = max(grown, a.relay.Stats().StreamWindowGrown)
+	}
+	assert.Positive(t, grown, "the window toward the holding replica grew")
+	assert.LessOrEqual(t, grown, int64(budget))
+	resp.Body.Close()
+	<-ended
+	assert.Zero(t, a.relay.Stats().StreamWindowGrown, "the stream gave its share back")
 }

@@ -175,12 +175,11 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		return nil, errors.New("tunnel: RelayConfig.PeerTLSConfig is required with a Directory")
 	}
 	log := logx.OrDiscard(c.Logger)
-	r := &Relay{cfg: c, log: log}
+	r := &Relay{cfg: c, log: log, h2: newH2Config(&c)}
 	if c.Directory != nil {
-		r.peers = newPeers(&c)
+		r.peers = newPeers(&c, r.h2)
 		r.reg.hold = c.Directory.Hold
 	}
-	r.h2 = newH2Config(&c)
 	var err error
 	if r.metrics, err = newMetrics(c.Registerer, "relay", c.MetricsPerCluster, r.Stats); err != nil {
 		return nil, fmt.Errorf("tunnel: registering metrics: %w", err)
@@ -239,6 +238,9 @@ func (r *Relay) Close() error {
 	for _, c := range r.reg.close() {
 		c.conn.closeFor(reason)
 		c.cc.Close()
+	}
+	if r.peers != nil {
+		r.peers.close()
 	}
 	return nil
 }

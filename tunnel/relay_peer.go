@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -42,35 +43,217 @@ type ReplicaCounter interface {
 // reached.
 var ErrPeerUnreachable = errors.New("tunnel: no relay replica holding the cluster could be reached")
 
-// peers forwards requests to the replicas that hold a cluster: HTTP/2 for
-// ordinary requests, one HTTP/1.1 connection per upgrade.
+// peers forwards requests to the replicas that hold a cluster: ordinary
+// requests over HTTP/2 on the relay's own client (the one it drives agents'
+// connections with, so that a download through a replica gets the same
+// growing window out of the same budget as one from an agent), one
+// HTTP/1.1 connection per upgrade.
 type peers struct {
-	tls     *tls.Config
-	h2      *http.Transport
+	tls     *tls.Config   // as configured, for upgrades
+	h2tls   *tls.Config   // the same, offering only h2
+	h2      *h2Config     // the relay's: one window budget for agents and peers
 	timeout time.Duration // for an upgrade's answer
+	idle    time.Duration // peerIdleTimeout when made
+
+	mu      sync.Mutex
+	conns   map[string][]*peerClient // by peer address
+	dialing map[string]*peerDial     // one dial per peer at a time
+	closed  bool
+	sweep   *time.Timer // closes connections idle for peerIdleTimeout
 }
 
-func newPeers(c *RelayConfig) *peers {
+// peerDialTimeout bounds a dial and TLS handshake to a replica.
+const peerDialTimeout = 10 * time.Second
+
+// peerIdleTimeout is how long a connection to a replica is kept with no
+// request on it: a burst that needed more than one gives them back after
+// this, and a replica nothing is forwarded to any more is not pinged
+// forever. A variable for tests.
+var peerIdleTimeout = 90 * time.Second
+
+// peerClient is one connection to a replica and since when it has been
+// without a request, as the last sweep saw it.
+type peerClient struct {
+	cc        *tunnelClient
+	idleSince time.Time // zero: busy at the last sweep
+}
+
+type peerDial struct {
+	done chan struct{}
+	err  error
+}
+
+func newPeers(c *RelayConfig, h2 *h2Config) *peers {
 	t := c.PeerTLSConfig.Clone()
 	t.NextProtos = []string{"h2"}
-	return &peers{
-		tls: c.PeerTLSConfig,
-		h2: &http.Transport{
-			TLSClientConfig:     t,
-			ForceAttemptHTTP2:   true,
-			MaxIdleConnsPerHost: 16,
-			IdleConnTimeout:     90 * time.Second,
-			TLSHandshakeTimeout: 10 * time.Second,
-			DisableCompression:  true,
-			HTTP2: &http.HTTP2Config{
-				MaxReceiveBufferPerStream:     int(c.MaxReceiveBufferPerStream),
-				MaxReceiveBufferPerConnection: int(c.MaxReceiveBufferPerStream) * DefaultMaxConcurrentStreams,
-				SendPingTimeout:               c.PingTimeout,
-				PingTimeout:                   c.PingTimeout,
-				WriteByteTimeout:              c.WriteTimeout,
-			},
-		},
+	p := &peers{
+		tls:     c.PeerTLSConfig,
+		h2tls:   t,
+		h2:      h2,
 		timeout: c.UpgradeTimeout,
+		idle:    peerIdleTimeout,
+		conns:   map[string][]*peerClient{},
+		dialing: map[string]*peerDial{},
+	}
+	p.sweep = time.AfterFunc(p.idle/2, p.closeIdle)
+	return p
+}
+
+// roundTrip sends req (its URL's host a replica's peer address) on a
+// connection to that replica, opening one if none can take it. A request
+// goes on a fresh connection once if the replica refused it unprocessed
+// (its connection was going away, or full) and it has no body, or if its
+// connection failed under it and it may be sent again (retryable).
+func (p *peers) roundTrip(req *http.Request, peer string, retryable bool) (*http.Response, error) {
+	for try := 0; ; try++ {
+		cc, err := p.get(req.Context(), peer)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := cc.RoundTrip(req)
+		unprocessed := req.Body == nil && (errors.Is(err, errGoingAway) || errors.Is(err, errNoSlot))
+		if err == nil || try > 0 || req.Context().Err() != nil || !(unprocessed || retryable) {
+			return resp, err
+		}
+	}
+}
+
+// get returns a connection to peer with a stream reserved on it.
+func (p *peers) get(ctx context.Context, peer string) (*tunnelClient, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrRelayClosed
+		}
+		live := p.conns[peer][:0]
+		var cc *tunnelClient
+		for _, c := range p.conns[peer] {
+			if !c.cc.alive() {
+				continue
+			}
+			live = append(live, c)
+			if cc == nil && c.cc.ReserveNewRequest() {
+				cc = c.cc
+				c.idleSince = time.Time{}
+			}
+		}
+		clear(p.conns[peer][len(live):])
+		if len(live) == 0 {
+			delete(p.conns, peer)
+		} else {
+			p.conns[peer] = live
+		}
+		if cc != nil {
+			p.mu.Unlock()
+			return cc, nil
+		}
+		if d := p.dialing[peer]; d != nil {
+			p.mu.Unlock()
+			select {
+			case <-d.done:
+				if d.err != nil {
+					return nil, d.err
+				}
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		d := &peerDial{done: make(chan struct{})}
+		p.dialing[peer] = d
+		p.mu.Unlock()
+
+		// The dial goes on when this request's client leaves: others may
+		// be waiting for it.
+		cc, d.err = p.dial(context.WithoutCancel(ctx), peer)
+		p.mu.Lock()
+		delete(p.dialing, peer)
+		if d.err == nil {
+			if p.closed {
+				cc.Close()
+				d.err = ErrRelayClosed
+			} else {
+				p.conns[peer] = append(p.conns[peer], &peerClient{cc: cc})
+			}
+		}
+		p.mu.Unlock()
+		close(d.done)
+		if d.err != nil {
+			return nil, d.err
+		}
+	}
+}
+
+// dial opens an HTTP/2 connection to peer.
+func (p *peers) dial(ctx context.Context, peer string) (*tunnelClient, error) {
+	ctx, cancel := context.WithTimeout(ctx, peerDialTimeout)
+	defer cancel()
+	conn, err := (&tls.Dialer{Config: p.h2tls}).DialContext(ctx, "tcp", peer)
+	if err != nil {
+		return nil, err
+	}
+	if proto := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol; proto != "h2" {
+		conn.Close()
+		return nil, fmt.Errorf("the replica's peer listener does not speak HTTP/2 (ALPN %q)", proto)
+	}
+	return newTunnelClient(p.h2, conn)
+}
+
+// closeIdle closes the connections that have had no request for the idle
+// timeout (give or take half of it), and sweeps again later.
+func (p *peers) closeIdle() {
+	now := time.Now()
+	var idle []*tunnelClient
+	p.mu.Lock()
+	defer func() {
+		p.mu.Unlock()
+		for _, cc := range idle {
+			cc.Close()
+		}
+	}()
+	if p.closed {
+		return
+	}
+	for peer, list := range p.conns {
+		live := list[:0]
+		for _, c := range list {
+			switch {
+			case !c.cc.alive():
+			case c.cc.State().StreamsActive > 0:
+				c.idleSince = time.Time{}
+				live = append(live, c)
+			case c.idleSince.IsZero():
+				c.idleSince = now
+				live = append(live, c)
+			case now.Sub(c.idleSince) >= p.idle:
+				idle = append(idle, c.cc)
+			default:
+				live = append(live, c)
+			}
+		}
+		clear(list[len(live):])
+		if len(live) == 0 {
+			delete(p.conns, peer)
+		} else {
+			p.conns[peer] = live
+		}
+	}
+	p.sweep.Reset(p.idle / 2)
+}
+
+// close ends every connection to replicas; requests on them fail.
+func (p *peers) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.sweep.Stop()
+	all := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, list := range all {
+		for _, c := range list {
+			c.cc.Close()
+		}
 	}
 }
 
@@ -100,14 +283,17 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 		case retryable:
 			// As on a tunnel connection: a small answer is read whole, so
 			// that a holder dying mid-answer costs no error.
-			if resp, err = r.peers.h2.RoundTrip(req); err == nil {
+			if resp, err = r.peers.roundTrip(req, peer, true); err == nil {
 				resp, err = whole(resp)
 			}
 		default:
-			resp, err = r.peers.h2.RoundTrip(req)
+			resp, err = r.peers.roundTrip(req, peer, false)
 		}
 		if err == nil {
 			return resp, nil
+		}
+		if errors.Is(err, ErrRelayClosed) {
+			return nil, err
 		}
 		r.log.Warn("relay replica unreachable", "peer", peer, "cluster", id, "err", err)
 		errs = append(errs, fmt.Errorf("%s: %w", peer, err))
