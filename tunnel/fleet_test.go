@@ -121,6 +121,7 @@ func startReplica(t testing.TB, dir *memDirectory, fleet, client *peerPKI, handl
 		}
 	}
 	view.peer = peer
+	require.NoError(t, tunnel.ConfigureServer(peer.Config)) // as the relay binary serves replicas
 	peer.TLS = &tls.Config{Certificates: []tls.Certificate{fleet.cert(t)}, ClientCAs: fleet.roots, ClientAuth: tls.RequireAndVerifyClientCert}
 	peer.Config.ErrorLog = quietLog
 	peer.StartTLS()

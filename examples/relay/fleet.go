@@ -165,20 +165,25 @@ func certPool(file string) (*x509.CertPool, error) {
 // the others stop sending requests here. wait returns once it has. The
 // peer listener takes at most maxConns connections at once: TLS turns
 // away anyone without a peer certificate, but only after a handshake.
-func (fl *fleet) serve(ctx context.Context, relay *tunnel.Relay, maxConns int) (wait func()) {
+func (fl *fleet) serve(ctx context.Context, relay *tunnel.Relay, maxConns int) (wait func(), err error) {
+	srv := &http.Server{Handler: relay.PeerHandler(), TLSConfig: fl.serverTLS, ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: 90 * time.Second, MaxHeaderBytes: tunnel.DefaultMaxHeaderBytes}
+	// As on the clients' listener: each answer's headers leave with its
+	// body.
+	if err := tunnel.ConfigureServer(srv); err != nil {
+		return nil, fmt.Errorf("peer listener: %w", err)
+	}
 	left := make(chan struct{})
 	go func() {
 		defer close(left)
 		fl.dir.Run(ctx)
 		fl.cli.Close()
 	}()
-	srv := &http.Server{Handler: relay.PeerHandler(), TLSConfig: fl.serverTLS, ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout: 90 * time.Second, MaxHeaderBytes: tunnel.DefaultMaxHeaderBytes}
 	go func() {
 		ln := tunnel.ClientListener(fl.ln, tunnel.ClientListenerConfig{MaxConns: maxConns})
 		if err := httpx.ServeUntil(ctx, srv, ln, 10*time.Second); err != nil {
 			fl.log.Error("peer listener failed", "err", err)
 		}
 	}()
-	return func() { <-left }
+	return func() { <-left }, nil
 }

@@ -203,7 +203,9 @@ func run() error {
 	}
 	leftFleet := func() {}
 	if fl != nil {
-		leftFleet = fl.serve(ctx, relay, *maxConns)
+		if leftFleet, err = fl.serve(ctx, relay, *maxConns); err != nil {
+			return err
+		}
 	}
 
 	var refusedConns atomic.Uint64 // client connections past -max-client-conns
