@@ -32,8 +32,15 @@ import (
 // crosses the relay (a child process), the tunnel (TLS) and the agent
 // (another child process) whose handler is an httputil.ReverseProxy to the
 // upstream. The plain proxy is that same ReverseProxy, served over TLS by
-// the agent child: the cost of one HTTP/1.1 proxy hop, for comparison. CPU
-// time and system calls per request are read from /proc.
+// the agent child: the cost of one HTTP/1.1 proxy hop, for comparison.
+// Two plain hops is the same job through a plain ReverseProxy in the
+// relay's place (in the relay child) and then the agent child's plain
+// proxy, both HTTP/1.1 over TLS: what the tunnel's two hops cost if each
+// cost what a plain HTTP/1.1 hop costs. CPU time and system calls per
+// request are read from /proc.
+
+// plainHops names the path through two plain HTTP/1.1 proxies.
+const plainHops = "2 h1 proxies"
 
 const (
 	smallBody = 64
@@ -160,6 +167,26 @@ func startHopAgent(relay, caDir, upstream, upstreamCA string) (proxyAddr string,
 	return proxyAddr, func() { cancel(); stopProxy() }, nil
 }
 
+// startFrontProxy serves, over TLS (HTTP/1.1), a plain reverse proxy to
+// the agent's plain proxy at target (HTTP/1.1 over TLS, its CA in
+// caDir/proxy-ca.crt), with a CA of its own written to caDir/front-ca.crt.
+// Through it the job crosses two plain HTTP/1.1 proxy hops, where through
+// the tunnel it crosses relay and agent.
+func startFrontProxy(target, caDir string) (addr string, err error) {
+	roots, err := certPool(filepath.Join(caDir, "proxy-ca.crt"))
+	if err != nil {
+		return "", err
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}}
+	t.ForceAttemptHTTP2 = false
+	t.MaxIdleConnsPerHost = 256
+	u := &url.URL{Scheme: "https", Host: target}
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) }, Transport: t}
+	addr, _, err = serveTLS(proxy, filepath.Join(caDir, "front-ca.crt"), "http/1.1")
+	return addr, err
+}
+
 // agentProc is the agent child, seen from the parent.
 type agentProc struct {
 	cmd       *exec.Cmd
@@ -241,6 +268,8 @@ func costs(o options, path string, relay, agent, self usage, f func(usage) strin
 		return "clients and upstream " + f(self)
 	case path == "h1 proxy":
 		return "proxy " + f(agent) + "; clients and upstream " + f(self)
+	case path == plainHops:
+		return "front proxy " + f(relay) + "; proxy " + f(agent) + "; clients and upstream " + f(self)
 	default:
 		return "relay " + f(relay) + "; agent " + f(agent) + "; clients and upstream " + f(self)
 	}
@@ -353,7 +382,7 @@ func hop(o options) error {
 
 	var relay *relayProc
 	var agent *agentProc
-	var relayAddr, proxyAddr string
+	var relayAddr, proxyAddr, frontAddr string
 	if o.inProcess {
 		r, ln, err := listenRelay(1, "127.0.0.1:0", dir, clientSendBuffer, streamWindows)
 		if err != nil {
@@ -371,6 +400,9 @@ func hop(o options) error {
 			}
 		}
 		relayAddr, proxyAddr = ln.Addr().String(), addr
+		if frontAddr, err = startFrontProxy(proxyAddr, dir); err != nil {
+			return err
+		}
 	} else {
 		if relay, err = startRelay(1, "127.0.0.1:0", dir); err != nil {
 			return err
@@ -384,6 +416,9 @@ func hop(o options) error {
 			return err
 		}
 		relayAddr, proxyAddr = relay.addr, agent.proxyAddr
+		if frontAddr, err = relay.startFrontProxy(proxyAddr); err != nil {
+			return err
+		}
 	}
 	// usage reads relay's, agent's and this process's use so far (only
 	// this process's in process).
@@ -394,7 +429,7 @@ func hop(o options) error {
 		return r, a, usageOf(os.Getpid())
 	}
 
-	roots, err := certPool(filepath.Join(dir, "ca.crt"), upstreamCA, filepath.Join(dir, "proxy-ca.crt"))
+	roots, err := certPool(filepath.Join(dir, "ca.crt"), upstreamCA, filepath.Join(dir, "proxy-ca.crt"), filepath.Join(dir, "front-ca.crt"))
 	if err != nil {
 		return err
 	}
@@ -417,8 +452,10 @@ func hop(o options) error {
 	paths := []struct{ name, base string }{
 		{"direct", "https://" + upstream},
 		{"h1 proxy", "https://" + proxyAddr},
+		{plainHops, "https://" + frontAddr},
 		{"tunnel", "https://" + relayAddr + "/clusters/" + clusterName(0)},
 	}
+	tunnelPath := paths[len(paths)-1].base
 	const small = "/api/v1/namespaces/default/pods/p"
 	for _, p := range paths {
 		smallLoad(client, p.base+small, o.hopClients, time.Second) // warm each path's connections
@@ -430,7 +467,7 @@ func hop(o options) error {
 	}
 	fmt.Printf("%d clients × %s of %d-byte GETs per path (turns of %s), %s over TLS; %d MiB download; %s\n", o.hopClients, o.duration, smallBody, o.duration/time.Duration(o.rounds), proto, largeBody>>20, where)
 	// The paths take turns, -rounds times each, so that the machine's
-	// drift over the run falls on all three alike.
+	// drift over the run falls on all of them alike.
 	type tally struct {
 		lat                []time.Duration
 		errs               int64
@@ -461,8 +498,8 @@ func hop(o options) error {
 		if p.name == "direct" {
 			directRPS, directP99 = rps, p99
 		}
-		fmt.Printf("  %-8s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, t.errs)
-		fmt.Printf("            per request: %s\n", costs(o, p.name, t.relay, t.agent, t.self, func(u usage) string { return u.perRequest(n) }))
+		fmt.Printf("  %-12s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, t.errs)
+		fmt.Printf("                per request: %s\n", costs(o, p.name, t.relay, t.agent, t.self, func(u usage) string { return u.perRequest(n) }))
 	}
 	var directMBs float64
 	for _, p := range paths {
@@ -475,7 +512,7 @@ func hop(o options) error {
 		if p.name == "direct" {
 			directMBs = mbs
 		}
-		fmt.Printf("  download %-8s %5.0f MB/s = %.2f× direct", p.name, mbs, mbs/directMBs)
+		fmt.Printf("  download %-12s %5.0f MB/s = %.2f× direct", p.name, mbs, mbs/directMBs)
 		// CPU per MB shows whether a path is bound by work or by waiting:
 		// a path whose processes together use less than both cores waits.
 		mb := float64(largeBody) / 1e6
@@ -487,7 +524,7 @@ func hop(o options) error {
 		// children are profiled.
 		profiles := profileChildren(o, relay, agent, "-download")
 		for end := time.Now().Add(o.duration); time.Now().Before(end); {
-			if _, err := download(client, paths[2].base+"/large"); err != nil {
+			if _, err := download(client, tunnelPath+"/large"); err != nil {
 				return err
 			}
 		}

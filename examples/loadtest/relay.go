@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
@@ -72,6 +73,16 @@ func serveRelay(args []string) error {
 			Connections: len(relay.Conns()), Goroutines: runtime.NumGoroutine(), HeapInuse: m.HeapInuse, StackInuse: m.StackInuse, RSS: rss(),
 		})
 	}))
+	// The hop scenario's plain proxy in the relay's place, started once
+	// the agent child says where its own plain proxy is.
+	mux.HandleFunc("/front", func(w http.ResponseWriter, r *http.Request) {
+		addr, err := startFrontProxy(r.FormValue("target"), *caDir)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, addr)
+	})
 	fmt.Printf("READY %s %s\n", ln.Addr(), statsLn.Addr())
 	io.Copy(io.Discard, os.Stdin) // until the parent goes away
 	return nil
@@ -154,6 +165,21 @@ func startRelay(clusters int, listen, caDir string) (*relayProc, error) {
 		return nil, fmt.Errorf("relay child said %q", line)
 	}
 	return p, nil
+}
+
+// startFrontProxy starts the hop scenario's plain proxy in the relay
+// child, forwarding to target, and returns its address.
+func (p *relayProc) startFrontProxy(target string) (string, error) {
+	resp, err := http.PostForm("http://"+p.statsAddr+"/front", url.Values{"target": {target}})
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("relay child: starting the front proxy: %d %s %v", resp.StatusCode, b, err)
+	}
+	return string(b), nil
 }
 
 // startChild runs this program again with args, as a child process that
