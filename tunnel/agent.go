@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpproxy"
@@ -98,6 +99,8 @@ type Agent struct {
 	h1      *http.Server // serves raw streams
 	stats   counters
 	metrics *metrics // nil without AgentConfig.Registerer
+
+	answerBufs atomic.Int32 // large answers' buffers lent (agent_answer.go)
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -535,8 +538,11 @@ func (a *Agent) serveTunnel(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countedBody{rc: r.Body, n: &a.stats.bytesTo}
 	}
-	rec := &httpx.Recorder{ResponseWriter: w, Count: &a.stats.bytesFrom}
+	ba := &bufferedAnswer{ResponseWriter: w, lent: &a.answerBufs}
+	defer ba.free()
+	rec := &httpx.Recorder{ResponseWriter: ba, Count: &a.stats.bytesFrom}
 	a.cfg.Handler.ServeHTTP(rec, r)
+	ba.send()
 	a.metrics.observe(requestClass(r, false), rec.Status, "", start)
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -262,4 +263,66 @@ func TestHeadKeepsContentLength(t *testing.T) {
 		}
 		return st.StreamsOpened == st.StreamsClosed && open == 0
 	}, 10*time.Second, 5*time.Millisecond, "every stream ended")
+}
+
+// A large answer of known length, which the agent collects into large
+// writes, arrives whole and in order, whatever pieces its handler wrote
+// it in.
+func TestLargeSizedAnswerArrivesWhole(t *testing.T) {
+	body := make([]byte, 3<<20+123)
+	for i := range body {
+		body[i] = byte(i*7 + i>>11)
+	}
+	pieces := []int{1, 7 << 10, 200 << 10, 32 << 10, 128 << 10, 3, 64<<10 + 1}
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		rest := body
+		for i := 0; len(rest) > 0; i++ {
+			n := min(pieces[i%len(pieces)], len(rest))
+			if _, err := w.Write(rest[:n]); err != nil {
+				return
+			}
+			rest = rest[n:]
+		}
+	}), harnessOpts{})
+	resp, err := h.client().Get(h.url("/large"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.EqualValues(t, len(body), resp.ContentLength)
+	assert.True(t, bytes.Equal(body, got), "the body arrived changed")
+}
+
+// A handler that flushes a large answer of known length has what it
+// wrote leave the agent then, not once the agent's buffer fills. (The
+// relay's HTTP clients get an answer of known length as their server
+// buffers it; the relay's RoundTripper gets it as it arrives.)
+func TestFlushSendsWhatALargeAnswerHolds(t *testing.T) {
+	read := make(chan struct{})
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(1<<20))
+		io.WriteString(w, "first part")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-read:
+		case <-r.Context().Done():
+			return
+		}
+		w.Write(make([]byte, 1<<20-len("first part")))
+	}), harnessOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://cluster/flushed", nil)
+	resp, err := h.relay.RoundTripper(clusterID).RoundTrip(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	first := make([]byte, len("first part"))
+	_, err = io.ReadFull(resp.Body, first)
+	require.NoError(t, err, "the flushed part did not arrive while the handler waited")
+	assert.Equal(t, "first part", string(first))
+	close(read)
+	n, err := io.Copy(io.Discard, resp.Body)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1<<20-len("first part"), n)
 }
