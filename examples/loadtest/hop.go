@@ -521,14 +521,17 @@ func hop(o options) error {
 	}
 	if o.profileDir != "" {
 		// Downloads through the tunnel, one after another, while both
-		// children are profiled.
-		profiles := profileChildren(o, relay, agent, "-download")
-		for end := time.Now().Add(o.duration); time.Now().Before(end); {
-			if _, err := download(client, tunnelPath+"/large"); err != nil {
-				return err
+		// children are profiled; then the same through the two plain
+		// proxies, which run in the same children, to compare with.
+		for _, p := range []struct{ base, suffix string }{{tunnelPath, "-download"}, {"https://" + frontAddr, "-download-plain"}} {
+			profiles := profileChildren(o, relay, agent, p.suffix)
+			for end := time.Now().Add(o.duration); time.Now().Before(end); {
+				if _, err := download(client, p.base+"/large"); err != nil {
+					return err
+				}
 			}
+			profiles.Wait()
 		}
-		profiles.Wait()
 	}
 	return nil
 }
