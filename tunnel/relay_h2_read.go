@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -21,7 +22,24 @@ import (
 // readLoop reads the agent's frames until the connection ends.
 func (cc *tunnelClient) readLoop() {
 	for {
-		f, err := cc.fr.ReadFrame()
+		fh, err := cc.fr.ReadFrameHeader()
+		var f http2.Frame
+		if err == nil && fh.Type == http2.FrameData && fh.StreamID != 0 {
+			err, protoErr := cc.readData(fh)
+			cc.idle.Reset(cc.cfg.pingInterval)
+			if protoErr != nil {
+				cc.goAwayAndFail(http2.ErrCodeProtocol, protoErr)
+				return
+			}
+			if err != nil {
+				cc.fail(fmt.Errorf("tunnel: reading from the agent: %w", err))
+				return
+			}
+			continue
+		}
+		if err == nil {
+			f, err = cc.fr.ReadFrameForHeader(fh)
+		}
 		cc.idle.Reset(cc.cfg.pingInterval)
 		if err != nil {
 			var se http2.StreamError
@@ -58,8 +76,6 @@ func (cc *tunnelClient) process(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
 		return cc.processHeaders(f)
-	case *http2.DataFrame:
-		return cc.processData(f)
 	case *http2.RSTStreamFrame:
 		if s := cc.stream(f.StreamID); s != nil {
 			s.peerReset(f.ErrCode)
@@ -180,28 +196,89 @@ func (cc *tunnelClient) nextIDNow() uint32 {
 	return cc.nextID
 }
 
-func (cc *tunnelClient) processData(f *http2.DataFrame) error {
-	n := int32(f.Length)
+// dataStream takes n bytes of DATA for stream id from the connection's
+// window and returns the stream, nil if it has ended.
+func (cc *tunnelClient) dataStream(id uint32, n int32) (*h2Stream, error) {
 	if n > cc.connRecv {
-		return errors.New("tunnel: the agent sent past the connection's window")
+		return nil, errors.New("tunnel: the agent sent past the connection's window")
 	}
 	cc.connRecv -= n
 	if cc.connRecv < connWindow/2 {
 		add := connWindow - cc.connRecv
 		cc.connRecv = connWindow
 		if err := cc.writeFrame(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, uint32(add)) }); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	s := cc.stream(f.StreamID)
+	s := cc.stream(id)
+	if s == nil && id >= cc.nextIDNow() {
+		return nil, fmt.Errorf("tunnel: the agent sent data on stream %d, never opened", id)
+	}
+	return s, nil // nil: a stream the relay reset, whose window is back already
+}
+
+// The read loop reads DATA frames itself instead of through the Framer,
+// for two reasons. The Framer reads a frame's payload into a buffer of
+// its own, which it keeps as large as the largest frame it has read: a
+// connection that carried one download would hold 64 KiB for as long as
+// it lives. And a payload's whole 16 KiB pieces can be read straight into
+// pieces of the stream's buffer, a copy less; the rest of a frame is
+// copied into it, so that a stream's buffer wastes no more room than it
+// would otherwise.
+const dataPiece = 16 << 10
+
+// readData reads a DATA frame, whose header is fh, and hands it to its
+// stream. ioErr is a failed read; protoErr a frame that ends the
+// connection.
+func (cc *tunnelClient) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
+	size := int(fh.Length)
+	pad := 0
+	if fh.Flags.Has(http2.FlagDataPadded) {
+		b, err := cc.br.ReadByte()
+		if err != nil {
+			return err, nil
+		}
+		pad, size = int(b), size-1
+		if pad > size {
+			return nil, errors.New("tunnel: the agent padded a DATA frame past its length")
+		}
+		size -= pad
+	}
+	const piece = dataPiece
+	var pieces [][]byte
+	if size >= piece {
+		pieces = make([][]byte, 0, size/piece)
+	}
+	giveBack := func() {
+		for _, p := range pieces {
+			putChunk(p)
+		}
+	}
+	for ; size >= piece; size -= piece {
+		p := getChunk(piece)[:piece]
+		pieces = append(pieces, p)
+		if _, err := io.ReadFull(cc.br, p); err != nil {
+			giveBack()
+			return err, nil
+		}
+	}
+	tail := getChunk(piece)[:size]
+	defer putChunk(tail)
+	if _, err := io.ReadFull(cc.br, tail); err != nil {
+		giveBack()
+		return err, nil
+	}
+	if _, err := cc.br.Discard(pad); err != nil {
+		giveBack()
+		return err, nil
+	}
+	s, err := cc.dataStream(fh.StreamID, int32(fh.Length))
 	if s == nil {
-		if f.StreamID >= cc.nextIDNow() {
-			return fmt.Errorf("tunnel: the agent sent data on stream %d, never opened", f.StreamID)
-		}
-		return nil // a stream the relay reset: the connection's window is back already
+		giveBack()
+		return nil, err
 	}
-	s.data(f.Data(), n, f.StreamEnded())
-	return nil
+	s.data(pieces, tail, int32(fh.Length), fh.Flags.Has(http2.FlagDataEndStream))
+	return nil, err
 }
 
 func (cc *tunnelClient) processSettings(f *http2.SettingsFrame) error {

@@ -89,8 +89,21 @@ func (s *h2Stream) answer(resp *http.Response, ended bool) {
 	}
 }
 
-// data takes a DATA frame's payload; n is its length, padding included.
-func (s *h2Stream) data(p []byte, n int32, end bool) {
+// data takes a DATA frame's payload, pieces (whole chunks, which become
+// the stream's) and then p; n is the frame's length, padding included.
+func (s *h2Stream) data(pieces [][]byte, p []byte, n int32, end bool) {
+	kept := false
+	defer func() {
+		if !kept {
+			for _, c := range pieces {
+				putChunk(c)
+			}
+		}
+	}()
+	size := len(p)
+	for _, c := range pieces {
+		size += len(c)
+	}
 	s.mu.Lock()
 	if !s.headers || s.recvEnd {
 		s.mu.Unlock()
@@ -103,18 +116,20 @@ func (s *h2Stream) data(p []byte, n int32, end bool) {
 		return
 	}
 	s.avail -= n
-	s.received += int64(len(p))
+	s.received += int64(size)
 	if s.bodyBytes >= 0 && s.received > s.bodyBytes {
 		s.mu.Unlock()
 		s.fail(fmt.Errorf("tunnel: the agent sent more than its Content-Length of %d", s.bodyBytes), http2.ErrCodeProtocol)
 		return
 	}
-	if len(p) > 0 && !s.released {
+	if size > 0 && !s.released {
+		s.buf.add(pieces)
+		kept = true
 		s.buf.write(p)
 		s.cond.Broadcast()
 	}
 	s.mu.Unlock()
-	if pad := n - int32(len(p)); pad > 0 {
+	if pad := n - int32(size); pad > 0 {
 		s.returnWindow(0) // padding is nobody's to read
 	}
 	if end {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -175,6 +177,21 @@ func (a *fakeAgent) answer(id uint32, end bool, fields ...string) {
 		a.henc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
 	}
 	require.NoError(a.t, a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: a.hbuf.Bytes(), EndHeaders: true, EndStream: end}))
+}
+
+// rawData writes a DATA frame without the agent's Framer, which would
+// keep a buffer the frame's size.
+func (a *fakeAgent) rawData(id uint32, p []byte, end bool) {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	var flags byte
+	if end {
+		flags = 0x1
+	}
+	n := len(p)
+	frame := append([]byte{byte(n >> 16), byte(n >> 8), byte(n), 0x0, flags, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}, p...)
+	_, err := a.conn.Write(frame)
+	require.NoError(a.t, err)
 }
 
 func (a *fakeAgent) data(id uint32, p []byte, end bool) {
@@ -435,6 +452,83 @@ func TestAgentBreakingTheProtocol(t *testing.T) {
 	}
 }
 
+// Large DATA frames, which the read loop reads straight into the stream's
+// buffer, arrive whole and in order whatever their size and padding, and
+// their window comes back as the reader takes them.
+func TestLargeDataFramesArriveWhole(t *testing.T) {
+	cc, a := newFakeAgent(t, testH2Config(1<<20, 1<<20, 0))
+	got := send(t, cc, "/large")
+	id := a.request().StreamID
+	sizes := []int{16 << 10, 16<<10 + 1, 20000, 64 << 10, 3, 32 << 10}
+	pads := []int{0, 0, 255, 0, 0, 1}
+	var want []byte
+	for i, n := range sizes {
+		for j := range n {
+			want = append(want, byte(i*31+j))
+		}
+	}
+	a.answer(id, false, ":status", "200", "content-length", strconv.Itoa(len(want)))
+	resp := <-got
+	require.NotNil(t, resp)
+	rest := want
+	for i, n := range sizes {
+		p := rest[:n]
+		rest = rest[n:]
+		end := len(rest) == 0
+		if pads[i] > 0 {
+			a.write(func(fr *http2.Framer) error { return fr.WriteDataPadded(id, end, p, make([]byte, pads[i])) })
+		} else {
+			a.data(id, p, end)
+		}
+	}
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(want, body), "the body arrived changed")
+	resp.Body.Close()
+}
+
+// A connection that carried a download keeps nothing the size of its
+// frames afterwards: DATA is read into the stream's pooled buffer, not
+// through the Framer's own buffer, which keeps the size of the largest
+// frame it has read for the connection's life (64 KiB on each of
+// thousands of agent connections).
+func TestConnectionKeepsNoFrameBufferAfterADownload(t *testing.T) {
+	const conns = 100
+	type pair struct {
+		cc *tunnelClient
+		a  *fakeAgent
+	}
+	var ps []pair
+	for range conns {
+		cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
+		ps = append(ps, pair{cc, a})
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC() // and sync.Pool's victims
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	for _, p := range ps {
+		got := send(t, p.cc, "/x")
+		id := p.a.request().StreamID
+		p.a.answer(id, false, ":status", "200")
+		resp := <-got
+		require.NotNil(t, resp)
+		p.a.rawData(id, make([]byte, maxFrameRead), true)
+		n, err := io.Copy(io.Discard, resp.Body)
+		require.NoError(t, err)
+		require.EqualValues(t, maxFrameRead, n)
+		resp.Body.Close()
+	}
+	after := heap()
+	per := int64(after-before) / conns
+	t.Logf("heap per connection after a download: %d bytes", per)
+	assert.Less(t, per, int64(maxFrameRead/4))
+}
+
 // An answer must have the length it declares.
 func TestAnswerLengthMustMatchContentLength(t *testing.T) {
 	for _, tt := range []struct {
@@ -581,6 +675,13 @@ func FuzzTunnelClientAgentFrames(f *testing.F) {
 			headers(fr, enc(":status", "200"), false)
 			fr.WriteGoAway(1, http2.ErrCodeNo, []byte("bye"))
 			fr.WriteData(1, true, []byte("last"))
+		},
+		func(fr *http2.Framer, enc func(...string) []byte) {
+			// Frames the read loop reads itself: 16 KiB and over.
+			headers(fr, enc(":status", "200", "content-length", "70000"), false)
+			fr.WriteData(1, false, make([]byte, 20000))
+			fr.WriteDataPadded(1, false, make([]byte, 17000), make([]byte, 255))
+			fr.WriteData(1, true, make([]byte, 33000))
 		},
 	} {
 		f.Add(agentFrames(seed))

@@ -135,6 +135,14 @@ func (c *chunks) write(p []byte) {
 	}
 }
 
+// add appends whole chunks, which become c's.
+func (c *chunks) add(pieces [][]byte) {
+	for _, p := range pieces {
+		c.parts = append(c.parts, p)
+		c.len += len(p)
+	}
+}
+
 func (c *chunks) read(p []byte) int {
 	n := 0
 	for n < len(p) && len(c.parts) > 0 {
