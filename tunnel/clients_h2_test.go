@@ -1,12 +1,14 @@
 package tunnel_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -173,4 +176,72 @@ func TestConfigureServerKeepsTheServersBounds(t *testing.T) {
 		}
 	}
 	assert.True(t, goAway, "an idle connection is told GOAWAY and closed")
+}
+
+// A caller, signed in or not, cannot make the relay keep a buffer the size
+// of a large frame for as long as it holds its connection open: HTTP/2
+// reads each frame whole into a buffer that stays as large as the
+// largest frame a connection has sent, and x/net's servers take frames of
+// up to 1 MiB unless told otherwise. Under ConfigureServer a client may
+// send 16 KiB frames, so a connection held open this way costs ~16 KiB.
+func TestClientsLargeFramesLeaveNoLargeBuffer(t *testing.T) {
+	h := newHarness(t, nil, harnessOpts{noAgent: true})
+	const conns = 20
+	type client struct {
+		conn *tls.Conn
+		fr   *http2.Framer
+		max  uint32
+	}
+	var clients []client
+	for range conns {
+		conn, err := tls.Dial("tcp", h.srv.Listener.Addr().String(), &tls.Config{RootCAs: h.roots, NextProtos: []string{"h2"}})
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close() })
+		_, err = io.WriteString(conn, http2.ClientPreface)
+		require.NoError(t, err)
+		fr := http2.NewFramer(conn, conn)
+		require.NoError(t, fr.WriteSettings())
+		f, err := fr.ReadFrame()
+		require.NoError(t, err)
+		settings := f.(*http2.SettingsFrame)
+		max, ok := settings.Value(http2.SettingMaxFrameSize)
+		if !ok {
+			max = 16 << 10
+		}
+		clients = append(clients, client{conn, fr, max})
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	for _, c := range clients {
+		// A request for a cluster nobody knows, answered at once; then
+		// the largest DATA frame the server takes, on that stream.
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for _, kv := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "relay"}, {":path", "/clusters/nobody/x"}} {
+			enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		require.NoError(t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}))
+		// Written by hand: the test's own Framer would keep a buffer
+		// the frame's size too.
+		n := int(min(c.max, 1<<20))
+		_, err := c.conn.Write(append([]byte{byte(n >> 16), byte(n >> 8), byte(n), 0, 0, 0, 0, 0, 1}, make([]byte, n)...))
+		require.NoError(t, err)
+		require.NoError(t, c.fr.WritePing(false, [8]byte{1}))
+		for { // the ping's answer: the server has read the frame
+			f, err := c.fr.ReadFrame()
+			require.NoError(t, err)
+			if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+				break
+			}
+		}
+	}
+	per := int64(heap()-before) / conns
+	t.Logf("server max frame %d bytes; heap per connection after one such frame: %d bytes", clients[0].max, per)
+	assert.Less(t, per, int64(64<<10))
 }

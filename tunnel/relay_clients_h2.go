@@ -11,6 +11,9 @@ import (
 	"golang.org/x/net/http2"
 )
 
+// clientMaxFrame is the largest frame ConfigureServer's HTTP/2 reads.
+const clientMaxFrame = 16 << 10
+
 // ConfigureServer sets up HTTP/2 on srv, the server that serves a
 // Relay's clients, as the relay writes its tunnels: each connection is
 // written through a short hold, so that an answer's HEADERS leave with
@@ -21,13 +24,21 @@ import (
 //
 // Call it before srv serves, after setting srv.HTTP2 and srv.IdleTimeout:
 // their limits (streams, windows, WriteByteTimeout, the idle timeout)
-// apply as they would to net/http's own HTTP/2. A held write that the
+// apply as they would to net/http's own HTTP/2. Frames from clients are
+// limited to 16 KiB (HTTP/2's default; net/http's server takes 1 MiB),
+// unless srv.HTTP2.MaxReadFrameSize says otherwise: a connection keeps a
+// buffer as large as the largest frame it was sent. A held write that the
 // hold's timer sends has srv.HTTP2.WriteByteTimeout to finish, or
 // DefaultWriteTimeout. BENCHMARKS.md, "Clients speaking HTTP/2".
 func ConfigureServer(srv *http.Server) error { return configureServer(srv, holdFor) }
 
 func configureServer(srv *http.Server, hold time.Duration) error {
-	h2 := &http2.Server{}
+	// HTTP/2 reads a frame whole into a buffer that stays as large as the
+	// largest frame the connection has sent, and x/net takes frames of up
+	// to 1 MiB by default: any caller, before its token is looked at,
+	// could make the relay keep a mebibyte for every connection it holds
+	// open. 16 KiB, HTTP/2's own default, unless srv.HTTP2 says otherwise.
+	h2 := &http2.Server{MaxReadFrameSize: clientMaxFrame}
 	if err := http2.ConfigureServer(srv, h2); err != nil {
 		return err
 	}
