@@ -28,9 +28,11 @@ const (
 	keepHeld = 1 << 10
 )
 
-// HTTP/2 frame types and flags read by frameScanner (RFC 9113 §6),
+// HTTP/2 frame types and flags read by frameScanner and written by the
+// relay's writeData (RFC 9113 §6),
 // written out here because only the *_h2*.go files name x/net/http2.
 const (
+	frameData         = 0x0
 	frameHeaders      = 0x1
 	frameContinuation = 0x9
 	flagEndStream     = 0x1

@@ -71,6 +71,11 @@ const (
 	// largest frame it has read, so an agent's frames other than DATA
 	// are what that buffer may grow to.
 	maxFrameRead = 64 << 10
+	// maxFrameWrite is the largest frame the relay's client writes:
+	// its Framer keeps a write buffer as large as the largest frame
+	// it has written, so header blocks go in frames of at most HTTP/2's
+	// default size, and DATA is written without the Framer (writeData).
+	maxFrameWrite = 16 << 10
 	// connWindow is the connection's receive window, given back as data
 	// arrives: the streams' windows are what bound the relay's memory,
 	// and a connection window never stops one stream for another's sake.
@@ -335,13 +340,14 @@ func (cc *tunnelClient) roundTrip(req *http.Request, fields headerList) (*http.R
 	s.mu.Lock()
 	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err(), true) })
 	s.mu.Unlock()
-	frameSize := int(cc.peerFrame)
+	frameSize := min(int(cc.peerFrame), maxFrameWrite)
 	cc.mu.Unlock()
 	cc.hbuf.Reset()
 	for _, f := range fields {
 		cc.henc.WriteField(f)
 	}
 	err = cc.write(func() error { return cc.writeHeaders(s.id, body == nil, frameSize, cc.hbuf.Bytes()) })
+	cc.shrinkHeaderBuffer()
 	cc.wmu.Unlock()
 	if err != nil {
 		s.abort(err, false)
@@ -391,7 +397,7 @@ func (cc *tunnelClient) writeTrailers(id uint32, trailer http.Header) error {
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
 	cc.mu.Lock()
-	frameSize := int(cc.peerFrame)
+	frameSize := min(int(cc.peerFrame), maxFrameWrite)
 	cc.mu.Unlock()
 	cc.hbuf.Reset()
 	for k, vs := range trailer {
@@ -401,7 +407,43 @@ func (cc *tunnelClient) writeTrailers(id uint32, trailer http.Header) error {
 			}
 		}
 	}
-	return cc.write(func() error { return cc.writeHeaders(id, true, frameSize, cc.hbuf.Bytes()) })
+	err := cc.write(func() error { return cc.writeHeaders(id, true, frameSize, cc.hbuf.Bytes()) })
+	cc.shrinkHeaderBuffer()
+	return err
+}
+
+// shrinkHeaderBuffer lets go of a header block buffer that a large
+// header list grew, which the connection would otherwise keep. Under wmu.
+func (cc *tunnelClient) shrinkHeaderBuffer() {
+	if cc.hbuf.Cap() > maxFrameWrite {
+		cc.hbuf = bytes.Buffer{}
+	}
+}
+
+// dataFrames are the buffers DATA frames are written from: the Framer's
+// own would stay as large as the largest body piece a connection ever
+// sent, for the connection's life.
+var dataFrames = sync.Pool{New: func() any { b := make([]byte, 0, frameHeaderLen+32<<10); return &b }}
+
+// writeData writes a DATA frame of p on stream id, ending the stream if
+// end.
+func (cc *tunnelClient) writeData(id uint32, end bool, p []byte) error {
+	bp := dataFrames.Get().(*[]byte)
+	defer dataFrames.Put(bp)
+	var flags byte
+	if end {
+		flags = flagEndStream
+	}
+	n := len(p)
+	frame := append((*bp)[:0], byte(n>>16), byte(n>>8), byte(n), frameData, flags, byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
+	frame = append(frame, p...)
+	*bp = frame[:0]
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	return cc.write(func() error {
+		_, err := cc.conn.Write(frame)
+		return err
+	})
 }
 
 // writeFrame writes one frame under wmu; it reports whether it was sent.

@@ -337,7 +337,7 @@ func (s *h2Stream) writeBody(contentLength int64) {
 			}
 			end := last && k == len(p)
 			if k > 0 || (end && !trailers) {
-				if err := cc.writeFrame(func(fr *http2.Framer) error { return fr.WriteData(s.id, end && !trailers, p[:k]) }); err != nil {
+				if err := cc.writeData(s.id, end && !trailers, p[:k]); err != nil {
 					return
 				}
 			}

@@ -529,6 +529,77 @@ func TestConnectionKeepsNoFrameBufferAfterADownload(t *testing.T) {
 	assert.Less(t, per, int64(maxFrameRead/4))
 }
 
+// Nor does a connection that carried an upload keep a buffer the size of
+// the request's body pieces: DATA is written from pooled buffers. (The
+// fake agent reads through its Framer, which keeps a buffer as large as
+// the largest frame it read: one 32 KiB piece per connection, which the
+// bound allows for.)
+func TestConnectionKeepsNoFrameBufferAfterAnUpload(t *testing.T) {
+	const conns = 100
+	type pair struct {
+		cc *tunnelClient
+		a  *fakeAgent
+	}
+	var ps []pair
+	for range conns {
+		cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0),
+			http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+		ps = append(ps, pair{cc, a})
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	for _, p := range ps {
+		got := make(chan *http.Response, 1)
+		go func() {
+			// 60 KiB: within the connection's first window.
+			req, _ := http.NewRequest(http.MethodPost, "https://cluster/upload", bytes.NewReader(make([]byte, 60<<10)))
+			resp, err := p.cc.RoundTrip(req)
+			assert.NoError(t, err)
+			got <- resp
+		}()
+		id := p.a.request().StreamID
+		for n := 0; n < 60<<10; {
+			f := p.a.next(func(f http2.Frame) bool { _, ok := f.(*dataCopy); return ok }).(*dataCopy)
+			n += len(f.data)
+		}
+		p.a.answer(id, true, ":status", "204")
+		resp := <-got
+		require.NotNil(t, resp)
+		resp.Body.Close()
+	}
+	per := int64(heap()-before) / conns
+	t.Logf("heap per connection after an upload: %d bytes", per)
+	assert.Less(t, per, int64(48<<10))
+}
+
+// A request with a large header list leaves no large buffer behind
+// either: the connection's header block buffer is let go, and the block
+// goes in frames of at most 16 KiB.
+func TestLargeHeadersLeaveNoLargeBuffer(t *testing.T) {
+	cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0), http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20})
+	got := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
+		req.Header.Set("X-Big", strings.Repeat("h", 40<<10))
+		resp, err := cc.RoundTrip(req)
+		assert.NoError(t, err)
+		got <- resp
+	}()
+	h := a.request()
+	assert.Len(t, fieldValue(h, "x-big"), 40<<10)
+	a.answer(h.StreamID, true, ":status", "204")
+	require.NotNil(t, <-got)
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	assert.LessOrEqual(t, cc.hbuf.Cap(), maxFrameWrite)
+}
+
 // An answer must have the length it declares.
 func TestAnswerLengthMustMatchContentLength(t *testing.T) {
 	for _, tt := range []struct {
