@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -144,20 +144,7 @@ func TestConfigureServerKeepsTheServersBounds(t *testing.T) {
 		s.IdleTimeout = 50 * time.Millisecond
 		return tunnel.ConfigureServer(s)
 	})
-	conn, err := tls.Dial("tcp", srv.Listener.Addr().String(), &tls.Config{
-		RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, NextProtos: []string{"h2"}})
-	require.NoError(t, err)
-	defer conn.Close()
-	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
-	_, err = io.WriteString(conn, http2.ClientPreface)
-	require.NoError(t, err)
-	fr := http2.NewFramer(conn, conn)
-	require.NoError(t, fr.WriteSettings())
-
-	f, err := fr.ReadFrame()
-	require.NoError(t, err)
-	settings, ok := f.(*http2.SettingsFrame)
-	require.True(t, ok, "the server speaks first with its SETTINGS, got %v", f)
+	conn, fr, settings := dialH2(t, srv.Listener.Addr().String(), srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs)
 	streams, ok := settings.Value(http2.SettingMaxConcurrentStreams)
 	assert.True(t, ok)
 	assert.EqualValues(t, 7, streams)
@@ -194,30 +181,14 @@ func TestClientsLargeFramesLeaveNoLargeBuffer(t *testing.T) {
 	}
 	var clients []client
 	for range conns {
-		conn, err := tls.Dial("tcp", h.srv.Listener.Addr().String(), &tls.Config{RootCAs: h.roots, NextProtos: []string{"h2"}})
-		require.NoError(t, err)
-		t.Cleanup(func() { conn.Close() })
-		_, err = io.WriteString(conn, http2.ClientPreface)
-		require.NoError(t, err)
-		fr := http2.NewFramer(conn, conn)
-		require.NoError(t, fr.WriteSettings())
-		f, err := fr.ReadFrame()
-		require.NoError(t, err)
-		settings := f.(*http2.SettingsFrame)
+		conn, fr, settings := dialH2(t, h.srv.Listener.Addr().String(), h.roots)
 		max, ok := settings.Value(http2.SettingMaxFrameSize)
 		if !ok {
 			max = 16 << 10
 		}
 		clients = append(clients, client{conn, fr, max})
 	}
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapInuse
-	}
-	before := heap()
+	before := tunnel.HeapInUse()
 	for _, c := range clients {
 		// A request for a cluster nobody knows, answered at once; then
 		// the largest DATA frame the server takes, on that stream.
@@ -241,7 +212,27 @@ func TestClientsLargeFramesLeaveNoLargeBuffer(t *testing.T) {
 			}
 		}
 	}
-	per := int64(heap()-before) / conns
+	per := int64(tunnel.HeapInUse()-before) / conns
 	t.Logf("server max frame %d bytes; heap per connection after one such frame: %d bytes", clients[0].max, per)
 	assert.Less(t, per, int64(64<<10))
+}
+
+// dialH2 opens an HTTP/2 connection by hand (TLS, preface, empty
+// SETTINGS) and returns it with the server's SETTINGS; it is closed when
+// the test ends.
+func dialH2(t *testing.T, addr string, roots *x509.CertPool) (*tls.Conn, *http2.Framer, *http2.SettingsFrame) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"h2"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
+	_, err = io.WriteString(conn, http2.ClientPreface)
+	require.NoError(t, err)
+	fr := http2.NewFramer(conn, conn)
+	require.NoError(t, fr.WriteSettings())
+	f, err := fr.ReadFrame()
+	require.NoError(t, err)
+	settings, ok := f.(*http2.SettingsFrame)
+	require.True(t, ok, "the server speaks first with its SETTINGS, got %v", f)
+	return conn, fr, settings
 }

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"net/http"
+	"runtime"
 	"time"
 )
 
@@ -20,4 +21,14 @@ func SetPeerIdleTimeout(d time.Duration) (restore func()) {
 	old := peerIdleTimeout
 	peerIdleTimeout = d
 	return func() { peerIdleTimeout = old }
+}
+
+// HeapInUse is the heap in use after garbage collection, sync.Pool's
+// victims included.
+func HeapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +80,22 @@ func newFakeAgent(t testing.TB, cfg *h2Config, settings ...http2.Setting) (*tunn
 	// The relay has taken the agent's settings once it acknowledges them.
 	a.next(func(f http2.Frame) bool { _, ok := f.(*settingsAck); return ok })
 	return cc, a
+}
+
+// clientAndAgent is one relay's client with its fake agent.
+type clientAndAgent struct {
+	cc *tunnelClient
+	a  *fakeAgent
+}
+
+// newFakeAgents connects n clients, each to a fake agent of its own that
+// sends settings.
+func newFakeAgents(t testing.TB, n int, settings ...http2.Setting) []clientAndAgent {
+	out := make([]clientAndAgent, n)
+	for i := range out {
+		out[i].cc, out[i].a = newFakeAgent(t, testH2Config(64<<10, 64<<10, 0), settings...)
+	}
+	return out
 }
 
 func (a *fakeAgent) readLoop() {
@@ -494,23 +509,8 @@ func TestLargeDataFramesArriveWhole(t *testing.T) {
 // thousands of agent connections).
 func TestConnectionKeepsNoFrameBufferAfterADownload(t *testing.T) {
 	const conns = 100
-	type pair struct {
-		cc *tunnelClient
-		a  *fakeAgent
-	}
-	var ps []pair
-	for range conns {
-		cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
-		ps = append(ps, pair{cc, a})
-	}
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC() // and sync.Pool's victims
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapInuse
-	}
-	before := heap()
+	ps := newFakeAgents(t, conns)
+	before := HeapInUse()
 	for _, p := range ps {
 		got := send(t, p.cc, "/x")
 		id := p.a.request().StreamID
@@ -523,7 +523,7 @@ func TestConnectionKeepsNoFrameBufferAfterADownload(t *testing.T) {
 		require.EqualValues(t, maxFrameRead, n)
 		resp.Body.Close()
 	}
-	after := heap()
+	after := HeapInUse()
 	per := int64(after-before) / conns
 	t.Logf("heap per connection after a download: %d bytes", per)
 	assert.Less(t, per, int64(maxFrameRead/4))
@@ -536,24 +536,8 @@ func TestConnectionKeepsNoFrameBufferAfterADownload(t *testing.T) {
 // bound allows for.)
 func TestConnectionKeepsNoFrameBufferAfterAnUpload(t *testing.T) {
 	const conns = 100
-	type pair struct {
-		cc *tunnelClient
-		a  *fakeAgent
-	}
-	var ps []pair
-	for range conns {
-		cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0),
-			http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
-		ps = append(ps, pair{cc, a})
-	}
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapInuse
-	}
-	before := heap()
+	ps := newFakeAgents(t, conns, http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+	before := HeapInUse()
 	for _, p := range ps {
 		got := make(chan *http.Response, 1)
 		go func() {
@@ -573,7 +557,7 @@ func TestConnectionKeepsNoFrameBufferAfterAnUpload(t *testing.T) {
 		require.NotNil(t, resp)
 		resp.Body.Close()
 	}
-	per := int64(heap()-before) / conns
+	per := int64(HeapInUse()-before) / conns
 	t.Logf("heap per connection after an upload: %d bytes", per)
 	assert.Less(t, per, int64(48<<10))
 }
