@@ -234,6 +234,9 @@ func (cc *tunnelClient) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 	size := int(fh.Length)
 	pad := 0
 	if fh.Flags.Has(http2.FlagDataPadded) {
+		if size == 0 {
+			return nil, errors.New("tunnel: the agent sent a padded DATA frame with no pad length")
+		}
 		b, err := cc.br.ReadByte()
 		if err != nil {
 			return err, nil

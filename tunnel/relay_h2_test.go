@@ -441,6 +441,18 @@ func TestAgentBreakingTheProtocol(t *testing.T) {
 			a.answer(id, false, ":status", "200", "x-big", strings.Repeat("x", 10<<10), "x-bigger", strings.Repeat("y", 10<<10))
 		}, "bytes of headers", false},
 		{"101 in HTTP/2", func(a *fakeAgent, id uint32) { a.answer(id, false, ":status", "101") }, "101", false},
+		{"a padded DATA frame with no pad length", func(a *fakeAgent, id uint32) {
+			a.answer(id, false, ":status", "200")
+			a.wmu.Lock()
+			defer a.wmu.Unlock()
+			a.conn.Write([]byte{0, 0, 0, 0x0, 0x8, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)})
+		}, "no pad length", true},
+		{"a padded DATA frame padded past its length", func(a *fakeAgent, id uint32) {
+			a.answer(id, false, ":status", "200")
+			a.wmu.Lock()
+			defer a.wmu.Unlock()
+			a.conn.Write([]byte{0, 0, 3, 0x0, 0x8, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id), 200, 'x', 'y'})
+		}, "padded a DATA frame past its length", true},
 		{"endless 1xx", func(a *fakeAgent, id uint32) {
 			for range 6 {
 				a.answer(id, false, ":status", "103")
