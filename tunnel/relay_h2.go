@@ -106,7 +106,7 @@ type tunnelClient struct {
 	cfg  *h2Config
 	conn net.Conn
 	fr   *http2.Framer // ReadFrame: readLoop only; writes under wmu
-	br   *bufio.Reader // what fr reads; readLoop reads large DATA itself
+	br   *bufio.Reader // what fr reads; readLoop reads DATA frames itself (readData)
 
 	wmu  sync.Mutex
 	henc *hpack.Encoder
