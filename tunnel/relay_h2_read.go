@@ -24,23 +24,19 @@ func (cc *tunnelClient) readLoop() {
 	for {
 		fh, err := cc.fr.ReadFrameHeader()
 		var f http2.Frame
-		if err == nil && fh.Type == http2.FrameData && fh.StreamID != 0 {
-			err, protoErr := cc.readData(fh)
-			cc.idle.Reset(cc.cfg.pingInterval)
-			if protoErr != nil {
-				cc.goAwayAndFail(http2.ErrCodeProtocol, protoErr)
-				return
-			}
-			if err != nil {
-				cc.fail(fmt.Errorf("tunnel: reading from the agent: %w", err))
-				return
-			}
-			continue
-		}
-		if err == nil {
+		var protoErr error
+		switch {
+		case err != nil:
+		case fh.Type == http2.FrameData && fh.StreamID != 0:
+			err, protoErr = cc.readData(fh) // f stays nil: the frame is handled
+		default:
 			f, err = cc.fr.ReadFrameForHeader(fh)
 		}
 		cc.idle.Reset(cc.cfg.pingInterval)
+		if protoErr != nil {
+			cc.goAwayAndFail(http2.ErrCodeProtocol, protoErr)
+			return
+		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -56,6 +52,9 @@ func (cc *tunnelClient) readLoop() {
 			}
 			cc.fail(fmt.Errorf("tunnel: reading from the agent: %w", err))
 			return
+		}
+		if f == nil {
+			continue
 		}
 		if err := cc.process(f); err != nil {
 			cc.goAwayAndFail(http2.ErrCodeProtocol, err)
@@ -252,35 +251,34 @@ func (cc *tunnelClient) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 	if size >= piece {
 		pieces = make([][]byte, 0, size/piece)
 	}
-	giveBack := func() {
-		for _, p := range pieces {
-			putChunk(p)
+	handed := false // to the stream, which puts them back
+	defer func() {
+		if !handed {
+			for _, p := range pieces {
+				putChunk(p)
+			}
 		}
-	}
+	}()
 	for ; size >= piece; size -= piece {
 		p := getChunk(piece)[:piece]
 		pieces = append(pieces, p)
 		if _, err := io.ReadFull(cc.br, p); err != nil {
-			giveBack()
 			return err, nil
 		}
 	}
 	tail := getChunk(piece)[:size]
 	defer putChunk(tail)
 	if _, err := io.ReadFull(cc.br, tail); err != nil {
-		giveBack()
 		return err, nil
 	}
 	if _, err := cc.br.Discard(pad); err != nil {
-		giveBack()
 		return err, nil
 	}
 	s, err := cc.dataStream(fh.StreamID, int32(fh.Length))
-	if s == nil {
-		giveBack()
-		return nil, err
+	if s != nil {
+		handed = true
+		s.data(pieces, tail, int32(fh.Length), fh.Flags.Has(http2.FlagDataEndStream))
 	}
-	s.data(pieces, tail, int32(fh.Length), fh.Flags.Has(http2.FlagDataEndStream))
 	return nil, err
 }
 

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -126,24 +127,17 @@ func (p *peers) get(ctx context.Context, peer string) (*tunnelClient, error) {
 			p.mu.Unlock()
 			return nil, ErrRelayClosed
 		}
-		live := p.conns[peer][:0]
 		var cc *tunnelClient
-		for _, c := range p.conns[peer] {
+		p.prune(peer, func(c *peerClient) bool {
 			if !c.cc.alive() {
-				continue
+				return false
 			}
-			live = append(live, c)
 			if cc == nil && c.cc.ReserveNewRequest() {
 				cc = c.cc
 				c.idleSince = time.Time{}
 			}
-		}
-		clear(p.conns[peer][len(live):])
-		if len(live) == 0 {
-			delete(p.conns, peer)
-		} else {
-			p.conns[peer] = live
-		}
+			return true
+		})
 		if cc != nil {
 			p.mu.Unlock()
 			return cc, nil
@@ -215,31 +209,34 @@ func (p *peers) closeIdle() {
 	if p.closed {
 		return
 	}
-	for peer, list := range p.conns {
-		live := list[:0]
-		for _, c := range list {
+	for peer := range p.conns {
+		p.prune(peer, func(c *peerClient) bool {
 			switch {
 			case !c.cc.alive():
+				return false
 			case c.cc.State().StreamsActive > 0:
 				c.idleSince = time.Time{}
-				live = append(live, c)
 			case c.idleSince.IsZero():
 				c.idleSince = now
-				live = append(live, c)
 			case now.Sub(c.idleSince) >= p.idle:
 				idle = append(idle, c.cc)
-			default:
-				live = append(live, c)
+				return false
 			}
-		}
-		clear(list[len(live):])
-		if len(live) == 0 {
-			delete(p.conns, peer)
-		} else {
-			p.conns[peer] = live
-		}
+			return true
+		})
 	}
 	p.sweep.Reset(p.idle / 2)
+}
+
+// prune keeps the connections to peer for which keep is true, and the
+// peer's entry only while it has some. Under mu.
+func (p *peers) prune(peer string, keep func(*peerClient) bool) {
+	list := slices.DeleteFunc(p.conns[peer], func(c *peerClient) bool { return !keep(c) })
+	if len(list) == 0 {
+		delete(p.conns, peer)
+	} else {
+		p.conns[peer] = list
+	}
 }
 
 // close ends every connection to replicas; requests on them fail.
