@@ -27,6 +27,11 @@ const (
 
 	// DefaultConnections is how many tunnel connections an agent keeps.
 	DefaultConnections = 2
+	// DefaultMaxConnsPerCluster is how many tunnel connections one
+	// cluster's agents may hold at one relay: eight times what an agent
+	// keeps by default, for agents that keep more and for the
+	// replacements they open before closing a connection.
+	DefaultMaxConnsPerCluster = 16
 	// DefaultMinBackoff and DefaultMaxBackoff bound an agent's wait before
 	// reconnecting; a connection that lasted DefaultStableAfter resets it.
 	DefaultMinBackoff  = time.Second

@@ -45,6 +45,9 @@ type harnessOpts struct {
 	// relayAddr, when set, is where agents dial instead of the relay
 	// itself (a cuttable proxy in front of it).
 	relayAddr func(relay string) string
+	// listener, when set, wraps the relay's TCP listener (under TLS), as
+	// the relay binary wraps its own with ClientListener.
+	listener func(net.Listener) net.Listener
 }
 
 var quietLog = log.New(io.Discard, "", 0)
@@ -74,6 +77,9 @@ func newHarness(t testing.TB, handler http.Handler, o harnessOpts) *harness {
 	// connection's receive window (net/http's default makes them equal).
 	srv.Config.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20}
 	require.NoError(t, tunnel.ConfigureServer(srv.Config))
+	if o.listener != nil {
+		srv.Listener = o.listener(srv.Listener)
+	}
 	srv.StartTLS()
 	t.Cleanup(func() { relay.Close(); srv.Close() })
 	roots := x509.NewCertPool()

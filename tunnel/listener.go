@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -36,6 +37,10 @@ type ClientListenerConfig struct {
 	// or not: each holds a goroutine, buffers and a descriptor before any
 	// request is read. Past it, a new connection is reset as soon as it
 	// is accepted, and OnRefused, if set, is called. Zero means no bound.
+	// A connection on which a Relay accepted an agent's handshake stops
+	// counting: agents connected in their thousands must not take the
+	// places of clients, nor callers that fill those places keep agents
+	// from coming back (RelayConfig.MaxConnsPerCluster bounds agents).
 	MaxConns  int
 	OnRefused func()
 }
@@ -109,6 +114,20 @@ func (c *clientConn) Close() error {
 		c.TCPConn.SetLinger(0)
 	}
 	err := c.TCPConn.Close()
-	c.once.Do(func() { c.l.open.Add(-1) })
+	c.leaveBound()
 	return err
+}
+
+// leaveBound gives c's place under MaxConns back, once.
+func (c *clientConn) leaveBound() { c.once.Do(func() { c.l.open.Add(-1) }) }
+
+// leaveClientBound takes c, or the connection under its TLS, out of its
+// ClientListener's MaxConns, if it came from one.
+func leaveClientBound(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if cc, ok := c.(*clientConn); ok {
+		cc.leaveBound()
+	}
 }

@@ -37,6 +37,16 @@ type RelayConfig struct {
 	// DefaultAgentPath. AgentHandler serves handshakes on any path.
 	AgentPath string
 
+	// MaxConnsPerCluster bounds the tunnel connections one cluster's
+	// agents hold at this relay at once, those being set up included;
+	// past it a handshake that authenticated is refused with 429 and
+	// Retry-After, and the agent tries again later. Each connection holds
+	// an HTTP/2 client, buffers and a descriptor, and an agent's
+	// connection does not count against its listener's
+	// ClientListenerConfig.MaxConns once accepted: this is what bounds
+	// them. Default DefaultMaxConnsPerCluster; negative: no bound.
+	MaxConnsPerCluster int
+
 	// HandshakeTimeout bounds authenticating an agent and switching its
 	// connection to HTTP/2. Default 10s. (The http.Server that serves the
 	// relay bounds reading the handshake request: set its ReadHeaderTimeout.)
@@ -167,6 +177,9 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxConnsPerCluster == 0 {
+		c.MaxConnsPerCluster = DefaultMaxConnsPerCluster
 	}
 	if c.ReplicaID != "" && ValidateClusterID(c.ReplicaID) != nil {
 		return nil, fmt.Errorf("tunnel: RelayConfig.ReplicaID %q: letters, digits, '-', '_' and '.' only, at most %d", c.ReplicaID, MaxClusterIDLength)
@@ -333,6 +346,15 @@ func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
 		httpx.WriteStatus(w, req, http.StatusUnauthorized, hs.ClusterID, fmt.Sprintf("tunnel: agent for cluster %q not authenticated", hs.ClusterID))
 		return
 	}
+	if max := r.cfg.MaxConnsPerCluster; !r.reg.reserve(hs.ClusterID, max) {
+		r.stats.handshakeFailed("too-many-connections")
+		log.Warn("agent refused: its cluster holds all the connections it may", "max", max)
+		httpx.RetryAfter(w, 10*time.Second)
+		httpx.WriteStatus(w, req, http.StatusTooManyRequests, hs.ClusterID,
+			fmt.Sprintf("tunnel: cluster %q already holds %d tunnel connections to this relay, as many as it may; lower the agent's connections or raise the relay's bound", hs.ClusterID, max))
+		return
+	}
+	defer r.reg.unreserve(hs.ClusterID)
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		r.stats.handshakeFailed("hijack")
@@ -385,6 +407,8 @@ func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handsha
 	}
 	conn.SetDeadline(time.Time{})
 	ac.cc = cc
+	// MaxConnsPerCluster bounds it from now on, not its listener.
+	leaveClientBound(conn)
 	if !r.reg.add(ac) {
 		tracked.closeFor(closedRelayClosed)
 		cc.Close()

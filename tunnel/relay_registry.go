@@ -33,6 +33,9 @@ type registry struct {
 	mu       sync.RWMutex
 	clusters map[string]*cluster
 	closed   atomic.Bool // set under mu: no add follows it
+	// starting counts, by cluster, accepted handshakes whose connections
+	// are being set up: each holds a place under reserve's bound.
+	starting map[string]int
 	// hold, if set, hears of a cluster's first connection and its last,
 	// in order (it is called under mu and must not block).
 	hold func(clusterID string, held bool)
@@ -64,6 +67,37 @@ func (r *registry) add(c *agentConn) bool {
 	conns := append(append(make([]*agentConn, 0, len(old)+1), old...), c)
 	cl.conns.Store(&conns)
 	return true
+}
+
+// reserve takes a place for a connection of cluster id that is about to
+// be set up, if the cluster holds fewer than max (max ≤ 0: no bound),
+// counting those being set up; unreserve gives it back once the
+// connection is registered or has failed.
+func (r *registry) reserve(id string, max int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.starting[id]
+	if cl := r.clusters[id]; cl != nil {
+		if p := cl.conns.Load(); p != nil {
+			n += len(*p)
+		}
+	}
+	if max > 0 && n >= max {
+		return false
+	}
+	if r.starting == nil {
+		r.starting = map[string]int{}
+	}
+	r.starting[id]++
+	return true
+}
+
+func (r *registry) unreserve(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.starting[id]--; r.starting[id] <= 0 {
+		delete(r.starting, id)
+	}
 }
 
 // close refuses later adds and returns the connections registered now.

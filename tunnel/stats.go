@@ -22,7 +22,9 @@ type Stats struct {
 	BytesToAgent        uint64 // body bytes towards the agent: requests and raw streams
 	BytesFromAgent      uint64 // body bytes from the agent: answers and raw streams
 	// HandshakeFailures counts failed handshakes by reason: "bad-request",
-	// "version", "hijack", and an AuthError's Reason (e.g. "bad-secret").
+	// "version", "hijack", "switch", "draining", "relay-closed",
+	// "too-many-connections" (RelayConfig.MaxConnsPerCluster), and an
+	// AuthError's Reason (e.g. "bad-secret").
 	HandshakeFailures map[string]uint64
 	// ClientsRefused counts client requests a ClientAuthorizer refused.
 	ClientsRefused uint64
