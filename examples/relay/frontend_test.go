@@ -18,6 +18,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
 // What an unauthenticated caller can make the relay binary hold before
@@ -170,4 +172,71 @@ func TestRelayRefusesBadWindowFlags(t *testing.T) {
 		require.Error(t, err, "%s", out)
 		assert.Contains(t, string(out), tt.want)
 	}
+}
+
+// With -agent-listen, agents reconnect while callers hold every place on
+// the clients' listener; and an agent's accepted connections leave the
+// bound: four of them come in with -max-client-conns 3.
+func TestAgentsHaveTheirOwnListener(t *testing.T) {
+	bin := build(t)
+	dir := t.TempDir()
+	ca, certFile, keyFile := servingCert(t, dir)
+	caFile, agentsFile, secretFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "agents.json"), filepath.Join(dir, "secret")
+	require.NoError(t, os.WriteFile(caFile, ca.CertPEM(), 0o600))
+	require.NoError(t, os.WriteFile(agentsFile, []byte(`{"clusters":{"c1":{"secret":"s3cret"}}}`), 0o600))
+	require.NoError(t, os.WriteFile(secretFile, []byte("s3cret"), 0o600))
+	kubeconfig := filepath.Join(dir, "kubeconfig") // the agent's API server: never reached, tokens are refused first
+	require.NoError(t, os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"+
+		"users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"), 0o600))
+
+	addr, agentAddr := freeAddr(t), freeAddr(t)
+	w := start(t, filepath.Join(bin, "relay"), "-listen", addr, "-agent-listen", agentAddr, "-cert", certFile, "-key", keyFile,
+		"-agents", agentsFile, "-insecure-skip-client-auth", "-max-client-conns", "3")
+	w.waitFor(t, "relay listening")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM())
+	dial := func(addr string) (*tls.Conn, error) {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+	get := func(c *tls.Conn, path string) int {
+		t.Helper()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: relay\r\n\r\n", path)
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	// Callers hold every place on the clients' listener.
+	held := make([]*tls.Conn, 3)
+	for i := range held {
+		c, err := dial(addr)
+		require.NoError(t, err)
+		held[i] = c
+	}
+	_, err := dial(addr)
+	require.Error(t, err, "a fourth connection to the clients' listener is reset")
+
+	// An agent keeping four connections still comes in, on its own port.
+	start(t, filepath.Join(bin, "agent"), "-relay-url", "https://"+agentAddr, "-cluster-id", "c1", "-secret-file", secretFile,
+		"-relay-ca", caFile, "-kubeconfig", kubeconfig, "-tenant", "44444444-4444-4444-8444-444444444444", "-audience", "api://x",
+		"-health-listen", freeAddr(t), "-connections", "4", "-wait-for-keys", "0")
+	for range 4 {
+		w.waitFor(t, "agent connected", "c1")
+	}
+
+	// A held client connection reaches the cluster: the agent itself
+	// refuses the request for its missing token (no agent would be 503).
+	assert.Equal(t, http.StatusUnauthorized, get(held[0], "/clusters/c1/version"))
+	// Each listener serves its own side only.
+	assert.Equal(t, http.StatusNotFound, get(held[1], tunnel.DefaultAgentPath), "no handshakes on the clients' listener")
+	c, err := dial(agentAddr)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusNotFound, get(c, "/clusters/c1/version"), "no client requests on the agents' listener")
 }

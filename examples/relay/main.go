@@ -70,7 +70,8 @@ func main() {
 func run() error {
 	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
-	listen := fs.String("listen", ":8443", "address for agents and clients (TLS)")
+	listen := fs.String("listen", ":8443", "address for agents and clients (TLS); with -agent-listen, for clients only")
+	agentListen := fs.String("agent-listen", "", "address for agents only (TLS, the same certificate): callers who fill -listen's connections cannot then keep agents from reconnecting, and the port can be opened to the clusters' addresses alone (default: agents use -listen)")
 	certFile := fs.String("cert", "", "TLS certificate file")
 	keyFile := fs.String("key", "", "TLS key file")
 	selfSigned := fs.Bool("self-signed", false, "generate a certificate for localhost (trials only)")
@@ -92,7 +93,8 @@ func run() error {
 	streamWindow := fs.Int("stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "bytes of one response the relay takes from an agent ahead of the client, to begin with: what a client that stops reading pins")
 	windowLimit := fs.Int("stream-window-limit", tunnel.DefaultStreamWindowLimit, "how far one response's window grows while its client reads faster than the window lets the agent send: a cap on one download's speed over long round trips (a window per round trip)")
 	windowBudget := fs.Int64("stream-window-budget", tunnel.DefaultStreamWindowBudget, "bytes all grown windows may hold together beyond -stream-window each: what clients that read fast and then stop can pin in all (0: windows never grow)")
-	maxConns := fs.Int("max-client-conns", defaultMaxClientConns, "client connections open at once, before any request is read; past it new ones are reset (0: no bound); the same bound holds on the peer listener")
+	maxConns := fs.Int("max-client-conns", defaultMaxClientConns, "client connections open at once, before any request is read; past it new ones are reset (0: no bound); an agent's connection leaves it once the agent is accepted; the same bound holds on the agent and peer listeners")
+	maxPerCluster := fs.Int("max-conns-per-cluster", tunnel.DefaultMaxConnsPerCluster, "tunnel connections one cluster's agents may hold at once; past it a handshake gets 429 and the agent retries later (0: no bound)")
 	maxHeaderBytes := fs.Int("max-header-bytes", defaultMaxHeaderBytes, "largest request header a client may send; the relay holds this much per connection while a caller sends it")
 	fleetFlags := registerFleet(fs)
 	sendBuffer := fs.Int("client-send-buffer", tunnel.DefaultClientSendBuffer, "kernel send buffer per client connection in bytes: what a client that stops reading holds in the kernel, and a cap on one connection's speed over long round trips (0: the kernel's autotuning)")
@@ -151,7 +153,10 @@ func run() error {
 	reg := cli.NewRegistry()
 	rcfg := &tunnel.RelayConfig{Authenticator: auth, Logger: log, WriteTimeout: *writeTimeout, UpgradeTimeout: *upgradeTimeout,
 		MaxReceiveBufferPerStream: int32(*streamWindow), StreamWindowLimit: int32(*windowLimit), StreamWindowBudget: *windowBudget,
-		Registerer: reg, MetricsPerCluster: *perCluster}
+		Registerer: reg, MetricsPerCluster: *perCluster, MaxConnsPerCluster: *maxPerCluster}
+	if *maxPerCluster == 0 {
+		rcfg.MaxConnsPerCluster = -1 // RelayConfig's word for none
+	}
 	switch {
 	case *policyFile != "" && *insecureOpen:
 		return errors.New("give -access-policy or -insecure-skip-client-auth, not both")
@@ -222,9 +227,23 @@ func run() error {
 		go cli.Serve(ctx, *metricsListen, mux, log, "metrics")
 	}
 
+	onRefused := func() {
+		if refusedConns.Add(1)%1000 == 1 {
+			log.Warn("client connections at their bound; resetting new ones", "max", *maxConns, "refused", refusedConns.Load())
+		}
+	}
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	var front http.Handler = relay // agents and clients
+	if *agentListen != "" {
+		front = relay.ClusterHandler()
+		if err := serveAgents(ctx, *agentListen, relay, tlsConfig, *maxHeaderBytes,
+			tunnel.ClientListenerConfig{WriteTimeout: *writeTimeout, MaxConns: *maxConns, OnRefused: onRefused}, log); err != nil {
+			return err
+		}
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", cli.OK)
-	mux.Handle("/", relay)
+	mux.Handle("/", front)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -233,7 +252,7 @@ func run() error {
 		IdleTimeout: 90 * time.Second,
 		// Under the agents' limit, so what the relay accepts they accept.
 		MaxHeaderBytes: *maxHeaderBytes,
-		TLSConfig:      &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:      tlsConfig,
 		// A client's stalled upload must not hold the whole connection's
 		// window: the per-connection buffer is many per-stream ones.
 		// An HTTP/2 client that stops reading altogether loses its
@@ -249,11 +268,7 @@ func run() error {
 		return err
 	}
 	ln := tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: *sendBuffer, WriteTimeout: *writeTimeout, MaxConns: *maxConns,
-		OnRefused: func() {
-			if refusedConns.Add(1)%1000 == 1 {
-				log.Warn("client connections at their bound; resetting new ones", "max", *maxConns, "refused", refusedConns.Load())
-			}
-		}})
+		OnRefused: onRefused})
 	log.Info("relay listening", "addr", ln.Addr().String())
 	// On SIGTERM: leave the fleet's directory, ask agents to move to
 	// another replica, and let their streams finish, for up to
