@@ -101,7 +101,8 @@ var (
 	fleetValues = append(append([]string(nil), relayValues...),
 		"--set", "groupOverage.mode=graph", "--set", "groupOverage.secret.existingSecret=graph-secret",
 		"--set", "fleet.enabled=true", "--set", "fleet.etcd.endpoints={https://etcd-0.etcd:2379}",
-		"--set", "fleet.etcd.existingSecret=etcd-client", "--set", "fleet.peerTLS.existingSecret=relay-peer")
+		"--set", "fleet.etcd.existingSecret=etcd-client", "--set", "fleet.peerTLS.existingSecret=relay-peer",
+		"--set", "agentService.enabled=true", "--set", "agentService.loadBalancerSourceRanges={203.0.113.0/24}")
 )
 
 // render runs helm template and decodes what it printed.
@@ -289,6 +290,30 @@ func TestRelayChart(t *testing.T) {
 			names = append(names, e.Name)
 		}
 		assert.Subset(t, names, []string{"AZURE_CLIENT_SECRET", "CLUSTERCONNECT_RELAY_REPLICA_ID", "CLUSTERCONNECT_RELAY_PEER_ADVERTISE"})
+	})
+	t.Run("agents on a Service of their own", func(t *testing.T) {
+		_, objs := render(t, "clusterconnect-relay", "clusterconnect", fleetValues...)
+		c := find[*appsv1.StatefulSet](objs)[0].Spec.Template.Spec.Containers[0]
+		assert.Contains(t, c.Args, "-agent-listen=:8445")
+		var agents *corev1.Service
+		for _, svc := range find[*corev1.Service](objs) {
+			if svc.Name == "cc-agents" {
+				agents = svc
+			}
+		}
+		require.NotNil(t, agents, "the agents' Service")
+		assert.Equal(t, []string{"203.0.113.0/24"}, agents.Spec.LoadBalancerSourceRanges)
+		require.Len(t, agents.Spec.Ports, 1)
+		port := agents.Spec.Ports[0].TargetPort.StrVal
+		var served bool
+		for _, p := range c.Ports {
+			served = served || (p.Name == port && p.ContainerPort == 8445)
+		}
+		assert.True(t, served, "the Service's target port %q is the container's -agent-listen port", port)
+
+		_, objs = render(t, "clusterconnect-relay", "clusterconnect", relayValues...)
+		c = find[*appsv1.StatefulSet](objs)[0].Spec.Template.Spec.Containers[0]
+		assert.NotContains(t, strings.Join(c.Args, " "), "-agent-listen", "off by default: agents share the clients' address")
 	})
 }
 
