@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -35,26 +36,13 @@ func TestFrontEndBounds(t *testing.T) {
 	w := start(t, filepath.Join(bin, "relay"), "-listen", addr, "-metrics-listen", metrics, "-cert", certFile, "-key", keyFile,
 		"-agents", agentsFile, "-insecure-skip-client-auth", "-max-client-conns", "3", "-max-header-bytes", "8192")
 	w.waitFor(t, "relay listening")
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.CertPEM())
-	dial := func() (*tls.Conn, error) {
-		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
-		}
-		return c, err
-	}
+	dialer := tlsDialer(t, ca)
+	dial := func() (*tls.Conn, error) { return dialer(addr) }
 	// get sends one request with a header of n bytes and returns the
 	// answer's status code.
 	get := func(c *tls.Conn, n int) int {
 		t.Helper()
-		fmt.Fprintf(c, "GET /clusters/c1/api/v1/pods HTTP/1.1\r\nHost: relay\r\nX-Pad: %s\r\n\r\n", strings.Repeat("a", n))
-		c.SetReadDeadline(time.Now().Add(time.Minute))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		require.NoError(t, err)
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		return status(t, c, "/clusters/c1/api/v1/pods", "X-Pad: "+strings.Repeat("a", n))
 	}
 
 	refused := func() (n int) {
@@ -193,25 +181,7 @@ func TestAgentsHaveTheirOwnListener(t *testing.T) {
 	w := start(t, filepath.Join(bin, "relay"), "-listen", addr, "-agent-listen", agentAddr, "-cert", certFile, "-key", keyFile,
 		"-agents", agentsFile, "-insecure-skip-client-auth", "-max-client-conns", "3")
 	w.waitFor(t, "relay listening")
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.CertPEM())
-	dial := func(addr string) (*tls.Conn, error) {
-		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
-		}
-		return c, err
-	}
-	get := func(c *tls.Conn, path string) int {
-		t.Helper()
-		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: relay\r\n\r\n", path)
-		c.SetReadDeadline(time.Now().Add(time.Minute))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		require.NoError(t, err)
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	dial := tlsDialer(t, ca)
 
 	// Callers hold every place on the clients' listener.
 	held := make([]*tls.Conn, 3)
@@ -233,10 +203,41 @@ func TestAgentsHaveTheirOwnListener(t *testing.T) {
 
 	// A held client connection reaches the cluster: the agent itself
 	// refuses the request for its missing token (no agent would be 503).
-	assert.Equal(t, http.StatusUnauthorized, get(held[0], "/clusters/c1/version"))
+	assert.Equal(t, http.StatusUnauthorized, status(t, held[0], "/clusters/c1/version"))
 	// Each listener serves its own side only.
-	assert.Equal(t, http.StatusNotFound, get(held[1], tunnel.DefaultAgentPath), "no handshakes on the clients' listener")
+	assert.Equal(t, http.StatusNotFound, status(t, held[1], tunnel.DefaultAgentPath), "no handshakes on the clients' listener")
 	c, err := dial(agentAddr)
 	require.NoError(t, err)
-	assert.Equal(t, http.StatusNotFound, get(c, "/clusters/c1/version"), "no client requests on the agents' listener")
+	assert.Equal(t, http.StatusNotFound, status(t, c, "/clusters/c1/version"), "no client requests on the agents' listener")
+}
+
+// tlsDialer dials the relay over TLS (HTTP/1.1), trusting ca; the
+// connections close when the test ends.
+func tlsDialer(t *testing.T, ca *pki.CA) func(addr string) (*tls.Conn, error) {
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM())
+	return func(addr string) (*tls.Conn, error) {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+}
+
+// status sends one GET for path with the header lines given on c and
+// returns the answer's status code.
+func status(t *testing.T, c *tls.Conn, path string, header ...string) int {
+	t.Helper()
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: relay\r\n", path)
+	for _, h := range header {
+		fmt.Fprintf(c, "%s\r\n", h)
+	}
+	fmt.Fprint(c, "\r\n")
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
