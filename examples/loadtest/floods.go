@@ -34,6 +34,8 @@ const (
 	floodAudience = "api://clusterconnect-loadtest"
 	floodGroup    = "55555555-5555-4555-8555-555555555555"
 	floodCluster  = "agent-00000"
+	// lateCluster's agent connects during a connection flood.
+	lateCluster = "agent-00001"
 )
 
 // floodBench is the real relay binary, with its front door, one agent in
@@ -42,6 +44,7 @@ type floodBench struct {
 	dir     string
 	relay   *exec.Cmd
 	addr    string
+	agents  string // where agents dial: addr, or -agent-listen's
 	metrics string
 	roots   *x509.CertPool
 	issuer  *oidctest.Issuer
@@ -65,8 +68,9 @@ func (b *floodBench) close() {
 }
 
 // startFloodBench builds the relay binary from this module and starts it
-// with the given extra flags.
-func startFloodBench(extra ...string) (*floodBench, error) {
+// with the given extra flags; with separateAgents, agents dial an
+// -agent-listen address of their own.
+func startFloodBench(separateAgents bool, extra ...string) (*floodBench, error) {
 	b := &floodBench{}
 	var err error
 	if b.dir, err = os.MkdirTemp("", "loadtest-floods-"); err != nil {
@@ -92,7 +96,7 @@ func startFloodBench(extra ...string) (*floodBench, error) {
 	b.roots.AppendCertsFromPEM(ca.CertPEM())
 	files := map[string]string{
 		"issuer-ca.crt": string(b.issuer.CA.CertPEM()),
-		"agents.json":   `{"clusters":{"` + floodCluster + `":{"secret":"` + secret + `"}}}`,
+		"agents.json":   `{"clusters":{"` + floodCluster + `":{"secret":"` + secret + `"},"` + lateCluster + `":{"secret":"` + secret + `"}}}`,
 		// The user's own rate limit is raised above the load it sends.
 		"policy.json": `{"clusters":{"` + floodCluster + `":{"groups":["` + floodGroup + `"]}},"limits":{"callerRate":2000,"callerBurst":2000}}`,
 	}
@@ -113,6 +117,15 @@ func startFloodBench(extra ...string) (*floodBench, error) {
 		return fail(err)
 	}
 	b.addr, b.metrics = "127.0.0.1:"+strconv.Itoa(port), "127.0.0.1:"+strconv.Itoa(mport)
+	b.agents = b.addr
+	if separateAgents {
+		aport, err := freePort()
+		if err != nil {
+			return fail(err)
+		}
+		b.agents = "127.0.0.1:" + strconv.Itoa(aport)
+		extra = append(extra, "-agent-listen", b.agents)
+	}
 	args := append([]string{"-listen", b.addr, "-metrics-listen", b.metrics,
 		"-cert", filepath.Join(b.dir, "relay.crt"), "-key", filepath.Join(b.dir, "relay.key"),
 		"-agents", filepath.Join(b.dir, "agents.json"), "-access-policy", filepath.Join(b.dir, "policy.json"),
@@ -130,15 +143,9 @@ func startFloodBench(extra ...string) (*floodBench, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	b.agent = cancel
-	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
-		RelayURL: "https://" + b.addr, ClusterID: floodCluster, Credential: tunnel.SecretCredential(secret),
-		Handler: handler(newBroadcaster()), TLSConfig: &tls.Config{RootCAs: b.roots},
-		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
-	})
-	if err != nil {
+	if err := b.startAgent(ctx, floodCluster); err != nil {
 		return fail(err)
 	}
-	go agent.Run(ctx)
 
 	if b.token, err = b.issuer.EntraToken(oidctest.EntraClaims{Tenant: floodTenant, Audience: floodAudience,
 		UPN: "alice@contoso.com", OID: "oid-alice", Groups: []string{floodGroup}, Expiry: time.Now().Add(time.Hour)}); err != nil {
@@ -161,6 +168,20 @@ func startFloodBench(extra ...string) (*floodBench, error) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// startAgent runs an agent for cluster in this process until ctx ends.
+func (b *floodBench) startAgent(ctx context.Context, cluster string) error {
+	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
+		RelayURL: "https://" + b.agents, ClusterID: cluster, Credential: tunnel.SecretCredential(secret),
+		Handler: handler(newBroadcaster()), TLSConfig: &tls.Config{RootCAs: b.roots},
+		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
+	})
+	if err != nil {
+		return err
+	}
+	go agent.Run(ctx)
+	return nil
 }
 
 func (b *floodBench) url(path string) string {
@@ -276,19 +297,22 @@ func (b *floodBench) dialTLS(proto string) (net.Conn, error) {
 func floods(o options) error {
 	fmt.Printf("the relay binary with its front door, one agent, a user at %d requests/s\n\n", o.rate)
 	runs := []struct {
-		name  string
-		flags []string
-		run   func(*floodBench, options) (string, error)
+		name           string
+		flags          []string
+		run            func(*floodBench, options) (string, error)
+		separateAgents bool
 	}{
-		{"unloaded", nil, func(*floodBench, options) (string, error) { return "", nil }},
-		{fmt.Sprintf("slow upgrades: %d connections trickling an upgrade body, no token", o.flood), nil, slowUpgrades},
-		{fmt.Sprintf("headers: %d connections sending a 63 KiB header over 8 s (-max-header-bytes 64 KiB, the default)", o.flood), nil, headerFlood(63<<10, o.flood)},
-		{fmt.Sprintf("headers: %d connections sending a 1,023 KiB header over 8 s (-max-header-bytes 1 MiB)", o.flood/4), []string{"-max-header-bytes", strconv.Itoa(1 << 20)}, headerFlood(1023<<10, o.flood/4)},
-		{"tokens: 64 callers sending forged tokens (a known key ID, a random signature) as fast as they can", nil, tokenFlood},
-		{fmt.Sprintf("connections: %d idle TLS connections against -max-client-conns %d", o.flood+o.flood/2, o.flood), []string{"-max-client-conns", strconv.Itoa(o.flood)}, connFlood},
+		{"unloaded", nil, func(*floodBench, options) (string, error) { return "", nil }, false},
+		{fmt.Sprintf("slow upgrades: %d connections trickling an upgrade body, no token", o.flood), nil, slowUpgrades, false},
+		{fmt.Sprintf("headers: %d connections sending a 63 KiB header over 8 s (-max-header-bytes 64 KiB, the default)", o.flood), nil, headerFlood(63<<10, o.flood), false},
+		{fmt.Sprintf("headers: %d connections sending a 1,023 KiB header over 8 s (-max-header-bytes 1 MiB)", o.flood/4), []string{"-max-header-bytes", strconv.Itoa(1 << 20)}, headerFlood(1023<<10, o.flood/4), false},
+		{"tokens: 64 callers sending forged tokens (a known key ID, a random signature) as fast as they can", nil, tokenFlood, false},
+		{fmt.Sprintf("connections: %d idle TLS connections against -max-client-conns %d", o.flood+o.flood/2, o.flood), []string{"-max-client-conns", strconv.Itoa(o.flood)}, connFlood, false},
+		{"connections, and an agent connecting while they hold every place (agents on the clients' address)", []string{"-max-client-conns", strconv.Itoa(o.flood)}, agentDuringConnFlood, false},
+		{"connections, and an agent connecting while they hold every place (agents on -agent-listen)", []string{"-max-client-conns", strconv.Itoa(o.flood)}, agentDuringConnFlood, true},
 	}
 	for _, r := range runs {
-		b, err := startFloodBench(r.flags...)
+		b, err := startFloodBench(r.separateAgents, r.flags...)
 		if err != nil {
 			return err
 		}
@@ -492,6 +516,39 @@ func connFlood(b *floodBench, o options) (string, error) {
 	wg.Wait()
 	return fmt.Sprintf("%d connections completed TLS and were held, %d reset or refused at once; relay's count of refusals %v",
 		peak, reset.Load(), b.metric("clusterconnect_relay_client_conns_refused_total")), nil
+}
+
+// agentDuringConnFlood floods the clients' address as connFlood does and,
+// once the relay refuses connections, starts an agent for another
+// cluster and times how long it takes to connect.
+func agentDuringConnFlood(b *floodBench, o options) (string, error) {
+	flood := make(chan string, 1)
+	go func() {
+		what, _ := connFlood(b, o)
+		flood <- what
+	}()
+	end := time.Now().Add(o.duration)
+	for b.metric("clusterconnect_relay_client_conns_refused_total") < 1 {
+		if time.Now().After(end) {
+			return "", errors.New("the relay never refused a connection: the flood did not fill its places")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	if err := b.startAgent(ctx, lateCluster); err != nil {
+		return "", err
+	}
+	agent := fmt.Sprintf("the agent did not connect while the flood held the places (%v)", time.Until(end).Round(100*time.Millisecond))
+	for time.Now().Before(end) {
+		if b.metric("clusterconnect_relay_clusters") >= 2 {
+			agent = fmt.Sprintf("the agent connected %v after it started", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return agent + "; " + <-flood, nil
 }
 
 // buildRelay builds the relay binary of this module into dir.
