@@ -42,6 +42,14 @@
 // Importers that route requests themselves use [Relay.RoundTripper] and
 // [Relay.DialContext].
 //
+// On the internet, wrap the listener with [ClientListener] to bound the
+// connections held before any request is read; an agent's connection
+// leaves that bound once its handshake is accepted, and
+// [RelayConfig.MaxConnsPerCluster] bounds agents instead. To keep callers
+// who fill the clients' places from holding agents off too, serve
+// [Relay.AgentHandler] and [Relay.ClusterHandler] on listeners of their
+// own.
+//
 // # Fleet
 //
 // Several relays can serve behind one address as replicas of a fleet. Each
