@@ -346,12 +346,12 @@ func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
 		httpx.WriteStatus(w, req, http.StatusUnauthorized, hs.ClusterID, fmt.Sprintf("tunnel: agent for cluster %q not authenticated", hs.ClusterID))
 		return
 	}
-	if max := r.cfg.MaxConnsPerCluster; !r.reg.reserve(hs.ClusterID, max) {
+	if limit := r.cfg.MaxConnsPerCluster; !r.reg.reserve(hs.ClusterID, limit) {
 		r.stats.handshakeFailed("too-many-connections")
-		log.Warn("agent refused: its cluster holds all the connections it may", "max", max)
+		log.Warn("agent refused: its cluster holds all the connections it may", "max", limit)
 		httpx.RetryAfter(w, 10*time.Second)
 		httpx.WriteStatus(w, req, http.StatusTooManyRequests, hs.ClusterID,
-			fmt.Sprintf("tunnel: cluster %q already holds %d tunnel connections to this relay, as many as it may; lower the agent's connections or raise the relay's bound", hs.ClusterID, max))
+			fmt.Sprintf("tunnel: cluster %q already holds %d tunnel connections to this relay, as many as it may; lower the agent's connections or raise the relay's bound", hs.ClusterID, limit))
 		return
 	}
 	defer r.reg.unreserve(hs.ClusterID)

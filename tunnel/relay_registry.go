@@ -70,10 +70,10 @@ func (r *registry) add(c *agentConn) bool {
 }
 
 // reserve takes a place for a connection of cluster id that is about to
-// be set up, if the cluster holds fewer than max (max ≤ 0: no bound),
-// counting those being set up; unreserve gives it back once the
+// be set up, if the cluster holds fewer than limit (limit ≤ 0: no
+// bound), counting those being set up; unreserve gives it back once the
 // connection is registered or has failed.
-func (r *registry) reserve(id string, max int) bool {
+func (r *registry) reserve(id string, limit int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.starting[id]
@@ -82,7 +82,7 @@ func (r *registry) reserve(id string, max int) bool {
 			n += len(*p)
 		}
 	}
-	if max > 0 && n >= max {
+	if limit > 0 && n >= limit {
 		return false
 	}
 	if r.starting == nil {

@@ -138,8 +138,8 @@ func TestSelfSignedRelayKeepsItsCA(t *testing.T) {
 	assert.Equal(t, string(first), string(second))
 }
 
-// The window flags are checked before the relay starts, with what is
-// wrong in the words of the flags.
+// The window and bound flags are checked before the relay starts, with
+// what is wrong in the words of the flags.
 func TestRelayRefusesBadWindowFlags(t *testing.T) {
 	bin := build(t)
 	dir := t.TempDir()
@@ -150,6 +150,7 @@ func TestRelayRefusesBadWindowFlags(t *testing.T) {
 		{"-stream-window-limit 32768", "-stream-window-limit must be between -stream-window and 64 MiB"},
 		{"-stream-window-limit 1073741824", "-stream-window-limit must be between -stream-window and 64 MiB"},
 		{"-stream-window-budget -1", "-stream-window-budget must not be negative"},
+		{"-max-conns-per-cluster -1", "-max-conns-per-cluster must not be negative (0: no bound)"},
 	} {
 		args := append([]string{"-listen", freeAddr(t), "-self-signed", "-self-signed-dir", filepath.Join(dir, "state"),
 			"-agents", agentsFile, "-insecure-skip-client-auth"}, strings.Fields(tt.args)...)

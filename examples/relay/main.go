@@ -120,6 +120,9 @@ func run() error {
 	if *windowLimit < *streamWindow || *windowLimit > 64<<20 {
 		return errors.New("-stream-window-limit must be between -stream-window and 64 MiB")
 	}
+	if *maxPerCluster < 0 {
+		return errors.New("-max-conns-per-cluster must not be negative (0: no bound)")
+	}
 	if *windowBudget < 0 {
 		return errors.New("-stream-window-budget must not be negative")
 	}
