@@ -102,7 +102,8 @@ var (
 		"--set", "groupOverage.mode=graph", "--set", "groupOverage.secret.existingSecret=graph-secret",
 		"--set", "fleet.enabled=true", "--set", "fleet.etcd.endpoints={https://etcd-0.etcd:2379}",
 		"--set", "fleet.etcd.existingSecret=etcd-client", "--set", "fleet.peerTLS.existingSecret=relay-peer",
-		"--set", "agentService.enabled=true", "--set", "agentService.loadBalancerSourceRanges={203.0.113.0/24}")
+		"--set", "agentService.enabled=true", "--set", "agentService.publicURL=https://agents.relay.example.com",
+		"--set", "agentService.loadBalancerSourceRanges={203.0.113.0/24}")
 )
 
 // render runs helm template and decodes what it printed.
@@ -158,6 +159,9 @@ func TestChartsSayWhatIsMissing(t *testing.T) {
 	_, err := run(t, helm(t), append([]string{"template", "cc", "./clusterconnect-relay", "--set", "fleet.enabled=true"}, relayValues...)...)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "fleet.etcd.endpoints is required")
+	_, err = run(t, helm(t), append([]string{"template", "cc", "./clusterconnect-relay", "--set", "agentService.enabled=true"}, relayValues...)...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "agentService.publicURL is required")
 }
 
 var (
@@ -295,6 +299,7 @@ func TestRelayChart(t *testing.T) {
 		_, objs := render(t, "clusterconnect-relay", "clusterconnect", fleetValues...)
 		c := find[*appsv1.StatefulSet](objs)[0].Spec.Template.Spec.Containers[0]
 		assert.Contains(t, c.Args, "-agent-listen=:8445")
+		assert.Contains(t, c.Args, "-public-url=https://agents.relay.example.com", "agents' assertions name the URL they dial")
 		var agents *corev1.Service
 		for _, svc := range find[*corev1.Service](objs) {
 			if svc.Name == "cc-agents" {

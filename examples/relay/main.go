@@ -78,7 +78,7 @@ func run() error {
 	caOut := fs.String("ca-out", "relay-ca.crt", "with -self-signed: where to write the CA certificate")
 	caDir := fs.String("self-signed-dir", defaultSelfSignedDir(), "with -self-signed: where the CA and its key are kept, so that a restarted relay keeps its CA")
 	agentsFile := fs.String("agents", "", "JSON file of clusters and their agent credentials (required)")
-	publicURL := fs.String("public-url", "", "the URL agents dial, https://host[:port]; names this relay in agent assertions (required when the agents file has publicKeys)")
+	publicURL := fs.String("public-url", "", "the URL agents dial, https://host[:port] (with -agent-listen, that listener's); names this relay in agent assertions (required when the agents file has publicKeys)")
 	perCluster := fs.Bool("metrics-per-cluster", false, "label request metrics with the cluster ID (one series per cluster, class and status code: not for many clusters)")
 	metricsListen := fs.String("metrics-listen", "", "address for Prometheus metrics, /livez, /healthz and /readyz (e.g. 127.0.0.1:9090)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
