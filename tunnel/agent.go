@@ -300,7 +300,7 @@ func (a *Agent) slot(i int) {
 			if ctx.Err() != nil {
 				return
 			}
-			wait := b.next()
+			wait := b.afterFailure(err)
 			log.Warn("cannot open tunnel connection", "err", err, "retry_in", wait.Round(time.Millisecond))
 			if !sleep(ctx, wait) {
 				return

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"errors"
 	"math/rand/v2"
 	"time"
 )
@@ -28,3 +29,16 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.attempt = 0 }
+
+// afterFailure is the wait before trying again after err: the next
+// backoff, or what the relay asked for with Retry-After (it is draining,
+// or the cluster holds all the connections it may there) if that is
+// longer, up to the backoff's max.
+func (b *backoff) afterFailure(err error) time.Duration {
+	wait := b.next()
+	var he *handshakeError
+	if errors.As(err, &he) && he.RetryAfter > wait {
+		wait = min(he.RetryAfter, b.max)
+	}
+	return wait
+}

@@ -13,15 +13,27 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
 
 // handshakeError is an agent's failed handshake: the relay answered with
-// something other than 101. Status and Message come from the relay.
+// something other than 101. Status and Message come from the relay, and
+// RetryAfter from its Retry-After, if it sent one in seconds.
 type handshakeError struct {
 	StatusCode int
 	Message    string
+	RetryAfter time.Duration
+}
+
+// retryAfter reads a Retry-After given in seconds; 0 for anything else.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
 }
 
 func (e *handshakeError) Error() string {
@@ -80,7 +92,7 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, replicaInfo, error) {
 		msg := readStatusMessage(resp.Body)
 		resp.Body.Close()
 		conn.Close()
-		return nil, replicaInfo{}, &handshakeError{StatusCode: resp.StatusCode, Message: msg}
+		return nil, replicaInfo{}, &handshakeError{StatusCode: resp.StatusCode, Message: msg, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 	}
 	if !httpguts.HeaderValuesContainsToken(resp.Header["Upgrade"], ProtocolV1) {
 		conn.Close()

@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -25,5 +27,29 @@ func TestBackoffGrowsToCapWithFullJitter(t *testing.T) {
 	for i := range 200 {
 		d := b.next()
 		assert.True(t, d > 0 && d <= 30*time.Second, "wait %d = %s", i, d)
+	}
+}
+
+func TestAfterFailureWaitsAsLongAsTheRelayAsks(t *testing.T) {
+	top := func(n int64) int64 { return n - 1 } // the backoff's ceiling
+	for _, tc := range []struct {
+		name string
+		err  error
+		want time.Duration
+	}{
+		{"no Retry-After", &handshakeError{StatusCode: 401}, time.Second},
+		{"a network error", errors.New("connection refused"), time.Second},
+		{"Retry-After longer than the backoff", fmt.Errorf("wrapped: %w", &handshakeError{StatusCode: 429, RetryAfter: 10 * time.Second}), 10 * time.Second},
+		{"Retry-After past the max", &handshakeError{StatusCode: 429, RetryAfter: time.Hour}, 30 * time.Second},
+		{"Retry-After shorter than the backoff", &handshakeError{StatusCode: 503, RetryAfter: time.Millisecond}, time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := backoff{base: time.Second, max: 30 * time.Second, rand: top}
+			assert.Equal(t, tc.want, b.afterFailure(tc.err))
+		})
+	}
+	for v, want := range map[string]time.Duration{"10": 10 * time.Second, " 1 ": time.Second, "0": 0, "-5": 0,
+		"Wed, 21 Oct 2026 07:28:00 GMT": 0, "": 0} {
+		assert.Equal(t, want, retryAfter(v), "Retry-After %q", v)
 	}
 }
