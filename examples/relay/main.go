@@ -219,7 +219,7 @@ func run() error {
 	var refusedConns atomic.Uint64 // client connections past -max-client-conns
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "clusterconnect_relay_client_conns_refused_total",
-		Help: "Client connections reset at accept, past -max-client-conns.",
+		Help: "Connections reset at accept, past -max-client-conns (on the agents' listener too, with -agent-listen).",
 	}, func() float64 { return float64(refusedConns.Load()) }))
 	if *metricsListen != "" {
 		mux := http.NewServeMux()
@@ -230,9 +230,13 @@ func run() error {
 		go cli.Serve(ctx, *metricsListen, mux, log, "metrics")
 	}
 
-	onRefused := func() {
-		if refusedConns.Add(1)%1000 == 1 {
-			log.Warn("client connections at their bound; resetting new ones", "max", *maxConns, "refused", refusedConns.Load())
+	// onRefused counts a connection reset at a listener's bound, and
+	// says so now and then.
+	onRefused := func(which string) func() {
+		return func() {
+			if refusedConns.Add(1)%1000 == 1 {
+				log.Warn(which+" connections at their bound; resetting new ones", "max", *maxConns, "refused", refusedConns.Load())
+			}
 		}
 	}
 	tlsConfig := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -240,7 +244,7 @@ func run() error {
 	if *agentListen != "" {
 		front = relay.ClusterHandler()
 		if err := serveAgents(ctx, *agentListen, relay, tlsConfig, *maxHeaderBytes,
-			tunnel.ClientListenerConfig{WriteTimeout: *writeTimeout, MaxConns: *maxConns, OnRefused: onRefused}, log); err != nil {
+			tunnel.ClientListenerConfig{WriteTimeout: *writeTimeout, MaxConns: *maxConns, OnRefused: onRefused("agent")}, log); err != nil {
 			return err
 		}
 	}
@@ -271,7 +275,7 @@ func run() error {
 		return err
 	}
 	ln := tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: *sendBuffer, WriteTimeout: *writeTimeout, MaxConns: *maxConns,
-		OnRefused: onRefused})
+		OnRefused: onRefused("client")})
 	log.Info("relay listening", "addr", ln.Addr().String())
 	// On SIGTERM: leave the fleet's directory, ask agents to move to
 	// another replica, and let their streams finish, for up to
