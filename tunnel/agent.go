@@ -338,7 +338,7 @@ func (a *Agent) slot(i int) {
 				<-tc.done // Shutdown drains it
 				return
 			case done := <-a.cycle:
-				tc = a.replace(ctx, tc, done, log)
+				tc, _ = a.replace(ctx, tc, done, log)
 			}
 		}
 		// Wait a jittered moment even after a good connection, so agents
@@ -355,12 +355,13 @@ func (a *Agent) slot(i int) {
 // the old one serves on, and move says when to try again.
 func (a *Agent) move(ctx context.Context, tc **tunnelConn, b *backoff, log *slog.Logger) <-chan time.Time {
 	old := *tc
-	if ntc := a.replace(ctx, old, make(chan struct{}), log); ntc != old {
-		log.Info("tunnel connection moved: its relay is draining", "from", old.replica.id, "to", ntc.replica.id)
-		*tc = ntc
-		return nil
+	ntc, err := a.replace(ctx, old, make(chan struct{}), log)
+	if err != nil {
+		return time.After(b.afterFailure(err))
 	}
-	return time.After(b.next())
+	log.Info("tunnel connection moved: its relay is draining", "from", old.replica.id, "to", ntc.replica.id)
+	*tc = ntc
+	return nil
 }
 
 // crowded reports whether tc shares its replica with another of the
@@ -409,17 +410,17 @@ func (a *Agent) spread(ctx context.Context, tc *tunnelConn, log *slog.Logger) *t
 }
 
 // replace opens a new connection, then drains old. If the new one cannot be
-// opened, old keeps serving.
-func (a *Agent) replace(ctx context.Context, old *tunnelConn, done chan struct{}, log *slog.Logger) *tunnelConn {
+// opened, old keeps serving and is returned with the error.
+func (a *Agent) replace(ctx context.Context, old *tunnelConn, done chan struct{}, log *slog.Logger) (*tunnelConn, error) {
 	defer close(done)
 	tc, err := a.connect(ctx)
 	if err != nil {
 		log.Warn("cannot open replacement connection; keeping the old one", "err", err)
-		return old
+		return old, err
 	}
 	old.goAway(closedMoved)
 	old.wait(context.Background())
-	return tc
+	return tc, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -26,7 +26,7 @@ func serveAgents(ctx context.Context, addr string, relay *tunnel.Relay, tlsConfi
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    maxHeaderBytes,
-		TLSConfig:         tlsConfig.Clone(),
+		TLSConfig:         tlsConfig, // ServeTLS works on a copy
 		// The handshake is an HTTP/1.1 Upgrade; agents offer nothing else.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
