@@ -210,6 +210,11 @@ func TestAgentsHaveTheirOwnListener(t *testing.T) {
 	c, err := dial(agentAddr)
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusNotFound, status(t, c, "/clusters/c1/version"), "no client requests on the agents' listener")
+	// What a stranger can send the agents' listener is bounded as on the
+	// clients': a header past -max-header-bytes (64 KiB) gets 431.
+	c, err = dial(agentAddr)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, status(t, c, tunnel.DefaultAgentPath, "X-Pad: "+strings.Repeat("a", 70<<10)))
 }
 
 // tlsDialer dials the relay over TLS (HTTP/1.1), trusting ca; the
