@@ -23,6 +23,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/impersonate"
 	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/internal/prom"
 	"github.com/clusterconnect/clusterconnect/internal/tokenflags"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tunnel"
@@ -128,7 +129,7 @@ func run() error {
 	mux.Handle("/healthz", handler.Healthz())
 	mux.Handle("/livez", handler.Healthz())
 	mux.Handle("/readyz", handler.Readyz())
-	mux.Handle("/metrics", cli.MetricsHandler(reg))
+	mux.Handle("/metrics", prom.Handler(reg))
 	go cli.Serve(ctx, *healthListen, mux, log, "health")
 
 	if *keyWait > 0 {

@@ -1,5 +1,6 @@
 // Package cli holds what the example binaries share: flags that fall back
-// to environment variables, logging, signals and small HTTP side servers.
+// to environment variables, logging, signals, files named by flags and
+// small HTTP side servers.
 package cli
 
 import (
@@ -9,9 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -20,10 +19,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
+	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/internal/prom"
 )
 
 // EnvName is the environment variable for a flag: PREFIX_FLAG_NAME.
@@ -85,35 +84,34 @@ func SignalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-// Serve runs srv on addr until ctx ends, then shuts it down gracefully.
+// Serve runs a side server (health, metrics) for h on addr until ctx
+// ends.
 func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, what string) {
-	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	ln, err := net.Listen("tcp", addr)
-	if err == nil {
-		log.Info("serving "+what, "addr", addr)
-		err = httpx.ServeUntil(ctx, srv, ln, 5*time.Second)
-	}
-	if err != nil {
-		log.Error(what+" stopped", "err", err)
-	}
+	httpx.ServeSide(ctx, addr, h, log, what)
 }
 
 // NewRegistry returns a Prometheus registry with the Go runtime and
-// process collectors, for a binary's own metrics and the libraries' it
-// passes it to.
-func NewRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
-}
+// process collectors.
+func NewRegistry() *prometheus.Registry { return prom.NewRegistry() }
 
-// MetricsHandler serves reg in the Prometheus exposition format.
-func MetricsHandler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil, Registry: reg})
+// SelfSigned returns a serving certificate for localhost from a CA kept
+// in caDir, made there the first time, and writes the CA's certificate
+// to caOut: agents and proxies that trust that file keep working across
+// restarts. For trials only.
+func SelfSigned(caDir, caOut string) (tls.Certificate, error) {
+	ca, err := pki.LoadOrCreateCA(caDir, "clusterconnect relay CA (self-signed)", 365*24*time.Hour)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("-self-signed-dir: %w", err)
+	}
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := os.WriteFile(caOut, ca.CertPEM(), 0o644); err != nil {
+		return tls.Certificate{}, fmt.Errorf("-ca-out: %w", err)
+	}
+	return leaf.TLSCertificate()
 }
-
-// OK answers 200 "ok": a liveness endpoint.
-var OK = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 
 // ReadFileFlag reads a file named by a flag, naming the flag in the error.
 func ReadFileFlag(flagName, path string) ([]byte, error) {

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -188,4 +190,21 @@ func ServeUntil(ctx context.Context, srv *http.Server, ln net.Listener, grace ti
 		return nil
 	}
 	return err
+}
+
+// OK answers 200 "ok": a liveness endpoint.
+var OK = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+
+// ServeSide runs a side server (health, metrics) for h on addr until ctx
+// ends, then shuts it down gracefully; what stops it otherwise is logged.
+func ServeSide(ctx context.Context, addr string, h http.Handler, log *slog.Logger, what string) {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		log.Info("serving "+what, "addr", addr)
+		err = ServeUntil(ctx, srv, ln, 5*time.Second)
+	}
+	if err != nil {
+		log.Error(what+" stopped", "err", err)
+	}
 }

@@ -25,6 +25,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/clusterconnect/clusterconnect/internal/pemkey"
 )
 
 // validity is how long generated certificates stay valid: long enough for any
@@ -84,20 +86,18 @@ func (ca *CA) KeyPEM() ([]byte, error) {
 // LoadCA reads a CA from its PEM certificate and key.
 func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 	cb, _ := pem.Decode(certPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return nil, fmt.Errorf("pki: CA certificate or key is not PEM")
+	if cb == nil {
+		return nil, fmt.Errorf("pki: CA certificate is not PEM")
 	}
 	cert, err := x509.ParseCertificate(cb.Bytes)
 	if err != nil {
 		return nil, fmt.Errorf("pki: CA certificate: %w", err)
 	}
-	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	signer, err := pemkey.PrivateKey(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("pki: CA key: %w", err)
 	}
-	signer, ok := key.(crypto.Signer)
-	if !ok || !cert.IsCA {
+	if !cert.IsCA {
 		return nil, fmt.Errorf("pki: not a CA certificate and signing key")
 	}
 	return &CA{Cert: cert, Key: signer}, nil

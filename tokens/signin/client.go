@@ -17,6 +17,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/internal/pemkey"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
@@ -124,7 +125,7 @@ func LoadCertificate(path string) (*x509.Certificate, crypto.Signer, error) {
 				}
 			}
 		case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY":
-			if key, err = parseKey(block); err != nil {
+			if key, err = pemkey.FromBlock(block); err != nil {
 				return nil, nil, fmt.Errorf("signin: %s: %w", path, err)
 			}
 		}
@@ -133,22 +134,4 @@ func LoadCertificate(path string) (*x509.Certificate, crypto.Signer, error) {
 		return nil, nil, fmt.Errorf("signin: %s must hold a PEM certificate and its private key", path)
 	}
 	return cert, key, nil
-}
-
-func parseKey(block *pem.Block) (crypto.Signer, error) {
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		return x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		return x509.ParseECPrivateKey(block.Bytes)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, errors.New("the private key cannot sign")
-	}
-	return s, nil
 }

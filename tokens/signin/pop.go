@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/internal/pemkey"
 	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
 )
@@ -67,11 +68,7 @@ func LoadOrCreatePoPKey(path string) (*PoPKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signin: PoP key: %w", err)
 	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("signin: PoP key %s is not PEM", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	k, err := pemkey.PrivateKey(b)
 	priv, ok := k.(*rsa.PrivateKey)
 	if err != nil || !ok {
 		return nil, fmt.Errorf("signin: PoP key %s is not an RSA private key", path)

@@ -1,0 +1,123 @@
+package relay
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clusterconnect/clusterconnect/access"
+	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// Defaults of Config, for the zero value of each field.
+const (
+	DefaultListen = ":8443"
+	// DefaultMaxClientConns bounds the connections open at once on each
+	// listener, before any request is read. A connection costs ~45 KiB
+	// before any request, ~150 KiB while a 64 KiB header arrives (up to
+	// the 10 s header timeout): callers trickling headers can make the
+	// relay hold about 1.5 GB at this bound (BENCHMARKS.md).
+	DefaultMaxClientConns = 10000
+	// DefaultMaxHeaderBytes bounds a client's request header. 64 KiB is
+	// Envoy's bound too; an Entra token with 200 groups is about 12 KiB.
+	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultDrainTimeout is how long a stopping relay gives agents to
+	// move to another replica and their streams to finish.
+	DefaultDrainTimeout = 30 * time.Second
+)
+
+// Unlimited, in a Config field that says so, lifts that bound.
+const Unlimited = -1
+
+// Config configures a Server. Exactly one way of authenticating agents
+// (AgentsFile or Agents) and one of admitting callers (PolicyFile,
+// Callers or InsecureSkipClientAuth) must be given.
+type Config struct {
+	// Listen is the address clients, and agents unless AgentListen is
+	// set, reach the relay on; default DefaultListen. Listener, if set,
+	// is used instead.
+	Listen   string
+	Listener net.Listener
+	// AgentListen, if set, serves agents' handshakes alone, on a listener
+	// of their own with the same certificate: callers who fill the
+	// clients' connections cannot then keep agents from reconnecting, and
+	// the port can be opened to the clusters' addresses alone.
+	// AgentListener, if set, is used instead.
+	AgentListen   string
+	AgentListener net.Listener
+	// TLSConfig holds the serving certificate (Certificates or
+	// GetCertificate). Required.
+	TLSConfig *tls.Config
+	// MetricsListen, if set, serves Prometheus metrics (Registry) at
+	// /metrics, and /livez, /healthz and /readyz.
+	MetricsListen string
+
+	// AgentsFile is the agents file (JSON, see AgentList), re-read every
+	// ReloadInterval; PublicURL, the URL agents dial, names this relay in
+	// their assertions (required when the file lists public keys).
+	AgentsFile string
+	PublicURL  string
+	// Agents authenticates agents instead of AgentsFile: an *Agents, or
+	// any tunnel.Authenticator.
+	Agents tunnel.Authenticator
+
+	// PolicyFile is the access policy (JSON, see access.Policy), re-read
+	// every ReloadInterval. Callers' tokens are checked with Verifier
+	// (required with it); GroupResolver looks up the groups of tokens
+	// whose groups overflowed them; Limits fill in what the file leaves
+	// out.
+	PolicyFile    string
+	Verifier      access.TokenVerifier
+	GroupResolver tokens.GroupResolver
+	Limits        access.Limits
+	// Callers admits callers instead of PolicyFile: an *access.Authorizer
+	// (whose SetPolicy the importer calls), or any
+	// tunnel.ClientAuthorizer.
+	Callers tunnel.ClientAuthorizer
+	// InsecureSkipClientAuth lets every request through to the agents,
+	// which then authenticate alone. It MUST NOT be set on a relay that
+	// can be reached from the internet.
+	InsecureSkipClientAuth bool
+
+	// Fleet, if set, makes this relay one replica of a fleet sharing a
+	// directory in etcd.
+	Fleet *FleetConfig
+
+	// Tunnel holds the tunnel's settings (see tunnel.RelayConfig): write
+	// and upgrade timeouts, windows, MaxConnsPerCluster,
+	// MetricsPerCluster. Its WriteTimeout holds on every listener too.
+	// Authenticator, ClientAuthorizer, Directory, PeerTLSConfig,
+	// ReplicaID, Registerer and Logger are the Server's to set.
+	Tunnel tunnel.RelayConfig
+
+	// MaxClientConns bounds the connections each listener holds open at
+	// once before any request is read; past it new ones are reset. An
+	// agent's connection leaves the bound once the agent is accepted.
+	// Default DefaultMaxClientConns; Unlimited lifts it.
+	MaxClientConns int
+	// MaxHeaderBytes bounds a client's request header; default
+	// DefaultMaxHeaderBytes, at most tunnel.DefaultMaxHeaderBytes (what
+	// agents accept).
+	MaxHeaderBytes int
+	// ClientSendBuffer is the kernel send buffer per client connection;
+	// default tunnel.DefaultClientSendBuffer; Unlimited leaves the
+	// kernel's autotuning (see tunnel.ClientListenerConfig).
+	ClientSendBuffer int
+	// DrainTimeout bounds a stop: how long agents get to move to another
+	// replica and their streams to finish. Default DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// ReloadInterval is how often AgentsFile and PolicyFile are checked
+	// for changes; default DefaultReloadInterval.
+	ReloadInterval time.Duration
+
+	// Registry receives the relay's metrics and is what MetricsListen
+	// serves; nil: a registry of the Server's own, with the Go runtime
+	// and process collectors.
+	Registry *prometheus.Registry
+	// Logger receives the relay's events; nil discards them.
+	Logger *slog.Logger
+}
