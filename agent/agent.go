@@ -1,0 +1,188 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/rest"
+
+	"github.com/clusterconnect/clusterconnect/impersonate"
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
+	"github.com/clusterconnect/clusterconnect/internal/prom"
+	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// DefaultWaitForKeys is how long an agent waits for its issuers' keys
+// before it connects to the relay.
+const DefaultWaitForKeys = 30 * time.Second
+
+// Config configures an Agent.
+type Config struct {
+	// RelayURL is the relay, https://host[:port]. Required.
+	RelayURL string
+	// ClusterID is this cluster's ID at the relay. Required.
+	ClusterID string
+	// Credential proves the cluster to the relay: a SecretFile, a
+	// *KeyFile (whose empty Audience is set from RelayURL), or any
+	// tunnel.Credential. Required.
+	Credential tunnel.Credential
+	// RelayTLS is for the connection to the relay: RootCAs for a private
+	// CA. Nil: the system roots.
+	RelayTLS *tls.Config
+
+	// Verifier checks callers' tokens. Required.
+	Verifier *tokens.Verifier
+	// Mapping turns a verified token into the impersonated identity;
+	// nil: tokens.EntraMapping().
+	Mapping *tokens.Mapping
+	// RESTConfig reaches the API server with the agent's own identity;
+	// nil: the pod's service account.
+	RESTConfig *rest.Config
+	// PassThroughForeignTokens and AllowNestedImpersonation are as in
+	// impersonate.Config.
+	PassThroughForeignTokens bool
+	AllowNestedImpersonation bool
+
+	// Tunnel holds the tunnel's settings (see tunnel.AgentConfig):
+	// Connections, backoff, timeouts, windows. RelayURL, ClusterID,
+	// Credential, Handler, TLSConfig, Registerer and Logger are the
+	// Agent's to set.
+	Tunnel tunnel.AgentConfig
+	// WaitForKeys bounds how long Run waits for the issuers' keys before
+	// connecting: an agent that took requests first would answer each
+	// with 503 until its keys came. Default DefaultWaitForKeys; negative:
+	// connect at once.
+	WaitForKeys time.Duration
+	// HealthListen, if set, serves /livez, /healthz, /readyz (the
+	// issuers' keys are at hand) and /metrics.
+	HealthListen string
+	// Registry receives the agent's metrics and is what HealthListen
+	// serves at /metrics; nil: a registry of the Agent's own, with the
+	// Go runtime and process collectors.
+	Registry *prometheus.Registry
+	// Logger receives connection events and one audit line per request;
+	// nil discards them.
+	Logger *slog.Logger
+}
+
+// Agent is the cluster's side of clusterconnect assembled: it dials out
+// to the relay, keeps tunnel connections open, and serves every request
+// that arrives with the token-to-impersonation handler in front of the
+// API server. Create it with New and call Run.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	handler *impersonate.Handler
+	tunnel  *tunnel.Agent
+}
+
+// New checks cfg and its credential and returns an agent. It does not
+// connect.
+func New(cfg *Config) (*Agent, error) {
+	c := *cfg
+	if c.RelayURL == "" || c.ClusterID == "" {
+		return nil, errors.New("agent: the relay URL and the cluster ID are required")
+	}
+	if c.Credential == nil {
+		return nil, errors.New("agent: a credential is required: a secret or a key the relay knows for this cluster")
+	}
+	if c.Verifier == nil {
+		return nil, errors.New("agent: a token verifier is required")
+	}
+	if k, ok := c.Credential.(*KeyFile); ok && k.Audience == "" {
+		kc := *k
+		aud, err := tunnel.AssertionAudience(c.RelayURL)
+		if err != nil {
+			return nil, fmt.Errorf("agent: relay URL: %w", err)
+		}
+		kc.Audience, c.Credential = aud, &kc
+	}
+	// Said now rather than at the first connection attempt.
+	if _, err := c.Credential.Credential(context.Background()); err != nil {
+		return nil, err
+	}
+	mapping := tokens.EntraMapping()
+	if c.Mapping != nil {
+		mapping = *c.Mapping
+	}
+	a := &Agent{cfg: c, log: c.Logger, reg: c.Registry}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.reg == nil {
+		a.reg = prom.NewRegistry()
+	}
+	var err error
+	a.handler, err = impersonate.New(&impersonate.Config{
+		RESTConfig: c.RESTConfig, Verifier: c.Verifier, Mapping: mapping,
+		PassThroughForeignTokens: c.PassThroughForeignTokens, AllowNestedImpersonation: c.AllowNestedImpersonation, Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tc := c.Tunnel
+	tc.RelayURL, tc.ClusterID, tc.Credential, tc.Handler = c.RelayURL, c.ClusterID, c.Credential, a.handler
+	tc.TLSConfig, tc.Registerer, tc.Logger = c.RelayTLS, a.reg, a.log
+	if a.tunnel, err = tunnel.NewAgent(&tc); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Handler is the impersonation handler the agent serves requests with.
+func (a *Agent) Handler() *impersonate.Handler { return a.handler }
+
+// Tunnel is the agent's side of the tunnel, for Reconnect and Stats.
+func (a *Agent) Tunnel() *tunnel.Agent { return a.tunnel }
+
+// Run serves health and metrics, waits for the issuers' keys (up to
+// WaitForKeys), and keeps the tunnel connections open until ctx ends;
+// then it drains them: GOAWAY, and in-flight streams get the tunnel's
+// DrainTimeout to finish.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.cfg.HealthListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/healthz", a.handler.Healthz())
+		mux.Handle("/livez", a.handler.Healthz())
+		mux.Handle("/readyz", a.handler.Readyz())
+		mux.Handle("/metrics", prom.Handler(a.reg))
+		go httpx.ServeSide(ctx, a.cfg.HealthListen, mux, a.log, "health")
+	}
+	if wait := a.cfg.WaitForKeys; wait >= 0 {
+		a.waitForKeys(ctx, cmp.Or(wait, DefaultWaitForKeys))
+	}
+	a.log.Info("agent starting", "relay", a.cfg.RelayURL, "cluster", a.cfg.ClusterID)
+	err := a.tunnel.Run(ctx)
+	a.log.Info("agent stopped")
+	return err
+}
+
+// waitForKeys fetches the issuers' keys before the agent connects, for up
+// to limit: a second replica started under load answered every request
+// with 503 until its keys came. Past limit it connects anyway, and keeps
+// trying in the background as requests come.
+func (a *Agent) waitForKeys(ctx context.Context, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		err := a.cfg.Verifier.Ready(ctx)
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Warn("issuer keys not fetched; connecting anyway", "err", err)
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
