@@ -23,6 +23,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/internal/prom"
+	"github.com/clusterconnect/clusterconnect/internal/tlsfile"
 )
 
 // EnvName is the environment variable for a flag: PREFIX_FLAG_NAME.
@@ -125,38 +126,29 @@ func ReadFileFlag(flagName, path string) ([]byte, error) {
 // CertPool reads a PEM CA file named by a flag into a pool, and fails when
 // the file holds no certificate rather than trusting nothing.
 func CertPool(flagName, path string) (*x509.CertPool, error) {
-	_, p, err := readCerts(flagName, path)
-	return p, err
+	p, _, err := tlsfile.Pool(path)
+	if err != nil {
+		return nil, fmt.Errorf("-%s: %w", flagName, err)
+	}
+	return p, nil
 }
 
 // CertPEM reads a PEM CA file named by a flag, checking that it holds a
 // certificate.
 func CertPEM(flagName, path string) ([]byte, error) {
-	b, _, err := readCerts(flagName, path)
-	return b, err
-}
-
-func readCerts(flagName, path string) ([]byte, *x509.CertPool, error) {
-	b, err := ReadFileFlag(flagName, path)
+	_, b, err := tlsfile.Pool(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("-%s: %w", flagName, err)
 	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(b) {
-		return nil, nil, fmt.Errorf("-%s %s holds no PEM certificate", flagName, path)
-	}
-	return b, p, nil
+	return b, nil
 }
 
 // CAClient returns an HTTP client that trusts only the PEM CA file named
-// by a flag, with the default transport's proxy and pooling settings and
-// the given timeout for each request.
+// by a flag, with the given timeout for each request.
 func CAClient(flagName, path string, timeout time.Duration) (*http.Client, error) {
 	roots, err := CertPool(flagName, path)
 	if err != nil {
 		return nil, err
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = &tls.Config{RootCAs: roots}
-	return &http.Client{Transport: t, Timeout: timeout}, nil
+	return tlsfile.Client(roots, timeout), nil
 }

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/kubeconfig"
+	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
+	"github.com/clusterconnect/clusterconnect/tokens/source"
+)
+
+func serve(args []string) error {
+	fs, c := flags("serve", relayFlags|tokenFlags|kubeconfigFlags|serveFlags)
+	port := fs.Int("port", kubeconfig.DefaultProxyPort, "port on 127.0.0.1")
+	healthListen := fs.String("health-listen", "", "address for the proxy's own /livez, /healthz and /readyz (e.g. 127.0.0.1:47012; default: none)")
+	if ok, err := parse(fs, args); !ok {
+		return err
+	}
+	if err := c.need(); err != nil {
+		return err
+	}
+	log, err := cli.Logger(*c.logFormat)
+	if err != nil {
+		return err
+	}
+	cfg := &clientproxy.Config{
+		RelayURL: *c.relayURL, ClusterID: *c.clusterID, PassClientToken: *c.passClient, Logger: log,
+		ListenAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)),
+	}
+	if !*c.passClient {
+		if cfg.TokenSource, err = c.tokens.TokenSource(); err != nil {
+			return err
+		}
+		// Sign in now, where the person who started the proxy is looking,
+		// rather than on kubectl's first request.
+		if _, err := cfg.TokenSource.Token(); err != nil {
+			return err
+		}
+	}
+	if *c.relayCA != "" {
+		roots, err := cli.CertPool("relay-ca", *c.relayCA)
+		if err != nil {
+			return err
+		}
+		cfg.RelayTLS = &tls.Config{RootCAs: roots}
+	}
+	p, err := clientproxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := c.merge(kubeconfig.ProxyEntry(*c.clusterID, *port, p.CAPEM())); err != nil {
+		return err
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	if *healthListen != "" {
+		go cli.Serve(ctx, *healthListen, p.HealthHandler(), log, "health")
+	}
+	log.Info("client proxy listening", "addr", cfg.ListenAddr, "relay", *c.relayURL, "cluster", *c.clusterID)
+	return p.ListenAndServe(ctx)
+}
+
+func direct(args []string) error {
+	fs, c := flags("kubeconfig", relayFlags|tokenFlags|kubeconfigFlags)
+	execPath := fs.String("exec-path", "", "the proxy binary kubectl runs for tokens (default: this one, which must not be a temporary build)")
+	if ok, err := parse(fs, args); !ok {
+		return err
+	}
+	if err := c.need(); err != nil {
+		return err
+	}
+	c.tokens.Complete()
+	if err := c.tokens.Validate(); err != nil {
+		return err
+	}
+	ca, err := c.relayCAPEM()
+	if err != nil {
+		return err
+	}
+	self, err := pluginPath(*execPath)
+	if err != nil {
+		return err
+	}
+	pluginArgs, err := c.tokens.PluginArgs()
+	if err != nil {
+		return err
+	}
+	if c.tokens.ClientSecret != "" {
+		fmt.Fprintln(os.Stderr, "note: the client secret is not written to the kubeconfig; kubectl's environment must have AZURE_CLIENT_SECRET")
+	}
+	e, err := kubeconfig.DirectEntry(*c.clusterID, *c.relayURL, ca, self, append([]string{"token"}, pluginArgs...)...)
+	if err != nil {
+		return err
+	}
+	return c.merge(e)
+}
+
+func token(args []string) error {
+	fs, c := flags("token", tokenFlags)
+	if ok, err := parse(fs, args); !ok {
+		return err
+	}
+	src, err := c.tokens.TokenSource()
+	if err != nil {
+		return err
+	}
+	out, err := kubeconfig.ExecCredential(src)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Println(string(out))
+	return err
+}
+
+// pluginPath is the absolute path of the binary kubectl is to run for
+// tokens: path if given, else this program, unless this program is a
+// temporary build (go run), which is gone, or replaced, by the time
+// kubectl needs it.
+func pluginPath(path string) (string, error) {
+	if path == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return "", err
+		}
+		if temporaryBuild(self) {
+			return "", fmt.Errorf("this proxy is a temporary build (%s, from go run): kubectl could not run it later. "+
+				"Install it and run that one instead:\n\tgo install github.com/clusterconnect/clusterconnect/examples/proxy@latest\n"+
+				"or name an installed proxy with -exec-path", self)
+		}
+		path = self
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if resolved, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = resolved
+	}
+	if st, err := os.Stat(abs); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("-exec-path %s is not an executable file", abs)
+	}
+	return abs, nil
+}
+
+// temporaryBuild reports whether path is where go run puts the programs
+// it builds: a go-build directory under the temporary directory, or the
+// Go build cache.
+func temporaryBuild(path string) bool {
+	for _, dir := range strings.Split(filepath.ToSlash(filepath.Dir(path)), "/") {
+		if strings.HasPrefix(dir, "go-build") {
+			return true
+		}
+	}
+	if cache := os.Getenv("GOCACHE"); cache != "" && strings.HasPrefix(path, filepath.Clean(cache)+string(filepath.Separator)) {
+		return true
+	}
+	return false
+}
+
+func logout(args []string) error {
+	fs := flag.NewFlagSet("proxy logout", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage, "\nFlags of logout:\n"); fs.PrintDefaults() }
+	dir := fs.String("token-cache-dir", "", "the token cache to clear (default: the user cache dir's clusterconnect/tokens)")
+	if ok, err := parse(fs, args); !ok {
+		return err
+	}
+	cache := &source.DiskCache{Dir: *dir}
+	n, err := cache.Clear()
+	if err != nil {
+		return err
+	}
+	where := *dir
+	if where == "" {
+		where, _ = source.DefaultCacheDir()
+	}
+	fmt.Fprintf(os.Stderr, "removed %d cached token(s) from %s\n", n, where)
+	return nil
+}
