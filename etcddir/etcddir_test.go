@@ -11,7 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/clusterconnect/clusterconnect/etcddir"
-	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 )
 
 func startEtcd(t *testing.T, members int) *kubetest.Etcd {

@@ -55,7 +55,7 @@ if ! command -v promtool >/dev/null; then
 fi
 
 step "kube-apiserver and kubectl"
-go run ./internal/kubetest/cmd/kubetest install
+go run ./internal/testenv/kubetest/cmd/kubetest install
 
 step "gofmt"
 unformatted=$(gofmt -l .)

@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/clusterconnect/clusterconnect/impersonate"
-	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )

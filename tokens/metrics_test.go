@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/clusterconnect/clusterconnect/internal/promtest"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/promtest"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/clusterconnect/clusterconnect/internal/promtest"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/promtest"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 

@@ -15,8 +15,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/clusterconnect/clusterconnect/agent"
-	"github.com/clusterconnect/clusterconnect/internal/cli"
-	"github.com/clusterconnect/clusterconnect/internal/tokenflags"
+	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
+	"github.com/clusterconnect/clusterconnect/examples/internal/tokenflags"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )

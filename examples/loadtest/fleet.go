@@ -26,8 +26,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/clusterconnect/clusterconnect/etcddir"
-	"github.com/clusterconnect/clusterconnect/internal/kubetest"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
 	"github.com/clusterconnect/clusterconnect/tokens/source"

@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/clusterconnect/clusterconnect/access"
-	"github.com/clusterconnect/clusterconnect/internal/cli"
-	"github.com/clusterconnect/clusterconnect/internal/tokenflags"
+	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
+	"github.com/clusterconnect/clusterconnect/examples/internal/tokenflags"
 	"github.com/clusterconnect/clusterconnect/relay"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )

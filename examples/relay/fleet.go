@@ -10,7 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/clusterconnect/clusterconnect/etcddir"
-	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/relay"
 )
 

@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/relay"
 )
 

@@ -13,7 +13,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 )
 
 // demoNamespace is where the demo user may change things.

@@ -27,7 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
 

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 )
 
 // shell runs kubectl as a user would type it, with one kubeconfig, and

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/clusterconnect/clusterconnect/internal/kubetest"
 	"github.com/clusterconnect/clusterconnect/internal/prom"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

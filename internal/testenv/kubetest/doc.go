@@ -8,7 +8,7 @@
 // hack/test.sh installs everything. By hand:
 //
 //	apt-get install etcd-server
-//	go run ./internal/kubetest/cmd/kubetest install   # builds kube-apiserver once, into the user cache dir
+//	go run ./internal/testenv/kubetest/cmd/kubetest install   # builds kube-apiserver once, into the user cache dir
 //
 // $KUBE_APISERVER, $ETCD and $KUBECTL point at other binaries.
 //

@@ -1,6 +1,6 @@
 // Command kubetest prepares the real Kubernetes parts the tests run against.
 //
-//	go run ./internal/kubetest/cmd/kubetest install
+//	go run ./internal/testenv/kubetest/cmd/kubetest install
 //
 // builds kube-apiserver (once, cached in the user cache dir), builds kubectl
 // the same way when none is on PATH, and checks that etcd is installed.
@@ -15,7 +15,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/clusterconnect/clusterconnect/internal/kubetest"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 )
 
 func main() {

@@ -28,7 +28,7 @@ const (
 )
 
 // InstallHint is the command that installs every part this package needs.
-const InstallHint = "./hack/test.sh (or: go run ./internal/kubetest/cmd/kubetest install)"
+const InstallHint = "./hack/test.sh (or: go run ./internal/testenv/kubetest/cmd/kubetest install)"
 
 // MissingError reports a part of the test environment that is not installed.
 type MissingError struct {

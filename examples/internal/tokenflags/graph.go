@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/clusterconnect/clusterconnect/internal/cli"
+	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tokens/graph"
 	"github.com/clusterconnect/clusterconnect/tokens/signin"
