@@ -17,8 +17,9 @@
 // per stream; responses of unknown length (watches, logs -f) are flushed as
 // they arrive. A response's window at the relay starts small, so that a
 // client that stops reading pins little, and grows while its client keeps
-// up, within one budget for the relay ([RelayConfig.StreamWindowLimit]). HTTP/1.1 Upgrade requests (kubectl exec, attach,
-// port-forward) become raw streams: one full-duplex HTTP/2 stream each,
+// up, to at most [RelayConfig.StreamWindowLimit] each and within one
+// budget for the relay ([RelayConfig.StreamWindowBudget]). HTTP/1.1
+// Upgrade requests (kubectl exec, attach, port-forward) become raw streams: one full-duplex HTTP/2 stream each,
 // which the agent serves as an HTTP/1.1 connection, so its handler can
 // hijack it as usual.
 //

@@ -362,13 +362,16 @@ func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
 		httpx.WriteStatus(w, req, http.StatusInternalServerError, hs.ClusterID, "tunnel: the relay's server cannot hijack connections")
 		return
 	}
-	if err := r.switchProtocols(conn, brw, hs, req.RemoteAddr, log); err != nil {
+	if err := r.startTunnel(conn, brw, hs, req.RemoteAddr, log); err != nil {
 		r.stats.handshakeFailed("switch")
 		log.Warn("tunnel connection failed to start", "err", err)
 	}
 }
 
-func (r *Relay) switchProtocols(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, remote string, log *slog.Logger) error {
+// startTunnel answers an accepted agent's handshake with 101 and makes
+// its connection a tunnel: the relay's HTTP/2 client on it, registered
+// for the cluster.
+func (r *Relay) startTunnel(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, remote string, log *slog.Logger) error {
 	// The server's deadlines were for the handshake request; the tunnel
 	// relies on pings instead.
 	deadline := time.Now().Add(r.cfg.HandshakeTimeout)

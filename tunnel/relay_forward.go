@@ -76,7 +76,7 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		switchProtocols(w, id, resp, r.cfg.WriteTimeout)
+		spliceClient(w, id, resp, r.cfg.WriteTimeout)
 		return
 	}
 	copyResponse(cw, resp)

@@ -18,7 +18,7 @@ import (
 // others: which replicas hold tunnel connections for which cluster. The
 // relay tells it what it holds and asks it where to forward a request for
 // a cluster it does not hold. Implementations keep a local view fed from a
-// shared store (package fleet/etcddir keeps it in etcd) and answer from it
+// shared store (package etcddir keeps it in etcd) and answer from it
 // without waiting on the store, so a replica keeps serving its own
 // clusters and forwarding with its last view while the store is away.
 type Directory interface {

@@ -71,9 +71,9 @@ func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, 
 	}), nil
 }
 
-// switchProtocols takes over the client's connection after the agent's
+// spliceClient takes over the client's connection after the agent's
 // 101 and copies bytes both ways until both sides are done.
-func switchProtocols(w http.ResponseWriter, id string, resp *http.Response, writeTimeout time.Duration) {
+func spliceClient(w http.ResponseWriter, id string, resp *http.Response, writeTimeout time.Duration) {
 	body := resp.Body.(*upgradedBody)
 	conn, cbuf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
