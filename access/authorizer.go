@@ -180,8 +180,8 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 			a.log.Info("caller refused", "cluster", clusterID, "issuer", tok.Issuer, "subject", tok.Subject, "tenant", tok.TenantID, "reason", why)
 			return nil, errForbidden
 		}
-		caller = tok.Issuer + " " + objectID(tok)
-	case c != nil && c.pass && foreign(err):
+		caller = tok.Issuer + " " + tok.ObjectID()
+	case c != nil && c.pass && tokens.IsForeign(err):
 		// Nothing is known of this caller but its token: each token
 		// counts as one caller, under the cluster's limits.
 		sum := sha256.Sum256([]byte(raw))
@@ -198,12 +198,6 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-token", Message: "the relay did not accept the token: " + err.Error()}
 	}
 	return a.admit(clusterID, caller, c.limits)
-}
-
-// foreign reports whether err means the token is not one the relay's
-// verifier is for, as opposed to one of its tokens that fails a check.
-func foreign(err error) bool {
-	return errors.Is(err, tokens.ErrIssuer) || errors.Is(err, tokens.ErrAudience) || errors.Is(err, tokens.ErrMalformed)
 }
 
 // whyOverage is refuse's reason for a token whose groups did not fit in
@@ -223,7 +217,7 @@ func (c *rule) refuse(tok *tokens.Token, resolved []string) string {
 		return "tenant not allowed on the cluster"
 	case c.users == nil && c.groups == nil && c.apps == nil:
 		return ""
-	case c.users[objectID(tok)] || c.apps[tok.StringClaim("appid")] || c.apps[tok.StringClaim("azp")]:
+	case c.users[tok.ObjectID()] || c.apps[tok.AppID()]:
 		return ""
 	}
 	if gs, ok := tok.Claims["groups"].([]any); ok {
@@ -238,17 +232,10 @@ func (c *rule) refuse(tok *tokens.Token, resolved []string) string {
 			return ""
 		}
 	}
-	if c.groups != nil && resolved == nil && tok.Claims["groups"] == nil && tok.Claims["_claim_names"] != nil {
+	if _, overage := tok.GroupsOverage(); overage && c.groups != nil && resolved == nil {
 		return whyOverage
 	}
 	return "not a listed user, group or app"
-}
-
-func objectID(tok *tokens.Token) string {
-	if oid := tok.StringClaim("oid"); oid != "" {
-		return oid
-	}
-	return tok.Subject
 }
 
 // admit counts a request against the cluster's and the caller's limits,

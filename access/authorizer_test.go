@@ -115,6 +115,10 @@ func TestOverageResolvedAtTheFrontDoor(t *testing.T) {
 	refused, _ = e.ask("prod", e.token(oidctest.EntraClaims{OID: bob, GroupsOverage: true}))
 	require.NotNil(t, refused)
 	assert.Equal(t, http.StatusForbidden, refused.Code)
+	// The implicit flow says overage with hasgroups instead.
+	refused, release = e.ask("prod", e.token(oidctest.EntraClaims{OID: alice, Extra: map[string]any{"hasgroups": true}}))
+	require.Nil(t, refused, "hasgroups is an overage too, and Graph says ops")
+	release()
 
 	e.issuer.FailGraph(http.StatusInternalServerError)
 	refused, _ = e.ask("prod", e.token(oidctest.EntraClaims{OID: "carol", GroupsOverage: true}))

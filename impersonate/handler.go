@@ -168,7 +168,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, err := h.verifier.Verify(r.Context(), raw)
 	if err != nil {
-		if h.passThrough && (errors.Is(err, tokens.ErrIssuer) || errors.Is(err, tokens.ErrAudience) || errors.Is(err, tokens.ErrMalformed)) {
+		if h.passThrough && tokens.IsForeign(err) {
 			// Not ours: let the API server judge it (a service-account
 			// token, say). It gets the caller's own credential only.
 			ctx := context.WithValue(r.Context(), identityKey{}, &request{token: raw})

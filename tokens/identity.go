@@ -130,7 +130,7 @@ func (m *Mapping) Identity(ctx context.Context, tok *Token) (*Identity, error) {
 }
 
 func (m *Mapping) groups(ctx context.Context, tok *Token) ([]string, error) {
-	if src, overage := groupsOverage(tok); overage {
+	if src, overage := tok.GroupsOverage(); overage {
 		if m.GroupResolver == nil {
 			if m.OverageWithoutGroups {
 				return nil, nil
@@ -155,23 +155,6 @@ func (m *Mapping) groups(ctx context.Context, tok *Token) ([]string, error) {
 		out = append(out, claimStrings(tok.Claims[c])...)
 	}
 	return out, nil
-}
-
-// groupsOverage reports whether Entra ID left the groups out: the
-// _claim_names pointer (JWT access tokens) or hasgroups (implicit flow).
-func groupsOverage(tok *Token) (source string, overage bool) {
-	if has, _ := tok.Claims["hasgroups"].(bool); has {
-		return "", true
-	}
-	names, _ := tok.Claims["_claim_names"].(map[string]any)
-	ref, ok := names["groups"].(string)
-	if !ok {
-		return "", false
-	}
-	sources, _ := tok.Claims["_claim_sources"].(map[string]any)
-	src, _ := sources[ref].(map[string]any)
-	endpoint, _ := src["endpoint"].(string)
-	return endpoint, true
 }
 
 // isAppOnly recognises an app-only token: idtyp=app when the tenant emits
