@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -249,10 +248,9 @@ func cloneHeader(h http.Header) http.Header {
 	return out
 }
 
-// roundTrip sends a request on one of the cluster's connections. A request
-// that cannot have been processed (no body, an idempotent method) is tried
-// once more on another connection if the first fails before answering, as
-// happens when a connection dies or drains at that moment.
+// roundTrip sends a request on one of the cluster's connections, and once
+// more on another under the retry rule (retry.go), as when a connection
+// dies or drains at that moment.
 func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) {
 	fields, err := requestFields(out)
 	if err != nil {
@@ -265,12 +263,9 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 	if c == nil {
 		return nil, r.pickError(known)
 	}
-	retryable := out.Body == nil && idempotent(out.Method)
-	resp, err := r.send(c, out, fields)
-	if err == nil && retryable {
-		resp, err = whole(resp)
-	}
-	if err == nil || !retryable || out.Context().Err() != nil {
+	a := newAttempt(out)
+	resp, err := a.result(r.send(c, out, fields))
+	if !a.again(err) {
 		return resp, err
 	}
 	c2, _ := r.reg.pick(id, c)
@@ -278,27 +273,6 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	return r.send(c2, out, fields)
-}
-
-// smallBody is the largest answer the relay reads whole before passing it
-// on, when the request may be sent again.
-const smallBody = 16 << 10
-
-// whole reads a small answer of known length before the client sees any
-// of it: if its agent dies between the headers and the end of the body,
-// the request can still go to another agent instead of the client getting
-// a broken answer. Larger answers, and streams, go on as they come.
-func whole(resp *http.Response) (*http.Response, error) {
-	if resp.ContentLength < 0 || resp.ContentLength > smallBody {
-		return resp, nil
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: the answer broke off: %w", err)
-	}
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	return resp, nil
 }
 
 // send sends out, whose header list is fields, on c.
@@ -328,14 +302,6 @@ func (r *Relay) pickError(known bool) error {
 		return ErrBusy
 	}
 	return ErrNotConnected
-}
-
-func idempotent(method string) bool {
-	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions:
-		return true
-	}
-	return false
 }
 
 // countedBody counts the bytes read through it into n and, if closed is

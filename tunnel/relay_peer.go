@@ -255,11 +255,11 @@ func (p *peers) close() {
 }
 
 // viaPeer sends out, a request for cluster id with the cluster prefix
-// removed, to one of the replicas that hold the cluster. A request that
-// cannot have been processed (no body, an idempotent method) goes on to
-// the next holder when one cannot be reached.
+// removed, to one of the replicas that hold the cluster, and on to the
+// next holder when one cannot be reached, under the retry rule
+// (retry.go).
 func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade bool) (*http.Response, error) {
-	retryable := out.Body == nil && idempotent(out.Method)
+	a := newAttempt(out)
 	start := rand.IntN(len(holders))
 	var errs []error
 	for i := range holders {
@@ -274,17 +274,10 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 		var resp *http.Response
 		var err error
 		r.stats.peerForwarded.Add(1)
-		switch {
-		case upgrade:
+		if upgrade {
 			resp, err = r.peers.upgrade(req, peer)
-		case retryable:
-			// As on a tunnel connection: a small answer is read whole, so
-			// that a holder dying mid-answer costs no error.
-			if resp, err = r.peers.roundTrip(req, peer, true); err == nil {
-				resp, err = whole(resp)
-			}
-		default:
-			resp, err = r.peers.roundTrip(req, peer, false)
+		} else {
+			resp, err = a.result(r.peers.roundTrip(req, peer, a.retryable))
 		}
 		if err == nil {
 			return resp, nil
@@ -294,7 +287,7 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 		}
 		r.log.Warn("relay replica unreachable", "peer", peer, "cluster", id, "err", err)
 		errs = append(errs, fmt.Errorf("%s: %w", peer, err))
-		if !retryable || out.Context().Err() != nil {
+		if !a.again(err) {
 			break
 		}
 	}
