@@ -177,6 +177,31 @@ func TestFleetForwardsUpgrades(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "a refused upgrade comes back as an ordinary answer")
 }
 
+// Relay.DialContext reaches a cluster held by another replica: the
+// holder opens the raw stream and splices it to the replica's connection.
+// A replica whose view names no holder says the cluster is not connected.
+func TestFleetDialContextReachesAnotherReplica(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	b, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{})
+
+	conn, err := a.relay.DialContext(context.Background(), clusterID)
+	require.NoError(t, err)
+	defer conn.Close()
+	tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }}
+	for _, path := range []string{"/raw/one", "/raw/two"} { // one connection, kept alive
+		resp, err := (&http.Client{Transport: tr}).Get("http://cluster" + path)
+		require.NoError(t, err)
+		assert.Equal(t, path, decode(t, resp).Path)
+	}
+	assert.EqualValues(t, 1, a.relay.Stats().PeerForwarded)
+	assert.EqualValues(t, 0, a.relay.Stats().StreamsOpened, "the replica asked holds no connection")
+	assert.EqualValues(t, 1, b.relay.Stats().StreamsOpened)
+
+	_, err = a.relay.DialContext(context.Background(), "nobody-holds-it")
+	assert.ErrorIs(t, err, tunnel.ErrNotConnected)
+}
+
 // A request crosses one peer hop at most: a replica that a stale view
 // sends a request to, and that holds no connection either, answers
 // instead of sending it on.

@@ -347,6 +347,10 @@ func (c peerConn) abort() { c.Conn.Close() }
 // (tls.RequireAndVerifyClientCert), never on the clients' listener.
 func (r *Relay) PeerHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Upgrade") == peerDialProtocol {
+			r.servePeerDial(w, req)
+			return
+		}
 		r.serveCluster(w, req, true)
 	})
 }

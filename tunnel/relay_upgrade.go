@@ -16,14 +16,6 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
 
-// DialContext opens a raw stream to the cluster's agent and returns it as a
-// net.Conn. On the agent the stream is served as an HTTP/1.1 connection by
-// the agent's handler, so the caller speaks HTTP/1.1 on it (and may upgrade).
-// ctx bounds opening the stream only, as with net.Dialer.
-func (r *Relay) DialContext(ctx context.Context, clusterID string) (net.Conn, error) {
-	return r.openStream(ctx, clusterID, streamDial)
-}
-
 // openStream opens a CONNECT stream on one of the cluster's connections and
 // waits for the agent to accept it.
 func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, error) {
