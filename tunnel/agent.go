@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log"
 	"log/slog"
@@ -19,10 +18,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"golang.org/x/net/http/httpproxy"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/hold"
 )
 
 // AgentConfig configures an Agent. Zero fields take the defaults given.
@@ -511,7 +513,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	a.stats.connsOpened.Add(1)
 	go func() {
 		defer close(tc.done)
-		serve(newHoldConn(tracked, a.cfg.WriteTimeout, 0), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		serve(hold.NewConn(tracked, a.cfg.WriteTimeout, 0), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodConnect && r.Header.Get(headerStreamKind) == streamMove {
 				tc.moveOnce.Do(func() { close(tc.move) })
 				w.WriteHeader(http.StatusOK)

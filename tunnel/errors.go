@@ -3,6 +3,8 @@ package tunnel
 import (
 	"errors"
 	"fmt"
+
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
 // The errors of this package, in one place. Each exported error value is a
@@ -49,7 +51,7 @@ var ErrRelayClosed = errors.New("tunnel: the relay is closed")
 // ErrHeadersTooLarge is returned (and answered with 431) for a request
 // whose header list, counted as HTTP/2 counts it, is over what agents
 // accept (RelayConfig.MaxHeaderBytes). Nothing is sent to the agent.
-var ErrHeadersTooLarge = errors.New("tunnel: request header list too large for the tunnel")
+var ErrHeadersTooLarge = h2client.ErrHeadersTooLarge
 
 // ErrBadHandshake is wrapped by every error [ParseHandshake] returns.
 var ErrBadHandshake = errors.New("tunnel: bad handshake")

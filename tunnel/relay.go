@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -17,8 +16,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
 // RelayConfig configures a Relay. A nil *RelayConfig is not valid: the
@@ -143,7 +145,7 @@ type RelayConfig struct {
 type Relay struct {
 	cfg   RelayConfig
 	log   *slog.Logger
-	h2    *h2Config
+	h2    *h2client.Config
 	peers *peers // with a Directory
 	reg   registry
 	// draining refuses agents' handshakes: they are to connect elsewhere.
@@ -188,7 +190,9 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		return nil, errors.New("tunnel: RelayConfig.PeerTLSConfig is required with a Directory")
 	}
 	log := logx.OrDiscard(c.Logger)
-	r := &Relay{cfg: c, log: log, h2: newH2Config(&c)}
+	r := &Relay{cfg: c, log: log, h2: h2client.NewConfig(h2client.Settings{InitialWindow: c.MaxReceiveBufferPerStream, WindowLimit: c.StreamWindowLimit,
+		WindowBudget: c.StreamWindowBudget, MaxHeaderList: c.MaxHeaderBytes, PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
+		WriteTimeout: c.WriteTimeout})}
 	if c.Directory != nil {
 		r.peers = newPeers(&c, r.h2)
 		r.reg.hold = c.Directory.Hold
@@ -221,7 +225,7 @@ func (r *Relay) ClusterHandler() http.Handler { return http.HandlerFunc(r.ServeC
 func (r *Relay) Stats() Stats {
 	s := r.stats.snapshot()
 	s.Clusters = r.reg.count()
-	s.StreamWindowGrown = r.h2.budget.inUse()
+	s.StreamWindowGrown = r.h2.WindowInUse()
 	return s
 }
 
@@ -403,7 +407,7 @@ func (r *Relay) startTunnel(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, 
 	r.stats.connsOpened.Add(1)
 	ac.conn = tracked
 	tracked.lastRead.Store(time.Now().UnixNano())
-	cc, err := newTunnelClient(r.h2, tracked)
+	cc, err := h2client.New(r.h2, tracked)
 	if err != nil {
 		tracked.Close()
 		return err

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/hold"
 	"golang.org/x/net/http2"
 )
 
@@ -30,9 +31,9 @@ const clientMaxFrame = 16 << 10
 // buffer as large as the largest frame it was sent. A held write that the
 // hold's timer sends has srv.HTTP2.WriteByteTimeout to finish, or
 // DefaultWriteTimeout. BENCHMARKS.md, "Clients speaking HTTP/2".
-func ConfigureServer(srv *http.Server) error { return configureServer(srv, holdFor) }
+func ConfigureServer(srv *http.Server) error { return configureServer(srv, hold.For) }
 
-func configureServer(srv *http.Server, hold time.Duration) error {
+func configureServer(srv *http.Server, holdFor time.Duration) error {
 	// HTTP/2 reads a frame whole into a buffer that stays as large as the
 	// largest frame the connection has sent, and x/net takes frames of up
 	// to 1 MiB by default: any caller, before its token is looked at,
@@ -54,17 +55,17 @@ func configureServer(srv *http.Server, hold time.Duration) error {
 		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 			ctx = bc.BaseContext()
 		}
-		hc := newHoldConn(c, timeout, 0)
-		hc.hold = hold
+		hc := hold.NewConn(c, timeout, 0)
+		hc.SetHold(holdFor)
 		h2.ServeConn(&tlsHoldConn{hc, c}, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
 	}
 	return nil
 }
 
-// tlsHoldConn is a holdConn over TLS that still tells HTTP/2 its TLS
+// tlsHoldConn is a hold.Conn over TLS that still tells HTTP/2 its TLS
 // state: the server checks the version and cipher, and requests carry it.
 type tlsHoldConn struct {
-	*holdConn
+	*hold.Conn
 	tls *tls.Conn
 }
 

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
 // ServeCluster forwards a client's request under /clusters/{id}/ to that
@@ -252,11 +253,11 @@ func cloneHeader(h http.Header) http.Header {
 // more on another under the retry rule (retry.go), as when a connection
 // dies or drains at that moment.
 func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) {
-	fields, err := requestFields(out)
+	fields, err := h2client.RequestFields(out)
 	if err != nil {
 		return nil, err
 	}
-	if n := fieldsSize(fields); n > uint64(r.cfg.MaxHeaderBytes) {
+	if n := h2client.FieldsSize(fields); n > uint64(r.cfg.MaxHeaderBytes) {
 		return nil, fmt.Errorf("%w: %d bytes, over the %d the cluster's agent accepts", ErrHeadersTooLarge, n, r.cfg.MaxHeaderBytes)
 	}
 	c, known := r.reg.pick(id, nil)
@@ -276,15 +277,15 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 }
 
 // send sends out, whose header list is fields, on c.
-func (r *Relay) send(c *agentConn, out *http.Request, fields headerList) (*http.Response, error) {
+func (r *Relay) send(c *agentConn, out *http.Request, fields h2client.HeaderList) (*http.Response, error) {
 	r.stats.streamsOpened.Add(1)
 	if out.Body != nil {
 		out.Body = &countedBody{rc: out.Body, n: &r.stats.bytesTo}
 	}
-	resp, err := c.cc.roundTrip(out, fields)
+	resp, err := c.cc.RoundTripFields(out, fields)
 	if err != nil {
 		r.stats.streamsClosed.Add(1)
-		if errors.Is(err, errHeadersPeer) {
+		if errors.Is(err, h2client.ErrHeadersPeer) {
 			// An agent configured with a lower limit than this relay's.
 			return nil, fmt.Errorf("%w: the agent of cluster %q accepts less than this relay's %d bytes", ErrHeadersTooLarge, c.clusterID, r.cfg.MaxHeaderBytes)
 		}

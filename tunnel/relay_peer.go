@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
 // Directory is what a relay that is one replica of a fleet shares with the
@@ -50,11 +52,11 @@ var ErrPeerUnreachable = errors.New("tunnel: no relay replica holding the cluste
 // growing window out of the same budget as one from an agent), one
 // HTTP/1.1 connection per upgrade.
 type peers struct {
-	tls     *tls.Config   // as configured, for upgrades
-	h2tls   *tls.Config   // the same, offering only h2
-	h2      *h2Config     // the relay's: one window budget for agents and peers
-	timeout time.Duration // for an upgrade's answer
-	idle    time.Duration // peerIdleTimeout when made
+	tls     *tls.Config      // as configured, for upgrades
+	h2tls   *tls.Config      // the same, offering only h2
+	h2      *h2client.Config // the relay's: one window budget for agents and peers
+	timeout time.Duration    // for an upgrade's answer
+	idle    time.Duration    // peerIdleTimeout when made
 
 	mu      sync.Mutex
 	conns   map[string][]*peerClient // by peer address
@@ -75,7 +77,7 @@ var peerIdleTimeout = 90 * time.Second
 // peerClient is one connection to a replica and since when it has been
 // without a request, as the last sweep saw it.
 type peerClient struct {
-	cc        *tunnelClient
+	cc        *h2client.Conn
 	idleSince time.Time // zero: busy at the last sweep
 }
 
@@ -84,7 +86,7 @@ type peerDial struct {
 	err  error
 }
 
-func newPeers(c *RelayConfig, h2 *h2Config) *peers {
+func newPeers(c *RelayConfig, h2 *h2client.Config) *peers {
 	t := c.PeerTLSConfig.Clone()
 	t.NextProtos = []string{"h2"}
 	p := &peers{
@@ -112,7 +114,7 @@ func (p *peers) roundTrip(req *http.Request, peer string, retryable bool) (*http
 			return nil, err
 		}
 		resp, err := cc.RoundTrip(req)
-		unprocessed := req.Body == nil && (errors.Is(err, errGoingAway) || errors.Is(err, errNoSlot))
+		unprocessed := req.Body == nil && (errors.Is(err, h2client.ErrGoingAway) || errors.Is(err, h2client.ErrNoSlot))
 		if err == nil || try > 0 || req.Context().Err() != nil || !(unprocessed || retryable) {
 			return resp, err
 		}
@@ -120,16 +122,16 @@ func (p *peers) roundTrip(req *http.Request, peer string, retryable bool) (*http
 }
 
 // get returns a connection to peer with a stream reserved on it.
-func (p *peers) get(ctx context.Context, peer string) (*tunnelClient, error) {
+func (p *peers) get(ctx context.Context, peer string) (*h2client.Conn, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
 			return nil, ErrRelayClosed
 		}
-		var cc *tunnelClient
+		var cc *h2client.Conn
 		p.prune(peer, func(c *peerClient) bool {
-			if !c.cc.alive() {
+			if !c.cc.Alive() {
 				return false
 			}
 			if cc == nil && c.cc.ReserveNewRequest() {
@@ -180,7 +182,7 @@ func (p *peers) get(ctx context.Context, peer string) (*tunnelClient, error) {
 }
 
 // dial opens an HTTP/2 connection to peer.
-func (p *peers) dial(ctx context.Context, peer string) (*tunnelClient, error) {
+func (p *peers) dial(ctx context.Context, peer string) (*h2client.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerDialTimeout)
 	defer cancel()
 	conn, err := (&tls.Dialer{Config: p.h2tls}).DialContext(ctx, "tcp", peer)
@@ -191,14 +193,14 @@ func (p *peers) dial(ctx context.Context, peer string) (*tunnelClient, error) {
 		conn.Close()
 		return nil, fmt.Errorf("the replica's peer listener does not speak HTTP/2 (ALPN %q)", proto)
 	}
-	return newTunnelClient(p.h2, conn)
+	return h2client.New(p.h2, conn)
 }
 
 // closeIdle closes the connections that have had no request for the idle
 // timeout (give or take half of it), and sweeps again later.
 func (p *peers) closeIdle() {
 	now := time.Now()
-	var idle []*tunnelClient
+	var idle []*h2client.Conn
 	p.mu.Lock()
 	defer func() {
 		p.mu.Unlock()
@@ -212,7 +214,7 @@ func (p *peers) closeIdle() {
 	for peer := range p.conns {
 		p.prune(peer, func(c *peerClient) bool {
 			switch {
-			case !c.cc.alive():
+			case !c.cc.Alive():
 				return false
 			case c.cc.State().StreamsActive > 0:
 				c.idleSince = time.Time{}

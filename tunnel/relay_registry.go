@@ -8,11 +8,13 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
 // agentConn is one live tunnel connection, seen from the relay.
 type agentConn struct {
-	cc        *tunnelClient
+	cc        *h2client.Conn
 	conn      *connCloser // under cc: why it closed
 	clusterID string
 	agentID   string

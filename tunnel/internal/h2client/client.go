@@ -1,6 +1,6 @@
-//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. The relay_h2*.go files are the only ones of its side that name it. See PROTOCOL.md.
+//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. This package is the relay side of the tunnel written on it; in package tunnel only agent_h2.go and relay_clients_h2.go name it. See PROTOCOL.md.
 
-package tunnel
+package h2client
 
 import (
 	"bufio"
@@ -15,28 +15,30 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/hold"
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
-// The relay's side of the tunnel is an HTTP/2 client on a connection the
-// agent dialed, written on x/net's Framer and hpack. It is its own client,
-// not x/net's, for one reason: the receive window of each response. x/net's
-// client gives every stream the same window and returns exactly what was
-// read; a window large enough for a download to run at speed would let
-// every client that stops reading pin as much of the relay. Here a stream
-// starts with MaxReceiveBufferPerStream and its window grows, up to
-// StreamWindowLimit, only while its client keeps up with the agent, out of
-// one budget for the whole relay (StreamWindowBudget); a client that stops
-// reading stops its window from growing. BENCHMARKS.md, "A window that
-// grows while its client reads".
-//
-// The relay only ever sends requests and reads answers: no server push,
-// no priorities, one GOAWAY honoured as the agent drains.
+// Settings are what a relay's client connections are made with.
+type Settings struct {
+	// InitialWindow is a stream's receive window to begin with, and
+	// WindowLimit how far it may grow (at least InitialWindow).
+	InitialWindow, WindowLimit int32
+	// WindowBudget is what all grown windows may hold together beyond
+	// InitialWindow each; zero or less: windows never grow.
+	WindowBudget int64
+	// MaxHeaderList bounds an answer's header list.
+	MaxHeaderList uint32
+	// PingInterval, PingTimeout and WriteTimeout are the connection's
+	// liveness bounds.
+	PingInterval, PingTimeout, WriteTimeout time.Duration
+}
 
-// h2Config is what every tunnel connection of a relay shares.
-type h2Config struct {
+// Config is what every client connection of a relay shares: its
+// settings and one window budget.
+type Config struct {
 	initialWindow int32 // a stream's receive window to begin with
 	windowLimit   int32 // how far a stream's window may grow
 	budget        *windowBudget
@@ -47,20 +49,23 @@ type h2Config struct {
 	fixedRTT      time.Duration // tests: the round trip windows are tuned by
 }
 
-func newH2Config(c *RelayConfig) *h2Config {
-	limit := max(c.StreamWindowLimit, c.MaxReceiveBufferPerStream)
-	b := &windowBudget{total: max(c.StreamWindowBudget, 0)}
+// NewConfig returns the shared config of a relay's client connections.
+func NewConfig(s Settings) *Config {
+	b := &windowBudget{total: max(s.WindowBudget, 0)}
 	b.avail.Store(b.total)
-	return &h2Config{
-		initialWindow: c.MaxReceiveBufferPerStream,
-		windowLimit:   limit,
+	return &Config{
+		initialWindow: s.InitialWindow,
+		windowLimit:   max(s.WindowLimit, s.InitialWindow),
 		budget:        b,
-		maxHeaderList: c.MaxHeaderBytes,
-		pingInterval:  c.PingInterval,
-		pingTimeout:   c.PingTimeout,
-		writeTimeout:  c.WriteTimeout,
+		maxHeaderList: s.MaxHeaderList,
+		pingInterval:  s.PingInterval,
+		pingTimeout:   s.PingTimeout,
+		writeTimeout:  s.WriteTimeout,
 	}
 }
+
+// WindowInUse is how much of the window budget grown windows hold now.
+func (c *Config) WindowInUse() int64 { return c.budget.inUse() }
 
 const (
 	// maxFrameRead is the largest frame the relay takes from an agent:
@@ -94,16 +99,16 @@ const (
 
 var (
 	errConnClosed  = errors.New("tunnel: the tunnel connection closed")
-	errGoingAway   = errors.New("tunnel: the agent is closing this tunnel connection")
-	errNoSlot      = errors.New("tunnel: the tunnel connection has no stream to spare")
+	ErrGoingAway   = errors.New("tunnel: the agent is closing this tunnel connection")
+	ErrNoSlot      = errors.New("tunnel: the tunnel connection has no stream to spare")
 	errBodyClosed  = errors.New("tunnel: the answer's body was closed")
 	errTooMany1xx  = errors.New("tunnel: the agent sent too many informational answers")
-	errHeadersPeer = errors.New("header list larger than the agent's advertised limit")
+	ErrHeadersPeer = errors.New("header list larger than the agent's advertised limit")
 )
 
 // tunnelClient is one tunnel connection as the relay drives it.
-type tunnelClient struct {
-	cfg  *h2Config
+type Conn struct {
+	cfg  *Config
 	conn net.Conn
 	fr   *http2.Framer // ReadFrame: readLoop only; writes under wmu
 	br   *bufio.Reader // what fr reads; readLoop reads DATA frames itself (readData)
@@ -142,14 +147,14 @@ type tunnelClient struct {
 }
 
 // tunnelClientState is what Relay.Conns reports of a connection.
-type tunnelClientState struct{ StreamsActive int }
+type ConnState struct{ StreamsActive int }
 
 // newTunnelClient starts HTTP/2 as the client on an agent's connection,
-// writing through a holdConn so that a request's HEADERS leave with its
+// writing through a hold.Conn so that a request's HEADERS leave with its
 // body.
-func newTunnelClient(cfg *h2Config, conn net.Conn) (*tunnelClient, error) {
-	hc := newHoldConn(conn, cfg.writeTimeout, len(http2.ClientPreface))
-	cc := &tunnelClient{
+func New(cfg *Config, conn net.Conn) (*Conn, error) {
+	hc := hold.NewConn(conn, cfg.writeTimeout, len(http2.ClientPreface))
+	cc := &Conn{
 		cfg:        cfg,
 		conn:       hc,
 		streams:    map[uint32]*h2Stream{},
@@ -198,7 +203,7 @@ func newTunnelClient(cfg *h2Config, conn net.Conn) (*tunnelClient, error) {
 
 // write runs fn, which writes frames, under wmu with the write timeout;
 // a failed write ends the connection.
-func (cc *tunnelClient) write(fn func() error) error {
+func (cc *Conn) write(fn func() error) error {
 	if cc.cfg.writeTimeout > 0 {
 		cc.conn.SetWriteDeadline(time.Now().Add(cc.cfg.writeTimeout))
 	}
@@ -210,15 +215,15 @@ func (cc *tunnelClient) write(fn func() error) error {
 }
 
 // State reports the connection's open streams.
-func (cc *tunnelClient) State() tunnelClientState {
+func (cc *Conn) State() ConnState {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	return tunnelClientState{StreamsActive: len(cc.streams)}
+	return ConnState{StreamsActive: len(cc.streams)}
 }
 
 // ReserveNewRequest reserves a stream for a RoundTrip to come, if the
 // connection can take one.
-func (cc *tunnelClient) ReserveNewRequest() bool {
+func (cc *Conn) ReserveNewRequest() bool {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if cc.err != nil || cc.goingAway || uint32(len(cc.streams)+cc.reserved) >= cc.maxStreams {
@@ -229,13 +234,13 @@ func (cc *tunnelClient) ReserveNewRequest() bool {
 }
 
 // Close ends the connection: streams in flight fail.
-func (cc *tunnelClient) Close() error {
+func (cc *Conn) Close() error {
 	cc.fail(errConnClosed)
 	return nil
 }
 
 // fail ends the connection for err, once.
-func (cc *tunnelClient) fail(err error) {
+func (cc *Conn) fail(err error) {
 	cc.mu.Lock()
 	if cc.err != nil {
 		cc.mu.Unlock()
@@ -260,7 +265,7 @@ func (cc *tunnelClient) fail(err error) {
 }
 
 // goAwayAndFail tells the agent why before ending the connection.
-func (cc *tunnelClient) goAwayAndFail(code http2.ErrCode, err error) {
+func (cc *Conn) goAwayAndFail(code http2.ErrCode, err error) {
 	cc.writeFrame(func(fr *http2.Framer) error { return fr.WriteGoAway(0, code, nil) })
 	cc.fail(err)
 }
@@ -270,8 +275,8 @@ func (cc *tunnelClient) goAwayAndFail(code http2.ErrCode, err error) {
 // The caller reserves the stream first with ReserveNewRequest, as every
 // path of the relay's does; a RoundTrip that fails before sending gives
 // the reservation back.
-func (cc *tunnelClient) RoundTrip(req *http.Request) (*http.Response, error) {
-	fields, err := requestFields(req)
+func (cc *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
+	fields, err := RequestFields(req)
 	if err != nil {
 		cc.unreserve()
 		if req.Body != nil {
@@ -279,12 +284,12 @@ func (cc *tunnelClient) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	return cc.roundTrip(req, fields)
+	return cc.RoundTripFields(req, fields)
 }
 
-// roundTrip is RoundTrip with req's header list already made, so that a
+// RoundTripFields is RoundTrip with req's header list already made, so that a
 // caller that measures it first (Relay.roundTrip) builds it once.
-func (cc *tunnelClient) roundTrip(req *http.Request, fields headerList) (*http.Response, error) {
+func (cc *Conn) RoundTripFields(req *http.Request, fields HeaderList) (*http.Response, error) {
 	ctx := req.Context()
 	body := requestBody(req)
 	closeBody := func() {
@@ -298,7 +303,7 @@ func (cc *tunnelClient) roundTrip(req *http.Request, fields headerList) (*http.R
 		closeBody()
 		return nil, err
 	}
-	size := fieldsSize(fields)
+	size := FieldsSize(fields)
 	var err error
 	s := &h2Stream{
 		cc:       cc,
@@ -318,14 +323,14 @@ func (cc *tunnelClient) roundTrip(req *http.Request, fields headerList) (*http.R
 	case cc.err != nil:
 		err = cc.err
 	case cc.goingAway:
-		err = errGoingAway
+		err = ErrGoingAway
 	case cc.reserved > 0:
 		cc.reserved--
 	case uint32(len(cc.streams)) >= cc.maxStreams:
-		err = errNoSlot
+		err = ErrNoSlot
 	}
 	if err == nil && cc.peerHeaders > 0 && size > cc.peerHeaders {
-		err = errHeadersPeer
+		err = ErrHeadersPeer
 	}
 	if err != nil {
 		cc.mu.Unlock()
@@ -363,7 +368,7 @@ func (cc *tunnelClient) roundTrip(req *http.Request, fields headerList) (*http.R
 	return s.resp, nil
 }
 
-func (cc *tunnelClient) unreserve() {
+func (cc *Conn) unreserve() {
 	cc.mu.Lock()
 	if cc.reserved > 0 {
 		cc.reserved--
@@ -373,7 +378,7 @@ func (cc *tunnelClient) unreserve() {
 
 // writeHeaders writes a header block as HEADERS and CONTINUATION frames
 // of at most frameSize bytes. Under wmu.
-func (cc *tunnelClient) writeHeaders(id uint32, endStream bool, frameSize int, block []byte) error {
+func (cc *Conn) writeHeaders(id uint32, endStream bool, frameSize int, block []byte) error {
 	first := true
 	for first || len(block) > 0 {
 		chunk := block[:min(len(block), frameSize)]
@@ -393,7 +398,7 @@ func (cc *tunnelClient) writeHeaders(id uint32, endStream bool, frameSize int, b
 }
 
 // writeTrailers ends a request with its trailers.
-func (cc *tunnelClient) writeTrailers(id uint32, trailer http.Header) error {
+func (cc *Conn) writeTrailers(id uint32, trailer http.Header) error {
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
 	cc.mu.Lock()
@@ -414,7 +419,7 @@ func (cc *tunnelClient) writeTrailers(id uint32, trailer http.Header) error {
 
 // shrinkHeaderBuffer lets go of a header block buffer that a large
 // header list grew, which the connection would otherwise keep. Under wmu.
-func (cc *tunnelClient) shrinkHeaderBuffer() {
+func (cc *Conn) shrinkHeaderBuffer() {
 	if cc.hbuf.Cap() > maxFrameWrite {
 		cc.hbuf = bytes.Buffer{}
 	}
@@ -425,17 +430,20 @@ func (cc *tunnelClient) shrinkHeaderBuffer() {
 // sent, for the connection's life.
 var dataFrames = sync.Pool{New: func() any { b := make([]byte, 0, frameHeaderLen+32<<10); return &b }}
 
+// frameHeaderLen is an HTTP/2 frame header's length (RFC 9113 §4.1).
+const frameHeaderLen = 9
+
 // writeData writes a DATA frame of p on stream id, ending the stream if
 // end.
-func (cc *tunnelClient) writeData(id uint32, end bool, p []byte) error {
+func (cc *Conn) writeData(id uint32, end bool, p []byte) error {
 	bp := dataFrames.Get().(*[]byte)
 	defer dataFrames.Put(bp)
 	var flags byte
 	if end {
-		flags = flagEndStream
+		flags = byte(http2.FlagDataEndStream)
 	}
 	n := len(p)
-	frame := append((*bp)[:0], byte(n>>16), byte(n>>8), byte(n), frameData, flags, byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
+	frame := append((*bp)[:0], byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), flags, byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
 	frame = append(frame, p...)
 	*bp = frame[:0]
 	cc.wmu.Lock()
@@ -447,14 +455,14 @@ func (cc *tunnelClient) writeData(id uint32, end bool, p []byte) error {
 }
 
 // writeFrame writes one frame under wmu; it reports whether it was sent.
-func (cc *tunnelClient) writeFrame(fn func(fr *http2.Framer) error) error {
+func (cc *Conn) writeFrame(fn func(fr *http2.Framer) error) error {
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
 	return cc.write(func() error { return fn(cc.fr) })
 }
 
 // forget removes an ended stream.
-func (cc *tunnelClient) forget(s *h2Stream) {
+func (cc *Conn) forget(s *h2Stream) {
 	cc.mu.Lock()
 	if cc.streams[s.id] != s {
 		cc.mu.Unlock()
@@ -465,13 +473,13 @@ func (cc *tunnelClient) forget(s *h2Stream) {
 	cc.flow.Broadcast()
 	cc.mu.Unlock()
 	if idle {
-		cc.fail(errGoingAway) // drained: the agent closes its side too
+		cc.fail(ErrGoingAway) // drained: the agent closes its side too
 	}
 }
 
 // awaitSend waits until s may send up to n bytes and takes them from its
 // window and the connection's.
-func (cc *tunnelClient) awaitSend(s *h2Stream, n int) (int, error) {
+func (cc *Conn) awaitSend(s *h2Stream, n int) (int, error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	for {

@@ -1,8 +1,7 @@
-//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. The relay_h2*.go files are the only ones of its side that name it. See PROTOCOL.md.
-
-package tunnel
+package h2client
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,10 +36,10 @@ func bodyLength(req *http.Request) int64 {
 }
 
 // headerList is a request's header fields as HTTP/2 sends them.
-type headerList []hpack.HeaderField
+type HeaderList []hpack.HeaderField
 
 // requestFields is req's header list as HTTP/2 sends it.
-func requestFields(req *http.Request) (headerList, error) {
+func RequestFields(req *http.Request) (HeaderList, error) {
 	contentLength := bodyLength(req)
 	host := req.Host
 	if host == "" {
@@ -132,10 +131,14 @@ func bodyMethod(m string) bool {
 
 // fieldsSize is a header list's size as SETTINGS_MAX_HEADER_LIST_SIZE
 // counts it.
-func fieldsSize(fields headerList) uint64 {
+func FieldsSize(fields HeaderList) uint64 {
 	var n uint64
 	for _, f := range fields {
 		n += uint64(f.Size())
 	}
 	return n
 }
+
+// ErrHeadersTooLarge is tunnel.ErrHeadersTooLarge: a header list over
+// what the other side accepts.
+var ErrHeadersTooLarge = errors.New("tunnel: request header list too large for the tunnel")

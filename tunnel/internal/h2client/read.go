@@ -1,6 +1,6 @@
-//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. The relay_h2*.go files are the only ones of its side that name it. See PROTOCOL.md.
+//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. This package is the relay side of the tunnel written on it; in package tunnel only agent_h2.go and relay_clients_h2.go name it. See PROTOCOL.md.
 
-package tunnel
+package h2client
 
 import (
 	"crypto/rand"
@@ -20,7 +20,7 @@ import (
 // connection, and keeps the round trip windows are tuned by.
 
 // readLoop reads the agent's frames until the connection ends.
-func (cc *tunnelClient) readLoop() {
+func (cc *Conn) readLoop() {
 	for {
 		fh, err := cc.fr.ReadFrameHeader()
 		var f http2.Frame
@@ -64,14 +64,14 @@ func (cc *tunnelClient) readLoop() {
 }
 
 // stream returns the open stream id, or nil.
-func (cc *tunnelClient) stream(id uint32) *h2Stream {
+func (cc *Conn) stream(id uint32) *h2Stream {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	return cc.streams[id]
 }
 
 // process handles one frame; an error ends the connection.
-func (cc *tunnelClient) process(f http2.Frame) error {
+func (cc *Conn) process(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
 		return cc.processHeaders(f)
@@ -102,7 +102,7 @@ func (cc *tunnelClient) process(f http2.Frame) error {
 	return nil // priorities and unknown frames
 }
 
-func (cc *tunnelClient) processHeaders(f *http2.MetaHeadersFrame) error {
+func (cc *Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	s := cc.stream(f.StreamID)
 	if s == nil {
 		if f.StreamID >= cc.nextIDNow() {
@@ -174,7 +174,7 @@ func (cc *tunnelClient) processHeaders(f *http2.MetaHeadersFrame) error {
 
 // header builds an http.Header from fields, keeping canonical names of
 // the connection's common headers.
-func (cc *tunnelClient) header(fields []hpack.HeaderField) http.Header {
+func (cc *Conn) header(fields []hpack.HeaderField) http.Header {
 	h := make(http.Header, len(fields))
 	for _, f := range fields {
 		k, ok := cc.canon[f.Name]
@@ -189,7 +189,7 @@ func (cc *tunnelClient) header(fields []hpack.HeaderField) http.Header {
 	return h
 }
 
-func (cc *tunnelClient) nextIDNow() uint32 {
+func (cc *Conn) nextIDNow() uint32 {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	return cc.nextID
@@ -197,7 +197,7 @@ func (cc *tunnelClient) nextIDNow() uint32 {
 
 // dataStream takes n bytes of DATA for stream id from the connection's
 // window and returns the stream, nil if it has ended.
-func (cc *tunnelClient) dataStream(id uint32, n int32) (*h2Stream, error) {
+func (cc *Conn) dataStream(id uint32, n int32) (*h2Stream, error) {
 	if n > cc.connRecv {
 		return nil, errors.New("tunnel: the agent sent past the connection's window")
 	}
@@ -229,7 +229,7 @@ const dataPiece = 16 << 10
 // readData reads a DATA frame, whose header is fh, and hands it to its
 // stream. ioErr is a failed read; protoErr a frame that ends the
 // connection.
-func (cc *tunnelClient) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
+func (cc *Conn) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 	size := int(fh.Length)
 	pad := 0
 	if fh.Flags.Has(http2.FlagDataPadded) {
@@ -282,7 +282,7 @@ func (cc *tunnelClient) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 	return nil, err
 }
 
-func (cc *tunnelClient) processSettings(f *http2.SettingsFrame) error {
+func (cc *Conn) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		if !cc.settingsAckd {
 			cc.settingsAckd = true
@@ -327,7 +327,7 @@ func (cc *tunnelClient) processSettings(f *http2.SettingsFrame) error {
 	})
 }
 
-func (cc *tunnelClient) processWindowUpdate(f *http2.WindowUpdateFrame) error {
+func (cc *Conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	const maxWindow = 1<<31 - 1
@@ -346,7 +346,7 @@ func (cc *tunnelClient) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 	return nil
 }
 
-func (cc *tunnelClient) processGoAway(f *http2.GoAwayFrame) {
+func (cc *Conn) processGoAway(f *http2.GoAwayFrame) {
 	cc.mu.Lock()
 	cc.goingAway = true
 	cc.lastID = f.LastStreamID
@@ -359,21 +359,21 @@ func (cc *tunnelClient) processGoAway(f *http2.GoAwayFrame) {
 	idle := len(cc.streams) == len(gone)
 	cc.mu.Unlock()
 	for _, s := range gone {
-		s.fail(fmt.Errorf("%w before serving this request", errGoingAway), http2.ErrCodeCancel)
+		s.fail(fmt.Errorf("%w before serving this request", ErrGoingAway), http2.ErrCodeCancel)
 	}
 	if idle {
-		cc.fail(errGoingAway)
+		cc.fail(ErrGoingAway)
 	}
 }
 
 // healthCheck pings a connection that has been silent for the ping
 // interval, and ends it if the answer does not come within the timeout.
-func (cc *tunnelClient) healthCheck() { cc.ping(true) }
+func (cc *Conn) healthCheck() { cc.ping(true) }
 
 // ping sends a PING and takes its round trip as a sample of the
 // connection's; failIfLate ends the connection if no answer comes within
 // the ping timeout.
-func (cc *tunnelClient) ping(failIfLate bool) {
+func (cc *Conn) ping(failIfLate bool) {
 	var data [8]byte
 	rand.Read(data[:])
 	ch := make(chan struct{})
@@ -395,7 +395,7 @@ func (cc *tunnelClient) ping(failIfLate bool) {
 	defer t.Stop()
 	select {
 	case <-ch:
-		if cc.alive() {
+		if cc.Alive() {
 			cc.sampleRTT(time.Since(start))
 		}
 	case <-t.C:
@@ -408,15 +408,15 @@ func (cc *tunnelClient) ping(failIfLate bool) {
 	}
 }
 
-// alive reports whether the connection has not ended.
-func (cc *tunnelClient) alive() bool {
+// Alive reports whether the connection has not ended.
+func (cc *Conn) Alive() bool {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	return cc.err == nil
 }
 
 // sampleRTT adds a round trip to the connection's smoothed one.
-func (cc *tunnelClient) sampleRTT(d time.Duration) {
+func (cc *Conn) sampleRTT(d time.Duration) {
 	if old := cc.rttNanos.Load(); old > 0 {
 		d = (7*time.Duration(old) + d) / 8
 	}
@@ -426,7 +426,7 @@ func (cc *tunnelClient) sampleRTT(d time.Duration) {
 
 // rtt is the connection's round-trip time, 0 until measured; a PING
 // measures it again when it is older than rttMaxAge.
-func (cc *tunnelClient) rtt(now time.Time) time.Duration {
+func (cc *Conn) rtt(now time.Time) time.Duration {
 	if cc.cfg.fixedRTT > 0 {
 		return cc.cfg.fixedRTT
 	}

@@ -1,4 +1,4 @@
-package tunnel
+package h2client
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,10 +33,10 @@ type fakeAgent struct {
 	frames chan http2.Frame
 }
 
-func testH2Config(initial, limit int32, budget int64) *h2Config {
+func testH2Config(initial, limit int32, budget int64) *Config {
 	b := &windowBudget{total: budget}
 	b.avail.Store(budget)
-	return &h2Config{
+	return &Config{
 		initialWindow: initial, windowLimit: limit, budget: b, maxHeaderList: 16 << 10,
 		pingInterval: time.Hour, pingTimeout: time.Hour, writeTimeout: 10 * time.Second,
 		// Long against the test's pace: a reader that reads at all keeps
@@ -47,7 +48,7 @@ func testH2Config(initial, limit int32, budget int64) *h2Config {
 // newFakeAgent connects a relay's client to a fake agent over a Unix
 // socket (a fuzz run opens thousands: TCP would run out of ports) and
 // completes the SETTINGS exchange, the agent sending settings.
-func newFakeAgent(t testing.TB, cfg *h2Config, settings ...http2.Setting) (*tunnelClient, *fakeAgent) {
+func newFakeAgent(t testing.TB, cfg *Config, settings ...http2.Setting) (*Conn, *fakeAgent) {
 	t.Helper()
 	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "agent"))
 	require.NoError(t, err)
@@ -68,7 +69,7 @@ func newFakeAgent(t testing.TB, cfg *h2Config, settings ...http2.Setting) (*tunn
 	a.henc = hpack.NewEncoder(&a.hbuf)
 	require.NoError(t, a.fr.WriteSettings(settings...))
 
-	cc, err := newTunnelClient(cfg, relaySide)
+	cc, err := New(cfg, relaySide)
 	require.NoError(t, err)
 	t.Cleanup(func() { cc.Close(); agentSide.Close() })
 
@@ -84,7 +85,7 @@ func newFakeAgent(t testing.TB, cfg *h2Config, settings ...http2.Setting) (*tunn
 
 // clientAndAgent is one relay's client with its fake agent.
 type clientAndAgent struct {
-	cc *tunnelClient
+	cc *Conn
 	a  *fakeAgent
 }
 
@@ -265,7 +266,7 @@ func (a *fakeAgent) windowLimited(id uint32, sent, granted *int64, readerDone <-
 }
 
 // send sends a GET for path in a goroutine; the channel gets its answer.
-func send(t testing.TB, cc *tunnelClient, path string) <-chan *http.Response {
+func send(t testing.TB, cc *Conn, path string) <-chan *http.Response {
 	got := make(chan *http.Response, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodGet, "https://cluster"+path, nil)
@@ -278,7 +279,7 @@ func send(t testing.TB, cc *tunnelClient, path string) <-chan *http.Response {
 
 // fetch sends a GET and reads its whole answer in a goroutine; the
 // channel gets the error, if any.
-func fetch(cc *tunnelClient) <-chan error {
+func fetch(cc *Conn) <-chan error {
 	errc := make(chan error, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodGet, "https://cluster/x", nil)
@@ -304,7 +305,7 @@ func readThenStop(body io.Reader, n int64) <-chan error {
 }
 
 // get sends a GET and has the agent answer 200 with a body to come.
-func (a *fakeAgent) get(cc *tunnelClient) (uint32, *http.Response) {
+func (a *fakeAgent) get(cc *Conn) (uint32, *http.Response) {
 	a.t.Helper()
 	got := send(a.t, cc, "/big")
 	id := a.request().StreamID
@@ -522,7 +523,7 @@ func TestLargeDataFramesArriveWhole(t *testing.T) {
 func TestConnectionKeepsNoFrameBufferAfterADownload(t *testing.T) {
 	const conns = 100
 	ps := newFakeAgents(t, conns)
-	before := HeapInUse()
+	before := heapInUse()
 	for _, p := range ps {
 		got := send(t, p.cc, "/x")
 		id := p.a.request().StreamID
@@ -535,7 +536,7 @@ func TestConnectionKeepsNoFrameBufferAfterADownload(t *testing.T) {
 		require.EqualValues(t, maxFrameRead, n)
 		resp.Body.Close()
 	}
-	after := HeapInUse()
+	after := heapInUse()
 	per := int64(after-before) / conns
 	t.Logf("heap per connection after a download: %d bytes", per)
 	assert.Less(t, per, int64(maxFrameRead/4))
@@ -549,7 +550,7 @@ func TestConnectionKeepsNoFrameBufferAfterADownload(t *testing.T) {
 func TestConnectionKeepsNoFrameBufferAfterAnUpload(t *testing.T) {
 	const conns = 100
 	ps := newFakeAgents(t, conns, http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
-	before := HeapInUse()
+	before := heapInUse()
 	for _, p := range ps {
 		got := make(chan *http.Response, 1)
 		go func() {
@@ -569,7 +570,7 @@ func TestConnectionKeepsNoFrameBufferAfterAnUpload(t *testing.T) {
 		require.NotNil(t, resp)
 		resp.Body.Close()
 	}
-	per := int64(HeapInUse()-before) / conns
+	per := int64(heapInUse()-before) / conns
 	t.Logf("heap per connection after an upload: %d bytes", per)
 	assert.Less(t, per, int64(48<<10))
 }
@@ -769,4 +770,14 @@ func FuzzTunnelClientAgentFrames(f *testing.F) {
 		require.Eventually(t, func() bool { return cc.State().StreamsActive == 0 }, 10*time.Second, time.Millisecond)
 		assert.EqualValues(t, 1<<20, cfg.budget.avail.Load())
 	})
+}
+
+// heapInUse is the heap in use after garbage collection, sync.Pool's
+// victims included.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
 }

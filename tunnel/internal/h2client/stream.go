@@ -1,6 +1,6 @@
-//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. The relay_h2*.go files are the only ones of its side that name it. See PROTOCOL.md.
+//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. This package is the relay side of the tunnel written on it; in package tunnel only agent_h2.go and relay_clients_h2.go name it. See PROTOCOL.md.
 
-package tunnel
+package h2client
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ import (
 
 // h2Stream is one request and its answer.
 type h2Stream struct {
-	cc      *tunnelClient
+	cc      *Conn
 	id      uint32
 	req     *http.Request
 	body    io.ReadCloser // the request's; nil without one

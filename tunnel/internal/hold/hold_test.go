@@ -1,4 +1,4 @@
-package tunnel
+package hold
 
 import (
 	"bytes"
@@ -69,7 +69,7 @@ func dataFrame(t *testing.T, stream uint32, data []byte, endStream bool) []byte 
 // leave with its DATA in one write.
 func TestHoldConnSendsHeadersWithTheirData(t *testing.T) {
 	rc := newRecordingConn()
-	h := newHoldConn(rc, time.Second, 0)
+	h := NewConn(rc, time.Second, 0)
 	h.hold = time.Hour // the DATA comes when the test says, however slow the machine
 	headers, data := headersFrame(t, 1, false), dataFrame(t, 1, []byte("ok"), true)
 
@@ -88,7 +88,7 @@ func TestHoldConnSendsHeadersWithTheirData(t *testing.T) {
 // HEADERS leave with its body.
 func TestClientHoldConnSendsHeadersWithTheBody(t *testing.T) {
 	rc := newRecordingConn()
-	h := newHoldConn(rc, time.Second, len(http2.ClientPreface))
+	h := NewConn(rc, time.Second, len(http2.ClientPreface))
 	h.hold = time.Hour
 	var b bytes.Buffer
 	b.WriteString(http2.ClientPreface)
@@ -114,7 +114,7 @@ func TestClientHoldConnSendsHeadersWithTheBody(t *testing.T) {
 // connection (thousands of idle connections must not keep one each).
 func TestHoldConnHoldsBriefly(t *testing.T) {
 	rc := newRecordingConn()
-	h := newHoldConn(rc, time.Second, 0)
+	h := NewConn(rc, time.Second, 0)
 	h.hold = time.Hour // the test ends the hold itself, however slow the machine
 	first, second := headersFrame(t, 1, false), headersFrame(t, 3, false)
 	h.Write(first)
@@ -134,7 +134,7 @@ func TestHoldConnHoldsBriefly(t *testing.T) {
 // once, with what was held.
 func TestHoldConnHoldsAtMostMaxHeld(t *testing.T) {
 	rc := newRecordingConn()
-	h := newHoldConn(rc, time.Second, 0)
+	h := NewConn(rc, time.Second, 0)
 	h.hold = time.Hour
 	var b bytes.Buffer
 	require.NoError(t, http2.NewFramer(&b, nil).WriteHeaders(http2.HeadersFrameParam{
@@ -163,7 +163,7 @@ func TestHoldConnWritesOtherFramesAtOnce(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			rc := newRecordingConn()
-			h := newHoldConn(rc, time.Second, 0)
+			h := NewConn(rc, time.Second, 0)
 			_, err := h.Write(frame)
 			require.NoError(t, err)
 			assert.Equal(t, [][]byte{frame}, rc.got())
@@ -174,7 +174,7 @@ func TestHoldConnWritesOtherFramesAtOnce(t *testing.T) {
 // Headers whose body comes later (a watch) leave once the hold is over.
 func TestHoldConnReleasesHeldHeaders(t *testing.T) {
 	rc := newRecordingConn()
-	h := newHoldConn(rc, time.Second, 0)
+	h := NewConn(rc, time.Second, 0)
 	headers := headersFrame(t, 1, false)
 	_, err := h.Write(headers)
 	require.NoError(t, err)
@@ -191,7 +191,7 @@ func TestHoldConnReportsAFailedHeldWrite(t *testing.T) {
 	rc := newRecordingConn()
 	broken := errors.New("broken pipe")
 	rc.fail = broken
-	h := newHoldConn(rc, time.Second, 0)
+	h := NewConn(rc, time.Second, 0)
 	_, err := h.Write(headersFrame(t, 1, false))
 	require.NoError(t, err)
 	// Nothing follows: the hold ends and its write fails.
@@ -214,7 +214,7 @@ func TestHoldConnReportsAFailedHeldWrite(t *testing.T) {
 // frame boundaries are unknown: nothing is held any more.
 func TestHoldConnStopsHoldingAfterAFailedWrite(t *testing.T) {
 	rc := newRecordingConn()
-	h := newHoldConn(rc, time.Second, 0)
+	h := NewConn(rc, time.Second, 0)
 	h.hold = time.Hour
 	rc.fail = os.ErrDeadlineExceeded
 	_, err := h.Write(dataFrame(t, 1, []byte("partial"), false))

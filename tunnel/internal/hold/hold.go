@@ -1,4 +1,4 @@
-package tunnel
+package hold
 
 import (
 	"net"
@@ -11,15 +11,16 @@ import (
 // whenever it has nothing else queued. A small answer's DATA follows a few
 // microseconds later in a second write, and the relay wakes up twice. Its
 // client does the same with a request's HEADERS and body, and net/http's
-// server with the answers the relay sends its own clients. holdConn sits
+// server with the answers the relay sends its own clients. Conn sits
 // under each (ConfigureServer for the last) and holds back a write that
-// ends with a header block of a stream that goes on, for at most holdFor,
+// ends with a header block of a stream that goes on, for at most For,
 // so that the DATA usually leaves in the same write; a stream whose body
 // comes later (a watch, an upgraded stream, a slow upload) gets its
-// headers after holdFor.
+// headers after For.
 // BENCHMARKS.md, "Holding a small answer's HEADERS".
 const (
-	holdFor = 100 * time.Microsecond
+	// For is the longest a header block is held.
+	For = 100 * time.Microsecond
 	// maxHeld bounds what is held: beyond it, held bytes go at once.
 	maxHeld = 16 << 10
 	// keepHeld is the largest buffer a connection keeps between holds;
@@ -28,9 +29,8 @@ const (
 	keepHeld = 1 << 10
 )
 
-// HTTP/2 frame types and flags read by frameScanner and written by the
-// relay's writeData (RFC 9113 §6),
-// written out here because only the *_h2*.go files name x/net/http2.
+// HTTP/2 frame types and flags read by frameScanner (RFC 9113 §6),
+// written out here so that this package needs nothing of x/net/http2.
 const (
 	frameData         = 0x0
 	frameHeaders      = 0x1
@@ -40,13 +40,13 @@ const (
 	frameHeaderLen    = 9
 )
 
-// holdConn is a tunnel connection as the HTTP/2 server (agent) or client
+// Conn is a tunnel connection as the HTTP/2 server (agent) or client
 // (relay) writes to it. Reads and read deadlines go to the connection; a
 // write the timer sends has its own write timeout.
-type holdConn struct {
+type Conn struct {
 	net.Conn
 	writeTimeout time.Duration
-	hold         time.Duration // holdFor; longer in tests
+	hold         time.Duration // For; longer in tests
 
 	mu       sync.Mutex
 	held     []byte
@@ -56,19 +56,23 @@ type holdConn struct {
 	frames   frameScanner
 }
 
-// newHoldConn wraps c; preface is how many bytes c's writer sends before
+// NewConn wraps c; preface is how many bytes c's writer sends before
 // its first frame (an HTTP/2 client's connection preface, none for a
 // server).
-func newHoldConn(c net.Conn, writeTimeout time.Duration, preface int) *holdConn {
-	h := &holdConn{Conn: c, writeTimeout: writeTimeout, hold: holdFor, frames: frameScanner{skip: preface}}
+func NewConn(c net.Conn, writeTimeout time.Duration, preface int) *Conn {
+	h := &Conn{Conn: c, writeTimeout: writeTimeout, hold: For, frames: frameScanner{skip: preface}}
 	h.timer = time.AfterFunc(time.Hour, h.release)
 	h.timer.Stop()
 	return h
 }
 
+// SetHold sets how long a header block is held, For unless set; tests
+// hold longer. Call it before the first write.
+func (h *Conn) SetHold(d time.Duration) { h.hold = d }
+
 // Write writes p, with anything held before it; it holds p instead if p
 // ends with the header block of a stream that goes on.
-func (h *holdConn) Write(p []byte) (int, error) {
+func (h *Conn) Write(p []byte) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.err != nil {
@@ -103,7 +107,7 @@ func (h *holdConn) Write(p []byte) (int, error) {
 }
 
 // emptyHeld empties the held buffer, keeping it only if it is small.
-func (h *holdConn) emptyHeld() {
+func (h *Conn) emptyHeld() {
 	if cap(h.held) > keepHeld {
 		h.held = nil
 		return
@@ -113,22 +117,22 @@ func (h *holdConn) emptyHeld() {
 
 // Close stops the hold's timer and closes the connection; anything held
 // is dropped with it.
-func (h *holdConn) Close() error {
+func (h *Conn) Close() error {
 	h.timer.Stop()
 	return h.Conn.Close()
 }
 
 // SetWriteDeadline sets the deadline of HTTP/2's writes. It waits for a
 // held write the timer is sending, whose deadline is its own.
-func (h *holdConn) SetWriteDeadline(t time.Time) error {
+func (h *Conn) SetWriteDeadline(t time.Time) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.deadline = t
 	return h.Conn.SetWriteDeadline(t)
 }
 
-// release sends what is held when nothing followed it within holdFor.
-func (h *holdConn) release() {
+// release sends what is held when nothing followed it within For.
+func (h *Conn) release() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.held) == 0 || h.err != nil {
