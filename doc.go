@@ -16,8 +16,15 @@
 //
 // # Packages
 //
+//   - [github.com/clusterconnect/clusterconnect/relay],
+//     [github.com/clusterconnect/clusterconnect/agent] and
+//     [github.com/clusterconnect/clusterconnect/tokens/login]: the relay, the
+//     agent and the user's sign-in as the example binaries run them.
 //   - [github.com/clusterconnect/clusterconnect/tunnel]: the reverse HTTP/2
 //     tunnel, agent and relay sides.
+//   - [github.com/clusterconnect/clusterconnect/access] and
+//     [github.com/clusterconnect/clusterconnect/etcddir]: the relay's front
+//     door, and a fleet's directory in etcd.
 //   - [github.com/clusterconnect/clusterconnect/tokens]: verification of Entra
 //     ID and OIDC access tokens, claim-to-identity mapping, and client-side
 //     token sources.
@@ -27,5 +34,6 @@
 //     generation and merging for the client side.
 //
 // Packages depend downward only: tunnel knows nothing of Kubernetes or tokens;
-// impersonate and kubeconfig build on tokens.
+// impersonate and kubeconfig build on tokens; relay and agent assemble the
+// rest.
 package clusterconnect

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,29 +28,17 @@ import (
 // An agent with a key credential: it signs an assertion for each
 // connection with its own key, which the relay knows by its public half.
 // A caller's request reaches the API server as the caller, through
-// impersonation. (An Entra ID stand-in issues the token; a stand-in API
-// server prints who the request is for.)
+// impersonation. (Stand-ins play Entra ID and the API server, which says
+// who a request is for.)
 func ExampleAgent() {
-	const tenant = "8f7e2a4c-1d3b-4e5f-9a8b-7c6d5e4f3a2b"
-	entra, _ := oidctest.Start()
-	defer entra.Close()
-	issuers, _ := tokens.EntraIssuers(tokens.EntraConfig{TenantIDs: []string{tenant}, Audiences: []string{"api://demo"}, DiscoveryURL: entra.EntraDiscoveryURL})
-	verifier, _ := tokens.NewVerifier(&tokens.Config{Issuers: issuers, HTTPClient: entra.Client()})
+	verifier, tokenOf, done := entraStandIn()
+	defer done()
 	apiserver := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s as %s", r.URL.Path, r.Header.Get("Impersonate-User"))
 	}))
 	defer apiserver.Close()
-
-	// The relay knows the cluster by its key, and takes assertions that name it.
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	aud, _ := tunnel.AssertionAudience("https://" + ln.Addr().String())
-	auth, _ := tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Audience: aud, Keys: map[string][]crypto.PublicKey{"prod-eu": {key.Public()}}})
-	relay, _ := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: auth})
-	front := httptest.NewUnstartedServer(relay)
-	front.Listener.Close()
-	front.Listener = ln
-	front.StartTLS()
+	relay, front := relayKnowing("prod-eu", key.Public()) // a relay, as package relay runs one
 	defer front.Close()
 
 	a, err := agent.New(&agent.Config{
@@ -68,18 +57,45 @@ func ExampleAgent() {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	token, _ := entra.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: "api://demo", UPN: "alice@contoso.com"})
 	req, _ := http.NewRequest(http.MethodGet, front.URL+"/clusters/prod-eu/api/v1/pods", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Authorization", "Bearer "+tokenOf("alice@contoso.com"))
 	resp, err := front.Client().Do(req)
 	if err != nil {
 		panic(err)
 	}
 	defer resp.Body.Close()
-	var body [64]byte
-	n, _ := resp.Body.Read(body[:])
-	fmt.Println(resp.Status, string(body[:n]))
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.Status, string(body))
 	// Output: 200 OK /api/v1/pods as alice@contoso.com
+}
+
+// relayKnowing is a relay that knows a cluster by its agents' public key,
+// and takes assertions that name it by its URL.
+func relayKnowing(cluster string, key crypto.PublicKey) (*tunnel.Relay, *httptest.Server) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	aud, _ := tunnel.AssertionAudience("https://" + ln.Addr().String())
+	auth, _ := tunnel.NewAssertionAuthenticator(tunnel.AssertionConfig{Audience: aud, Keys: map[string][]crypto.PublicKey{cluster: {key}}})
+	relay, _ := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: auth})
+	front := httptest.NewUnstartedServer(relay)
+	front.Listener.Close()
+	front.Listener = ln
+	front.StartTLS()
+	return relay, front
+}
+
+const tenant = "8f7e2a4c-1d3b-4e5f-9a8b-7c6d5e4f3a2b"
+
+// entraStandIn plays Entra ID: a verifier for its tokens, and a token for
+// a user.
+func entraStandIn() (*tokens.Verifier, func(upn string) string, func()) {
+	entra, _ := oidctest.Start()
+	issuers, _ := tokens.EntraIssuers(tokens.EntraConfig{TenantIDs: []string{tenant}, Audiences: []string{"api://demo"}, DiscoveryURL: entra.EntraDiscoveryURL})
+	verifier, _ := tokens.NewVerifier(&tokens.Config{Issuers: issuers, HTTPClient: entra.Client()})
+	tokenOf := func(upn string) string {
+		t, _ := entra.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: "api://demo", UPN: upn})
+		return t
+	}
+	return verifier, tokenOf, entra.Close
 }
 
 func writeKey(key *ecdsa.PrivateKey) string {
