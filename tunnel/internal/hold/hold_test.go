@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -113,21 +114,24 @@ func TestClientHoldConnSendsHeadersWithTheBody(t *testing.T) {
 // ends, and headers sent with a large body leave no large buffer on the
 // connection (thousands of idle connections must not keep one each).
 func TestHoldConnHoldsBriefly(t *testing.T) {
-	rc := newRecordingConn()
-	h := NewConn(rc, time.Second, 0)
-	h.hold = time.Hour // the test ends the hold itself, however slow the machine
-	first, second := headersFrame(t, 1, false), headersFrame(t, 3, false)
-	h.Write(first)
-	h.Write(second)
-	assert.Empty(t, rc.got())
-	h.release() // what the timer does when the hold ends
-	assert.Equal(t, [][]byte{append(bytes.Clone(first), second...)}, rc.got())
+	synctest.Test(t, func(t *testing.T) {
+		rc := newRecordingConn()
+		h := NewConn(rc, time.Second, 0)
+		first, second := headersFrame(t, 1, false), headersFrame(t, 3, false)
+		h.Write(first)
+		h.Write(second)
+		synctest.Wait()
+		assert.Empty(t, rc.got())
+		time.Sleep(For)
+		synctest.Wait()
+		assert.Equal(t, [][]byte{append(bytes.Clone(first), second...)}, rc.got())
 
-	h.Write(headersFrame(t, 5, false))
-	h.Write(dataFrame(t, 5, make([]byte, 64<<10), false))
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	assert.LessOrEqual(t, cap(h.held), keepHeld)
+		h.Write(headersFrame(t, 5, false))
+		h.Write(dataFrame(t, 5, make([]byte, 64<<10), false))
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		assert.LessOrEqual(t, cap(h.held), keepHeld)
+	})
 }
 
 // A connection holds at most maxHeld bytes: headers beyond that go at
@@ -171,19 +175,22 @@ func TestHoldConnWritesOtherFramesAtOnce(t *testing.T) {
 	}
 }
 
-// Headers whose body comes later (a watch) leave once the hold is over.
+// Headers whose body comes later (a watch) leave when the hold is over,
+// For after they were written, and not before.
 func TestHoldConnReleasesHeldHeaders(t *testing.T) {
-	rc := newRecordingConn()
-	h := NewConn(rc, time.Second, 0)
-	headers := headersFrame(t, 1, false)
-	_, err := h.Write(headers)
-	require.NoError(t, err)
-	select {
-	case <-rc.wrote:
-	case <-time.After(10 * time.Second):
-		t.Fatal("held headers were never written")
-	}
-	assert.Equal(t, [][]byte{headers}, rc.got())
+	synctest.Test(t, func(t *testing.T) {
+		rc := newRecordingConn()
+		h := NewConn(rc, time.Second, 0)
+		headers := headersFrame(t, 1, false)
+		_, err := h.Write(headers)
+		require.NoError(t, err)
+		time.Sleep(For - time.Nanosecond)
+		synctest.Wait()
+		assert.Empty(t, rc.got(), "held until For has passed")
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		assert.Equal(t, [][]byte{headers}, rc.got())
+	})
 }
 
 // A held write that fails fails every later write.
@@ -191,23 +198,22 @@ func TestHoldConnReportsAFailedHeldWrite(t *testing.T) {
 	rc := newRecordingConn()
 	broken := errors.New("broken pipe")
 	rc.fail = broken
-	h := NewConn(rc, time.Second, 0)
-	_, err := h.Write(headersFrame(t, 1, false))
-	require.NoError(t, err)
-	// Nothing follows: the hold ends and its write fails.
-	require.Eventually(t, func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return h.err != nil
-	}, 10*time.Second, time.Millisecond)
-	// The connection works again, but the headers are lost: every later
-	// write fails, so HTTP/2 ends the connection.
-	rc.mu.Lock()
-	rc.fail = nil
-	rc.mu.Unlock()
-	_, err = h.Write(dataFrame(t, 1, nil, true))
-	require.ErrorIs(t, err, broken)
-	assert.Empty(t, rc.got())
+	synctest.Test(t, func(t *testing.T) {
+		h := NewConn(rc, time.Second, 0)
+		_, err := h.Write(headersFrame(t, 1, false))
+		require.NoError(t, err)
+		// Nothing follows: the hold ends and its write fails.
+		time.Sleep(For)
+		synctest.Wait()
+		// The connection works again, but the headers are lost: every
+		// later write fails, so HTTP/2 ends the connection.
+		rc.mu.Lock()
+		rc.fail = nil
+		rc.mu.Unlock()
+		_, err = h.Write(dataFrame(t, 1, nil, true))
+		require.ErrorIs(t, err, broken)
+		assert.Empty(t, rc.got())
+	})
 }
 
 // After a write that failed, which HTTP/2 may follow with the rest of it,
