@@ -122,6 +122,10 @@ type RelayConfig struct {
 	// Directory that also implements ReplicaCounter, the answer says how
 	// many replicas there are.
 	ReplicaID string
+	// Picker, if set, chooses which of a cluster's connections, and which
+	// replica holding it, a request goes to (see Picker). Nil: the
+	// relay's own choice.
+	Picker Picker
 
 	// Registerer, if set, receives the relay's Prometheus metrics,
 	// named clusterconnect_relay_… (see the package doc); the caller
@@ -193,6 +197,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	r := &Relay{cfg: c, log: log, h2: h2client.NewConfig(h2client.Settings{InitialWindow: c.MaxReceiveBufferPerStream, WindowLimit: c.StreamWindowLimit,
 		WindowBudget: c.StreamWindowBudget, MaxHeaderList: c.MaxHeaderBytes, PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
 		WriteTimeout: c.WriteTimeout})}
+	r.reg.picker = c.Picker
 	if c.Directory != nil {
 		r.peers = newPeers(&c, r.h2)
 		r.reg.hold = c.Directory.Hold
@@ -233,8 +238,7 @@ func (r *Relay) Stats() Stats {
 func (r *Relay) Conns() []ConnInfo {
 	var out []ConnInfo
 	for _, c := range r.reg.all() {
-		st := c.cc.State()
-		out = append(out, ConnInfo{ClusterID: c.clusterID, AgentID: c.agentID, RemoteAddr: c.remote, Since: c.since, Streams: st.StreamsActive})
+		out = append(out, c.info())
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -38,10 +37,10 @@ func (r *Relay) DialContext(ctx context.Context, clusterID string) (net.Conn, er
 // dialViaPeer asks the replicas holding id, in turn, for a raw stream to
 // it, and returns the first replica's connection once it has switched.
 func (r *Relay) dialViaPeer(ctx context.Context, holders []string, id string) (net.Conn, error) {
-	start := rand.IntN(len(holders))
 	var errs []error
-	for i := range holders {
-		peer := holders[(start+i)%len(holders)]
+	order, start := r.orderHolders(id, holders)
+	for i := range order {
+		peer := order[(start+i)%len(order)]
 		req := (&http.Request{
 			Method: http.MethodGet, URL: &url.URL{Scheme: "https", Host: peer, Path: "/clusters/" + id + "/"}, Host: peer,
 			Header: http.Header{"Connection": {"Upgrade"}, "Upgrade": {peerDialProtocol}},

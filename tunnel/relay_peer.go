@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
@@ -262,10 +261,10 @@ func (p *peers) close() {
 // (retry.go).
 func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade bool) (*http.Response, error) {
 	a := newAttempt(out)
-	start := rand.IntN(len(holders))
 	var errs []error
-	for i := range holders {
-		peer := holders[(start+i)%len(holders)]
+	order, start := r.orderHolders(id, holders)
+	for i := range order {
+		peer := order[(start+i)%len(order)]
 		req := out.Clone(out.Context())
 		req.URL.Scheme, req.URL.Host = "https", peer
 		req.URL.Path = "/clusters/" + id + out.URL.Path

@@ -41,6 +41,8 @@ type registry struct {
 	// hold, if set, hears of a cluster's first connection and its last,
 	// in order (it is called under mu and must not block).
 	hold func(clusterID string, held bool)
+	// picker, if set, chooses the connection instead of pick's turns.
+	picker Picker
 }
 
 // add registers c; it reports false, adding nothing, once the registry is
@@ -165,6 +167,9 @@ func (r *registry) pick(clusterID string, failed *agentConn) (c *agentConn, know
 		return nil, false
 	}
 	conns := *cl.conns.Load()
+	if r.picker != nil {
+		return pickCustom(r.picker, clusterID, conns, failed), true
+	}
 	start := int(cl.next.Add(1))
 	if failed != nil {
 		for i := range conns {
@@ -192,6 +197,11 @@ func (r *registry) all() []*agentConn {
 		out = append(out, *cl.conns.Load()...)
 	}
 	return out
+}
+
+// info describes c as a ConnInfo.
+func (c *agentConn) info() ConnInfo {
+	return ConnInfo{ClusterID: c.clusterID, AgentID: c.agentID, RemoteAddr: c.remote, Since: c.since, Streams: c.cc.State().StreamsActive}
 }
 
 // ConnInfo describes a live tunnel connection.
