@@ -41,7 +41,9 @@ type Server struct {
 // New checks cfg, reads the agents and policy files, connects to etcd for
 // a fleet and opens the listeners, so that what is wrong is said before
 // anything is served. Call Run, or Close to release what New took.
-func New(cfg *Config) (_ *Server, err error) {
+func New(cfg *Config) (*Server, error) { return newServer(cfg) }
+
+func newServer(cfg *Config) (_ *Server, err error) {
 	c := *cfg
 	if c.TLSConfig == nil || (len(c.TLSConfig.Certificates) == 0 && c.TLSConfig.GetCertificate == nil) {
 		return nil, errors.New("relay: a serving certificate is required (Config.TLSConfig)")
