@@ -111,6 +111,10 @@ type Agent struct {
 	mu    sync.Mutex
 	conns map[*tunnelConn]struct{}
 	slots sync.WaitGroup
+
+	// dialer, if set, opens network connections instead of net.Dialer
+	// (tests: an in-memory network).
+	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // NewAgent checks cfg and returns an agent. It does not connect.

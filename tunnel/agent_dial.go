@@ -139,8 +139,12 @@ func (a *Agent) dialTCP(ctx context.Context) (net.Conn, error) {
 	}
 	target := hostPort(a.relay)
 	var d net.Dialer
+	dial := d.DialContext
+	if a.dialer != nil {
+		dial = a.dialer
+	}
 	if proxy == nil {
-		c, err := d.DialContext(ctx, "tcp", target)
+		c, err := dial(ctx, "tcp", target)
 		if err != nil {
 			return nil, fmt.Errorf("tunnel: connecting to relay: %w", err)
 		}
@@ -149,7 +153,7 @@ func (a *Agent) dialTCP(ctx context.Context) (net.Conn, error) {
 	if proxy.Scheme != "http" && proxy.Scheme != "https" {
 		return nil, fmt.Errorf("tunnel: proxy scheme %q not supported (use http or https)", proxy.Scheme)
 	}
-	c, err := d.DialContext(ctx, "tcp", hostPort(proxy))
+	c, err := dial(ctx, "tcp", hostPort(proxy))
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: connecting to proxy %s: %w", proxy.Host, err)
 	}

@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"runtime"
 	"time"
@@ -31,4 +33,10 @@ func HeapInUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
+}
+
+// SetAgentDialer has the agent open its connections with dial, before it
+// runs.
+func SetAgentDialer(a *Agent, dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
+	a.dialer = dial
 }

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -263,58 +265,43 @@ func TestThroughHTTPSProxyFromEnvironment(t *testing.T) {
 	assert.GreaterOrEqual(t, connects.Load(), int32(1), "the agent went through the proxy")
 }
 
-// A connection whose network silently stops carrying packets is found by
-// pings and dropped: the relay answers 503 instead of hanging, and the agent
-// reconnects once the network is back.
-func TestSilentlyDeadConnectionIsDropped(t *testing.T) {
-	var proxy *cutProxy
-	fast := func(interval, timeout *time.Duration) {
-		*interval, *timeout = 100*time.Millisecond, 200*time.Millisecond
-	}
-	h := newHarness(t, echo, harnessOpts{
-		relayCfg:  func(c *tunnel.RelayConfig) { fast(&c.PingInterval, &c.PingTimeout) },
-		agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = 1; fast(&c.PingInterval, &c.PingTimeout) },
-		relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
-	})
-	thaw := proxy.freeze()
-	require.Eventually(t, func() bool { return !h.relay.Connected(clusterID) }, 10*time.Second, 10*time.Millisecond,
-		"the relay drops the connection when its pings go unanswered")
-	resp, err := h.client().Get(h.url("/while-dead"))
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
-
-	proxy.cut()
-	thaw()
-	h.waitConnected(clusterID)
-	resp, err = h.client().Get(h.url("/alive-again"))
-	require.NoError(t, err)
-	assert.Equal(t, "/alive-again", decode(t, resp).Path)
-}
-
+// A relay that accepts the connection and never answers does not hold the
+// agent: each handshake times out after HandshakeTimeout and the agent
+// tries again after its backoff.
 func TestHandshakeTimeoutRetries(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	var attempts atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet()
+		ln := n.listen(memRelay)
+		var attempts atomic.Int32
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				attempts.Add(1)
+				defer c.Close() // accept, then say nothing at all
 			}
-			attempts.Add(1)
-			defer c.Close() // accept, then say nothing at all
-		}
-	}()
-	h := newHarness(t, echo, harnessOpts{noAgent: true})
-	h.startAgent(echo, harnessOpts{
-		relayAddr: func(string) string { return ln.Addr().String() },
-		agentCfg:  func(c *tunnel.AgentConfig) { c.HandshakeTimeout = 100 * time.Millisecond; c.Connections = 1 },
+		}()
+		agent, err := tunnel.NewAgent(&tunnel.AgentConfig{RelayURL: "https://" + memRelay, ClusterID: clusterID, Connections: 1,
+			Credential: tunnel.SecretCredential(secret), Handler: echo, Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }})
+		require.NoError(t, err)
+		tunnel.SetAgentDialer(agent, n.dial)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); agent.Run(ctx) }()
+
+		time.Sleep(tunnel.DefaultAgentHandshakeTimeout - time.Millisecond)
+		synctest.Wait()
+		assert.EqualValues(t, 1, attempts.Load(), "one attempt, still waiting for its answer")
+		time.Sleep(2 * (tunnel.DefaultAgentHandshakeTimeout + tunnel.DefaultMaxBackoff))
+		synctest.Wait()
+		assert.GreaterOrEqual(t, attempts.Load(), int32(3), "it timed out and tried again, twice")
+		assert.Zero(t, agent.Stats().ConnectionsOpened)
+		cancel()
+		<-done
+		ln.Close()
 	})
-	require.Eventually(t, func() bool { return attempts.Load() >= 3 }, 10*time.Second, 10*time.Millisecond,
-		"a relay that never answers does not hold the agent: it times out and tries again")
-	assert.Zero(t, h.agent.Stats().ConnectionsOpened)
 }
 
 // With every stream slot taken, a new request is refused at once.
