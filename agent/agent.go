@@ -21,8 +21,12 @@ import (
 )
 
 // DefaultWaitForKeys is how long an agent waits for its issuers' keys
-// before it connects to the relay.
-const DefaultWaitForKeys = 30 * time.Second
+// before it connects to the relay; ConnectAtOnce, in Config.WaitForKeys,
+// does not wait.
+const (
+	DefaultWaitForKeys               = 30 * time.Second
+	ConnectAtOnce      time.Duration = -1
+)
 
 // Config configures an Agent.
 type Config struct {
@@ -58,8 +62,8 @@ type Config struct {
 	Tunnel tunnel.AgentConfig
 	// WaitForKeys bounds how long Run waits for the issuers' keys before
 	// connecting: an agent that took requests first would answer each
-	// with 503 until its keys came. Default DefaultWaitForKeys; negative:
-	// connect at once.
+	// with 503 until its keys came. Default DefaultWaitForKeys;
+	// ConnectAtOnce does not wait.
 	WaitForKeys time.Duration
 	// HealthListen, if set, serves /livez, /healthz, /readyz (the
 	// issuers' keys are at hand) and /metrics.

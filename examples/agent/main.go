@@ -70,7 +70,7 @@ func register(fs *flag.FlagSet) *flags {
 	fs.BoolVar(&c.AllowNestedImpersonation, "allow-nested-impersonation", false, "honour callers' --as/--as-group when RBAC allows them to impersonate")
 	fs.StringVar(&c.HealthListen, "health-listen", ":8081", "address for /livez, /healthz, /readyz and /metrics")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
-	fs.DurationVar(&f.keyWait, "wait-for-keys", agent.DefaultWaitForKeys, "how long to wait for the issuers' keys before connecting to the relay (0: connect at once)")
+	cli.DurationBoundVar(fs, &c.WaitForKeys, "wait-for-keys", agent.DefaultWaitForKeys, agent.ConnectAtOnce, "connect at once", "how long (a `duration`) to wait for the issuers' keys before connecting to the relay")
 	return f
 }
 
@@ -146,10 +146,6 @@ func (f *flags) config() (*agent.Config, error) {
 		if c.RelayTLS.RootCAs, err = cli.CertPool("relay-ca", f.relayCA); err != nil {
 			return nil, err
 		}
-	}
-	c.WaitForKeys = f.keyWait
-	if f.keyWait == 0 {
-		c.WaitForKeys = -1 // connect at once
 	}
 	return c, nil
 }

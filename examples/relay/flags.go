@@ -18,18 +18,16 @@ import (
 // flags are the relay's flags: most set a field of cfg directly, the rest
 // are read by config.
 type flags struct {
-	cfg                      relay.Config
-	certFile, keyFile        string
-	selfSigned               bool
-	caOut, caDir             string
-	logFormat                string
-	streamWindow, windowCap  int
-	issuer                   *tokenflags.Flags
-	graph                    *tokenflags.GraphFlags
-	callerRate, clusterRate  float64
-	fleet                    *fleetFlags
-	maxConns, maxPerCluster  int
-	windowBudget, sendBuffer int64
+	cfg                     relay.Config
+	certFile, keyFile       string
+	selfSigned              bool
+	caOut, caDir            string
+	logFormat               string
+	streamWindow, windowCap int
+	issuer                  *tokenflags.Flags
+	graph                   *tokenflags.GraphFlags
+	callerRate, clusterRate float64
+	fleet                   *fleetFlags
 }
 
 func register(fs *flag.FlagSet) *flags {
@@ -59,11 +57,11 @@ func register(fs *flag.FlagSet) *flags {
 	fs.DurationVar(&t.UpgradeTimeout, "upgrade-timeout", tunnel.DefaultUpgradeTimeout, "how long an agent may take to answer exec, attach or port-forward")
 	fs.IntVar(&f.streamWindow, "stream-window", tunnel.DefaultMaxReceiveBufferPerStream, "bytes of one response the relay takes from an agent ahead of the client, to begin with: what a client that stops reading pins")
 	fs.IntVar(&f.windowCap, "stream-window-limit", tunnel.DefaultStreamWindowLimit, "how far one response's window grows while its client reads faster than the window lets the agent send: a cap on one download's speed over long round trips (a window per round trip)")
-	fs.Int64Var(&f.windowBudget, "stream-window-budget", tunnel.DefaultStreamWindowBudget, "bytes all grown windows may hold together beyond -stream-window each: what clients that read fast and then stop can pin in all (0: windows never grow)")
-	fs.IntVar(&f.maxConns, "max-client-conns", relay.DefaultMaxClientConns, "client connections open at once, before any request is read; past it new ones are reset (0: no bound); an agent's connection leaves it once the agent is accepted; the same bound holds on the agent and peer listeners")
-	fs.IntVar(&f.maxPerCluster, "max-conns-per-cluster", tunnel.DefaultMaxConnsPerCluster, "tunnel connections one cluster's agents may hold at once; past it a handshake gets 429 and the agent retries later (0: no bound)")
+	cli.BoundVar(fs, &t.StreamWindowBudget, "stream-window-budget", tunnel.DefaultStreamWindowBudget, relay.Unlimited, "windows never grow", "`bytes` all grown windows may hold together beyond -stream-window each: what clients that read fast and then stop can pin in all")
+	cli.BoundVar(fs, &c.MaxClientConns, "max-client-conns", relay.DefaultMaxClientConns, relay.Unlimited, "no bound", "client `connections` open at once, before any request is read; past it new ones are reset; an agent's connection leaves it once the agent is accepted; the same bound holds on the agent and peer listeners")
+	cli.BoundVar(fs, &t.MaxConnsPerCluster, "max-conns-per-cluster", tunnel.DefaultMaxConnsPerCluster, relay.Unlimited, "no bound", "tunnel `connections` one cluster's agents may hold at once; past it a handshake gets 429 and the agent retries later")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", relay.DefaultMaxHeaderBytes, "largest request header a client may send; the relay holds this much per connection while a caller sends it")
-	fs.Int64Var(&f.sendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "kernel send buffer per client connection in bytes: what a client that stops reading holds in the kernel, and a cap on one connection's speed over long round trips (0: the kernel's autotuning)")
+	cli.BoundVar(fs, &c.ClientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, relay.Unlimited, "the kernel's autotuning", "kernel send buffer per client connection in `bytes`: what a client that stops reading holds in the kernel, and a cap on one connection's speed over long round trips")
 	return f
 }
 
@@ -81,9 +79,6 @@ func (f *flags) config() (*relay.Config, error) {
 	c.Logger, c.Registry = log, cli.NewRegistry()
 	t := &c.Tunnel
 	t.MaxReceiveBufferPerStream, t.StreamWindowLimit = int32(f.streamWindow), int32(f.windowCap)
-	// The flags' 0 is "none" where the config's zero is the default.
-	t.StreamWindowBudget, t.MaxConnsPerCluster = orUnlimited(f.windowBudget), int(orUnlimited(int64(f.maxPerCluster)))
-	c.MaxClientConns, c.ClientSendBuffer = int(orUnlimited(int64(f.maxConns))), int(orUnlimited(f.sendBuffer))
 	c.Limits.CallerRate, c.Limits.CallerBurst = f.callerRate, int(2*f.callerRate+0.5)
 	c.Limits.ClusterRate, c.Limits.ClusterBurst = f.clusterRate, int(2*f.clusterRate+0.5)
 	if c.Fleet, err = f.fleet.config(); err != nil {
@@ -114,10 +109,6 @@ func (f *flags) check() error {
 		return errors.New("-stream-window must be between 16 KiB and 16 MiB")
 	case f.windowCap < f.streamWindow || f.windowCap > 64<<20:
 		return errors.New("-stream-window-limit must be between -stream-window and 64 MiB")
-	case f.maxPerCluster < 0:
-		return errors.New("-max-conns-per-cluster must not be negative (0: no bound)")
-	case f.windowBudget < 0:
-		return errors.New("-stream-window-budget must not be negative")
 	case c.PolicyFile != "" && c.InsecureSkipClientAuth:
 		return errors.New("give -access-policy or -insecure-skip-client-auth, not both")
 	case c.PolicyFile == "" && !c.InsecureSkipClientAuth:
@@ -128,14 +119,6 @@ func (f *flags) check() error {
 		return errors.New("-group-overage without-groups is for the agent: the relay's policy lists groups to let callers in")
 	}
 	return nil
-}
-
-// orUnlimited is a flag's bound as the config takes it: 0 means none.
-func orUnlimited(n int64) int64 {
-	if n == 0 {
-		return relay.Unlimited
-	}
-	return n
 }
 
 // serving is the relay's serving certificate: -cert and -key, or one
