@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -49,7 +48,6 @@ type flags struct {
 	cfg                               agent.Config
 	secretFile, keyFile, assertionAud string
 	relayCA, kubeconfig, logFormat    string
-	keyWait                           time.Duration
 	issuer                            *tokenflags.Flags
 	graph                             *tokenflags.GraphFlags
 }
