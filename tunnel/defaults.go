@@ -10,6 +10,11 @@ const (
 	// may take before the connection is dropped.
 	DefaultPingInterval = 15 * time.Second
 	DefaultPingTimeout  = 10 * time.Second
+	// DefaultBusyPingAfter and DefaultBusyPingTimeout are the relay's
+	// bounds while a connection carries requests: a silent path is found
+	// within 5 s, while an idle connection costs a ping every 15 s.
+	DefaultBusyPingAfter   = 2 * time.Second
+	DefaultBusyPingTimeout = 3 * time.Second
 	// DefaultWriteTimeout drops a connection on which a write made no
 	// progress for this long (a peer that stopped reading).
 	DefaultWriteTimeout = 30 * time.Second

@@ -1,7 +1,9 @@
 package tunnel_test
 
 import (
+	"io"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -35,7 +37,7 @@ func TestIdleLiveConnectionIsKept(t *testing.T) {
 func TestSilentlyDeadConnectionIsDroppedInTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newMemHarness(t, echo, nil, func(c *tunnel.AgentConfig) { c.Connections = 1 })
-		thaw := h.net.freeze()
+		thaw := h.net.freeze("agent")
 		time.Sleep(tunnel.DefaultPingInterval - time.Millisecond)
 		synctest.Wait()
 		assert.True(t, h.relay.Connected(clusterID), "an idle connection is not pinged before PingInterval")
@@ -54,5 +56,52 @@ func TestSilentlyDeadConnectionIsDroppedInTime(t *testing.T) {
 		resp, err = h.client().Get(h.url("/alive-again"))
 		require.NoError(t, err)
 		assert.Equal(t, "/alive-again", decode(t, resp).Path)
+	})
+}
+
+// countingDoor lets every request in and counts the ones not yet over,
+// as the front door counts a caller's streams against its limit.
+type countingDoor struct{ open atomic.Int32 }
+
+func (d *countingDoor) AuthorizeClient(*http.Request, string) (func(), error) {
+	d.open.Add(1)
+	return func() { d.open.Add(-1) }, nil
+}
+
+// A connection that carries a request is pinged after BusyPingAfter of
+// silence and dropped when the answer does not come within
+// BusyPingTimeout: a black hole under a watch is found in 5 s, not 25.
+// The watch ends then (its client sees the stream fail), and it no longer
+// counts against its caller's limits.
+func TestBlackHoleUnderARequestIsFoundInSeconds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		door := &countingDoor{}
+		release := make(chan struct{})
+		defer close(release)
+		h := newMemHarness(t, streamer(release), func(c *tunnel.RelayConfig) { c.ClientAuthorizer = door },
+			func(c *tunnel.AgentConfig) { c.Connections = 1 })
+		resp, err := h.client().Get(h.url("/watch"))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		lines := newLineReader(resp.Body)
+		assert.Equal(t, "first", lines.next(t))
+		ended := make(chan error, 1)
+		go func() { _, err := io.Copy(io.Discard, resp.Body); ended <- err }()
+		assert.EqualValues(t, 1, door.open.Load())
+
+		h.net.freeze("agent")
+		time.Sleep(tunnel.DefaultBusyPingAfter + tunnel.DefaultBusyPingTimeout - time.Millisecond)
+		synctest.Wait()
+		assert.True(t, h.relay.Connected(clusterID), "not dropped before the busy bounds")
+		time.Sleep(2 * time.Millisecond)
+		synctest.Wait()
+		assert.False(t, h.relay.Connected(clusterID), "dropped within %v", tunnel.DefaultBusyPingAfter+tunnel.DefaultBusyPingTimeout)
+		select {
+		case err := <-ended:
+			assert.Error(t, err, "the watch's client sees its stream fail")
+		default:
+			t.Fatal("the watch on the dead connection did not end")
+		}
+		assert.Zero(t, door.open.Load(), "the request no longer counts against its caller")
 	})
 }

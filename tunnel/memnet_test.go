@@ -1,6 +1,7 @@
 package tunnel_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -31,10 +32,12 @@ import (
 type memNet struct {
 	mu    sync.Mutex
 	ln    map[string]*memListener
-	pipes []*memPipe
+	pipes map[string][]*memPipe // by who dialed
 }
 
-func newMemNet() *memNet { return &memNet{ln: map[string]*memListener{}} }
+func newMemNet() *memNet {
+	return &memNet{ln: map[string]*memListener{}, pipes: map[string][]*memPipe{}}
+}
 
 // listen returns a listener at addr.
 func (n *memNet) listen(addr string) *memListener {
@@ -45,12 +48,21 @@ func (n *memNet) listen(addr string) *memListener {
 	return l
 }
 
-// dial connects to the listener at addr.
-func (n *memNet) dial(ctx context.Context, _, addr string) (net.Conn, error) {
+// dial connects to the listener at addr, as nobody in particular.
+func (n *memNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return n.dialAs("")(ctx, network, addr)
+}
+
+// dialAs returns a dialer whose connections freeze can name by who.
+func (n *memNet) dialAs(who string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) { return n.connect(ctx, who, addr) }
+}
+
+func (n *memNet) connect(ctx context.Context, who, addr string) (net.Conn, error) {
 	n.mu.Lock()
 	l := n.ln[addr]
 	a, b := newMemPipe(), newMemPipe()
-	n.pipes = append(n.pipes, a, b)
+	n.pipes[who] = append(n.pipes[who], a, b)
 	n.mu.Unlock()
 	if l == nil {
 		return nil, &net.OpError{Op: "dial", Net: "mem", Err: os.ErrNotExist}
@@ -67,12 +79,13 @@ func (n *memNet) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	}
 }
 
-// freeze stops the bytes of every connection open now until thaw, as a
-// path whose packets are dropped; connections opened later work.
-func (n *memNet) freeze() (thaw func()) {
+// freeze stops the bytes of every connection who has open now until
+// thaw, as a path whose packets are dropped; connections opened later
+// work.
+func (n *memNet) freeze(who string) (thaw func()) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	pipes := n.pipes
+	pipes := n.pipes[who]
 	for _, p := range pipes {
 		p.setFrozen(true)
 	}
@@ -164,12 +177,13 @@ type memConn struct {
 	closed   bool
 	done     chan struct{}
 	deadline chan struct{} // closed when the read deadline passes
+	changed  chan struct{} // closed when the read deadline is set anew
 	timer    *time.Timer
 }
 
 func (c *memConn) init() {
 	if c.done == nil {
-		c.done = make(chan struct{})
+		c.done, c.changed = make(chan struct{}), make(chan struct{})
 	}
 }
 
@@ -177,10 +191,15 @@ func (c *memConn) Read(b []byte) (int, error) {
 	for {
 		c.mu.Lock()
 		c.init()
-		done, deadline, closed := c.done, c.deadline, c.closed
+		done, deadline, changed, closed := c.done, c.deadline, c.changed, c.closed
 		c.mu.Unlock()
 		if closed {
 			return 0, net.ErrClosed
+		}
+		select {
+		case <-deadline:
+			return 0, os.ErrDeadlineExceeded
+		default:
 		}
 		c.r.mu.Lock()
 		if len(c.r.buf) > 0 {
@@ -201,6 +220,7 @@ func (c *memConn) Read(b []byte) (int, error) {
 		select {
 		case <-c.r.wake:
 		case <-done:
+		case <-changed: // a reader waiting on the old deadline looks again
 		case <-deadline:
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -247,6 +267,9 @@ func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
 func (c *memConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.init()
+	close(c.changed)
+	c.changed = make(chan struct{})
 	if c.timer != nil {
 		c.timer.Stop()
 		c.timer = nil
@@ -311,13 +334,17 @@ func newMemHarness(t *testing.T, handler http.Handler, relayCfg func(*tunnel.Rel
 	}
 	h.agent, err = tunnel.NewAgent(ac)
 	require.NoError(t, err)
-	tunnel.SetAgentDialer(h.agent, h.net.dial)
+	tunnel.SetAgentDialer(h.agent, h.net.dialAs("agent"))
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel
 	go func() { defer close(h.done); h.agent.Run(ctx) }()
 	t.Cleanup(h.close)
-	synctest.Wait()
-	require.True(t, h.relay.Connected(clusterID), "the agent connected")
+	// Held writes (hold.For) need the clock to move: wait in small steps
+	// of fake time for every connection the agent keeps.
+	want := cmp.Or(ac.Connections, tunnel.DefaultConnections)
+	for start := time.Now(); len(h.relay.Conns()) < want; time.Sleep(time.Millisecond) {
+		require.Less(t, time.Since(start), time.Minute, "the agent never connected")
+	}
 	return h
 }
 

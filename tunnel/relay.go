@@ -59,6 +59,13 @@ type RelayConfig struct {
 	// before it drops the connection. Defaults 15s and 10s.
 	PingInterval time.Duration
 	PingTimeout  time.Duration
+	// BusyPingAfter and BusyPingTimeout are the same while the connection
+	// carries a request (a watch, an exec, a request waiting for its
+	// answer): a black-holed connection is dropped within their sum, and
+	// the requests on it end and release what they held. Defaults 2s and
+	// 3s. An idle connection keeps the cheaper bounds above.
+	BusyPingAfter   time.Duration
+	BusyPingTimeout time.Duration
 
 	// WriteTimeout drops a tunnel connection on which a write has made no
 	// progress for this long (a peer that stopped reading), and resets a
@@ -170,6 +177,8 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, DefaultRelayHandshakeTimeout)
 	c.PingInterval = orDefault(c.PingInterval, DefaultPingInterval)
 	c.PingTimeout = orDefault(c.PingTimeout, DefaultPingTimeout)
+	c.BusyPingAfter = orDefault(c.BusyPingAfter, DefaultBusyPingAfter)
+	c.BusyPingTimeout = orDefault(c.BusyPingTimeout, DefaultBusyPingTimeout)
 	c.WriteTimeout = orDefault(c.WriteTimeout, DefaultWriteTimeout)
 	c.UpgradeTimeout = orDefault(c.UpgradeTimeout, DefaultUpgradeTimeout)
 	if c.MaxReceiveBufferPerStream <= 0 {
@@ -196,7 +205,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	log := logx.OrDiscard(c.Logger)
 	r := &Relay{cfg: c, log: log, h2: h2client.NewConfig(h2client.Settings{InitialWindow: c.MaxReceiveBufferPerStream, WindowLimit: c.StreamWindowLimit,
 		WindowBudget: c.StreamWindowBudget, MaxHeaderList: c.MaxHeaderBytes, PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
-		WriteTimeout: c.WriteTimeout})}
+		BusyPingAfter: c.BusyPingAfter, BusyPingTimeout: c.BusyPingTimeout, WriteTimeout: c.WriteTimeout})}
 	r.reg.picker = c.Picker
 	if c.Directory != nil {
 		r.peers = newPeers(&c, r.h2)
@@ -402,7 +411,7 @@ func (r *Relay) startTunnel(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, 
 		nc = &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)}
 	}
 	ac := &agentConn{clusterID: hs.ClusterID, agentID: hs.AgentID, remote: remote, since: time.Now()}
-	tracked := &connCloser{Conn: nc, lostAfter: r.cfg.PingTimeout, onClose: func(reason string) {
+	tracked := &connCloser{Conn: nc, lostAfter: min(r.cfg.PingTimeout, r.cfg.BusyPingTimeout), onClose: func(reason string) {
 		ac.closed.Store(true)
 		r.reg.remove(ac)
 		r.stats.connClosed(reason)

@@ -3,6 +3,7 @@
 package h2client
 
 import (
+	"cmp"
 	"bufio"
 	"bytes"
 	"context"
@@ -32,8 +33,13 @@ type Settings struct {
 	// MaxHeaderList bounds an answer's header list.
 	MaxHeaderList uint32
 	// PingInterval, PingTimeout and WriteTimeout are the connection's
-	// liveness bounds.
+	// liveness bounds while it is idle; BusyPingAfter and BusyPingTimeout
+	// take over while a stream is open: a connection that carries
+	// requests and has received nothing for BusyPingAfter is pinged, and
+	// dropped if no answer comes within BusyPingTimeout. Zero: the idle
+	// bounds.
 	PingInterval, PingTimeout, WriteTimeout time.Duration
+	BusyPingAfter, BusyPingTimeout          time.Duration
 }
 
 // Config is what every client connection of a relay shares: its
@@ -45,6 +51,8 @@ type Config struct {
 	maxHeaderList uint32
 	pingInterval  time.Duration
 	pingTimeout   time.Duration
+	busyAfter     time.Duration
+	busyTimeout   time.Duration
 	writeTimeout  time.Duration
 	fixedRTT      time.Duration // tests: the round trip windows are tuned by
 }
@@ -60,6 +68,8 @@ func NewConfig(s Settings) *Config {
 		maxHeaderList: s.MaxHeaderList,
 		pingInterval:  s.PingInterval,
 		pingTimeout:   s.PingTimeout,
+		busyAfter:     cmp.Or(s.BusyPingAfter, s.PingInterval),
+		busyTimeout:   cmp.Or(s.BusyPingTimeout, s.PingTimeout),
 		writeTimeout:  s.WriteTimeout,
 	}
 }
@@ -139,11 +149,15 @@ type Conn struct {
 	rttPinging   atomic.Bool
 	settingsSent time.Time
 
+	// lastRead is when the agent's last frame arrived (unix
+	// nanoseconds); health, a timer, checks it (healthCheck).
+	lastRead atomic.Int64
+	health   *time.Timer
+
 	// readLoop's own
 	connRecv     int32
 	canon        map[string]string
 	settingsAckd bool
-	idle         *time.Timer
 }
 
 // tunnelClientState is what Relay.Conns reports of a connection.
@@ -174,7 +188,8 @@ func New(cfg *Config, conn net.Conn) (*Conn, error) {
 	cc.fr.SetMaxReadFrameSize(maxFrameRead)
 	cc.fr.SetReuseFrames()
 	cc.henc = hpack.NewEncoder(&cc.hbuf)
-	cc.idle = time.AfterFunc(cfg.pingInterval, cc.healthCheck)
+	cc.lastRead.Store(time.Now().UnixNano())
+	cc.health = time.AfterFunc(cfg.pingInterval, cc.healthCheck)
 
 	cc.wmu.Lock()
 	err := cc.write(func() error {
@@ -257,7 +272,7 @@ func (cc *Conn) fail(err error) {
 	cc.pings = nil
 	cc.flow.Broadcast()
 	cc.mu.Unlock()
-	cc.idle.Stop()
+	cc.health.Stop()
 	cc.conn.Close()
 	for _, s := range streams {
 		s.connFailed(err)
@@ -342,6 +357,10 @@ func (cc *Conn) RoundTripFields(req *http.Request, fields HeaderList) (*http.Res
 	cc.nextID += 2
 	s.sendWin = int64(cc.peerWindow)
 	cc.streams[s.id] = s
+	if len(cc.streams) == 1 {
+		// Busy from now on: the next check comes sooner.
+		cc.health.Reset(max(cc.cfg.busyAfter-cc.silence(), 0))
+	}
 	s.mu.Lock()
 	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err(), true) })
 	s.mu.Unlock()

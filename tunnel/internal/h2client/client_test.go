@@ -38,7 +38,7 @@ func testH2Config(initial, limit int32, budget int64) *Config {
 	b.avail.Store(budget)
 	return &Config{
 		initialWindow: initial, windowLimit: limit, budget: b, maxHeaderList: 16 << 10,
-		pingInterval: time.Hour, pingTimeout: time.Hour, writeTimeout: 10 * time.Second,
+		pingInterval: time.Hour, pingTimeout: time.Hour, busyAfter: time.Hour, busyTimeout: time.Hour, writeTimeout: 10 * time.Second,
 		// Long against the test's pace: a reader that reads at all keeps
 		// up; TestStreamWindowNeedsAReaderFasterThanItsWindow sets it short.
 		fixedRTT: time.Second,

@@ -32,7 +32,7 @@ func (cc *Conn) readLoop() {
 		default:
 			f, err = cc.fr.ReadFrameForHeader(fh)
 		}
-		cc.idle.Reset(cc.cfg.pingInterval)
+		cc.lastRead.Store(time.Now().UnixNano())
 		if protoErr != nil {
 			cc.goAwayAndFail(http2.ErrCodeProtocol, protoErr)
 			return
@@ -367,13 +367,47 @@ func (cc *Conn) processGoAway(f *http2.GoAwayFrame) {
 }
 
 // healthCheck pings a connection that has been silent for the ping
-// interval, and ends it if the answer does not come within the timeout.
-func (cc *Conn) healthCheck() { cc.ping(true) }
+// interval, or for BusyPingAfter while it carries a stream, and ends it
+// if the answer does not come within the matching timeout; then it sets
+// itself for when the connection will next have been silent that long.
+// A frame read only notes the time (lastRead): the check reads it.
+func (cc *Conn) healthCheck() {
+	after, timeout := cc.bounds()
+	if silent := cc.silence(); silent < after {
+		cc.health.Reset(after - silent)
+		return
+	}
+	cc.ping(true, timeout)
+	if cc.Alive() {
+		after, _ = cc.bounds()
+		cc.health.Reset(max(after-cc.silence(), 0))
+	}
+}
+
+// bounds are the connection's liveness bounds now: the busy ones while a
+// stream is open.
+func (cc *Conn) bounds() (after, timeout time.Duration) {
+	cc.mu.Lock()
+	busy := len(cc.streams) > 0
+	cc.mu.Unlock()
+	if busy {
+		return cc.cfg.busyAfter, cc.cfg.busyTimeout
+	}
+	return cc.cfg.pingInterval, cc.cfg.pingTimeout
+}
+
+// silence is how long ago the agent's last frame arrived.
+func (cc *Conn) silence() time.Duration {
+	return time.Duration(time.Now().UnixNano() - cc.lastRead.Load())
+}
+
+// LastRead is when the agent's last frame arrived on the connection.
+func (cc *Conn) LastRead() time.Time { return time.Unix(0, cc.lastRead.Load()) }
 
 // ping sends a PING and takes its round trip as a sample of the
 // connection's; failIfLate ends the connection if no answer comes within
-// the ping timeout.
-func (cc *Conn) ping(failIfLate bool) {
+// timeout.
+func (cc *Conn) ping(failIfLate bool, timeout time.Duration) {
 	var data [8]byte
 	rand.Read(data[:])
 	ch := make(chan struct{})
@@ -391,7 +425,7 @@ func (cc *Conn) ping(failIfLate bool) {
 	if cc.writeFrame(func(fr *http2.Framer) error { return fr.WritePing(false, data) }) != nil {
 		return
 	}
-	t := time.NewTimer(cc.cfg.pingTimeout)
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-ch:
@@ -433,7 +467,7 @@ func (cc *Conn) rtt(now time.Time) time.Duration {
 	if now.UnixNano()-cc.rttAt.Load() > int64(rttMaxAge) && cc.rttPinging.CompareAndSwap(false, true) {
 		go func() {
 			defer cc.rttPinging.Store(false)
-			cc.ping(false)
+			cc.ping(false, cc.cfg.pingTimeout)
 		}()
 	}
 	return time.Duration(cc.rttNanos.Load())
