@@ -112,6 +112,9 @@ type Agent struct {
 	conns map[*tunnelConn]struct{}
 	slots sync.WaitGroup
 
+	upMu sync.Mutex
+	upCh chan struct{} // closed when a slot connects (up)
+
 	// dialer, if set, opens network connections instead of net.Dialer
 	// (tests: an in-memory network).
 	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -301,6 +304,7 @@ func (a *Agent) slot(i int) {
 	go func() { <-a.closing; cancel() }()
 	log := a.log.With("slot", i)
 	for {
+		up := a.upSignal()
 		tc, err := a.connect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -308,11 +312,19 @@ func (a *Agent) slot(i int) {
 			}
 			wait := b.afterFailure(err)
 			log.Warn("cannot open tunnel connection", "err", err, "retry_in", wait.Round(time.Millisecond))
-			if !sleep(ctx, wait) {
+			var he *handshakeError
+			if errors.As(err, &he) && he.RetryAfter > 0 {
+				up = nil // the relay asked for this wait
+			}
+			switch sleepUnless(ctx, wait, up) {
+			case stopped:
 				return
+			case woken:
+				b.reset()
 			}
 			continue
 		}
+		a.up()
 		log.Info("tunnel connection open", "replica", tc.replica.id)
 		spread := backoff{base: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
 		var respread, retryMove <-chan time.Time
@@ -348,9 +360,13 @@ func (a *Agent) slot(i int) {
 			}
 		}
 		// Wait a jittered moment even after a good connection, so agents
-		// that lost the same relay do not all come back at once.
-		if !sleep(ctx, b.next()) {
+		// that lost the same relay do not all come back at once; once
+		// another slot is back, come back with it.
+		switch sleepUnless(ctx, b.next(), a.upSignal()) {
+		case stopped:
 			return
+		case woken:
+			b.reset()
 		}
 	}
 }
@@ -429,15 +445,47 @@ func (a *Agent) replace(ctx context.Context, old *tunnelConn, done chan struct{}
 	return tc, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
+// How sleepUnless ended.
+const (
+	slept = iota
+	woken
+	stopped
+)
+
+// sleepUnless sleeps for d, or until wake is closed (woken) or ctx ends
+// (stopped); a nil wake never wakes it.
+func sleepUnless(ctx context.Context, d time.Duration, wake <-chan struct{}) int {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+		return slept
+	case <-wake:
+		return woken
 	case <-ctx.Done():
-		return false
+		return stopped
 	}
+}
+
+// up tells the slots waiting to reconnect that one of them is connected:
+// the relay takes connections again, so they need wait no longer.
+func (a *Agent) up() {
+	a.upMu.Lock()
+	defer a.upMu.Unlock()
+	if a.upCh != nil {
+		close(a.upCh)
+	}
+	a.upCh = make(chan struct{})
+}
+
+// upSignal is closed when a slot next connects.
+func (a *Agent) upSignal() <-chan struct{} {
+	a.upMu.Lock()
+	defer a.upMu.Unlock()
+	if a.upCh == nil {
+		a.upCh = make(chan struct{})
+	}
+	return a.upCh
 }
 
 // tunnelConn is one open tunnel connection, served as HTTP/2.

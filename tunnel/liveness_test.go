@@ -105,3 +105,27 @@ func TestBlackHoleUnderARequestIsFoundInSeconds(t *testing.T) {
 		assert.Zero(t, door.open.Load(), "the request no longer counts against its caller")
 	})
 }
+
+// After the relay was away, the agent's first connection back brings the
+// others with it: a slot still waiting out its backoff dials at once
+// instead of up to MaxBackoff later.
+func TestOtherConnectionsComeBackWithTheFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemHarness(t, echo, nil, func(c *tunnel.AgentConfig) { c.Connections = 4 })
+		time.Sleep(4 * time.Second) // short of StableAfter: their backoff is not reset
+		back := h.net.cut("agent")
+		time.Sleep(20 * time.Second)
+		synctest.Wait()
+		require.Empty(t, h.relay.Conns())
+		back()
+		for len(h.relay.Conns()) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		first := time.Now()
+		for len(h.relay.Conns()) < 4 {
+			time.Sleep(time.Millisecond)
+			require.Less(t, time.Since(first), tunnel.DefaultMaxBackoff, "the others never came back")
+		}
+		assert.Less(t, time.Since(first), 100*time.Millisecond, "the others came back with the first")
+	})
+}

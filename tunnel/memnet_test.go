@@ -33,6 +33,7 @@ type memNet struct {
 	mu    sync.Mutex
 	ln    map[string]*memListener
 	pipes map[string][]*memPipe // by who dialed
+	down  bool                  // dials are refused
 }
 
 func newMemNet() *memNet {
@@ -63,8 +64,9 @@ func (n *memNet) connect(ctx context.Context, who, addr string) (net.Conn, error
 	l := n.ln[addr]
 	a, b := newMemPipe(), newMemPipe()
 	n.pipes[who] = append(n.pipes[who], a, b)
+	down := n.down
 	n.mu.Unlock()
-	if l == nil {
+	if l == nil || down {
 		return nil, &net.OpError{Op: "dial", Net: "mem", Err: os.ErrNotExist}
 	}
 	client := &memConn{r: a, w: b, local: "client", remote: l.addr}
@@ -93,6 +95,22 @@ func (n *memNet) freeze(who string) (thaw func()) {
 		for _, p := range pipes {
 			p.setFrozen(false)
 		}
+	}
+}
+
+// cut ends every connection who has open now, as a relay that goes away
+// does, and refuses new ones until back is called.
+func (n *memNet) cut(who string) (back func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.down = true
+	for _, p := range n.pipes[who] {
+		p.close()
+	}
+	return func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.down = false
 	}
 }
 
