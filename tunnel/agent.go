@@ -53,6 +53,10 @@ type AgentConfig struct {
 	// Proxy chooses an HTTP proxy for the relay URL. Default: HTTPS_PROXY,
 	// HTTP_PROXY and NO_PROXY as they are when NewAgent is called.
 	Proxy func(*http.Request) (*url.URL, error)
+	// DialContext, if set, opens the connection to the relay (or to the
+	// proxy) instead of a net.Dialer: a dialer of the importer's own, or
+	// an in-memory network in tests. TLS and the handshake go over it.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// Connections is how many tunnel connections the agent keeps open;
 	// default 2, so one can fail or drain while the other serves.
@@ -114,10 +118,6 @@ type Agent struct {
 
 	upMu sync.Mutex
 	upCh chan struct{} // closed when a slot connects (up)
-
-	// dialer, if set, opens network connections instead of net.Dialer
-	// (tests: an in-memory network).
-	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // NewAgent checks cfg and returns an agent. It does not connect.

@@ -140,8 +140,8 @@ func (a *Agent) dialTCP(ctx context.Context) (net.Conn, error) {
 	target := hostPort(a.relay)
 	var d net.Dialer
 	dial := d.DialContext
-	if a.dialer != nil {
-		dial = a.dialer
+	if a.cfg.DialContext != nil {
+		dial = a.cfg.DialContext
 	}
 	if proxy == nil {
 		c, err := dial(ctx, "tcp", target)

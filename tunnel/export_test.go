@@ -1,8 +1,6 @@
 package tunnel
 
 import (
-	"context"
-	"net"
 	"net/http"
 	"runtime"
 	"time"
@@ -33,10 +31,4 @@ func HeapInUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
-}
-
-// SetAgentDialer has the agent open its connections with dial, before it
-// runs.
-func SetAgentDialer(a *Agent, dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
-	a.dialer = dial
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/clusterconnect/clusterconnect/internal/testenv/memnet"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -270,8 +271,8 @@ func TestThroughHTTPSProxyFromEnvironment(t *testing.T) {
 // tries again after its backoff.
 func TestHandshakeTimeoutRetries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet()
-		ln := n.listen(memRelay)
+		n := memnet.New()
+		ln := n.Listen(memRelay)
 		var attempts atomic.Int32
 		go func() {
 			for {
@@ -284,9 +285,8 @@ func TestHandshakeTimeoutRetries(t *testing.T) {
 			}
 		}()
 		agent, err := tunnel.NewAgent(&tunnel.AgentConfig{RelayURL: "https://" + memRelay, ClusterID: clusterID, Connections: 1,
-			Credential: tunnel.SecretCredential(secret), Handler: echo, Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }})
+			Credential: tunnel.SecretCredential(secret), Handler: echo, Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }, DialContext: n.Dial})
 		require.NoError(t, err)
-		tunnel.SetAgentDialer(agent, n.dial)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); agent.Run(ctx) }()

@@ -37,7 +37,7 @@ func TestIdleLiveConnectionIsKept(t *testing.T) {
 func TestSilentlyDeadConnectionIsDroppedInTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newMemHarness(t, echo, nil, func(c *tunnel.AgentConfig) { c.Connections = 1 })
-		thaw := h.net.freeze("agent")
+		thaw := h.net.Freeze("agent")
 		time.Sleep(tunnel.DefaultPingInterval - time.Millisecond)
 		synctest.Wait()
 		assert.True(t, h.relay.Connected(clusterID), "an idle connection is not pinged before PingInterval")
@@ -89,7 +89,7 @@ func TestBlackHoleUnderARequestIsFoundInSeconds(t *testing.T) {
 		go func() { _, err := io.Copy(io.Discard, resp.Body); ended <- err }()
 		assert.EqualValues(t, 1, door.open.Load())
 
-		h.net.freeze("agent")
+		h.net.Freeze("agent")
 		time.Sleep(tunnel.DefaultBusyPingAfter + tunnel.DefaultBusyPingTimeout - time.Millisecond)
 		synctest.Wait()
 		assert.True(t, h.relay.Connected(clusterID), "not dropped before the busy bounds")
@@ -113,7 +113,7 @@ func TestOtherConnectionsComeBackWithTheFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newMemHarness(t, echo, nil, func(c *tunnel.AgentConfig) { c.Connections = 4 })
 		time.Sleep(4 * time.Second) // short of StableAfter: their backoff is not reset
-		back := h.net.cut("agent")
+		back := h.net.Cut("agent")
 		time.Sleep(20 * time.Second)
 		synctest.Wait()
 		require.Empty(t, h.relay.Conns())
