@@ -25,9 +25,12 @@ const (
 	// DefaultMaxHeaderBytes bounds a client's request header. 64 KiB is
 	// Envoy's bound too; an Entra token with 200 groups is about 12 KiB.
 	DefaultMaxHeaderBytes = 64 << 10
-	// DefaultDrainTimeout is how long a stopping relay gives agents to
-	// move to another replica and their streams to finish.
+	// DefaultDrainTimeout is how long a stopping replica of a fleet gives
+	// agents to move to another replica and their streams to finish.
 	DefaultDrainTimeout = 30 * time.Second
+	// DefaultStopGrace is how long a stopping relay alone, with nowhere to
+	// move its agents, gives requests in flight to finish.
+	DefaultStopGrace = 3 * time.Second
 )
 
 // Unlimited, in a Config field that says so, lifts that bound.
@@ -107,9 +110,14 @@ type Config struct {
 	// default tunnel.DefaultClientSendBuffer; Unlimited leaves the
 	// kernel's autotuning (see tunnel.ClientListenerConfig).
 	ClientSendBuffer int
-	// DrainTimeout bounds a stop: how long agents get to move to another
-	// replica and their streams to finish. Default DefaultDrainTimeout.
+	// DrainTimeout bounds the stop of a replica of a fleet: how long
+	// agents get to move to another replica and their streams to finish.
+	// Default DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// StopGrace bounds the stop of a relay alone: how long requests in
+	// flight get to finish before what is left (watches, exec sessions)
+	// is ended. Default DefaultStopGrace.
+	StopGrace time.Duration
 	// ReloadInterval is how often AgentsFile and PolicyFile are checked
 	// for changes; default DefaultReloadInterval.
 	ReloadInterval time.Duration

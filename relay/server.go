@@ -55,6 +55,7 @@ func newServer(cfg *Config) (_ *Server, err error) {
 	c.MaxClientConns = cmp.Or(c.MaxClientConns, DefaultMaxClientConns)
 	c.ClientSendBuffer = cmp.Or(c.ClientSendBuffer, tunnel.DefaultClientSendBuffer)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
+	c.StopGrace = cmp.Or(c.StopGrace, DefaultStopGrace)
 	c.ReloadInterval = cmp.Or(c.ReloadInterval, DefaultReloadInterval)
 	c.Tunnel.WriteTimeout = cmp.Or(c.Tunnel.WriteTimeout, tunnel.DefaultWriteTimeout)
 	s := &Server{cfg: c, log: c.Logger, reg: c.Registry}
@@ -270,9 +271,10 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Run serves until ctx ends, then stops: the replica leaves the fleet's
-// directory, agents are asked to move to another replica and their
-// streams get up to DrainTimeout to finish, and what is left is closed.
+// Run serves until ctx ends, then stops (see Config.DrainTimeout and
+// Config.StopGrace): a replica of a fleet leaves the directory and moves
+// its agents to another replica; a relay alone lets requests in flight
+// finish for a few seconds and ends the rest.
 func (s *Server) Run(ctx context.Context) error {
 	for _, r := range s.reloads {
 		go r(ctx)
@@ -302,25 +304,49 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.log.Info("relay listening", "addr", s.ln.Addr().String())
-	drained := make(chan struct{})
+	stopped := make(chan struct{})
 	context.AfterFunc(ctx, func() {
-		defer close(drained)
-		s.log.Info("draining", "timeout", s.cfg.DrainTimeout)
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
-		defer cancel()
-		if err := s.relay.Drain(dctx); err != nil {
-			s.log.Warn("agents still connected at the drain deadline; closed", "err", err)
-		}
-		s.log.Info("shutting down")
+		defer close(stopped)
+		s.stop(context.WithoutCancel(ctx))
 	})
-	err = httpx.ServeUntil(ctx, srv, s.ln, 10*time.Second)
+	// A relay alone gives its clients' connections no longer than its
+	// requests in flight to end: nothing will move them anywhere.
+	grace := 10 * time.Second
+	if s.fleet == nil {
+		grace = s.cfg.StopGrace
+	}
+	err = httpx.ServeUntil(ctx, srv, s.ln, grace)
 	if left != nil {
 		<-left
 	}
 	if ctx.Err() != nil {
-		<-drained
+		<-stopped
 	}
 	return err
+}
+
+// stop ends the relay once Run's context has ended. A replica of a fleet
+// (it has left the directory) asks its agents to move to another replica
+// and gives their streams up to DrainTimeout; a relay alone refuses new
+// agents, gives requests in flight up to StopGrace, and ends the rest.
+func (s *Server) stop(ctx context.Context) {
+	if s.fleet == nil {
+		s.log.Info("stopping", "grace", s.cfg.StopGrace)
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.StopGrace)
+		defer cancel()
+		if err := s.relay.Shutdown(ctx); err != nil {
+			s.log.Warn("requests still in flight at the stop's deadline; ended", "err", err)
+		}
+		s.log.Info("shutting down")
+		return
+	}
+	s.log.Info("draining", "timeout", s.cfg.DrainTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
+	defer cancel()
+	if err := s.relay.Drain(ctx); err != nil {
+		s.log.Warn("agents still connected at the drain deadline; closed", "err", err)
+	}
+	s.log.Info("shutting down")
 }
 
 // clientServer is the HTTP server of the clients' listener.

@@ -302,6 +302,27 @@ func (r *Relay) Drain(ctx context.Context) error {
 	return err
 }
 
+// Shutdown stops a relay that has nowhere to move its agents, one alone:
+// it refuses new handshakes, lets the streams in flight finish until none
+// is left or ctx ends, then closes the relay as Close does, ending what is
+// left (a watch, an exec). It returns ctx's error if streams were still
+// open. A relay of a fleet drains instead (Drain).
+func (r *Relay) Shutdown(ctx context.Context) error {
+	r.draining.Store(true)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	var err error
+	for r.stats.streamsOpened.Load() != r.stats.streamsClosed.Load() && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-t.C:
+		}
+	}
+	r.Close()
+	return err
+}
+
 // askToMove sends the agent of c a move stream.
 func (r *Relay) askToMove(ctx context.Context, c *agentConn) {
 	req := (&http.Request{Method: http.MethodConnect, URL: &url.URL{Host: "tunnel.invalid"}, Host: "tunnel.invalid",

@@ -80,9 +80,13 @@ func Logger(format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log format %q: use text or json", format)
 }
 
-// SignalContext ends on SIGINT or SIGTERM.
+// SignalContext ends on SIGINT or SIGTERM. After that first signal the
+// default action is back: a second one ends the process at once, as a
+// person pressing Ctrl-C again expects while a stop takes its time.
 func SignalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }
 
 // Serve runs a side server (health, metrics) for h on addr until ctx
