@@ -92,7 +92,9 @@ type Config struct {
 
 	// Tunnel holds the tunnel's settings (see tunnel.RelayConfig): write
 	// and upgrade timeouts, windows, MaxConnsPerCluster,
-	// MetricsPerCluster. Its WriteTimeout holds on every listener too.
+	// MetricsPerCluster. Its WriteTimeout holds on every listener too;
+	// its Middleware defaults to sessions.Watches, so that a watch that
+	// breaks ends saying why.
 	// Authenticator, ClientAuthorizer, Directory, PeerTLSConfig,
 	// ReplicaID, Registerer and Logger are the Server's to set.
 	Tunnel tunnel.RelayConfig

@@ -18,6 +18,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/prom"
+	"github.com/clusterconnect/clusterconnect/sessions"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -86,6 +87,9 @@ func newServer(cfg *Config) (_ *Server, err error) {
 		return nil, err
 	}
 	rc.Logger, rc.Registerer = s.log, s.reg
+	if rc.Middleware == nil {
+		rc.Middleware = sessions.Watches
+	}
 	if s.fleet != nil {
 		rc.Directory, rc.PeerTLSConfig, rc.ReplicaID = s.fleet.dir, s.fleet.clientTLS, s.fleet.id
 	}

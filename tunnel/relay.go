@@ -133,6 +133,14 @@ type RelayConfig struct {
 	// replica holding it, a request goes to (see Picker). Nil: the
 	// relay's own choice.
 	Picker Picker
+	// Middleware, if set, wraps the transport the relay sends clients'
+	// ordinary requests (not upgrades) to their cluster with, once: a
+	// layer that knows what the requests mean, such as package sessions'
+	// Watches, which ends a watch whose stream breaks with a final ERROR
+	// event saying why. A request's URL path is the cluster's, without
+	// the /clusters/{id} prefix; ClusterID(req.Context()) names the
+	// cluster. Nil: nothing between, at no cost.
+	Middleware func(next http.RoundTripper) http.RoundTripper
 
 	// Registerer, if set, receives the relay's Prometheus metrics,
 	// named clusterconnect_relay_… (see the package doc); the caller
@@ -159,6 +167,7 @@ type Relay struct {
 	h2    *h2client.Config
 	peers *peers // with a Directory
 	reg   registry
+	mw    http.RoundTripper // RelayConfig.Middleware around relayTransport
 	// draining refuses agents' handshakes: they are to connect elsewhere.
 	draining atomic.Bool
 	stats    counters
@@ -207,6 +216,9 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		WindowBudget: c.StreamWindowBudget, MaxHeaderList: c.MaxHeaderBytes, PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
 		BusyPingAfter: c.BusyPingAfter, BusyPingTimeout: c.BusyPingTimeout, WriteTimeout: c.WriteTimeout})}
 	r.reg.picker = c.Picker
+	if c.Middleware != nil {
+		r.mw = c.Middleware(relayTransport{r})
+	}
 	if c.Directory != nil {
 		r.peers = newPeers(&c, r.h2)
 		r.reg.hold = c.Directory.Hold

@@ -69,7 +69,7 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		cw.rc.SetWriteDeadline(time.Time{})
 		defer func() { cw.rc.SetWriteDeadline(time.Now().Add(r.cfg.WriteTimeout)) }()
 	}
-	resp, err := r.roundTripCluster(id, outgoing(req, rest), upgrade, fromPeer)
+	resp, err := r.forward(id, outgoing(req, rest), upgrade, fromPeer)
 	if err != nil {
 		writeError(w, req, id, err)
 		return

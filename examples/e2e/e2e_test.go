@@ -373,7 +373,9 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("one of two agents killed under 200 clients: no request fails", func(t *testing.T) { agentKilledUnderLoad(t, c) })
 
 	t.Run("agent killed mid-watch, then restarted", func(t *testing.T) {
-		cmd, err := k.Command(ctx(t), "get", "configmaps", "-n", ns, "--watch", "-o", "name")
+		// Something to list, so that kubectl prints a line before it watches.
+		k.MustRun(t, ctx(t), nil, "create", "configmap", "present-before-the-watch", "-n", ns)
+		cmd, err := k.Command(ctx(t), "get", "configmaps", "-n", ns, "--watch")
 		require.NoError(t, err)
 		stdout, _ := cmd.StdoutPipe()
 		var stderr strings.Builder
@@ -388,8 +390,14 @@ func TestEndToEnd(t *testing.T) {
 		}
 
 		c.agent.kill()
+		var after []string
 		for lines.Scan() {
+			after = append(after, lines.Text())
 		}
+		// The watch's end says why, as kubectl prints a watch's ERROR
+		// event: a row of the Status.
+		t.Logf("kubectl get --watch printed, after the agent was killed: %q", after)
+		assert.Contains(t, strings.Join(after, "\n"), "the watch's connection to the cluster broke", "kubectl printed, after the kill: %q", after)
 		// Another kubectl, with nothing cached, is told at once what is
 		// wrong: no ten retries of a 503, no generic words.
 		start := time.Now()
@@ -400,8 +408,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Logf("kubectl with an empty discovery cache reported the disconnected cluster after %v", time.Since(start).Round(time.Millisecond))
 		// The watch ends instead of hanging: kubectl exits by itself, long
 		// before the test's deadline would kill it. (kubectl get --watch
-		// exits 0 and prints nothing when an established watch breaks:
-		// it drops the watch loop's error.)
+		// exits 0 however its watch ends, ERROR event or not.)
 		cmd.Wait()
 		require.True(t, cmd.ProcessState.Exited(), "kubectl exited by itself: %s, stderr %q", cmd.ProcessState, stderr.String())
 

@@ -28,6 +28,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
+	"github.com/clusterconnect/clusterconnect/sessions"
 )
 
 // Config configures a Proxy.
@@ -118,10 +119,11 @@ func New(cfg *Config) (*Proxy, error) {
 	p.proxy = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		ModifyResponse: p.noteRefusal,
-		Transport:      &httpx.SplitTransport{HTTP2: h2, HTTP1: h1},
-		ErrorHandler:   p.relayError,
-		ErrorLog:       log.New(io.Discard, "", 0),
-		BufferPool:     httpx.Buffers,
+		// A watch whose connection to the relay breaks ends saying why.
+		Transport:    &httpx.SplitTransport{HTTP2: sessions.Watches(h2), HTTP1: h1},
+		ErrorHandler: p.relayError,
+		ErrorLog:     log.New(io.Discard, "", 0),
+		BufferPool:   httpx.Buffers,
 	}
 	return p, nil
 }

@@ -1,0 +1,16 @@
+// Package sessions knows what a long-lived Kubernetes request is — a
+// watch, and later exec, attach and port-forward — so that package tunnel
+// need not: it is a layer the relay (tunnel.RelayConfig.Middleware) and
+// the client proxy put between a client and the cluster.
+//
+// # Watches
+//
+// A watch whose stream breaks under it (its tunnel connection lost, its
+// agent gone, the relay stopping) would simply stop, and kubectl exits 0
+// with nothing on stderr. Watches ends such a stream with a final ERROR
+// event whose Status says why; the real kubectl 1.32 prints it
+// ("Failure  ServiceUnavailable  the watch's connection to the cluster
+// broke …"), and a client-go reflector watches again from the last
+// resourceVersion it saw. The cost is a scan for the end of each event,
+// and a copy of an event's bytes only while its end has not yet arrived.
+package sessions
