@@ -40,9 +40,14 @@ func (w *watches) RoundTrip(req *http.Request) (*http.Response, error) {
 // (/api/v1/watch/…, /apis/{group}/{version}/watch/…), also under a
 // relay's /clusters/{id} prefix.
 func IsWatch(req *http.Request) bool {
-	switch req.URL.Query().Get("watch") {
-	case "true", "1":
-		return true
+	if strings.Contains(req.URL.RawQuery, "watch=") {
+		switch req.URL.Query().Get("watch") {
+		case "true", "1":
+			return true
+		}
+	}
+	if !strings.Contains(req.URL.Path, "/watch/") {
+		return false // most requests: decided without a copy
 	}
 	segs := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
 	if len(segs) >= 2 && segs[0] == "clusters" {

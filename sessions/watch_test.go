@@ -178,3 +178,14 @@ func TestIsWatch(t *testing.T) {
 		assert.Equal(t, want, sessions.IsWatch(req), url)
 	}
 }
+
+// What Watches costs a request that is not a watch.
+func BenchmarkWatchesOnAGet(b *testing.B) {
+	body := &breaking{err: io.EOF}
+	rt := sessions.Watches(answer{"application/json", body})
+	req, _ := http.NewRequest(http.MethodGet, "https://cluster/api/v1/namespaces/default/pods/web?timeout=32s", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		rt.RoundTrip(req)
+	}
+}

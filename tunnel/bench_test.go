@@ -69,6 +69,18 @@ func tunneledWithMetrics(b *testing.B, h http.Handler) target {
 	return target{hs.url(""), hs.client()}
 }
 
+// tunneledWithMiddleware is tunneled with a RelayConfig.Middleware that
+// passes requests on: what the hook itself costs (package sessions
+// measures its own).
+func tunneledWithMiddleware(b *testing.B, h http.Handler) target {
+	hs := newHarness(b, h, harnessOpts{
+		relayCfg: func(c *tunnel.RelayConfig) {
+			c.Middleware = func(next http.RoundTripper) http.RoundTripper { return next }
+		},
+	})
+	return target{hs.url(""), hs.client()}
+}
+
 func getAll(b *testing.B, t target, path string) int64 {
 	resp, err := t.client.Get(t.url + path)
 	if err != nil {
@@ -86,7 +98,8 @@ func BenchmarkSmallRequest(b *testing.B) {
 	for _, mode := range []struct {
 		name  string
 		setup func(*testing.B, http.Handler) target
-	}{{"direct", direct}, {"tunnel", tunneled}, {"tunnel-metrics", tunneledWithMetrics}, {"replica", throughReplica}} {
+	}{{"direct", direct}, {"tunnel", tunneled}, {"tunnel-metrics", tunneledWithMetrics}, {"tunnel-middleware", tunneledWithMiddleware},
+		{"replica", throughReplica}} {
 		b.Run(mode.name, func(b *testing.B) {
 			t := mode.setup(b, small)
 			b.ReportAllocs()
