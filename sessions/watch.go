@@ -6,21 +6,44 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 )
 
-// Watches returns middleware that ends a watch whose stream breaks — its
-// tunnel connection lost, its agent gone, the relay stopping — with a
-// final ERROR event carrying a Status that says why, instead of a stream
-// that merely stops: kubectl prints it, and a reflector watches again
-// from the last resourceVersion it saw. Events pass through as they come;
-// the only bytes held back are those of an event not yet complete, so
-// that the ERROR event never lands in the middle of one (which the
-// client then never sees: it was cut off anyway). JSON and protobuf watch
-// streams are ended so; other requests and other encodings pass
-// untouched. Use it as tunnel.RelayConfig.Middleware.
-func Watches(next http.RoundTripper) http.RoundTripper { return &watches{next: next} }
+// DefaultResumeWithin is how long a broken watch keeps trying to resume
+// before it ends: an agent that lost its relay is back within its
+// backoff, at most 30 s.
+const DefaultResumeWithin = 30 * time.Second
 
-type watches struct{ next http.RoundTripper }
+// Watches returns middleware that keeps a watch going when its stream
+// breaks under it — its tunnel connection lost, its agent gone, the relay
+// replica it went through gone — and ends it saying why when it cannot.
+//
+// A watch that names the resourceVersion it starts from is resumed: the
+// same request again, from the resourceVersion of the last event its
+// client got whole, on whatever connection the cluster has then, and the
+// client reads one unbroken stream, no event lost or repeated. A watch
+// with sendInitialEvents=true resumes once its initial events have ended
+// (their BOOKMARK). A watch without a resourceVersion begins with
+// synthetic events in no order, so it is not resumed; nor is one past
+// DefaultResumeWithin, or one the API server answers otherwise than with
+// a watch (410 Gone, say). Those end with a final ERROR event whose
+// Status says why: kubectl prints it, a reflector relists or watches
+// again.
+//
+// Events pass through as they come; the only bytes held back are those
+// of an event not yet complete, so that neither a resumed stream nor an
+// ERROR event lands in the middle of one. JSON (tables too) and protobuf
+// watch streams are kept so; other requests and encodings pass
+// untouched. Use it as tunnel.RelayConfig.Middleware, and around a client
+// proxy's transport.
+func Watches(next http.RoundTripper) http.RoundTripper {
+	return &watches{next: next, within: DefaultResumeWithin, every: 250 * time.Millisecond}
+}
+
+type watches struct {
+	next          http.RoundTripper
+	within, every time.Duration // how long to try resuming, and how often
+}
 
 func (w *watches) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := w.next.RoundTrip(req)
@@ -31,7 +54,7 @@ func (w *watches) RoundTrip(req *http.Request) (*http.Response, error) {
 	if f == nil {
 		return resp, nil
 	}
-	resp.Body = &watchBody{rc: resp.Body, events: f}
+	resp.Body = &watchBody{rc: resp.Body, events: f, w: w, req: req, from: startingPoint(req), ct: resp.Header.Get("Content-Type")}
 	return resp, nil
 }
 
@@ -70,6 +93,11 @@ type framing interface {
 	// errorEvent is the final ERROR event, framed, with a Status of code
 	// and reason saying msg.
 	errorEvent(code int, reason, msg string) []byte
+	// each calls fn with each event of b, which holds complete events
+	// only, framed.
+	each(b []byte, fn func(event []byte))
+	// info reads what resuming needs of one framed event.
+	info(event []byte) eventInfo
 }
 
 // framingOf is the framing of a watch answer of content type ct; nil for
@@ -89,14 +117,20 @@ func framingOf(ct string) framing {
 }
 
 // watchBody passes a watch's events through, holding back only the bytes
-// of an event still arriving, and ends a broken stream with an ERROR
-// event.
+// of an event still arriving, resumes a broken stream where it can, and
+// ends it with an ERROR event where it cannot.
 type watchBody struct {
 	rc     io.ReadCloser
 	events framing
-	held   []byte // the start of an event not yet complete
-	out    []byte // bytes to give before reading more: complete events, or the ERROR event
-	ended  bool   // the stream is over: out is the last of it
+	w      *watches
+	req    *http.Request
+	ct     string     // the answer's content type, which a resumed one must have
+	from   resumeFrom // where the watch would resume now
+	broken time.Time  // when the stream broke, until an event comes again
+	tried  time.Time  // when resume last asked for the watch again
+	held   []byte     // the start of an event not yet complete
+	out    []byte     // bytes to give before reading more: complete events, or the ERROR event
+	ended  bool       // the stream is over: out is the last of it
 }
 
 func (b *watchBody) Read(p []byte) (int, error) {
@@ -118,6 +152,7 @@ func (b *watchBody) Read(p []byte) (int, error) {
 					b.held = append(b.held, p[done:n]...)
 				}
 				if done > 0 {
+					b.track(p[:done])
 					return done, nil
 				}
 			} else {
@@ -125,6 +160,7 @@ func (b *watchBody) Read(p []byte) (int, error) {
 				done := b.events.complete(b.held)
 				b.out = append(b.out[:0], b.held[:done]...)
 				b.held = append(b.held[:0], b.held[done:]...)
+				b.track(b.out)
 			}
 		}
 		switch {
@@ -132,12 +168,128 @@ func (b *watchBody) Read(p []byte) (int, error) {
 		case err == io.EOF: // itself: a broken stream's error may wrap one
 			b.out, b.held, b.ended = append(b.out, b.held...), nil, true
 		default:
-			// The event in progress never reached the client: drop it.
-			b.held, b.ended = nil, true
-			b.out = append(b.out, b.events.errorEvent(http.StatusServiceUnavailable, "ServiceUnavailable",
-				fmt.Sprintf("the watch's connection to the cluster broke (%v); watch again", err))...)
+			// The event in progress never reached the client: drop it,
+			// and get it again from where the client is.
+			b.held = nil
+			if rc := b.resume(err); rc != nil {
+				b.rc.Close()
+				b.rc = rc
+				continue
+			}
+			b.ended = true
 		}
 	}
+}
+
+// resumeFrom is where a watch can resume: from a resourceVersion its
+// client has all events up to, when that is known.
+type resumeFrom struct {
+	ok             bool
+	rv             string
+	waitInitialEnd bool // sendInitialEvents=true: not before their end
+	serverEnded    bool // the API server sent an ERROR event: its word is the last
+}
+
+func startingPoint(req *http.Request) resumeFrom {
+	q := req.URL.Query()
+	if q.Get("sendInitialEvents") == "true" {
+		return resumeFrom{waitInitialEnd: true}
+	}
+	rv := q.Get("resourceVersion")
+	return resumeFrom{ok: rv != "" && rv != "0", rv: rv}
+}
+
+// track notes what the complete events in b say of where to resume.
+func (b *watchBody) track(events []byte) {
+	b.broken = time.Time{} // events flow again
+	var last []byte        // the latest resourceVersion to resume from
+	b.events.each(events, func(ev []byte) {
+		info := b.events.info(ev)
+		switch {
+		case string(info.typ) == "ERROR":
+			b.from.ok, b.from.serverEnded, last = false, true, nil
+		case info.initialEnd && !b.from.serverEnded:
+			b.from.waitInitialEnd = false
+			b.from.ok, last = len(info.resourceVersion) > 0, info.resourceVersion
+		case b.from.ok && len(info.resourceVersion) > 0:
+			last = info.resourceVersion
+		}
+	})
+	if b.from.ok && last != nil {
+		b.from.rv = string(last)
+	}
+}
+
+// resume asks for the watch again from where its client is, for up to
+// the watches' window, and returns the new stream; or it puts the ERROR
+// event that says why it cannot in b.out and returns nil.
+func (b *watchBody) resume(broke error) io.ReadCloser {
+	fail := func(code int, reason, msg string) io.ReadCloser {
+		b.out = append(b.out, b.events.errorEvent(code, reason, msg)...)
+		return nil
+	}
+	why := fmt.Sprintf("the watch's connection to the cluster broke (%v)", broke)
+	if !b.from.ok {
+		return fail(http.StatusServiceUnavailable, "ServiceUnavailable", why+"; watch again")
+	}
+	ctx := b.req.Context()
+	if b.broken.IsZero() {
+		b.broken = time.Now()
+	}
+	deadline := b.broken.Add(b.w.within)
+	last := broke // the latest failure, to say at the end
+	for {
+		// A resumed stream that breaks again before an event came waits
+		// its turn too.
+		if wait := b.w.every - time.Since(b.tried); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return fail(http.StatusServiceUnavailable, "ServiceUnavailable", why+"; watch again")
+		}
+		if !time.Now().Before(deadline) {
+			return fail(http.StatusServiceUnavailable, "ServiceUnavailable",
+				fmt.Sprintf("%s and could not be resumed within %v (last: %v); watch again", why, b.w.within, last))
+		}
+		b.tried = time.Now()
+		req := b.req.Clone(ctx)
+		q := req.URL.Query()
+		q.Set("resourceVersion", b.from.rv)
+		q.Del("sendInitialEvents")
+		q.Del("resourceVersionMatch")
+		req.URL.RawQuery = q.Encode()
+		resp, err := b.w.next.RoundTrip(req)
+		switch {
+		case err == nil && resp.StatusCode == http.StatusOK && resp.Header.Get("Content-Type") == b.ct:
+			return resp.Body
+		case err == nil:
+			resp.Body.Close()
+			return fail(resp.StatusCode, reasonOf(resp.StatusCode),
+				fmt.Sprintf("%s, and watching again from resourceVersion %s was answered %s; watch again", why, b.from.rv, resp.Status))
+		default:
+			last = err
+		}
+	}
+}
+
+// reasonOf is the Status reason the API server gives for a code.
+func reasonOf(code int) string {
+	switch code {
+	case http.StatusGone:
+		return "Expired"
+	case http.StatusUnauthorized:
+		return "Unauthorized"
+	case http.StatusForbidden:
+		return "Forbidden"
+	case http.StatusTooManyRequests:
+		return "TooManyRequests"
+	}
+	return "ServiceUnavailable"
 }
 
 func (b *watchBody) Close() error { return b.rc.Close() }

@@ -89,16 +89,19 @@ func (a answer) RoundTrip(*http.Request) (*http.Response, error) {
 	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {a.mediaType + ";stream=watch"}}, Body: a.body}, nil
 }
 
+// watchRequest is a watch without a resourceVersion: its first events
+// are synthetic and in no order, so it is never resumed.
 func watchRequest(t *testing.T) *http.Request {
-	req, err := http.NewRequest(http.MethodGet, "https://cluster/api/v1/namespaces/default/pods?watch=true&resourceVersion=99", nil)
+	req, err := http.NewRequest(http.MethodGet, "https://cluster/api/v1/namespaces/default/pods?watch=true", nil)
 	require.NoError(t, err)
 	return req
 }
 
-// A watch whose stream breaks ends with every event that arrived whole,
-// then an ERROR event with a Status saying why, which client-go's own
-// decoder reads: whatever the chunks, and when the break cuts an event
-// short (that event is dropped: its client never saw any of it).
+// A watch that cannot be resumed and whose stream breaks ends with every
+// event that arrived whole, then an ERROR event with a Status saying why,
+// which client-go's own decoder reads: whatever the chunks, and when the
+// break cuts an event short (that event is dropped: its client never saw
+// any of it).
 func TestBrokenWatchEndsWithAnErrorEvent(t *testing.T) {
 	for name, mt := range mediaTypes {
 		full := stream(t, mt, 3)
