@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -346,6 +347,7 @@ func (a *Agent) slot(i int) {
 			case <-respread:
 				respread = nil
 				tc = a.spread(ctx, tc, log)
+			case <-tc.fleet: // the fleet's size changed: crowded is asked again
 			case <-tc.done:
 				log.Info("tunnel connection closed", "after", time.Since(tc.since).Round(time.Millisecond))
 				if time.Since(tc.since) >= a.cfg.StableAfter {
@@ -386,14 +388,30 @@ func (a *Agent) move(ctx context.Context, tc **tunnelConn, b *backoff, log *slog
 	return nil
 }
 
+// fleetSize notes the fleet's size the relay of tc says it has now, and
+// has tc's slot look again at whether to spread.
+func (a *Agent) fleetSize(tc *tunnelConn, v string) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return
+	}
+	a.mu.Lock()
+	tc.replica.count = n
+	a.mu.Unlock()
+	select {
+	case tc.fleet <- struct{}{}:
+	default:
+	}
+}
+
 // crowded reports whether tc shares its replica with another of the
 // agent's connections while the fleet has replicas none of them uses.
 func (a *Agent) crowded(tc *tunnelConn) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if tc.replica.id == "" || tc.replica.count < 2 || a.cfg.Connections < 2 {
 		return false // alone, or the relay does not say there are others
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	used := map[string]bool{}
 	shared := false
 	for c := range a.conns {
@@ -502,6 +520,8 @@ type tunnelConn struct {
 	// replaced (it is draining).
 	move     chan struct{}
 	moveOnce sync.Once
+	// fleet has a token when the relay said the fleet's size changed.
+	fleet chan struct{}
 }
 
 // goAway drains the connection: GOAWAY, then closed once its streams are
@@ -545,7 +565,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	}
 	tracked := &connCloser{Conn: conn, lostAfter: a.cfg.PingTimeout, onClose: a.stats.connClosed}
 	tracked.lastRead.Store(time.Now().UnixNano())
-	tc := &tunnelConn{conn: tracked, tracked: tracked, since: time.Now(), done: make(chan struct{}), replica: replica, move: make(chan struct{})}
+	tc := &tunnelConn{conn: tracked, tracked: tracked, since: time.Now(), done: make(chan struct{}), replica: replica, move: make(chan struct{}), fleet: make(chan struct{}, 1)}
 	tc.base = &http.Server{MaxHeaderBytes: a.cfg.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0)}
 	serve, err := a.h2Server(tc.base)
 	if err != nil {
@@ -566,10 +586,17 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	go func() {
 		defer close(tc.done)
 		serve(hold.NewConn(tracked, a.cfg.WriteTimeout, 0), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodConnect && r.Header.Get(headerStreamKind) == streamMove {
-				tc.moveOnce.Do(func() { close(tc.move) })
-				w.WriteHeader(http.StatusOK)
-				return
+			if r.Method == http.MethodConnect {
+				switch r.Header.Get(headerStreamKind) {
+				case streamMove:
+					tc.moveOnce.Do(func() { close(tc.move) })
+					w.WriteHeader(http.StatusOK)
+					return
+				case streamFleet:
+					a.fleetSize(tc, r.Header.Get(HeaderReplicas))
+					w.WriteHeader(http.StatusOK)
+					return
+				}
 			}
 			a.serveTunnel(w, r)
 		}))

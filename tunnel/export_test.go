@@ -32,3 +32,11 @@ func HeapInUse() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
 }
+
+// SetFleetSizeEvery sets how often relays made from now on check their
+// fleet's size; the returned func puts it back.
+func SetFleetSizeEvery(d time.Duration) (restore func()) {
+	old := fleetSizeEvery
+	fleetSizeEvery = d
+	return func() { fleetSizeEvery = old }
+}

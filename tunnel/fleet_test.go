@@ -36,14 +36,14 @@ type replica struct {
 	d     *memDirectory
 	addr  string
 	extra []string
-	count int // what Replicas says
+	count atomic.Int32 // what Replicas says
 
 	peer     *httptest.Server // its peer listener
 	accepted atomic.Int32     // connections other replicas opened to it
 	open     atomic.Int32     // of which still open
 }
 
-func (r *replica) Replicas() int { return r.count }
+func (r *replica) Replicas() int { return int(r.count.Load()) }
 
 func (r *replica) Hold(id string, held bool) {
 	r.d.mu.Lock()
@@ -351,7 +351,8 @@ func TestAgentSpreadsItsConnectionsOverReplicas(t *testing.T) {
 	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
 	a, va := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) { c.ReplicaID = "a" }})
 	b, vb := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) { c.ReplicaID = "b" }})
-	va.count, vb.count = 2, 2
+	va.count.Store(2)
+	vb.count.Store(2)
 	aAddr, bAddr := a.srv.Listener.Addr().String(), b.srv.Listener.Addr().String()
 	// Four times to a, then b and a in turn.
 	lb := newSequenceLB(t, aAddr, aAddr, aAddr, aAddr, bAddr, aAddr)
@@ -372,6 +373,28 @@ func TestAgentSpreadsItsConnectionsOverReplicas(t *testing.T) {
 	resp, err := a.client().Get(a.url("/api"))
 	require.NoError(t, err)
 	decode(t, resp)
+}
+
+// An agent that connected while the fleet was one replica (or the
+// replica's view of it was still loading) learns that it has grown, and
+// spreads its connections over two replicas then.
+func TestAgentSpreadsWhenTheFleetGrows(t *testing.T) {
+	defer tunnel.SetFleetSizeEvery(50 * time.Millisecond)()
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, va := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) { c.ReplicaID = "a" }})
+	b, vb := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) { c.ReplicaID = "b" }})
+	va.count.Store(1)
+	vb.count.Store(1)
+	aAddr, bAddr := a.srv.Listener.Addr().String(), b.srv.Listener.Addr().String()
+	// Four times to a, then b and a in turn.
+	lb := newSequenceLB(t, aAddr, aAddr, aAddr, aAddr, bAddr, aAddr)
+	a.startAgent(echo, harnessOpts{relayAddr: func(string) string { return lb.ln.Addr().String() }})
+	require.Eventually(t, func() bool { return conns(a) == 2 }, 10*time.Second, 10*time.Millisecond, "both on a, a fleet of one")
+
+	va.count.Store(2) // b joins
+	vb.count.Store(2)
+	require.Eventually(t, func() bool { return conns(a) == 1 && conns(b) == 1 }, 30*time.Second, 10*time.Millisecond,
+		"the agent's connections end up one on each replica")
 }
 
 // A relay alone, or one that does not name itself, gets no extra dials.

@@ -37,6 +37,10 @@ const (
 	// (the relay is draining): the agent answers 200 at once, opens a
 	// new connection, then sends GOAWAY on this one.
 	streamMove = "move"
+	// streamFleet tells the agent how many replicas the fleet has now
+	// (HeaderReplicas), when that changed since its handshake: the agent
+	// answers 200 at once and spreads its connections again if it can.
+	streamFleet = "fleet"
 )
 
 // MaxClusterIDLength bounds a cluster ID (a DNS name's length).

@@ -219,6 +219,9 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	if c.Middleware != nil {
 		r.mw = c.Middleware(relayTransport{r})
 	}
+	if rc, ok := c.Directory.(ReplicaCounter); ok && c.ReplicaID != "" {
+		go r.watchFleetSize(rc, fleetSizeEvery)
+	}
 	if c.Directory != nil {
 		r.peers = newPeers(&c, r.h2)
 		r.reg.hold = c.Directory.Hold
@@ -335,16 +338,56 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// fleetSizeEvery is how often a replica checks the size of its fleet, to
+// tell its agents when it changed (watchFleetSize).
+var fleetSizeEvery = time.Second
+
+// watchFleetSize tells every connected agent the fleet's size when it
+// changes, until the relay closes: agents that connected while the fleet
+// was smaller, or while this replica's view was still loading, spread
+// their connections then.
+func (r *Relay) watchFleetSize(rc ReplicaCounter, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := rc.Replicas()
+	for range t.C {
+		if r.reg.closed.Load() {
+			return
+		}
+		n := rc.Replicas()
+		if n == last {
+			continue
+		}
+		last = n
+		for _, c := range r.reg.all() {
+			go r.tellFleetSize(c, n)
+		}
+	}
+}
+
+// tellFleetSize sends the agent of c a fleet stream saying n.
+func (r *Relay) tellFleetSize(c *agentConn, n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.UpgradeTimeout)
+	defer cancel()
+	r.control(ctx, c, http.Header{headerStreamKind: {streamFleet}, HeaderReplicas: {strconv.Itoa(n)}})
+}
+
 // askToMove sends the agent of c a move stream.
 func (r *Relay) askToMove(ctx context.Context, c *agentConn) {
+	r.control(ctx, c, http.Header{headerStreamKind: {streamMove}})
+}
+
+// control sends the agent of c a control stream with h, which it answers
+// at once.
+func (r *Relay) control(ctx context.Context, c *agentConn, h http.Header) {
 	req := (&http.Request{Method: http.MethodConnect, URL: &url.URL{Host: "tunnel.invalid"}, Host: "tunnel.invalid",
-		Header: http.Header{headerStreamKind: {streamMove}}}).WithContext(ctx)
+		Header: h}).WithContext(ctx)
 	if !c.cc.ReserveNewRequest() {
 		return // going away already
 	}
 	resp, err := c.cc.RoundTrip(req)
 	if err != nil {
-		r.log.Debug("could not ask an agent to move", "cluster", c.clusterID, "err", err)
+		r.log.Debug("could not tell an agent", "cluster", c.clusterID, "stream", h.Get(headerStreamKind), "err", err)
 		return
 	}
 	resp.Body.Close()
