@@ -65,3 +65,42 @@ func frames(b []byte) int {
 		n += 4 + int(l)
 	}
 }
+
+// An event that never ends (an agent that sends a line without end) is
+// held to maxHeld and then passed on as it comes: what a watch holds is
+// bounded, and nothing is lost.
+func TestHeldEventIsBounded(t *testing.T) {
+	in := bytes.Repeat([]byte("x"), maxHeld+3<<20)
+	src := &chunked{b: bytes.Clone(in), chunk: 64 << 10}
+	b := &watchBody{rc: eofAfter{src}, events: jsonFraming{}}
+	var got []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := b.Read(buf)
+		got = append(got, buf[:n]...)
+		if len(b.held) > maxHeld+len(buf) {
+			t.Fatalf("held %d bytes", len(b.held))
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, in) {
+		t.Fatalf("got %d bytes of %d", len(got), len(in))
+	}
+}
+
+// eofAfter ends a chunked reader cleanly.
+type eofAfter struct{ c *chunked }
+
+func (e eofAfter) Read(p []byte) (int, error) {
+	if len(e.c.b) == 0 {
+		return 0, io.EOF
+	}
+	return e.c.Read(p)
+}
+
+func (e eofAfter) Close() error { return nil }

@@ -116,6 +116,13 @@ func framingOf(ct string) framing {
 	return nil
 }
 
+// maxHeld bounds the bytes of one event held back until its end comes:
+// well above the largest object etcd stores (1.5 MiB) as JSON. A stream
+// whose event runs past it is passed on as it comes, and no longer kept
+// (not resumed, not ended with an ERROR event, which could land inside
+// the long event).
+const maxHeld = 8 << 20
+
 // watchBody passes a watch's events through, holding back only the bytes
 // of an event still arriving, resumes a broken stream where it can, and
 // ends it with an ERROR event where it cannot.
@@ -131,6 +138,10 @@ type watchBody struct {
 	held   []byte     // the start of an event not yet complete
 	out    []byte     // bytes to give before reading more: complete events, or the ERROR event
 	ended  bool       // the stream is over: out is the last of it
+	plain  bool       // an event ran past maxHeld: bytes pass as they come
+	// pendingErr ended the read whose bytes the last Read gave: it is
+	// the next one's.
+	pendingErr error
 }
 
 func (b *watchBody) Read(p []byte) (int, error) {
@@ -143,24 +154,24 @@ func (b *watchBody) Read(p []byte) (int, error) {
 		if b.ended {
 			return 0, io.EOF
 		}
-		n, err := b.rc.Read(p)
+		if b.plain {
+			return b.rc.Read(p)
+		}
+		var n int
+		err := b.pendingErr
+		if err != nil {
+			b.pendingErr = nil
+		} else {
+			n, err = b.rc.Read(p)
+		}
 		if n > 0 {
-			if len(b.held) == 0 {
-				// The common case: no event in progress before.
-				done := b.events.complete(p[:n])
-				if done < n {
-					b.held = append(b.held, p[done:n]...)
-				}
-				if done > 0 {
-					b.track(p[:done])
-					return done, nil
-				}
-			} else {
-				b.held = append(b.held, p[:n]...)
-				done := b.events.complete(b.held)
-				b.out = append(b.out[:0], b.held[:done]...)
-				b.held = append(b.held[:0], b.held[done:]...)
-				b.track(b.out)
+			if done := b.take(p[:n]); done > 0 {
+				b.pendingErr = err // for the next Read, after these bytes
+				return done, nil
+			}
+			if len(b.held) > maxHeld {
+				b.out, b.held, b.plain, b.ended = append(b.out, b.held...), nil, true, err != nil
+				continue
 			}
 		}
 		switch {
@@ -179,6 +190,30 @@ func (b *watchBody) Read(p []byte) (int, error) {
 			b.ended = true
 		}
 	}
+}
+
+// take passes on the complete events among what was read into p: it
+// returns how many of p's first bytes are to go as they are, or puts
+// the complete events in b.out and returns 0; the start of an event not
+// yet complete is held.
+func (b *watchBody) take(p []byte) int {
+	if len(b.held) == 0 {
+		// The common case: no event in progress before.
+		done := b.events.complete(p)
+		b.held = append(b.held, p[done:]...)
+		if done > 0 {
+			b.track(p[:done])
+		}
+		return done
+	}
+	b.held = append(b.held, p...)
+	done := b.events.complete(b.held)
+	b.out = append(b.out[:0], b.held[:done]...)
+	b.held = append(b.held[:0], b.held[done:]...)
+	if done > 0 {
+		b.track(b.out)
+	}
+	return 0
 }
 
 // resumeFrom is where a watch can resume: from a resourceVersion its
