@@ -18,6 +18,7 @@ type Net struct {
 	down  bool               // dials are refused
 }
 
+// New returns an empty network.
 func New() *Net {
 	return &Net{ln: map[string]*Listener{}, pipes: map[string][]*pipe{}}
 }
@@ -96,11 +97,16 @@ func (n *Net) Cut(who string) (back func()) {
 	}
 }
 
+// Addr is an address on a Net.
 type Addr string
 
+// Network is "mem".
 func (a Addr) Network() string { return "mem" }
-func (a Addr) String() string  { return string(a) }
 
+// String is the address as given.
+func (a Addr) String() string { return string(a) }
+
+// Listener is a net.Listener on a Net.
 type Listener struct {
 	net   *Net
 	addr  Addr
@@ -109,6 +115,7 @@ type Listener struct {
 	once  sync.Once
 }
 
+// Accept waits for the next connection dialed to the listener.
 func (l *Listener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.conns:
@@ -118,7 +125,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *Listener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+// Close stops the listener: Accept and dials to it fail.
+func (l *Listener) Close() error { l.once.Do(func() { close(l.done) }); return nil }
+
+// Addr is the listener's address.
 func (l *Listener) Addr() net.Addr { return l.addr }
 
 // pipe is one direction of a connection.
@@ -187,6 +197,8 @@ func (c *Conn) init() {
 	}
 }
 
+// Read waits for bytes, the other side's close (io.EOF), its own close,
+// or the read deadline.
 func (c *Conn) Read(b []byte) (int, error) {
 	for {
 		c.mu.Lock()
@@ -227,6 +239,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 }
 
+// Write never blocks: the bytes join the other side's buffer, or wait
+// there while the connection is frozen.
 func (c *Conn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	closed := c.closed
@@ -238,6 +252,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// Close ends both directions.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	c.init()
@@ -254,16 +269,22 @@ func (c *Conn) Close() error {
 	return nil
 }
 
+// CloseWrite ends the direction towards the other side.
 func (c *Conn) CloseWrite() error { c.w.close(); return nil }
 
-func (c *Conn) LocalAddr() net.Addr  { return c.local }
+// LocalAddr is this side's address.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr is the other side's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
+// SetDeadline sets the read deadline: writes never wait.
 func (c *Conn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
 // SetWriteDeadline is accepted and has no effect: writes never block.
 func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
 
+// SetReadDeadline bounds reads, waiting ones too.
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
