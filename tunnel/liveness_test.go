@@ -129,3 +129,26 @@ func TestOtherConnectionsComeBackWithTheFirst(t *testing.T) {
 		assert.Less(t, time.Since(first), 100*time.Millisecond, "the others came back with the first")
 	})
 }
+
+// A GET on a black-holed connection is retried on the agent's other one;
+// when that one went dark too, its silence is found by the busy ping the
+// retry starts at once: the client gets its answer BusyPingTimeout after
+// the first connection was dropped, not a ping interval later. (Before
+// busy pings: 24 s, then 502 after as long again.)
+func TestRetryOnASilentConnectionIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		h := newMemHarness(t, streamer(release), nil, nil) // two connections
+		h.net.Freeze("agent")
+		start := time.Now()
+		resp, err := h.client().Get(h.url("/into-the-black-hole"))
+		require.NoError(t, err)
+		resp.Body.Close()
+		took := time.Since(start)
+		t.Logf("answered %s after %v", resp.Status, took)
+		assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+		assert.LessOrEqual(t, took, tunnel.DefaultBusyPingAfter+2*tunnel.DefaultBusyPingTimeout)
+		assert.Empty(t, h.relay.Conns(), "both dark connections dropped")
+	})
+}
