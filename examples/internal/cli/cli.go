@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -80,13 +81,39 @@ func Logger(format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log format %q: use text or json", format)
 }
 
-// SignalContext ends on SIGINT or SIGTERM. After that first signal the
-// default action is back: a second one ends the process at once, as a
-// person pressing Ctrl-C again expects while a stop takes its time.
+// SignalContext ends on SIGINT or SIGTERM. A second such signal ends the
+// process at once, by that signal, as a person pressing Ctrl-C again
+// expects while a stop takes its time.
 func SignalContext() (context.Context, context.CancelFunc) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	context.AfterFunc(ctx, stop)
-	return ctx, stop
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		if _, ok := <-ch; !ok {
+			return
+		}
+		cancel()
+		sig, ok := <-ch
+		if !ok {
+			return
+		}
+		// Its default action again, and the signal again: the process
+		// ends as the signal ends it.
+		signal.Reset(sig)
+		if s, isSys := sig.(syscall.Signal); isSys {
+			syscall.Kill(os.Getpid(), s)
+			time.Sleep(time.Second) // the runtime ends the process meanwhile
+		}
+		os.Exit(1)
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(ch)
+			close(ch)
+		})
+		cancel()
+	}
 }
 
 // Serve runs a side server (health, metrics) for h on addr until ctx
