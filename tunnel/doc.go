@@ -41,7 +41,17 @@
 // does on the tunnel, instead of in a write of their own.
 //
 // Importers that route requests themselves use [Relay.RoundTripper] and
-// [Relay.DialContext].
+// [Relay.DialContext]. [RelayConfig.Middleware] puts a layer around the
+// transport clients' ordinary requests take (package sessions keeps
+// watches going there), and [RelayConfig.Picker] chooses the connection
+// and the replica a request goes to.
+//
+// A connection that carries a request is pinged after
+// [DefaultBusyPingAfter] of silence and dropped without an answer within
+// [DefaultBusyPingTimeout], so a path that stops carrying packets under a
+// watch is found in seconds; an idle one is pinged every
+// [DefaultPingInterval]. A relay alone stops with [Relay.Shutdown]; a
+// replica of a fleet moves its agents elsewhere with [Relay.Drain].
 //
 // On the internet, wrap the listener with [ClientListener] to bound the
 // connections held before any request is read; an agent's connection
