@@ -219,16 +219,15 @@ func (b *watchBody) take(p []byte) int {
 // resumeFrom is where a watch can resume: from a resourceVersion its
 // client has all events up to, when that is known.
 type resumeFrom struct {
-	ok             bool
-	rv             string
-	waitInitialEnd bool // sendInitialEvents=true: not before their end
-	serverEnded    bool // the API server sent an ERROR event: its word is the last
+	ok          bool // not before the initial events' end, with sendInitialEvents=true
+	rv          string
+	serverEnded bool // the API server sent an ERROR event: its word is the last
 }
 
 func startingPoint(req *http.Request) resumeFrom {
 	q := req.URL.Query()
 	if q.Get("sendInitialEvents") == "true" {
-		return resumeFrom{waitInitialEnd: true}
+		return resumeFrom{} // ok once their end's BOOKMARK passes
 	}
 	rv := q.Get("resourceVersion")
 	return resumeFrom{ok: rv != "" && rv != "0", rv: rv}
@@ -244,7 +243,6 @@ func (b *watchBody) track(events []byte) {
 		case string(info.typ) == "ERROR":
 			b.from.ok, b.from.serverEnded, last = false, true, nil
 		case info.initialEnd && !b.from.serverEnded:
-			b.from.waitInitialEnd = false
 			b.from.ok, last = len(info.resourceVersion) > 0, info.resourceVersion
 		case b.from.ok && len(info.resourceVersion) > 0:
 			last = info.resourceVersion

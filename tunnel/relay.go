@@ -303,18 +303,7 @@ func (r *Relay) Drain(ctx context.Context) error {
 	for _, c := range r.reg.all() {
 		go r.askToMove(ctx, c)
 	}
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	var err error
-	for len(r.reg.all()) > 0 && err == nil {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-t.C:
-		}
-	}
-	r.Close()
-	return err
+	return r.closeWhen(ctx, func() bool { return len(r.reg.all()) == 0 })
 }
 
 // Shutdown stops a relay that has nowhere to move its agents, one alone:
@@ -324,10 +313,16 @@ func (r *Relay) Drain(ctx context.Context) error {
 // open. A relay of a fleet drains instead (Drain).
 func (r *Relay) Shutdown(ctx context.Context) error {
 	r.draining.Store(true)
+	return r.closeWhen(ctx, func() bool { return r.stats.streamsOpened.Load() == r.stats.streamsClosed.Load() })
+}
+
+// closeWhen closes the relay once done says so, checked every 50 ms, or
+// once ctx ends, whose error it then returns.
+func (r *Relay) closeWhen(ctx context.Context, done func() bool) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	var err error
-	for r.stats.streamsOpened.Load() != r.stats.streamsClosed.Load() && err == nil {
+	for !done() && err == nil {
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()

@@ -16,6 +16,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/agent"
 	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/examples/internal/tokenflags"
+	"github.com/clusterconnect/clusterconnect/internal/prom"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -121,7 +122,7 @@ func (f *flags) config() (*agent.Config, error) {
 	if c.Logger, err = cli.Logger(f.logFormat); err != nil {
 		return nil, err
 	}
-	c.Registry = cli.NewRegistry()
+	c.Registry = prom.NewRegistry()
 	if c.Verifier, err = f.issuer.Verifier(c.Logger, c.Registry); err != nil {
 		return nil, err
 	}

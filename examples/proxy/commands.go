@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
 	"github.com/clusterconnect/clusterconnect/tokens/source"
@@ -61,7 +62,7 @@ func serve(args []string) error {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	if *healthListen != "" {
-		go cli.Serve(ctx, *healthListen, p.HealthHandler(), log, "health")
+		go httpx.ServeSide(ctx, *healthListen, p.HealthHandler(), log, "health")
 	}
 	log.Info("client proxy listening", "addr", cfg.ListenAddr, "relay", *c.relayURL, "cluster", *c.clusterID)
 	return p.ListenAndServe(ctx)

@@ -11,6 +11,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/examples/internal/tokenflags"
+	"github.com/clusterconnect/clusterconnect/internal/prom"
 	"github.com/clusterconnect/clusterconnect/relay"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -77,7 +78,7 @@ func (f *flags) config() (*relay.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Logger, c.Registry = log, cli.NewRegistry()
+	c.Logger, c.Registry = log, prom.NewRegistry()
 	t := &c.Tunnel
 	t.MaxReceiveBufferPerStream, t.StreamWindowLimit = int32(f.streamWindow), int32(f.windowCap)
 	c.Limits.CallerRate, c.Limits.CallerBurst = f.callerRate, int(2*f.callerRate+0.5)

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -56,7 +55,7 @@ func (f *fleetFlags) config() (*relay.FleetConfig, error) {
 	if c.PeerCA, err = cli.CertPool("peer-ca", f.peerCA); err != nil {
 		return nil, err
 	}
-	c.Etcd = clientv3.Config{Endpoints: strings.Split(f.endpoints, ","), DialTimeout: 5 * time.Second}
+	c.Etcd = clientv3.Config{Endpoints: strings.Split(f.endpoints, ",")} // relay fills in the timeouts
 	if c.Etcd.TLS, err = f.etcdTLS(); err != nil {
 		return nil, err
 	}

@@ -19,11 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
-	"github.com/clusterconnect/clusterconnect/internal/prom"
 	"github.com/clusterconnect/clusterconnect/internal/tlsfile"
 )
 
@@ -115,16 +111,6 @@ func SignalContext() (context.Context, context.CancelFunc) {
 		cancel()
 	}
 }
-
-// Serve runs a side server (health, metrics) for h on addr until ctx
-// ends.
-func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, what string) {
-	httpx.ServeSide(ctx, addr, h, log, what)
-}
-
-// NewRegistry returns a Prometheus registry with the Go runtime and
-// process collectors.
-func NewRegistry() *prometheus.Registry { return prom.NewRegistry() }
 
 // SelfSigned returns a serving certificate for localhost from a CA kept
 // in caDir, made there the first time, and writes the CA's certificate
