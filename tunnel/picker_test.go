@@ -87,3 +87,42 @@ func TestPickerChoosesTheHolder(t *testing.T) {
 	}
 	assert.EqualValues(t, 20, a.relay.Stats().PeerForwarded, "every request went to the live holder first")
 }
+
+// A request the front door refuses never reaches the Middleware: what a
+// caller without a token can make the relay hold stays what the front
+// door bounds, whatever layer an importer adds behind it.
+func TestMiddlewareRunsAfterTheFrontDoor(t *testing.T) {
+	var reached atomic.Int32
+	h := newHarness(t, echo, harnessOpts{relayCfg: func(c *tunnel.RelayConfig) {
+		c.ClientAuthorizer = tunnel.ClientAuthorizerFunc(func(r *http.Request, _ string) error {
+			if r.Header.Get("Authorization") == "" {
+				return &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "no-token", Message: "no token"}
+			}
+			return nil
+		})
+		c.Middleware = func(next http.RoundTripper) http.RoundTripper {
+			return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+				reached.Add(1)
+				return next.RoundTrip(req)
+			})
+		}
+	}})
+	for range 20 {
+		resp, err := h.client().Get(h.url("/api/v1/pods?watch=true"))
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	}
+	assert.Zero(t, reached.Load(), "no refused request reached the middleware")
+
+	req, _ := http.NewRequest(http.MethodGet, h.url("/api/v1/pods"), nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := h.client().Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.EqualValues(t, 1, reached.Load(), "an admitted request goes through it")
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
