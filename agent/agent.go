@@ -3,11 +3,16 @@ package agent
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +21,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/impersonate"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/prom"
+	"github.com/clusterconnect/clusterconnect/sessions/reattach"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -65,6 +71,12 @@ type Config struct {
 	// with 503 until its keys came. Default DefaultWaitForKeys;
 	// ConnectAtOnce does not wait.
 	WaitForKeys time.Duration
+	// Sessions holds the settings of exec, attach and port-forward
+	// sessions opened through a client proxy, which re-attach after the
+	// loss of their tunnel connection (see package sessions/reattach):
+	// how long the agent keeps one, and the API server's connection
+	// under it, waiting; zero fields: the defaults.
+	Sessions reattach.Config
 	// HealthListen, if set, serves /livez, /healthz, /readyz (the
 	// issuers' keys are at hand) and /metrics.
 	HealthListen string
@@ -87,6 +99,10 @@ type Agent struct {
 	reg     *prometheus.Registry
 	handler *impersonate.Handler
 	tunnel  *tunnel.Agent
+	// sessions keeps the exec, attach and port-forward sessions that
+	// re-attach (package sessions/reattach); their requests are served
+	// by handler like any other.
+	sessions *reattach.Server
 }
 
 // New checks cfg and its credential and returns an agent. It does not
@@ -134,12 +150,50 @@ func New(cfg *Config) (*Agent, error) {
 		return nil, err
 	}
 	tc := c.Tunnel
-	tc.RelayURL, tc.ClusterID, tc.Credential, tc.Handler = c.RelayURL, c.ClusterID, c.Credential, a.handler
+	tc.RelayURL, tc.ClusterID, tc.Credential, tc.Handler = c.RelayURL, c.ClusterID, c.Credential, http.HandlerFunc(a.serve)
 	tc.TLSConfig, tc.Registerer, tc.Logger = c.RelayTLS, a.reg, a.log
 	if a.tunnel, err = tunnel.NewAgent(&tc); err != nil {
 		return nil, err
 	}
+	a.sessions = reattach.NewServer(&reattach.ServerConfig{Config: c.Sessions, AgentID: a.tunnel.ID(), Identify: a.identify})
 	return a, nil
+}
+
+// serve answers a request from the tunnel: a carrier for a session that
+// re-attaches, or a request for the API server.
+func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
+	if reattach.IsUpgrade(r) {
+		a.sessions.ServeHTTP(w, r)
+		return
+	}
+	a.handler.ServeHTTP(w, r)
+}
+
+// identify names the caller of a carrier: a session re-attaches only for
+// the identity that opened it (issuer, tenant, object ID), whatever its
+// token is by then. A token passed through unverified is named by its
+// hash, so only the same token re-attaches.
+func (a *Agent) identify(r *http.Request) (string, error) {
+	raw, err := httpx.BearerToken(r.Header)
+	if err != nil {
+		return "", err
+	}
+	tok, err := a.cfg.Verifier.Verify(r.Context(), raw)
+	if err != nil {
+		if a.cfg.PassThroughForeignTokens && tokens.IsForeign(err) {
+			sum := sha256.Sum256([]byte(raw))
+			return "token " + hex.EncodeToString(sum[:]), nil
+		}
+		return "", err
+	}
+	return strings.Join([]string{"oidc", tok.Issuer, tok.TenantID, tok.ObjectID()}, "\x00"), nil
+}
+
+// serveSessions serves the requests that new sessions carry until the
+// Server is closed.
+func (a *Agent) serveSessions() {
+	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	srv.Serve(a.sessions)
 }
 
 // Handler is the impersonation handler the agent serves requests with.
@@ -165,7 +219,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.waitForKeys(ctx, cmp.Or(wait, DefaultWaitForKeys))
 	}
 	a.log.Info("agent starting", "relay", a.cfg.RelayURL, "cluster", a.cfg.ClusterID)
+	go a.serveSessions()
 	err := a.tunnel.Run(ctx)
+	a.sessions.Close()
 	a.log.Info("agent stopped")
 	return err
 }

@@ -206,6 +206,10 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 	return a, nil
 }
 
+// ID is the agent's name at the relay (AgentConfig.AgentID, or the one
+// made up for it).
+func (a *Agent) ID() string { return a.cfg.AgentID }
+
 // Stats returns the agent's counters. Body bytes are counted as the relay
 // counts them: request and answer bodies and raw streams alike.
 func (a *Agent) Stats() Stats { return a.stats.snapshot() }

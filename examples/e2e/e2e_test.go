@@ -440,6 +440,8 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("relay killed under exec and port-forward, through the client proxy: both go on", func(t *testing.T) { sessionsAcrossRelayRestart(t, c) })
+
 	t.Run("relay restarted: the agent reconnects by itself", func(t *testing.T) {
 		c.relay.kill()
 		c.relay = c.start("relay", c.relayArgs...)

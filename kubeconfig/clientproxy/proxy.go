@@ -29,6 +29,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/sessions"
+	"github.com/clusterconnect/clusterconnect/sessions/reattach"
 )
 
 // Config configures a Proxy.
@@ -58,6 +59,11 @@ type Config struct {
 	// kubeconfigs written once stay valid; default
 	// <user config dir>/clusterconnect/proxy.
 	CertDir string
+	// Sessions holds the settings of the sessions exec, attach and
+	// port-forward ride on (package sessions/reattach): they go on when
+	// the relay replica or the path to it goes, for up to Grace. Zero
+	// fields: the defaults.
+	Sessions reattach.Config
 	// Logger receives request errors; nil discards.
 	Logger *slog.Logger
 }
@@ -116,11 +122,16 @@ func New(cfg *Config) (*Proxy, error) {
 		return nil, fmt.Errorf("clientproxy: %w", err)
 	}
 	h2, h1 := relayTransports(c.RelayTLS)
+	sessionsCfg := c.Sessions
 	p.proxy = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		ModifyResponse: p.noteRefusal,
-		// A watch whose connection to the relay breaks ends saying why.
-		Transport:    &httpx.SplitTransport{HTTP2: sessions.Watches(h2), HTTP1: h1},
+		// A watch whose connection to the relay breaks ends saying why, or
+		// goes on; an exec, attach or port-forward goes on.
+		Transport: &httpx.SplitTransport{
+			HTTP2: sessions.Watches(h2),
+			HTTP1: &sessionTransport{tls: h1.TLSClientConfig, cfg: &sessionsCfg, auth: p.carrierAuth},
+		},
 		ErrorHandler: p.relayError,
 		ErrorLog:     log.New(io.Discard, "", 0),
 		BufferPool:   httpx.Buffers,
@@ -202,19 +213,33 @@ type requestKey struct{}
 
 // ServeHTTP forwards one request to the relay.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var auth string
-	if p.cfg.PassClientToken {
-		auth = r.Header.Get("Authorization")
-	} else {
-		tok, err := p.cfg.TokenSource.Token()
-		if err != nil {
-			p.log.Warn("cannot get your token", "err", err)
-			writeTokenFailure(w, r, "clusterconnect proxy: cannot get your token: "+err.Error())
-			return
-		}
-		auth = "Bearer " + tok.AccessToken
+	auth, err := p.authorization(r.Header)
+	if err != nil {
+		p.log.Warn("cannot get your token", "err", err)
+		writeTokenFailure(w, r, "clusterconnect proxy: cannot get your token: "+err.Error())
+		return
 	}
 	p.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestKey{}, auth)))
+}
+
+// authorization is the Authorization header the relay gets: the user's
+// token now, or with PassClientToken the client's own header h.
+func (p *Proxy) authorization(h http.Header) (string, error) {
+	if p.cfg.PassClientToken {
+		return h.Get("Authorization"), nil
+	}
+	tok, err := p.cfg.TokenSource.Token()
+	if err != nil {
+		return "", err
+	}
+	return "Bearer " + tok.AccessToken, nil
+}
+
+// carrierAuth gives a session's carriers their Authorization: the token
+// as it is when each is dialed, or the client's own header.
+func (p *Proxy) carrierAuth(out *http.Request) func() (string, error) {
+	h := out.Header.Clone()
+	return func() (string, error) { return p.authorization(h) }
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
@@ -246,13 +271,7 @@ func (p *Proxy) noteRefusal(resp *http.Response) error {
 	if err != nil {
 		return nil
 	}
-	var st struct {
-		Message string `json:"message"`
-	}
-	msg := strings.TrimSpace(string(head))
-	if json.Unmarshal(head, &st) == nil && st.Message != "" {
-		msg = st.Message
-	}
+	msg := statusMessage(head)
 	p.logRefusal(resp.StatusCode, msg, resp.Request.URL.Path)
 	if resp.StatusCode == http.StatusUnauthorized && !p.cfg.PassClientToken && httpx.ReadRaw(resp.Request) {
 		// Words kubectl shows, as writeTokenFailure gives them.
@@ -262,6 +281,17 @@ func (p *Proxy) noteRefusal(resp *http.Response) error {
 		*resp = *rec.Result()
 	}
 	return nil
+}
+
+// statusMessage is the message of a Status body, or the body as text.
+func statusMessage(body []byte) string {
+	var st struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &st) == nil && st.Message != "" {
+		return st.Message
+	}
+	return strings.TrimSpace(string(body))
 }
 
 func (p *Proxy) logRefusal(code int, msg, path string) {

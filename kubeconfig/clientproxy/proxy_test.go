@@ -31,6 +31,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
+	"github.com/clusterconnect/clusterconnect/sessions/reattach"
 	"github.com/clusterconnect/clusterconnect/tokens/source"
 )
 
@@ -48,13 +49,16 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// relay is a stand-in relay that records what reaches it.
+// relay is a stand-in relay that records what reaches it; it is also the
+// agent's end of the sessions that upgrades ride on.
 type relay struct {
-	srv    *httptest.Server
-	mu     sync.Mutex
-	seen   []seenRequest
-	event  chan string
-	refuse atomic.Bool // refuse every token, as when it has expired
+	srv      *httptest.Server
+	sessions *reattach.Server
+	mu       sync.Mutex
+	seen     []seenRequest
+	carriers []net.Conn
+	event    chan string
+	refuse   atomic.Bool // refuse every token, as when it has expired
 }
 
 type seenRequest struct{ path, auth string }
@@ -66,7 +70,33 @@ func newRelay(t testing.TB) *relay {
 	r.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	r.srv.StartTLS()
 	t.Cleanup(r.srv.Close)
+	r.sessions = reattach.NewServer(nil)
+	inner := &http.Server{Handler: http.HandlerFunc(r.serve), ErrorLog: log.New(io.Discard, "", 0)}
+	go inner.Serve(r.sessions)
+	t.Cleanup(func() { r.sessions.Close() })
 	return r
+}
+
+// carrier takes a session's carrier, as the agent would, keeping it so
+// that a test can cut it.
+func (r *relay) carrier(w http.ResponseWriter, req *http.Request) {
+	conn, brw, _ := http.NewResponseController(w).Hijack()
+	fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+reattach.Protocol+"\r\n\r\n")
+	brw.Flush()
+	r.mu.Lock()
+	r.carriers = append(r.carriers, conn)
+	r.mu.Unlock()
+	r.sessions.Serve(conn, req.Header.Get("Authorization"))
+}
+
+// cutCarriers closes every carrier, as a relay replica that dies does.
+func (r *relay) cutCarriers() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.carriers {
+		c.Close()
+	}
+	r.carriers = nil
 }
 
 func (r *relay) serve(w http.ResponseWriter, req *http.Request) {
@@ -85,13 +115,20 @@ func (r *relay) serve(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the token expired at 2026-11-24T00:00:00Z","reason":"Unauthorized","code":401}`)
+	case reattach.IsUpgrade(req):
+		r.carrier(w, req)
 	case req.Header.Get("Upgrade") == "echo/1":
 		conn, brw, _ := http.NewResponseController(w).Hijack()
 		defer conn.Close()
 		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
 		brw.Flush()
-		line, _ := brw.ReadString('\n')
-		fmt.Fprint(conn, "echo: "+line)
+		for {
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			fmt.Fprint(conn, "echo: "+line)
+		}
 	default:
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":null}`)
@@ -222,6 +259,16 @@ func TestUpgradeRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "echo: hello through the proxy\n", line)
 	assert.Equal(t, "Bearer user-token", r.last().auth)
+	assert.Equal(t, "/api/v1/namespaces/ns/pods/p/exec", r.last().path, "the upgrade reaches the agent's end without the cluster prefix")
+
+	// The relay goes (every carrier cut): the upgraded connection goes on.
+	for i := range 3 {
+		r.cutCarriers()
+		fmt.Fprintf(conn, "after cut %d\n", i)
+		line, err = br.ReadString('\n')
+		require.NoError(t, err)
+		assert.Equal(t, fmt.Sprintf("echo: after cut %d\n", i), line)
+	}
 }
 
 func status(t *testing.T, body string) (msg string) {

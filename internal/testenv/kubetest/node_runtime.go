@@ -2,6 +2,7 @@ package kubetest
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 //	echo ARGS…     prints ARGS to stdout
 //	stderr ARGS…   prints ARGS to stderr
 //	cat            copies stdin to stdout until stdin closes
+//	sha256sum      prints the SHA-256 of stdin, as sha256sum does
 //	hostname       prints the pod name
 //	exit N         exits with status N
 //
@@ -41,6 +43,15 @@ func (n *Node) ExecInContainer(ctx context.Context, pod, uid, container string, 
 		}
 		_, err := io.Copy(out, in)
 		return err
+	case "sha256sum":
+		h := sha256.New()
+		if in != nil {
+			if _, err := io.Copy(h, in); err != nil {
+				return err
+			}
+		}
+		_, err := fmt.Fprintf(out, "%x  -\n", h.Sum(nil))
+		return err
 	case "hostname":
 		_, err := fmt.Fprintln(out, pod)
 		return err
@@ -58,7 +69,7 @@ func (n *Node) ExecInContainer(ctx context.Context, pod, uid, container string, 
 		}
 		return utilexec.CodeExitError{Err: fmt.Errorf("exit status %d", code), Code: code}
 	default:
-		fmt.Fprintf(errOut, "%s: command not found (the stand-in node runs echo, stderr, cat, hostname, exit)\n", name)
+		fmt.Fprintf(errOut, "%s: command not found (the stand-in node runs echo, stderr, cat, sha256sum, hostname, exit)\n", name)
 		return utilexec.CodeExitError{Err: fmt.Errorf("%s: command not found", name), Code: 127}
 	}
 }

@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// sessionBytes is what crosses a relay restart in the tests below.
+const sessionBytes = 64 << 20
+
+// restartRelayAfter kills the relay with SIGKILL once n bytes have been
+// counted, starts it again, and reports when it has.
+func (c *chain) restartRelayAfter(counted <-chan int, n int) <-chan struct{} {
+	restarted := make(chan struct{})
+	go func() {
+		defer close(restarted)
+		total := 0
+		for k := range counted {
+			if total += k; total >= n {
+				break
+			}
+		}
+		c.relay.kill()
+		c.relay = c.start("relay", c.relayArgs...)
+	}()
+	return restarted
+}
+
+// sessionsAcrossRelayRestart: in proxy mode an exec and a port-forward
+// carry 64 MiB each while the relay is SIGKILLed and started again; the
+// client proxy re-attaches their sessions, and kubectl sees nothing.
+func sessionsAcrossRelayRestart(t *testing.T, c *chain) {
+	k := c.kubectl()
+	t.Run("exec -i: 64 MiB into sha256sum", func(t *testing.T) {
+		data := make([]byte, sessionBytes)
+		rand.NewChaCha8([32]byte{1}).Read(data)
+		want := fmt.Sprintf("%x  -\n", sha256.Sum256(data))
+
+		cmd, err := k.Command(ctx(t), "exec", "-i", "-n", ns, "web", "--", "sha256sum")
+		require.NoError(t, err)
+		stdin, err := cmd.StdinPipe()
+		require.NoError(t, err)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		require.NoError(t, cmd.Start())
+		counted := make(chan int, 1024)
+		restarted := c.restartRelayAfter(counted, sessionBytes/4)
+		start := time.Now()
+		for b := data; len(b) > 0; {
+			n := min(len(b), 256<<10)
+			_, err := stdin.Write(b[:n])
+			require.NoError(t, err, "kubectl stopped reading: %s", stderr.String())
+			b = b[n:]
+			select {
+			case counted <- n:
+			default:
+			}
+		}
+		close(counted)
+		stdin.Close()
+		<-restarted
+		err = cmd.Wait()
+		t.Logf("64 MiB through exec across a relay restart in %v", time.Since(start).Round(time.Millisecond))
+		require.NoError(t, err, "kubectl exec failed: %s\nproxy: %s", stderr.String(), lastLines(c.logs("proxy"), 20))
+		assert.Equal(t, want, stdout.String())
+		assert.Empty(t, stderr.String())
+	})
+
+	t.Run("port-forward: a 64 MiB download", func(t *testing.T) {
+		data := make([]byte, sessionBytes)
+		rand.NewChaCha8([32]byte{2}).Read(data)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer conn.Close(); conn.Write(data) }()
+			}
+		}()
+		cmd, err := k.Command(ctx(t), "port-forward", "-n", ns, "pod/web", ":"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		require.NoError(t, err)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		require.NoError(t, cmd.Start())
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		lines := bufio.NewScanner(stdout)
+		require.True(t, lines.Scan(), "port-forward printed nothing: %s", stderr.String())
+		m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(lines.Text())
+		require.NotNil(t, m)
+
+		conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
+		require.NoError(t, err)
+		defer conn.Close()
+		counted := make(chan int, 1024)
+		restarted := c.restartRelayAfter(counted, sessionBytes/4)
+		h := sha256.New()
+		got, err := io.Copy(io.MultiWriter(h, countTo(counted)), conn)
+		close(counted)
+		<-restarted
+		require.NoError(t, err)
+		assert.Equal(t, int64(sessionBytes), got, "kubectl: %s\nproxy: %s", stderr.String(), lastLines(c.logs("proxy"), 20))
+		assert.Equal(t, sha256.Sum256(data), [32]byte(h.Sum(nil)))
+		assert.Nil(t, cmd.ProcessState, "kubectl port-forward is still running")
+		assert.NotContains(t, stderr.String(), "error")
+	})
+	c.waitWorking(k)
+}
+
+// countTo is a writer that tells counted how much went through it.
+type countTo chan<- int
+
+func (c countTo) Write(p []byte) (int, error) {
+	select {
+	case c <- len(p):
+	default:
+	}
+	return len(p), nil
+}

@@ -1,0 +1,161 @@
+package clientproxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/sessions/reattach"
+)
+
+// sessionTransport carries each upgrade (exec, attach, port-forward) in a
+// session that re-attaches (package sessions/reattach): the relay replica
+// it went through, or the path to it, may go, and the session goes on
+// through another within the grace period.
+type sessionTransport struct {
+	tls *tls.Config // for the relay, HTTP/1.1 only
+	cfg *reattach.Config
+	// auth gives the Authorization header for a carrier: the user's
+	// token as it is when the carrier is dialed.
+	auth func(out *http.Request) func() (string, error)
+}
+
+// RoundTrip opens a session for the cluster named by out's path,
+// /clusters/{id}/…, and sends out inside it, without that prefix.
+func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) {
+	cluster, inner, ok := splitClusterPath(out.URL.EscapedPath())
+	if !ok {
+		return nil, fmt.Errorf("clusterconnect proxy: no cluster in %q", out.URL.Path)
+	}
+	auth := t.auth(out)
+	dial := func(ctx context.Context) (net.Conn, error) { return t.dialCarrier(ctx, out.URL, cluster, inner, auth) }
+	conn, err := reattach.Dial(out.Context(), dial, t.cfg)
+	if err != nil {
+		return nil, err
+	}
+	in := out.Clone(out.Context())
+	in.URL = &url.URL{Path: inner, RawQuery: out.URL.RawQuery}
+	if p, err := url.PathUnescape(inner); err == nil && p != inner {
+		in.URL.Path, in.URL.RawPath = p, inner
+	}
+	in.Host = "cluster"
+	in.Close = false
+	if err := in.Write(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, in)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &sessionBody{Reader: br, Conn: conn}
+		return resp, nil
+	}
+	resp.Body = &closeBoth{ReadCloser: resp.Body, conn: conn}
+	return resp, nil
+}
+
+// dialCarrier opens a carrier through the relay: an HTTP/1.1 upgrade to
+// reattach.Protocol for the cluster, on a connection of its own (through
+// HTTPS_PROXY as the proxy's other requests are). The carrier's
+// deadlines are the TCP connection's.
+func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, cluster, inner string, auth func() (string, error)) (net.Conn, error) {
+	authorization, err := auth()
+	if err != nil {
+		return nil, fmt.Errorf("clusterconnect proxy: cannot get your token: %w", err)
+	}
+	var raw net.Conn
+	tr := &http.Transport{
+		Proxy:             http.ProxyFromEnvironment,
+		TLSClientConfig:   t.tls,
+		DisableKeepAlives: true,
+		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			raw = c
+			return c, err
+		},
+	}
+	u := *relay
+	u.RawPath = ""
+	u.Path = "/clusters/" + cluster + inner
+	if p, err := url.PathUnescape(u.Path); err == nil && p != u.Path {
+		u.Path, u.RawPath = p, "/clusters/"+cluster+inner
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", authorization)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", reattach.Protocol)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return nil, fmt.Errorf("clusterconnect proxy: the relay answered %s: %s", resp.Status, statusMessage(msg))
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok || raw == nil {
+		resp.Body.Close()
+		return nil, fmt.Errorf("clusterconnect proxy: the relay's 101 gave no connection")
+	}
+	return &carrierConn{ReadWriteCloser: rwc, raw: raw}, nil
+}
+
+// splitClusterPath splits /clusters/{id}/rest into id and /rest.
+func splitClusterPath(escaped string) (cluster, rest string, ok bool) {
+	after, found := strings.CutPrefix(escaped, "/clusters/")
+	if !found {
+		return "", "", false
+	}
+	cluster, rest, _ = strings.Cut(after, "/")
+	return cluster, "/" + rest, cluster != ""
+}
+
+// carrierConn is a carrier: the relay's upgraded connection, with the
+// TCP connection under it for addresses and deadlines.
+type carrierConn struct {
+	io.ReadWriteCloser
+	raw net.Conn
+}
+
+func (c *carrierConn) LocalAddr() net.Addr                { return c.raw.LocalAddr() }
+func (c *carrierConn) RemoteAddr() net.Addr               { return c.raw.RemoteAddr() }
+func (c *carrierConn) SetDeadline(t time.Time) error      { return c.raw.SetDeadline(t) }
+func (c *carrierConn) SetReadDeadline(t time.Time) error  { return c.raw.SetReadDeadline(t) }
+func (c *carrierConn) SetWriteDeadline(t time.Time) error { return c.raw.SetWriteDeadline(t) }
+
+// sessionBody is a 101's body: the session, read through the reader that
+// took the response's head.
+type sessionBody struct {
+	io.Reader
+	net.Conn
+}
+
+func (b *sessionBody) Read(p []byte) (int, error) { return b.Reader.Read(p) }
+
+// closeBoth closes the session with a refused upgrade's body.
+type closeBoth struct {
+	io.ReadCloser
+	conn net.Conn
+}
+
+func (c *closeBoth) Close() error {
+	err := c.ReadCloser.Close()
+	c.conn.Close()
+	return err
+}
