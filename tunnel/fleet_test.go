@@ -1,9 +1,11 @@
 package tunnel_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -545,4 +547,63 @@ func TestFleetDownloadThroughAReplicaGrowsItsWindow(t *testing.T) {
 	resp.Body.Close()
 	<-ended
 	assert.Zero(t, a.relay.Stats().StreamWindowGrown, "the stream gave its share back")
+}
+
+// whoAnswers is an upgrade handler that says which agent it is, and
+// whether the relay let HeaderToAgent through.
+func whoAnswers(agent string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, _ := http.NewResponseController(w).Hijack()
+		defer conn.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+		fmt.Fprint(brw, agent)
+		if r.Header.Get(tunnel.HeaderToAgent) != "" {
+			fmt.Fprint(brw, " (saw the header)")
+		}
+		brw.Flush()
+	})
+}
+
+// An upgrade naming an agent reaches that agent's connections and no
+// other, on this replica or through the replica holding it: a session
+// that re-attaches lives in one agent replica.
+func TestUpgradeReachesTheAgentItNames(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	named := func(id string) harnessOpts {
+		return harnessOpts{agentCfg: func(c *tunnel.AgentConfig) { c.AgentID, c.Connections = id, 1 }}
+	}
+	a, _ := startReplica(t, dir, fleet, fleet, whoAnswers("agent-a"), named("agent-a"))
+	b, _ := startReplica(t, dir, fleet, fleet, whoAnswers("agent-b"), named("agent-b"))
+
+	for _, tc := range []struct {
+		at     *harness
+		to     string
+		status int
+		want   string
+	}{
+		{a, "agent-a", http.StatusSwitchingProtocols, "agent-a"},
+		{a, "agent-b", http.StatusSwitchingProtocols, "agent-b"},
+		{b, "agent-a", http.StatusSwitchingProtocols, "agent-a"},
+		{b, "agent-b", http.StatusSwitchingProtocols, "agent-b"},
+		{a, "agent-z", http.StatusServiceUnavailable, ""},
+	} {
+		for range 4 { // not by chance
+			conn, err := tls.Dial("tcp", tc.at.srv.Listener.Addr().String(), &tls.Config{RootCAs: tc.at.roots, ServerName: "example.com", NextProtos: []string{"http/1.1"}})
+			require.NoError(t, err)
+			req, _ := http.NewRequest(http.MethodGet, tc.at.url("/api/v1/namespaces/ns/pods/p/exec"), nil)
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "echo/1")
+			req.Header.Set(tunnel.HeaderToAgent, tc.to)
+			require.NoError(t, req.Write(conn))
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, req)
+			require.NoError(t, err)
+			require.Equal(t, tc.status, resp.StatusCode, "to %s", tc.to)
+			if tc.want != "" {
+				got, _ := io.ReadAll(br)
+				assert.Equal(t, tc.want, string(got), "to %s", tc.to)
+			}
+			conn.Close()
+		}
+	}
 }

@@ -26,6 +26,11 @@ const (
 	// so an agent can spread its connections over several.
 	HeaderReplica  = "Clusterconnect-Replica"
 	HeaderReplicas = "Clusterconnect-Replicas"
+	// HeaderToAgent, on a client's upgrade request, names the agent (its
+	// AgentID) whose connections alone may carry it: a session that
+	// re-attaches lives in one agent replica. In a fleet the request goes
+	// to a replica holding that agent. It is not passed to the agent.
+	HeaderToAgent = "Clusterconnect-To-Agent"
 )
 
 // Raw stream kinds, sent in the Clusterconnect-Stream header of a CONNECT

@@ -27,7 +27,7 @@ func (r *Relay) DialContext(ctx context.Context, clusterID string) (net.Conn, er
 		return s, nil
 	}
 	if errors.Is(err, ErrNotConnected) {
-		if holders := r.holders(clusterID, false); len(holders) > 0 {
+		if holders := r.holders(clusterID, false, ""); len(holders) > 0 {
 			return r.dialViaPeer(ctx, holders, clusterID)
 		}
 	}

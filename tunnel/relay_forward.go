@@ -69,7 +69,11 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		cw.rc.SetWriteDeadline(time.Time{})
 		defer func() { cw.rc.SetWriteDeadline(time.Now().Add(r.cfg.WriteTimeout)) }()
 	}
-	resp, err := r.forward(id, outgoing(req, rest), upgrade, fromPeer)
+	out := outgoing(req, rest)
+	if agent := req.Header.Get(HeaderToAgent); agent != "" && upgrade {
+		out = out.WithContext(context.WithValue(out.Context(), toAgentKey{}, agent))
+	}
+	resp, err := r.forward(id, out, upgrade, fromPeer)
 	if err != nil {
 		writeError(w, req, id, err)
 		return
@@ -142,7 +146,7 @@ func (c *clientWriter) stop() { c.timer.Stop() }
 // holds no connection for to a replica that does, unless the request came
 // from a replica (fromPeer).
 func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade, fromPeer bool) (*http.Response, error) {
-	if holders := r.holders(id, fromPeer); len(holders) > 0 {
+	if holders := r.holders(id, fromPeer, toAgent(out.Context())); len(holders) > 0 {
 		if upgrade && out.Body != nil {
 			return nil, ErrUpgradeBody
 		}
@@ -246,7 +250,17 @@ func cloneHeader(h http.Header) http.Header {
 		out = http.Header{}
 	}
 	removeHopByHop(out, httpx.IsUpgrade(h))
+	out.Del(HeaderToAgent)
 	return out
+}
+
+// toAgentKey holds, in an upgrade's context, the agent HeaderToAgent
+// named.
+type toAgentKey struct{}
+
+func toAgent(ctx context.Context) string {
+	a, _ := ctx.Value(toAgentKey{}).(string)
+	return a
 }
 
 // roundTrip sends a request on one of the cluster's connections, and once

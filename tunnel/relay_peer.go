@@ -272,6 +272,9 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 			req.URL.RawPath = "/clusters/" + id + out.URL.RawPath
 		}
 		req.Host = out.Host
+		if agent := toAgent(out.Context()); agent != "" {
+			req.Header.Set(HeaderToAgent, agent)
+		}
 		var resp *http.Response
 		var err error
 		r.stats.peerForwarded.Add(1)
@@ -359,8 +362,11 @@ func (r *Relay) PeerHandler() http.Handler {
 // holders returns the other replicas to forward a request for id to: only
 // when this relay is one of a fleet, holds no connection for id itself,
 // and the request did not come from a replica.
-func (r *Relay) holders(id string, fromPeer bool) []string {
-	if fromPeer || r.cfg.Directory == nil || r.reg.has(id) {
+func (r *Relay) holders(id string, fromPeer bool, agent string) []string {
+	if fromPeer || r.cfg.Directory == nil {
+		return nil
+	}
+	if agent != "" && r.reg.hasAgent(id, agent) || agent == "" && r.reg.has(id) {
 		return nil
 	}
 	return r.cfg.Directory.Holders(id)

@@ -188,6 +188,40 @@ func (r *registry) pick(clusterID string, failed *agentConn) (c *agentConn, know
 	return nil, true
 }
 
+// pickAgent reserves a stream on a connection of the cluster's agent
+// agentID; known reports whether that agent has a connection here.
+func (r *registry) pickAgent(clusterID, agentID string) (c *agentConn, known bool) {
+	for _, c := range r.agentConns(clusterID, agentID) {
+		if c.cc.ReserveNewRequest() {
+			return c, true
+		}
+		known = true
+	}
+	return nil, known
+}
+
+// hasAgent reports whether the cluster's agent agentID has a connection
+// here.
+func (r *registry) hasAgent(clusterID, agentID string) bool {
+	return len(r.agentConns(clusterID, agentID)) > 0
+}
+
+func (r *registry) agentConns(clusterID, agentID string) []*agentConn {
+	r.mu.RLock()
+	cl := r.clusters[clusterID]
+	r.mu.RUnlock()
+	if cl == nil {
+		return nil
+	}
+	var out []*agentConn
+	for _, c := range *cl.conns.Load() {
+		if c.agentID == agentID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // all returns every live connection.
 func (r *registry) all() []*agentConn {
 	r.mu.RLock()

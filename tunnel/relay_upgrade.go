@@ -19,7 +19,13 @@ import (
 // openStream opens a CONNECT stream on one of the cluster's connections and
 // waits for the agent to accept it.
 func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, error) {
-	c, known := r.reg.pick(id, nil)
+	var c *agentConn
+	var known bool
+	if agent := toAgent(ctx); agent != "" {
+		c, known = r.reg.pickAgent(id, agent)
+	} else {
+		c, known = r.reg.pick(id, nil)
+	}
 	if c == nil {
 		return nil, r.pickError(known)
 	}

@@ -581,21 +581,28 @@ func (c *chain) setPolicy(t *testing.T, policy string) {
 		30*time.Second, 100*time.Millisecond, "relay log: %s", c.logs("relay"))
 }
 
-// agentKilledUnderLoad starts a second agent for the cluster, has 200
-// clients send GETs through the relay, SIGKILLs the second agent halfway
-// and counts the requests that failed.
-func agentKilledUnderLoad(t *testing.T, c *chain) {
-	c.setPolicy(t, `{"clusters":{"e2e":{"groups":["`+aliceGrp+`"],"limits":{"callerStreams":1000,"callerRate":1e6,"callerBurst":1000000,"clusterRate":1e6,"clusterBurst":1000000}}}}`)
-	t.Cleanup(func() { c.setPolicy(t, basePolicy) })
+// startSecondAgent starts a second agent replica for the cluster, logging
+// to agent-2.log, and waits until both its connections are open.
+func (c *chain) startSecondAgent(t *testing.T) *proc {
 	args := append([]string(nil), c.agentArgs...)
 	for i, a := range args {
 		if a == "-health-listen" {
 			args[i+1] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		}
 	}
-	second := c.startAs("agent-2", "agent", args...)
+	second := c.startAs("agent-2", "agent", args...) // a new log
 	require.Eventually(t, func() bool { return strings.Count(c.logs("agent-2"), "tunnel connection open") >= 2 },
 		time.Minute, 100*time.Millisecond, "agent-2 log: %s", c.logs("agent-2"))
+	return second
+}
+
+// agentKilledUnderLoad starts a second agent for the cluster, has 200
+// clients send GETs through the relay, SIGKILLs the second agent halfway
+// and counts the requests that failed.
+func agentKilledUnderLoad(t *testing.T, c *chain) {
+	c.setPolicy(t, `{"clusters":{"e2e":{"groups":["`+aliceGrp+`"],"limits":{"callerStreams":1000,"callerRate":1e6,"callerBurst":1000000,"clusterRate":1e6,"clusterBurst":1000000}}}}`)
+	t.Cleanup(func() { c.setPolicy(t, basePolicy) })
+	second := c.startSecondAgent(t)
 
 	token, err := c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: aliceUPN, OID: "oid-alice", Groups: []string{aliceGrp}})
 	require.NoError(t, err)

@@ -40,9 +40,13 @@ func (c *chain) restartRelayAfter(counted <-chan int, n int) <-chan struct{} {
 
 // sessionsAcrossRelayRestart: in proxy mode an exec and a port-forward
 // carry 64 MiB each while the relay is SIGKILLed and started again; the
-// client proxy re-attaches their sessions, and kubectl sees nothing.
+// client proxy re-attaches their sessions, and kubectl sees nothing. Two
+// agent replicas serve the cluster: a session re-attaches to the one it
+// lives in.
 func sessionsAcrossRelayRestart(t *testing.T, c *chain) {
 	k := c.kubectl()
+	second := c.startSecondAgent(t)
+	defer second.kill()
 	t.Run("exec -i: 64 MiB into sha256sum", func(t *testing.T) {
 		data := make([]byte, sessionBytes)
 		rand.NewChaCha8([32]byte{1}).Read(data)

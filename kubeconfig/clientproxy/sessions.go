@@ -12,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/clusterconnect/clusterconnect/sessions/reattach"
+	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
 // sessionTransport carries each upgrade (exec, attach, port-forward) in a
@@ -35,7 +38,9 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, fmt.Errorf("clusterconnect proxy: no cluster in %q", out.URL.Path)
 	}
 	auth := t.auth(out)
-	dial := func(ctx context.Context) (net.Conn, error) { return t.dialCarrier(ctx, out.URL, cluster, inner, auth) }
+	dial := func(ctx context.Context, agentID string) (net.Conn, error) {
+		return t.dialCarrier(ctx, out.URL, cluster, inner, agentID, auth)
+	}
 	conn, err := reattach.Dial(out.Context(), dial, t.cfg)
 	if err != nil {
 		return nil, err
@@ -69,7 +74,7 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 // reattach.Protocol for the cluster, on a connection of its own (through
 // HTTPS_PROXY as the proxy's other requests are). The carrier's
 // deadlines are the TCP connection's.
-func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, cluster, inner string, auth func() (string, error)) (net.Conn, error) {
+func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, cluster, inner, agentID string, auth func() (string, error)) (net.Conn, error) {
 	authorization, err := auth()
 	if err != nil {
 		return nil, fmt.Errorf("clusterconnect proxy: cannot get your token: %w", err)
@@ -99,6 +104,11 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, clus
 	req.Header.Set("Authorization", authorization)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", reattach.Protocol)
+	if agentID != "" && httpguts.ValidHeaderFieldValue(agentID) {
+		// The session lives in that agent replica: the relay sends the
+		// carrier to its connections only.
+		req.Header.Set(tunnel.HeaderToAgent, agentID)
+	}
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		return nil, err

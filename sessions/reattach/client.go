@@ -11,17 +11,19 @@ import (
 )
 
 // A DialFunc opens a carrier: a byte stream to a Server, through whatever
-// lies between (for clusterconnect, an HTTP/1.1 upgrade to
-// Protocol through the relay). A session calls it again, with a fresh
-// context, each time it has to re-attach.
-type DialFunc func(ctx context.Context) (net.Conn, error)
+// lies between (for clusterconnect, an HTTP/1.1 upgrade to Protocol
+// through the relay). A session calls it again, with a fresh context,
+// each time it has to re-attach; then agentID is the server the session
+// lives in (ServerConfig.AgentID), which the carrier must reach, and
+// empty for a new session.
+type DialFunc func(ctx context.Context, agentID string) (net.Conn, error)
 
 // Dial opens a new session on a carrier from dial. When that carrier is
 // lost the session dials again, with backoff, until it is re-attached or
 // cfg.Grace has passed.
 func Dial(ctx context.Context, dial DialFunc, cfg *Config) (*Conn, error) {
 	c := cfg.withDefaults()
-	nc, err := dial(ctx)
+	nc, err := dial(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +119,7 @@ func (c *Conn) redial(dial DialFunc) {
 func (c *Conn) redialOnce(dial DialFunc, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	nc, err := dial(ctx)
+	nc, err := dial(ctx, c.agentID)
 	if err != nil {
 		return err
 	}

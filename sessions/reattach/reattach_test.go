@@ -46,7 +46,9 @@ func newPair(t *testing.T, cfg *reattach.ServerConfig) *pair {
 			go p.srv.Serve(nc, "alice")
 		}
 	}()
-	p.dial = func(ctx context.Context) (net.Conn, error) { return p.net.DialAs("carrier")(ctx, "mem", "agent") }
+	p.dial = func(ctx context.Context, _ string) (net.Conn, error) {
+		return p.net.DialAs("carrier")(ctx, "mem", "agent")
+	}
 	p.ln = ln
 	return p
 }
