@@ -17,6 +17,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/examples/internal/tokenflags"
 	"github.com/clusterconnect/clusterconnect/internal/prom"
+	"github.com/clusterconnect/clusterconnect/sessions/reattach"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -69,6 +70,7 @@ func register(fs *flag.FlagSet) *flags {
 	fs.BoolVar(&c.AllowNestedImpersonation, "allow-nested-impersonation", false, "honour callers' --as/--as-group when RBAC allows them to impersonate")
 	fs.StringVar(&c.HealthListen, "health-listen", ":8081", "address for /livez, /healthz, /readyz and /metrics")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&c.Sessions.Grace, "session-grace", reattach.DefaultGrace, "how long an exec, attach or port-forward opened through a client proxy, and its connection to the API server, wait to be re-attached after their tunnel connection is lost")
 	cli.DurationBoundVar(fs, &c.WaitForKeys, "wait-for-keys", agent.DefaultWaitForKeys, agent.ConnectAtOnce, "connect at once", "how long (a `duration`) to wait for the issuers' keys before connecting to the relay")
 	return f
 }

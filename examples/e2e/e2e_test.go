@@ -63,8 +63,16 @@ type chain struct {
 	issuer                         *oidctest.Issuer
 	agentArgs, relayArgs           []string
 	relay, agent, proxy            *proc
-	kubeconfig                     string
+	kubeconfig, tokenFile          string
 	node                           *kubetest.Node
+}
+
+// startProxy starts a client proxy (proxy serve) for Alice, logging to
+// logName.log and writing its entry into kubeconfig.
+func (c *chain) startProxy(logName, kubeconfig string, extra ...string) *proc {
+	args := []string{"serve", "-relay-url", "https://" + c.relayAddr, "-relay-ca", c.relayCA, "-cluster-id", cluster,
+		"-port", strconv.Itoa(freePort(c.t)), "-token-file", c.tokenFile, "-kubeconfig", kubeconfig}
+	return c.startAs(logName, "proxy", append(args, extra...)...)
 }
 
 type proc struct {
@@ -188,8 +196,8 @@ func newChain(t *testing.T) *chain {
 	require.NoError(t, err)
 	tokenFile := writeFile(t, filepath.Join(c.dir, "token"), []byte(token))
 	c.kubeconfig = filepath.Join(c.dir, "kubeconfig")
-	c.proxy = c.start("proxy", "serve", "-relay-url", "https://"+c.relayAddr, "-relay-ca", relayCA, "-cluster-id", cluster,
-		"-port", strconv.Itoa(freePort(t)), "-token-file", tokenFile, "-kubeconfig", c.kubeconfig)
+	c.tokenFile = tokenFile
+	c.proxy = c.startProxy("proxy", c.kubeconfig)
 
 	// Direct mode: a second kubeconfig, written by the proxy binary, whose
 	// user runs "proxy token".
@@ -441,6 +449,8 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("relay killed under exec and port-forward, through the client proxy: both go on", func(t *testing.T) { sessionsAcrossRelayRestart(t, c) })
+
+	t.Run("exec whose agent is gone for good: kubectl says why and exits 1", func(t *testing.T) { sessionLostForGood(t, c) })
 
 	t.Run("relay restarted: the agent reconnects by itself", func(t *testing.T) {
 		c.relay.kill()

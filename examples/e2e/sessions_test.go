@@ -7,12 +7,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -137,4 +140,45 @@ func (c countTo) Write(p []byte) (int, error) {
 	default:
 	}
 	return len(p), nil
+}
+
+// sessionLostForGood: the agent replica an exec lives in is SIGKILLed, so
+// its session cannot be re-attached; when the client proxy's grace
+// period is over, kubectl says why and exits 1, over WebSocket and SPDY
+// alike (without the words, SPDY exits 0 as if the command had run).
+func sessionLostForGood(t *testing.T, c *chain) {
+	kc := filepath.Join(c.dir, "short-grace-kubeconfig")
+	short := c.startProxy("proxy-short-grace", kc, "-session-grace", "2s")
+	defer short.kill()
+	k := &kubetest.Kubectl{Kubeconfig: kc}
+	c.waitWorking(k)
+	for _, proto := range []struct{ name, env string }{{"websocket", ""}, {"spdy", "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}} {
+		t.Run(proto.name, func(t *testing.T) {
+			k := &kubetest.Kubectl{Kubeconfig: kc, Env: []string{proto.env}}
+			cmd, err := k.Command(ctx(t), "exec", "-i", "-n", ns, "web", "--", "cat")
+			require.NoError(t, err)
+			stdin, err := cmd.StdinPipe()
+			require.NoError(t, err)
+			stdout, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			require.NoError(t, cmd.Start())
+			fmt.Fprintln(stdin, "before the agent goes")
+			line, err := bufio.NewReader(stdout).ReadString('\n')
+			require.NoError(t, err, "stderr: %s", stderr.String())
+			require.Equal(t, "before the agent goes\n", line)
+
+			c.agent.kill()
+			c.agent = c.start("agent", c.agentArgs...)
+			err = cmd.Wait()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "kubectl exited 0: stderr %q", stderr.String())
+			assert.Equal(t, 1, exit.ExitCode())
+			assert.Contains(t, stderr.String(), "error: clusterconnect: the connection to the cluster was lost and could not be resumed")
+			assert.Contains(t, stderr.String(), "the command may have finished or may still be running")
+			t.Logf("kubectl over %s: exit %d, stderr %q", proto.name, exit.ExitCode(), stderr.String())
+			c.waitWorking(k)
+		})
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
+	"github.com/clusterconnect/clusterconnect/sessions/reattach"
 	"github.com/clusterconnect/clusterconnect/tokens/source"
 )
 
@@ -21,8 +22,12 @@ func serve(args []string) error {
 	fs, c := flags("serve", relayFlags|tokenFlags|kubeconfigFlags|serveFlags)
 	port := fs.Int("port", kubeconfig.DefaultProxyPort, "port on 127.0.0.1")
 	healthListen := fs.String("health-listen", "", "address for the proxy's own /livez, /healthz and /readyz (e.g. 127.0.0.1:47012; default: none)")
+	grace := fs.Duration("session-grace", reattach.DefaultGrace, "how long an exec, attach or port-forward tries to re-attach through the relay after its connection is lost, before it ends")
 	if ok, err := parse(fs, args); !ok {
 		return err
+	}
+	if *grace <= 0 {
+		return fmt.Errorf("-session-grace must be positive, not %v", *grace)
 	}
 	if err := c.need(); err != nil {
 		return err
@@ -34,6 +39,7 @@ func serve(args []string) error {
 	cfg := &clientproxy.Config{
 		RelayURL: *c.relayURL, ClusterID: *c.clusterID, PassClientToken: *c.passClient, Logger: log,
 		ListenAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)),
+		Sessions:   reattach.Config{Grace: *grace},
 	}
 	if !*c.passClient {
 		if cfg.TokenSource, err = c.tokens.TokenSource(); err != nil {

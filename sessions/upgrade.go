@@ -1,0 +1,222 @@
+package sessions
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// EndInWords wraps conn, the connection of an exec or attach that was
+// upgraded (resp is its 101), so that if reading it fails — the
+// connection under it was lost for good — the client reads a last
+// message in its own protocol, then the end: a Status on the session's
+// error stream, over WebSocket (the channel protocols v4 and v5) or SPDY.
+// kubectl prints "error: " and the message, and exits 1. Without it,
+// kubectl over SPDY exits 0 with nothing on stderr, as if the command had
+// succeeded, and over WebSocket prints a close code.
+//
+// A message is sent only at a frame boundary; a connection lost in the
+// middle of a frame ends as before. Other upgrades (port-forward, which
+// kubectl reports itself) are returned unchanged.
+func EndInWords(resp *http.Response, conn io.ReadWriteCloser) io.ReadWriteCloser {
+	if resp == nil || resp.Request == nil {
+		return conn
+	}
+	path := resp.Request.URL.Path
+	if !strings.HasSuffix(path, "/exec") && !strings.HasSuffix(path, "/attach") {
+		return conn
+	}
+	e := &ending{ReadWriteCloser: conn}
+	switch {
+	case strings.EqualFold(resp.Header.Get("Upgrade"), "websocket"):
+		proto := resp.Header.Get("Sec-Websocket-Protocol")
+		if !strings.HasSuffix(proto, "v5.channel.k8s.io") && !strings.HasSuffix(proto, "v4.channel.k8s.io") {
+			return conn
+		}
+		e.frames = &wsFrames{}
+	case strings.HasPrefix(strings.ToUpper(resp.Header.Get("Upgrade")), "SPDY/3"):
+		v := resp.Header.Get("X-Stream-Protocol-Version")
+		if v != "v4.channel.k8s.io" && v != "v5.channel.k8s.io" {
+			return conn
+		}
+		e.frames = &spdyFrames{}
+	default:
+		return conn
+	}
+	return e
+}
+
+// frameTracker follows a byte stream's frames to know where one ends.
+type frameTracker interface {
+	// see takes the next bytes of the stream.
+	see(p []byte)
+	// boundary reports whether the bytes seen so far end with a frame.
+	boundary() bool
+	// final is what to send the client last: a Status carrying msg.
+	final(msg string) []byte
+}
+
+// ending is a connection whose failed read becomes a last message.
+type ending struct {
+	io.ReadWriteCloser
+	frames frameTracker
+	last   []byte
+	done   bool
+}
+
+func (e *ending) Read(p []byte) (int, error) {
+	if e.done {
+		if len(e.last) == 0 {
+			return 0, io.EOF
+		}
+		n := copy(p, e.last)
+		e.last = e.last[n:]
+		return n, nil
+	}
+	n, err := e.ReadWriteCloser.Read(p)
+	e.frames.see(p[:n])
+	if err != nil && err != io.EOF && e.frames.boundary() {
+		e.done = true
+		e.last = e.frames.final(lostMessage(err))
+		return n, nil
+	}
+	return n, err
+}
+
+func lostMessage(err error) string {
+	return fmt.Sprintf("clusterconnect: the connection to the cluster was lost and could not be resumed (%v); "+
+		"the command may have finished or may still be running in the container", err)
+}
+
+func statusJSON(msg string) []byte {
+	b, _ := json.Marshal(&metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status:   metav1.StatusFailure, Reason: metav1.StatusReasonServiceUnavailable,
+		Message: msg, Code: http.StatusServiceUnavailable,
+	})
+	return b
+}
+
+// wsFrames follows the frames a WebSocket server sends (RFC 6455 §5.2).
+type wsFrames struct {
+	head []byte // a frame header in progress
+	left uint64 // payload bytes left in the current frame
+}
+
+func (w *wsFrames) see(p []byte) {
+	for len(p) > 0 {
+		if w.left > 0 {
+			k := min(uint64(len(p)), w.left)
+			w.left -= k
+			p = p[k:]
+			continue
+		}
+		w.head = append(w.head, p[0])
+		p = p[1:]
+		if need := wsHeaderLen(w.head); need > 0 && len(w.head) == need {
+			w.left = wsPayloadLen(w.head)
+			w.head = w.head[:0]
+		}
+	}
+}
+
+// wsHeaderLen is the length of the header that begins with h, or 0 while
+// too little of it is known.
+func wsHeaderLen(h []byte) int {
+	if len(h) < 2 {
+		return 0
+	}
+	n := 2
+	switch h[1] & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if h[1]&0x80 != 0 {
+		n += 4
+	}
+	return n
+}
+
+func wsPayloadLen(h []byte) uint64 {
+	switch l := h[1] & 0x7f; l {
+	case 126:
+		return uint64(binary.BigEndian.Uint16(h[2:]))
+	case 127:
+		return binary.BigEndian.Uint64(h[2:])
+	default:
+		return uint64(l)
+	}
+}
+
+func (w *wsFrames) boundary() bool { return w.left == 0 && len(w.head) == 0 }
+
+// errorChannel is the channel of the error stream in the channel
+// protocols.
+const errorChannel = 3
+
+func (w *wsFrames) final(msg string) []byte {
+	payload := append([]byte{errorChannel}, statusJSON(msg)...)
+	out := wsFrame(nil, 0x2, payload)
+	// A close frame, 1000: the end is said, not an abnormal closure.
+	return wsFrame(out, 0x8, []byte{0x03, 0xe8})
+}
+
+func wsFrame(b []byte, opcode byte, payload []byte) []byte {
+	b = append(b, 0x80|opcode)
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xffff:
+		b = append(b, 126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
+}
+
+// spdyFrames follows SPDY/3.1 frames: an 8-byte header whose last three
+// bytes are the payload's length, for data and control frames alike.
+type spdyFrames struct {
+	head []byte
+	left uint64
+}
+
+func (s *spdyFrames) see(p []byte) {
+	for len(p) > 0 {
+		if s.left > 0 {
+			k := min(uint64(len(p)), s.left)
+			s.left -= k
+			p = p[k:]
+			continue
+		}
+		s.head = append(s.head, p[0])
+		p = p[1:]
+		if len(s.head) == 8 {
+			s.left = uint64(s.head[5])<<16 | uint64(s.head[6])<<8 | uint64(s.head[7])
+			s.head = s.head[:0]
+		}
+	}
+}
+
+func (s *spdyFrames) boundary() bool { return s.left == 0 && len(s.head) == 0 }
+
+// spdyErrorStream is the stream ID of the error stream: client-go's
+// remotecommand creates it first, and a SPDY client's first stream is 1.
+const spdyErrorStream = 1
+
+func (s *spdyFrames) final(msg string) []byte {
+	body := statusJSON(msg)
+	b := binary.BigEndian.AppendUint32(nil, spdyErrorStream)
+	const flagFin = 0x01
+	b = append(b, flagFin, byte(len(body)>>16), byte(len(body)>>8), byte(len(body)))
+	return append(b, body...)
+}

@@ -1,0 +1,162 @@
+package sessions_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/sessions"
+)
+
+// chunked is a connection that reads b in random pieces, then fails with
+// err.
+type chunked struct {
+	b   []byte
+	r   *rand.Rand
+	err error
+}
+
+func (c *chunked) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, c.err
+	}
+	n := min(len(p), 1+c.r.IntN(len(c.b)), len(c.b))
+	n = copy(p, c.b[:n])
+	c.b = c.b[n:]
+	return n, nil
+}
+func (c *chunked) Write(p []byte) (int, error) { return len(p), nil }
+func (c *chunked) Close() error                { return nil }
+
+func upgraded(path string, h http.Header) *http.Response {
+	return &http.Response{StatusCode: 101, Header: h, Request: &http.Request{URL: &url.URL{Path: path}}}
+}
+
+func wsFrame(opcode byte, payload []byte) []byte {
+	b := []byte{0x80 | opcode}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xffff:
+		b = binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
+	default:
+		b = binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	}
+	return append(b, payload...)
+}
+
+func spdyData(stream uint32, flags byte, payload []byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, stream)
+	b = append(b, flags, byte(len(payload)>>16), byte(len(payload)>>8), byte(len(payload)))
+	return append(b, payload...)
+}
+
+var errLost = errors.New("reattach: the session's connection was lost")
+
+// status decodes the Status in a final message's payload.
+func status(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var st map[string]any
+	require.NoError(t, json.Unmarshal(b, &st), "%q", b)
+	return st
+}
+
+func TestEndInWordsWebSocket(t *testing.T) {
+	h := http.Header{"Upgrade": {"websocket"}, "Sec-Websocket-Protocol": {"v5.channel.k8s.io"}}
+	var stream []byte
+	for _, n := range []int{0, 1, 125, 126, 65535, 65536, 70000} {
+		stream = append(stream, wsFrame(0x2, append([]byte{1}, bytes.Repeat([]byte{'x'}, n)...))...)
+	}
+	for seed := range uint64(20) {
+		conn := sessions.EndInWords(upgraded("/api/v1/namespaces/ns/pods/p/exec", h), &chunked{b: stream, r: rand.New(rand.NewPCG(seed, 1)), err: errLost})
+		got, err := io.ReadAll(conn)
+		require.NoError(t, err, "the client reads the end, not the error")
+		require.True(t, bytes.HasPrefix(got, stream), "everything the server sent comes first")
+		last := got[len(stream):]
+		require.Equal(t, byte(0x82), last[0], "a binary frame")
+		n := int(binary.BigEndian.Uint16(last[2:]))
+		require.EqualValues(t, 126, last[1])
+		payload := last[4 : 4+n]
+		assert.Equal(t, byte(3), payload[0], "on the error channel")
+		st := status(t, payload[1:])
+		assert.Equal(t, "Failure", st["status"])
+		assert.Contains(t, st["message"], "the connection to the cluster was lost")
+		assert.Equal(t, []byte{0x88, 2, 0x03, 0xe8}, last[4+n:], "then a normal close")
+	}
+}
+
+func TestEndInWordsSPDY(t *testing.T) {
+	h := http.Header{"Upgrade": {"SPDY/3.1"}, "X-Stream-Protocol-Version": {"v4.channel.k8s.io"}}
+	stream := append(spdyData(3, 0, []byte("stdout bytes")), spdyData(5, 0, bytes.Repeat([]byte{'e'}, 40000))...)
+	conn := sessions.EndInWords(upgraded("/api/v1/namespaces/ns/pods/p/attach", h), &chunked{b: stream, r: rand.New(rand.NewPCG(7, 7)), err: errLost})
+	got, err := io.ReadAll(conn)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(got, stream))
+	last := got[len(stream):]
+	assert.Equal(t, []byte{0, 0, 0, 1}, last[:4], "on stream 1, the error stream")
+	assert.Equal(t, byte(1), last[4], "with FIN")
+	st := status(t, last[8:])
+	assert.Contains(t, st["message"], "the command may have finished or may still be running")
+}
+
+// A connection errLost in the middle of a frame, or ended cleanly, or of
+// another kind, reads as it would without EndInWords.
+func TestEndInWordsLeavesTheRestAlone(t *testing.T) {
+	ws := http.Header{"Upgrade": {"websocket"}, "Sec-Websocket-Protocol": {"v5.channel.k8s.io"}}
+	frame := wsFrame(0x2, bytes.Repeat([]byte{'x'}, 1000))
+	for name, tc := range map[string]struct {
+		path   string
+		h      http.Header
+		stream []byte
+		err    error
+	}{
+		"mid-frame":     {"/api/v1/namespaces/ns/pods/p/exec", ws, frame[:500], errLost},
+		"clean end":     {"/api/v1/namespaces/ns/pods/p/exec", ws, frame, io.EOF},
+		"port-forward":  {"/api/v1/namespaces/ns/pods/p/portforward", ws, frame, errLost},
+		"old protocol":  {"/api/v1/namespaces/ns/pods/p/exec", http.Header{"Upgrade": {"websocket"}, "Sec-Websocket-Protocol": {"channel.k8s.io"}}, frame, errLost},
+		"other upgrade": {"/api/v1/namespaces/ns/pods/p/exec", http.Header{"Upgrade": {"echo/1"}}, frame, errLost},
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn := sessions.EndInWords(upgraded(tc.path, tc.h), &chunked{b: tc.stream, r: rand.New(rand.NewPCG(1, 2)), err: tc.err})
+			got, err := io.ReadAll(conn)
+			assert.Equal(t, tc.stream, got)
+			if tc.err == io.EOF {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorIs(t, err, errLost)
+			}
+		})
+	}
+}
+
+// FuzzEndInWords: whatever a server sends and however it is split, the
+// client reads exactly it, then either the error or one last message.
+func FuzzEndInWords(f *testing.F) {
+	f.Add(wsFrame(0x2, []byte{1, 'h', 'i'}), uint64(1), true)
+	f.Add(append(wsFrame(0x1, bytes.Repeat([]byte{'a'}, 200)), 0x82, 0xfe), uint64(2), true)
+	f.Add(spdyData(1, 0, []byte("x")), uint64(3), false)
+	f.Add([]byte{0x82, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, uint64(4), true)
+	f.Fuzz(func(t *testing.T, stream []byte, seed uint64, websocket bool) {
+		h := http.Header{"Upgrade": {"SPDY/3.1"}, "X-Stream-Protocol-Version": {"v4.channel.k8s.io"}}
+		if websocket {
+			h = http.Header{"Upgrade": {"websocket"}, "Sec-Websocket-Protocol": {"v4.channel.k8s.io"}}
+		}
+		conn := sessions.EndInWords(upgraded("/api/v1/namespaces/ns/pods/p/exec", h), &chunked{b: stream, r: rand.New(rand.NewPCG(seed, seed)), err: errLost})
+		got, err := io.ReadAll(conn)
+		if !bytes.HasPrefix(got, stream) {
+			t.Fatalf("read %d bytes that are not what the server sent", len(got))
+		}
+		if err == nil && len(got) == len(stream) && len(stream) > 0 {
+			t.Fatal("neither the error nor a last message")
+		}
+	})
+}
