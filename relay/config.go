@@ -4,11 +4,13 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clusterconnect/clusterconnect/access"
+	"github.com/clusterconnect/clusterconnect/sessions"
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -93,8 +95,8 @@ type Config struct {
 	// Tunnel holds the tunnel's settings (see tunnel.RelayConfig): write
 	// and upgrade timeouts, windows, MaxConnsPerCluster,
 	// MetricsPerCluster. Its WriteTimeout holds on every listener too;
-	// its Middleware defaults to sessions.Watches, so that a watch that
-	// breaks ends saying why.
+	// its Middleware defaults to Middleware, so that a watch that breaks
+	// resumes or ends saying why, and so does an exec or attach.
 	// Authenticator, ClientAuthorizer, Directory, PeerTLSConfig,
 	// ReplicaID, Registerer and Logger are the Server's to set.
 	Tunnel tunnel.RelayConfig
@@ -130,4 +132,12 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Logger receives the relay's events; nil discards them.
 	Logger *slog.Logger
+}
+
+// Middleware is the relay's default tunnel.RelayConfig.Middleware: watches
+// resume when their stream breaks, or end with an ERROR event saying why
+// (sessions.Watches); an exec or attach whose connection to the cluster
+// is lost ends with a Status on its error stream (sessions.Upgrades).
+func Middleware(next http.RoundTripper) http.RoundTripper {
+	return sessions.Watches(sessions.Upgrades(next))
 }

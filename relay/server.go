@@ -18,7 +18,6 @@ import (
 	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/prom"
-	"github.com/clusterconnect/clusterconnect/sessions"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -88,7 +87,7 @@ func newServer(cfg *Config) (_ *Server, err error) {
 	}
 	rc.Logger, rc.Registerer = s.log, s.reg
 	if rc.Middleware == nil {
-		rc.Middleware = sessions.Watches
+		rc.Middleware = Middleware
 	}
 	if s.fleet != nil {
 		rc.Directory, rc.PeerTLSConfig, rc.ReplicaID = s.fleet.dir, s.fleet.clientTLS, s.fleet.id

@@ -13,4 +13,16 @@
 // broke …"), and a client-go reflector watches again from the last
 // resourceVersion it saw. The cost is a scan for the end of each event,
 // and a copy of an event's bytes only while its end has not yet arrived.
+//
+// # Exec and attach
+//
+// An exec or attach whose connection to the cluster is lost for good
+// (its agent gone; through the client proxy, its session not re-attached
+// in time, see package sessions/reattach) would end with kubectl over
+// SPDY exiting 0 and printing nothing, as if the command had run.
+// Upgrades ends it with a Status on the session's error stream, written
+// in the client's own framing (WebSocket channel protocols v4 and v5,
+// SPDY/3.1) at a frame boundary; kubectl prints "error: clusterconnect:
+// the connection to the cluster was lost and could not be resumed (…)"
+// and exits 1. It follows the frames the cluster sends, copying nothing.
 package sessions

@@ -220,3 +220,24 @@ func (s *spdyFrames) final(msg string) []byte {
 	b = append(b, flagFin, byte(len(body)>>16), byte(len(body)>>8), byte(len(body)))
 	return append(b, body...)
 }
+
+// Upgrades wraps next so that each exec or attach it upgrades ends in
+// words when its connection is lost for good (EndInWords). The relay
+// (tunnel.RelayConfig.Middleware) and the client proxy put it in front of
+// their transports; other requests pass untouched.
+func Upgrades(next http.RoundTripper) http.RoundTripper {
+	return upgrades{next}
+}
+
+type upgrades struct{ next http.RoundTripper }
+
+func (u upgrades) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := u.next.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		return resp, err
+	}
+	if conn, ok := resp.Body.(io.ReadWriteCloser); ok {
+		resp.Body = EndInWords(resp, conn)
+	}
+	return resp, nil
+}

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"net/http"
 )
 
@@ -14,6 +15,7 @@ import (
 type route struct {
 	clusterID string
 	fromPeer  bool
+	upgrade   bool
 }
 
 type routeKey struct{}
@@ -31,14 +33,43 @@ type relayTransport struct{ r *Relay }
 
 func (t relayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt, _ := req.Context().Value(routeKey{}).(route)
-	return t.r.roundTripCluster(rt.clusterID, req, false, rt.fromPeer)
+	return t.r.roundTripCluster(rt.clusterID, req, rt.upgrade, rt.fromPeer)
 }
 
 // forward is how serveCluster sends a request: through Middleware, if
-// there is one, for ordinary requests.
-func (r *Relay) forward(id string, out *http.Request, upgrade, fromPeer bool) (*http.Response, error) {
-	if r.mw == nil || upgrade {
-		return r.roundTripCluster(id, out, upgrade, fromPeer)
+// there is one. An upgrade's 101 Body may come back wrapped: the
+// connection the relay writes the client's bytes to is in upgraded.
+func (r *Relay) forward(id string, out *http.Request, upgrade, fromPeer bool) (resp *http.Response, upgraded *upgradedBody, err error) {
+	if r.mw == nil {
+		resp, err = r.roundTripCluster(id, out, upgrade, fromPeer)
+		if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+			upgraded = resp.Body.(*upgradedBody)
+		}
+		return resp, upgraded, err
 	}
-	return r.mw.RoundTrip(out.WithContext(context.WithValue(out.Context(), routeKey{}, route{clusterID: id, fromPeer: fromPeer})))
+	ctx := context.WithValue(out.Context(), routeKey{}, route{clusterID: id, fromPeer: fromPeer, upgrade: upgrade})
+	slot := &upgradeSlot{}
+	if upgrade {
+		ctx = context.WithValue(ctx, upgradeSlotKey{}, slot)
+	}
+	resp, err = r.mw.RoundTrip(out.WithContext(ctx))
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols && slot.body == nil {
+		resp.Body.Close()
+		return nil, nil, errors.New("tunnel: the relay's Middleware answered an upgrade itself")
+	}
+	return resp, slot.body, err
+}
+
+// upgradeSlot keeps, for an upgrade sent through Middleware, the body
+// the relay made of the agent's 101, whatever Middleware wraps it in.
+type upgradeSlot struct{ body *upgradedBody }
+
+type upgradeSlotKey struct{}
+
+// keepUpgrade notes b in the slot of the request's context, if any.
+func keepUpgrade(ctx context.Context, b *upgradedBody) *upgradedBody {
+	if slot, ok := ctx.Value(upgradeSlotKey{}).(*upgradeSlot); ok {
+		slot.body = b
+	}
+	return b
 }

@@ -134,12 +134,16 @@ type RelayConfig struct {
 	// relay's own choice.
 	Picker Picker
 	// Middleware, if set, wraps the transport the relay sends clients'
-	// ordinary requests (not upgrades) to their cluster with, once: a
-	// layer that knows what the requests mean, such as package sessions'
-	// Watches, which ends a watch whose stream breaks with a final ERROR
-	// event saying why. A request's URL path is the cluster's, without
-	// the /clusters/{id} prefix; ClusterID(req.Context()) names the
-	// cluster. Nil: nothing between, at no cost.
+	// requests to their cluster with, once: a layer that knows what the
+	// requests mean, such as package sessions' Watches, which ends a
+	// watch whose stream breaks with a final ERROR event saying why. A
+	// request's URL path is the cluster's, without the /clusters/{id}
+	// prefix; ClusterID(req.Context()) names the cluster. An upgrade's
+	// 101 answer has the upgraded connection as its Body (an
+	// io.ReadWriteCloser); Middleware may wrap what is read from it (the
+	// relay reads the cluster's bytes through the Body it gets back, and
+	// writes the client's to the connection itself), but must not answer
+	// an upgrade itself. Nil: nothing between, at no cost.
 	Middleware func(next http.RoundTripper) http.RoundTripper
 
 	// Registerer, if set, receives the relay's Prometheus metrics,

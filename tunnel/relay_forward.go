@@ -73,14 +73,14 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 	if agent := req.Header.Get(HeaderToAgent); agent != "" && upgrade {
 		out = out.WithContext(context.WithValue(out.Context(), toAgentKey{}, agent))
 	}
-	resp, err := r.forward(id, out, upgrade, fromPeer)
+	resp, upgraded, err := r.forward(id, out, upgrade, fromPeer)
 	if err != nil {
 		writeError(w, req, id, err)
 		return
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		spliceClient(w, id, resp, r.cfg.WriteTimeout)
+		spliceClient(w, id, resp, upgraded, r.cfg.WriteTimeout)
 		return
 	}
 	copyResponse(cw, resp)
@@ -175,7 +175,7 @@ func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade, fromPeer
 		stream.abort()
 		return nil, fmt.Errorf("tunnel: the agent switched to protocol %q, not the %q the client asked for", resp.Header.Get("Upgrade"), out.Header.Get("Upgrade"))
 	}
-	resp.Body = &upgradedBody{r: br, up: stream}
+	resp.Body = keepUpgrade(out.Context(), &upgradedBody{r: br, up: stream})
 	return resp, nil
 }
 

@@ -333,7 +333,7 @@ func (p *peers) upgrade(req *http.Request, peer string) (*http.Response, error) 
 		return resp, nil
 	}
 	conn.SetDeadline(time.Time{})
-	resp.Body = &upgradedBody{r: br, up: up}
+	resp.Body = keepUpgrade(req.Context(), &upgradedBody{r: br, up: up})
 	return resp, nil
 }
 

@@ -70,9 +70,14 @@ func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, 
 }
 
 // spliceClient takes over the client's connection after the agent's
-// 101 and copies bytes both ways until both sides are done.
-func spliceClient(w http.ResponseWriter, id string, resp *http.Response, writeTimeout time.Duration) {
-	body := resp.Body.(*upgradedBody)
+// 101 and copies bytes both ways until both sides are done: the client's
+// to up, the cluster's read through resp.Body (up's reader, or
+// Middleware's wrapper around it).
+func spliceClient(w http.ResponseWriter, id string, resp *http.Response, up *upgradedBody, writeTimeout time.Duration) {
+	var fromCluster io.Reader = resp.Body
+	if resp.Body == io.ReadCloser(up) {
+		fromCluster = up.r
+	}
 	conn, cbuf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		httpx.WriteStatus(w, nil, http.StatusInternalServerError, id, "tunnel: the relay's server cannot hijack connections")
@@ -82,7 +87,7 @@ func spliceClient(w http.ResponseWriter, id string, resp *http.Response, writeTi
 	if err := writeSwitch(cbuf.Writer, resp); err != nil {
 		return
 	}
-	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, body.up, body.r)
+	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, up.up, fromCluster)
 }
 
 // timedConn is a client's connection whose writes must make progress

@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,4 +234,46 @@ func TestNothingLeaksWhenClientsVanish(t *testing.T) {
 		r, a := h.relay.Stats(), h.agent.Stats()
 		return r.StreamsOpened == 20 && r.StreamsClosed == 20 && a.StreamsOpened == 20 && a.StreamsClosed == 20
 	}, 10*time.Second, 10*time.Millisecond, "streams left open on the relay or the agent")
+}
+
+// upperBody reads its connection's bytes in upper case.
+type upperBody struct{ io.ReadWriteCloser }
+
+func (u upperBody) Read(p []byte) (int, error) {
+	n, err := u.ReadWriteCloser.Read(p)
+	copy(p, bytes.ToUpper(p[:n]))
+	return n, err
+}
+
+// Upgrades go through the Middleware too: it may wrap what the cluster
+// sends (sessions.Upgrades ends a lost exec in words that way), while the
+// client's bytes and half-close still reach the agent; a Middleware that
+// answers an upgrade itself is refused.
+func TestMiddlewareSeesUpgrades(t *testing.T) {
+	var answerItself atomic.Bool
+	h := newHarness(t, upgradeEcho, harnessOpts{relayCfg: func(c *tunnel.RelayConfig) {
+		c.Middleware = func(next http.RoundTripper) http.RoundTripper {
+			return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+				if answerItself.Load() {
+					return &http.Response{StatusCode: http.StatusSwitchingProtocols, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")), Request: req}, nil
+				}
+				resp, err := next.RoundTrip(req)
+				if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+					resp.Body = upperBody{resp.Body.(io.ReadWriteCloser)}
+				}
+				return resp, err
+			})
+		}
+	}})
+	conn, br, resp := dialUpgrade(t, h, "echo/1")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	io.WriteString(conn, "through the middleware")
+	conn.(closeWriter).CloseWrite()
+	got, err := io.ReadAll(br)
+	require.NoError(t, err)
+	assert.Equal(t, "THROUGH THE MIDDLEWAREBYE", string(got))
+
+	answerItself.Store(true)
+	_, _, resp = dialUpgrade(t, h, "echo/1")
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
 }

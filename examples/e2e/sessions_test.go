@@ -145,16 +145,21 @@ func (c countTo) Write(p []byte) (int, error) {
 // sessionLostForGood: the agent replica an exec lives in is SIGKILLed, so
 // its session cannot be re-attached; when the client proxy's grace
 // period is over, kubectl says why and exits 1, over WebSocket and SPDY
-// alike (without the words, SPDY exits 0 as if the command had run).
+// alike (without the words, SPDY exits 0 as if the command had run). In
+// direct mode the relay says it at once.
 func sessionLostForGood(t *testing.T, c *chain) {
 	kc := filepath.Join(c.dir, "short-grace-kubeconfig")
 	short := c.startProxy("proxy-short-grace", kc, "-session-grace", "2s")
 	defer short.kill()
-	k := &kubetest.Kubectl{Kubeconfig: kc}
-	c.waitWorking(k)
-	for _, proto := range []struct{ name, env string }{{"websocket", ""}, {"spdy", "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}} {
-		t.Run(proto.name, func(t *testing.T) {
-			k := &kubetest.Kubectl{Kubeconfig: kc, Env: []string{proto.env}}
+	c.waitWorking(&kubetest.Kubectl{Kubeconfig: kc})
+	for _, tc := range []struct{ name, kubeconfig, env string }{
+		{"websocket through the client proxy", kc, ""},
+		{"spdy through the client proxy", kc, "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"},
+		{"websocket in direct mode", filepath.Join(c.dir, "direct-kubeconfig"), ""},
+		{"spdy in direct mode", filepath.Join(c.dir, "direct-kubeconfig"), "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := &kubetest.Kubectl{Kubeconfig: tc.kubeconfig, Env: []string{tc.env}}
 			cmd, err := k.Command(ctx(t), "exec", "-i", "-n", ns, "web", "--", "cat")
 			require.NoError(t, err)
 			stdin, err := cmd.StdinPipe()
@@ -177,7 +182,7 @@ func sessionLostForGood(t *testing.T, c *chain) {
 			assert.Equal(t, 1, exit.ExitCode())
 			assert.Contains(t, stderr.String(), "error: clusterconnect: the connection to the cluster was lost and could not be resumed")
 			assert.Contains(t, stderr.String(), "the command may have finished or may still be running")
-			t.Logf("kubectl over %s: exit %d, stderr %q", proto.name, exit.ExitCode(), stderr.String())
+			t.Logf("kubectl, %s: exit %d, stderr %q", tc.name, exit.ExitCode(), stderr.String())
 			c.waitWorking(k)
 		})
 	}

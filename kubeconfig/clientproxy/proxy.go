@@ -130,7 +130,9 @@ func New(cfg *Config) (*Proxy, error) {
 		// goes on; an exec, attach or port-forward goes on.
 		Transport: &httpx.SplitTransport{
 			HTTP2: sessions.Watches(h2),
-			HTTP1: &sessionTransport{tls: h1.TLSClientConfig, cfg: &sessionsCfg, auth: p.carrierAuth},
+			// An exec or attach whose session is lost for good ends
+			// with words kubectl prints, and a non-zero exit.
+			HTTP1: sessions.Upgrades(&sessionTransport{tls: h1.TLSClientConfig, cfg: &sessionsCfg, auth: p.carrierAuth}),
 		},
 		ErrorHandler: p.relayError,
 		ErrorLog:     log.New(io.Discard, "", 0),

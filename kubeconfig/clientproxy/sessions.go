@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
-	"github.com/clusterconnect/clusterconnect/sessions"
 	"github.com/clusterconnect/clusterconnect/sessions/reattach"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -64,9 +63,7 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		// An exec or attach whose session is lost for good ends with
-		// words kubectl prints, and a non-zero exit.
-		resp.Body = sessions.EndInWords(resp, &sessionBody{Reader: br, Conn: conn})
+		resp.Body = &sessionBody{Reader: br, Conn: conn}
 		return resp, nil
 	}
 	resp.Body = &closeBoth{ReadCloser: resp.Body, conn: conn}
