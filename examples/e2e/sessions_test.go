@@ -171,7 +171,7 @@ func sessionLostForGood(t *testing.T, c *chain) {
 			require.NoError(t, cmd.Start())
 			fmt.Fprintln(stdin, "before the agent goes")
 			line, err := bufio.NewReader(stdout).ReadString('\n')
-			require.NoError(t, err, "stderr: %s", stderr.String())
+			require.NoError(t, err, "kubectl printed nothing") // stderr is kubectl's until Wait
 			require.Equal(t, "before the agent goes\n", line)
 
 			c.agent.kill()

@@ -132,7 +132,7 @@ func New(cfg *Config) (*Proxy, error) {
 			HTTP2: sessions.Watches(h2),
 			// An exec or attach whose session is lost for good ends
 			// with words kubectl prints, and a non-zero exit.
-			HTTP1: sessions.Upgrades(&sessionTransport{tls: h1.TLSClientConfig, cfg: &sessionsCfg, auth: p.carrierAuth}),
+			HTTP1: sessions.Upgrades(&sessionTransport{tls: h1.TLSClientConfig, cfg: &sessionsCfg, plain: h1, auth: p.carrierAuth}),
 		},
 		ErrorHandler: p.relayError,
 		ErrorLog:     log.New(io.Discard, "", 0),

@@ -59,6 +59,9 @@ type relay struct {
 	carriers []net.Conn
 	event    chan string
 	refuse   atomic.Bool // refuse every token, as when it has expired
+	// noSessions: the cluster's agent keeps no sessions (an embedder's
+	// own); a carrier's upgrade reaches the API server, which refuses it.
+	noSessions atomic.Bool
 }
 
 type seenRequest struct{ path, auth string }
@@ -115,6 +118,8 @@ func (r *relay) serve(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the token expired at 2026-11-24T00:00:00Z","reason":"Unauthorized","code":401}`)
+	case reattach.IsUpgrade(req) && r.noSessions.Load():
+		http.Error(w, "unable to upgrade: header X-Stream-Protocol-Version does not exist in request with 5 headers", http.StatusBadRequest)
 	case reattach.IsUpgrade(req):
 		r.carrier(w, req)
 	case req.Header.Get("Upgrade") == "echo/1":
@@ -269,6 +274,28 @@ func TestUpgradeRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, fmt.Sprintf("echo: after cut %d\n", i), line)
 	}
+}
+
+// An agent that keeps no sessions still gets its upgrades: as they are.
+func TestUpgradeToAnAgentWithoutSessions(t *testing.T) {
+	r := newRelay(t)
+	r.noSessions.Store(true)
+	rp := start(t, r, nil)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(rp.p.CAPEM())
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(rp.url, "https://"), &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /api/v1/namespaces/ns/pods/p/exec HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	fmt.Fprint(conn, "no session\n")
+	line, err := br.ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "echo: no session\n", line)
+	assert.Equal(t, "/clusters/c1/api/v1/namespaces/ns/pods/p/exec", r.last().path, "the upgrade itself went to the relay")
 }
 
 func status(t *testing.T, body string) (msg string) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +26,9 @@ import (
 type sessionTransport struct {
 	tls *tls.Config // for the relay, HTTP/1.1 only
 	cfg *reattach.Config
+	// plain sends an upgrade as it is, for a cluster whose agent keeps
+	// no sessions.
+	plain http.RoundTripper
 	// auth gives the Authorization header for a carrier: the user's
 	// token as it is when the carrier is dialed.
 	auth func(out *http.Request) func() (string, error)
@@ -42,6 +46,13 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return t.dialCarrier(ctx, out.URL, cluster, inner, agentID, auth)
 	}
 	conn, err := reattach.Dial(out.Context(), dial, t.cfg)
+	var refused *carrierRefused
+	if errors.As(err, &refused) {
+		// An agent that does not keep sessions (an embedder's own, or an
+		// older one), or a refusal of the relay's: the upgrade goes as it
+		// is, and kubectl reads the answer, whatever it is.
+		return t.plain.RoundTrip(out)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +127,7 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, clus
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
-		return nil, fmt.Errorf("clusterconnect proxy: the relay answered %s: %s", resp.Status, statusMessage(msg))
+		return nil, &carrierRefused{status: resp.Status, msg: statusMessage(msg)}
 	}
 	rwc, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok || raw == nil {
@@ -124,6 +135,13 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, clus
 		return nil, fmt.Errorf("clusterconnect proxy: the relay's 101 gave no connection")
 	}
 	return &carrierConn{ReadWriteCloser: rwc, raw: raw}, nil
+}
+
+// carrierRefused is a carrier's upgrade answered with something else.
+type carrierRefused struct{ status, msg string }
+
+func (e *carrierRefused) Error() string {
+	return fmt.Sprintf("clusterconnect proxy: the relay answered %s: %s", e.status, e.msg)
 }
 
 // splitClusterPath splits /clusters/{id}/rest into id and /rest.
