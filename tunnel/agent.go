@@ -71,6 +71,13 @@ type AgentConfig struct {
 	// PingInterval, PingTimeout, WriteTimeout: as in RelayConfig, on the
 	// agent's side. Defaults 15s, 10s, 30s.
 	PingInterval, PingTimeout, WriteTimeout time.Duration
+	// BusyDeadAfter: a connection that carries a request and on which
+	// nothing arrived for this long is dropped (and dialed again). The
+	// relay pings a busy connection every RelayConfig.BusyPingAfter, so
+	// a live one is never this silent. Default DefaultBusyPingAfter +
+	// DefaultBusyPingTimeout (5 s); it must exceed the relay's
+	// BusyPingAfter.
+	BusyDeadAfter time.Duration
 	// MaxConcurrentStreams per connection; default 2000 (watches hold a
 	// stream each).
 	MaxConcurrentStreams uint32
@@ -171,6 +178,7 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, DefaultAgentHandshakeTimeout)
 	c.PingInterval = orDefault(c.PingInterval, DefaultPingInterval)
 	c.PingTimeout = orDefault(c.PingTimeout, DefaultPingTimeout)
+	c.BusyDeadAfter = orDefault(c.BusyDeadAfter, DefaultBusyPingAfter+DefaultBusyPingTimeout)
 	c.WriteTimeout = orDefault(c.WriteTimeout, DefaultWriteTimeout)
 	c.DrainTimeout = orDefault(c.DrainTimeout, DefaultDrainTimeout)
 	if c.MaxConcurrentStreams == 0 {
@@ -332,6 +340,7 @@ func (a *Agent) slot(i int) {
 		a.up()
 		log.Info("tunnel connection open", "replica", tc.replica.id)
 		spread := backoff{base: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
+		dark := false
 		var respread, retryMove <-chan time.Time
 		var movingFrom *tunnelConn // whose relay asked it to move, once taken up
 		for tc != nil {
@@ -357,6 +366,7 @@ func (a *Agent) slot(i int) {
 				if time.Since(tc.since) >= a.cfg.StableAfter {
 					b.reset()
 				}
+				dark = tc.dark.Load()
 				tc = nil
 			case <-a.closing:
 				<-tc.done // Shutdown drains it
@@ -367,7 +377,13 @@ func (a *Agent) slot(i int) {
 		}
 		// Wait a jittered moment even after a good connection, so agents
 		// that lost the same relay do not all come back at once; once
-		// another slot is back, come back with it.
+		// another slot is back, come back with it. A connection dropped
+		// as dark is dialed again at once: the relay's retries of the
+		// requests that were on it wait for the new one.
+		if dark {
+			dark = false
+			continue
+		}
 		switch sleepUnless(ctx, b.next(), a.upSignal()) {
 		case stopped:
 			return
@@ -526,6 +542,34 @@ type tunnelConn struct {
 	moveOnce sync.Once
 	// fleet has a token when the relay said the fleet's size changed.
 	fleet chan struct{}
+	// busy counts the requests the connection carries now; dark is set
+	// when watchBusy dropped it.
+	busy atomic.Int32
+	dark atomic.Bool
+}
+
+// watchBusy drops tc when it carries a request and nothing has arrived on
+// it for BusyDeadAfter: the relay pings a busy connection more often
+// than that, so the path is dark (packets dropped, no reset), and a new
+// connection is what lets the relay's retry through. An idle connection
+// is left to HTTP/2's pings.
+func (a *Agent) watchBusy(tc *tunnelConn) {
+	t := time.NewTicker(a.cfg.BusyDeadAfter / 10)
+	defer t.Stop()
+	for {
+		select {
+		case <-tc.done:
+			return
+		case <-t.C:
+			silent := time.Since(time.Unix(0, tc.tracked.lastRead.Load()))
+			if tc.busy.Load() > 0 && silent >= a.cfg.BusyDeadAfter {
+				a.log.Warn("tunnel connection silent while busy; dropping it", "silent", silent.Round(time.Millisecond))
+				tc.dark.Store(true)
+				tc.tracked.closeFor(closedLost)
+				return
+			}
+		}
+	}
 }
 
 // goAway drains the connection: GOAWAY, then closed once its streams are
@@ -587,6 +631,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	a.conns[tc] = struct{}{}
 	a.mu.Unlock()
 	a.stats.connsOpened.Add(1)
+	go a.watchBusy(tc)
 	go func() {
 		defer close(tc.done)
 		serve(hold.NewConn(tracked, a.cfg.WriteTimeout, 0), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -602,6 +647,8 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 					return
 				}
 			}
+			tc.busy.Add(1)
+			defer tc.busy.Add(-1)
 			a.serveTunnel(w, r)
 		}))
 		tracked.Close()

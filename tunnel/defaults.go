@@ -15,6 +15,9 @@ const (
 	// within 5 s, while an idle connection costs a ping every 15 s.
 	DefaultBusyPingAfter   = 2 * time.Second
 	DefaultBusyPingTimeout = 3 * time.Second
+	// DefaultRetryWait is how long a retry waits for a live connection
+	// (RelayConfig.RetryWait).
+	DefaultRetryWait = time.Second
 	// DefaultWriteTimeout drops a connection on which a write made no
 	// progress for this long (a peer that stopped reading).
 	DefaultWriteTimeout = 30 * time.Second

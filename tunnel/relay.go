@@ -66,6 +66,11 @@ type RelayConfig struct {
 	// 3s. An idle connection keeps the cheaper bounds above.
 	BusyPingAfter   time.Duration
 	BusyPingTimeout time.Duration
+	// RetryWait bounds how long a request that may go once more (no body,
+	// an idempotent method) waits for a live connection of its cluster
+	// when none is left after its first attempt failed: the agent dials
+	// again when its connections go dark. Default DefaultRetryWait.
+	RetryWait time.Duration
 
 	// WriteTimeout drops a tunnel connection on which a write has made no
 	// progress for this long (a peer that stopped reading), and resets a
@@ -191,6 +196,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	c.PingInterval = orDefault(c.PingInterval, DefaultPingInterval)
 	c.PingTimeout = orDefault(c.PingTimeout, DefaultPingTimeout)
 	c.BusyPingAfter = orDefault(c.BusyPingAfter, DefaultBusyPingAfter)
+	c.RetryWait = orDefault(c.RetryWait, DefaultRetryWait)
 	c.BusyPingTimeout = orDefault(c.BusyPingTimeout, DefaultBusyPingTimeout)
 	c.WriteTimeout = orDefault(c.WriteTimeout, DefaultWriteTimeout)
 	c.UpgradeTimeout = orDefault(c.UpgradeTimeout, DefaultUpgradeTimeout)

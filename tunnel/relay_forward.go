@@ -283,11 +283,38 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 	if !a.again(err) {
 		return resp, err
 	}
-	c2, _ := r.reg.pick(id, c)
+	c2 := r.retryConn(out.Context(), id, c)
 	if c2 == nil {
 		return nil, err
 	}
 	return r.send(c2, out, fields)
+}
+
+// retryConn picks the connection for a retry: not the one the attempt
+// failed on, and first one that has been heard from lately; with none,
+// it waits up to RetryWait for a new connection (an agent dials again
+// when its connections go dark), then takes any other.
+func (r *Relay) retryConn(ctx context.Context, id string, failed *agentConn) *agentConn {
+	if r.reg.picker == nil {
+		t := time.NewTimer(r.cfg.RetryWait)
+		defer t.Stop()
+	wait:
+		for {
+			added := r.reg.addedSignal()
+			if c := r.reg.pickLive(id, failed, r.cfg.BusyPingAfter); c != nil {
+				return c
+			}
+			select {
+			case <-added:
+			case <-t.C:
+				break wait
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+	c, _ := r.reg.pick(id, failed)
+	return c
 }
 
 // send sends out, whose header list is fields, on c.

@@ -43,6 +43,19 @@ type registry struct {
 	hold func(clusterID string, held bool)
 	// picker, if set, chooses the connection instead of pick's turns.
 	picker Picker
+	// added is closed, and replaced, when a connection is added (under
+	// mu): a retry waiting for a live connection wakes on it.
+	added chan struct{}
+}
+
+// addedSignal is closed when the next connection is added.
+func (r *registry) addedSignal() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.added == nil {
+		r.added = make(chan struct{})
+	}
+	return r.added
 }
 
 // add registers c; it reports false, adding nothing, once the registry is
@@ -70,6 +83,10 @@ func (r *registry) add(c *agentConn) bool {
 	}
 	conns := append(append(make([]*agentConn, 0, len(old)+1), old...), c)
 	cl.conns.Store(&conns)
+	if r.added != nil {
+		close(r.added)
+		r.added = nil
+	}
 	return true
 }
 
@@ -186,6 +203,41 @@ func (r *registry) pick(clusterID string, failed *agentConn) (c *agentConn, know
 		}
 	}
 	return nil, true
+}
+
+// pickLive is pick for a retry after a request failed on failed: it
+// passes over connections silent for suspectAfter, as a dark path leaves
+// every connection on it (an idle one is only pinged every
+// PingInterval, so it may be silent and well: the caller falls back to
+// pick after a while).
+func (r *registry) pickLive(clusterID string, failed *agentConn, suspectAfter time.Duration) *agentConn {
+	r.mu.RLock()
+	cl := r.clusters[clusterID]
+	r.mu.RUnlock()
+	if cl == nil {
+		return nil
+	}
+	conns := *cl.conns.Load()
+	now := time.Now()
+	var sameAgent *agentConn
+	for _, c := range conns {
+		if c == failed || now.Sub(c.cc.LastRead()) >= suspectAfter {
+			continue
+		}
+		if c.agentID == failed.agentID {
+			if sameAgent == nil {
+				sameAgent = c
+			}
+			continue
+		}
+		if c.cc.ReserveNewRequest() {
+			return c
+		}
+	}
+	if sameAgent != nil && sameAgent.cc.ReserveNewRequest() {
+		return sameAgent
+	}
+	return nil
 }
 
 // pickAgent reserves a stream on a connection of the cluster's agent

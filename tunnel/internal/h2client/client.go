@@ -152,6 +152,9 @@ type Conn struct {
 	// lastRead is when the agent's last frame arrived (unix
 	// nanoseconds); health, a timer, checks it (healthCheck).
 	lastRead atomic.Int64
+	// lastPing is when the last health ping went, or the connection last
+	// became busy (unix nanoseconds).
+	lastPing atomic.Int64
 	health   *time.Timer
 
 	// readLoop's own
@@ -358,7 +361,9 @@ func (cc *Conn) RoundTripFields(req *http.Request, fields HeaderList) (*http.Res
 	s.sendWin = int64(cc.peerWindow)
 	cc.streams[s.id] = s
 	if len(cc.streams) == 1 {
-		// Busy from now on: the next check comes sooner.
+		// Busy from now on: the next check comes sooner, and the busy
+		// pings' clock starts.
+		cc.lastPing.Store(time.Now().UnixNano())
 		cc.health.Reset(max(cc.cfg.busyAfter-cc.silence(), 0))
 	}
 	s.mu.Lock()

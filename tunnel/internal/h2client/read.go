@@ -371,29 +371,45 @@ func (cc *Conn) processGoAway(f *http2.GoAwayFrame) {
 // if the answer does not come within the matching timeout; then it sets
 // itself for when the connection will next have been silent that long.
 // A frame read only notes the time (lastRead): the check reads it.
+//
+// While it carries a stream the connection is pinged every BusyPingAfter
+// even if frames keep coming: the agent judges a busy connection by what
+// it reads, and a stream whose bytes all flow towards the relay would
+// leave it nothing to read.
 func (cc *Conn) healthCheck() {
-	after, timeout := cc.bounds()
-	if silent := cc.silence(); silent < after {
-		cc.health.Reset(after - silent)
+	after, timeout, busy := cc.bounds()
+	if wait := cc.untilPing(after, busy); wait > 0 {
+		cc.health.Reset(wait)
 		return
 	}
+	cc.lastPing.Store(time.Now().UnixNano())
 	cc.ping(true, timeout)
 	if cc.Alive() {
-		after, _ = cc.bounds()
-		cc.health.Reset(max(after-cc.silence(), 0))
+		after, _, busy = cc.bounds()
+		cc.health.Reset(max(cc.untilPing(after, busy), 0))
 	}
+}
+
+// untilPing is how long until the connection is due a ping: after
+// silence, and while busy also after since the last ping.
+func (cc *Conn) untilPing(after time.Duration, busy bool) time.Duration {
+	wait := after - cc.silence()
+	if busy {
+		wait = min(wait, after-time.Duration(time.Now().UnixNano()-cc.lastPing.Load()))
+	}
+	return wait
 }
 
 // bounds are the connection's liveness bounds now: the busy ones while a
 // stream is open.
-func (cc *Conn) bounds() (after, timeout time.Duration) {
+func (cc *Conn) bounds() (after, timeout time.Duration, busy bool) {
 	cc.mu.Lock()
-	busy := len(cc.streams) > 0
+	busy = len(cc.streams) > 0
 	cc.mu.Unlock()
 	if busy {
-		return cc.cfg.busyAfter, cc.cfg.busyTimeout
+		return cc.cfg.busyAfter, cc.cfg.busyTimeout, true
 	}
-	return cc.cfg.pingInterval, cc.cfg.pingTimeout
+	return cc.cfg.pingInterval, cc.cfg.pingTimeout, false
 }
 
 // silence is how long ago the agent's last frame arrived.
