@@ -44,18 +44,19 @@ type Conn struct {
 	done     func()
 
 	mu      sync.Mutex
-	wake    chan struct{} // closed and replaced at every change
+	wake    chan struct{} // closed and replaced at a change, if waited on
+	waiting int           // goroutines waiting on wake
 	carrier *carrier
 	lostAt  time.Time // when the last carrier was lost; zero while attached
 	expiry  *time.Timer
 
-	sbuf    []byte // written, not yet acknowledged, from offset sacked
+	sbuf    buffer // written, not yet acknowledged, from offset sacked
 	sacked  uint64
 	ssent   uint64 // sent on the carrier up to here
 	closing bool   // Close was called: END follows the data
 	endSent bool   // on the current carrier
 
-	rbuf    []byte // received, not yet read
+	rbuf    buffer // received, not yet read
 	rrecv   uint64 // received in all
 	rread   uint64 // read in all
 	racked  uint64 // acknowledged up to here
@@ -90,16 +91,21 @@ func (c *Conn) ID() SessionID { return c.id }
 // (ServerConfig.AgentID): where the session lives.
 func (c *Conn) AgentID() string { return c.agentID }
 
-// notify wakes every waiter; c.mu held.
+// notify wakes every waiter; c.mu held. With nobody waiting it costs
+// nothing: most changes come while both sides are busy.
 func (c *Conn) notify() {
-	close(c.wake)
-	c.wake = make(chan struct{})
+	if c.waiting > 0 {
+		close(c.wake)
+		c.wake = make(chan struct{})
+		c.waiting = 0
+	}
 }
 
 // wait releases c.mu until something changes or the deadline passes, and
 // reports false for the deadline; c.mu held.
 func (c *Conn) wait(deadline time.Time) bool {
 	ch := c.wake
+	c.waiting++
 	c.mu.Unlock()
 	defer c.mu.Lock()
 	if deadline.IsZero() {
@@ -126,8 +132,8 @@ func (c *Conn) attach(nc net.Conn, br *bufio.Reader, peerReceived uint64) error 
 		nc.Close()
 		return c.err
 	}
-	if peerReceived < c.sacked || peerReceived > c.sacked+uint64(len(c.sbuf)) {
-		err := fmt.Errorf("%w: the other side has %d bytes, this side kept %d to %d", ErrProtocol, peerReceived, c.sacked, c.sacked+uint64(len(c.sbuf)))
+	if peerReceived < c.sacked || peerReceived > c.sacked+uint64(c.sbuf.len()) {
+		err := fmt.Errorf("%w: the other side has %d bytes, this side kept %d to %d", ErrProtocol, peerReceived, c.sacked, c.sacked+uint64(c.sbuf.len()))
 		nc.Close()
 		c.finishLocked(err)
 		return err
@@ -210,7 +216,7 @@ func (c *Conn) finishLocked(err error) {
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
-	c.sbuf = nil
+	c.sbuf = buffer{}
 	c.notify()
 	if c.done != nil {
 		go c.done()
@@ -223,10 +229,7 @@ func (c *Conn) trimLocked(off uint64) {
 		return
 	}
 	n := int(off - c.sacked)
-	c.sbuf = c.sbuf[n:]
-	if len(c.sbuf) == 0 {
-		c.sbuf = c.sbuf[:0:0]
-	}
+	c.sbuf.drop(n)
 	c.sacked = off
 }
 
@@ -258,11 +261,11 @@ func (c *Conn) take(car *carrier, typ byte, p []byte) error {
 	}
 	switch typ {
 	case frameData:
-		if c.peerEnd || len(c.rbuf)+len(p) > c.cfg.Window {
-			return fmt.Errorf("%w: %d bytes past the window", ErrProtocol, len(c.rbuf)+len(p)-c.cfg.Window)
+		if c.peerEnd || c.rbuf.len()+len(p) > c.cfg.Window {
+			return fmt.Errorf("%w: %d bytes past the window", ErrProtocol, c.rbuf.len()+len(p)-c.cfg.Window)
 		}
 		if c.err == nil {
-			c.rbuf = append(c.rbuf, p...)
+			c.rbuf.write(p)
 		}
 		c.rrecv += uint64(len(p))
 	case frameAck:
@@ -270,8 +273,8 @@ func (c *Conn) take(car *carrier, typ byte, p []byte) error {
 		if err != nil {
 			return err
 		}
-		if off > c.sacked+uint64(len(c.sbuf)) {
-			return fmt.Errorf("%w: an acknowledgement of %d bytes; %d were written", ErrProtocol, off, c.sacked+uint64(len(c.sbuf)))
+		if off > c.sacked+uint64(c.sbuf.len()) {
+			return fmt.Errorf("%w: an acknowledgement of %d bytes; %d were written", ErrProtocol, off, c.sacked+uint64(c.sbuf.len()))
 		}
 		c.trimLocked(off)
 		if flags&ackEnd != 0 && c.closing {
@@ -314,6 +317,10 @@ func (c *Conn) writeLoop() {
 		} else if c.wait(lastSent.Add(c.cfg.PingEvery)) || c.carrier != car || c.dueLocked() {
 			continue
 		} else {
+			// Quiet for PingEvery: the bulk buffers go until bytes flow.
+			c.sbuf.release()
+			c.rbuf.release()
+			out = nil
 			out = appendFrame(out[:0], framePing)
 		}
 		c.sendLocked(car, out)
@@ -337,7 +344,7 @@ func (c *Conn) sendLocked(car *carrier, out []byte) {
 
 // dueLocked reports whether there is something to send.
 func (c *Conn) dueLocked() bool {
-	if c.ackDue || c.ssent < c.sacked+uint64(len(c.sbuf)) {
+	if c.ackDue || c.ssent < c.sacked+uint64(c.sbuf.len()) {
 		return true
 	}
 	return c.closing && !c.endSent && !c.peerEnd
@@ -358,11 +365,12 @@ func (c *Conn) framesLocked(out []byte) ([]byte, bool) {
 		out = appendFrame(out, frameAck, binary.BigEndian.AppendUint64(nil, c.rread), []byte{flags})
 		c.racked, c.ackDue = c.rread, false
 	}
-	end := c.sacked + uint64(len(c.sbuf))
+	end := c.sacked + uint64(c.sbuf.len())
+	kept := c.sbuf.bytes()
 	for c.ssent < end && len(out) < maxBatch {
 		from := int(c.ssent - c.sacked)
-		n := min(len(c.sbuf)-from, maxPayload)
-		out = appendFrame(out, frameData, c.sbuf[from:from+n])
+		n := min(len(kept)-from, maxPayload)
+		out = appendFrame(out, frameData, kept[from:from+n])
 		c.ssent += uint64(n)
 	}
 	if c.ssent == end && c.closing && !c.endSent && !c.peerEnd {
@@ -381,12 +389,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if c.closing || errors.Is(c.err, net.ErrClosed) {
 			return 0, net.ErrClosed
 		}
-		if len(c.rbuf) > 0 {
-			n := copy(b, c.rbuf)
-			c.rbuf = c.rbuf[n:]
-			if len(c.rbuf) == 0 {
-				c.rbuf = c.rbuf[:0:0]
-			}
+		if c.rbuf.len() > 0 {
+			n := copy(b, c.rbuf.bytes())
+			c.rbuf.drop(n)
 			c.rread += uint64(n)
 			if c.rread-c.racked >= uint64(c.cfg.Window/4) {
 				c.ackDue = true
@@ -424,13 +429,13 @@ func (c *Conn) Write(b []byte) (int, error) {
 		case !c.wdl.IsZero() && !time.Now().Before(c.wdl):
 			return n, os.ErrDeadlineExceeded
 		}
-		room := c.cfg.Window - len(c.sbuf)
+		room := c.cfg.Window - c.sbuf.len()
 		if room <= 0 {
 			c.wait(c.wdl)
 			continue
 		}
 		k := min(room, len(b))
-		c.sbuf = append(c.sbuf, b[:k]...)
+		c.sbuf.write(b[:k])
 		b, n = b[k:], n+k
 		c.notify()
 	}
@@ -446,7 +451,7 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	c.closing = true
-	c.rbuf = nil
+	c.rbuf = buffer{}
 	if c.peerEnd {
 		c.finishLocked(net.ErrClosed)
 	}
