@@ -65,12 +65,21 @@ type chain struct {
 	relay, agent, proxy            *proc
 	kubeconfig, tokenFile          string
 	node                           *kubetest.Node
+	// A fleet (newChainWith): its replicas and the balancer in front.
+	replicas []*replica
+	// lb is the agents' way in; client proxies have one of their own,
+	// so that a test can tell which replica carries a client's session.
+	lb, clientLB *balancer
 }
 
 // startProxy starts a client proxy (proxy serve) for Alice, logging to
 // logName.log and writing its entry into kubeconfig.
 func (c *chain) startProxy(logName, kubeconfig string, extra ...string) *proc {
-	args := []string{"serve", "-relay-url", "https://" + c.relayAddr, "-relay-ca", c.relayCA, "-cluster-id", cluster,
+	relayAddr := c.relayAddr
+	if c.clientLB != nil {
+		relayAddr = c.clientLB.ln.Addr().String()
+	}
+	args := []string{"serve", "-relay-url", "https://" + relayAddr, "-relay-ca", c.relayCA, "-cluster-id", cluster,
 		"-port", strconv.Itoa(freePort(c.t)), "-token-file", c.tokenFile, "-kubeconfig", kubeconfig}
 	return c.startAs(logName, "proxy", append(args, extra...)...)
 }
@@ -119,7 +128,12 @@ func writeFile(t *testing.T, path string, data []byte) string {
 	return path
 }
 
-func newChain(t *testing.T) *chain {
+func newChain(t *testing.T) *chain { return newChainWith(t, 0) }
+
+// newChainWith builds the chain; with replicas > 0 the relay is a fleet of
+// that many processes on a 3-member etcd, behind a round-robin balancer
+// at relayAddr, which agents and client proxies dial.
+func newChainWith(t *testing.T, replicas int) *chain {
 	env := kubetest.Shared(t)
 	ctx := context.Background()
 	c := &chain{t: t, dir: t.TempDir(), env: env}
@@ -179,7 +193,11 @@ func newChain(t *testing.T) *chain {
 		"-access-policy", policy, "-tenant", tenant, "-audience", audience, "-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA,
 		"-pop-host", popHost}
 	c.relayArgs = append(c.relayArgs, graphArgs...)
-	c.relay = c.start("relay", c.relayArgs...)
+	if replicas > 0 {
+		c.startFleet(replicas, ca)
+	} else {
+		c.relay = c.start("relay", c.relayArgs...)
+	}
 
 	c.agentArgs = []string{
 		"-relay-url", "https://" + c.relayAddr, "-cluster-id", cluster, "-secret-file", secret, "-relay-ca", relayCA,

@@ -23,22 +23,64 @@ import (
 // sessionBytes is what crosses a relay restart in the tests below.
 const sessionBytes = 64 << 20
 
-// restartRelayAfter kills the relay with SIGKILL once n bytes have been
-// counted, starts it again, and reports when it has.
-func (c *chain) restartRelayAfter(counted <-chan int, n int) <-chan struct{} {
-	restarted := make(chan struct{})
+// after runs fault once n bytes have been counted, and reports when it
+// has run.
+func after(counted <-chan int, n int, fault func()) <-chan struct{} {
+	done := make(chan struct{})
 	go func() {
-		defer close(restarted)
+		defer close(done)
 		total := 0
 		for k := range counted {
 			if total += k; total >= n {
 				break
 			}
 		}
-		c.relay.kill()
-		c.relay = c.start("relay", c.relayArgs...)
+		fault()
 	}()
-	return restarted
+	return done
+}
+
+// restartRelay SIGKILLs the relay and starts it again.
+func (c *chain) restartRelay() {
+	c.relay.kill()
+	c.relay = c.start("relay", c.relayArgs...)
+}
+
+// execAcross feeds 64 MiB to kubectl exec -i … sha256sum, running fault
+// a quarter of the way: the sum comes back right, and kubectl exits 0.
+func execAcross(t *testing.T, c *chain, k *kubetest.Kubectl, fault func()) {
+	data := make([]byte, sessionBytes)
+	rand.NewChaCha8([32]byte{1}).Read(data)
+	want := fmt.Sprintf("%x  -\n", sha256.Sum256(data))
+
+	cmd, err := k.Command(ctx(t), "exec", "-i", "-n", ns, "web", "--", "sha256sum")
+	require.NoError(t, err)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Start())
+	counted := make(chan int, 1024)
+	faulted := after(counted, sessionBytes/4, fault)
+	start := time.Now()
+	for b := data; len(b) > 0; {
+		n := min(len(b), 256<<10)
+		_, err := stdin.Write(b[:n])
+		require.NoError(t, err, "kubectl stopped reading")
+		b = b[n:]
+		select {
+		case counted <- n:
+		default:
+		}
+	}
+	close(counted)
+	stdin.Close()
+	<-faulted
+	err = cmd.Wait()
+	t.Logf("64 MiB through exec across the fault in %v", time.Since(start).Round(time.Millisecond))
+	require.NoError(t, err, "kubectl exec failed: %s\nproxy: %s", stderr.String(), lastLines(c.logs("proxy"), 20))
+	assert.Equal(t, want, stdout.String())
+	assert.Empty(t, stderr.String())
 }
 
 // sessionsAcrossRelayRestart: in proxy mode an exec and a port-forward
@@ -50,84 +92,9 @@ func sessionsAcrossRelayRestart(t *testing.T, c *chain) {
 	k := c.kubectl()
 	second := c.startSecondAgent(t)
 	defer second.kill()
-	t.Run("exec -i: 64 MiB into sha256sum", func(t *testing.T) {
-		data := make([]byte, sessionBytes)
-		rand.NewChaCha8([32]byte{1}).Read(data)
-		want := fmt.Sprintf("%x  -\n", sha256.Sum256(data))
+	t.Run("exec -i: 64 MiB into sha256sum", func(t *testing.T) { execAcross(t, c, k, c.restartRelay) })
 
-		cmd, err := k.Command(ctx(t), "exec", "-i", "-n", ns, "web", "--", "sha256sum")
-		require.NoError(t, err)
-		stdin, err := cmd.StdinPipe()
-		require.NoError(t, err)
-		var stdout, stderr strings.Builder
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		require.NoError(t, cmd.Start())
-		counted := make(chan int, 1024)
-		restarted := c.restartRelayAfter(counted, sessionBytes/4)
-		start := time.Now()
-		for b := data; len(b) > 0; {
-			n := min(len(b), 256<<10)
-			_, err := stdin.Write(b[:n])
-			require.NoError(t, err, "kubectl stopped reading: %s", stderr.String())
-			b = b[n:]
-			select {
-			case counted <- n:
-			default:
-			}
-		}
-		close(counted)
-		stdin.Close()
-		<-restarted
-		err = cmd.Wait()
-		t.Logf("64 MiB through exec across a relay restart in %v", time.Since(start).Round(time.Millisecond))
-		require.NoError(t, err, "kubectl exec failed: %s\nproxy: %s", stderr.String(), lastLines(c.logs("proxy"), 20))
-		assert.Equal(t, want, stdout.String())
-		assert.Empty(t, stderr.String())
-	})
-
-	t.Run("port-forward: a 64 MiB download", func(t *testing.T) {
-		data := make([]byte, sessionBytes)
-		rand.NewChaCha8([32]byte{2}).Read(data)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer ln.Close()
-		go func() {
-			for {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() { defer conn.Close(); conn.Write(data) }()
-			}
-		}()
-		cmd, err := k.Command(ctx(t), "port-forward", "-n", ns, "pod/web", ":"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-		require.NoError(t, err)
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		require.NoError(t, cmd.Start())
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		lines := bufio.NewScanner(stdout)
-		require.True(t, lines.Scan(), "port-forward printed nothing: %s", stderr.String())
-		m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(lines.Text())
-		require.NotNil(t, m)
-
-		conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
-		require.NoError(t, err)
-		defer conn.Close()
-		counted := make(chan int, 1024)
-		restarted := c.restartRelayAfter(counted, sessionBytes/4)
-		h := sha256.New()
-		got, err := io.Copy(io.MultiWriter(h, countTo(counted)), conn)
-		close(counted)
-		<-restarted
-		require.NoError(t, err)
-		assert.Equal(t, int64(sessionBytes), got, "kubectl: %s\nproxy: %s", stderr.String(), lastLines(c.logs("proxy"), 20))
-		assert.Equal(t, sha256.Sum256(data), [32]byte(h.Sum(nil)))
-		assert.Nil(t, cmd.ProcessState, "kubectl port-forward is still running")
-		assert.NotContains(t, stderr.String(), "error")
-	})
+	t.Run("port-forward: a 64 MiB download", func(t *testing.T) { portForwardAcross(t, c, k, c.restartRelay) })
 	c.waitWorking(k)
 }
 
@@ -186,4 +153,51 @@ func sessionLostForGood(t *testing.T, c *chain) {
 			c.waitWorking(k)
 		})
 	}
+}
+
+// portForwardAcross downloads 64 MiB through kubectl port-forward,
+// running fault a quarter of the way: every byte arrives, in order, and
+// kubectl is still running.
+func portForwardAcross(t *testing.T, c *chain, k *kubetest.Kubectl, fault func()) {
+	data := make([]byte, sessionBytes)
+	rand.NewChaCha8([32]byte{2}).Read(data)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer conn.Close(); conn.Write(data) }()
+		}
+	}()
+	cmd, err := k.Command(ctx(t), "port-forward", "-n", ns, "pod/web", ":"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr lockedBuffer // read while kubectl runs
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	lines := bufio.NewScanner(stdout)
+	require.True(t, lines.Scan(), "port-forward printed nothing: %s", stderr.String())
+	m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(lines.Text())
+	require.NotNil(t, m)
+
+	conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
+	require.NoError(t, err)
+	defer conn.Close()
+	counted := make(chan int, 1024)
+	restarted := after(counted, sessionBytes/4, fault)
+	h := sha256.New()
+	got, err := io.Copy(io.MultiWriter(h, countTo(counted)), conn)
+	close(counted)
+	<-restarted
+	require.NoError(t, err)
+	assert.Equal(t, int64(sessionBytes), got, "kubectl: %s\nproxy: %s", stderr.String(), lastLines(c.logs("proxy"), 20))
+	assert.Equal(t, sha256.Sum256(data), [32]byte(h.Sum(nil)))
+	assert.Nil(t, cmd.ProcessState, "kubectl port-forward is still running")
+	assert.NotContains(t, stderr.String(), "error")
 }

@@ -1,0 +1,287 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
+)
+
+// replica is one relay process of a fleet.
+type replica struct {
+	name, addr string
+	args       []string
+	proc       *proc
+}
+
+// startFleet starts n relay replicas on a 3-member etcd, each with its
+// own listener and peer certificate, and a balancer at c.relayAddr.
+func (c *chain) startFleet(n int, serving *pki.CA) {
+	t := c.t
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	etcd, err := kubetest.StartEtcd(ctx, filepath.Join(c.dir, "fleet-etcd"), 3)
+	kubetest.Require(t, err)
+	t.Cleanup(etcd.Stop)
+	peerCA, err := pki.NewCA("e2e fleet peer CA")
+	require.NoError(t, err)
+	peerCAFile := writeFile(t, filepath.Join(c.dir, "peer-ca.crt"), peerCA.CertPEM())
+	for i := range n {
+		leaf, err := peerCA.Issue(pki.LeafOptions{CommonName: fmt.Sprintf("replica-%d", i), Hosts: pki.LoopbackHosts, Server: true, Client: true})
+		require.NoError(t, err)
+		cert, key := filepath.Join(c.dir, fmt.Sprintf("peer-%d.crt", i)), filepath.Join(c.dir, fmt.Sprintf("peer-%d.key", i))
+		require.NoError(t, leaf.WriteFiles(cert, key))
+		r := &replica{name: fmt.Sprintf("relay-%d", i), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+		r.args = append([]string(nil), c.relayArgs...)
+		for j, a := range r.args {
+			if a == "-listen" {
+				r.args[j+1] = r.addr
+			}
+		}
+		r.args = append(r.args, "-etcd-endpoints", strings.Join(etcd.Endpoints(), ","), "-replica-id", r.name,
+			"-peer-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "-peer-cert", cert, "-peer-key", key, "-peer-ca", peerCAFile,
+			"-drain-timeout", "10s")
+		r.proc = c.startAs(r.name, "relay", r.args...)
+		c.replicas = append(c.replicas, r)
+	}
+	for _, r := range c.replicas {
+		require.Eventually(t, func() bool { return strings.Contains(c.logs(r.name), "etcd directory session started") },
+			time.Minute, 50*time.Millisecond, "%s: %s", r.name, c.logs(r.name))
+	}
+	c.lb = newBalancer(t, c.relayAddr, c.replicas)
+	c.clientLB = newBalancer(t, "127.0.0.1:0", c.replicas)
+}
+
+// killReplica SIGKILLs replica i and starts it again.
+func (c *chain) killReplica(i int) {
+	r := c.replicas[i]
+	r.proc.kill()
+	r.proc = c.startAs(r.name, "relay", r.args...)
+}
+
+// drainReplica stops replica i with SIGTERM, as a rolling update does,
+// waits for it to exit, and starts it again.
+func (c *chain) drainReplica(i int) {
+	r := c.replicas[i]
+	r.proc.cmd.Process.Signal(syscall.SIGTERM)
+	<-r.proc.done
+	r.proc = c.startAs(r.name, "relay", r.args...)
+}
+
+// balancer is a round-robin TCP balancer in front of a fleet, as a cloud
+// load balancer is: a dial that fails goes to the next replica.
+type balancer struct {
+	ln       net.Listener
+	replicas []*replica
+	next     atomic.Uint32
+	mu       sync.Mutex
+	conns    map[*lbConn]struct{}
+}
+
+// lbConn is one balanced connection: where it went, and the bytes each
+// way so far.
+type lbConn struct {
+	replica  int
+	up, down atomic.Int64
+}
+
+func newBalancer(t *testing.T, addr string, replicas []*replica) *balancer {
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	b := &balancer{ln: ln, replicas: replicas, conns: map[*lbConn]struct{}{}}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.serve(conn)
+		}
+	}()
+	return b
+}
+
+func (b *balancer) serve(conn net.Conn) {
+	defer conn.Close()
+	for range b.replicas {
+		i := int(b.next.Add(1)) % len(b.replicas)
+		up, err := net.Dial("tcp", b.replicas[i].addr)
+		if err != nil {
+			continue
+		}
+		defer up.Close()
+		lc := &lbConn{replica: i}
+		b.mu.Lock()
+		b.conns[lc] = struct{}{}
+		b.mu.Unlock()
+		defer func() { b.mu.Lock(); delete(b.conns, lc); b.mu.Unlock() }()
+		done := make(chan struct{}, 2)
+		go func() { io.Copy(countInto{up, &lc.up}, conn); up.Close(); done <- struct{}{} }()
+		go func() { io.Copy(countInto{conn, &lc.down}, up); conn.Close(); done <- struct{}{} }()
+		<-done
+		<-done
+		return
+	}
+}
+
+// busiest is the replica behind the open connection that has carried the
+// most bytes in the direction asked.
+func (b *balancer) busiest(upward bool) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	best, most := -1, int64(-1)
+	for lc := range b.conns {
+		n := lc.down.Load()
+		if upward {
+			n = lc.up.Load()
+		}
+		if n > most {
+			best, most = lc.replica, n
+		}
+	}
+	return best
+}
+
+type countInto struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countInto) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// A fleet of three relay replicas on a 3-member etcd behind a balancer,
+// as an operator runs it; in proxy mode the replica carrying a session is
+// SIGKILLed under it (and started again), and the session goes on.
+func TestFleetSessionsSurviveAReplica(t *testing.T) {
+	c := newChainWith(t, 3)
+	k := c.kubectl()
+
+	t.Run("exec -i: 64 MiB into sha256sum", func(t *testing.T) {
+		execAcross(t, c, k, func() {
+			i := c.clientLB.busiest(true)
+			t.Logf("killing %s, which carries the exec", c.replicas[i].name)
+			c.killReplica(i)
+		})
+	})
+
+	t.Run("port-forward: a 64 MiB download", func(t *testing.T) {
+		portForwardAcross(t, c, k, func() {
+			i := c.clientLB.busiest(false)
+			t.Logf("killing %s, which carries the port-forward", c.replicas[i].name)
+			c.killReplica(i)
+		})
+	})
+
+	t.Run("exec -i across a drain of the replica carrying it", func(t *testing.T) {
+		execAcross(t, c, k, func() {
+			i := c.clientLB.busiest(true)
+			t.Logf("draining %s, which carries the exec", c.replicas[i].name)
+			c.drainReplica(i)
+		})
+	})
+
+	t.Run("watch: 1,000 changes, each seen once", func(t *testing.T) {
+		batch := fmt.Sprintf("b%d", rand.Uint32())
+		cmd, err := k.Command(ctx(t), "get", "configmaps", "-n", ns, "-l", "batch="+batch, "--watch", "-o", "name")
+		require.NoError(t, err)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		var stderr lockedBuffer
+		cmd.Stderr = &stderr
+		require.NoError(t, cmd.Start())
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		seen := make(chan string, 2000)
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				seen <- sc.Text()
+			}
+			close(seen)
+		}()
+		// The watch is open once its first event comes.
+		client := c.env.Client()
+		create := func(i int) {
+			_, err := client.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%04d", batch, i), Labels: map[string]string{"batch": batch}},
+			}, metav1.CreateOptions{})
+			require.NoError(t, err)
+		}
+		create(0)
+		require.Equal(t, fmt.Sprintf("configmap/%s-0000", batch), <-seen, "stderr: %s", stderr.String())
+
+		const total = 1000
+		var wg sync.WaitGroup
+		next := atomic.Int32{}
+		next.Store(1)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := int(next.Add(1) - 1); i < total; i = int(next.Add(1) - 1) {
+					if i == total/3 {
+						r := c.clientLB.busiest(false)
+						t.Logf("killing %s, which carries the watch, after %d writes", c.replicas[r].name, i)
+						c.killReplica(r)
+					}
+					create(i)
+				}
+			}()
+		}
+		wg.Wait()
+		got := map[string]int{fmt.Sprintf("configmap/%s-0000", batch): 1}
+		timeout := time.After(time.Minute)
+		for len(got) < total {
+			select {
+			case name, ok := <-seen:
+				require.True(t, ok, "kubectl's watch ended: %s", stderr.String())
+				got[name]++
+				require.Equal(t, 1, got[name], "%s seen twice", name)
+			case <-timeout:
+				t.Fatalf("saw %d of %d changes; stderr: %s", len(got), total, stderr.String())
+			}
+		}
+		assert.Nil(t, cmd.ProcessState, "kubectl is still watching")
+		assert.Empty(t, stderr.String())
+	})
+}
+
+// lockedBuffer is a strings.Builder safe to read while a process writes
+// it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
