@@ -43,21 +43,25 @@ func (r *Relay) forward(id string, out *http.Request, upgrade, fromPeer bool) (r
 	if r.mw == nil {
 		resp, err = r.roundTripCluster(id, out, upgrade, fromPeer)
 		if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-			upgraded = resp.Body.(*upgradedBody)
+			upgraded, _ = resp.Body.(*upgradedBody)
 		}
 		return resp, upgraded, err
 	}
 	ctx := context.WithValue(out.Context(), routeKey{}, route{clusterID: id, fromPeer: fromPeer, upgrade: upgrade})
-	slot := &upgradeSlot{}
+	var slot *upgradeSlot
 	if upgrade {
+		slot = &upgradeSlot{}
 		ctx = context.WithValue(ctx, upgradeSlotKey{}, slot)
 	}
 	resp, err = r.mw.RoundTrip(out.WithContext(ctx))
-	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols && slot.body == nil {
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		return resp, nil, err
+	}
+	if slot == nil || slot.body == nil {
 		resp.Body.Close()
 		return nil, nil, errors.New("tunnel: the relay's Middleware answered an upgrade itself")
 	}
-	return resp, slot.body, err
+	return resp, slot.body, nil
 }
 
 // upgradeSlot keeps, for an upgrade sent through Middleware, the body

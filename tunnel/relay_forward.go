@@ -79,7 +79,7 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		return
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusSwitchingProtocols {
+	if resp.StatusCode == http.StatusSwitchingProtocols && upgraded != nil {
 		spliceClient(w, id, resp, upgraded, r.cfg.WriteTimeout)
 		return
 	}
