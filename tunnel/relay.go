@@ -177,6 +177,12 @@ type Relay struct {
 	peers *peers // with a Directory
 	reg   registry
 	mw    http.RoundTripper // RelayConfig.Middleware around relayTransport
+	// toClients counts upgrades still copying the cluster's bytes to
+	// their clients (spliceClient); clientsInFlight, clients' requests
+	// (upgrades included) not yet over.
+	toClients       atomic.Int32
+	clientsInFlight atomic.Int64
+	upstreams       upstreamSet // the cluster ends of clients' upgrades
 	// draining refuses agents' handshakes: they are to connect elsewhere.
 	draining atomic.Bool
 	stats    counters
@@ -297,23 +303,36 @@ func (r *Relay) Close() error {
 	if r.peers != nil {
 		r.peers.close()
 	}
+	r.upstreams.close()
+	// Upgrades whose cluster side just closed may have last words for
+	// their clients (an exec's Status, from the Middleware): a moment to
+	// write them before the process that called Close exits.
+	for deadline := time.Now().Add(lastWordsWait); r.toClients.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	return nil
 }
+
+// lastWordsWait bounds Close's wait for upgrades' last words.
+const lastWordsWait = time.Second
 
 // Drain moves the relay's agents elsewhere before it stops: it refuses new
 // handshakes (503, "draining"), asks every connected agent to replace its
 // connections (an agent opens a new connection, which lands on another
 // relay behind the same address, then sends GOAWAY on the old one, whose
 // in-flight streams finish), and waits until no agent connection is left
-// or ctx ends. Then it closes the relay as Close does; it returns ctx's
-// error if connections were still open. Agents that do not know the
+// and its clients' requests are over (an exec or a watch of a client
+// that holds its connection to this replica runs on, through the peer
+// hop or the old connection), or ctx ends. Then it closes the relay as
+// Close does, which ends what is left; it returns ctx's error if
+// connections or requests were still open. Agents that do not know the
 // request keep their connections until then.
 func (r *Relay) Drain(ctx context.Context) error {
 	r.draining.Store(true)
 	for _, c := range r.reg.all() {
 		go r.askToMove(ctx, c)
 	}
-	return r.closeWhen(ctx, func() bool { return len(r.reg.all()) == 0 })
+	return r.closeWhen(ctx, func() bool { return len(r.reg.all()) == 0 && r.clientsInFlight.Load() == 0 })
 }
 
 // Shutdown stops a relay that has nowhere to move its agents, one alone:
@@ -323,7 +342,9 @@ func (r *Relay) Drain(ctx context.Context) error {
 // open. A relay of a fleet drains instead (Drain).
 func (r *Relay) Shutdown(ctx context.Context) error {
 	r.draining.Store(true)
-	return r.closeWhen(ctx, func() bool { return r.stats.streamsOpened.Load() == r.stats.streamsClosed.Load() })
+	return r.closeWhen(ctx, func() bool {
+		return r.stats.streamsOpened.Load() == r.stats.streamsClosed.Load() && r.clientsInFlight.Load() == 0
+	})
 }
 
 // closeWhen closes the relay once done says so, checked every 50 ms, or

@@ -46,6 +46,8 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 			return
 		}
 		defer release()
+		r.clientsInFlight.Add(1)
+		defer r.clientsInFlight.Add(-1)
 	}
 	if req.Method == http.MethodConnect {
 		httpx.WriteStatus(w, req, http.StatusMethodNotAllowed, id, "tunnel: CONNECT is not forwarded")
@@ -80,7 +82,7 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols && upgraded != nil {
-		spliceClient(w, id, resp, upgraded, r.cfg.WriteTimeout)
+		r.spliceClient(w, id, resp, upgraded)
 		return
 	}
 	copyResponse(cw, resp)

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
@@ -73,7 +74,13 @@ func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, 
 // 101 and copies bytes both ways until both sides are done: the client's
 // to up, the cluster's read through resp.Body (up's reader, or
 // Middleware's wrapper around it).
-func spliceClient(w http.ResponseWriter, id string, resp *http.Response, up *upgradedBody, writeTimeout time.Duration) {
+//
+// While it runs, Close can end it (upstreams); toClients counts the
+// splices whose cluster-to-client direction is still copying, which
+// Close waits a moment for, so that the last words an ending session's
+// Middleware gives it reach the client.
+func (r *Relay) spliceClient(w http.ResponseWriter, id string, resp *http.Response, up *upgradedBody) {
+	writeTimeout, toClient := r.cfg.WriteTimeout, &r.toClients
 	var fromCluster io.Reader = resp.Body
 	if resp.Body == io.ReadCloser(up) {
 		fromCluster = up.r
@@ -87,7 +94,13 @@ func spliceClient(w http.ResponseWriter, id string, resp *http.Response, up *upg
 	if err := writeSwitch(cbuf.Writer, resp); err != nil {
 		return
 	}
-	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, up.up, fromCluster)
+	up.stopped = &r.reg.closed
+	if !r.upstreams.add(up.up) {
+		up.up.abort() // Close has run
+	}
+	defer r.upstreams.remove(up.up)
+	toClient.Add(1)
+	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, up.up, &countedEnd{r: fromCluster, n: toClient})
 }
 
 // timedConn is a client's connection whose writes must make progress
@@ -159,6 +172,60 @@ func writeSwitch(w *bufio.Writer, resp *http.Response) error {
 }
 
 type closeWriter interface{ CloseWrite() error }
+
+// upstreamSet holds the cluster ends of clients' upgrades in progress.
+type upstreamSet struct {
+	mu     sync.Mutex
+	set    map[rawUpstream]struct{}
+	closed bool
+}
+
+// add holds u, unless the set was closed.
+func (s *upstreamSet) add(u rawUpstream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.set == nil {
+		s.set = map[rawUpstream]struct{}{}
+	}
+	s.set[u] = struct{}{}
+	return true
+}
+
+func (s *upstreamSet) remove(u rawUpstream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.set, u)
+}
+
+// close aborts every upstream held and refuses later ones.
+func (s *upstreamSet) close() {
+	s.mu.Lock()
+	s.closed = true
+	all := s.set
+	s.set = nil
+	s.mu.Unlock()
+	for u := range all {
+		u.abort()
+	}
+}
+
+// countedEnd is a reader that takes one from n when it ends.
+type countedEnd struct {
+	r    io.Reader
+	n    *atomic.Int32
+	once sync.Once
+}
+
+func (c *countedEnd) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil {
+		c.once.Do(func() { c.n.Add(-1) })
+	}
+	return n, err
+}
 
 // splice copies client→stream and stream→client. The end of one direction
 // is passed on as a half-close, so a client that closes its sending side
@@ -238,9 +305,23 @@ type rawUpstream interface {
 type upgradedBody struct {
 	r  *bufio.Reader
 	up rawUpstream
+	// stopped, if set, tells that the relay ended the upgrade as it
+	// stopped: a failed read says so.
+	stopped *atomic.Bool
 }
 
-func (b *upgradedBody) Read(p []byte) (int, error)  { return b.r.Read(p) }
+func (b *upgradedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.stopped != nil && b.stopped.Load() {
+		err = errRelayStopped
+	}
+	return n, err
+}
+
+// errRelayStopped is what reading a client's upgrade returns once the
+// relay stopped under it; an ending Middleware shows it to the client.
+var errRelayStopped = errors.New("the relay replica it went through stopped; run it again")
+
 func (b *upgradedBody) Write(p []byte) (int, error) { return b.up.Write(p) }
 func (b *upgradedBody) CloseWrite() error           { return b.up.CloseWrite() }
 func (b *upgradedBody) Close() error                { return b.up.Close() }

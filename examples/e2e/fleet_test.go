@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -200,6 +201,53 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 			t.Logf("draining %s, which carries the exec", c.replicas[i].name)
 			c.drainReplica(i)
 		})
+	})
+
+	t.Run("direct mode: an exec goes on through its replica's drain, then ends in words", func(t *testing.T) {
+		kc := filepath.Join(c.dir, "fleet-direct-kubeconfig")
+		out, err := exec.Command(filepath.Join(c.bin, "proxy"), "kubeconfig", "-relay-url", "https://"+c.clientLB.ln.Addr().String(),
+			"-relay-ca", c.relayCA, "-cluster-id", cluster, "-token-file", c.tokenFile, "-kubeconfig", kc).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		k := &kubetest.Kubectl{Kubeconfig: kc}
+		cmd, err := k.Command(ctx(t), "exec", "-i", "-n", ns, "web", "--", "cat")
+		require.NoError(t, err)
+		stdin, err := cmd.StdinPipe()
+		require.NoError(t, err)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		var stderr lockedBuffer
+		cmd.Stderr = &stderr
+		require.NoError(t, cmd.Start())
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		echoed := bufio.NewReader(stdout)
+		roundTrip := func(line string) {
+			t.Helper()
+			_, err := io.WriteString(stdin, line)
+			require.NoError(t, err)
+			got, err := echoed.ReadString('\n')
+			require.NoError(t, err, "stderr: %s", stderr.String())
+			require.Equal(t, line, got)
+		}
+		// A megabyte through cat makes the exec's the busiest connection.
+		roundTrip(strings.Repeat("x", 1<<20) + "\n")
+
+		i := c.clientLB.busiest(true)
+		r := c.replicas[i]
+		t.Logf("draining %s, which carries the exec", r.name)
+		start := time.Now()
+		require.NoError(t, r.proc.cmd.Process.Signal(syscall.SIGTERM))
+		time.Sleep(time.Second)
+		roundTrip("during the drain\n")
+
+		err = cmd.Wait()
+		took := time.Since(start)
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, "kubectl exited 0: stderr %q", stderr.String())
+		assert.Equal(t, 1, exit.ExitCode())
+		assert.Contains(t, stderr.String(), "error: clusterconnect: ")
+		t.Logf("kubectl exec ended %v after SIGTERM (drain timeout 10s): exit %d, stderr %q", took.Round(time.Millisecond), exit.ExitCode(), stderr.String())
+		<-r.proc.done
+		r.proc = c.startAs(r.name, "relay", r.args...)
 	})
 
 	t.Run("watch: 1,000 changes, each seen once", func(t *testing.T) {
