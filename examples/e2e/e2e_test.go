@@ -470,6 +470,8 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("exec whose agent is gone for good: kubectl says why and exits 1", func(t *testing.T) { sessionLostForGood(t, c) })
 
+	t.Run("port-forward whose agent is gone for good: kubectl says so and exits 1", func(t *testing.T) { portForwardLostForGood(t, c) })
+
 	t.Run("relay restarted: the agent reconnects by itself", func(t *testing.T) {
 		c.relay.kill()
 		c.relay = c.start("relay", c.relayArgs...)

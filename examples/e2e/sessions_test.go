@@ -201,3 +201,63 @@ func portForwardAcross(t *testing.T, c *chain, k *kubetest.Kubectl, fault func()
 	assert.Nil(t, cmd.ProcessState, "kubectl port-forward is still running")
 	assert.NotContains(t, stderr.String(), "error")
 }
+
+// portForwardLostForGood: the agent replica a port-forward lives in is
+// SIGKILLed; kubectl, through the client proxy once its grace period is
+// over and at once in direct mode, prints its own "lost connection to
+// pod" and exits 1, over WebSocket and SPDY.
+func portForwardLostForGood(t *testing.T, c *chain) {
+	kc := filepath.Join(c.dir, "short-grace-pf-kubeconfig")
+	short := c.startProxy("proxy-short-grace-pf", kc, "-session-grace", "2s")
+	defer short.kill()
+	c.waitWorking(&kubetest.Kubectl{Kubeconfig: kc})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer conn.Close(); io.Copy(conn, conn) }()
+		}
+	}()
+	for _, tc := range []struct{ name, kubeconfig, env string }{
+		{"websocket through the client proxy", kc, ""},
+		{"spdy through the client proxy", kc, "KUBECTL_PORT_FORWARD_WEBSOCKETS=false"},
+		{"websocket in direct mode", filepath.Join(c.dir, "direct-kubeconfig"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := &kubetest.Kubectl{Kubeconfig: tc.kubeconfig, Env: []string{tc.env}}
+			cmd, err := k.Command(ctx(t), "port-forward", "-n", ns, "pod/web", ":"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+			require.NoError(t, err)
+			stdout, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			var stderr lockedBuffer
+			cmd.Stderr = &stderr
+			require.NoError(t, cmd.Start())
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			lines := bufio.NewScanner(stdout)
+			require.True(t, lines.Scan(), "port-forward printed nothing: %s", stderr.String())
+			m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(lines.Text())
+			require.NotNil(t, m)
+			conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
+			require.NoError(t, err)
+			defer conn.Close()
+			fmt.Fprintln(conn, "before the agent goes")
+			got, err := bufio.NewReader(conn).ReadString('\n')
+			require.NoError(t, err)
+			require.Equal(t, "before the agent goes\n", got)
+
+			c.agent.kill()
+			c.agent = c.start("agent", c.agentArgs...)
+			err = cmd.Wait()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "kubectl exited 0: stderr %q", stderr.String())
+			assert.Equal(t, 1, exit.ExitCode())
+			assert.Equal(t, "error: lost connection to pod\n", stderr.String())
+			c.waitWorking(k)
+		})
+	}
+}
