@@ -20,6 +20,10 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
@@ -268,6 +272,12 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 			}
 			close(seen)
 		}()
+		// Two client-go informers through the client proxy as well, one
+		// reading JSON and one protobuf.
+		informers := map[string]*informerCount{}
+		for _, ct := range []string{"application/json", "application/vnd.kubernetes.protobuf"} {
+			informers[ct] = startInformer(t, c.kubeconfig, ct, batch)
+		}
 		// The watch is open once its first event comes.
 		client := c.env.Client()
 		create := func(i int) {
@@ -312,7 +322,66 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 		}
 		assert.Nil(t, cmd.ProcessState, "kubectl is still watching")
 		assert.Empty(t, stderr.String())
+		for ct, inf := range informers {
+			require.Eventually(t, func() bool { return inf.distinct() == total }, time.Minute, 50*time.Millisecond,
+				"%s informer: %d of %d", ct, inf.distinct(), total)
+			assert.Zero(t, inf.twice(), "%s informer: objects added twice", ct)
+			assert.Zero(t, inf.updates.Load(), "%s informer: updates, as a relist after a broken watch makes", ct)
+		}
 	})
+}
+
+// informerCount counts what a client-go informer saw.
+type informerCount struct {
+	mu      sync.Mutex
+	adds    map[string]int
+	updates atomic.Int32
+}
+
+func (i *informerCount) distinct() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return len(i.adds)
+}
+
+func (i *informerCount) twice() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	n := 0
+	for _, v := range i.adds {
+		if v > 1 {
+			n++
+		}
+	}
+	return n
+}
+
+// startInformer runs a configmap informer for the batch through the
+// client proxy of kubeconfig, speaking contentType, until the test ends.
+func startInformer(t *testing.T, kubeconfig, contentType, batch string) *informerCount {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	require.NoError(t, err)
+	cfg.ContentType = contentType
+	cs, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = "batch=" + batch }))
+	count := &informerCount{adds: map[string]int{}}
+	inf := f.Core().V1().ConfigMaps().Informer()
+	_, err = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			count.mu.Lock()
+			count.adds[obj.(*corev1.ConfigMap).Name]++
+			count.mu.Unlock()
+		},
+		UpdateFunc: func(any, any) { count.updates.Add(1) },
+	})
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop); f.Shutdown() })
+	f.Start(stop)
+	require.True(t, cache.WaitForCacheSync(stop, inf.HasSynced))
+	return count
 }
 
 // lockedBuffer is a strings.Builder safe to read while a process writes
