@@ -254,81 +254,128 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 		r.proc = c.startAs(r.name, "relay", r.args...)
 	})
 
-	t.Run("watch: 1,000 changes, each seen once", func(t *testing.T) {
-		batch := fmt.Sprintf("b%d", rand.Uint32())
-		cmd, err := k.Command(ctx(t), "get", "configmaps", "-n", ns, "-l", "batch="+batch, "--watch", "-o", "name")
-		require.NoError(t, err)
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		var stderr lockedBuffer
-		cmd.Stderr = &stderr
-		require.NoError(t, cmd.Start())
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		seen := make(chan string, 2000)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				seen <- sc.Text()
-			}
-			close(seen)
-		}()
-		// Two client-go informers through the client proxy as well, one
-		// reading JSON and one protobuf.
-		informers := map[string]*informerCount{}
-		for _, ct := range []string{"application/json", "application/vnd.kubernetes.protobuf"} {
-			informers[ct] = startInformer(t, c.kubeconfig, ct, batch)
-		}
-		// The watch is open once its first event comes.
-		client := c.env.Client()
-		create := func(i int) {
-			_, err := client.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{
-				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%04d", batch, i), Labels: map[string]string{"batch": batch}},
-			}, metav1.CreateOptions{})
-			require.NoError(t, err)
-		}
-		create(0)
-		require.Equal(t, fmt.Sprintf("configmap/%s-0000", batch), <-seen, "stderr: %s", stderr.String())
+	t.Run("watch: 1,000 changes, each seen once, across a replica's SIGKILL", func(t *testing.T) {
+		watchAcross(t, c, 0, map[int]func(){1000 / 3: func() {
+			r := c.clientLB.busiest(false)
+			t.Logf("killing %s, which carries the watches", c.replicas[r].name)
+			c.killReplica(r)
+		}})
+	})
 
-		const total = 1000
-		var wg sync.WaitGroup
-		next := atomic.Int32{}
-		next.Store(1)
-		for range 8 {
-			wg.Add(1)
+	t.Run("watch: 1,000 changes, each seen once, across a rolling restart", func(t *testing.T) {
+		// Each replica drained in turn (SIGTERM, up to 10 s) and started
+		// again, as a rolling update does, while the writes go on.
+		restarted := make(chan struct{})
+		watchAcross(t, c, 80*time.Millisecond, map[int]func(){50: func() {
 			go func() {
-				defer wg.Done()
-				for i := int(next.Add(1) - 1); i < total; i = int(next.Add(1) - 1) {
-					if i == total/3 {
-						r := c.clientLB.busiest(false)
-						t.Logf("killing %s, which carries the watch, after %d writes", c.replicas[r].name, i)
-						c.killReplica(r)
-					}
-					create(i)
+				defer close(restarted)
+				for i := range c.replicas {
+					t.Logf("draining %s", c.replicas[i].name)
+					c.drainReplica(i)
 				}
 			}()
-		}
-		wg.Wait()
-		got := map[string]int{fmt.Sprintf("configmap/%s-0000", batch): 1}
-		timeout := time.After(time.Minute)
-		for len(got) < total {
-			select {
-			case name, ok := <-seen:
-				require.True(t, ok, "kubectl's watch ended: %s", stderr.String())
-				got[name]++
-				require.Equal(t, 1, got[name], "%s seen twice", name)
-			case <-timeout:
-				t.Fatalf("saw %d of %d changes; stderr: %s", len(got), total, stderr.String())
-			}
-		}
-		assert.Nil(t, cmd.ProcessState, "kubectl is still watching")
-		assert.Empty(t, stderr.String())
-		for ct, inf := range informers {
-			require.Eventually(t, func() bool { return inf.distinct() == total }, time.Minute, 50*time.Millisecond,
-				"%s informer: %d of %d", ct, inf.distinct(), total)
-			assert.Zero(t, inf.twice(), "%s informer: objects added twice", ct)
-			assert.Zero(t, inf.updates.Load(), "%s informer: updates, as a relist after a broken watch makes", ct)
-		}
+		}})
+		<-restarted
 	})
+
+	t.Run("watch: 1,000 changes, each seen once, across each agent replica's SIGKILL", func(t *testing.T) {
+		second := c.startSecondAgent(t)
+		defer func() { second.kill() }()
+		watchAcross(t, c, 0, map[int]func(){
+			1000 / 3: func() {
+				t.Log("killing the first agent replica")
+				c.agent.kill()
+				c.agent = c.start("agent", c.agentArgs...)
+			},
+			2 * 1000 / 3: func() {
+				t.Log("killing the second agent replica")
+				second.kill()
+				second = c.startSecondAgent(t)
+			},
+		})
+	})
+}
+
+// watchAcross creates 1,000 configmaps, pace apart in each of 8 writers,
+// running faults[i] before the i-th, while kubectl get -w and two
+// client-go informers (JSON, protobuf) watch them through the client
+// proxy: each sees every one once, none twice, and kubectl keeps
+// watching.
+func watchAcross(t *testing.T, c *chain, pace time.Duration, faults map[int]func()) {
+	const total = 1000
+	k := c.kubectl()
+	batch := fmt.Sprintf("b%d", rand.Uint32())
+	cmd, err := k.Command(ctx(t), "get", "configmaps", "-n", ns, "-l", "batch="+batch, "--watch", "-o", "name")
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	seen := make(chan string, 2000)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			seen <- sc.Text()
+		}
+		close(seen)
+	}()
+	// Two client-go informers through the client proxy as well, one
+	// reading JSON and one protobuf.
+	informers := map[string]*informerCount{}
+	for _, ct := range []string{"application/json", "application/vnd.kubernetes.protobuf"} {
+		informers[ct] = startInformer(t, c.kubeconfig, ct, batch)
+	}
+	// The watch is open once its first event comes.
+	client := c.env.Client()
+	create := func(i int) {
+		_, err := client.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%04d", batch, i), Labels: map[string]string{"batch": batch}},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	create(0)
+	require.Equal(t, fmt.Sprintf("configmap/%s-0000", batch), <-seen, "stderr: %s", stderr.String())
+
+	var wg sync.WaitGroup
+	next := atomic.Int32{}
+	next.Store(1)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < total; i = int(next.Add(1) - 1) {
+				if f := faults[i]; f != nil {
+					t.Logf("after %d writes", i)
+					f()
+				}
+				create(i)
+				time.Sleep(pace)
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]int{fmt.Sprintf("configmap/%s-0000", batch): 1}
+	timeout := time.After(time.Minute)
+	for len(got) < total {
+		select {
+		case name, ok := <-seen:
+			require.True(t, ok, "kubectl's watch ended: %s", stderr.String())
+			got[name]++
+			require.Equal(t, 1, got[name], "%s seen twice", name)
+		case <-timeout:
+			t.Fatalf("saw %d of %d changes; stderr: %s", len(got), total, stderr.String())
+		}
+	}
+	assert.Nil(t, cmd.ProcessState, "kubectl is still watching")
+	assert.Empty(t, stderr.String())
+	for ct, inf := range informers {
+		require.Eventually(t, func() bool { return inf.distinct() == total }, time.Minute, 50*time.Millisecond,
+			"%s informer: %d of %d", ct, inf.distinct(), total)
+		assert.Zero(t, inf.twice(), "%s informer: objects added twice", ct)
+		assert.Zero(t, inf.updates.Load(), "%s informer: updates, as a relist after a broken watch makes", ct)
+	}
 }
 
 // informerCount counts what a client-go informer saw.
