@@ -199,6 +199,10 @@ func (a *Agent) serveSessions() {
 // Handler is the impersonation handler the agent serves requests with.
 func (a *Agent) Handler() *impersonate.Handler { return a.handler }
 
+// Sessions is how many exec, attach and port-forward sessions the agent
+// keeps now, attached or waiting to be re-attached.
+func (a *Agent) Sessions() int { return a.sessions.Sessions() }
+
 // Tunnel is the agent's side of the tunnel, for Reconnect and Stats.
 func (a *Agent) Tunnel() *tunnel.Agent { return a.tunnel }
 
