@@ -27,6 +27,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
@@ -34,6 +36,9 @@ import (
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
+
+// chains counts the chains made in this process.
+var chains atomic.Int32
 
 // basePolicy lets Alice's group reach the cluster.
 const basePolicy = `{"clusters":{"e2e":{"groups":["` + aliceGrp + `"]}}}`
@@ -155,22 +160,32 @@ func newChainWith(t *testing.T, replicas int) *chain {
 		"-graph-client-id", graphApp, "-graph-authority-host", issuer.AuthorityHost(), "-graph-ca", issuerCA,
 		"-graph-client-secret-file", writeFile(t, filepath.Join(c.dir, "graph-secret"), []byte("graph-secret\n"))}
 
+	// Chains share one API server: the second and later name what they
+	// make apart (the pod web, which every test execs into, is made anew
+	// on this chain's node).
+	suffix := ""
+	if n := chains.Add(1); n > 1 {
+		suffix = fmt.Sprintf("-%d", n)
+	}
 	// The agent's own identity may only impersonate.
-	sa, err := env.CreateServiceAccount(ctx, "clusterconnect", "agent")
+	sa, err := env.CreateServiceAccount(ctx, "clusterconnect", "agent"+suffix)
 	require.NoError(t, err)
-	require.NoError(t, env.Grant(ctx, "e2e-agent", []rbacv1.PolicyRule{
+	require.NoError(t, env.Grant(ctx, "e2e-agent"+suffix, []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"users", "groups"}, Verbs: []string{"impersonate"}},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"uids", "userextras/clusterconnect.io/oid", "userextras/clusterconnect.io/tid"}, Verbs: []string{"impersonate"}},
 	}, sa.Subject()))
 	// Alice's group may work in the namespace, nothing more.
 	require.NoError(t, env.EnsureNamespace(ctx, ns))
-	require.NoError(t, env.Grant(ctx, "e2e-alice", []rbacv1.PolicyRule{
+	require.NoError(t, env.Grant(ctx, "e2e-alice"+suffix, []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods", "configmaps"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
 		{APIGroups: []string{""}, Resources: []string{"pods/exec", "pods/attach", "pods/portforward"}, Verbs: []string{"get", "create"}},
 		{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
 	}, kubetest.Group(aliceGrp)))
-	c.node, err = env.StartNode(ctx, "e2e-node")
+	c.node, err = env.StartNode(ctx, "e2e-node"+suffix)
 	require.NoError(t, err)
+	zero := int64(0)
+	err = env.Client().CoreV1().Pods(ns).Delete(ctx, "web", metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	require.True(t, err == nil || apierrors.IsNotFound(err), "deleting an earlier chain's pod: %v", err)
 	_, err = c.node.CreatePod(ctx, ns, "web")
 	require.NoError(t, err)
 
