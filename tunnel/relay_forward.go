@@ -293,30 +293,47 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 }
 
 // retryConn picks the connection for a retry: not the one the attempt
-// failed on, and first one that has been heard from lately; with none,
-// it waits up to RetryWait for a new connection (an agent dials again
-// when its connections go dark), then takes any other.
+// failed on, and only one heard from lately. Connections silent for
+// BusyPingAfter (on the same dark path, perhaps, or merely idle) are
+// pinged, and taken once they answer; a new connection is taken as it
+// comes (an agent dials again when its connections go dark). After
+// RetryWait with none, there is no retry.
 func (r *Relay) retryConn(ctx context.Context, id string, failed *agentConn) *agentConn {
-	if r.reg.picker == nil {
-		t := time.NewTimer(r.cfg.RetryWait)
-		defer t.Stop()
-	wait:
-		for {
-			added := r.reg.addedSignal()
-			if c := r.reg.pickLive(id, failed, r.cfg.BusyPingAfter); c != nil {
-				return c
-			}
-			select {
-			case <-added:
-			case <-t.C:
-				break wait
-			case <-ctx.Done():
-				return nil
+	if r.reg.picker != nil {
+		c, _ := r.reg.pick(id, failed)
+		return c
+	}
+	t := time.NewTimer(r.cfg.RetryWait)
+	defer t.Stop()
+	answered := make(chan struct{}, 1)
+	probing := false
+	for {
+		added := r.reg.addedSignal()
+		if c := r.reg.pickLive(id, failed, r.cfg.BusyPingAfter); c != nil {
+			return c
+		}
+		if !probing {
+			probing = true
+			for _, c := range r.reg.silent(id, failed, r.cfg.BusyPingAfter) {
+				go func() {
+					if c.cc.Probe(r.cfg.RetryWait) {
+						select {
+						case answered <- struct{}{}:
+						default:
+						}
+					}
+				}()
 			}
 		}
+		select {
+		case <-added:
+		case <-answered:
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
 	}
-	c, _ := r.reg.pick(id, failed)
-	return c
 }
 
 // send sends out, whose header list is fields, on c.

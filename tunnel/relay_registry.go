@@ -207,9 +207,8 @@ func (r *registry) pick(clusterID string, failed *agentConn) (c *agentConn, know
 
 // pickLive is pick for a retry after a request failed on failed: it
 // passes over connections silent for suspectAfter, as a dark path leaves
-// every connection on it (an idle one is only pinged every
-// PingInterval, so it may be silent and well: the caller falls back to
-// pick after a while).
+// every connection on it (an idle one is only pinged every PingInterval,
+// so it may be silent and well: the caller pings those).
 func (r *registry) pickLive(clusterID string, failed *agentConn, suspectAfter time.Duration) *agentConn {
 	r.mu.RLock()
 	cl := r.clusters[clusterID]
@@ -238,6 +237,25 @@ func (r *registry) pickLive(clusterID string, failed *agentConn, suspectAfter ti
 		return sameAgent
 	}
 	return nil
+}
+
+// silent returns the cluster's connections, other than failed, that
+// have been silent for suspectAfter.
+func (r *registry) silent(clusterID string, failed *agentConn, suspectAfter time.Duration) []*agentConn {
+	r.mu.RLock()
+	cl := r.clusters[clusterID]
+	r.mu.RUnlock()
+	if cl == nil {
+		return nil
+	}
+	var out []*agentConn
+	now := time.Now()
+	for _, c := range *cl.conns.Load() {
+		if c != failed && now.Sub(c.cc.LastRead()) >= suspectAfter {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // pickAgent reserves a stream on a connection of the cluster's agent

@@ -70,7 +70,22 @@ func (n *Net) connect(ctx context.Context, who, addr string) (net.Conn, error) {
 func (n *Net) Freeze(who string) (thaw func()) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return freeze(n.pipes[who])
+}
+
+// FreezeConn is Freeze for one connection only: the i-th who dialed,
+// from 0.
+func (n *Net) FreezeConn(who string, i int) (thaw func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	pipes := n.pipes[who]
+	if 2*i+2 > len(pipes) {
+		return func() {}
+	}
+	return freeze(pipes[2*i : 2*i+2])
+}
+
+func freeze(pipes []*pipe) (thaw func()) {
 	for _, p := range pipes {
 		p.setFrozen(true)
 	}

@@ -420,17 +420,21 @@ func (cc *Conn) silence() time.Duration {
 // LastRead is when the agent's last frame arrived on the connection.
 func (cc *Conn) LastRead() time.Time { return time.Unix(0, cc.lastRead.Load()) }
 
+// Probe pings the connection and reports whether the answer came within
+// timeout; a late answer does not end the connection.
+func (cc *Conn) Probe(timeout time.Duration) bool { return cc.ping(false, timeout) }
+
 // ping sends a PING and takes its round trip as a sample of the
 // connection's; failIfLate ends the connection if no answer comes within
-// timeout.
-func (cc *Conn) ping(failIfLate bool, timeout time.Duration) {
+// timeout. It reports whether the answer came in time.
+func (cc *Conn) ping(failIfLate bool, timeout time.Duration) bool {
 	var data [8]byte
 	rand.Read(data[:])
 	ch := make(chan struct{})
 	cc.mu.Lock()
 	if cc.err != nil {
 		cc.mu.Unlock()
-		return
+		return false
 	}
 	if cc.pings == nil {
 		cc.pings = map[[8]byte]chan struct{}{}
@@ -439,7 +443,7 @@ func (cc *Conn) ping(failIfLate bool, timeout time.Duration) {
 	cc.mu.Unlock()
 	start := time.Now()
 	if cc.writeFrame(func(fr *http2.Framer) error { return fr.WritePing(false, data) }) != nil {
-		return
+		return false
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -447,7 +451,9 @@ func (cc *Conn) ping(failIfLate bool, timeout time.Duration) {
 	case <-ch:
 		if cc.Alive() {
 			cc.sampleRTT(time.Since(start))
+			return true
 		}
+		return false
 	case <-t.C:
 		if failIfLate {
 			cc.fail(errors.New("tunnel: the agent did not answer a ping"))
@@ -455,6 +461,7 @@ func (cc *Conn) ping(failIfLate bool, timeout time.Duration) {
 		cc.mu.Lock()
 		delete(cc.pings, data)
 		cc.mu.Unlock()
+		return false
 	}
 }
 
