@@ -9,6 +9,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
+	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
 // replica is one relay process of a fleet.
@@ -254,6 +256,26 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 		r.proc = c.startAs(r.name, "relay", r.args...)
 	})
 
+	t.Run("agents spread again when a fleet shrunk to one grows back", func(t *testing.T) {
+		require.Eventually(t, func() bool { return spread(agentReplicas(c.logs("agent"))) }, time.Minute, 100*time.Millisecond,
+			"the agent's connections never spread: %v", agentReplicas(c.logs("agent")))
+		for _, i := range []int{1, 2} {
+			c.replicas[i].proc.kill()
+		}
+		require.Eventually(t, func() bool {
+			at := agentReplicas(c.logs("agent"))
+			return at["0"] == c.replicas[0].name && at["1"] == c.replicas[0].name
+		}, time.Minute, 100*time.Millisecond, "both connections on the one replica left: %v", agentReplicas(c.logs("agent")))
+		for _, i := range []int{1, 2} {
+			r := c.replicas[i]
+			r.proc = c.startAs(r.name, "relay", r.args...)
+		}
+		start := time.Now()
+		require.Eventually(t, func() bool { return spread(agentReplicas(c.logs("agent"))) }, tunnel.DefaultMaxBackoff, 100*time.Millisecond,
+			"the agent's connections stayed on one replica: %v", agentReplicas(c.logs("agent")))
+		t.Logf("the agent spread over two replicas %v after the fleet grew back", time.Since(start).Round(100*time.Millisecond))
+	})
+
 	t.Run("watch: 1,000 changes, each seen once, across a replica's SIGKILL", func(t *testing.T) {
 		watchAcross(t, c, 0, map[int]func(){1000 / 3: func() {
 			r := c.clientLB.busiest(false)
@@ -294,6 +316,42 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 			},
 		})
 	})
+}
+
+// agentReplicas reads, from the agent's log, the replica each of its
+// connections is on now ("" while one is down).
+func agentReplicas(log string) map[string]string {
+	at := map[string]string{}
+	slot := regexp.MustCompile(`slot=(\d+)`)
+	for _, l := range strings.Split(log, "\n") {
+		m := slot.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		switch {
+		case strings.Contains(l, `msg="tunnel connection open"`):
+			at[m[1]] = field(l, "replica")
+		case strings.Contains(l, `msg="tunnel connection moved`):
+			at[m[1]] = field(l, "to")
+		case strings.Contains(l, `msg="tunnel connection closed"`):
+			at[m[1]] = ""
+		}
+	}
+	return at
+}
+
+func field(line, name string) string {
+	m := regexp.MustCompile(` ` + name + `=(\S*)`).FindStringSubmatch(line)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// spread reports whether the agent's two connections are up on two
+// replicas.
+func spread(at map[string]string) bool {
+	return len(at) == 2 && at["0"] != "" && at["1"] != "" && at["0"] != at["1"]
 }
 
 // watchAcross creates 1,000 configmaps, pace apart in each of 8 writers,
