@@ -62,21 +62,35 @@ func TestSessionsAreTheCallers(t *testing.T) {
 	go a.Run(ctx)
 	require.Eventually(t, func() bool { return relay.Connected("prod-eu") }, 10*time.Second, 10*time.Millisecond)
 
-	// carrier opens a carrier through the relay with token.
-	carrier := func(token string) (net.Conn, *http.Response) {
+	// dialCarrier opens a carrier through the relay with token. It is
+	// also the session's way back, after the test too: no require in it.
+	dialCarrier := func(token string) (net.Conn, *http.Response, error) {
 		conn, err := tls.Dial("tcp", strings.TrimPrefix(front.URL, "https://"), &tls.Config{RootCAs: front.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, NextProtos: []string{"http/1.1"}})
-		require.NoError(t, err)
+		if err != nil {
+			return nil, nil, err
+		}
 		req, _ := http.NewRequest(http.MethodGet, front.URL+"/clusters/prod-eu/api/v1/namespaces/ns/pods/p/exec", nil)
 		req.Header.Set("Connection", "Upgrade")
 		req.Header.Set("Upgrade", reattach.Protocol)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		require.NoError(t, req.Write(conn))
+		if err := req.Write(conn); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
 		br := bufio.NewReader(conn)
 		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		return &readConn{Conn: conn, r: br}, resp, nil
+	}
+	carrier := func(token string) (net.Conn, *http.Response) {
+		conn, resp, err := dialCarrier(token)
 		require.NoError(t, err)
-		return &readConn{Conn: conn, r: br}, resp
+		return conn, resp
 	}
 
 	_, resp := carrier("")
@@ -86,12 +100,13 @@ func TestSessionsAreTheCallers(t *testing.T) {
 
 	alice := tokenOf("alice@contoso.com", "oid-alice")
 	session, err := reattach.Dial(ctx, func(context.Context, string) (net.Conn, error) {
-		conn, resp := carrier(alice)
-		if resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, fmt.Errorf("carrier: %s", resp.Status)
+		conn, resp, err := dialCarrier(alice)
+		if err == nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			conn.Close()
+			err = fmt.Errorf("carrier: %s", resp.Status)
 		}
-		return conn, nil
-	}, nil)
+		return conn, err
+	}, &reattach.Config{Grace: time.Second})
 	require.NoError(t, err)
 	defer session.Close()
 	fmt.Fprintf(session, "GET /api/v1/namespaces/ns/pods HTTP/1.1\r\nHost: cluster\r\nAuthorization: Bearer %s\r\n\r\n", alice)
