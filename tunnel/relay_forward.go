@@ -252,9 +252,23 @@ func cloneHeader(h http.Header) http.Header {
 		out = http.Header{}
 	}
 	removeHopByHop(out, httpx.IsUpgrade(h))
-	out.Del(HeaderToAgent)
+	removeOwnHeaders(out)
 	return out
 }
+
+// removeOwnHeaders removes every header of the project's own namespace
+// (Clusterconnect-*) a client sent: they are the relay's and the agent's
+// to set, and none crosses the relay from outside (HeaderToAgent is read
+// before).
+func removeOwnHeaders(h http.Header) {
+	for k := range h {
+		if len(k) > len(ownHeaderPrefix) && strings.EqualFold(k[:len(ownHeaderPrefix)], ownHeaderPrefix) {
+			delete(h, k)
+		}
+	}
+}
+
+const ownHeaderPrefix = "Clusterconnect-"
 
 // toAgentKey holds, in an upgrade's context, the agent HeaderToAgent
 // named.

@@ -61,6 +61,24 @@ func TestRequestReachesAgentWithoutClusterPrefix(t *testing.T) {
 	assert.Equal(t, req.URL.Host, e.Host)
 }
 
+// No header of the project's own namespace a client sends reaches the
+// agent: they are the relay's to set.
+func TestClientsOwnHeadersStopAtTheRelay(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{})
+	req, _ := http.NewRequest(http.MethodGet, h.url("/api/v1/pods"), nil)
+	for _, name := range []string{"Clusterconnect-Stream", "Clusterconnect-Agent-Id", "Clusterconnect-Cluster-Id", "Clusterconnect-Replicas", "Clusterconnect-To-Agent", "clusterconnect-anything"} {
+		req.Header[name] = []string{"forged"}
+	}
+	req.Header.Set("Clusterconnectx", "kept: not the namespace")
+	resp, err := h.client().Do(req)
+	require.NoError(t, err)
+	e := decode(t, resp)
+	for name := range e.Header {
+		assert.False(t, strings.HasPrefix(strings.ToLower(name), "clusterconnect-"), "%s reached the agent", name)
+	}
+	assert.Equal(t, "kept: not the namespace", e.Header.Get("Clusterconnectx"))
+}
+
 func TestHTTP1ClientsWorkToo(t *testing.T) {
 	h := newHarness(t, echo, harnessOpts{})
 	req, _ := http.NewRequest(http.MethodGet, h.url("/healthz"), nil)
