@@ -64,6 +64,8 @@ type Authorizer struct {
 	clusters  map[string]*budget
 	callers   map[callerKey]*budget
 	lastSweep time.Time
+
+	sessions sessionSet // long-lived requests admitted and not over
 }
 
 var _ tunnel.ClientAuthorizer = (*Authorizer)(nil)
@@ -107,8 +109,10 @@ func New(cfg *Config) (*Authorizer, error) {
 }
 
 // SetPolicy replaces the policy for the requests that follow; requests in
-// flight keep counting against the limits. An invalid policy is refused
-// and the old one stays.
+// flight keep counting against the limits, and long-lived ones (watches,
+// logs -f, exec, attach, port-forward) the new policy would refuse are
+// ended, with words that say so (tunnel.EndRequest). An invalid policy
+// is refused and the old one stays.
 func (a *Authorizer) SetPolicy(p *Policy) error {
 	if err := p.Validate(); err != nil {
 		return err
@@ -121,6 +125,7 @@ func (a *Authorizer) SetPolicy(p *Policy) error {
 		}
 	}
 	a.policy.Store(c)
+	a.revoke(c)
 	return nil
 }
 
@@ -164,12 +169,14 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	p := a.policy.Load()
 	c := p.clusters[clusterID]
 	var caller string
+	var groups []string
 	tok, err := a.v.Verify(r.Context(), raw)
 	switch {
 	case err == nil:
 		why := c.refuse(tok, nil)
 		if why == whyOverage && a.groups != nil {
-			if groups, gerr := a.groups.ResolveGroups(r.Context(), tok); gerr != nil {
+			var gerr error
+			if groups, gerr = a.groups.ResolveGroups(r.Context(), tok); gerr != nil {
 				a.log.Warn("cannot resolve a caller's groups (overage)", "cluster", clusterID, "subject", tok.Subject, "err", gerr)
 				why = "groups overage, and resolving the groups failed"
 			} else {
@@ -186,6 +193,7 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		// counts as one caller, under the cluster's limits.
 		sum := sha256.Sum256([]byte(raw))
 		caller = "unverified " + hex.EncodeToString(sum[:16])
+		tok = nil
 	case errors.Is(err, tokens.ErrKeySet):
 		a.log.Warn("cannot verify tokens: issuer keys unavailable", "err", err)
 		return nil, &tunnel.AccessError{Code: http.StatusServiceUnavailable, Reason: "keys-unavailable", RetryAfter: 5 * time.Second,
@@ -197,7 +205,21 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		// sentinels never contain the token.
 		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-token", Message: "the relay did not accept the token: " + err.Error()}
 	}
-	return a.admit(clusterID, caller, c.limits)
+	release, err := a.admit(clusterID, caller, c.limits)
+	if err != nil {
+		return nil, err
+	}
+	end := tunnel.EndRequest(r.Context())
+	if end == nil || !longLived(r) {
+		return release, nil
+	}
+	remove := a.sessions.add(&session{cluster: clusterID, tok: tok, groups: groups, end: end})
+	if a.policy.Load() != p {
+		// The policy changed while this request was being admitted: ask
+		// the new one too.
+		a.revoke(a.policy.Load())
+	}
+	return func() { remove(); release() }, nil
 }
 
 // whyOverage is refuse's reason for a token whose groups did not fit in

@@ -43,7 +43,7 @@ func FuzzWatchBody(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the body failed instead of ending: %v", err)
 		}
-		ev := fr.errorEvent(http.StatusServiceUnavailable, "ServiceUnavailable", "the watch's connection to the cluster broke (broken); watch again")
+		ev := fr.errorEvent(http.StatusServiceUnavailable, "ServiceUnavailable", "the watch's connection to the cluster broke (broken); watch again", false)
 		if !bytes.Equal(got, append(bytes.Clone(want), ev...)) {
 			t.Fatalf("got %q, want the complete events %q and the ERROR event", got, want)
 		}

@@ -268,3 +268,27 @@ func BenchmarkWatchEvents(b *testing.B) {
 		}
 	}
 }
+
+// A watch through two layers, as through the client proxy and the relay:
+// when the layer behind (the relay) cannot resume within its window and
+// ends the watch with its ERROR event, the layer in front does not pass
+// that on but resumes through it from where its client is: the client
+// sees every event once and no ERROR. An ERROR of the cluster's own (410)
+// still reaches the client.
+func TestTheLayerInFrontResumesWhatTheOneBehindCouldNot(t *testing.T) {
+	for name, mt := range mediaTypes {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				c := newCluster(t, mt, 5)
+				c.breakAfter, c.breaks = 2, 1
+				req, _ := http.NewRequest(http.MethodGet, "https://cluster/api/v1/pods?watch=true&resourceVersion=100", nil)
+				resp, err := sessions.Watches(sessions.Watches(c)).RoundTrip(req)
+				require.NoError(t, err)
+				c.mu.Lock()
+				c.failFirst = int(sessions.DefaultResumeWithin/(250*time.Millisecond)) + 20 // past the layer behind's window
+				c.mu.Unlock()
+				assert.Equal(t, want(5), names(t, decode(t, mt, resp.Body)))
+			})
+		})
+	}
+}

@@ -3,6 +3,7 @@ package sessions
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -57,8 +58,9 @@ type frameTracker interface {
 	see(p []byte)
 	// boundary reports whether the bytes seen so far end with a frame.
 	boundary() bool
-	// final is what to send the client last: a Status carrying msg.
-	final(msg string) []byte
+	// final is what to send the client last: a Status of code carrying
+	// msg.
+	final(code int, msg string) []byte
 }
 
 // ending is a connection whose failed read becomes a last message.
@@ -82,22 +84,44 @@ func (e *ending) Read(p []byte) (int, error) {
 	e.frames.see(p[:n])
 	if err != nil && err != io.EOF && e.frames.boundary() {
 		e.done = true
-		e.last = e.frames.final(lostMessage(err))
+		e.last = e.frames.final(lastWords(err))
 		return n, nil
 	}
 	return n, err
 }
 
-func lostMessage(err error) string {
-	return fmt.Sprintf("clusterconnect: the connection to the cluster was lost and could not be resumed (%v); "+
+// lastWords is the Status a session lost with err ends with.
+func lastWords(err error) (code int, msg string) {
+	if code, msg, ok := endedBy(err); ok {
+		return code, "clusterconnect: " + msg
+	}
+	return http.StatusServiceUnavailable, fmt.Sprintf("clusterconnect: the connection to the cluster was lost and could not be resumed (%v); "+
 		"the command may have finished or may still be running in the container", err)
 }
 
-func statusJSON(msg string) []byte {
+// A statusError is an error that says how a client is to be told of it:
+// the relay's refusals (tunnel.AccessError), the client proxy's.
+type statusError interface {
+	error
+	HTTPStatus() int
+	ClientMessage() string
+}
+
+// endedBy reports whether err says why a session was ended on purpose
+// (the caller's right to it ended, say), and in which words.
+func endedBy(err error) (code int, msg string, ok bool) {
+	var se statusError
+	if err == nil || !errors.As(err, &se) {
+		return 0, "", false
+	}
+	return se.HTTPStatus(), se.ClientMessage(), true
+}
+
+func statusJSON(code int, msg string) []byte {
 	b, _ := json.Marshal(&metav1.Status{
 		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-		Status:   metav1.StatusFailure, Reason: metav1.StatusReasonServiceUnavailable,
-		Message: msg, Code: http.StatusServiceUnavailable,
+		Status:   metav1.StatusFailure, Reason: metav1.StatusReason(reasonOf(code)),
+		Message: msg, Code: int32(code),
 	})
 	return b
 }
@@ -161,8 +185,8 @@ func (w *wsFrames) boundary() bool { return w.left == 0 && len(w.head) == 0 }
 // protocols.
 const errorChannel = 3
 
-func (w *wsFrames) final(msg string) []byte {
-	payload := append([]byte{errorChannel}, statusJSON(msg)...)
+func (w *wsFrames) final(code int, msg string) []byte {
+	payload := append([]byte{errorChannel}, statusJSON(code, msg)...)
 	out := wsFrame(nil, 0x2, payload)
 	// A close frame, 1000: the end is said, not an abnormal closure.
 	return wsFrame(out, 0x8, []byte{0x03, 0xe8})
@@ -213,8 +237,8 @@ func (s *spdyFrames) boundary() bool { return s.left == 0 && len(s.head) == 0 }
 // remotecommand creates it first, and a SPDY client's first stream is 1.
 const spdyErrorStream = 1
 
-func (s *spdyFrames) final(msg string) []byte {
-	body := statusJSON(msg)
+func (s *spdyFrames) final(code int, msg string) []byte {
+	body := statusJSON(code, msg)
 	b := binary.BigEndian.AppendUint32(nil, spdyErrorStream)
 	const flagFin = 0x01
 	b = append(b, flagFin, byte(len(body)>>16), byte(len(body)>>8), byte(len(body)))

@@ -1,6 +1,9 @@
 package sessions
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -91,8 +94,9 @@ type framing interface {
 	// complete event, are complete events themselves.
 	complete(b []byte) int
 	// errorEvent is the final ERROR event, framed, with a Status of code
-	// and reason saying msg.
-	errorEvent(code int, reason, msg string) []byte
+	// and reason saying msg; resumable marks it as one a layer in front
+	// may resume past.
+	errorEvent(code int, reason, msg string, resumable bool) []byte
 	// each calls fn with each event of b, which holds complete events
 	// only, framed.
 	each(b []byte, fn func(event []byte))
@@ -142,6 +146,10 @@ type watchBody struct {
 	// pendingErr ended the read whose bytes the last Read gave: it is
 	// the next one's.
 	pendingErr error
+	// behindBroke: the layer behind ended the watch with a resumable
+	// ERROR event (its connection broke), which is dropped, and the
+	// stream's end taken as a break.
+	behindBroke bool
 }
 
 func (b *watchBody) Read(p []byte) (int, error) {
@@ -176,6 +184,14 @@ func (b *watchBody) Read(p []byte) (int, error) {
 		}
 		switch {
 		case err == nil:
+		case err == io.EOF && b.behindBroke:
+			b.behindBroke = false
+			if rc := b.resume(errBehindBroke); rc != nil {
+				b.rc.Close()
+				b.rc = rc
+				continue
+			}
+			b.ended = true
 		case err == io.EOF: // itself: a broken stream's error may wrap one
 			b.out, b.held, b.ended = append(b.out, b.held...), nil, true
 		default:
@@ -202,7 +218,10 @@ func (b *watchBody) take(p []byte) int {
 		done := b.events.complete(p)
 		b.held = append(b.held, p[done:]...)
 		if done > 0 {
-			b.track(p[:done])
+			if cut := b.track(p[:done]); cut < done {
+				b.held = nil
+				return cut
+			}
 		}
 		return done
 	}
@@ -211,7 +230,9 @@ func (b *watchBody) take(p []byte) int {
 	b.out = append(b.out[:0], b.held[:done]...)
 	b.held = append(b.held[:0], b.held[done:]...)
 	if done > 0 {
-		b.track(b.out)
+		if cut := b.track(b.out); cut < done {
+			b.out, b.held = b.out[:cut], nil
+		}
 	}
 	return 0
 }
@@ -233,13 +254,23 @@ func startingPoint(req *http.Request) resumeFrom {
 	return resumeFrom{ok: rv != "" && rv != "0", rv: rv}
 }
 
-// track notes what the complete events in b say of where to resume.
-func (b *watchBody) track(events []byte) {
+// track notes what the complete events in b say of where to resume. It
+// returns where, in events, a resumable ERROR event of the layer behind
+// begins, which is not passed on, or len(events).
+func (b *watchBody) track(events []byte) (cut int) {
 	b.broken = time.Time{} // events flow again
 	var last []byte        // the latest resourceVersion to resume from
+	cut = len(events)
 	b.events.each(events, func(ev []byte) {
+		if b.behindBroke {
+			return // nothing follows it
+		}
 		info := b.events.info(ev)
 		switch {
+		case string(info.typ) == "ERROR" && b.from.ok && bytes.Contains(ev, []byte(causeResumable)):
+			// The layer behind could not resume: try from here.
+			b.behindBroke = true
+			cut = cap(events) - cap(ev) // ev is a slice of events
 		case string(info.typ) == "ERROR":
 			b.from.ok, b.from.serverEnded, last = false, true, nil
 		case info.initialEnd && !b.from.serverEnded:
@@ -251,6 +282,7 @@ func (b *watchBody) track(events []byte) {
 	if b.from.ok && last != nil {
 		b.from.rv = string(last)
 	}
+	return cut
 }
 
 // resume asks for the watch again from where its client is, for up to
@@ -258,8 +290,18 @@ func (b *watchBody) track(events []byte) {
 // event that says why it cannot in b.out and returns nil.
 func (b *watchBody) resume(broke error) io.ReadCloser {
 	fail := func(code int, reason, msg string) io.ReadCloser {
-		b.out = append(b.out, b.events.errorEvent(code, reason, msg)...)
+		b.out = append(b.out, b.events.errorEvent(code, reason, msg, false)...)
 		return nil
+	}
+	// broken: the connection broke and could not be resumed here; a
+	// layer in front may still resume.
+	broken := func(msg string) io.ReadCloser {
+		b.out = append(b.out, b.events.errorEvent(http.StatusServiceUnavailable, "ServiceUnavailable", msg, true)...)
+		return nil
+	}
+	if code, msg, ok := b.endedOnPurpose(); ok {
+		// Ended on purpose (the caller's right to it ended): not resumed.
+		return fail(code, reasonOf(code), msg)
 	}
 	why := fmt.Sprintf("the watch's connection to the cluster broke (%v)", broke)
 	if !b.from.ok {
@@ -283,11 +325,10 @@ func (b *watchBody) resume(broke error) io.ReadCloser {
 			t.Stop()
 		}
 		if ctx.Err() != nil {
-			return fail(http.StatusServiceUnavailable, "ServiceUnavailable", why+"; watch again")
+			return broken(why + "; watch again")
 		}
 		if !time.Now().Before(deadline) {
-			return fail(http.StatusServiceUnavailable, "ServiceUnavailable",
-				fmt.Sprintf("%s and could not be resumed within %v (last: %v); watch again", why, b.w.within, last))
+			return broken(fmt.Sprintf("%s and could not be resumed within %v (last: %v); watch again", why, b.w.within, last))
 		}
 		b.tried = time.Now()
 		req := b.req.Clone(ctx)
@@ -308,6 +349,19 @@ func (b *watchBody) resume(broke error) io.ReadCloser {
 			last = err
 		}
 	}
+}
+
+// errBehindBroke is why a watch resumes after a resumable ERROR event.
+var errBehindBroke = errors.New("the relay's own connection to the cluster broke and it could not resume")
+
+// endedOnPurpose reports whether the watch's request was ended on
+// purpose (tunnel.EndRequest: its caller's right to it ended), and the
+// Status that says so.
+func (b *watchBody) endedOnPurpose() (code int, msg string, ok bool) {
+	if b.req == nil { // the framing's own tests
+		return 0, "", false
+	}
+	return endedBy(context.Cause(b.req.Context()))
 }
 
 // reasonOf is the Status reason the API server gives for a code.

@@ -17,7 +17,7 @@ const (
 	DefaultBusyPingTimeout = 3 * time.Second
 	// DefaultRetryWait is how long a retry waits for a live connection
 	// (RelayConfig.RetryWait).
-	DefaultRetryWait = time.Second
+	DefaultRetryWait = 2 * time.Second
 	// DefaultWriteTimeout drops a connection on which a write made no
 	// progress for this long (a peer that stopped reading).
 	DefaultWriteTimeout = 30 * time.Second

@@ -364,14 +364,18 @@ func TestAgentSpreadsItsConnectionsOverReplicas(t *testing.T) {
 	require.Eventually(t, func() bool { onA, onB = conns(a), conns(b); return onA == 1 && onB == 1 }, 30*time.Second, 10*time.Millisecond,
 		"the agent's connections end up one on each replica")
 	t.Logf("connections: a %d, b %d", onA, onB)
-	// And it stays so: nothing more is dialed once they differ.
+	// And it stays so: nothing more is dialed once they differ, but for
+	// the other slot's attempt that may be under way as they come apart
+	// (both slots were crowded on a, and each set out to move).
 	lb.mu.Lock()
 	dialed := lb.n
 	lb.mu.Unlock()
 	time.Sleep(500 * time.Millisecond)
 	lb.mu.Lock()
-	assert.Equal(t, dialed, lb.n, "no more connections once spread")
+	assert.LessOrEqual(t, lb.n-dialed, 1, "no more connections once spread")
 	lb.mu.Unlock()
+	assert.Equal(t, 1, conns(a), "still one on a")
+	assert.Equal(t, 1, conns(b), "still one on b")
 	resp, err := a.client().Get(a.url("/api"))
 	require.NoError(t, err)
 	decode(t, resp)

@@ -58,6 +58,13 @@ func (e *AccessError) Error() string {
 	return "tunnel: client refused (" + e.Reason + "): " + e.Message
 }
 
+// HTTPStatus is the answer's status code, for a layer that shows the
+// refusal to a client in its own words (package sessions).
+func (e *AccessError) HTTPStatus() int { return e.Code }
+
+// ClientMessage is what the client is told.
+func (e *AccessError) ClientMessage() string { return e.Message }
+
 // authorize asks the configured authorizer about req and answers a
 // refusal. It reports whether the request may go on, and returns what to
 // call when it is over.

@@ -40,7 +40,15 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		httpx.WriteStatus(w, req, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
 		return
 	}
+	var end *ending
 	if !fromPeer {
+		if r.cfg.ClientAuthorizer != nil {
+			// The authorizer may end the request later (EndRequest).
+			var ctx context.Context
+			ctx, end = withEnding(req.Context())
+			req = req.WithContext(ctx)
+			defer end.cancel(nil)
+		}
 		release, ok := r.authorize(w, req, id)
 		if !ok {
 			return
@@ -77,11 +85,17 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 	}
 	resp, upgraded, err := r.forward(id, out, upgrade, fromPeer)
 	if err != nil {
+		if end != nil && end.reason() != nil {
+			err = end.reason() // ended before its answer began: say why
+		}
 		writeError(w, req, id, err)
 		return
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols && upgraded != nil {
+		if end != nil {
+			end.upgraded(upgraded)
+		}
 		r.spliceClient(w, id, resp, upgraded)
 		return
 	}
@@ -403,7 +417,13 @@ func (b *countedBody) Close() error {
 }
 
 func writeError(w http.ResponseWriter, req *http.Request, id string, err error) {
+	var ae *AccessError
 	switch {
+	case errors.As(err, &ae):
+		if ae.RetryAfter > 0 {
+			httpx.RetryAfter(w, ae.RetryAfter)
+		}
+		httpx.WriteStatus(w, req, ae.Code, "", ae.Message)
 	case errors.Is(err, ErrNotConnected):
 		// No Retry-After: client-go would retry ten times a second apart
 		// before saying anything, and an agent seldom comes back that

@@ -306,14 +306,23 @@ type upgradedBody struct {
 	r  *bufio.Reader
 	up rawUpstream
 	// stopped, if set, tells that the relay ended the upgrade as it
-	// stopped: a failed read says so.
+	// stopped, and ended that the request was ended (EndRequest): a
+	// failed read says so.
 	stopped *atomic.Bool
+	ended   *ending
 }
 
 func (b *upgradedBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF && b.stopped != nil && b.stopped.Load() {
-		err = errRelayStopped
+	if err != nil && err != io.EOF {
+		if b.ended != nil {
+			if why := b.ended.reason(); why != nil {
+				return n, why
+			}
+		}
+		if b.stopped != nil && b.stopped.Load() {
+			err = errRelayStopped
+		}
 	}
 	return n, err
 }

@@ -483,6 +483,8 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("relay killed under exec and port-forward, through the client proxy: both go on", func(t *testing.T) { sessionsAcrossRelayRestart(t, c) })
 
+	t.Run("access revoked: alice's watches and execs end within 2 s saying why, bob's go on", func(t *testing.T) { accessRevoked(t, c) })
+
 	t.Run("exec whose agent is gone for good: kubectl says why and exits 1", func(t *testing.T) { sessionLostForGood(t, c) })
 
 	t.Run("port-forward whose agent is gone for good: kubectl says so and exits 1", func(t *testing.T) { portForwardLostForGood(t, c) })

@@ -278,7 +278,7 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 		r.proc = c.startAs(r.name, "relay", r.args...)
 	})
 
-	t.Run("black hole under a busy agent, one replica: GETs answered 200 within 6 s", func(t *testing.T) {
+	t.Run("black hole under a busy agent, one replica: GETs answered 200", func(t *testing.T) {
 		// One replica: the agent's new connections land where the
 		// requests wait for them. (With several, a request waits on the
 		// replica holding the dark connection, and the agent's new ones
@@ -341,7 +341,9 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 			assert.Equal(t, http.StatusOK, a.status, "after %v: %v", a.after, a.err)
 			slowest = max(slowest, a.after)
 		}
-		assert.LessOrEqual(t, slowest, 6*time.Second)
+		// The bound itself is asserted on fake time (tunnel's
+		// TestGETsIntoABlackHoleAreAnsweredWithinSixSeconds); here, the
+		// figure.
 		t.Logf("20 GETs sent into a black hole over 4 s: all answered by %v after the fault", slowest.Round(10*time.Millisecond))
 	})
 

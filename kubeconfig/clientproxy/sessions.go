@@ -127,7 +127,7 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, clus
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
-		return nil, &carrierRefused{status: resp.Status, msg: statusMessage(msg)}
+		return nil, &carrierRefused{code: resp.StatusCode, status: resp.Status, msg: statusMessage(msg)}
 	}
 	rwc, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok || raw == nil {
@@ -138,10 +138,27 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, clus
 }
 
 // carrierRefused is a carrier's upgrade answered with something else.
-type carrierRefused struct{ status, msg string }
+type carrierRefused struct {
+	code        int
+	status, msg string
+}
 
 func (e *carrierRefused) Error() string {
 	return fmt.Sprintf("clusterconnect proxy: the relay answered %s: %s", e.status, e.msg)
+}
+
+// Permanent: a session whose caller the relay no longer lets through
+// (401, 403) ends at once, with the relay's words, rather than trying
+// for its grace period.
+func (e *carrierRefused) Permanent() bool {
+	return e.code == http.StatusUnauthorized || e.code == http.StatusForbidden
+}
+
+// HTTPStatus and ClientMessage tell kubectl (sessions.Upgrades) why.
+func (e *carrierRefused) HTTPStatus() int { return e.code }
+
+func (e *carrierRefused) ClientMessage() string {
+	return "the relay refused to carry the session on: " + e.msg
 }
 
 // splitClusterPath splits /clusters/{id}/rest into id and /rest.

@@ -10,12 +10,20 @@ import (
 	"time"
 )
 
+// permanent is an error of a DialFunc that says trying again is no use
+// (the caller is no longer let through, say): the session ends with it.
+type permanent interface {
+	error
+	Permanent() bool
+}
+
 // A DialFunc opens a carrier: a byte stream to a Server, through whatever
 // lies between (for clusterconnect, an HTTP/1.1 upgrade to Protocol
 // through the relay). A session calls it again, with a fresh context,
 // each time it has to re-attach; then agentID is the server the session
 // lives in (ServerConfig.AgentID), which the carrier must reach, and
-// empty for a new session.
+// empty for a new session. An error with a method Permanent() bool that
+// reports true ends the session with that error instead of another try.
 type DialFunc func(ctx context.Context, agentID string) (net.Conn, error)
 
 // Dial opens a new session on a carrier from dial. When that carrier is
@@ -100,7 +108,8 @@ func (c *Conn) redial(dial DialFunc) {
 		if err == nil {
 			return
 		}
-		if errors.Is(err, ErrRefused) || errors.Is(err, ErrProtocol) {
+		var perm permanent
+		if errors.Is(err, ErrRefused) || errors.Is(err, ErrProtocol) || errors.As(err, &perm) && perm.Permanent() {
 			c.mu.Lock()
 			if c.closing && errors.Is(err, ErrRefused) {
 				// The other side has what was sent: it ended the session

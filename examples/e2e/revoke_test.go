@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
+)
+
+// running is a kubectl that keeps running: its stdout line by line, its
+// stderr, and how it ended.
+type running struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string
+	stderr *lockedBuffer
+	exited chan struct{}
+	err    error
+}
+
+func runKubectl(t *testing.T, k *kubetest.Kubectl, args ...string) *running {
+	cmd, err := k.Command(ctx(t), args...)
+	require.NoError(t, err)
+	r := &running{cmd: cmd, lines: make(chan string, 100), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	r.stdin, err = cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = r.stderr
+	require.NoError(t, cmd.Start())
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			r.lines <- sc.Text()
+		}
+		r.err = cmd.Wait()
+		close(r.exited)
+	}()
+	t.Cleanup(func() { cmd.Process.Kill(); <-r.exited })
+	return r
+}
+
+// line waits for a line that contains want.
+func (r *running) line(t *testing.T, want string) string {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	var seen []string
+	for {
+		// Lines first: kubectl may print its last and exit at once.
+		select {
+		case l := <-r.lines:
+			if strings.Contains(l, want) {
+				return l
+			}
+			seen = append(seen, l)
+			continue
+		default:
+		}
+		select {
+		case l := <-r.lines:
+			if strings.Contains(l, want) {
+				return l
+			}
+			seen = append(seen, l)
+		case <-r.exited:
+			t.Fatalf("kubectl ended before printing %q (printed %q): %v, stderr %s", want, seen, r.err, lastLines(r.stderr.String(), 3))
+		case <-timeout:
+			t.Fatalf("kubectl never printed %q; stderr %q", want, r.stderr.String())
+		}
+	}
+}
+
+// ended waits for kubectl to end, up to within, and returns its exit code.
+func (r *running) ended(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-r.exited:
+	case <-time.After(within):
+		t.Fatalf("kubectl still running after %v; stderr %q", within, r.stderr.String())
+	}
+	var exit *exec.ExitError
+	if errors.As(r.err, &exit) {
+		return exit.ExitCode()
+	}
+	return 0
+}
+
+// accessRevoked: alice and bob each have a watch and an exec open, alice
+// through the client proxy and directly, bob directly; alice is taken off
+// the access policy, and within 2 s her sessions end saying why, while
+// bob's go on.
+func accessRevoked(t *testing.T, c *chain) {
+	c.setPolicy(t, `{"clusters":{"e2e":{"users":["oid-alice","oid-bob"]}}}`)
+	defer c.setPolicy(t, basePolicy)
+	tokenFor := func(upn, oid string) string {
+		tok, err := c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: upn, OID: oid,
+			Groups: []string{aliceGrp}, Expiry: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		return tok
+	}
+	aliceDirect := c.caller(t, cluster, tokenFor(aliceUPN, "oid-alice"))
+	bob := c.caller(t, cluster, tokenFor("bob@contoso.com", "oid-bob"))
+	aliceProxy := c.kubectl()
+
+	batch := fmt.Sprintf("revoke-%d", time.Now().UnixNano())
+	made := 0
+	create := func() string {
+		made++
+		name := fmt.Sprintf("%s-%d", batch, made)
+		manifest := fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s, namespace: %s, labels: {batch: %s}}\n", name, ns, batch)
+		aliceProxy.MustRun(t, ctx(t), strings.NewReader(manifest), "create", "-f", "-")
+		return name
+	}
+	name := create()
+	watch := func(k *kubetest.Kubectl) *running {
+		r := runKubectl(t, k, "get", "configmaps", "-n", ns, "--watch", "-l", "batch="+batch)
+		r.line(t, name)
+		return r
+	}
+	exe := func(k *kubetest.Kubectl) *running {
+		r := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--", "cat")
+		fmt.Fprintln(r.stdin, "hello")
+		r.line(t, "hello")
+		return r
+	}
+	all := map[string]*running{
+		"alice's watch through the proxy": watch(aliceProxy), "alice's exec through the proxy": exe(aliceProxy),
+		"alice's watch, direct": watch(aliceDirect), "alice's exec, direct": exe(aliceDirect),
+		"bob's watch": watch(bob), "bob's exec": exe(bob),
+	}
+	sessions := all
+	// Every watch is open once it prints an object made after its list.
+	later := create()
+	for which, r := range all {
+		if strings.Contains(which, "watch") {
+			r.line(t, later)
+		}
+	}
+
+	c.setPolicy(t, `{"clusters":{"e2e":{"users":["oid-bob"]}}}`)
+	start := time.Now()
+	for _, which := range []string{"alice's watch through the proxy", "alice's watch, direct"} {
+		r := sessions[which]
+		l := r.line(t, "Forbidden")
+		assert.Contains(t, l, "no longer lets this caller reach the cluster", which)
+		t.Logf("%s printed, %v after the policy was applied: %q", which, time.Since(start).Round(10*time.Millisecond), l)
+	}
+	for _, which := range []string{"alice's exec through the proxy", "alice's exec, direct"} {
+		r := sessions[which]
+		code := r.ended(t, 2*time.Second)
+		assert.Equal(t, 1, code, which)
+		assert.Contains(t, r.stderr.String(), "error: clusterconnect: ", which)
+		t.Logf("%s ended %v after the policy was applied: exit %d, stderr %q", which, time.Since(start).Round(10*time.Millisecond), code, r.stderr.String())
+	}
+	assert.Less(t, time.Since(start), 2*time.Second+500*time.Millisecond)
+
+	// Bob's go on.
+	fmt.Fprintln(sessions["bob's exec"].stdin, "still here")
+	sessions["bob's exec"].line(t, "still here")
+	bob.MustRun(t, ctx(t), nil, "delete", "configmap", later, "-n", ns)
+	sessions["bob's watch"].line(t, later) // the deletion, as an event
+	select {
+	case <-sessions["bob's watch"].exited:
+		t.Fatalf("bob's watch ended: %q", sessions["bob's watch"].stderr.String())
+	default:
+	}
+}
