@@ -81,6 +81,18 @@ func tunneledWithMiddleware(b *testing.B, h http.Handler) target {
 	return target{hs.url(""), hs.client()}
 }
 
+// tunneledWithAuthorizer is tunneled with a ClientAuthorizer that lets
+// everything in: what the front door's hook costs the relay, the means
+// to end a request later (EndRequest) included.
+func tunneledWithAuthorizer(b *testing.B, h http.Handler) target {
+	hs := newHarness(b, h, harnessOpts{
+		relayCfg: func(c *tunnel.RelayConfig) {
+			c.ClientAuthorizer = tunnel.ClientAuthorizerFunc(func(*http.Request, string) error { return nil })
+		},
+	})
+	return target{hs.url(""), hs.client()}
+}
+
 func getAll(b *testing.B, t target, path string) int64 {
 	resp, err := t.client.Get(t.url + path)
 	if err != nil {
@@ -99,7 +111,7 @@ func BenchmarkSmallRequest(b *testing.B) {
 		name  string
 		setup func(*testing.B, http.Handler) target
 	}{{"direct", direct}, {"tunnel", tunneled}, {"tunnel-metrics", tunneledWithMetrics}, {"tunnel-middleware", tunneledWithMiddleware},
-		{"replica", throughReplica}} {
+		{"tunnel-authorizer", tunneledWithAuthorizer}, {"replica", throughReplica}} {
 		b.Run(mode.name, func(b *testing.B) {
 			t := mode.setup(b, small)
 			b.ReportAllocs()
