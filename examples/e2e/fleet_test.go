@@ -37,9 +37,10 @@ import (
 
 // replica is one relay process of a fleet.
 type replica struct {
-	name, addr string
-	args       []string
-	proc       *proc
+	name string
+	addr atomic.Pointer[string] // read by the balancers as they dial
+	args []string
+	proc *proc
 }
 
 // startFleet starts n relay replicas on a 3-member etcd, each with its
@@ -59,32 +60,61 @@ func (c *chain) startFleet(n int, serving *pki.CA) {
 		require.NoError(t, err)
 		cert, key := filepath.Join(c.dir, fmt.Sprintf("peer-%d.crt", i)), filepath.Join(c.dir, fmt.Sprintf("peer-%d.key", i))
 		require.NoError(t, leaf.WriteFiles(cert, key))
-		r := &replica{name: fmt.Sprintf("relay-%d", i), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+		r := &replica{name: fmt.Sprintf("relay-%d", i)}
 		r.args = append([]string(nil), c.relayArgs...)
-		for j, a := range r.args {
-			if a == "-listen" {
-				r.args[j+1] = r.addr
-			}
-		}
 		r.args = append(r.args, "-etcd-endpoints", strings.Join(etcd.Endpoints(), ","), "-replica-id", r.name,
-			"-peer-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "-peer-cert", cert, "-peer-key", key, "-peer-ca", peerCAFile,
+			"-peer-listen", "", "-peer-cert", cert, "-peer-key", key, "-peer-ca", peerCAFile,
 			"-drain-timeout", "10s")
-		r.proc = c.startAs(r.name, "relay", r.args...)
 		c.replicas = append(c.replicas, r)
-	}
-	for _, r := range c.replicas {
-		require.Eventually(t, func() bool { return strings.Contains(c.logs(r.name), "etcd directory session started") },
-			time.Minute, 50*time.Millisecond, "%s: %s", r.name, c.logs(r.name))
+		c.startReplica(r, true)
 	}
 	c.lb = newBalancer(t, c.relayAddr, c.replicas)
 	c.clientLB = newBalancer(t, "127.0.0.1:0", c.replicas)
+}
+
+// startReplica starts r and waits until it serves. With fresh, or when
+// its ports were taken meanwhile (freePort's port is free when asked, and
+// other tests' processes run beside these), it takes new ones: the
+// balancers read r.addr at each dial.
+func (c *chain) startReplica(r *replica, fresh bool) {
+	t := c.t
+	for try := 0; ; try++ {
+		if fresh || try > 0 {
+			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			r.addr.Store(&addr)
+			for j, a := range r.args {
+				switch a {
+				case "-listen":
+					r.args[j+1] = addr
+				case "-peer-listen":
+					r.args[j+1] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+				}
+			}
+		}
+		r.proc = c.startAs(r.name, "relay", r.args...)
+		var taken bool
+		require.Eventually(t, func() bool {
+			log := c.logs(r.name)
+			select {
+			case <-r.proc.done:
+				taken = strings.Contains(log, "address already in use")
+				return true
+			default:
+			}
+			return strings.Contains(log, "etcd directory session started")
+		}, time.Minute, 50*time.Millisecond, "%s: %s", r.name, c.logs(r.name))
+		if !taken {
+			return
+		}
+		require.Less(t, try, 3, "%s: ports taken again and again: %s", r.name, c.logs(r.name))
+	}
 }
 
 // killReplica SIGKILLs replica i and starts it again.
 func (c *chain) killReplica(i int) {
 	r := c.replicas[i]
 	r.proc.kill()
-	r.proc = c.startAs(r.name, "relay", r.args...)
+	c.startReplica(r, false)
 }
 
 // drainReplica stops replica i with SIGTERM, as a rolling update does,
@@ -93,7 +123,7 @@ func (c *chain) drainReplica(i int) {
 	r := c.replicas[i]
 	r.proc.cmd.Process.Signal(syscall.SIGTERM)
 	<-r.proc.done
-	r.proc = c.startAs(r.name, "relay", r.args...)
+	c.startReplica(r, false)
 }
 
 // balancer is a round-robin TCP balancer in front of a fleet, as a cloud
@@ -136,7 +166,7 @@ func (b *balancer) serve(conn net.Conn) {
 	defer conn.Close()
 	for range b.replicas {
 		i := int(b.next.Add(1)) % len(b.replicas)
-		up, err := net.Dial("tcp", b.replicas[i].addr)
+		up, err := net.Dial("tcp", *b.replicas[i].addr.Load())
 		if err != nil {
 			continue
 		}
@@ -275,7 +305,7 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 		assert.Contains(t, stderr.String(), "error: clusterconnect: ")
 		t.Logf("kubectl exec ended %v after SIGTERM (drain timeout 10s): exit %d, stderr %q", took.Round(time.Millisecond), exit.ExitCode(), stderr.String())
 		<-r.proc.done
-		r.proc = c.startAs(r.name, "relay", r.args...)
+		c.startReplica(r, false)
 	})
 
 	t.Run("black hole under a busy agent, one replica: GETs answered 200", func(t *testing.T) {
@@ -288,8 +318,7 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 		}
 		defer func() {
 			for _, i := range []int{1, 2} {
-				r := c.replicas[i]
-				r.proc = c.startAs(r.name, "relay", r.args...)
+				c.startReplica(c.replicas[i], false)
 			}
 		}()
 		require.Eventually(t, func() bool {
@@ -358,8 +387,7 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 			return at["0"] == c.replicas[0].name && at["1"] == c.replicas[0].name
 		}, time.Minute, 100*time.Millisecond, "both connections on the one replica left: %v", agentReplicas(c.logs("agent")))
 		for _, i := range []int{1, 2} {
-			r := c.replicas[i]
-			r.proc = c.startAs(r.name, "relay", r.args...)
+			c.startReplica(c.replicas[i], false)
 		}
 		start := time.Now()
 		require.Eventually(t, func() bool { return spread(agentReplicas(c.logs("agent"))) }, tunnel.DefaultMaxBackoff, 100*time.Millisecond,
