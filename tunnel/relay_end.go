@@ -20,6 +20,9 @@ import (
 // any other context.
 func EndRequest(ctx context.Context) func(err error) {
 	if e, ok := ctx.Value(endingKey{}).(*ending); ok {
+		e.mu.Lock()
+		e.wanted = true
+		e.mu.Unlock()
 		return e.end
 	}
 	return nil
@@ -28,19 +31,37 @@ func EndRequest(ctx context.Context) func(err error) {
 type endingKey struct{}
 
 // ending is what EndRequest ends: a request's context and, once it is
-// upgraded, its cluster side.
+// upgraded, its cluster side. Its context is made cancelable only for a
+// request the authorizer may end (it asked EndRequest): others pay for
+// the slot alone.
 type ending struct {
-	cancel context.CancelCauseFunc
 	mu     sync.Mutex
+	wanted bool // EndRequest was asked
+	cancel context.CancelCauseFunc
 	err    error
 	up     *upgradedBody
 }
 
-// withEnding gives ctx an ending.
+// withEnding gives ctx a slot for an ending.
 func withEnding(ctx context.Context) (context.Context, *ending) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	e := &ending{cancel: cancel}
+	e := &ending{}
 	return context.WithValue(ctx, endingKey{}, e), e
+}
+
+// arm makes ctx, the request's, cancelable if the authorizer may end the
+// request, and returns it; done releases it when the request is over.
+func (e *ending) arm(ctx context.Context) (_ context.Context, done func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.wanted {
+		return ctx, func() {}
+	}
+	ctx, e.cancel = context.WithCancelCause(ctx)
+	if e.err != nil {
+		e.cancel(e.err) // ended already, while it was being admitted
+	}
+	cancel := e.cancel
+	return ctx, func() { cancel(nil) }
 }
 
 func (e *ending) end(err error) {
@@ -50,9 +71,11 @@ func (e *ending) end(err error) {
 		return
 	}
 	e.err = err
-	up := e.up
+	cancel, up := e.cancel, e.up
 	e.mu.Unlock()
-	e.cancel(err)
+	if cancel != nil {
+		cancel(err)
+	}
 	if up != nil {
 		up.up.abort()
 	}

@@ -47,13 +47,19 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 			var ctx context.Context
 			ctx, end = withEnding(req.Context())
 			req = req.WithContext(ctx)
-			defer end.cancel(nil)
 		}
 		release, ok := r.authorize(w, req, id)
 		if !ok {
 			return
 		}
 		defer release()
+		if end != nil {
+			ctx, done := end.arm(req.Context())
+			defer done()
+			if ctx != req.Context() {
+				req = req.WithContext(ctx)
+			}
+		}
 		r.clientsInFlight.Add(1)
 		defer r.clientsInFlight.Add(-1)
 	}
