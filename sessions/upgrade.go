@@ -39,34 +39,59 @@ func EndInWords(resp *http.Response, conn io.ReadWriteCloser) io.ReadWriteCloser
 		if !strings.HasSuffix(proto, "v5.channel.k8s.io") && !strings.HasSuffix(proto, "v4.channel.k8s.io") {
 			return conn
 		}
-		e.frames = &wsFrames{}
+		e.frames = &frameTracker{headerLen: wsHeaderLen, payloadLen: wsPayloadLen, final: wsFinal}
 	case strings.HasPrefix(strings.ToUpper(resp.Header.Get("Upgrade")), "SPDY/3"):
 		v := resp.Header.Get("X-Stream-Protocol-Version")
 		if v != "v4.channel.k8s.io" && v != "v5.channel.k8s.io" {
 			return conn
 		}
-		e.frames = &spdyFrames{}
+		e.frames = &frameTracker{headerLen: spdyHeaderLen, payloadLen: spdyPayloadLen, final: spdyFinal}
 	default:
 		return conn
 	}
 	return e
 }
 
-// frameTracker follows a byte stream's frames to know where one ends.
-type frameTracker interface {
-	// see takes the next bytes of the stream.
-	see(p []byte)
-	// boundary reports whether the bytes seen so far end with a frame.
-	boundary() bool
+// frameTracker follows a byte stream's frames to know where one ends: each
+// frame is a header, whose length headerLen reads from its first bytes,
+// and a payload, whose length payloadLen reads from the header.
+type frameTracker struct {
+	head []byte // a header in progress
+	left uint64 // payload bytes left in the current frame
+	// headerLen is the length of the header that begins with head, or 0
+	// while too little of it is known.
+	headerLen  func(head []byte) int
+	payloadLen func(head []byte) uint64
 	// final is what to send the client last: a Status of code carrying
-	// msg.
-	final(code int, msg string) []byte
+	// msg, framed.
+	final func(code int, msg string) []byte
 }
+
+// see takes the next bytes of the stream.
+func (f *frameTracker) see(p []byte) {
+	for len(p) > 0 {
+		if f.left > 0 {
+			k := min(uint64(len(p)), f.left)
+			f.left -= k
+			p = p[k:]
+			continue
+		}
+		f.head = append(f.head, p[0])
+		p = p[1:]
+		if need := f.headerLen(f.head); need > 0 && len(f.head) == need {
+			f.left = f.payloadLen(f.head)
+			f.head = f.head[:0]
+		}
+	}
+}
+
+// boundary reports whether the bytes seen so far end with a frame.
+func (f *frameTracker) boundary() bool { return f.left == 0 && len(f.head) == 0 }
 
 // ending is a connection whose failed read becomes a last message.
 type ending struct {
 	io.ReadWriteCloser
-	frames frameTracker
+	frames *frameTracker
 	last   []byte
 	done   bool
 }
@@ -126,28 +151,7 @@ func statusJSON(code int, msg string) []byte {
 	return b
 }
 
-// wsFrames follows the frames a WebSocket server sends (RFC 6455 §5.2).
-type wsFrames struct {
-	head []byte // a frame header in progress
-	left uint64 // payload bytes left in the current frame
-}
-
-func (w *wsFrames) see(p []byte) {
-	for len(p) > 0 {
-		if w.left > 0 {
-			k := min(uint64(len(p)), w.left)
-			w.left -= k
-			p = p[k:]
-			continue
-		}
-		w.head = append(w.head, p[0])
-		p = p[1:]
-		if need := wsHeaderLen(w.head); need > 0 && len(w.head) == need {
-			w.left = wsPayloadLen(w.head)
-			w.head = w.head[:0]
-		}
-	}
-}
+// WebSocket frames, as a server sends them (RFC 6455 §5.2).
 
 // wsHeaderLen is the length of the header that begins with h, or 0 while
 // too little of it is known.
@@ -179,13 +183,11 @@ func wsPayloadLen(h []byte) uint64 {
 	}
 }
 
-func (w *wsFrames) boundary() bool { return w.left == 0 && len(w.head) == 0 }
-
 // errorChannel is the channel of the error stream in the channel
 // protocols.
 const errorChannel = 3
 
-func (w *wsFrames) final(code int, msg string) []byte {
+func wsFinal(code int, msg string) []byte {
 	payload := append([]byte{errorChannel}, statusJSON(code, msg)...)
 	out := wsFrame(nil, 0x2, payload)
 	// A close frame, 1000: the end is said, not an abnormal closure.
@@ -207,37 +209,17 @@ func wsFrame(b []byte, opcode byte, payload []byte) []byte {
 	return append(b, payload...)
 }
 
-// spdyFrames follows SPDY/3.1 frames: an 8-byte header whose last three
-// bytes are the payload's length, for data and control frames alike.
-type spdyFrames struct {
-	head []byte
-	left uint64
-}
+// SPDY/3.1 frames: an 8-byte header whose last three bytes are the
+// payload's length, for data and control frames alike.
+func spdyHeaderLen([]byte) int { return 8 }
 
-func (s *spdyFrames) see(p []byte) {
-	for len(p) > 0 {
-		if s.left > 0 {
-			k := min(uint64(len(p)), s.left)
-			s.left -= k
-			p = p[k:]
-			continue
-		}
-		s.head = append(s.head, p[0])
-		p = p[1:]
-		if len(s.head) == 8 {
-			s.left = uint64(s.head[5])<<16 | uint64(s.head[6])<<8 | uint64(s.head[7])
-			s.head = s.head[:0]
-		}
-	}
-}
-
-func (s *spdyFrames) boundary() bool { return s.left == 0 && len(s.head) == 0 }
+func spdyPayloadLen(h []byte) uint64 { return uint64(h[5])<<16 | uint64(h[6])<<8 | uint64(h[7]) }
 
 // spdyErrorStream is the stream ID of the error stream: client-go's
 // remotecommand creates it first, and a SPDY client's first stream is 1.
 const spdyErrorStream = 1
 
-func (s *spdyFrames) final(code int, msg string) []byte {
+func spdyFinal(code int, msg string) []byte {
 	body := statusJSON(code, msg)
 	b := binary.BigEndian.AppendUint32(nil, spdyErrorStream)
 	const flagFin = 0x01

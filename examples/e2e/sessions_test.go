@@ -173,21 +173,7 @@ func portForwardAcross(t *testing.T, c *chain, k *kubetest.Kubectl, fault func()
 			go func() { defer conn.Close(); conn.Write(data) }()
 		}
 	}()
-	cmd, err := k.Command(ctx(t), "port-forward", "-n", ns, "pod/web", ":"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	var stderr lockedBuffer // read while kubectl runs
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	lines := bufio.NewScanner(stdout)
-	require.True(t, lines.Scan(), "port-forward printed nothing: %s", stderr.String())
-	m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(lines.Text())
-	require.NotNil(t, m)
-
-	conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
-	require.NoError(t, err)
+	cmd, stderr, conn := portForward(t, k, ln)
 	defer conn.Close()
 	counted := make(chan int, 1024)
 	restarted := after(counted, sessionBytes/4, fault)
@@ -230,20 +216,7 @@ func portForwardLostForGood(t *testing.T, c *chain) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := &kubetest.Kubectl{Kubeconfig: tc.kubeconfig, Env: []string{tc.env}}
-			cmd, err := k.Command(ctx(t), "port-forward", "-n", ns, "pod/web", ":"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-			require.NoError(t, err)
-			stdout, err := cmd.StdoutPipe()
-			require.NoError(t, err)
-			var stderr lockedBuffer
-			cmd.Stderr = &stderr
-			require.NoError(t, cmd.Start())
-			defer func() { cmd.Process.Kill(); cmd.Wait() }()
-			lines := bufio.NewScanner(stdout)
-			require.True(t, lines.Scan(), "port-forward printed nothing: %s", stderr.String())
-			m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(lines.Text())
-			require.NotNil(t, m)
-			conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
-			require.NoError(t, err)
+			cmd, stderr, conn := portForward(t, k, ln)
 			defer conn.Close()
 			fmt.Fprintln(conn, "before the agent goes")
 			got, err := bufio.NewReader(conn).ReadString('\n')
@@ -260,4 +233,25 @@ func portForwardLostForGood(t *testing.T, c *chain) {
 			c.waitWorking(k)
 		})
 	}
+}
+
+// portForward runs kubectl port-forward to the pod web's port where ln
+// listens and connects to the local port it opens. kubectl is stopped
+// when the test ends; its stderr may be read while it runs.
+func portForward(t *testing.T, k *kubetest.Kubectl, ln net.Listener) (*exec.Cmd, *lockedBuffer, net.Conn) {
+	cmd, err := k.Command(ctx(t), "port-forward", "-n", ns, "pod/web", ":"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	require.True(t, lines.Scan(), "port-forward printed nothing: %s", stderr.String())
+	m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(lines.Text())
+	require.NotNil(t, m)
+	conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
+	require.NoError(t, err)
+	return cmd, stderr, conn
 }
