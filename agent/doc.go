@@ -30,6 +30,15 @@
 // (Config.RESTConfig, the pod's service account by default). The API
 // server's RBAC decides.
 //
+// # Sessions
+//
+// An exec, attach or port-forward opened through a client proxy rides on
+// a session (package sessions/reattach): when its tunnel connection is
+// lost the agent keeps it, and the API server's connection under it, for
+// Config.Sessions.Grace, and the client proxy re-attaches it through any
+// relay replica. Only the caller that opened a session, by issuer, tenant
+// and object ID, can re-attach it.
+//
 // # Health
 //
 // With Config.HealthListen the agent serves /livez and /healthz, /readyz

@@ -13,8 +13,12 @@
 //		kubeconfig.ProxyEntry("prod-eu", 0, p.CAPEM()))
 //	err = p.ListenAndServe(ctx)
 //
-// Watches, logs -f, exec, attach and port-forward pass through (upgrades
-// over HTTP/1.1 to the relay). Failures kubectl would otherwise show as
+// Watches, logs -f, exec, attach and port-forward pass through. A watch
+// whose connection breaks is resumed from where kubectl is (package
+// sessions); an exec, attach or port-forward rides on a session that
+// re-attaches through any relay replica when the one it went through, or
+// the path to it, goes (package sessions/reattach, Config.Sessions), and
+// one that cannot be re-attached ends with words kubectl prints. Failures kubectl would otherwise show as
 // opaque errors, such as a token command failing or the relay being
 // unreachable, come back as Kubernetes Status bodies with a message. The
 // proxy's CA is generated once and kept (mode 0600) in the user's config
