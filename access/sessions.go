@@ -77,6 +77,17 @@ func (a *Authorizer) revoke(c *compiled) {
 	}
 }
 
+// EndCluster ends every long-lived request admitted to clusterID
+// (watches, logs -f, exec, attach, port-forward) with err, which their
+// clients are shown: the relay calls it for a cluster it no longer knows.
+func (a *Authorizer) EndCluster(clusterID string, err error) {
+	for _, s := range a.sessions.all() {
+		if s.cluster == clusterID {
+			s.end(err)
+		}
+	}
+}
+
 func subjectOf(tok *tokens.Token) string {
 	if tok == nil {
 		return "(unverified token)"

@@ -36,6 +36,8 @@ type Server struct {
 
 	reloads []func(context.Context) // file watchers Run starts
 	refused atomic.Uint64           // connections reset at a listener's bound
+	// authz is the access policy's front door, when the Server made it.
+	authz *access.Authorizer
 }
 
 // New checks cfg, reads the agents and policy files, connects to etcd for
@@ -120,6 +122,7 @@ func (s *Server) agents(replays tunnel.ReplayCache) (tunnel.Authenticator, error
 	if err != nil {
 		return nil, err
 	}
+	var known map[string]bool
 	apply := func(b []byte) (int, error) {
 		l, err := ParseAgentList(b)
 		if err == nil {
@@ -128,12 +131,41 @@ func (s *Server) agents(replays tunnel.ReplayCache) (tunnel.Authenticator, error
 		if err != nil {
 			return 0, err
 		}
+		now := make(map[string]bool, len(l.Clusters))
+		for id := range l.Clusters {
+			now[id] = true
+		}
+		for id := range known {
+			if !now[id] {
+				s.removed(id)
+			}
+		}
+		known = now
 		return len(l.Clusters), nil
 	}
 	if err := s.reload(c.AgentsFile, "agents file", apply); err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// errClusterRemoved ends the sessions of a cluster taken out of the
+// agents file.
+var errClusterRemoved = &tunnel.AccessError{Code: http.StatusServiceUnavailable, Reason: "cluster-removed",
+	Message: "the cluster was removed from the relay: its agents are disconnected and the session was ended"}
+
+// removed ends the sessions of a cluster the agents file no longer lists,
+// saying so, and closes its agents' connections: new requests would find
+// it disconnected.
+func (s *Server) removed(id string) {
+	if s.relay == nil {
+		return // still reading the files at New
+	}
+	s.log.Info("cluster removed from the agents file: ending its sessions and disconnecting its agents", "cluster", id)
+	if s.authz != nil {
+		s.authz.EndCluster(id, errClusterRemoved)
+	}
+	s.relay.Disconnect(id)
 }
 
 // callers returns the front door the config names; nil lets every
@@ -175,6 +207,7 @@ func (s *Server) callers() (tunnel.ClientAuthorizer, error) {
 	if err := s.reload(c.PolicyFile, "access policy", apply); err != nil {
 		return nil, err
 	}
+	s.authz = authz
 	return authz, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -76,4 +77,16 @@ func TestEndRequestBeforeTheAnswer(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
 	assert.Contains(t, string(body), "no longer yours")
+}
+
+// Disconnect closes a cluster's tunnel connections at once; the agent,
+// still let in by the Authenticator here, comes back.
+func TestDisconnectClosesTheClustersConnections(t *testing.T) {
+	h := newHarness(t, echo, harnessOpts{})
+	require.True(t, h.relay.Connected(clusterID))
+	opened := h.relay.Stats().ConnectionsOpened
+	h.relay.Disconnect(clusterID)
+	assert.False(t, h.relay.Connected(clusterID), "no connection left at once")
+	assert.EqualValues(t, 2, h.relay.Stats().ConnectionsClosedBy["removed"])
+	require.Eventually(t, func() bool { return h.relay.Stats().ConnectionsOpened > opened }, 10*time.Second, 10*time.Millisecond)
 }

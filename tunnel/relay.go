@@ -316,6 +316,19 @@ func (r *Relay) Close() error {
 // lastWordsWait bounds Close's wait for upgrades' last words.
 const lastWordsWait = time.Second
 
+// Disconnect closes every tunnel connection of clusterID, as when the
+// cluster is no longer one the relay knows: its agents' handshakes are
+// the Authenticator's to refuse from then on. Requests in flight on the
+// connections fail (a Middleware that knows watches ends them in words;
+// package access's Authorizer.EndCluster ends its sessions first, with
+// the reason).
+func (r *Relay) Disconnect(clusterID string) {
+	for _, c := range r.reg.agentConns(clusterID, "") {
+		c.conn.closeFor(closedRemoved)
+		c.cc.Close()
+	}
+}
+
 // Drain moves the relay's agents elsewhere before it stops: it refuses new
 // handshakes (503, "draining"), asks every connected agent to replace its
 // connections (an agent opens a new connection, which lands on another

@@ -276,6 +276,8 @@ func (r *registry) hasAgent(clusterID, agentID string) bool {
 	return len(r.agentConns(clusterID, agentID)) > 0
 }
 
+// agentConns returns the cluster's connections of agent agentID, or all
+// of them for "".
 func (r *registry) agentConns(clusterID, agentID string) []*agentConn {
 	r.mu.RLock()
 	cl := r.clusters[clusterID]
@@ -285,7 +287,7 @@ func (r *registry) agentConns(clusterID, agentID string) []*agentConn {
 	}
 	var out []*agentConn
 	for _, c := range *cl.conns.Load() {
-		if c.agentID == agentID {
+		if agentID == "" || c.agentID == agentID {
 			out = append(out, c)
 		}
 	}
@@ -340,6 +342,7 @@ const (
 	closedNetworkError = "network-error" // a read failed otherwise (timed out, unreachable)
 	closedLost         = "lost"          // nothing read for the ping timeout: unanswered pings
 	closedRelayClosed  = "relay-closed"  // Relay.Close
+	closedRemoved      = "removed"       // Relay.Disconnect: the cluster is no longer known
 	closedDrained      = "drained"       // Relay.Drain's deadline
 	closedShutdown     = "shutdown"      // the agent is stopping
 	closedMoved        = "moved"         // the agent moved it to another replica

@@ -485,6 +485,8 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("access revoked: alice's watches and execs end within 2 s saying why, bob's go on", func(t *testing.T) { accessRevoked(t, c) })
 
+	t.Run("cluster removed from the agents file: its sessions end saying so", func(t *testing.T) { clusterRemoved(t, c) })
+
 	t.Run("exec whose agent is gone for good: kubectl says why and exits 1", func(t *testing.T) { sessionLostForGood(t, c) })
 
 	t.Run("port-forward whose agent is gone for good: kubectl says so and exits 1", func(t *testing.T) { portForwardLostForGood(t, c) })

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -174,4 +176,43 @@ func accessRevoked(t *testing.T, c *chain) {
 		t.Fatalf("bob's watch ended: %q", sessions["bob's watch"].stderr.String())
 	default:
 	}
+}
+
+// clusterRemoved: the cluster is taken out of the relay's agents file;
+// alice's watch through the client proxy and her exec in direct mode end
+// saying so, and the agent is disconnected; put back, it connects again.
+func clusterRemoved(t *testing.T, c *chain) {
+	tok, err := c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: aliceUPN, OID: "oid-alice",
+		Groups: []string{aliceGrp}, Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	direct := c.caller(t, cluster, tok)
+	k := c.kubectl()
+	name := fmt.Sprintf("removed-%d", time.Now().UnixNano())
+	k.MustRun(t, ctx(t), nil, "create", "configmap", name, "-n", ns)
+	w := runKubectl(t, k, "get", "configmaps", "-n", ns, "--watch", "--field-selector", "metadata.name="+name)
+	w.line(t, name)
+	x := runKubectl(t, direct, "exec", "-i", "-n", ns, "web", "--", "cat")
+	fmt.Fprintln(x.stdin, "hello")
+	x.line(t, "hello")
+
+	agents := filepath.Join(c.dir, "agents.json")
+	before, err := os.ReadFile(agents)
+	require.NoError(t, err)
+	applied := strings.Count(c.logs("relay"), "agents file applied")
+	writeFile(t, agents, []byte(`{"clusters":{"other":{"secret":"x"}}}`))
+	defer func() {
+		writeFile(t, agents, before)
+		c.waitWorking(k)
+	}()
+	require.Eventually(t, func() bool { return strings.Count(c.logs("relay"), "agents file applied") > applied },
+		30*time.Second, 100*time.Millisecond, "relay log: %s", c.logs("relay"))
+
+	l := w.line(t, "removed")
+	assert.Contains(t, l, "the cluster was removed from the relay")
+	assert.Equal(t, 1, x.ended(t, 5*time.Second))
+	assert.Contains(t, x.stderr.String(), "error: clusterconnect: the cluster was removed from the relay")
+	res, err := k.Run(ctx(t), nil, "--cache-dir", t.TempDir(), "get", "pods", "-n", ns)
+	require.NoError(t, err)
+	assert.NotEqual(t, 0, res.ExitCode)
+	assert.Contains(t, res.Stderr, "is not connected to the relay", "a new request finds it disconnected")
 }
