@@ -248,3 +248,26 @@ func TestRetryTakesAnIdleConnectionThatAnswers(t *testing.T) {
 		assert.EqualValues(t, 5, h.relay.Stats().StreamsOpened, "four GETs and one retry")
 	})
 }
+
+// Over real TCP and TLS, through a proxy that stops passing bytes (and
+// closes nothing), the agent finds the connection under its watch dark
+// by itself and drops it, as the relay does its side.
+func TestAgentFindsABlackHoleOverTCP(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	var proxy *cutProxy
+	h := newHarness(t, streamer(release), harnessOpts{
+		agentCfg:  func(c *tunnel.AgentConfig) { c.Connections = 1 },
+		relayAddr: func(relay string) string { proxy = newCutProxy(t, relay); return proxy.addr() },
+	})
+	resp, err := h.client().Get(h.url("/watch"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, "first", newLineReader(resp.Body).next(t))
+	thaw := proxy.freeze()
+	defer thaw()
+	start := time.Now()
+	require.Eventually(t, func() bool { return h.agent.Stats().ConnectionsClosedBy["lost"] > 0 }, time.Minute, 50*time.Millisecond,
+		"the agent kept its dark connection")
+	t.Logf("the agent dropped its dark connection %v after the freeze", time.Since(start).Round(10*time.Millisecond))
+}
