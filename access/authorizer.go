@@ -2,8 +2,6 @@ package access
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -187,12 +185,11 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 			a.log.Info("caller refused", "cluster", clusterID, "issuer", tok.Issuer, "subject", tok.Subject, "tenant", tok.TenantID, "reason", why)
 			return nil, errForbidden
 		}
-		caller = tok.Issuer + " " + tok.ObjectID()
+		caller = tok.Caller()
 	case c != nil && c.pass && tokens.IsForeign(err):
 		// Nothing is known of this caller but its token: each token
 		// counts as one caller, under the cluster's limits.
-		sum := sha256.Sum256([]byte(raw))
-		caller = "unverified " + hex.EncodeToString(sum[:16])
+		caller = tokens.UnverifiedCaller(raw)
 		tok = nil
 	case errors.Is(err, tokens.ErrKeySet):
 		a.log.Warn("cannot verify tokens: issuer keys unavailable", "err", err)

@@ -3,16 +3,13 @@ package agent
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -181,12 +178,11 @@ func (a *Agent) identify(r *http.Request) (string, error) {
 	tok, err := a.cfg.Verifier.Verify(r.Context(), raw)
 	if err != nil {
 		if a.cfg.PassThroughForeignTokens && tokens.IsForeign(err) {
-			sum := sha256.Sum256([]byte(raw))
-			return "token " + hex.EncodeToString(sum[:]), nil
+			return tokens.UnverifiedCaller(raw), nil
 		}
 		return "", err
 	}
-	return strings.Join([]string{"oidc", tok.Issuer, tok.TenantID, tok.ObjectID()}, "\x00"), nil
+	return tok.Caller(), nil
 }
 
 // serveSessions serves the requests that new sessions carry until the

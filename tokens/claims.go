@@ -1,6 +1,10 @@
 package tokens
 
-import "errors"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+)
 
 // What a verified token's claims mean, decided here once for the relay's
 // front door (package access) and the cluster's side (package
@@ -51,4 +55,20 @@ func (t *Token) GroupsOverage() (source string, overage bool) {
 // passed on.
 func IsForeign(err error) bool {
 	return errors.Is(err, ErrIssuer) || errors.Is(err, ErrAudience) || errors.Is(err, ErrMalformed)
+}
+
+// Caller names who a verified token speaks for, the same in every token
+// of theirs however often it is renewed: its issuer, tenant and object
+// ID. The relay counts callers by it, and a re-attaching session must
+// come from the same one.
+func (t *Token) Caller() string {
+	return "oidc\x00" + t.Issuer + "\x00" + t.TenantID + "\x00" + t.ObjectID()
+}
+
+// UnverifiedCaller names the caller of a token that was passed through
+// unverified: nothing is known of it but the token, so each token is a
+// caller of its own.
+func UnverifiedCaller(raw string) string {
+	sum := sha256.Sum256([]byte(raw))
+	return "unverified " + hex.EncodeToString(sum[:])
 }

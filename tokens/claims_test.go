@@ -47,3 +47,16 @@ func TestIsForeign(t *testing.T) {
 		assert.Equal(t, want, tokens.IsForeign(err), "%v", err)
 	}
 }
+
+// A caller is the same in every token of theirs, and no one else's.
+func TestCaller(t *testing.T) {
+	user := func(iss, tid, oid, jti string) *tokens.Token {
+		return &tokens.Token{Issuer: iss, TenantID: tid, Subject: "pairwise-" + jti, Claims: map[string]any{"oid": oid, "jti": jti}}
+	}
+	alice := user("https://iss/t1", "t1", "alice", "1")
+	assert.Equal(t, alice.Caller(), user("https://iss/t1", "t1", "alice", "2").Caller(), "a renewed token")
+	assert.NotEqual(t, alice.Caller(), user("https://iss/t1", "t1", "bob", "1").Caller(), "another user")
+	assert.NotEqual(t, alice.Caller(), user("https://iss/t2", "t2", "alice", "1").Caller(), "another tenant")
+	assert.NotEqual(t, alice.Caller(), tokens.UnverifiedCaller("raw"), "a token passed through")
+	assert.NotEqual(t, tokens.UnverifiedCaller("a"), tokens.UnverifiedCaller("b"))
+}

@@ -210,13 +210,7 @@ func (r *registry) pick(clusterID string, failed *agentConn) (c *agentConn, know
 // every connection on it (an idle one is only pinged every PingInterval,
 // so it may be silent and well: the caller pings those).
 func (r *registry) pickLive(clusterID string, failed *agentConn, suspectAfter time.Duration) *agentConn {
-	r.mu.RLock()
-	cl := r.clusters[clusterID]
-	r.mu.RUnlock()
-	if cl == nil {
-		return nil
-	}
-	conns := *cl.conns.Load()
+	conns := r.conns(clusterID)
 	now := time.Now()
 	var sameAgent *agentConn
 	for _, c := range conns {
@@ -242,15 +236,9 @@ func (r *registry) pickLive(clusterID string, failed *agentConn, suspectAfter ti
 // silent returns the cluster's connections, other than failed, that
 // have been silent for suspectAfter.
 func (r *registry) silent(clusterID string, failed *agentConn, suspectAfter time.Duration) []*agentConn {
-	r.mu.RLock()
-	cl := r.clusters[clusterID]
-	r.mu.RUnlock()
-	if cl == nil {
-		return nil
-	}
 	var out []*agentConn
 	now := time.Now()
-	for _, c := range *cl.conns.Load() {
+	for _, c := range r.conns(clusterID) {
 		if c != failed && now.Sub(c.cc.LastRead()) >= suspectAfter {
 			out = append(out, c)
 		}
@@ -279,19 +267,24 @@ func (r *registry) hasAgent(clusterID, agentID string) bool {
 // agentConns returns the cluster's connections of agent agentID, or all
 // of them for "".
 func (r *registry) agentConns(clusterID, agentID string) []*agentConn {
+	var out []*agentConn
+	for _, c := range r.conns(clusterID) {
+		if agentID == "" || c.agentID == agentID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// conns returns the cluster's connections now (a slice never modified).
+func (r *registry) conns(clusterID string) []*agentConn {
 	r.mu.RLock()
 	cl := r.clusters[clusterID]
 	r.mu.RUnlock()
 	if cl == nil {
 		return nil
 	}
-	var out []*agentConn
-	for _, c := range *cl.conns.Load() {
-		if agentID == "" || c.agentID == agentID {
-			out = append(out, c)
-		}
-	}
-	return out
+	return *cl.conns.Load()
 }
 
 // all returns every live connection.

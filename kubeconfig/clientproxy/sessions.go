@@ -37,13 +37,13 @@ type sessionTransport struct {
 // RoundTrip opens a session for the cluster named by out's path,
 // /clusters/{id}/…, and sends out inside it, without that prefix.
 func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) {
-	cluster, inner, ok := splitClusterPath(out.URL.EscapedPath())
+	inner, ok := pathInCluster(out.URL.EscapedPath())
 	if !ok {
 		return nil, fmt.Errorf("clusterconnect proxy: no cluster in %q", out.URL.Path)
 	}
 	auth := t.auth(out)
 	dial := func(ctx context.Context, agentID string) (net.Conn, error) {
-		return t.dialCarrier(ctx, out.URL, cluster, inner, agentID, auth)
+		return t.dialCarrier(ctx, out.URL.String(), agentID, auth)
 	}
 	conn, err := reattach.Dial(out.Context(), dial, t.cfg)
 	var refused *carrierRefused
@@ -82,10 +82,11 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 }
 
 // dialCarrier opens a carrier through the relay: an HTTP/1.1 upgrade to
-// reattach.Protocol for the cluster, on a connection of its own (through
+// reattach.Protocol to target (the relay's URL of the request carried:
+// its cluster, path and query), on a connection of its own (through
 // HTTPS_PROXY as the proxy's other requests are). The carrier's
 // deadlines are the TCP connection's.
-func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, cluster, inner, agentID string, auth func() (string, error)) (net.Conn, error) {
+func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID string, auth func() (string, error)) (net.Conn, error) {
 	authorization, err := auth()
 	if err != nil {
 		return nil, fmt.Errorf("clusterconnect proxy: cannot get your token: %w", err)
@@ -102,13 +103,7 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, relay *url.URL, clus
 			return c, err
 		},
 	}
-	u := *relay
-	u.RawPath = ""
-	u.Path = "/clusters/" + cluster + inner
-	if p, err := url.PathUnescape(u.Path); err == nil && p != u.Path {
-		u.Path, u.RawPath = p, "/clusters/"+cluster+inner
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -161,14 +156,14 @@ func (e *carrierRefused) ClientMessage() string {
 	return "the relay refused to carry the session on: " + e.msg
 }
 
-// splitClusterPath splits /clusters/{id}/rest into id and /rest.
-func splitClusterPath(escaped string) (cluster, rest string, ok bool) {
+// pathInCluster is the rest of /clusters/{id}/rest: /rest.
+func pathInCluster(escaped string) (rest string, ok bool) {
 	after, found := strings.CutPrefix(escaped, "/clusters/")
 	if !found {
-		return "", "", false
+		return "", false
 	}
-	cluster, rest, _ = strings.Cut(after, "/")
-	return cluster, "/" + rest, cluster != ""
+	cluster, rest, _ := strings.Cut(after, "/")
+	return "/" + rest, cluster != ""
 }
 
 // carrierConn is a carrier: the relay's upgraded connection, with the
