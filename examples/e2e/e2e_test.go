@@ -77,6 +77,13 @@ type chain struct {
 	lb, clientLB *balancer
 }
 
+// restartAgent SIGKILLs the agent and starts it again: a new process,
+// which knows none of the old one's sessions.
+func (c *chain) restartAgent() {
+	c.agent.kill()
+	c.agent = c.start("agent", c.agentArgs...)
+}
+
 // startProxy starts a client proxy (proxy serve) for Alice, logging to
 // logName.log and writing its entry into kubeconfig.
 func (c *chain) startProxy(logName, kubeconfig string, extra ...string) *proc {

@@ -250,27 +250,19 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 			"-relay-ca", c.relayCA, "-cluster-id", cluster, "-token-file", c.tokenFile, "-kubeconfig", kc).CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		k := &kubetest.Kubectl{Kubeconfig: kc}
-		cmd, err := k.Command(ctx(t), "exec", "-i", "-n", ns, "web", "--", "cat")
-		require.NoError(t, err)
-		stdin, err := cmd.StdinPipe()
-		require.NoError(t, err)
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		var stderr lockedBuffer
-		cmd.Stderr = &stderr
-		require.NoError(t, cmd.Start())
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		echoed := bufio.NewReader(stdout)
-		roundTrip := func(line string) {
+		x := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--", "cat")
+		echoes := 0
+		roundTrip := func(lines int) {
 			t.Helper()
-			_, err := io.WriteString(stdin, line)
-			require.NoError(t, err)
-			got, err := echoed.ReadString('\n')
-			require.NoError(t, err, "stderr: %s", stderr.String())
-			require.Equal(t, line, got)
+			for range lines {
+				fmt.Fprintln(x.stdin, strings.Repeat("x", 63))
+			}
+			echoes++
+			fmt.Fprintf(x.stdin, "echo %d\n", echoes)
+			x.line(t, fmt.Sprintf("echo %d", echoes))
 		}
 		// A megabyte through cat makes the exec's the busiest connection.
-		roundTrip(strings.Repeat("x", 1<<20) + "\n")
+		roundTrip(1 << 14)
 
 		i := c.clientLB.busiest(true)
 		r := c.replicas[i]
@@ -278,15 +270,12 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 		start := time.Now()
 		require.NoError(t, r.proc.cmd.Process.Signal(syscall.SIGTERM))
 		time.Sleep(time.Second)
-		roundTrip("during the drain\n")
+		roundTrip(0) // during the drain
 
-		err = cmd.Wait()
-		took := time.Since(start)
-		var exit *exec.ExitError
-		require.ErrorAs(t, err, &exit, "kubectl exited 0: stderr %q", stderr.String())
-		assert.Equal(t, 1, exit.ExitCode())
-		assert.Contains(t, stderr.String(), "error: clusterconnect: ")
-		t.Logf("kubectl exec ended %v after SIGTERM (drain timeout 10s): exit %d, stderr %q", took.Round(time.Millisecond), exit.ExitCode(), stderr.String())
+		code := x.ended(t, time.Minute)
+		assert.Equal(t, 1, code, "stderr %q", x.stderr.String())
+		assert.Contains(t, x.stderr.String(), "error: clusterconnect: ")
+		t.Logf("kubectl exec ended %v after SIGTERM (drain timeout 10s): exit %d, stderr %q", time.Since(start).Round(time.Millisecond), code, x.stderr.String())
 		<-r.proc.done
 		c.startReplica(r, false)
 	})
@@ -340,8 +329,7 @@ func TestFleetSessionsSurviveAReplica(t *testing.T) {
 		watchAcross(t, c, 0, map[int]func(){
 			1000 / 3: func() {
 				t.Log("killing the first agent replica")
-				c.agent.kill()
-				c.agent = c.start("agent", c.agentArgs...)
+				c.restartAgent()
 			},
 			2 * 1000 / 3: func() {
 				t.Log("killing the second agent replica")

@@ -127,29 +127,16 @@ func sessionLostForGood(t *testing.T, c *chain) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := &kubetest.Kubectl{Kubeconfig: tc.kubeconfig, Env: []string{tc.env}}
-			cmd, err := k.Command(ctx(t), "exec", "-i", "-n", ns, "web", "--", "cat")
-			require.NoError(t, err)
-			stdin, err := cmd.StdinPipe()
-			require.NoError(t, err)
-			stdout, err := cmd.StdoutPipe()
-			require.NoError(t, err)
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			require.NoError(t, cmd.Start())
-			fmt.Fprintln(stdin, "before the agent goes")
-			line, err := bufio.NewReader(stdout).ReadString('\n')
-			require.NoError(t, err, "kubectl printed nothing") // stderr is kubectl's until Wait
-			require.Equal(t, "before the agent goes\n", line)
+			x := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--", "cat")
+			fmt.Fprintln(x.stdin, "before the agent goes")
+			x.line(t, "before the agent goes")
 
-			c.agent.kill()
-			c.agent = c.start("agent", c.agentArgs...)
-			err = cmd.Wait()
-			var exit *exec.ExitError
-			require.ErrorAs(t, err, &exit, "kubectl exited 0: stderr %q", stderr.String())
-			assert.Equal(t, 1, exit.ExitCode())
-			assert.Contains(t, stderr.String(), "error: clusterconnect: the connection to the cluster was lost and could not be resumed")
-			assert.Contains(t, stderr.String(), "the command may have finished or may still be running")
-			t.Logf("kubectl, %s: exit %d, stderr %q", tc.name, exit.ExitCode(), stderr.String())
+			c.restartAgent()
+			code := x.ended(t, time.Minute)
+			assert.Equal(t, 1, code, "stderr %q", x.stderr.String())
+			assert.Contains(t, x.stderr.String(), "error: clusterconnect: the connection to the cluster was lost and could not be resumed")
+			assert.Contains(t, x.stderr.String(), "the command may have finished or may still be running")
+			t.Logf("kubectl, %s: exit %d, stderr %q", tc.name, code, x.stderr.String())
 			c.waitWorking(k)
 		})
 	}
@@ -223,8 +210,7 @@ func portForwardLostForGood(t *testing.T, c *chain) {
 			require.NoError(t, err)
 			require.Equal(t, "before the agent goes\n", got)
 
-			c.agent.kill()
-			c.agent = c.start("agent", c.agentArgs...)
+			c.restartAgent()
 			err = cmd.Wait()
 			var exit *exec.ExitError
 			require.ErrorAs(t, err, &exit, "kubectl exited 0: stderr %q", stderr.String())
