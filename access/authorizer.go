@@ -186,11 +186,13 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 			return nil, errForbidden
 		}
 		caller = tok.Caller()
+		tunnel.NoteCaller(r.Context(), tok.ObjectID())
 	case c != nil && c.pass && tokens.IsForeign(err):
 		// Nothing is known of this caller but its token: each token
 		// counts as one caller, under the cluster's limits.
 		caller = tokens.UnverifiedCaller(raw)
 		tok = nil
+		tunnel.NoteCaller(r.Context(), "unverified")
 	case errors.Is(err, tokens.ErrKeySet):
 		a.log.Warn("cannot verify tokens: issuer keys unavailable", "err", err)
 		return nil, &tunnel.AccessError{Code: http.StatusServiceUnavailable, Reason: "keys-unavailable", RetryAfter: 5 * time.Second,

@@ -2,7 +2,6 @@ package access
 
 import (
 	"net/http"
-	"strings"
 	"sync"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
@@ -97,10 +96,4 @@ func subjectOf(tok *tokens.Token) string {
 
 // longLived reports whether r may run for long: a watch, logs -f, or an
 // upgrade (exec, attach, port-forward).
-func longLived(r *http.Request) bool {
-	if httpx.IsUpgrade(r.Header) || strings.Contains(r.URL.Path, "/watch/") {
-		return true
-	}
-	q := r.URL.Query()
-	return q.Get("watch") == "true" || q.Get("watch") == "1" || q.Get("follow") == "true"
-}
+func longLived(r *http.Request) bool { return httpx.SessionClass(r) != "" }

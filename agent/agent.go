@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -188,9 +189,27 @@ func (a *Agent) identify(r *http.Request) (string, error) {
 // serveSessions serves the requests that new sessions carry until the
 // Server is closed.
 func (a *Agent) serveSessions() {
-	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// The request a session carries is recorded under the ID
+			// the relay gave its carrier, not one its client wrote.
+			if id, _ := r.Context().Value(carrierIDKey{}).(string); id != "" {
+				r.Header[httpx.HeaderAuditID] = []string{id}
+			}
+			a.handler.ServeHTTP(w, r)
+		}),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if rc, ok := c.(*reattach.Conn); ok {
+				return context.WithValue(ctx, carrierIDKey{}, rc.RequestID())
+			}
+			return ctx
+		},
+		ReadHeaderTimeout: 30 * time.Second, ErrorLog: log.New(io.Discard, "", 0),
+	}
 	srv.Serve(a.sessions)
 }
+
+type carrierIDKey struct{}
 
 // Handler is the impersonation handler the agent serves requests with.
 func (a *Agent) Handler() *impersonate.Handler { return a.handler }

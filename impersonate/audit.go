@@ -20,6 +20,7 @@ type recorder struct {
 // audit writes one line per request. Tokens never appear in it.
 func (h *Handler) audit(r *http.Request, id *tokens.Identity, rec *recorder, start time.Time) {
 	attrs := []slog.Attr{
+		slog.String("id", r.Header.Get(httpx.HeaderAuditID)),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.Int("status", rec.Status),

@@ -62,9 +62,11 @@ type Config struct {
 	// counted as HTTP/2 counts a header list (name, value and 32 bytes a
 	// field); default DefaultMaxIdentityBytes. Over it: 403.
 	MaxIdentityBytes int
-	// Logger receives one audit line per request (user, groups, method,
-	// path, status, duration, bytes; never a token) and errors; nil
-	// discards.
+	// Logger receives one audit line per request (its ID, user, groups,
+	// method, path, status, duration, bytes; never a token) and errors;
+	// nil discards. The ID is the request's Audit-ID header, which the
+	// relay sets, or one the handler makes; kube-apiserver records the
+	// request under the same ID.
 	Logger *slog.Logger
 }
 
@@ -157,6 +159,11 @@ type request struct {
 // ServeHTTP authenticates and forwards one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	// The request's ID, as kube-apiserver will record it: the relay's,
+	// or a new one for a request that came without.
+	if httpx.RequestID(r.Header) == "" {
+		r.Header[httpx.HeaderAuditID] = []string{httpx.NewRequestID()}
+	}
 	rec := &recorder{Recorder: httpx.Recorder{ResponseWriter: w}}
 	var who *tokens.Identity
 	defer func() { h.audit(r, who, rec, start) }()

@@ -57,6 +57,8 @@ var durationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 
 type metrics struct {
 	requests   *prometheus.CounterVec   // class, code (, cluster)
 	duration   *prometheus.HistogramVec // class (, cluster): reads and writes
+	sessions   *prometheus.GaugeVec     // class: open now (relay only)
+	ended      *prometheus.CounterVec   // class, end (relay only)
 	perCluster bool
 }
 
@@ -85,7 +87,19 @@ func newMetrics(reg prometheus.Registerer, side string, perCluster bool, stats f
 		}, durLabels),
 		perCluster: perCluster,
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, &statsCollector{ns: ns, stats: stats}} {
+	cs := []prometheus.Collector{m.requests, m.duration, &statsCollector{ns: ns, stats: stats}}
+	if side == "relay" {
+		m.sessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "sessions",
+			Help: "Sessions open: long-lived requests whose answer began, by class (watch, follow, exec, attach, portforward, upgrade).",
+		}, []string{"class"})
+		m.ended = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "sessions_ended_total",
+			Help: "Sessions ended, by class and by why (client, upstream, lost, stalled, relay-stopped, revoked, expired, cluster-removed, ended).",
+		}, []string{"class", "end"})
+		cs = append(cs, m.sessions, m.ended)
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -112,6 +126,21 @@ func (m *metrics) observe(class string, code int, cluster string, start time.Tim
 			durLabels = []string{class, cluster}
 		}
 		m.duration.WithLabelValues(durLabels...).Observe(time.Since(start).Seconds())
+	}
+}
+
+// sessionBegan counts a session open.
+func (m *metrics) sessionBegan(class string) {
+	if m != nil && m.sessions != nil {
+		m.sessions.WithLabelValues(class).Inc()
+	}
+}
+
+// sessionEnded counts a session's end, and why.
+func (m *metrics) sessionEnded(class, end string) {
+	if m != nil && m.sessions != nil {
+		m.sessions.WithLabelValues(class).Dec()
+		m.ended.WithLabelValues(class, end).Inc()
 	}
 }
 

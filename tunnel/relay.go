@@ -35,6 +35,15 @@ type RelayConfig struct {
 	// authenticate each request itself (it should anyway).
 	ClientAuthorizer ClientAuthorizer
 
+	// TrustClientIDs keeps the request ID a client's request carries
+	// (an Audit-ID header, such as a client proxy's) as the request's ID
+	// at the relay, the agent and kube-apiserver's audit log. Without it
+	// the relay gives every request an ID of its own, so that a caller
+	// cannot choose what another request's records say; either way the
+	// relay's answer names the ID (Audit-Id). Set it only where every
+	// client the front door admits is trusted with that.
+	TrustClientIDs bool
+
 	// AgentPath is where ServeHTTP answers agents' handshakes; default
 	// DefaultAgentPath. AgentHandler serves handshakes on any path.
 	AgentPath string

@@ -85,6 +85,9 @@ func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) (
 		r.log.Warn("client authorizer failed; refusing", "cluster", id, "remote", req.RemoteAddr, "err", err)
 		ae = &AccessError{Code: http.StatusForbidden, Reason: "error", Message: "tunnel: the request is not allowed"}
 	}
+	if cr, ok := req.Context().Value(clientRequestKey{}).(*clientRequest); ok {
+		cr.refused = ae.Reason
+	}
 	if ae.RetryAfter > 0 {
 		httpx.RetryAfter(w, ae.RetryAfter)
 	}

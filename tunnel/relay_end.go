@@ -19,7 +19,8 @@ import (
 // stream). err is most often an *AccessError. EndRequest returns nil for
 // any other context.
 func EndRequest(ctx context.Context) func(err error) {
-	if e, ok := ctx.Value(endingKey{}).(*ending); ok {
+	if cr, ok := ctx.Value(clientRequestKey{}).(*clientRequest); ok {
+		e := &cr.ending
 		e.mu.Lock()
 		e.wanted = true
 		e.mu.Unlock()
@@ -27,8 +28,6 @@ func EndRequest(ctx context.Context) func(err error) {
 	}
 	return nil
 }
-
-type endingKey struct{}
 
 // ending is what EndRequest ends: a request's context and, once it is
 // upgraded, its cluster side. Its context is made cancelable only for a
@@ -40,12 +39,6 @@ type ending struct {
 	cancel context.CancelCauseFunc
 	err    error
 	up     *upgradedBody
-}
-
-// withEnding gives ctx a slot for an ending.
-func withEnding(ctx context.Context) (context.Context, *ending) {
-	e := &ending{}
-	return context.WithValue(ctx, endingKey{}, e), e
 }
 
 // arm makes ctx, the request's, cancelable if the authorizer may end the

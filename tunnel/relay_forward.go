@@ -31,10 +31,14 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 // another replica forwarded.
 func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer bool) {
 	id, rest, ok := clusterPath(req.URL.EscapedPath())
-	if !fromPeer && r.metrics != nil {
+	var cr *clientRequest
+	if !fromPeer {
+		cr = r.newClientRequest(req)
+		w.Header().Set(httpx.HeaderAuditID, cr.id)
+		req = req.WithContext(context.WithValue(req.Context(), clientRequestKey{}, cr))
 		rec := &httpx.Recorder{ResponseWriter: w}
 		w = rec
-		defer r.observe(rec, req, id, time.Now())
+		defer r.finish(cr, rec, req, id)
 	}
 	if !ok {
 		httpx.WriteStatus(w, req, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
@@ -42,23 +46,17 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 	}
 	var end *ending
 	if !fromPeer {
-		if r.cfg.ClientAuthorizer != nil {
-			// The authorizer may end the request later (EndRequest).
-			var ctx context.Context
-			ctx, end = withEnding(req.Context())
-			req = req.WithContext(ctx)
-		}
 		release, ok := r.authorize(w, req, id)
 		if !ok {
 			return
 		}
 		defer release()
-		if end != nil {
-			ctx, done := end.arm(req.Context())
-			defer done()
-			if ctx != req.Context() {
-				req = req.WithContext(ctx)
-			}
+		end = &cr.ending
+		// The authorizer may end the request later (EndRequest).
+		ctx, done := end.arm(req.Context())
+		defer done()
+		if ctx != req.Context() {
+			req = req.WithContext(ctx)
 		}
 		r.clientsInFlight.Add(1)
 		defer r.clientsInFlight.Add(-1)
@@ -86,6 +84,9 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		defer func() { cw.rc.SetWriteDeadline(time.Now().Add(r.cfg.WriteTimeout)) }()
 	}
 	out := outgoing(req, rest)
+	if cr != nil {
+		out.Header[httpx.HeaderAuditID] = []string{cr.id}
+	}
 	if agent := req.Header.Get(HeaderToAgent); agent != "" && upgrade {
 		out = out.WithContext(context.WithValue(out.Context(), toAgentKey{}, agent))
 	}
@@ -98,14 +99,51 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		return
 	}
 	defer resp.Body.Close()
+	var class string
+	if cr != nil && (resp.StatusCode == http.StatusSwitchingProtocols || resp.StatusCode == http.StatusOK) {
+		if class = httpx.SessionClass(req); class != "" {
+			r.began(cr, req, id, class)
+		}
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols && upgraded != nil {
 		if end != nil {
 			end.upgraded(upgraded)
 		}
-		r.spliceClient(w, id, resp, upgraded)
+		if cr != nil {
+			resp.Header[httpx.HeaderAuditID] = []string{cr.id}
+		}
+		in, out, how := r.spliceClient(w, id, resp, upgraded)
+		if class != "" {
+			cr.in, cr.out, cr.end = in, out, r.whyEnded(req, end, how)
+		}
 		return
 	}
-	copyResponse(cw, resp)
+	var how copyEnd
+	if class != "" {
+		defer func() { cr.end = r.whyEnded(req, end, how) }()
+	}
+	copyResponse(cw, resp, &how)
+}
+
+// whyEnded turns how a session's copying ended into the reason it
+// ended: the front door's, if it ended the request; the relay's stop;
+// or what the copy saw.
+func (r *Relay) whyEnded(req *http.Request, end *ending, how copyEnd) string {
+	switch {
+	case end != nil && end.reason() != nil:
+		return endedBy(end.reason())
+	case r.reg.closed.Load() && how != copyDone && how != copyClientGone:
+		return endRelayStopped
+	case how == copyDone:
+		return endUpstream
+	case how == copyClientGone:
+		return endClient
+	case how == copyStalled:
+		return endStalled
+	case req.Context().Err() != nil:
+		return endClient // an HTTP/2 client reset its stream
+	}
+	return endLost
 }
 
 // observe counts a client's request once it is answered. The cluster
@@ -126,6 +164,7 @@ func (r *Relay) observe(rec *httpx.Recorder, req *http.Request, id string, start
 // deadline left armed would do the same to an HTTP/2 stream that is
 // merely idle.
 type clientWriter struct {
+	stalled atomic.Bool // the write timeout fired
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
@@ -136,6 +175,7 @@ func newClientWriter(w http.ResponseWriter, timeout time.Duration, timeouts *ato
 	c := &clientWriter{w: w, rc: http.NewResponseController(w), timeout: timeout}
 	c.timer = time.AfterFunc(timeout, func() {
 		timeouts.Add(1)
+		c.stalled.Store(true)
 		c.rc.SetWriteDeadline(time.Now())
 	})
 	c.timer.Stop()
@@ -478,7 +518,7 @@ var (
 // reaches the client at once; a body that breaks off aborts the client's
 // response instead of ending it as if complete, and so does a client that
 // stops reading.
-func copyResponse(w *clientWriter, resp *http.Response) {
+func copyResponse(w *clientWriter, resp *http.Response, how *copyEnd) {
 	h := w.w.Header()
 	removeHopByHop(resp.Header, false)
 	for k, v := range resp.Header {
@@ -503,12 +543,17 @@ func copyResponse(w *clientWriter, resp *http.Response) {
 		buf := *bp
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			_, werr := w.Write(buf[:n])
+			if werr == nil && streaming {
+				werr = w.Flush()
+			}
+			if werr != nil {
 				// The client went away, or stopped reading: abort, so
 				// an HTTP/2 client's stream is reset rather than ended.
-				panic(http.ErrAbortHandler)
-			}
-			if streaming && w.Flush() != nil {
+				*how = copyClientGone
+				if w.stalled.Load() {
+					*how = copyStalled
+				}
 				panic(http.ErrAbortHandler)
 			}
 		}
@@ -516,6 +561,7 @@ func copyResponse(w *clientWriter, resp *http.Response) {
 			break
 		}
 		if err != nil {
+			*how = copyBroken
 			panic(http.ErrAbortHandler)
 		}
 		if n == len(buf) && pool == &smallBuffers {
@@ -524,7 +570,18 @@ func copyResponse(w *clientWriter, resp *http.Response) {
 			bp = pool.Get().(*[]byte)
 		}
 	}
+	*how = copyDone
 	for k, v := range resp.Trailer {
 		h[http.TrailerPrefix+k] = v
 	}
 }
+
+// copyEnd is how copying an answer to its client ended.
+type copyEnd uint8
+
+const (
+	copyBroken     copyEnd = iota // reading the cluster's side failed
+	copyDone                      // the cluster's side ended
+	copyClientGone                // writing to the client failed
+	copyStalled                   // the client stopped reading for WriteTimeout
+)

@@ -79,7 +79,7 @@ func (r *Relay) openStream(ctx context.Context, id, kind string) (*relayStream, 
 // splices whose cluster-to-client direction is still copying, which
 // Close waits a moment for, so that the last words an ending session's
 // Middleware gives it reach the client.
-func (r *Relay) spliceClient(w http.ResponseWriter, id string, resp *http.Response, up *upgradedBody) {
+func (r *Relay) spliceClient(w http.ResponseWriter, id string, resp *http.Response, up *upgradedBody) (in, out int64, how copyEnd) {
 	writeTimeout, toClient := r.cfg.WriteTimeout, &r.toClients
 	var fromCluster io.Reader = resp.Body
 	if resp.Body == io.ReadCloser(up) {
@@ -88,11 +88,11 @@ func (r *Relay) spliceClient(w http.ResponseWriter, id string, resp *http.Respon
 	conn, cbuf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		httpx.WriteStatus(w, nil, http.StatusInternalServerError, id, "tunnel: the relay's server cannot hijack connections")
-		return
+		return 0, 0, copyBroken
 	}
 	defer conn.Close()
 	if err := writeSwitch(cbuf.Writer, resp); err != nil {
-		return
+		return 0, 0, copyClientGone
 	}
 	up.stopped = &r.reg.closed
 	if !r.upstreams.add(up.up) {
@@ -100,7 +100,7 @@ func (r *Relay) spliceClient(w http.ResponseWriter, id string, resp *http.Respon
 	}
 	defer r.upstreams.remove(up.up)
 	toClient.Add(1)
-	splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, up.up, &countedEnd{r: fromCluster, n: toClient})
+	return splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, up.up, &countedEnd{r: fromCluster, n: toClient})
 }
 
 // timedConn is a client's connection whose writes must make progress
@@ -230,14 +230,26 @@ func (c *countedEnd) Read(p []byte) (int, error) {
 // splice copies client→stream and stream→client. The end of one direction
 // is passed on as a half-close, so a client that closes its sending side
 // (stdin EOF) still gets the rest of the output; when both directions are
-// done, or either fails, both close.
-func splice(clientR io.Reader, client net.Conn, stream rawUpstream, streamR io.Reader) {
+// done, or either fails, both close. It returns the bytes copied each way
+// and how the direction that ended first ended.
+func splice(clientR io.Reader, client net.Conn, stream rawUpstream, streamR io.Reader) (in, out int64, how copyEnd) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	fail := func() { client.Close(); stream.abort() }
+	var first sync.Once
+	ended := func(h copyEnd) { first.Do(func() { how = h }) }
 	go func() {
 		defer wg.Done()
-		if _, err := io.Copy(stream, clientR); err != nil {
+		src := &readErr{r: clientR}
+		var err error
+		in, err = io.Copy(stream, src)
+		switch {
+		case err == nil || src.err != nil:
+			ended(copyClientGone)
+		default:
+			ended(copyBroken)
+		}
+		if err != nil {
 			fail()
 			return
 		}
@@ -245,7 +257,20 @@ func splice(clientR io.Reader, client net.Conn, stream rawUpstream, streamR io.R
 	}()
 	go func() {
 		defer wg.Done()
-		if _, err := io.Copy(client, streamR); err != nil {
+		src := &readErr{r: streamR}
+		var err error
+		out, err = io.Copy(client, src)
+		switch {
+		case err == nil:
+			ended(copyDone)
+		case src.err != nil:
+			ended(copyBroken)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			ended(copyStalled)
+		default:
+			ended(copyClientGone)
+		}
+		if err != nil {
 			fail()
 			return
 		}
@@ -256,6 +281,22 @@ func splice(clientR io.Reader, client net.Conn, stream rawUpstream, streamR io.R
 		}
 	}()
 	wg.Wait()
+	return in, out, how
+}
+
+// readErr notes the error its reads failed with, so that a copy's failure
+// can be told apart from its destination's.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }
 
 // RoundTripper returns an http.RoundTripper that sends requests to the

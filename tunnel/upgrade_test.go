@@ -43,10 +43,16 @@ var upgradeEcho = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) 
 // dialUpgrade opens an HTTP/1.1 connection to the relay and upgrades it.
 func dialUpgrade(t *testing.T, h *harness, proto string) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
+	return dialUpgradePath(t, h, "/api/v1/namespaces/ns/pods/p/exec?command=cat", proto)
+}
+
+// dialUpgradePath is dialUpgrade for a path of the cluster's.
+func dialUpgradePath(t *testing.T, h *harness, path, proto string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
 	conn, err := tls.Dial("tcp", h.srv.Listener.Addr().String(), &tls.Config{RootCAs: h.roots, ServerName: "example.com", NextProtos: []string{"http/1.1"}})
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	req, _ := http.NewRequest(http.MethodGet, h.url("/api/v1/namespaces/ns/pods/p/exec?command=cat"), nil)
+	req, _ := http.NewRequest(http.MethodGet, h.url(path), nil)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", proto)
 	require.NoError(t, req.Write(conn))

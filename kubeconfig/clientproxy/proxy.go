@@ -125,7 +125,7 @@ func New(cfg *Config) (*Proxy, error) {
 	sessionsCfg := c.Sessions
 	p.proxy = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		ModifyResponse: p.noteRefusal,
+		ModifyResponse: p.modifyResponse,
 		// A watch whose connection to the relay breaks ends saying why, or
 		// goes on; an exec, attach or port-forward goes on.
 		Transport: &httpx.SplitTransport{
@@ -213,15 +213,54 @@ func checkLoopback(addr string, anyAddress bool) error {
 
 type requestKey struct{}
 
+// outbound is what ServeHTTP decided for a request, for rewrite.
+type outbound struct {
+	auth string // the Authorization header the relay gets
+	id   string // the request's ID (Audit-ID) as the proxy gave it
+}
+
 // ServeHTTP forwards one request to the relay.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	auth, err := p.authorization(r.Header)
-	if err != nil {
-		p.log.Warn("cannot get your token", "err", err)
-		writeTokenFailure(w, r, "clusterconnect proxy: cannot get your token: "+err.Error())
+	start := time.Now()
+	o := &outbound{id: httpx.RequestID(r.Header)}
+	if o.id == "" {
+		o.id = httpx.NewRequestID()
+	}
+	rec := &httpx.Recorder{ResponseWriter: w}
+	defer p.logRequest(r, o, rec, start)
+	var err error
+	if o.auth, err = p.authorization(r.Header); err != nil {
+		p.log.Warn("cannot get your token", "id", o.id, "err", err)
+		writeTokenFailure(rec, r, "clusterconnect proxy: cannot get your token: "+err.Error())
 		return
 	}
-	p.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestKey{}, auth)))
+	p.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestKey{}, o)))
+}
+
+// logRequest writes the request's line: at Info for a session (a watch,
+// logs -f, exec, attach, port-forward), at Debug for the rest. Its ID is
+// the one the relay answered, which the relay's, the agent's and
+// kube-apiserver's records carry too.
+func (p *Proxy) logRequest(r *http.Request, o *outbound, rec *httpx.Recorder, start time.Time) {
+	class := httpx.SessionClass(r)
+	level := slog.LevelDebug
+	msg := "request"
+	if class != "" {
+		level, msg = slog.LevelInfo, "session ended"
+	}
+	if !p.log.Enabled(r.Context(), level) {
+		return
+	}
+	id := o.id
+	if answered := httpx.RequestID(rec.Header()); answered != "" {
+		id = answered
+	}
+	attrs := []slog.Attr{slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", rec.Status), slog.Duration("duration", time.Since(start)), slog.Int64("bytes", rec.Written)}
+	if class != "" {
+		attrs = append(attrs, slog.String("class", class))
+	}
+	p.log.LogAttrs(r.Context(), level, msg, attrs...)
 }
 
 // authorization is the Authorization header the relay gets: the user's
@@ -252,9 +291,34 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetURL(&target)
 	pr.Out.Header.Del("Authorization")
-	if auth, _ := pr.In.Context().Value(requestKey{}).(string); auth != "" {
-		pr.Out.Header.Set("Authorization", auth)
+	if o, _ := pr.In.Context().Value(requestKey{}).(*outbound); o != nil {
+		pr.Out.Header[httpx.HeaderAuditID] = []string{o.id}
+		if o.auth != "" {
+			pr.Out.Header.Set("Authorization", o.auth)
+		}
 	}
+}
+
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	p.noteSession(resp)
+	return p.noteRefusal(resp)
+}
+
+// noteSession writes a session's first line, as its answer begins.
+func (p *Proxy) noteSession(resp *http.Response) {
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusSwitchingProtocols {
+		return
+	}
+	r := resp.Request
+	class := httpx.SessionClass(r)
+	if class == "" || !p.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	id := httpx.RequestID(resp.Header)
+	if id == "" {
+		id = httpx.RequestID(r.Header)
+	}
+	p.log.LogAttrs(r.Context(), slog.LevelInfo, "session started", slog.String("id", id), slog.String("class", class), slog.String("path", r.URL.Path))
 }
 
 // noteRefusal logs why the relay (or the cluster) refused the user's

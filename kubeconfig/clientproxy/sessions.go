@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/sessions/reattach"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -42,8 +43,14 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, fmt.Errorf("clusterconnect proxy: no cluster in %q", out.URL.Path)
 	}
 	auth := t.auth(out)
+	id := httpx.RequestID(out.Header)
+	var opened string // the request ID the relay gave the first carrier
 	dial := func(ctx context.Context, agentID string) (net.Conn, error) {
-		return t.dialCarrier(ctx, out.URL.String(), agentID, auth)
+		c, err := t.dialCarrier(ctx, out.URL.String(), agentID, id, auth)
+		if err == nil && agentID == "" {
+			opened = c.(*carrierConn).id
+		}
+		return c, err
 	}
 	conn, err := reattach.Dial(out.Context(), dial, t.cfg)
 	var refused *carrierRefused
@@ -73,6 +80,11 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		conn.Close()
 		return nil, err
 	}
+	if opened != "" && httpx.RequestID(resp.Header) == "" {
+		// The ID the carried request is recorded under at the agent
+		// and the API server.
+		resp.Header[httpx.HeaderAuditID] = []string{opened}
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body = &sessionBody{Reader: br, Conn: conn}
 		return resp, nil
@@ -86,7 +98,7 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 // its cluster, path and query), on a connection of its own (through
 // HTTPS_PROXY as the proxy's other requests are). The carrier's
 // deadlines are the TCP connection's.
-func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID string, auth func() (string, error)) (net.Conn, error) {
+func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID, id string, auth func() (string, error)) (net.Conn, error) {
 	authorization, err := auth()
 	if err != nil {
 		return nil, fmt.Errorf("clusterconnect proxy: cannot get your token: %w", err)
@@ -108,6 +120,9 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID stri
 		return nil, err
 	}
 	req.Header.Set("Authorization", authorization)
+	if id != "" {
+		req.Header[httpx.HeaderAuditID] = []string{id}
+	}
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", reattach.Protocol)
 	if agentID != "" && httpguts.ValidHeaderFieldValue(agentID) {
@@ -129,7 +144,7 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID stri
 		resp.Body.Close()
 		return nil, fmt.Errorf("clusterconnect proxy: the relay's 101 gave no connection")
 	}
-	return &carrierConn{ReadWriteCloser: rwc, raw: raw}, nil
+	return &carrierConn{ReadWriteCloser: rwc, raw: raw, id: httpx.RequestID(resp.Header)}, nil
 }
 
 // carrierRefused is a carrier's upgrade answered with something else.
@@ -171,6 +186,7 @@ func pathInCluster(escaped string) (rest string, ok bool) {
 type carrierConn struct {
 	io.ReadWriteCloser
 	raw net.Conn
+	id  string // the request ID the relay answered
 }
 
 func (c *carrierConn) LocalAddr() net.Addr                { return c.raw.LocalAddr() }

@@ -35,6 +35,7 @@ type Conn struct {
 	cfg     Config
 	id      SessionID
 	agentID string
+	reqID   string // the opening carrier's request ID, on a server's side
 	addr    net.Addr
 	peer    net.Addr
 
@@ -90,6 +91,12 @@ func (c *Conn) ID() SessionID { return c.id }
 // AgentID is the name the server gave itself in the session's welcome
 // (ServerConfig.AgentID): where the session lives.
 func (c *Conn) AgentID() string { return c.agentID }
+
+// RequestID is, on a server's side, the request ID (Audit-ID) the
+// carrier that opened the session came with: the relay's ID for the
+// request the session carries, which the server should give that
+// request rather than one its client chose. "" on a client's side.
+func (c *Conn) RequestID() string { return c.reqID }
 
 // notify wakes every waiter; c.mu held. With nobody waiting it costs
 // nothing: most changes come while both sides are busy.

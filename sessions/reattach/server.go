@@ -110,7 +110,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		nc.Close()
 		return
 	}
-	s.Serve(&readerConn{Conn: nc, r: brw.Reader}, who)
+	s.serve(&readerConn{Conn: nc, r: brw.Reader}, who, httpx.RequestID(r.Header))
 }
 
 // readerConn reads through r, which may hold bytes already read from Conn.
@@ -125,7 +125,10 @@ func (c *readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // or re-attaches the session, and returns; the session then runs on nc.
 // A hello for a session that is unknown, over, or another caller's gets a
 // refusal that does not say which.
-func (s *Server) Serve(nc net.Conn, who string) error {
+func (s *Server) Serve(nc net.Conn, who string) error { return s.serve(nc, who, "") }
+
+// serve is Serve for a carrier that came with the request ID reqID.
+func (s *Server) serve(nc net.Conn, who, reqID string) error {
 	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	br := bufio.NewReader(nc)
 	typ, p, err := readFrame(br, nil)
@@ -145,16 +148,16 @@ func (s *Server) Serve(nc net.Conn, who string) error {
 			nc.Close()
 			return fmt.Errorf("%w: a new session that has received %d bytes", ErrProtocol, h.Received)
 		}
-		return s.open(nc, br, who)
+		return s.open(nc, br, who, reqID)
 	}
 	return s.resume(nc, br, who, h)
 }
 
-func (s *Server) open(nc net.Conn, br *bufio.Reader, who string) error {
+func (s *Server) open(nc net.Conn, br *bufio.Reader, who, reqID string) error {
 	var id SessionID
 	rand.Read(id[:])
 	conn := newConn(s.cfg.Config, id, nc)
-	conn.agentID = s.cfg.AgentID
+	conn.agentID, conn.reqID = s.cfg.AgentID, reqID
 	e := &entry{conn: conn, identity: who}
 	conn.reattach = func() { s.lost(e) }
 	conn.done = func() { s.forget(id) }
