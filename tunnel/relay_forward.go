@@ -32,13 +32,18 @@ func (r *Relay) ServeCluster(w http.ResponseWriter, req *http.Request) {
 func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer bool) {
 	id, rest, ok := clusterPath(req.URL.EscapedPath())
 	var cr *clientRequest
+	var ids []string // the request's ID, as a header value
 	if !fromPeer {
 		cr = r.newClientRequest(req)
-		w.Header().Set(httpx.HeaderAuditID, cr.id)
-		req = req.WithContext(context.WithValue(req.Context(), clientRequestKey{}, cr))
-		rec := &httpx.Recorder{ResponseWriter: w}
-		w = rec
-		defer r.finish(cr, rec, req, id)
+		ids = []string{cr.id}
+		w.Header()[httpx.HeaderAuditID] = ids
+		if r.cfg.ClientAuthorizer != nil || r.cfg.Middleware != nil || r.cfg.Picker != nil {
+			// For them to read (RequestID, EndRequest, NoteCaller).
+			req = req.WithContext(context.WithValue(req.Context(), clientRequestKey{}, cr))
+		}
+		cr.rec.ResponseWriter = w
+		w = &cr.rec
+		defer r.finish(cr, req, id)
 	}
 	if !ok {
 		httpx.WriteStatus(w, req, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
@@ -85,7 +90,7 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 	}
 	out := outgoing(req, rest)
 	if cr != nil {
-		out.Header[httpx.HeaderAuditID] = []string{cr.id}
+		out.Header[httpx.HeaderAuditID] = ids
 	}
 	if agent := req.Header.Get(HeaderToAgent); agent != "" && upgrade {
 		out = out.WithContext(context.WithValue(out.Context(), toAgentKey{}, agent))
@@ -110,7 +115,7 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 			end.upgraded(upgraded)
 		}
 		if cr != nil {
-			resp.Header[httpx.HeaderAuditID] = []string{cr.id}
+			resp.Header[httpx.HeaderAuditID] = ids
 		}
 		in, out, how := r.spliceClient(w, id, resp, upgraded)
 		if class != "" {

@@ -20,6 +20,7 @@ import (
 // runs.
 type clientRequest struct {
 	ending
+	rec     httpx.Recorder // what the relay answered
 	id      string
 	caller  string // NoteCaller
 	refused string // the AccessError reason of a refusal
@@ -106,7 +107,8 @@ func (r *Relay) began(cr *clientRequest, req *http.Request, cluster, class strin
 
 // finish writes the request's line, and counts its end if it was a
 // session.
-func (r *Relay) finish(cr *clientRequest, rec *httpx.Recorder, req *http.Request, cluster string) {
+func (r *Relay) finish(cr *clientRequest, req *http.Request, cluster string) {
+	rec := &cr.rec
 	if r.metrics != nil {
 		r.observe(rec, req, cluster, cr.start)
 		if cr.class != "" {

@@ -81,7 +81,7 @@ func RequestFields(req *http.Request) (HeaderList, error) {
 			if !httpguts.ValidHeaderFieldValue(v) {
 				return nil, fmt.Errorf("tunnel: invalid value of header %q", k)
 			}
-			fields = append(fields, hpack.HeaderField{Name: name, Value: v})
+			fields = append(fields, hpack.HeaderField{Name: name, Value: v, Sensitive: neverIndexed(name)})
 		}
 	}
 	if len(req.Trailer) > 0 {
@@ -115,6 +115,11 @@ var lowerHeaders = func() map[string]string {
 	}
 	return m
 }()
+
+// neverIndexed reports whether a header's value is new in every request
+// (a request ID, a trace context): indexed, each would evict from the
+// HPACK table the fields that do repeat, and cost every later request.
+func neverIndexed(name string) bool { return name == "audit-id" || name == "traceparent" }
 
 func lowerHeader(k string) string {
 	if v, ok := lowerHeaders[k]; ok {
