@@ -42,6 +42,10 @@ type Env struct {
 	Kubeconfig string
 	// Dir is the environment's scratch directory, removed by Stop.
 	Dir string
+	// AuditLog is the API server's audit log: one JSON event per line,
+	// every request at the Metadata level (its auditID, user, verb,
+	// resource and the stages it reached).
+	AuditLog string
 
 	client    kubernetes.Interface
 	etcd      *process
@@ -178,6 +182,10 @@ func (e *Env) startAPIServer(ctx context.Context, bin, etcdURL string) error {
 	if err != nil {
 		return err
 	}
+	e.AuditLog = filepath.Join(e.Dir, "audit.log")
+	if err := os.WriteFile(filepath.Join(e.Dir, "audit-policy.yaml"), []byte(auditPolicy), 0o600); err != nil {
+		return fmt.Errorf("kubetest: %w", err)
+	}
 	e.Host = loopbackURL("https", port)
 	e.apiserver, err = startProcess("kube-apiserver", filepath.Join(e.Dir, "kube-apiserver.log"), bin,
 		"--etcd-servers="+etcdURL,
@@ -200,6 +208,9 @@ func (e *Env) startAPIServer(ctx context.Context, bin, etcdURL string) error {
 		"--kubelet-client-key="+filepath.Join(e.Dir, "kubelet-client.key"),
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
+		"--audit-policy-file="+filepath.Join(e.Dir, "audit-policy.yaml"),
+		"--audit-log-path="+e.AuditLog,
+		"--audit-log-format=json",
 	)
 	if err != nil {
 		return err
@@ -289,3 +300,12 @@ func randomHex(n int) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+// auditPolicy records every request's metadata, as a cluster whose
+// operators look requests up by audit ID would.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+`
