@@ -86,6 +86,7 @@ type rule struct {
 	issuers, tenants, users, groups, apps map[string]bool
 	pass                                  bool
 	limits                                Limits
+	expiry                                string // SessionExpiry, "" for OutliveToken
 }
 
 // New returns an Authorizer.
@@ -120,6 +121,9 @@ func (a *Authorizer) SetPolicy(p *Policy) error {
 		c.clusters[id] = &rule{
 			issuers: set(cl.Issuers), tenants: set(cl.Tenants), users: set(cl.Users), groups: set(cl.Groups), apps: set(cl.Apps),
 			pass: cl.PassThroughUnverified, limits: cl.Limits.orPolicy(p.Limits),
+		}
+		if cl.SessionExpiry != OutliveToken {
+			c.clusters[id].expiry = cl.SessionExpiry
 		}
 	}
 	a.policy.Store(c)
@@ -212,7 +216,12 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	if end == nil || !longLived(r) {
 		return release, nil
 	}
-	remove := a.sessions.add(&session{cluster: clusterID, tok: tok, groups: groups, end: end})
+	s := &session{cluster: clusterID, caller: caller, tok: tok, groups: groups, end: end}
+	if tok != nil {
+		s.key = sessionKey(r.Header)
+		s.expireAt(tok.Expiry, c.expiry)
+	}
+	remove := a.sessions.add(s)
 	if a.policy.Load() != p {
 		// The policy changed while this request was being admitted: ask
 		// the new one too.

@@ -26,6 +26,16 @@
 // relay cannot verify (its own service-account tokens); the agent must then
 // pass them to the API server, which authenticates them.
 //
+// # Sessions
+//
+// A long-lived request (a watch, logs -f, exec, attach, port-forward) is
+// kept with what admitted it, and ends with its caller's right to it: when
+// a new policy no longer admits its caller (Authorizer.SetPolicy), when the
+// relay ends its cluster (Authorizer.EndCluster), and, where the cluster's
+// SessionExpiry says so, when its token expires, unless its client
+// presented a fresh token of the same caller (Authorizer.RenewHandler,
+// HeaderSessionKey).
+//
 // Cost per request: a verify-cache hit costs a SHA-256 HMAC of the token
 // and a map lookup; a miss costs parsing and one signature check (see
 // BENCHMARKS.md). Tokens that cannot verify are not cached as good, so a

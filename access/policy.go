@@ -51,7 +51,21 @@ type Cluster struct {
 	PassThroughUnverified bool `json:"passThroughUnverified,omitempty"`
 	// Limits for this cluster, replacing the policy's.
 	Limits *Limits `json:"limits,omitempty"`
+	// SessionExpiry says what becomes of a long-lived request (a watch,
+	// logs -f, exec, attach, port-forward) when the token it was opened
+	// with expires: OutliveToken (the default) lets it run on; EndAtExpiry
+	// ends it then, with words that say so; RenewToken ends it then too,
+	// unless its client presented a fresh token of the same caller first
+	// (the client proxy does, see Authorizer.RenewHandler).
+	SessionExpiry string `json:"sessionExpiry,omitempty"`
 }
+
+// The values of Cluster.SessionExpiry.
+const (
+	OutliveToken = "outlive"
+	EndAtExpiry  = "end"
+	RenewToken   = "renew"
+)
 
 // Limits bound what callers can take of a cluster. A caller is a verified
 // token's issuer and object ID (oid, or sub without it), or an unverified
@@ -159,6 +173,11 @@ func (p *Policy) Validate() error {
 	for id, c := range p.Clusters {
 		if err := tunnel.ValidateClusterID(id); err != nil {
 			return fmt.Errorf("access: policy: %w", err)
+		}
+		switch c.SessionExpiry {
+		case "", OutliveToken, EndAtExpiry, RenewToken:
+		default:
+			return fmt.Errorf("access: policy: cluster %s: sessionExpiry %q: use %q, %q or %q", id, c.SessionExpiry, OutliveToken, EndAtExpiry, RenewToken)
 		}
 		if c.Limits != nil {
 			if err := c.Limits.validate(); err != nil {

@@ -3,6 +3,7 @@ package access
 import (
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/tokens"
@@ -17,29 +18,98 @@ import (
 // attach or port-forward.
 type session struct {
 	cluster string
+	caller  string        // who opened it (tokens.Token.Caller)
 	tok     *tokens.Token // nil for a token passed through unverified
 	groups  []string      // resolved for a token with groups overage
 	end     func(error)
+	key     [32]byte // the hash of its client's session key; zero: none
+
+	mu     sync.Mutex
+	expiry time.Time // of its token, or of the last one presented for it
+	mode   string    // the cluster's SessionExpiry; "" to outlive the token
+	timer  *time.Timer
 }
 
-// sessionSet holds the sessions open now.
+// expireAt has the session end at t if mode says so, from now on.
+func (s *session) expireAt(t time.Time, mode string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expiry, s.mode = t, mode
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	if mode == EndAtExpiry || mode == RenewToken {
+		s.timer = time.AfterFunc(time.Until(t), func() { s.end(expiredError(mode, t)) })
+	}
+}
+
+func (s *session) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+}
+
+// expiredError ends a session whose token expired.
+func expiredError(mode string, at time.Time) error {
+	msg := "the token this session was opened with expired at " + at.UTC().Format(time.RFC3339) +
+		", and the relay ends sessions when their token expires; sign in again if asked, and run the command again"
+	if mode == RenewToken {
+		msg = "the token this session was opened with expired at " + at.UTC().Format(time.RFC3339) +
+			" and no fresh one was presented for it (the client proxy, clusterconnect proxy serve, renews its sessions; kubectl talking to the relay directly cannot); run the command again"
+	}
+	return &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "expired", Message: msg}
+}
+
+// sessionSet holds the sessions open now, and those of each client's
+// session key.
 type sessionSet struct {
-	mu  sync.Mutex
-	set map[*session]struct{}
+	mu    sync.Mutex
+	set   map[*session]struct{}
+	byKey map[[32]byte]map[*session]struct{}
 }
 
 func (s *sessionSet) add(x *session) (remove func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.set == nil {
-		s.set = map[*session]struct{}{}
+		s.set, s.byKey = map[*session]struct{}{}, map[[32]byte]map[*session]struct{}{}
 	}
 	s.set[x] = struct{}{}
+	if x.key != ([32]byte{}) {
+		if s.byKey[x.key] == nil {
+			s.byKey[x.key] = map[*session]struct{}{}
+		}
+		s.byKey[x.key][x] = struct{}{}
+	}
 	return func() {
+		x.stop()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		delete(s.set, x)
+		if m := s.byKey[x.key]; m != nil {
+			delete(m, x)
+			if len(m) == 0 {
+				delete(s.byKey, x.key)
+			}
+		}
 	}
+}
+
+// withKey returns the sessions of cluster opened with the session key
+// whose hash is key.
+func (s *sessionSet) withKey(key [32]byte, cluster string) []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*session
+	for x := range s.byKey[key] {
+		if x.cluster == cluster {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func (s *sessionSet) all() []*session {
@@ -72,6 +142,15 @@ func (a *Authorizer) revoke(c *compiled) {
 		if refused {
 			a.log.Info("session ended: the policy no longer admits its caller", "cluster", s.cluster, "subject", subjectOf(s.tok))
 			s.end(errRevoked)
+			continue
+		}
+		if s.tok != nil {
+			s.mu.Lock()
+			expiry, changed := s.expiry, s.mode != r.expiry
+			s.mu.Unlock()
+			if changed {
+				s.expireAt(expiry, r.expiry)
+			}
 		}
 	}
 }

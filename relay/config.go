@@ -35,6 +35,11 @@ const (
 	DefaultStopGrace = 3 * time.Second
 )
 
+// RenewPath is where, under an access policy, a client presents a fresh
+// token for its open sessions of a cluster: POST RenewPath+clusterID (see
+// access.Authorizer.RenewHandler).
+const RenewPath = "/sessions/renew/"
+
 // Unlimited, in a Config field that says so, lifts that bound.
 const Unlimited = -1
 

@@ -390,6 +390,9 @@ func (s *Server) clientServer(front http.Handler) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", httpx.OK)
 	mux.Handle("/", front)
+	if s.authz != nil {
+		mux.Handle("POST "+RenewPath+"{cluster}", s.authz.RenewHandler())
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

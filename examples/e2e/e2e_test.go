@@ -494,6 +494,12 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("cluster removed from the agents file: its sessions end saying so", func(t *testing.T) { clusterRemoved(t, c) })
 
+	t.Run("sessionExpiry end: a watch and an exec opened with a token that expires in 20 s end then, saying so", func(t *testing.T) { expiryEnds(t, c) })
+
+	t.Run("sessionExpiry renew: the client proxy keeps a watch and an exec for three token lifetimes, until it presents bob's token", func(t *testing.T) {
+		renewedThroughTheProxy(t, c)
+	})
+
 	t.Run("exec whose agent is gone for good: kubectl says why and exits 1", func(t *testing.T) { sessionLostForGood(t, c) })
 
 	t.Run("port-forward whose agent is gone for good: kubectl says so and exits 1", func(t *testing.T) { portForwardLostForGood(t, c) })

@@ -32,12 +32,17 @@ are verified first (-tenant/-issuer, -audience: the same as the agents'),
 then the cluster's rule applies: allowed issuers and tenants and, if any is
 listed, user, group or app object IDs. Unlisted clusters are refused in the
 same words as forbidden ones. Limits per caller and per cluster come from
-the flags unless the file sets them. The file is re-read when it changes.
+the flags unless the file sets them. "sessionExpiry" says what becomes of
+a watch, exec or port-forward when its token expires: "outlive" (the
+default) lets it run; "end" ends it then, saying so; "renew" ends it then
+unless the client proxy presented a fresh token of the same user (kubectl
+talking to the relay directly cannot). The file is re-read when it
+changes.
 
   {"clusters": {
      "prod-eu": {"tenants": ["<tenant ID>"], "groups": ["<group object ID>"]},
      "edge-7":  {"users": ["<user object ID>"], "apps": ["<CI app client ID>"],
-                 "limits": {"callerStreams": 50}},
+                 "limits": {"callerStreams": 50}, "sessionExpiry": "renew"},
      "lab":     {"passThroughUnverified": true}
   },
    "limits": {"callerStreams": 256, "callerRate": 100}}

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
@@ -82,6 +83,8 @@ type Proxy struct {
 	lastRefusalAt time.Time
 	proxy         *httputil.ReverseProxy
 	caPath        string
+	renew         *renewer
+	renewClient   *http.Client
 }
 
 // New checks cfg, loads or creates the proxy's CA and issues its serving
@@ -122,6 +125,7 @@ func New(cfg *Config) (*Proxy, error) {
 		return nil, fmt.Errorf("clientproxy: %w", err)
 	}
 	h2, h1 := relayTransports(c.RelayTLS)
+	p.renew, p.renewClient = newRenewer(), &http.Client{Transport: h2, Timeout: 10 * time.Second}
 	sessionsCfg := c.Sessions
 	p.proxy = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -191,6 +195,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
+	renewing, stop := context.WithCancel(ctx)
+	defer stop()
+	go p.renewLoop(renewing)
 	return httpx.ServeUntil(ctx, srv, ln, 10*time.Second)
 }
 
@@ -215,8 +222,9 @@ type requestKey struct{}
 
 // outbound is what ServeHTTP decided for a request, for rewrite.
 type outbound struct {
-	auth string // the Authorization header the relay gets
-	id   string // the request's ID (Audit-ID) as the proxy gave it
+	auth    string // the Authorization header the relay gets
+	id      string // the request's ID (Audit-ID) as the proxy gave it
+	session bool   // long-lived: it carries the proxy's session key
 }
 
 // ServeHTTP forwards one request to the relay.
@@ -228,6 +236,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &httpx.Recorder{ResponseWriter: w}
 	defer p.logRequest(r, o, rec, start)
+	if httpx.SessionClass(r) != "" {
+		o.session = true
+		defer p.renew.opened(p.sessionCluster(r))()
+	}
 	var err error
 	if o.auth, err = p.authorization(r.Header); err != nil {
 		p.log.Warn("cannot get your token", "id", o.id, "err", err)
@@ -293,6 +305,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Header.Del("Authorization")
 	if o, _ := pr.In.Context().Value(requestKey{}).(*outbound); o != nil {
 		pr.Out.Header[httpx.HeaderAuditID] = []string{o.id}
+		if o.session {
+			pr.Out.Header.Set(access.HeaderSessionKey, p.renew.key)
+		}
 		if o.auth != "" {
 			pr.Out.Header.Set("Authorization", o.auth)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/sessions/reattach"
 	"github.com/clusterconnect/clusterconnect/tunnel"
@@ -43,10 +44,10 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, fmt.Errorf("clusterconnect proxy: no cluster in %q", out.URL.Path)
 	}
 	auth := t.auth(out)
-	id := httpx.RequestID(out.Header)
+	id, key := httpx.RequestID(out.Header), out.Header.Get(access.HeaderSessionKey)
 	var opened string // the request ID the relay gave the first carrier
 	dial := func(ctx context.Context, agentID string) (net.Conn, error) {
-		c, err := t.dialCarrier(ctx, out.URL.String(), agentID, id, auth)
+		c, err := t.dialCarrier(ctx, out.URL.String(), agentID, id, key, auth)
 		if err == nil && agentID == "" {
 			opened = c.(*carrierConn).id
 		}
@@ -64,6 +65,7 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	in := out.Clone(out.Context())
+	in.Header.Del(access.HeaderSessionKey) // the relay's alone: the carried request goes to the agent as it is
 	in.URL = &url.URL{Path: inner, RawQuery: out.URL.RawQuery}
 	if p, err := url.PathUnescape(inner); err == nil && p != inner {
 		in.URL.Path, in.URL.RawPath = p, inner
@@ -98,7 +100,7 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 // its cluster, path and query), on a connection of its own (through
 // HTTPS_PROXY as the proxy's other requests are). The carrier's
 // deadlines are the TCP connection's.
-func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID, id string, auth func() (string, error)) (net.Conn, error) {
+func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID, id, key string, auth func() (string, error)) (net.Conn, error) {
 	authorization, err := auth()
 	if err != nil {
 		return nil, fmt.Errorf("clusterconnect proxy: cannot get your token: %w", err)
@@ -122,6 +124,9 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID, id 
 	req.Header.Set("Authorization", authorization)
 	if id != "" {
 		req.Header[httpx.HeaderAuditID] = []string{id}
+	}
+	if key != "" {
+		req.Header.Set(access.HeaderSessionKey, key) // the carrier is the session at the relay
 	}
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", reattach.Protocol)

@@ -1,0 +1,194 @@
+package access_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/access"
+	"github.com/clusterconnect/clusterconnect/sessions"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// relayEnv is a relay with the Authorizer as its front door (and its
+// renewals at /sessions/renew/{cluster}), and an agent of cluster "prod"
+// whose watches send an event each time tick is sent to.
+type relayEnv struct {
+	*env
+	srv  *httptest.Server
+	tick chan struct{}
+}
+
+func newRelayEnv(t *testing.T, policy string) *relayEnv {
+	e := &relayEnv{env: newEnv(t, policy), tick: make(chan struct{})}
+	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SecretAuthenticator{"prod": "s3cret"}, ClientAuthorizer: e.authz,
+		Middleware: sessions.Watches})
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("/", relay)
+	mux.Handle("POST /sessions/renew/{cluster}", e.authz.RenewHandler())
+	e.srv = httptest.NewUnstartedServer(mux)
+	e.srv.EnableHTTP2 = true
+	e.srv.StartTLS()
+	t.Cleanup(func() { relay.Close(); e.srv.Close() })
+	roots := x509.NewCertPool()
+	roots.AddCert(e.srv.Certificate())
+	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
+		RelayURL: e.srv.URL + tunnel.DefaultAgentPath, ClusterID: "prod", Credential: tunnel.SecretCredential("s3cret"),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json;stream=watch")
+			for rv := 1; ; rv++ {
+				fmt.Fprintf(w, `{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p%d","resourceVersion":"%d"}}}`+"\n", rv, rv)
+				w.(http.Flusher).Flush()
+				select {
+				case <-e.tick:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}),
+		TLSConfig: &tls.Config{RootCAs: roots, ServerName: "example.com"},
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); agent.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return relay.Connected("prod") }, 10*time.Second, 5*time.Millisecond)
+	return e
+}
+
+// watch opens a watch with token and session key (if any), and returns
+// its events as lines.
+func (e *relayEnv) watch(token, key string) *bufio.Reader {
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/clusters/prod/api/v1/pods?watch=true", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if key != "" {
+		req.Header.Set(access.HeaderSessionKey, key)
+	}
+	resp, err := e.srv.Client().Do(req)
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { resp.Body.Close() })
+	require.Equal(e.t, http.StatusOK, resp.StatusCode)
+	lines := bufio.NewReader(resp.Body)
+	first, err := lines.ReadString('\n')
+	require.NoError(e.t, err)
+	require.Contains(e.t, first, `"ADDED"`)
+	return lines
+}
+
+func (e *relayEnv) renew(token, key string) (int, string) {
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/sessions/renew/prod", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set(access.HeaderSessionKey, key)
+	resp, err := e.srv.Client().Do(req)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// next reads the next event; ok is false if the stream ended instead.
+func next(lines *bufio.Reader) (string, bool) {
+	l, err := lines.ReadString('\n')
+	return l, err == nil
+}
+
+// expiresIn returns a token of caller oid that expires in d (whole
+// seconds, as exp counts them).
+func (e *relayEnv) expiresIn(oid string, d time.Duration) (string, time.Time) {
+	exp := time.Now().Add(d).Truncate(time.Second)
+	return e.token(oidctest.EntraClaims{OID: oid, Groups: []string{ops}, Expiry: exp}), exp
+}
+
+const expiryPolicy = `{"clusters": {"prod": {"groups": ["` + ops + `"], "sessionExpiry": "%s"}}}`
+
+// With sessionExpiry "end", a watch ends when the token it was opened
+// with expires, with an ERROR event saying so.
+func TestSessionsEndWhenTheirTokenExpires(t *testing.T) {
+	e := newRelayEnv(t, fmt.Sprintf(expiryPolicy, "end"))
+	tok, exp := e.expiresIn(alice, 2*time.Second)
+	lines := e.watch(tok, "")
+	last, ok := next(lines)
+	require.True(t, ok)
+	assert.Contains(t, last, `"type":"ERROR"`)
+	assert.Contains(t, last, "expired at "+exp.UTC().Format(time.RFC3339))
+	assert.Contains(t, last, "run the command again")
+	assert.False(t, time.Now().Before(exp), "not before the token expired")
+	_, ok = next(lines)
+	assert.False(t, ok, "and the watch is over")
+}
+
+// With sessionExpiry "renew", a fresh token of the same caller presented
+// with the sessions' key keeps them past the old token's expiry; one of
+// another caller ends them at once, saying so; nobody without the key
+// touches them.
+func TestRenewedSessionsOutliveTheirFirstToken(t *testing.T) {
+	e := newRelayEnv(t, fmt.Sprintf(expiryPolicy, "renew"))
+	const key = "0123456789abcdef-client-proxy-key"
+	first, exp := e.expiresIn(alice, 2*time.Second)
+	lines := e.watch(first, key)
+
+	code, body := e.renew(e.token(oidctest.EntraClaims{OID: alice, Groups: []string{ops}}), key)
+	require.Equal(t, http.StatusOK, code, body)
+	var res access.RenewResult
+	require.NoError(t, json.Unmarshal([]byte(body), &res))
+	assert.Equal(t, 1, res.Renewed)
+
+	// A caller without the key renews and ends nothing.
+	code, body = e.renew(e.token(oidctest.EntraClaims{OID: bob, Groups: []string{ops}}), "another-key-of-16-bytes")
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, `"renewed":0`)
+
+	time.Sleep(time.Until(exp) + time.Second) // past the first token's expiry
+	e.tick <- struct{}{}
+	ev, ok := next(lines)
+	require.True(t, ok)
+	assert.Contains(t, ev, `"name":"p2"`, "the watch goes on past its first token")
+
+	// Bob's token with the key: the session is Alice's, and ends.
+	code, _ = e.renew(e.token(oidctest.EntraClaims{OID: bob, Groups: []string{ops}}), key)
+	assert.Equal(t, http.StatusOK, code)
+	ev, ok = next(lines)
+	require.True(t, ok)
+	assert.Contains(t, ev, `"type":"ERROR"`)
+	assert.Contains(t, ev, "a token of another caller was presented to renew this session")
+}
+
+// A renewal with a token the relay refuses ends the key's sessions; a
+// renewal without a key or a token is refused and ends nothing.
+func TestARefusedRenewalEndsTheSessions(t *testing.T) {
+	e := newRelayEnv(t, fmt.Sprintf(expiryPolicy, "renew"))
+	const key = "0123456789abcdef-client-proxy-key"
+	lines := e.watch(e.token(oidctest.EntraClaims{OID: alice, Groups: []string{ops}}), key)
+
+	code, body := e.renew("", key)
+	assert.Equal(t, http.StatusUnauthorized, code, body)
+	code, body = e.renew(e.token(oidctest.EntraClaims{OID: alice, Groups: []string{ops}}), "short")
+	assert.Equal(t, http.StatusBadRequest, code, body)
+	e.tick <- struct{}{}
+	ev, ok := next(lines)
+	require.True(t, ok)
+	assert.Contains(t, ev, `"name":"p2"`, "neither touched the session")
+
+	expired := e.token(oidctest.EntraClaims{OID: alice, Groups: []string{ops}, Expiry: time.Now().Add(-time.Hour)})
+	code, _ = e.renew(expired, key)
+	assert.Equal(t, http.StatusUnauthorized, code)
+	ev, ok = next(lines)
+	require.True(t, ok)
+	assert.Contains(t, ev, `"type":"ERROR"`)
+	assert.True(t, strings.Contains(ev, "the token presented to renew this session was refused"), ev)
+}

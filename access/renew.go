@@ -1,0 +1,140 @@
+package access
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
+	"github.com/clusterconnect/clusterconnect/tokens"
+	"github.com/clusterconnect/clusterconnect/tunnel"
+)
+
+// Renewing sessions: a client that keeps sessions open (the client
+// proxy) sends each long-lived request with a session key of its own, a
+// secret, and later presents a fresh token with that key. The relay ties
+// the key to the sessions and never passes it on; nobody without it can
+// touch them.
+
+// HeaderSessionKey carries a client's session key: 16 to 128 bytes of its
+// own secret, the same on each long-lived request whose sessions it will
+// renew together. The relay keeps its hash and removes the header.
+const HeaderSessionKey = "Clusterconnect-Session-Key"
+
+// sessionKey is the hash of the session key h carries, or zero.
+func sessionKey(h http.Header) [32]byte {
+	v := h.Get(HeaderSessionKey)
+	if len(v) < 16 || len(v) > 128 {
+		return [32]byte{}
+	}
+	return sha256.Sum256([]byte(v))
+}
+
+// RenewResult is the answer to a renewal.
+type RenewResult struct {
+	// Renewed counts the sessions that now run until Expiry.
+	Renewed int `json:"renewed"`
+	// Expiry is the token's, which the renewed sessions now end at.
+	Expiry time.Time `json:"expiry"`
+}
+
+// Errors that end sessions at a renewal.
+var (
+	errRenewedByAnother = &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "revoked",
+		Message: "a token of another caller was presented to renew this session; it was ended: sign in as its caller and run the command again"}
+	errRenewRefused = func(why string) error {
+		return &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "expired",
+			Message: "the token presented to renew this session was refused (" + why + "); it was ended: sign in again and run the command again"}
+	}
+)
+
+// RenewHandler serves renewals: POST with a fresh bearer token and
+// HeaderSessionKey, for the cluster that the pattern's {cluster}
+// wildcard names (the relay serves it at POST
+// /sessions/renew/{cluster}). The sessions opened on that cluster with
+// that key, by the token's caller, then end when the fresh token
+// expires, where the cluster's SessionExpiry is RenewToken. A token the
+// relay refuses, or one of another caller, ends them at once, with words
+// their clients are shown: whoever holds the key may end them, nobody
+// else may touch them. A renewal counts against the caller's request
+// rate as any request does.
+func (a *Authorizer) RenewHandler() http.Handler {
+	return http.HandlerFunc(a.renew)
+}
+
+func (a *Authorizer) renew(w http.ResponseWriter, r *http.Request) {
+	cluster := r.PathValue("cluster")
+	if r.Method != http.MethodPost {
+		httpx.WriteStatus(w, r, http.StatusMethodNotAllowed, "", "access: renew sessions with POST")
+		return
+	}
+	key := sessionKey(r.Header)
+	if key == ([32]byte{}) {
+		httpx.WriteStatus(w, r, http.StatusBadRequest, "", "access: a renewal needs the sessions' key ("+HeaderSessionKey+", 16 to 128 bytes)")
+		return
+	}
+	raw, err := httpx.BearerToken(r.Header)
+	if err != nil {
+		httpx.WriteStatus(w, r, http.StatusUnauthorized, "", "access: a renewal needs a bearer token: "+err.Error())
+		return
+	}
+	p := a.policy.Load()
+	c := p.clusters[cluster]
+	tok, err := a.v.Verify(r.Context(), raw)
+	if err != nil {
+		if errors.Is(err, tokens.ErrKeySet) || r.Context().Err() != nil {
+			// Not the token's fault: the sessions go on.
+			httpx.RetryAfter(w, 5*time.Second)
+			httpx.WriteStatus(w, r, http.StatusServiceUnavailable, "", "access: the relay cannot check tokens now; retry")
+			return
+		}
+		// The key's holder presented a token the relay refuses: its
+		// sessions end, as a new request of theirs would be refused.
+		a.endAll(key, cluster, errRenewRefused(err.Error()))
+		httpx.WriteStatus(w, r, http.StatusUnauthorized, "", "access: the relay did not accept the token: "+err.Error())
+		return
+	}
+	var groups []string
+	why := c.refuse(tok, nil)
+	if why == whyOverage && a.groups != nil {
+		if groups, err = a.groups.ResolveGroups(r.Context(), tok); err == nil {
+			why = c.refuse(tok, groups)
+		}
+	}
+	if why != "" {
+		a.endAll(key, cluster, errRevoked)
+		httpx.WriteStatus(w, r, errForbidden.Code, "", errForbidden.Message)
+		return
+	}
+	release, err := a.admit(cluster, tok.Caller(), c.limits)
+	if err != nil {
+		var ae *tunnel.AccessError
+		errors.As(err, &ae)
+		httpx.RetryAfter(w, ae.RetryAfter)
+		httpx.WriteStatus(w, r, ae.Code, "", ae.Message)
+		return
+	}
+	release()
+	res := RenewResult{Expiry: tok.Expiry}
+	for _, s := range a.sessions.withKey(key, cluster) {
+		switch {
+		case s.caller != tok.Caller():
+			a.log.Info("session ended: renewed with another caller's token", "cluster", cluster, "subject", subjectOf(s.tok), "by", tok.Subject)
+			s.end(errRenewedByAnother)
+		case c.expiry == RenewToken:
+			s.expireAt(tok.Expiry, c.expiry)
+			res.Renewed++
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(res)
+}
+
+// endAll ends the sessions of cluster opened with key.
+func (a *Authorizer) endAll(key [32]byte, cluster string, err error) {
+	for _, s := range a.sessions.withKey(key, cluster) {
+		s.end(err)
+	}
+}

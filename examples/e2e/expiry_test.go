@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
+	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
+)
+
+// policyWithExpiry is basePolicy with the cluster's sessionExpiry set.
+func policyWithExpiry(mode string) string {
+	return `{"clusters":{"e2e":{"groups":["` + aliceGrp + `"],"sessionExpiry":"` + mode + `"}}}`
+}
+
+// tokenOf is a token of the caller named by oid, in Alice's group, that
+// expires at exp.
+func (c *chain) tokenOf(t *testing.T, upn, oid string, exp time.Time) string {
+	tok, err := c.issuer.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: audience, UPN: upn, OID: oid,
+		Groups: []string{aliceGrp}, Expiry: exp})
+	require.NoError(t, err)
+	return tok
+}
+
+// expiryEnds: under sessionExpiry "end", alice's watch and exec, opened
+// directly with a token that expires in 20 s, end when it expires, each
+// saying why; the same sessions opened with a token of hers that lives
+// on go on.
+func expiryEnds(t *testing.T, c *chain) {
+	c.setPolicy(t, policyWithExpiry("end"))
+	defer c.setPolicy(t, basePolicy)
+	exp := time.Now().Add(20 * time.Second).Truncate(time.Second)
+	short := c.caller(t, cluster, c.tokenOf(t, aliceUPN, "oid-alice", exp))
+	long := c.caller(t, cluster, c.tokenOf(t, aliceUPN, "oid-alice", time.Now().Add(time.Hour)))
+
+	name := fmt.Sprintf("expiry-%d", time.Now().UnixNano())
+	c.kubectl().MustRun(t, ctx(t), nil, "create", "configmap", name, "-n", ns)
+	watch := func(k *kubetest.Kubectl) *running {
+		r := runKubectl(t, k, "get", "configmaps", "-n", ns, "--watch", "--field-selector", "metadata.name="+name)
+		r.line(t, name)
+		return r
+	}
+	exe := func(k *kubetest.Kubectl) *running {
+		r := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--", "cat")
+		fmt.Fprintln(r.stdin, "hello")
+		r.line(t, "hello")
+		return r
+	}
+	w, x, wLong, xLong := watch(short), exe(short), watch(long), exe(long)
+
+	l := w.line(t, "expired")
+	after := time.Since(exp)
+	assert.Contains(t, l, "the token this session was opened with expired at "+exp.UTC().Format(time.RFC3339))
+	assert.Contains(t, l, "run the command again")
+	t.Logf("the watch printed %v after the token expired: %q", after.Round(10*time.Millisecond), l)
+	assert.GreaterOrEqual(t, after, time.Duration(0), "not before the token expired")
+	assert.Equal(t, 1, x.ended(t, 2*time.Second))
+	assert.Contains(t, x.stderr.String(), "error: clusterconnect: the token this session was opened with expired")
+	t.Logf("the exec ended %v after the token expired: %q", time.Since(exp).Round(10*time.Millisecond), x.stderr.String())
+
+	fmt.Fprintln(xLong.stdin, "still here")
+	xLong.line(t, "still here")
+	c.kubectl().MustRun(t, ctx(t), nil, "delete", "configmap", name, "-n", ns)
+	wLong.line(t, name) // the deletion, as an event
+}
+
+// renewedThroughTheProxy: under sessionExpiry "renew", a client proxy
+// whose user's token lives 10 s and is renewed every 4 s keeps a watch
+// and an exec for three token lifetimes and more; when it presents a
+// token of another caller (bob), both end.
+func renewedThroughTheProxy(t *testing.T, c *chain) {
+	c.setPolicy(t, policyWithExpiry("renew"))
+	defer c.setPolicy(t, basePolicy)
+	const lifetime = 10 * time.Second
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	var mu sync.Mutex
+	who := [2]string{aliceUPN, "oid-alice"}
+	write := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		writeFile(t, tokenFile, []byte(c.tokenOf(t, who[0], who[1], time.Now().Add(lifetime))))
+	}
+	write()
+	stop := make(chan struct{})
+	refreshed := make(chan struct{})
+	go func() {
+		defer close(refreshed)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(4 * time.Second):
+				write() // as a signed-in user's token source refreshes
+			}
+		}
+	}()
+	defer func() { close(stop); <-refreshed }()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	c.startAs("proxy-renew", "proxy", "serve", "-relay-url", "https://"+c.relayAddr, "-relay-ca", c.relayCA, "-cluster-id", cluster,
+		"-port", fmt.Sprint(freePort(t)), "-token-file", tokenFile, "-kubeconfig", kubeconfig)
+	k := &kubetest.Kubectl{Kubeconfig: kubeconfig}
+	c.waitWorking(k)
+
+	batch := fmt.Sprintf("renew-%d", time.Now().UnixNano())
+	create := func(i int) string {
+		name := fmt.Sprintf("%s-%d", batch, i)
+		manifest := fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s, namespace: %s, labels: {batch: %s}}\n", name, ns, batch)
+		c.kubectl().MustRun(t, ctx(t), strings.NewReader(manifest), "create", "-f", "-")
+		return name
+	}
+	w := runKubectl(t, k, "get", "configmaps", "-n", ns, "--watch", "-l", "batch="+batch)
+	x := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--", "cat")
+	w.line(t, create(0))
+	start := time.Now()
+	for i := 1; time.Since(start) < 3*lifetime+2*time.Second; i++ {
+		time.Sleep(lifetime / 2)
+		w.line(t, create(i))
+		fmt.Fprintf(x.stdin, "ping %d\n", i)
+		x.line(t, fmt.Sprintf("ping %d", i))
+	}
+	t.Logf("watch and exec went on for %v, %.1f token lifetimes", time.Since(start).Round(time.Second), time.Since(start).Seconds()/lifetime.Seconds())
+
+	mu.Lock()
+	who = [2]string{"bob@contoso.com", "oid-bob"}
+	mu.Unlock()
+	write()
+	presented := time.Now()
+	l := w.line(t, "another caller")
+	assert.Contains(t, l, "a token of another caller was presented to renew this session")
+	assert.Equal(t, 1, x.ended(t, 10*time.Second))
+	assert.Contains(t, x.stderr.String(), "error: clusterconnect: ")
+	t.Logf("the watch ended %v after bob's token was written; the exec said %q", time.Since(presented).Round(10*time.Millisecond), x.stderr.String())
+}
