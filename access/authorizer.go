@@ -64,6 +64,7 @@ type Authorizer struct {
 	lastSweep time.Time
 
 	sessions sessionSet // long-lived requests admitted and not over
+	ended    endedSet   // the IDs of those ended here, for a while
 }
 
 var _ tunnel.ClientAuthorizer = (*Authorizer)(nil)
@@ -208,6 +209,11 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		// sentinels never contain the token.
 		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-token", Message: "the relay did not accept the token: " + err.Error()}
 	}
+	if of := r.Header.Get(HeaderSessionOf); of != "" {
+		if err := a.ended.lookup(of); err != nil {
+			return nil, err // a session ended here does not re-attach
+		}
+	}
 	release, err := a.admit(clusterID, caller, c.limits)
 	if err != nil {
 		return nil, err
@@ -215,6 +221,12 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	end := tunnel.EndRequest(r.Context())
 	if end == nil || !longLived(r) {
 		return release, nil
+	}
+	if id := tunnel.RequestID(r.Context()); id != "" {
+		// A carrier of a session that re-attaches later names this ID:
+		// if the session is ended here, so is its re-attaching.
+		tunnelEnd := end
+		end = func(err error) { a.ended.note(id, err); tunnelEnd(err) }
 	}
 	s := &session{cluster: clusterID, caller: caller, tok: tok, groups: groups, end: end}
 	if tok != nil {

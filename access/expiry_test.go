@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +29,9 @@ import (
 // whose watches send an event each time tick is sent to.
 type relayEnv struct {
 	*env
-	srv  *httptest.Server
-	tick chan struct{}
+	srv    *httptest.Server
+	tick   chan struct{}
+	lastID string // the request ID of the last watch opened
 }
 
 func newRelayEnv(t *testing.T, policy string) *relayEnv {
@@ -83,6 +85,7 @@ func (e *relayEnv) watch(token, key string) *bufio.Reader {
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { resp.Body.Close() })
 	require.Equal(e.t, http.StatusOK, resp.StatusCode)
+	e.lastID = resp.Header.Get("Audit-Id")
 	lines := bufio.NewReader(resp.Body)
 	first, err := lines.ReadString('\n')
 	require.NoError(e.t, err)
@@ -166,6 +169,17 @@ func TestRenewedSessionsOutliveTheirFirstToken(t *testing.T) {
 	require.True(t, ok)
 	assert.Contains(t, ev, `"type":"ERROR"`)
 	assert.Contains(t, ev, "a token of another caller was presented to renew this session")
+
+	// A carrier that would re-attach it is refused in the same words.
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/clusters/prod/api/v1/pods?watch=true", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token(oidctest.EntraClaims{OID: alice, Groups: []string{ops}}))
+	req.Header.Set(access.HeaderSessionOf, e.lastID)
+	resp, err := e.srv.Client().Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	assert.Contains(t, string(b), "a token of another caller was presented to renew this session")
 }
 
 // A renewal with a token the relay refuses ends the key's sessions; a
@@ -191,4 +205,37 @@ func TestARefusedRenewalEndsTheSessions(t *testing.T) {
 	require.True(t, ok)
 	assert.Contains(t, ev, `"type":"ERROR"`)
 	assert.True(t, strings.Contains(ev, "the token presented to renew this session was refused"), ev)
+}
+
+// What a caller can make the relay hold through renewals: nothing past
+// the request. Renewals with tokens the relay refuses and keys nobody
+// holds end nothing and leave nothing behind; renewals count against the
+// caller's request rate, so one caller cannot make the relay verify and
+// look up without bound.
+func TestRenewalsAreBoundedAndHoldNothing(t *testing.T) {
+	e := newRelayEnv(t, `{"clusters": {"prod": {"groups": ["`+ops+`"], "sessionExpiry": "renew", "limits": {"callerRate": 1, "callerBurst": 5}}}}`)
+	const key = "0123456789abcdef-client-proxy-key"
+	alice := e.token(oidctest.EntraClaims{OID: alice, Groups: []string{ops}})
+	lines := e.watch(alice, key)
+	before := runtime.NumGoroutine()
+
+	for i := range 200 {
+		code, _ := e.renew(fmt.Sprintf("garbage-%d", i), fmt.Sprintf("nobody-holds-this-key-%d", i))
+		require.Equal(t, http.StatusUnauthorized, code)
+	}
+	limited := 0
+	for range 20 {
+		code, _ := e.renew(alice, "another-key-of-16-bytes")
+		if code == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	assert.GreaterOrEqual(t, limited, 14, "past the burst of 5 (one more a second), renewals get 429")
+	assert.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+2 }, 10*time.Second, 10*time.Millisecond,
+		"goroutines left: %d, %d before", runtime.NumGoroutine(), before)
+
+	e.tick <- struct{}{}
+	ev, ok := next(lines)
+	require.True(t, ok)
+	assert.Contains(t, ev, `"name":"p2"`, "none of it touched Alice's session")
 }

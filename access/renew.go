@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
@@ -22,6 +23,64 @@ import (
 // own secret, the same on each long-lived request whose sessions it will
 // renew together. The relay keeps its hash and removes the header.
 const HeaderSessionKey = "Clusterconnect-Session-Key"
+
+// HeaderSessionOf names, on a carrier that re-attaches a session (package
+// sessions/reattach), the request ID the relay gave the carrier that
+// opened it. A session the relay ended (its caller's access revoked, its
+// token expired, its renewal refused) is not re-attached: the carrier is
+// refused with the words that ended it. A client that leaves the header
+// out re-attaches only as the agent and the relay admit it anew: the same
+// caller, with a token the relay accepts now.
+const HeaderSessionOf = "Clusterconnect-Session-Of"
+
+// endedSet remembers, for endedFor, the sessions the Authorizer ended and
+// why, by request ID; at most maxEnded, the oldest forgotten first.
+type endedSet struct {
+	mu    sync.Mutex
+	why   map[string]endedAt
+	order []string
+}
+
+type endedAt struct {
+	err error
+	at  time.Time
+}
+
+const (
+	// endedFor outlasts a session's grace period (reattach.DefaultGrace)
+	// and the client's tries within it.
+	endedFor = 2 * time.Minute
+	maxEnded = 10_000
+)
+
+func (s *endedSet) note(id string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.why == nil {
+		s.why = map[string]endedAt{}
+	}
+	if _, ok := s.why[id]; ok {
+		return
+	}
+	if len(s.order) >= maxEnded {
+		delete(s.why, s.order[0])
+		s.order = s.order[1:]
+	}
+	s.why[id] = endedAt{err, time.Now()}
+	s.order = append(s.order, id)
+}
+
+// lookup returns why the session whose first request had this ID was
+// ended, if it was, lately.
+func (s *endedSet) lookup(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.why[id]
+	if !ok || time.Since(e.at) > endedFor {
+		return nil
+	}
+	return e.err
+}
 
 // sessionKey is the hash of the session key h carries, or zero.
 func sessionKey(h http.Header) [32]byte {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/client-go/rest"
 
 	"github.com/clusterconnect/clusterconnect/impersonate"
@@ -82,6 +83,11 @@ type Config struct {
 	// serves at /metrics; nil: a registry of the Agent's own, with the
 	// Go runtime and process collectors.
 	Registry *prometheus.Registry
+	// TracerProvider, if set, traces each request (OpenTelemetry, see
+	// impersonate.Config.TracerProvider): spans under the relay's, for
+	// the agent's hop, its token check and the API server's request. Nil:
+	// none.
+	TracerProvider trace.TracerProvider
 	// Logger receives connection events and one audit line per request;
 	// nil discards them.
 	Logger *slog.Logger
@@ -143,6 +149,7 @@ func New(cfg *Config) (*Agent, error) {
 	a.handler, err = impersonate.New(&impersonate.Config{
 		RESTConfig: c.RESTConfig, Verifier: c.Verifier, Mapping: mapping,
 		PassThroughForeignTokens: c.PassThroughForeignTokens, AllowNestedImpersonation: c.AllowNestedImpersonation, Logger: a.log,
+		TracerProvider: c.TracerProvider,
 	})
 	if err != nil {
 		return nil, err

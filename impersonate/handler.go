@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
+	"github.com/clusterconnect/clusterconnect/internal/tracex"
 	"github.com/clusterconnect/clusterconnect/tokens"
 )
 
@@ -62,6 +64,13 @@ type Config struct {
 	// counted as HTTP/2 counts a header list (name, value and 32 bytes a
 	// field); default DefaultMaxIdentityBytes. Over it: 403.
 	MaxIdentityBytes int
+	// TracerProvider, if set, traces each request (OpenTelemetry): a span
+	// for the handler's hop, under the trace context the request came
+	// with (the relay's), one for the token check and one for the
+	// request to the API server, which gets that span's context as W3C
+	// traceparent. Nil: no spans; a request's traceparent passes through
+	// to the API server untouched.
+	TracerProvider trace.TracerProvider
 	// Logger receives one audit line per request (its ID, user, groups,
 	// method, path, status, duration, bytes; never a token) and errors;
 	// nil discards. The ID is the request's Audit-ID header, which the
@@ -88,6 +97,7 @@ type Handler struct {
 	maxGroups   int
 	maxIDBytes  int
 	log         *slog.Logger
+	tracer      trace.Tracer // nil: no spans
 	target      *url.URL
 
 	proxy       *httputil.ReverseProxy // with the handler's credentials
@@ -127,6 +137,7 @@ func New(cfg *Config) (*Handler, error) {
 		maxIDBytes:  cmp.Or(cfg.MaxIdentityBytes, DefaultMaxIdentityBytes),
 		log:         lg,
 		target:      target,
+		tracer:      tracex.Tracer(cfg.TracerProvider),
 	}
 	own, err := newTransport(rc)
 	if err != nil {
@@ -167,6 +178,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{Recorder: httpx.Recorder{ResponseWriter: w}}
 	var who *tokens.Identity
 	defer func() { h.audit(r, who, rec, start) }()
+	var check trace.Span
+	var hopCtx context.Context
+	if h.tracer != nil {
+		var hop trace.Span
+		r, hop = h.startTrace(r)
+		defer func() { endTrace(hop, rec.Status, who) }()
+		hopCtx = r.Context()
+		var ctx context.Context
+		ctx, check = h.tracer.Start(hopCtx, "token check")
+		defer check.End() // ended sooner on the way to the API server
+		r = r.WithContext(ctx)
+	}
 
 	raw, err := bearerToken(r)
 	if err != nil {
@@ -178,6 +201,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if h.passThrough && tokens.IsForeign(err) {
 			// Not ours: let the API server judge it (a service-account
 			// token, say). It gets the caller's own credential only.
+			r = h.towardsAPIServer(r, hopCtx, check)
 			ctx := context.WithValue(r.Context(), identityKey{}, &request{token: raw})
 			h.passProxy.ServeHTTP(rec, r.WithContext(ctx))
 			return
@@ -227,6 +251,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(rec, r, http.StatusForbidden, err.Error())
 		return
 	}
+	r = h.towardsAPIServer(r, hopCtx, check)
 	ctx := context.WithValue(r.Context(), identityKey{}, &request{id: id})
 	h.proxy.ServeHTTP(rec, r.WithContext(ctx))
 }
@@ -239,6 +264,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = h.target.Host
 	stripCredentials(pr.Out.Header)
 	pr.Out.Trailer = nil
+	h.injectTrace(pr)
 	rq, _ := pr.In.Context().Value(identityKey{}).(*request)
 	if rq == nil || rq.id == nil || rq.id.Username == "" {
 		// Unreachable through ServeHTTP; a request without identity must
@@ -259,6 +285,7 @@ func (h *Handler) rewritePassThrough(pr *httputil.ProxyRequest) {
 	asked := impersonationHeaders(pr.Out.Header)
 	stripCredentials(pr.Out.Header)
 	pr.Out.Trailer = nil
+	h.injectTrace(pr)
 	rq, _ := pr.In.Context().Value(identityKey{}).(*request)
 	if rq == nil || rq.token == "" {
 		pr.Out.URL = &url.URL{Scheme: "fail-closed", Host: "invalid"}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/sessions"
@@ -103,7 +104,8 @@ type Config struct {
 	// its Middleware defaults to Middleware, so that a watch that breaks
 	// resumes or ends saying why, and so does an exec or attach.
 	// Authenticator, ClientAuthorizer, Directory, PeerTLSConfig,
-	// ReplicaID, Registerer and Logger are the Server's to set.
+	// ReplicaID, Registerer, TracerProvider and Logger are the Server's to
+	// set.
 	Tunnel tunnel.RelayConfig
 
 	// MaxClientConns bounds the connections each listener holds open at
@@ -135,7 +137,11 @@ type Config struct {
 	// serves; nil: a registry of the Server's own, with the Go runtime
 	// and process collectors.
 	Registry *prometheus.Registry
-	// Logger receives the relay's events; nil discards them.
+	// TracerProvider, if set, traces clients' requests (OpenTelemetry, see
+	// tunnel.RelayConfig.TracerProvider); nil: none.
+	TracerProvider trace.TracerProvider
+	// Logger receives the relay's events, and a line per request; nil
+	// discards them.
 	Logger *slog.Logger
 }
 

@@ -87,7 +87,7 @@ func newServer(cfg *Config) (_ *Server, err error) {
 	if rc.ClientAuthorizer, err = s.callers(); err != nil {
 		return nil, err
 	}
-	rc.Logger, rc.Registerer = s.log, s.reg
+	rc.Logger, rc.Registerer, rc.TracerProvider = s.log, s.reg, c.TracerProvider
 	if rc.Middleware == nil {
 		rc.Middleware = Middleware
 	}

@@ -17,9 +17,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
+	"github.com/clusterconnect/clusterconnect/internal/tracex"
 	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
@@ -170,6 +172,15 @@ type RelayConfig struct {
 	// code: leave it off for many clusters.
 	MetricsPerCluster bool
 
+	// TracerProvider, if set, traces clients' requests (OpenTelemetry): a
+	// span for the relay's hop, one for the ClientAuthorizer's check and
+	// one for the tunnel to the agent, whose context goes to the agent as
+	// W3C traceparent. The hop's span is a child of the client's only
+	// with TrustClientIDs; otherwise it begins a trace of its own, linked
+	// to the client's. Nil: no spans, and a client's traceparent passes
+	// through untouched.
+	TracerProvider trace.TracerProvider
+
 	// Logger receives connection events; nil discards them. Credentials are
 	// never logged.
 	Logger *slog.Logger
@@ -195,7 +206,8 @@ type Relay struct {
 	// draining refuses agents' handshakes: they are to connect elsewhere.
 	draining atomic.Bool
 	stats    counters
-	metrics  *metrics // nil without RelayConfig.Registerer
+	metrics  *metrics     // nil without RelayConfig.Registerer
+	tracer   trace.Tracer // nil without RelayConfig.TracerProvider
 }
 
 // NewRelay returns a relay for cfg.
@@ -252,6 +264,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		r.reg.hold = c.Directory.Hold
 	}
 	var err error
+	r.tracer = tracex.Tracer(c.TracerProvider)
 	if r.metrics, err = newMetrics(c.Registerer, "relay", c.MetricsPerCluster, r.Stats); err != nil {
 		return nil, fmt.Errorf("tunnel: registering metrics: %w", err)
 	}

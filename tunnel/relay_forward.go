@@ -13,9 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
+	"github.com/clusterconnect/clusterconnect/internal/tracex"
 	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
@@ -45,13 +47,28 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		w = &cr.rec
 		defer r.finish(cr, req, id)
 	}
+	var tr *relayTrace
+	if r.tracer != nil && !fromPeer {
+		tr, req = r.startTrace(req, cr, id)
+		defer func() { tr.end(cr.rec.Status, cr.caller) }()
+	}
 	if !ok {
 		httpx.WriteStatus(w, req, http.StatusNotFound, "", "tunnel: no such route; clients reach a cluster under /clusters/{cluster-id}/")
 		return
 	}
 	var end *ending
 	if !fromPeer {
-		release, ok := r.authorize(w, req, id)
+		authReq := req
+		var check trace.Span
+		if tr != nil && r.cfg.ClientAuthorizer != nil {
+			var ctx context.Context
+			ctx, check = tr.child(req.Context(), "front door", trace.SpanKindInternal)
+			authReq = req.WithContext(ctx)
+		}
+		release, ok := r.authorize(w, authReq, id)
+		if check != nil {
+			check.End()
+		}
 		if !ok {
 			return
 		}
@@ -95,7 +112,17 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 	if agent := req.Header.Get(HeaderToAgent); agent != "" && upgrade {
 		out = out.WithContext(context.WithValue(out.Context(), toAgentKey{}, agent))
 	}
+	var hop trace.Span
+	if tr != nil {
+		var ctx context.Context
+		ctx, hop = tr.child(out.Context(), "tunnel to the agent", trace.SpanKindClient)
+		tracex.Inject(ctx, out.Header) // the client's own do not cross
+		out = out.WithContext(ctx)
+	}
 	resp, upgraded, err := r.forward(id, out, upgrade, fromPeer)
+	if hop != nil {
+		hop.End()
+	}
 	if err != nil {
 		if end != nil && end.reason() != nil {
 			err = end.reason() // ended before its answer began: say why

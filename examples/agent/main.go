@@ -50,6 +50,7 @@ type flags struct {
 	cfg                               agent.Config
 	secretFile, keyFile, assertionAud string
 	relayCA, kubeconfig, logFormat    string
+	otlpEndpoint                      string
 	issuer                            *tokenflags.Flags
 	graph                             *tokenflags.GraphFlags
 }
@@ -70,6 +71,7 @@ func register(fs *flag.FlagSet) *flags {
 	fs.BoolVar(&c.AllowNestedImpersonation, "allow-nested-impersonation", false, "honour callers' --as/--as-group when RBAC allows them to impersonate")
 	fs.StringVar(&c.HealthListen, "health-listen", ":8081", "address for /livez, /healthz, /readyz and /metrics")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	cli.TracingVar(fs, &f.otlpEndpoint)
 	fs.DurationVar(&c.Sessions.Grace, "session-grace", reattach.DefaultGrace, "how long an exec, attach or port-forward opened through a client proxy, and its connection to the API server, wait to be re-attached after their tunnel connection is lost")
 	cli.DurationBoundVar(fs, &c.WaitForKeys, "wait-for-keys", agent.DefaultWaitForKeys, agent.ConnectAtOnce, "connect at once", "how long (a `duration`) to wait for the issuers' keys before connecting to the relay")
 	return f
@@ -89,12 +91,18 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	tp, flush, err := cli.Tracing(ctx, f.otlpEndpoint, "clusterconnect-agent")
+	if err != nil {
+		return err
+	}
+	defer flush()
+	cfg.TracerProvider = tp
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
 	}
-	ctx, stop := cli.SignalContext()
-	defer stop()
 	return a.Run(ctx) // on SIGTERM: GOAWAY, then in-flight streams finish
 }
 

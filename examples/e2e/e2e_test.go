@@ -75,6 +75,15 @@ type chain struct {
 	// lb is the agents' way in; client proxies have one of their own,
 	// so that a test can tell which replica carries a client's session.
 	lb, clientLB *balancer
+	// Flags added to every relay, agent and client proxy the chain
+	// starts (withFlags).
+	relayFlags, agentFlags, proxyFlags []string
+}
+
+// withFlags adds flags to the relay's, the agent's and the client
+// proxy's command lines.
+func withFlags(relay, agent, proxy []string) func(*chain) {
+	return func(c *chain) { c.relayFlags, c.agentFlags, c.proxyFlags = relay, agent, proxy }
 }
 
 // restartAgent SIGKILLs the agent and starts it again: a new process,
@@ -93,6 +102,7 @@ func (c *chain) startProxy(logName, kubeconfig string, extra ...string) *proc {
 	}
 	args := []string{"serve", "-relay-url", "https://" + relayAddr, "-relay-ca", c.relayCA, "-cluster-id", cluster,
 		"-port", strconv.Itoa(freePort(c.t)), "-token-file", c.tokenFile, "-kubeconfig", kubeconfig}
+	args = append(args, c.proxyFlags...)
 	return c.startAs(logName, "proxy", append(args, extra...)...)
 }
 
@@ -140,15 +150,18 @@ func writeFile(t *testing.T, path string, data []byte) string {
 	return path
 }
 
-func newChain(t *testing.T) *chain { return newChainWith(t, 0) }
+func newChain(t *testing.T, opts ...func(*chain)) *chain { return newChainWith(t, 0, opts...) }
 
 // newChainWith builds the chain; with replicas > 0 the relay is a fleet of
 // that many processes on a 3-member etcd, behind a round-robin balancer
 // at relayAddr, which agents and client proxies dial.
-func newChainWith(t *testing.T, replicas int) *chain {
+func newChainWith(t *testing.T, replicas int, opts ...func(*chain)) *chain {
 	env := kubetest.Shared(t)
 	ctx := context.Background()
 	c := &chain{t: t, dir: t.TempDir(), env: env}
+	for _, o := range opts {
+		o(c)
+	}
 
 	// The three programs, built as a user would build them.
 	c.bin = filepath.Join(c.dir, "bin")
@@ -215,6 +228,7 @@ func newChainWith(t *testing.T, replicas int) *chain {
 		"-access-policy", policy, "-tenant", tenant, "-audience", audience, "-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA,
 		"-pop-host", popHost}
 	c.relayArgs = append(c.relayArgs, graphArgs...)
+	c.relayArgs = append(c.relayArgs, c.relayFlags...)
 	if replicas > 0 {
 		c.startFleet(replicas, ca)
 	} else {
@@ -228,6 +242,7 @@ func newChainWith(t *testing.T, replicas int) *chain {
 		"-health-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
 	c.agentArgs = append(c.agentArgs, graphArgs...)
+	c.agentArgs = append(c.agentArgs, c.agentFlags...)
 	c.agent = c.start("agent", c.agentArgs...)
 
 	token, err := issuer.EntraToken(oidctest.EntraClaims{

@@ -135,6 +135,6 @@ func renewedThroughTheProxy(t *testing.T, c *chain) {
 	l := w.line(t, "another caller")
 	assert.Contains(t, l, "a token of another caller was presented to renew this session")
 	assert.Equal(t, 1, x.ended(t, 10*time.Second))
-	assert.Contains(t, x.stderr.String(), "error: clusterconnect: ")
+	assert.Contains(t, x.stderr.String(), "error: clusterconnect: the relay refused to carry the session on: a token of another caller was presented to renew this session")
 	t.Logf("the watch ended %v after bob's token was written; the exec said %q", time.Since(presented).Round(10*time.Millisecond), x.stderr.String())
 }

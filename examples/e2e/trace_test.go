@@ -2,12 +2,20 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -110,4 +118,129 @@ func (c *chain) auditEvent(t *testing.T, id string) auditEvent {
 		return false
 	}, 15*time.Second, 100*time.Millisecond, "no audit event with ID %s", id)
 	return found
+}
+
+// otlpReceiver is an OTLP/HTTP trace receiver: what an OpenTelemetry
+// collector is to the binaries, decoding what they send.
+type otlpReceiver struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	spans []receivedSpan
+}
+
+type receivedSpan struct {
+	service, name         string
+	traceID, id, parentID string
+	attrs                 map[string]string
+	links                 []string // span IDs linked
+}
+
+func startOTLPReceiver(t *testing.T) *otlpReceiver {
+	r := &otlpReceiver{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(req.Body)
+		var msg coltracepb.ExportTraceServiceRequest
+		if err != nil || req.URL.Path != "/v1/traces" || proto.Unmarshal(body, &msg) != nil {
+			http.Error(w, "not an OTLP trace export", http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		for _, rs := range msg.ResourceSpans {
+			service := ""
+			for _, a := range rs.Resource.GetAttributes() {
+				if a.Key == "service.name" {
+					service = a.Value.GetStringValue()
+				}
+			}
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					rec := receivedSpan{service: service, name: s.Name, traceID: hex.EncodeToString(s.TraceId),
+						id: hex.EncodeToString(s.SpanId), parentID: hex.EncodeToString(s.ParentSpanId), attrs: map[string]string{}}
+					for _, a := range s.Attributes {
+						rec.attrs[a.Key] = a.Value.GetStringValue()
+					}
+					for _, l := range s.Links {
+						rec.links = append(rec.links, hex.EncodeToString(l.SpanId))
+					}
+					r.spans = append(r.spans, rec)
+				}
+			}
+		}
+		r.mu.Unlock()
+		out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.Write(out)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// find returns the span of service named name whose attribute key is
+// value.
+func (r *otlpReceiver) find(service, name, key, value string) (receivedSpan, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.spans {
+		if s.service == service && s.name == name && (key == "" || s.attrs[key] == value) {
+			return s, true
+		}
+	}
+	return receivedSpan{}, false
+}
+
+// child returns the span of service named name whose parent is parent.
+func (r *otlpReceiver) child(service, name, parent string) (receivedSpan, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.spans {
+		if s.service == service && s.name == name && s.parentID == parent {
+			return s, true
+		}
+	}
+	return receivedSpan{}, false
+}
+
+// Spans from the client proxy, the relay and the agent, each sent by its
+// own process to an OTLP receiver, make one trace: the relay's hop under
+// the client proxy's (the relay trusts its clients' IDs here), its front
+// door check and its tunnel under its hop, the agent's hop under the
+// tunnel, and the agent's token check and its request to kube-apiserver
+// under the agent's hop.
+func TestSpansOfOneRequestShareOneTrace(t *testing.T) {
+	otlp := startOTLPReceiver(t)
+	endpoint := []string{"-otlp-endpoint", otlp.srv.URL}
+	c := newChain(t, withFlags(append([]string{"-trust-client-ids"}, endpoint...), endpoint, endpoint))
+	res, err := c.kubectl().Run(ctx(t), nil, "get", "pods", "-n", ns, "-v=8")
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitCode, res.Stderr)
+	ids := auditIDHeader.FindAllStringSubmatch(res.Stderr, -1)
+	require.NotEmpty(t, ids)
+	id := ids[len(ids)-1][1]
+
+	var proxy, relayHop, tunnelHop, agentHop receivedSpan
+	var ok bool
+	require.Eventually(t, func() bool {
+		if proxy, ok = otlp.find("clusterconnect-proxy", "proxy GET", "clusterconnect.request_id", id); !ok {
+			return false
+		}
+		if relayHop, ok = otlp.find("clusterconnect-relay", "relay GET", "clusterconnect.request_id", id); !ok {
+			return false
+		}
+		if tunnelHop, ok = otlp.child("clusterconnect-relay", "tunnel to the agent", relayHop.id); !ok {
+			return false
+		}
+		agentHop, ok = otlp.child("clusterconnect-agent", "agent GET", tunnelHop.id)
+		return ok
+	}, 30*time.Second, 100*time.Millisecond, "spans received: %+v", otlp.spans)
+
+	assert.Equal(t, proxy.traceID, relayHop.traceID, "one trace")
+	assert.Equal(t, proxy.id, relayHop.parentID, "the relay's hop under the client proxy's")
+	assert.Equal(t, proxy.traceID, agentHop.traceID)
+	assert.Equal(t, id, agentHop.attrs["clusterconnect.request_id"], "the agent's hop names the request's ID")
+	_, ok = otlp.child("clusterconnect-relay", "front door", relayHop.id)
+	assert.True(t, ok, "the relay's front door check is a span of its hop")
+	for _, name := range []string{"token check", "kube-apiserver"} {
+		require.Eventually(t, func() bool { _, ok := otlp.child("clusterconnect-agent", name, agentHop.id); return ok }, 10*time.Second, 100*time.Millisecond,
+			"the agent's %q span", name)
+	}
 }

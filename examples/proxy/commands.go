@@ -23,6 +23,8 @@ func serve(args []string) error {
 	port := fs.Int("port", kubeconfig.DefaultProxyPort, "port on 127.0.0.1")
 	healthListen := fs.String("health-listen", "", "address for the proxy's own /livez, /healthz and /readyz (e.g. 127.0.0.1:47012; default: none)")
 	grace := fs.Duration("session-grace", reattach.DefaultGrace, "how long an exec, attach or port-forward tries to re-attach through the relay after its connection is lost, before it ends")
+	var otlpEndpoint string
+	cli.TracingVar(fs, &otlpEndpoint)
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}
@@ -58,6 +60,14 @@ func serve(args []string) error {
 		}
 		cfg.RelayTLS = &tls.Config{RootCAs: roots}
 	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	tp, flush, err := cli.Tracing(ctx, otlpEndpoint, "clusterconnect-proxy")
+	if err != nil {
+		return err
+	}
+	defer flush()
+	cfg.TracerProvider = tp
 	p, err := clientproxy.New(cfg)
 	if err != nil {
 		return err
@@ -65,8 +75,6 @@ func serve(args []string) error {
 	if err := c.merge(kubeconfig.ProxyEntry(*c.clusterID, *port, p.CAPEM())); err != nil {
 		return err
 	}
-	ctx, stop := cli.SignalContext()
-	defer stop()
 	if *healthListen != "" {
 		go httpx.ServeSide(ctx, *healthListen, p.HealthHandler(), log, "health")
 	}

@@ -29,6 +29,7 @@ type flags struct {
 	graph                   *tokenflags.GraphFlags
 	callerRate, clusterRate float64
 	fleet                   *fleetFlags
+	otlpEndpoint            string
 }
 
 func register(fs *flag.FlagSet) *flags {
@@ -46,6 +47,7 @@ func register(fs *flag.FlagSet) *flags {
 	fs.BoolVar(&t.MetricsPerCluster, "metrics-per-cluster", false, "label request metrics with the cluster ID (one series per cluster, class and status code: not for many clusters)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address for Prometheus metrics, /livez, /healthz and /readyz (e.g. 127.0.0.1:9090)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	cli.TracingVar(fs, &f.otlpEndpoint)
 	fs.BoolVar(&t.TrustClientIDs, "trust-client-ids", false, "keep the request ID (Audit-ID) a client sends, such as a client proxy's, as the request's ID at the relay, the agent and kube-apiserver's audit log; only where every admitted caller is trusted not to choose another request's ID (default: the relay gives each request its own and answers it as Audit-Id)")
 	fs.StringVar(&c.PolicyFile, "access-policy", "", "JSON file saying who may reach which cluster (required, see -h); re-read when it changes")
 	fs.BoolVar(&c.InsecureSkipClientAuth, "insecure-skip-client-auth", false, "let every request through to the agents, which then authenticate alone (not for a relay on the internet)")

@@ -74,6 +74,14 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	tp, flush, err := cli.Tracing(ctx, f.otlpEndpoint, "clusterconnect-relay")
+	if err != nil {
+		return err
+	}
+	defer flush()
+	cfg.TracerProvider = tp
 	srv, err := relay.New(cfg)
 	if errors.Is(err, relay.ErrNoPublicURL) {
 		return fmt.Errorf("-public-url is required: clusters in %s sign assertions, and each names the relay it is for (the agents' -relay-url)", cfg.AgentsFile)
@@ -81,7 +89,5 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := cli.SignalContext()
-	defer stop()
 	return srv.Run(ctx) // on SIGTERM: leave the fleet, drain, close
 }

@@ -22,12 +22,15 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/oauth2"
 
 	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/internal/tracex"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 	"github.com/clusterconnect/clusterconnect/sessions"
 	"github.com/clusterconnect/clusterconnect/sessions/reattach"
@@ -65,7 +68,13 @@ type Config struct {
 	// the relay replica or the path to it goes, for up to Grace. Zero
 	// fields: the defaults.
 	Sessions reattach.Config
-	// Logger receives request errors; nil discards.
+	// TracerProvider, if set, traces each request (OpenTelemetry): a span
+	// for the proxy's hop, whose context goes to the relay as W3C
+	// traceparent (the relay continues the trace only if it trusts its
+	// clients' IDs; otherwise it links its own to it). Nil: none.
+	TracerProvider trace.TracerProvider
+	// Logger receives request errors, a line per session and, at debug
+	// level, per request; nil discards.
 	Logger *slog.Logger
 }
 
@@ -85,6 +94,7 @@ type Proxy struct {
 	caPath        string
 	renew         *renewer
 	renewClient   *http.Client
+	tracer        trace.Tracer // nil: no spans
 }
 
 // New checks cfg, loads or creates the proxy's CA and issues its serving
@@ -112,7 +122,7 @@ func New(cfg *Config) (*Proxy, error) {
 		c.CertDir = filepath.Join(dir, "clusterconnect", "proxy")
 	}
 	lg := logx.OrDiscard(c.Logger)
-	p := &Proxy{cfg: c, relay: relay, log: lg}
+	p := &Proxy{cfg: c, relay: relay, log: lg, tracer: tracex.Tracer(c.TracerProvider)}
 	p.caPath = filepath.Join(c.CertDir, "ca.crt")
 	if p.ca, err = pki.LoadOrCreateCA(c.CertDir, "clusterconnect client proxy CA", 365*24*time.Hour); err != nil {
 		return nil, fmt.Errorf("clientproxy: %w", err)
@@ -240,6 +250,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.session = true
 		defer p.renew.opened(p.sessionCluster(r))()
 	}
+	if p.tracer != nil {
+		ctx, span := p.tracer.Start(tracex.Extract(r.Context(), r.Header), "proxy "+r.Method, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
+				attribute.String("clusterconnect.request_id", o.id)))
+		defer func() {
+			span.SetAttributes(attribute.Int("http.response.status_code", rec.Status))
+			span.End()
+		}()
+		r = r.WithContext(ctx)
+	}
 	var err error
 	if o.auth, err = p.authorization(r.Header); err != nil {
 		p.log.Warn("cannot get your token", "id", o.id, "err", err)
@@ -305,6 +325,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Header.Del("Authorization")
 	if o, _ := pr.In.Context().Value(requestKey{}).(*outbound); o != nil {
 		pr.Out.Header[httpx.HeaderAuditID] = []string{o.id}
+		if p.tracer != nil {
+			tracex.Inject(pr.In.Context(), pr.Out.Header)
+		}
 		if o.session {
 			pr.Out.Header.Set(access.HeaderSessionKey, p.renew.key)
 		}

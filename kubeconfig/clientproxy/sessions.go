@@ -47,7 +47,7 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	id, key := httpx.RequestID(out.Header), out.Header.Get(access.HeaderSessionKey)
 	var opened string // the request ID the relay gave the first carrier
 	dial := func(ctx context.Context, agentID string) (net.Conn, error) {
-		c, err := t.dialCarrier(ctx, out.URL.String(), agentID, id, key, auth)
+		c, err := t.dialCarrier(ctx, out.URL.String(), agentID, id, key, opened, auth)
 		if err == nil && agentID == "" {
 			opened = c.(*carrierConn).id
 		}
@@ -100,7 +100,7 @@ func (t *sessionTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 // its cluster, path and query), on a connection of its own (through
 // HTTPS_PROXY as the proxy's other requests are). The carrier's
 // deadlines are the TCP connection's.
-func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID, id, key string, auth func() (string, error)) (net.Conn, error) {
+func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID, id, key, opened string, auth func() (string, error)) (net.Conn, error) {
 	authorization, err := auth()
 	if err != nil {
 		return nil, fmt.Errorf("clusterconnect proxy: cannot get your token: %w", err)
@@ -134,6 +134,10 @@ func (t *sessionTransport) dialCarrier(ctx context.Context, target, agentID, id,
 		// The session lives in that agent replica: the relay sends the
 		// carrier to its connections only.
 		req.Header.Set(tunnel.HeaderToAgent, agentID)
+		if opened != "" {
+			// If the relay ended the session, it says why.
+			req.Header.Set(access.HeaderSessionOf, opened)
+		}
 	}
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
