@@ -174,6 +174,11 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	var caller string
 	var groups []string
 	tok, err := a.v.Verify(r.Context(), raw)
+	if of := r.Header.Get(HeaderSessionOf); of != "" && err == nil {
+		if ended := a.ended.lookup(of); ended != nil {
+			return nil, ended // a session ended here does not re-attach; its caller reads why
+		}
+	}
 	switch {
 	case err == nil:
 		why := c.refuse(tok, nil)
@@ -208,11 +213,6 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		// The token's own fault, the same for every cluster. The
 		// sentinels never contain the token.
 		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-token", Message: "the relay did not accept the token: " + err.Error()}
-	}
-	if of := r.Header.Get(HeaderSessionOf); of != "" {
-		if err := a.ended.lookup(of); err != nil {
-			return nil, err // a session ended here does not re-attach
-		}
 	}
 	release, err := a.admit(clusterID, caller, c.limits)
 	if err != nil {

@@ -56,6 +56,15 @@ type Config struct {
 	// refused with 403, so nobody believes they acted as someone else
 	// while the request ran as themselves.
 	AllowNestedImpersonation bool
+	// RecheckNestedEvery is how often a long-lived request (a watch, logs
+	// -f, exec, attach, port-forward) made with nested impersonation asks
+	// the API server again whether its caller may still impersonate whom
+	// it asked for; when no longer, the request is ended (a watch through
+	// the relay then ends with the API server's words, as a new request
+	// would get them). Default DefaultRecheckNestedEvery: one
+	// SubjectAccessReview per impersonated attribute, per such request,
+	// each time.
+	RecheckNestedEvery time.Duration
 	// MaxGroups bounds the groups of one identity; default
 	// DefaultMaxGroups. An identity with more is refused with 403, never
 	// forwarded with part of its groups.
@@ -83,8 +92,10 @@ type Config struct {
 // token (more become a groups overage), so real tokens fit with room for
 // app roles.
 const (
-	DefaultMaxGroups        = 256
-	DefaultMaxIdentityBytes = 64 << 10
+	// DefaultRecheckNestedEvery is Config.RecheckNestedEvery's default.
+	DefaultRecheckNestedEvery = 10 * time.Second
+	DefaultMaxGroups          = 256
+	DefaultMaxIdentityBytes   = 64 << 10
 )
 
 // Handler authenticates each request's bearer token and forwards it to the
@@ -98,6 +109,7 @@ type Handler struct {
 	maxIDBytes  int
 	log         *slog.Logger
 	tracer      trace.Tracer // nil: no spans
+	recheck     time.Duration
 	target      *url.URL
 
 	proxy       *httputil.ReverseProxy // with the handler's credentials
@@ -138,6 +150,7 @@ func New(cfg *Config) (*Handler, error) {
 		log:         lg,
 		target:      target,
 		tracer:      tracex.Tracer(cfg.TracerProvider),
+		recheck:     cmp.Or(cfg.RecheckNestedEvery, DefaultRecheckNestedEvery),
 	}
 	own, err := newTransport(rc)
 	if err != nil {
@@ -227,6 +240,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if asks {
+		caller := id
 		nestedID, err := h.authorizeNested(r.Context(), id, r.Header)
 		if err != nil {
 			var denied *deniedError
@@ -239,6 +253,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		id = nestedID
+		if httpx.SessionClass(r) != "" {
+			// A watch, exec or port-forward lasts only as long as the
+			// caller may still be who it asked to be.
+			r = h.recheckNested(r, caller)
+		}
 	}
 	if id.Username == "" {
 		// Fail closed: never forward without an identity to impersonate.

@@ -1,7 +1,9 @@
 package impersonate_test
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -11,7 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/clusterconnect/clusterconnect/impersonate"
 	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
@@ -223,4 +227,85 @@ func TestReadyz(t *testing.T) {
 	resp = httpGet(t, fresh.handler.Readyz())
 	assert.Equal(t, http.StatusServiceUnavailable, resp.code)
 	assert.Contains(t, resp.body, "token keys")
+}
+
+// A watch made with nested impersonation lasts as long as its caller may
+// still impersonate whom it asked for: when RBAC takes the right away,
+// the watch ends, while the caller's own watch goes on.
+func TestNestedImpersonationEndsWithTheRight(t *testing.T) {
+	ctx := testContext(t)
+	p := newProxy(t, func(c *impersonate.Config) {
+		c.AllowNestedImpersonation = true
+		c.RecheckNestedEvery = 100 * time.Millisecond
+	})
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	ns := "nested-" + suffix
+	require.NoError(t, p.w.env.EnsureNamespace(ctx, ns))
+	read := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}}}
+	require.NoError(t, p.w.env.Grant(ctx, "readers-"+suffix, read, kubetest.User("bob@contoso.com"), kubetest.User("erin@contoso.com")))
+	impersonation := "bob-may-be-erin-" + suffix
+	require.NoError(t, p.w.env.Grant(ctx, impersonation, []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"erin@contoso.com"}},
+	}, kubetest.User("bob@contoso.com")))
+	k := p.kubectl(t, p.token(t, bob, nil))
+	require.Eventually(t, func() bool {
+		res, err := k.Run(ctx, nil, "get", "configmaps", "-n", ns, "--as", "erin@contoso.com")
+		return err == nil && res.ExitCode == 0
+	}, 30*time.Second, 100*time.Millisecond)
+
+	type watching struct {
+		lines chan string
+		done  chan struct{} // closed when kubectl has exited, with err
+		err   error
+	}
+	watch := func(args ...string) *watching {
+		cmd, err := k.Command(ctx, append([]string{"get", "configmaps", "-n", ns, "--watch", "-o", "name"}, args...)...)
+		require.NoError(t, err)
+		out, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		w := &watching{lines: make(chan string, 10), done: make(chan struct{})}
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				w.lines <- sc.Text()
+			}
+			w.err = cmd.Wait()
+			close(w.done)
+		}()
+		t.Cleanup(func() { cmd.Process.Kill(); <-w.done })
+		return w
+	}
+	line := func(w *watching, want string) {
+		t.Helper()
+		for {
+			select {
+			case l := <-w.lines:
+				if l == want {
+					return
+				}
+			case <-w.done:
+				t.Fatalf("the watch ended before printing %s: %v", want, w.err)
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the watch never printed %s", want)
+			}
+		}
+	}
+	create := func(name string) {
+		_, err := p.w.env.Client().CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	asErin, asBob := watch("--as", "erin@contoso.com"), watch()
+	create("before")
+	line(asErin, "configmap/before")
+	line(asBob, "configmap/before")
+
+	require.NoError(t, p.w.env.Client().RbacV1().ClusterRoleBindings().Delete(ctx, impersonation, metav1.DeleteOptions{}))
+	select {
+	case <-asErin.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watch as erin went on after bob lost the right to be erin")
+	}
+	create("after")
+	line(asBob, "configmap/after") // bob's own goes on
 }

@@ -2,10 +2,12 @@ package impersonate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -94,4 +96,34 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 		return s[len(prefix):], true
 	}
 	return "", false
+}
+
+// recheckNested asks, every h.recheck while r runs, whether caller may
+// still impersonate what r asks for, and ends r when it may not: the
+// request's context is canceled, which ends the request to the API
+// server (a watch's stream, an upgrade's connection). A check that fails
+// for another reason (the API server unreachable) ends nothing: the next
+// one asks again.
+func (h *Handler) recheckNested(r *http.Request, caller *tokens.Identity) *http.Request {
+	ctx, cancel := context.WithCancelCause(r.Context())
+	hdr := impersonationHeaders(r.Header)
+	go func() {
+		t := time.NewTicker(h.recheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_, err := h.authorizeNested(ctx, caller, hdr)
+			var denied *deniedError
+			if errors.As(err, &denied) {
+				h.log.Info("session ended: the caller may no longer impersonate whom it asked for", "user", caller.Username, "reason", denied.Error())
+				cancel(err)
+				return
+			}
+		}
+	}()
+	return r.WithContext(ctx)
 }

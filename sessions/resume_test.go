@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -33,7 +34,8 @@ type cluster struct {
 	breakAfter int
 	breaks     int
 	oldest     int
-	failFirst  int // answers that fail outright before any works: the cluster unreachable
+	failFirst  int    // answers that fail outright before any works: the cluster unreachable
+	refuse     string // once set, watches are refused with 403 and a Status saying this
 
 	mu   sync.Mutex
 	asks []string // the queries it was asked
@@ -74,7 +76,13 @@ func (c *cluster) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	breakIt := c.breaks > 0
 	c.breaks--
+	refuse := c.refuse
 	c.mu.Unlock()
+	if refuse != "" {
+		body := fmt.Sprintf(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":%q,"reason":"Forbidden","code":403}`, refuse)
+		return &http.Response{StatusCode: http.StatusForbidden, Status: "403 Forbidden", Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(body))}, nil
+	}
 	q := req.URL.Query()
 	from := 0
 	if rv := q.Get("resourceVersion"); rv != "" {
@@ -202,6 +210,25 @@ func TestResumeTooOldEndsWithExpired(t *testing.T) {
 	st := got[2].Object.(*metav1.Status)
 	assert.EqualValues(t, http.StatusGone, st.Code)
 	assert.Equal(t, metav1.StatusReasonExpired, st.Reason)
+}
+
+// A watch whose resuming is refused ends with an ERROR event that carries
+// the refusal's own words: what a new request would be told.
+func TestResumeRefusedSaysWhy(t *testing.T) {
+	mt := mediaTypes["json"]
+	c := newCluster(t, mt, 6)
+	c.breakAfter, c.breaks = 2, 1
+	req, _ := http.NewRequest(http.MethodGet, "https://cluster/api/v1/pods?watch=true&resourceVersion=100", nil)
+	resp, err := sessions.Watches(c).RoundTrip(req)
+	require.NoError(t, err)
+	c.mu.Lock()
+	c.refuse = `bob@contoso.com is not allowed to impersonate user "erin@contoso.com"`
+	c.mu.Unlock()
+	got := decode(t, mt, resp.Body)
+	require.Equal(t, []string{"pod-1", "pod-2", "ERROR"}, names(t, got))
+	st := got[2].Object.(*metav1.Status)
+	assert.EqualValues(t, http.StatusForbidden, st.Code)
+	assert.Contains(t, st.Message, `was answered 403 Forbidden: bob@contoso.com is not allowed to impersonate user "erin@contoso.com"`)
 }
 
 // While the cluster cannot be reached the watch keeps asking, every

@@ -3,6 +3,7 @@ package sessions
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -342,9 +343,13 @@ func (b *watchBody) resume(broke error) io.ReadCloser {
 		case err == nil && resp.StatusCode == http.StatusOK && resp.Header.Get("Content-Type") == b.ct:
 			return resp.Body
 		case err == nil:
+			answer := resp.Status
+			if msg := statusMessage(resp.Body); msg != "" {
+				answer += ": " + msg // the words a new request gets
+			}
 			resp.Body.Close()
 			return fail(resp.StatusCode, reasonOf(resp.StatusCode),
-				fmt.Sprintf("%s, and watching again from resourceVersion %s was answered %s; watch again", why, b.from.rv, resp.Status))
+				fmt.Sprintf("%s, and watching again from resourceVersion %s was answered %s; watch again", why, b.from.rv, answer))
 		default:
 			last = err
 		}
@@ -362,6 +367,20 @@ func (b *watchBody) endedOnPurpose() (code int, msg string, ok bool) {
 		return 0, "", false
 	}
 	return endedBy(context.Cause(b.req.Context()))
+}
+
+// statusMessage is the message of the Status a refusal's body holds, if
+// it holds one.
+func statusMessage(body io.Reader) string {
+	var st struct {
+		Kind    string `json:"kind"`
+		Message string `json:"message"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(body, 16<<10))
+	if json.Unmarshal(b, &st) != nil || st.Kind != "Status" {
+		return ""
+	}
+	return st.Message
 }
 
 // reasonOf is the Status reason the API server gives for a code.

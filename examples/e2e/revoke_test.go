@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,6 +142,33 @@ func accessRevoked(t *testing.T, c *chain) {
 		"bob's watch": watch(bob), "bob's exec": exe(bob),
 	}
 	sessions := all
+	// And a port-forward each way for alice.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer conn.Close(); io.Copy(conn, conn) }()
+		}
+	}()
+	type forwarding struct {
+		cmd    *exec.Cmd
+		stderr *lockedBuffer
+	}
+	forwards := map[string]forwarding{}
+	for which, k := range map[string]*kubetest.Kubectl{"alice's port-forward through the proxy": aliceProxy, "alice's port-forward, direct": aliceDirect} {
+		cmd, stderr, conn := portForward(t, k, ln)
+		defer conn.Close()
+		fmt.Fprintln(conn, "hello")
+		got, err := bufio.NewReader(conn).ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "hello\n", got)
+		forwards[which] = forwarding{cmd, stderr}
+	}
 	// Every watch is open once it prints an object made after its list.
 	later := create()
 	for which, r := range all {
@@ -163,6 +191,22 @@ func accessRevoked(t *testing.T, c *chain) {
 		assert.Equal(t, 1, code, which)
 		assert.Contains(t, r.stderr.String(), "error: clusterconnect: ", which)
 		t.Logf("%s ended %v after the policy was applied: exit %d, stderr %q", which, time.Since(start).Round(10*time.Millisecond), code, r.stderr.String())
+	}
+	for which, f := range forwards {
+		exited := make(chan error, 1)
+		go func() { exited <- f.cmd.Wait() }()
+		select {
+		case err := <-exited:
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "%s exited 0: %q", which, f.stderr.String())
+			assert.Equal(t, 1, exit.ExitCode(), which)
+			// kubectl's own words: port-forward has no channel for the
+			// relay's.
+			assert.Equal(t, "error: lost connection to pod\n", f.stderr.String(), which)
+			t.Logf("%s ended %v after the policy was applied: exit %d, stderr %q", which, time.Since(start).Round(10*time.Millisecond), exit.ExitCode(), f.stderr.String())
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still running 5 s after the policy was applied", which)
+		}
 	}
 	assert.Less(t, time.Since(start), 2*time.Second+500*time.Millisecond)
 
