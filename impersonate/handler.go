@@ -57,13 +57,16 @@ type Config struct {
 	// while the request ran as themselves.
 	AllowNestedImpersonation bool
 	// RecheckNestedEvery is how often a long-lived request (a watch, logs
-	// -f, exec, attach, port-forward) made with nested impersonation asks
-	// the API server again whether its caller may still impersonate whom
-	// it asked for; when no longer, the request is ended (a watch through
-	// the relay then ends with the API server's words, as a new request
-	// would get them). Default DefaultRecheckNestedEvery: one
-	// SubjectAccessReview per impersonated attribute, per such request,
-	// each time.
+	// -f, exec, attach, port-forward) is decided again where the decision
+	// can change while it runs: made with nested impersonation, the API
+	// server is asked again whether its caller may still impersonate whom
+	// it asked for (one SubjectAccessReview per impersonated attribute);
+	// made with a token whose groups Mapping.GroupResolver looked up
+	// (groups overage), they are looked up again (through the resolver's
+	// cache). When the caller may no longer impersonate, or lost a group
+	// the request was made with, the request is ended (a watch through the
+	// relay then ends with the words a new request gets). Default
+	// DefaultRecheckNestedEvery.
 	RecheckNestedEvery time.Duration
 	// MaxGroups bounds the groups of one identity; default
 	// DefaultMaxGroups. An identity with more is refused with 403, never
@@ -101,16 +104,16 @@ const (
 // Handler authenticates each request's bearer token and forwards it to the
 // API server as the token's identity, through Kubernetes impersonation.
 type Handler struct {
-	verifier    TokenVerifier
-	mapping     tokens.Mapping
-	passThrough bool
-	nested      bool
-	maxGroups   int
-	maxIDBytes  int
-	log         *slog.Logger
-	tracer      trace.Tracer // nil: no spans
-	recheck     time.Duration
-	target      *url.URL
+	verifier     TokenVerifier
+	mapping      tokens.Mapping
+	passThrough  bool
+	nested       bool
+	maxGroups    int
+	maxIDBytes   int
+	log          *slog.Logger
+	tracer       trace.Tracer // nil: no spans
+	recheckEvery time.Duration
+	target       *url.URL
 
 	proxy       *httputil.ReverseProxy // with the handler's credentials
 	passProxy   *httputil.ReverseProxy // without them, for foreign tokens
@@ -141,16 +144,16 @@ func New(cfg *Config) (*Handler, error) {
 	}
 	lg := logx.OrDiscard(cfg.Logger)
 	h := &Handler{
-		verifier:    cfg.Verifier,
-		mapping:     cfg.Mapping,
-		passThrough: cfg.PassThroughForeignTokens,
-		nested:      cfg.AllowNestedImpersonation,
-		maxGroups:   cmp.Or(cfg.MaxGroups, DefaultMaxGroups),
-		maxIDBytes:  cmp.Or(cfg.MaxIdentityBytes, DefaultMaxIdentityBytes),
-		log:         lg,
-		target:      target,
-		tracer:      tracex.Tracer(cfg.TracerProvider),
-		recheck:     cmp.Or(cfg.RecheckNestedEvery, DefaultRecheckNestedEvery),
+		verifier:     cfg.Verifier,
+		mapping:      cfg.Mapping,
+		passThrough:  cfg.PassThroughForeignTokens,
+		nested:       cfg.AllowNestedImpersonation,
+		maxGroups:    cmp.Or(cfg.MaxGroups, DefaultMaxGroups),
+		maxIDBytes:   cmp.Or(cfg.MaxIdentityBytes, DefaultMaxIdentityBytes),
+		log:          lg,
+		target:       target,
+		tracer:       tracex.Tracer(cfg.TracerProvider),
+		recheckEvery: cmp.Or(cfg.RecheckNestedEvery, DefaultRecheckNestedEvery),
 	}
 	own, err := newTransport(rc)
 	if err != nil {
@@ -239,8 +242,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"run the command without it to act as "+id.Username)
 		return
 	}
+	caller := id
 	if asks {
-		caller := id
 		nestedID, err := h.authorizeNested(r.Context(), id, r.Header)
 		if err != nil {
 			var denied *deniedError
@@ -253,11 +256,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		id = nestedID
-		if httpx.SessionClass(r) != "" {
-			// A watch, exec or port-forward lasts only as long as the
-			// caller may still be who it asked to be.
-			r = h.recheckNested(r, caller)
-		}
+	}
+	if httpx.SessionClass(r) != "" && (asks || h.resolvesGroups(tok)) {
+		// A watch, exec or port-forward lasts only as long as the
+		// handler would still decide for it as it did.
+		r = h.recheck(r, tok, caller, asks)
 	}
 	if id.Username == "" {
 		// Fail closed: never forward without an identity to impersonate.

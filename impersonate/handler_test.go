@@ -2,11 +2,13 @@ package impersonate_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/impersonate"
 	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
+	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 )
 
@@ -253,48 +256,9 @@ func TestNestedImpersonationEndsWithTheRight(t *testing.T) {
 		return err == nil && res.ExitCode == 0
 	}, 30*time.Second, 100*time.Millisecond)
 
-	type watching struct {
-		lines chan string
-		done  chan struct{} // closed when kubectl has exited, with err
-		err   error
-	}
-	watch := func(args ...string) *watching {
-		cmd, err := k.Command(ctx, append([]string{"get", "configmaps", "-n", ns, "--watch", "-o", "name"}, args...)...)
-		require.NoError(t, err)
-		out, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		require.NoError(t, cmd.Start())
-		w := &watching{lines: make(chan string, 10), done: make(chan struct{})}
-		go func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				w.lines <- sc.Text()
-			}
-			w.err = cmd.Wait()
-			close(w.done)
-		}()
-		t.Cleanup(func() { cmd.Process.Kill(); <-w.done })
-		return w
-	}
-	line := func(w *watching, want string) {
-		t.Helper()
-		for {
-			select {
-			case l := <-w.lines:
-				if l == want {
-					return
-				}
-			case <-w.done:
-				t.Fatalf("the watch ended before printing %s: %v", want, w.err)
-			case <-time.After(30 * time.Second):
-				t.Fatalf("the watch never printed %s", want)
-			}
-		}
-	}
-	create := func(name string) {
-		_, err := p.w.env.Client().CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-		require.NoError(t, err)
-	}
+	watch := func(args ...string) *watching { return startWatch(t, ctx, k, ns, args...) }
+	line := func(w *watching, want string) { t.Helper(); w.line(t, want) }
+	create := func(name string) { createConfigMap(t, ctx, p, ns, name) }
 	asErin, asBob := watch("--as", "erin@contoso.com"), watch()
 	create("before")
 	line(asErin, "configmap/before")
@@ -308,4 +272,115 @@ func TestNestedImpersonationEndsWithTheRight(t *testing.T) {
 	}
 	create("after")
 	line(asBob, "configmap/after") // bob's own goes on
+}
+
+// watching is a kubectl get --watch -o name that runs.
+type watching struct {
+	lines chan string
+	done  chan struct{} // closed when kubectl has exited, with err
+	err   error
+}
+
+func startWatch(t *testing.T, ctx context.Context, k *kubetest.Kubectl, ns string, args ...string) *watching {
+	cmd, err := k.Command(ctx, append([]string{"get", "configmaps", "-n", ns, "--watch", "-o", "name"}, args...)...)
+	require.NoError(t, err)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	w := &watching{lines: make(chan string, 10), done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		w.err = cmd.Wait()
+		close(w.done)
+	}()
+	t.Cleanup(func() { cmd.Process.Kill(); <-w.done })
+	return w
+}
+
+// line waits for the watch to print want.
+func (w *watching) line(t *testing.T, want string) {
+	t.Helper()
+	for {
+		select {
+		case l := <-w.lines:
+			if l == want {
+				return
+			}
+		case <-w.done:
+			t.Fatalf("the watch ended before printing %s: %v", want, w.err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the watch never printed %s", want)
+		}
+	}
+}
+
+func createConfigMap(t *testing.T, ctx context.Context, p *proxy, ns, name string) {
+	_, err := p.w.env.Client().CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+}
+
+// groupsOf is a GroupResolver whose answer the test changes: Graph, as
+// far as the handler can tell.
+type groupsOf struct {
+	mu     sync.Mutex
+	groups []string
+}
+
+func (g *groupsOf) ResolveGroups(context.Context, *tokens.Token) ([]string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.groups, nil
+}
+
+func (g *groupsOf) set(groups ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.groups = groups
+}
+
+// A watch made with a token whose groups were looked up (groups overage)
+// lasts as long as its caller is in them: removed from the group that let
+// it read, the caller's watch ends, and another's goes on.
+func TestResolvedGroupsEndSessionsWhenTheyChange(t *testing.T) {
+	ctx := testContext(t)
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	readers := "grp-readers-" + suffix
+	resolved := &groupsOf{groups: []string{readers}}
+	p := newProxy(t, func(c *impersonate.Config) {
+		m := tokens.EntraMapping()
+		m.GroupResolver = resolved
+		c.Mapping = m
+		c.RecheckNestedEvery = 100 * time.Millisecond
+	})
+	ns := "groups-" + suffix
+	require.NoError(t, p.w.env.EnsureNamespace(ctx, ns))
+	read := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}}}
+	require.NoError(t, p.w.env.Grant(ctx, "readers-"+suffix, read, kubetest.Group(readers), kubetest.User(bob.upn)))
+	fay := user{"fay@contoso.com", "oid-fay", nil}
+	k := p.kubectl(t, p.token(t, fay, func(c *oidctest.EntraClaims) { c.GroupsOverage = true }))
+	require.Eventually(t, func() bool {
+		res, err := k.Run(ctx, nil, "get", "configmaps", "-n", ns)
+		return err == nil && res.ExitCode == 0
+	}, 30*time.Second, 100*time.Millisecond)
+
+	asFay := startWatch(t, ctx, k, ns)
+	asBob := startWatch(t, ctx, p.kubectl(t, p.token(t, bob, nil)), ns)
+	createConfigMap(t, ctx, p, ns, "before")
+	asFay.line(t, "configmap/before")
+	asBob.line(t, "configmap/before")
+
+	resolved.set() // fay leaves the group
+	select {
+	case <-asFay.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("fay's watch went on after she left the group that let her read")
+	}
+	createConfigMap(t, ctx, p, ns, "after")
+	asBob.line(t, "configmap/after")
+	res, err := k.Run(ctx, nil, "get", "configmaps", "-n", ns)
+	require.NoError(t, err)
+	assert.Contains(t, res.Stderr, "Forbidden", "and a new request of hers is refused")
 }

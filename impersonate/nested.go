@@ -98,17 +98,26 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 	return "", false
 }
 
-// recheckNested asks, every h.recheck while r runs, whether caller may
-// still impersonate what r asks for, and ends r when it may not: the
-// request's context is canceled, which ends the request to the API
-// server (a watch's stream, an upgrade's connection). A check that fails
-// for another reason (the API server unreachable) ends nothing: the next
-// one asks again.
-func (h *Handler) recheckNested(r *http.Request, caller *tokens.Identity) *http.Request {
+// resolvesGroups reports whether tok's groups come from the mapping's
+// GroupResolver, and so may change while a request made with it runs.
+func (h *Handler) resolvesGroups(tok *tokens.Token) bool {
+	_, overage := tok.GroupsOverage()
+	return overage && h.mapping.GroupResolver != nil
+}
+
+// recheck decides again, every h.recheckEvery while r runs, what can change
+// while it does — the groups resolved for tok, whether caller may still
+// impersonate what r asks for (nested) — and ends r when caller lost a
+// group or the right: the request's context is canceled, which ends the
+// request to the API server (a watch's stream, an upgrade's connection).
+// A check that fails for another reason (the API server or Graph
+// unreachable) ends nothing: the next one asks again.
+func (h *Handler) recheck(r *http.Request, tok *tokens.Token, caller *tokens.Identity, nested bool) *http.Request {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	hdr := impersonationHeaders(r.Header)
+	groups := h.resolvesGroups(tok)
 	go func() {
-		t := time.NewTicker(h.recheck)
+		t := time.NewTicker(h.recheckEvery)
 		defer t.Stop()
 		for {
 			select {
@@ -116,7 +125,23 @@ func (h *Handler) recheckNested(r *http.Request, caller *tokens.Identity) *http.
 				return
 			case <-t.C:
 			}
-			_, err := h.authorizeNested(ctx, caller, hdr)
+			now := caller
+			if groups {
+				id, err := h.mapping.Identity(ctx, tok)
+				if err != nil {
+					continue
+				}
+				if lost := lostGroup(caller, id); lost != "" {
+					h.log.Info("session ended: the caller is no longer in a group it was made with", "user", caller.Username, "group", lost)
+					cancel(fmt.Errorf("impersonate: %s is no longer in group %q", caller.Username, lost))
+					return
+				}
+				now = id
+			}
+			if !nested {
+				continue
+			}
+			_, err := h.authorizeNested(ctx, now, hdr)
 			var denied *deniedError
 			if errors.As(err, &denied) {
 				h.log.Info("session ended: the caller may no longer impersonate whom it asked for", "user", caller.Username, "reason", denied.Error())
@@ -126,4 +151,18 @@ func (h *Handler) recheckNested(r *http.Request, caller *tokens.Identity) *http.
 		}
 	}()
 	return r.WithContext(ctx)
+}
+
+// lostGroup is a group of was that is not among now's, or "".
+func lostGroup(was, now *tokens.Identity) string {
+	have := make(map[string]bool, len(now.Groups))
+	for _, g := range now.Groups {
+		have[g] = true
+	}
+	for _, g := range was.Groups {
+		if !have[g] {
+			return g
+		}
+	}
+	return ""
 }
