@@ -505,7 +505,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("relay killed under exec and port-forward, through the client proxy: both go on", func(t *testing.T) { sessionsAcrossRelayRestart(t, c) })
 
-	t.Run("access revoked: alice's watches and execs end within 2 s saying why, bob's go on", func(t *testing.T) { accessRevoked(t, c) })
+	t.Run("access revoked: alice's watches, execs and port-forwards end within 2 s, bob's go on", func(t *testing.T) { accessRevoked(t, c) })
 
 	t.Run("cluster removed from the agents file: its sessions end saying so", func(t *testing.T) { clusterRemoved(t, c) })
 

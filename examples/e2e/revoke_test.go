@@ -169,6 +169,13 @@ func accessRevoked(t *testing.T, c *chain) {
 		require.Equal(t, "hello\n", got)
 		forwards[which] = forwarding{cmd, stderr}
 	}
+	_, _, bobsForward := portForward(t, bob, ln)
+	defer bobsForward.Close()
+	bobsForwarded := bufio.NewReader(bobsForward)
+	fmt.Fprintln(bobsForward, "hello")
+	got, err := bobsForwarded.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "hello\n", got)
 	// Every watch is open once it prints an object made after its list.
 	later := create()
 	for which, r := range all {
@@ -211,6 +218,10 @@ func accessRevoked(t *testing.T, c *chain) {
 	assert.Less(t, time.Since(start), 2*time.Second+500*time.Millisecond)
 
 	// Bob's go on.
+	fmt.Fprintln(bobsForward, "still here")
+	got, err = bobsForwarded.ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "still here\n", got, "bob's port-forward")
 	fmt.Fprintln(sessions["bob's exec"].stdin, "still here")
 	sessions["bob's exec"].line(t, "still here")
 	bob.MustRun(t, ctx(t), nil, "delete", "configmap", later, "-n", ns)

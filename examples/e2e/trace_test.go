@@ -239,6 +239,8 @@ func TestSpansOfOneRequestShareOneTrace(t *testing.T) {
 	assert.Equal(t, id, agentHop.attrs["clusterconnect.request_id"], "the agent's hop names the request's ID")
 	_, ok = otlp.child("clusterconnect-relay", "front door", relayHop.id)
 	assert.True(t, ok, "the relay's front door check is a span of its hop")
+	_, ok = otlp.child("clusterconnect-proxy", "token", proxy.id)
+	assert.True(t, ok, "the client proxy's getting the token is a span of its hop")
 	for _, name := range []string{"token check", "kube-apiserver"} {
 		require.Eventually(t, func() bool { _, ok := otlp.child("clusterconnect-agent", name, agentHop.id); return ok }, 10*time.Second, 100*time.Millisecond,
 			"the agent's %q span", name)

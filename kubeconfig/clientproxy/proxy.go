@@ -261,7 +261,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(ctx)
 	}
 	var err error
-	if o.auth, err = p.authorization(r.Header); err != nil {
+	var tokenSpan trace.Span
+	if p.tracer != nil {
+		_, tokenSpan = p.tracer.Start(r.Context(), "token")
+	}
+	o.auth, err = p.authorization(r.Header)
+	if tokenSpan != nil {
+		tokenSpan.End()
+	}
+	if err != nil {
 		p.log.Warn("cannot get your token", "id", o.id, "err", err)
 		writeTokenFailure(rec, r, "clusterconnect proxy: cannot get your token: "+err.Error())
 		return
