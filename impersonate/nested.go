@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/clusterconnect/clusterconnect/sessions"
 	"github.com/clusterconnect/clusterconnect/tokens"
 )
 
@@ -133,7 +135,7 @@ func (h *Handler) recheck(r *http.Request, tok *tokens.Token, caller *tokens.Ide
 				}
 				if lost := lostGroup(caller, id); lost != "" {
 					h.log.Info("session ended: the caller is no longer in a group it was made with", "user", caller.Username, "group", lost)
-					cancel(fmt.Errorf("impersonate: %s is no longer in group %q", caller.Username, lost))
+					cancel(&sessionEnded{fmt.Sprintf("%s is no longer in group %q, which this session was opened with; the session was ended", caller.Username, lost)})
 					return
 				}
 				now = id
@@ -145,7 +147,7 @@ func (h *Handler) recheck(r *http.Request, tok *tokens.Token, caller *tokens.Ide
 			var denied *deniedError
 			if errors.As(err, &denied) {
 				h.log.Info("session ended: the caller may no longer impersonate whom it asked for", "user", caller.Username, "reason", denied.Error())
-				cancel(err)
+				cancel(&sessionEnded{denied.Error() + " any longer; the session was ended"})
 				return
 			}
 		}
@@ -165,4 +167,43 @@ func lostGroup(was, now *tokens.Identity) string {
 		}
 	}
 	return ""
+}
+
+// sessionEnded is why the handler ended a session, in the words its
+// client is shown (package sessions puts them on an exec's error stream).
+type sessionEnded struct{ msg string }
+
+func (e *sessionEnded) Error() string         { return "impersonate: " + e.msg }
+func (e *sessionEnded) HTTPStatus() int       { return http.StatusForbidden }
+func (e *sessionEnded) ClientMessage() string { return e.msg }
+
+// endsInWords is the handler's ModifyResponse: an exec or attach that the
+// handler ends (recheck) ends with a Status saying why, on its error
+// stream, rather than with a connection cut short.
+func endsInWords(resp *http.Response) error {
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return nil
+	}
+	if conn, ok := resp.Body.(io.ReadWriteCloser); ok {
+		resp.Body = sessions.EndInWords(resp, &endedConn{ReadWriteCloser: conn, ctx: resp.Request.Context()})
+	}
+	return nil
+}
+
+// endedConn is an upgraded connection to the API server whose failed
+// read, once the handler ended its request, says why.
+type endedConn struct {
+	io.ReadWriteCloser
+	ctx context.Context
+}
+
+func (c *endedConn) Read(p []byte) (int, error) {
+	n, err := c.ReadWriteCloser.Read(p)
+	if err != nil && err != io.EOF {
+		var ended *sessionEnded
+		if errors.As(context.Cause(c.ctx), &ended) {
+			return n, ended
+		}
+	}
+	return n, err
 }

@@ -17,6 +17,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/clusterconnect/clusterconnect/impersonate"
 	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 )
 
@@ -25,8 +26,11 @@ var nodes = map[*kubetest.Env]*kubetest.Node{}
 
 // streamsSetup gives Erin, a user with rights on pods and their streams in
 // namespace "streams", a fresh pod on the stand-in node.
-func streamsSetup(t *testing.T) (*proxy, string, *kubetest.Node) {
-	p := newProxy(t, nil)
+func streamsSetup(t *testing.T) (*proxy, string, *kubetest.Node) { return streamsSetupWith(t, nil) }
+
+// streamsSetupWith is streamsSetup with the handler's config tweaked.
+func streamsSetupWith(t *testing.T, tweak func(*impersonate.Config)) (*proxy, string, *kubetest.Node) {
+	p := newProxy(t, tweak)
 	ctx := testContext(t)
 	node := nodes[p.w.env]
 	if node == nil {
