@@ -37,7 +37,7 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 	var ids []string // the request's ID, as a header value
 	if !fromPeer {
 		cr = r.newClientRequest(req)
-		ids = []string{cr.id}
+		ids = cr.ids[:]
 		w.Header()[httpx.HeaderAuditID] = ids
 		if r.cfg.ClientAuthorizer != nil || r.cfg.Middleware != nil || r.cfg.Picker != nil {
 			// For them to read (RequestID, EndRequest, NoteCaller).

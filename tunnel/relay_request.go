@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+	"unsafe"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
@@ -22,8 +23,10 @@ type clientRequest struct {
 	ending
 	rec     httpx.Recorder // what the relay answered
 	id      string
-	caller  string // NoteCaller
-	refused string // the AccessError reason of a refusal
+	ids     [1]string // id as a header's values, and the bytes of a new one:
+	idBytes [36]byte  // kept here, they cost no allocation of their own
+	caller  string    // NoteCaller
+	refused string    // the AccessError reason of a refusal
 	start   time.Time
 	class   string // the session class of a long-lived request once answered; "" until then
 	end     string // why the session ended: one of the end… reasons
@@ -61,8 +64,10 @@ func (r *Relay) newClientRequest(req *http.Request) *clientRequest {
 		cr.id = httpx.RequestID(req.Header)
 	}
 	if cr.id == "" {
-		cr.id = httpx.NewRequestID()
+		httpx.FillRequestID(&cr.idBytes)
+		cr.id = unsafe.String(&cr.idBytes[0], len(cr.idBytes)) // never written again
 	}
+	cr.ids[0] = cr.id
 	return cr
 }
 

@@ -17,11 +17,18 @@ const HeaderAuditID = "Audit-Id"
 // NewRequestID returns a random version 4 UUID, the form kube-apiserver
 // gives the audit IDs it makes itself.
 func NewRequestID() string {
+	var s [36]byte
+	FillRequestID(&s)
+	return string(s[:])
+}
+
+// FillRequestID writes a new request ID (as NewRequestID's) into s, for a
+// caller that keeps it without another allocation.
+func FillRequestID(s *[36]byte) {
 	var b [16]byte
 	rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
 	hex.Encode(s[0:8], b[0:4])
 	s[8] = '-'
 	hex.Encode(s[9:13], b[4:6])
@@ -31,7 +38,6 @@ func NewRequestID() string {
 	hex.Encode(s[19:23], b[8:10])
 	s[23] = '-'
 	hex.Encode(s[24:], b[10:])
-	return string(s[:])
 }
 
 // MaxRequestIDLen bounds a request ID taken from a header.
