@@ -226,7 +226,12 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		// A carrier of a session that re-attaches later names this ID:
 		// if the session is ended here, so is its re-attaching.
 		tunnelEnd := end
-		end = func(err error) { a.ended.note(id, err); tunnelEnd(err) }
+		end = func(err error) {
+			if ae, ok := err.(*tunnel.AccessError); !ok || !ae.ClientMayResume {
+				a.ended.note(id, err)
+			}
+			tunnelEnd(err)
+		}
 	}
 	s := &session{cluster: clusterID, caller: caller, tok: tok, groups: groups, end: end}
 	if tok != nil {

@@ -239,3 +239,27 @@ func TestRenewalsAreBoundedAndHoldNothing(t *testing.T) {
 	require.True(t, ok)
 	assert.Contains(t, ev, `"name":"p2"`, "none of it touched Alice's session")
 }
+
+// Under "renew", a session whose renewal did not reach the relay that
+// holds it (another replica of a fleet got it) ends at its token's expiry
+// in words a client that renews can resume past: the watch's ERROR event
+// is marked resumable, and a carrier naming the session may re-attach
+// with a fresh token, which the relay (and the agent) check anew.
+func TestAnExpiredRenewableSessionMayBeResumed(t *testing.T) {
+	e := newRelayEnv(t, fmt.Sprintf(expiryPolicy, "renew"))
+	tok, _ := e.expiresIn(alice, 2*time.Second)
+	lines := e.watch(tok, "0123456789abcdef-client-proxy-key")
+	ev, ok := next(lines)
+	require.True(t, ok)
+	assert.Contains(t, ev, `"type":"ERROR"`)
+	assert.Contains(t, ev, "no fresh one was presented for it")
+	assert.Contains(t, ev, "ClusterconnectResumable", "a layer in front that renews resumes past it")
+
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/clusters/prod/api/v1/pods?watch=true", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token(oidctest.EntraClaims{OID: alice, Groups: []string{ops}}))
+	req.Header.Set(access.HeaderSessionOf, e.lastID)
+	resp, err := e.srv.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the session's caller, with a fresh token, goes on")
+}

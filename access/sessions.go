@@ -60,7 +60,11 @@ func expiredError(mode string, at time.Time) error {
 		msg = "the token this session was opened with expired at " + at.UTC().Format(time.RFC3339) +
 			" and no fresh one was presented for it (the client proxy, clusterconnect proxy serve, renews its sessions; kubectl talking to the relay directly cannot); run the command again"
 	}
-	return &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "expired", Message: msg}
+	// Under RenewToken, a client that renews (the client proxy) resumes
+	// the watch and re-attaches the session with its fresh token, which
+	// the relay and the agent check anew: a renewal that reached another
+	// replica of a fleet than the session's still keeps it.
+	return &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "expired", Message: msg, ClientMayResume: mode == RenewToken}
 }
 
 // sessionSet holds the sessions open now, and those of each client's

@@ -319,3 +319,49 @@ func TestTheLayerInFrontResumesWhatTheOneBehindCouldNot(t *testing.T) {
 		})
 	}
 }
+
+// oneRead answers a watch with its whole body in one Read, io.EOF with it.
+type oneRead struct{ b []byte }
+
+func (r *oneRead) Read(p []byte) (int, error) { n := copy(p, r.b); r.b = r.b[n:]; return n, io.EOF }
+func (r *oneRead) Close() error               { return nil }
+
+// Events that came in the same read as the end of the stream reach the
+// client before the watch resumes: a client may be waiting for them, and
+// resuming may take a while.
+func TestEventsBeforeABreakGoFirst(t *testing.T) {
+	gotFirst := make(chan struct{})
+	calls := 0
+	rt := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		calls++
+		h := http.Header{"Content-Type": {"application/json"}}
+		if calls == 1 {
+			body := `{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p5","resourceVersion":"5"}}}` + "\n" +
+				`{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure","message":"broke","code":503,` +
+				`"details":{"causes":[{"reason":"ClusterconnectResumable"}]}}}` + "\n"
+			return &http.Response{StatusCode: 200, Header: h, Body: &oneRead{b: []byte(body)}, ContentLength: -1}, nil
+		}
+		select {
+		case <-gotFirst:
+		case <-time.After(10 * time.Second):
+			return nil, fmt.Errorf("resumed before the client had the events it was owed")
+		}
+		body := `{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p6","resourceVersion":"6"}}}` + "\n"
+		return &http.Response{StatusCode: 200, Header: h, Body: io.NopCloser(strings.NewReader(body))}, nil
+	})
+	req, _ := http.NewRequest(http.MethodGet, "https://cluster/api/v1/pods?watch=true&resourceVersion=1", nil)
+	resp, err := sessions.Watches(rt).RoundTrip(req)
+	require.NoError(t, err)
+	buf := make([]byte, 4096)
+	n, err := resp.Body.Read(buf)
+	require.NoError(t, err)
+	assert.Contains(t, string(buf[:n]), `"name":"p5"`)
+	close(gotFirst)
+	rest, _ := io.ReadAll(resp.Body)
+	assert.Contains(t, string(rest), `"name":"p6"`)
+	assert.NotContains(t, string(rest), "resumed before")
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

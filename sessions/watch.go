@@ -301,7 +301,13 @@ func (b *watchBody) resume(broke error) io.ReadCloser {
 		return nil
 	}
 	if code, msg, ok := b.endedOnPurpose(); ok {
-		// Ended on purpose (the caller's right to it ended): not resumed.
+		// Ended on purpose (the caller's right to it ended): not resumed
+		// here. A layer in front that can present a fresh credential
+		// may, if the ending says so.
+		if resumableByClient(context.Cause(b.req.Context())) {
+			b.out = append(b.out, b.events.errorEvent(code, reasonOf(code), msg, true)...)
+			return nil
+		}
 		return fail(code, reasonOf(code), msg)
 	}
 	why := fmt.Sprintf("the watch's connection to the cluster broke (%v)", broke)
@@ -354,6 +360,14 @@ func (b *watchBody) resume(broke error) io.ReadCloser {
 			last = err
 		}
 	}
+}
+
+// resumableByClient reports whether err, which ended a request on
+// purpose, lets a client that presents a fresh credential ask again
+// (tunnel.AccessError.ClientMayResume).
+func resumableByClient(err error) bool {
+	var r interface{ ResumableByClient() bool }
+	return errors.As(err, &r) && r.ResumableByClient()
 }
 
 // errBehindBroke is why a watch resumes after a resumable ERROR event.

@@ -51,6 +51,12 @@ type AccessError struct {
 	Reason     string
 	Message    string
 	RetryAfter time.Duration
+	// ClientMayResume, on an error that ends a request (EndRequest), says
+	// that a client able to present a fresh credential may ask for the
+	// rest of it again, as the client proxy resumes a watch and
+	// re-attaches a session: a layer in front of the relay resumes it,
+	// and the client only sees the error where nothing can.
+	ClientMayResume bool
 }
 
 // Error returns the message.
@@ -64,6 +70,9 @@ func (e *AccessError) HTTPStatus() int { return e.Code }
 
 // ClientMessage is what the client is told.
 func (e *AccessError) ClientMessage() string { return e.Message }
+
+// ResumableByClient reports ClientMayResume, for package sessions.
+func (e *AccessError) ResumableByClient() bool { return e.ClientMayResume }
 
 // authorize asks the configured authorizer about req and answers a
 // refusal. It reports whether the request may go on, and returns what to

@@ -143,7 +143,7 @@ func New(cfg *Config) (*Proxy, error) {
 		// A watch whose connection to the relay breaks ends saying why, or
 		// goes on; an exec, attach or port-forward goes on.
 		Transport: &httpx.SplitTransport{
-			HTTP2: sessions.Watches(h2),
+			HTTP2: sessions.Watches(&currentToken{next: h2, p: p}),
 			// An exec or attach whose session is lost for good ends
 			// with words kubectl prints, and a non-zero exit.
 			HTTP1: sessions.Upgrades(&sessionTransport{tls: h1.TLSClientConfig, cfg: &sessionsCfg, plain: h1, auth: p.carrierAuth}),
@@ -153,6 +153,29 @@ func New(cfg *Config) (*Proxy, error) {
 		BufferPool:   httpx.Buffers,
 	}
 	return p, nil
+}
+
+// currentToken sends each request to the relay with the user's token as
+// it is when the request goes: a watch resumed an hour after kubectl
+// asked for it goes with a token the relay still accepts.
+type currentToken struct {
+	next http.RoundTripper
+	p    *Proxy
+}
+
+func (t *currentToken) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.p.cfg.PassClientToken {
+		return t.next.RoundTrip(req)
+	}
+	auth, err := t.p.authorization(nil)
+	if err != nil {
+		return nil, fmt.Errorf("clusterconnect proxy: cannot get your token: %w", err)
+	}
+	if req.Header.Get("Authorization") != auth {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", auth)
+	}
+	return t.next.RoundTrip(req)
 }
 
 // HealthHandler serves the proxy's own health on a listener of its own

@@ -58,7 +58,8 @@ type relay struct {
 	seen     []seenRequest
 	carriers []net.Conn
 	event    chan string
-	refuse   atomic.Bool // refuse every token, as when it has expired
+	expire   chan struct{} // ends the first of a resumable watch
+	refuse   atomic.Bool   // refuse every token, as when it has expired
 	// noSessions: the cluster's agent keeps no sessions (an embedder's
 	// own); a carrier's upgrade reaches the API server, which refuses it.
 	noSessions atomic.Bool
@@ -67,7 +68,7 @@ type relay struct {
 type seenRequest struct{ path, auth string }
 
 func newRelay(t testing.TB) *relay {
-	r := &relay{event: make(chan string)}
+	r := &relay{event: make(chan string), expire: make(chan struct{})}
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
 	r.srv.EnableHTTP2 = true
 	r.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -107,6 +108,28 @@ func (r *relay) serve(w http.ResponseWriter, req *http.Request) {
 	r.seen = append(r.seen, seenRequest{req.URL.Path, req.Header.Get("Authorization")})
 	r.mu.Unlock()
 	switch {
+	case strings.Contains(req.URL.Path, "/watch/"):
+		// A watch the relay ends at the token's expiry in words a client
+		// that renews may resume past; resumed, it goes on.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush() // a stream, as a watch's is
+		pod := `{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p%s","resourceVersion":"%s"}}}` + "\n"
+		if req.URL.Query().Get("resourceVersion") != "5" {
+			fmt.Fprintf(w, pod, "5", "5")
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.expire:
+			case <-req.Context().Done():
+				return
+			}
+			fmt.Fprintln(w, `{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the token expired","reason":"Unauthorized","code":401,`+
+				`"details":{"causes":[{"reason":"ClusterconnectResumable","message":"resume"}]}}}`)
+			return
+		}
+		fmt.Fprintf(w, pod, "6", "6")
+		w.(http.Flusher).Flush()
+		<-req.Context().Done()
 	case strings.HasSuffix(req.URL.Path, "/watch"):
 		w.WriteHeader(200)
 		w.(http.Flusher).Flush()
@@ -221,6 +244,28 @@ func TestPicksUpARenewedToken(t *testing.T) {
 	require.NoError(t, os.WriteFile(file, []byte("renewed-token-value"), 0o600))
 	get(t, rp, "/api", "")
 	assert.Equal(t, "Bearer renewed-token-value", r.last().auth)
+}
+
+// A watch the relay ended at its token's expiry, resumably (sessionExpiry
+// "renew" when the renewal reached another replica), is resumed by the
+// proxy with the user's token as it is now.
+func TestAWatchResumesWithTheCurrentToken(t *testing.T) {
+	r := newRelay(t)
+	file := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(file, []byte("first-token"), 0o600))
+	rp := start(t, r, func(c *clientproxy.Config) { c.TokenSource = source.File(file) })
+	resp, err := rp.client().Get(rp.url + "/api/v1/watch/pods?resourceVersion=1")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	require.True(t, lines.Scan())
+	assert.Contains(t, lines.Text(), `"name":"p5"`)
+	require.NoError(t, os.WriteFile(file, []byte("renewed-token-value"), 0o600))
+	r.expire <- struct{}{}
+	require.True(t, lines.Scan(), "the watch goes on")
+	assert.Contains(t, lines.Text(), `"name":"p6"`, "resumed, past the ERROR event")
+	last := r.last()
+	assert.Equal(t, "Bearer renewed-token-value", last.auth, "with the current token")
 }
 
 func TestPassClientTokenMode(t *testing.T) {
