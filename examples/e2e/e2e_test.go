@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -78,6 +79,14 @@ type chain struct {
 	// Flags added to every relay, agent and client proxy the chain
 	// starts (withFlags).
 	relayFlags, agentFlags, proxyFlags []string
+	// policy is the access policy the relay starts with; default
+	// basePolicy (withPolicy).
+	policy string
+}
+
+// withPolicy starts the relay with policy instead of basePolicy.
+func withPolicy(policy string) func(*chain) {
+	return func(c *chain) { c.policy = policy }
 }
 
 // withFlags adds flags to the relay's, the agent's and the client
@@ -223,7 +232,7 @@ func newChainWith(t *testing.T, replicas int, opts ...func(*chain)) *chain {
 	secret := writeFile(t, filepath.Join(c.dir, "secret"), []byte("e2e-secret\n"))
 	c.relayAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	// The front door: Alice's group may reach the cluster.
-	policy := writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(basePolicy))
+	policy := writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(cmp.Or(c.policy, basePolicy)))
 	c.relayArgs = []string{"-listen", c.relayAddr, "-cert", c.relayCert, "-key", c.relayKey, "-agents", agents,
 		"-access-policy", policy, "-tenant", tenant, "-audience", audience, "-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA,
 		"-pop-host", popHost}
@@ -336,18 +345,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	t.Run("port-forward carries bytes", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer ln.Close()
-		go func() {
-			for {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() { defer conn.Close(); io.Copy(conn, conn) }()
-			}
-		}()
+		ln := echoListener(t)
 		lines, stop := c.follow(t, k, "port-forward", "-n", ns, "pod/web", ":"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 		defer stop()
 		m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(next(t, lines))

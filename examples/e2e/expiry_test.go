@@ -47,13 +47,7 @@ func expiryEnds(t *testing.T, c *chain) {
 		r.line(t, name)
 		return r
 	}
-	exe := func(k *kubetest.Kubectl) *running {
-		r := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--", "cat")
-		fmt.Fprintln(r.stdin, "hello")
-		r.line(t, "hello")
-		return r
-	}
-	w, x, wLong, xLong := watch(short), exe(short), watch(long), exe(long)
+	w, x, wLong, xLong := watch(short), runCat(t, short), watch(long), runCat(t, long)
 
 	l := w.line(t, "expired")
 	after := time.Since(exp)
@@ -71,21 +65,27 @@ func expiryEnds(t *testing.T, c *chain) {
 	wLong.line(t, name) // the deletion, as an event
 }
 
-// renewedThroughTheProxy: under sessionExpiry "renew", a client proxy
-// whose user's token lives 10 s and is renewed every 4 s keeps a watch
-// and an exec for three token lifetimes and more; when it presents a
-// token of another caller (bob), both end.
-func renewedThroughTheProxy(t *testing.T, c *chain) {
-	c.setPolicy(t, policyWithExpiry("renew"))
-	defer c.setPolicy(t, basePolicy)
-	const lifetime = 10 * time.Second
+// renewLifetime is how long the tokens of a renewing client proxy live;
+// each is replaced after 4 s, as a signed-in user's token source
+// refreshes it.
+const renewLifetime = 10 * time.Second
+
+// renewing is a client proxy (proxy-renew.log) whose user's token lives
+// renewLifetime and is replaced every 4 s; become changes whose tokens
+// it gets from the next one on.
+type renewing struct {
+	k      *kubetest.Kubectl
+	become func(upn, oid string)
+}
+
+func startRenewing(t *testing.T, c *chain) *renewing {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	var mu sync.Mutex
 	who := [2]string{aliceUPN, "oid-alice"}
 	write := func() {
 		mu.Lock()
 		defer mu.Unlock()
-		writeFile(t, tokenFile, []byte(c.tokenOf(t, who[0], who[1], time.Now().Add(lifetime))))
+		writeFile(t, tokenFile, []byte(c.tokenOf(t, who[0], who[1], time.Now().Add(renewLifetime))))
 	}
 	write()
 	stop := make(chan struct{})
@@ -97,17 +97,26 @@ func renewedThroughTheProxy(t *testing.T, c *chain) {
 			case <-stop:
 				return
 			case <-time.After(4 * time.Second):
-				write() // as a signed-in user's token source refreshes
+				write()
 			}
 		}
 	}()
-	defer func() { close(stop); <-refreshed }()
+	t.Cleanup(func() { close(stop); <-refreshed })
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	c.startAs("proxy-renew", "proxy", "serve", "-relay-url", "https://"+c.relayAddr, "-relay-ca", c.relayCA, "-cluster-id", cluster,
-		"-port", fmt.Sprint(freePort(t)), "-token-file", tokenFile, "-kubeconfig", kubeconfig)
-	k := &kubetest.Kubectl{Kubeconfig: kubeconfig}
-	c.waitWorking(k)
+	c.startProxy("proxy-renew", kubeconfig, "-token-file", tokenFile)
+	r := &renewing{k: &kubetest.Kubectl{Kubeconfig: kubeconfig}, become: func(upn, oid string) {
+		mu.Lock()
+		who = [2]string{upn, oid}
+		mu.Unlock()
+		write()
+	}}
+	c.waitWorking(r.k)
+	return r
+}
 
+// renewedSessions opens a watch and an exec through r and keeps both
+// busy for three token lifetimes and more, failing if either ends.
+func renewedSessions(t *testing.T, c *chain, r *renewing) (w, x *running) {
 	batch := fmt.Sprintf("renew-%d", time.Now().UnixNano())
 	create := func(i int) string {
 		name := fmt.Sprintf("%s-%d", batch, i)
@@ -115,22 +124,31 @@ func renewedThroughTheProxy(t *testing.T, c *chain) {
 		c.kubectl().MustRun(t, ctx(t), strings.NewReader(manifest), "create", "-f", "-")
 		return name
 	}
-	w := runKubectl(t, k, "get", "configmaps", "-n", ns, "--watch", "-l", "batch="+batch)
-	x := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--", "cat")
+	w = runKubectl(t, r.k, "get", "configmaps", "-n", ns, "--watch", "-l", "batch="+batch)
+	x = runKubectl(t, r.k, "exec", "-i", "-n", ns, "web", "--", "cat")
 	w.line(t, create(0))
 	start := time.Now()
-	for i := 1; time.Since(start) < 3*lifetime+2*time.Second; i++ {
-		time.Sleep(lifetime / 2)
+	for i := 1; time.Since(start) < 3*renewLifetime+2*time.Second; i++ {
+		time.Sleep(renewLifetime / 2)
 		w.line(t, create(i))
 		fmt.Fprintf(x.stdin, "ping %d\n", i)
 		x.line(t, fmt.Sprintf("ping %d", i))
 	}
-	t.Logf("watch and exec went on for %v, %.1f token lifetimes", time.Since(start).Round(time.Second), time.Since(start).Seconds()/lifetime.Seconds())
+	t.Logf("watch and exec went on for %v, %.1f token lifetimes", time.Since(start).Round(time.Second), time.Since(start).Seconds()/renewLifetime.Seconds())
+	return w, x
+}
 
-	mu.Lock()
-	who = [2]string{"bob@contoso.com", "oid-bob"}
-	mu.Unlock()
-	write()
+// renewedThroughTheProxy: under sessionExpiry "renew", a client proxy
+// whose user's token lives 10 s and is renewed every 4 s keeps a watch
+// and an exec for three token lifetimes and more; when it presents a
+// token of another caller (bob), both end.
+func renewedThroughTheProxy(t *testing.T, c *chain) {
+	c.setPolicy(t, policyWithExpiry("renew"))
+	defer c.setPolicy(t, basePolicy)
+	r := startRenewing(t, c)
+	w, x := renewedSessions(t, c, r)
+
+	r.become("bob@contoso.com", "oid-bob")
 	presented := time.Now()
 	l := w.line(t, "another caller")
 	assert.Contains(t, l, "a token of another caller was presented to renew this session")

@@ -529,3 +529,21 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// In a fleet, the client proxy's renewals reach the replica its HTTP/2
+// connection goes to, while an exec's carrier, a connection of its own,
+// goes through the balancer to another. There the exec's token expires
+// unrenewed, the replica ends its carrier in words a renewing client
+// resumes past, and the client proxy re-attaches with the user's current
+// token: the exec and the watch go on for three token lifetimes and more.
+func TestFleetRenewalKeepsSessionsOnEveryReplica(t *testing.T) {
+	c := newChainWith(t, 3, withPolicy(policyWithExpiry("renew")))
+	r := startRenewing(t, c)
+	renewedSessions(t, c, r)
+	expired := 0
+	for _, rep := range c.replicas {
+		expired += strings.Count(c.logs(rep.name), "end=expired")
+	}
+	assert.Positive(t, expired, "no session ended unrenewed at a replica: the test did not cross replicas")
+	t.Logf("sessions ended unrenewed at their replica and went on: %d", expired)
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +49,14 @@ func runKubectl(t *testing.T, k *kubetest.Kubectl, args ...string) *running {
 		close(r.exited)
 	}()
 	t.Cleanup(func() { cmd.Process.Kill(); <-r.exited })
+	return r
+}
+
+// runCat runs kubectl exec -i … cat in the pod web, once it echoes.
+func runCat(t *testing.T, k *kubetest.Kubectl) *running {
+	r := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--", "cat")
+	fmt.Fprintln(r.stdin, "hello")
+	r.line(t, "hello")
 	return r
 }
 
@@ -130,12 +137,7 @@ func accessRevoked(t *testing.T, c *chain) {
 		r.line(t, name)
 		return r
 	}
-	exe := func(k *kubetest.Kubectl) *running {
-		r := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--", "cat")
-		fmt.Fprintln(r.stdin, "hello")
-		r.line(t, "hello")
-		return r
-	}
+	exe := func(k *kubetest.Kubectl) *running { return runCat(t, k) }
 	all := map[string]*running{
 		"alice's watch through the proxy": watch(aliceProxy), "alice's exec through the proxy": exe(aliceProxy),
 		"alice's watch, direct": watch(aliceDirect), "alice's exec, direct": exe(aliceDirect),
@@ -143,18 +145,7 @@ func accessRevoked(t *testing.T, c *chain) {
 	}
 	sessions := all
 	// And a port-forward each way for alice.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer conn.Close(); io.Copy(conn, conn) }()
-		}
-	}()
+	ln := echoListener(t)
 	type forwarding struct {
 		cmd    *exec.Cmd
 		stderr *lockedBuffer

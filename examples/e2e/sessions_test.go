@@ -184,18 +184,7 @@ func portForwardLostForGood(t *testing.T, c *chain) {
 	short := c.startProxy("proxy-short-grace-pf", kc, "-session-grace", "2s")
 	defer short.kill()
 	c.waitWorking(&kubetest.Kubectl{Kubeconfig: kc})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer conn.Close(); io.Copy(conn, conn) }()
-		}
-	}()
+	ln := echoListener(t)
 	for _, tc := range []struct{ name, kubeconfig, env string }{
 		{"websocket through the client proxy", kc, ""},
 		{"spdy through the client proxy", kc, "KUBECTL_PORT_FORWARD_WEBSOCKETS=false"},
@@ -240,4 +229,22 @@ func portForward(t *testing.T, k *kubetest.Kubectl, ln net.Listener) (*exec.Cmd,
 	conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
 	require.NoError(t, err)
 	return cmd, stderr, conn
+}
+
+// echoListener listens on loopback, echoing what each connection sends,
+// until the test ends: a pod's port for port-forwards.
+func echoListener(t *testing.T) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer conn.Close(); io.Copy(conn, conn) }()
+		}
+	}()
+	return ln
 }
