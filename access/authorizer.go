@@ -39,6 +39,10 @@ type Config struct {
 	// list groups: a graph.Resolver. Without one such callers get in only
 	// as listed users or apps.
 	GroupResolver tokens.GroupResolver
+	// EndedSessions remembers why sessions were ended, so that their
+	// carriers are not re-attached; nil: in this process's memory. The
+	// replicas of a fleet share one (an etcddir.Directory).
+	EndedSessions EndedSessions
 	// Logger receives refusals with their reasons (never a token); nil
 	// discards them.
 	Logger *slog.Logger
@@ -63,8 +67,8 @@ type Authorizer struct {
 	callers   map[callerKey]*budget
 	lastSweep time.Time
 
-	sessions sessionSet // long-lived requests admitted and not over
-	ended    endedSet   // the IDs of those ended here, for a while
+	sessions sessionSet    // long-lived requests admitted and not over
+	ended    EndedSessions // why some were ended, for a while
 }
 
 var _ tunnel.ClientAuthorizer = (*Authorizer)(nil)
@@ -101,6 +105,9 @@ func New(cfg *Config) (*Authorizer, error) {
 	}
 	if a.maxCallers <= 0 {
 		a.maxCallers = DefaultMaxCallers
+	}
+	if a.ended = cfg.EndedSessions; a.ended == nil {
+		a.ended = &endedSet{}
 	}
 	if err := a.SetPolicy(cfg.Policy); err != nil {
 		return nil, err
@@ -174,8 +181,8 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	var caller string
 	var groups []string
 	tok, err := a.v.Verify(r.Context(), raw)
-	if of := r.Header.Get(HeaderSessionOf); of != "" && err == nil {
-		if ended := a.ended.lookup(of); ended != nil {
+	if of := sessionOf(r.Header); of != "" && err == nil {
+		if ended := a.endedError(r.Context(), of); ended != nil {
 			return nil, ended // a session ended here does not re-attach; its caller reads why
 		}
 	}
@@ -226,9 +233,12 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		// A carrier of a session that re-attaches later names this ID:
 		// if the session is ended here, so is its re-attaching.
 		tunnelEnd := end
+		if of := sessionOf(r.Header); of != "" {
+			id = of // a re-attaching carrier: the session is its first's
+		}
 		end = func(err error) {
 			if ae, ok := err.(*tunnel.AccessError); !ok || !ae.ClientMayResume {
-				a.ended.note(id, err)
+				a.noteEnded(id, err)
 			}
 			tunnelEnd(err)
 		}

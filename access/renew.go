@@ -1,6 +1,7 @@
 package access
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -33,8 +34,29 @@ const HeaderSessionKey = "Clusterconnect-Session-Key"
 // caller, with a token the relay accepts now.
 const HeaderSessionOf = "Clusterconnect-Session-Of"
 
-// endedSet remembers, for endedFor, the sessions the Authorizer ended and
-// why, by request ID; at most maxEnded, the oldest forgotten first.
+// sessionOf is the ID HeaderSessionOf names, if it is one an ID may be.
+func sessionOf(h http.Header) string {
+	vs := h.Values(HeaderSessionOf)
+	if len(vs) == 0 {
+		return ""
+	}
+	return httpx.RequestID(http.Header{httpx.HeaderAuditID: vs})
+}
+
+// EndedSessions remembers, for a while, why the Authorizer ended
+// sessions, by their first request's ID, so that their carriers are not
+// re-attached (HeaderSessionOf). The default keeps it in memory; the
+// replicas of a fleet share one (etcddir.Directory), so that a carrier
+// re-attaching through another replica is refused too.
+type EndedSessions interface {
+	// NoteEnded keeps why (opaque bytes) for id until until.
+	NoteEnded(ctx context.Context, id string, why []byte, until time.Time) error
+	// Ended returns what was kept for id, or nil.
+	Ended(ctx context.Context, id string) ([]byte, error)
+}
+
+// endedSet is the in-memory EndedSessions: at most maxEnded, the oldest
+// forgotten first.
 type endedSet struct {
 	mu    sync.Mutex
 	why   map[string]endedAt
@@ -42,8 +64,8 @@ type endedSet struct {
 }
 
 type endedAt struct {
-	err error
-	at  time.Time
+	why   []byte
+	until time.Time
 }
 
 const (
@@ -53,33 +75,66 @@ const (
 	maxEnded = 10_000
 )
 
-func (s *endedSet) note(id string, err error) {
+func (s *endedSet) NoteEnded(_ context.Context, id string, why []byte, until time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.why == nil {
 		s.why = map[string]endedAt{}
 	}
 	if _, ok := s.why[id]; ok {
-		return
+		return nil
 	}
 	if len(s.order) >= maxEnded {
 		delete(s.why, s.order[0])
 		s.order = s.order[1:]
 	}
-	s.why[id] = endedAt{err, time.Now()}
+	s.why[id] = endedAt{why, until}
 	s.order = append(s.order, id)
+	return nil
 }
 
-// lookup returns why the session whose first request had this ID was
-// ended, if it was, lately.
-func (s *endedSet) lookup(id string) error {
+func (s *endedSet) Ended(_ context.Context, id string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.why[id]
-	if !ok || time.Since(e.at) > endedFor {
+	if !ok || time.Now().After(e.until) {
+		return nil, nil
+	}
+	return e.why, nil
+}
+
+// noteEnded keeps why the session whose first request had this ID was
+// ended. It is kept before the session is cut, so that a carrier that
+// re-attaches at once, through any replica, finds it: in a fleet an
+// ending waits for etcd (a write, at most 5 s).
+func (a *Authorizer) noteEnded(id string, err error) {
+	var ae *tunnel.AccessError
+	if !errors.As(err, &ae) {
+		return
+	}
+	why, _ := json.Marshal(ae)
+	if err := a.ended.NoteEnded(context.Background(), id, why, time.Now().Add(endedFor)); err != nil {
+		a.log.Warn("cannot note an ended session; its carrier may re-attach elsewhere", "err", err)
+	}
+}
+
+// endedError is why the session whose first request had this ID was
+// ended, if it was, lately; nil if it was not, or if that cannot be told
+// now (the session's caller and the agent are still checked).
+func (a *Authorizer) endedError(ctx context.Context, id string) error {
+	why, err := a.ended.Ended(ctx, id)
+	if err != nil {
+		a.log.Warn("cannot tell whether a session was ended", "err", err)
 		return nil
 	}
-	return e.err
+	if why == nil {
+		return nil
+	}
+	var ae tunnel.AccessError
+	if json.Unmarshal(why, &ae) != nil {
+		return nil
+	}
+	return &ae
 }
 
 // sessionKey is the hash of the session key h carries, or zero.

@@ -241,6 +241,7 @@ const (
 	clustersDir = "clusters/"
 	replicasDir = "replicas/"
 	replaysDir  = "replays/" // agent assertions' IDs, each until it expires
+	endedDir    = "ended/"   // sessions the front door ended, and why, for a while
 )
 
 // key is where this replica's entry for cluster lives.
@@ -384,4 +385,35 @@ func (d *Directory) Claim(ctx context.Context, key string, until time.Time) (boo
 		return false, fmt.Errorf("etcddir: replay cache: %w", err)
 	}
 	return resp.Succeeded, nil
+}
+
+// NoteEnded implements access.EndedSessions: why is kept under
+// <prefix>ended/<id>, on a lease of its own that ends at until, for every
+// replica to read.
+func (d *Directory) NoteEnded(ctx context.Context, id string, why []byte, until time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	lease, err := d.cfg.Client.Grant(ctx, max(int64(time.Until(until)/time.Second)+1, 1))
+	if err != nil {
+		return fmt.Errorf("etcddir: ended sessions: %w", err)
+	}
+	if _, err := d.cfg.Client.Put(ctx, d.cfg.Prefix+endedDir+id, string(why), clientv3.WithLease(lease.ID)); err != nil {
+		d.cfg.Client.Revoke(context.WithoutCancel(ctx), lease.ID)
+		return fmt.Errorf("etcddir: ended sessions: %w", err)
+	}
+	return nil
+}
+
+// Ended implements access.EndedSessions.
+func (d *Directory) Ended(ctx context.Context, id string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := d.cfg.Client.Get(ctx, d.cfg.Prefix+endedDir+id)
+	if err != nil {
+		return nil, fmt.Errorf("etcddir: ended sessions: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	return resp.Kvs[0].Value, nil
 }

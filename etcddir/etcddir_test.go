@@ -178,3 +178,25 @@ func TestReplayCacheIsShared(t *testing.T) {
 		return err == nil && ok
 	}, 30*time.Second, 200*time.Millisecond, "the key expired with its lease")
 }
+
+// A session one replica ended is known at every other, for as long as
+// it was noted for.
+func TestEndedSessionsAreShared(t *testing.T) {
+	e := startEtcd(t, 1)
+	a := run(t, client(t, e.Endpoints()), "r0", "10.0.0.1:8444")
+	b := run(t, client(t, e.Endpoints()), "r1", "10.0.0.2:8444")
+	ctx := context.Background()
+	require.NoError(t, a.NoteEnded(ctx, "id-1", []byte(`{"Reason":"expired"}`), time.Now().Add(time.Minute)))
+	why, err := b.Ended(ctx, "id-1")
+	require.NoError(t, err)
+	assert.Equal(t, `{"Reason":"expired"}`, string(why))
+	why, err = b.Ended(ctx, "id-2")
+	require.NoError(t, err)
+	assert.Nil(t, why, "nothing for a session nobody ended")
+
+	require.NoError(t, a.NoteEnded(ctx, "id-3", []byte("x"), time.Now().Add(time.Second)))
+	require.Eventually(t, func() bool {
+		why, err := b.Ended(ctx, "id-3")
+		return err == nil && why == nil
+	}, 30*time.Second, 200*time.Millisecond, "the entry expired with its lease")
+}

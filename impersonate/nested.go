@@ -197,6 +197,22 @@ type endedConn struct {
 	ctx context.Context
 }
 
+// Write drops what the client sends once the handler ended the request:
+// the reverse proxy stops copying both ways when either fails, and the
+// client must still read why.
+func (c *endedConn) Write(p []byte) (int, error) {
+	n, err := c.ReadWriteCloser.Write(p)
+	if err != nil && c.ended() {
+		return len(p), nil
+	}
+	return n, err
+}
+
+func (c *endedConn) ended() bool {
+	var ended *sessionEnded
+	return errors.As(context.Cause(c.ctx), &ended)
+}
+
 func (c *endedConn) Read(p []byte) (int, error) {
 	n, err := c.ReadWriteCloser.Read(p)
 	if err != nil && err != io.EOF {

@@ -195,7 +195,11 @@ func (s *Server) callers() (tunnel.ClientAuthorizer, error) {
 		switch {
 		case err != nil:
 		case authz == nil:
-			authz, err = access.New(&access.Config{Verifier: c.Verifier, Policy: p, Logger: s.log, GroupResolver: c.GroupResolver})
+			var ended access.EndedSessions // a fleet's replicas share theirs
+			if s.fleet != nil {
+				ended = s.fleet.dir
+			}
+			authz, err = access.New(&access.Config{Verifier: c.Verifier, Policy: p, Logger: s.log, GroupResolver: c.GroupResolver, EndedSessions: ended})
 		default:
 			err = authz.SetPolicy(p)
 		}

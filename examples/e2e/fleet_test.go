@@ -547,3 +547,18 @@ func TestFleetRenewalKeepsSessionsOnEveryReplica(t *testing.T) {
 	assert.Positive(t, expired, "no session ended unrenewed at a replica: the test did not cross replicas")
 	t.Logf("sessions ended unrenewed at their replica and went on: %d", expired)
 }
+
+// Under "sessionExpiry": "end", an exec through the client proxy ends
+// when the token it was opened with expires, though its carrier would
+// re-attach through another replica with the user's current token: the
+// replicas share, in etcd, which sessions they ended and why.
+func TestFleetEndAtExpiryIsNotUndoneByAnotherReplica(t *testing.T) {
+	c := newChainWith(t, 3, withPolicy(policyWithExpiry("end")))
+	r := startRenewing(t, c)
+	x := runCat(t, r.k)
+	start := time.Now()
+	code := x.ended(t, renewLifetime+15*time.Second)
+	t.Logf("the exec ended %v after it began: exit %d, %q", time.Since(start).Round(10*time.Millisecond), code, x.stderr.String())
+	assert.Equal(t, 1, code)
+	assert.Contains(t, x.stderr.String(), "error: clusterconnect: the relay refused to carry the session on: the token this session was opened with expired")
+}
