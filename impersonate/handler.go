@@ -164,8 +164,7 @@ func New(cfg *Config) (*Handler, error) {
 		return nil, err
 	}
 	errLog := log.New(slogWriter{lg}, "", 0)
-	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: own, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: httpx.Buffers,
-		ModifyResponse: endsInWords}
+	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: own, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: httpx.Buffers}
 	h.passProxy = &httputil.ReverseProxy{Rewrite: h.rewritePassThrough, Transport: anon, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: httpx.Buffers}
 	authz, err := authorizationv1client.NewForConfig(rc)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/clusterconnect/clusterconnect/sessions"
 	"github.com/clusterconnect/clusterconnect/tokens"
 )
 
@@ -169,57 +167,8 @@ func lostGroup(was, now *tokens.Identity) string {
 	return ""
 }
 
-// sessionEnded is why the handler ended a session, in the words its
-// client is shown (package sessions puts them on an exec's error stream).
+// sessionEnded is why the handler ended a session: the cause of its
+// request's context.
 type sessionEnded struct{ msg string }
 
-func (e *sessionEnded) Error() string         { return "impersonate: " + e.msg }
-func (e *sessionEnded) HTTPStatus() int       { return http.StatusForbidden }
-func (e *sessionEnded) ClientMessage() string { return e.msg }
-
-// endsInWords is the handler's ModifyResponse: an exec or attach that the
-// handler ends (recheck) ends with a Status saying why, on its error
-// stream, rather than with a connection cut short.
-func endsInWords(resp *http.Response) error {
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return nil
-	}
-	if conn, ok := resp.Body.(io.ReadWriteCloser); ok {
-		resp.Body = sessions.EndInWords(resp, &endedConn{ReadWriteCloser: conn, ctx: resp.Request.Context()})
-	}
-	return nil
-}
-
-// endedConn is an upgraded connection to the API server whose failed
-// read, once the handler ended its request, says why.
-type endedConn struct {
-	io.ReadWriteCloser
-	ctx context.Context
-}
-
-// Write drops what the client sends once the handler ended the request:
-// the reverse proxy stops copying both ways when either fails, and the
-// client must still read why.
-func (c *endedConn) Write(p []byte) (int, error) {
-	n, err := c.ReadWriteCloser.Write(p)
-	if err != nil && c.ended() {
-		return len(p), nil
-	}
-	return n, err
-}
-
-func (c *endedConn) ended() bool {
-	var ended *sessionEnded
-	return errors.As(context.Cause(c.ctx), &ended)
-}
-
-func (c *endedConn) Read(p []byte) (int, error) {
-	n, err := c.ReadWriteCloser.Read(p)
-	if err != nil && err != io.EOF {
-		var ended *sessionEnded
-		if errors.As(context.Cause(c.ctx), &ended) {
-			return n, ended
-		}
-	}
-	return n, err
-}
+func (e *sessionEnded) Error() string { return "impersonate: " + e.msg }

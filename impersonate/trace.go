@@ -40,14 +40,16 @@ func endTrace(span trace.Span, status int, who *tokens.Identity) {
 }
 
 // towardsAPIServer ends the token check's span, if there is one, and
-// starts the span of the request to the API server, under the hop's
-// (hopCtx), ending when the request does.
+// starts the span of the request to the API server, under the hop's (the
+// span of hopCtx) but in r's context, which may have been given more
+// since (a recheck's), ending when the request does.
 func (h *Handler) towardsAPIServer(r *http.Request, hopCtx context.Context, check trace.Span) *http.Request {
 	if check == nil {
 		return r
 	}
 	check.End()
-	ctx, span := h.tracer.Start(hopCtx, "kube-apiserver", trace.WithSpanKind(trace.SpanKindClient))
+	parent := trace.ContextWithSpan(r.Context(), trace.SpanFromContext(hopCtx))
+	ctx, span := h.tracer.Start(parent, "kube-apiserver", trace.WithSpanKind(trace.SpanKindClient))
 	context.AfterFunc(ctx, func() { span.End() })
 	return r.WithContext(ctx)
 }
