@@ -103,6 +103,16 @@
 // expired and replayed assertions and assertions made for another relay
 // (each names its relay, [AssertionAudience]).
 //
+// # Request IDs, lines and traces
+//
+// The relay gives each client request an ID ([RequestID]), answers it as
+// Audit-Id and sends it to the agent as Audit-ID, which kube-apiserver
+// records the request under; a client's own is kept only with
+// [RelayConfig.TrustClientIDs]. With a Logger, the relay writes a line per
+// request, and a line when a session starts and when it ends, with why;
+// a [ClientAuthorizer] names the caller for them with [NoteCaller]. With
+// [RelayConfig.TracerProvider], it makes OpenTelemetry spans of its hop.
+//
 // # Metrics
 //
 // With [RelayConfig.Registerer] or [AgentConfig.Registerer] set, the relay
@@ -116,6 +126,10 @@
 //     400 only, so that callers cannot make series up;
 //   - request_duration_seconds{class}: reads and writes, to the end of the
 //     answer;
+//   - on the relay, sessions{class} and sessions_ended_total{class, end}:
+//     long-lived requests whose answer began (watch, follow, exec, attach,
+//     portforward, upgrade), and why they ended (client, upstream, lost,
+//     stalled, relay-stopped, revoked, expired, cluster-removed, ended);
 //   - tunnel_connections, tunnel_connections_opened_total,
 //     tunnel_connections_closed_total{reason}: peer-closed,
 //     network-error, lost, and relay-closed, drained (relay) or shutdown,
