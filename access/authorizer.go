@@ -181,9 +181,19 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	var caller string
 	var groups []string
 	tok, err := a.v.Verify(r.Context(), raw)
-	if of := sessionOf(r.Header); of != "" && err == nil {
+	if of := sessionOf(r.Header); of != "" && err == nil && c != nil {
+		// A session ended here does not re-attach; its caller reads why
+		// (asked before the cluster's rule, whose refusal says less; a
+		// cluster the policy does not list is refused below, and makes
+		// no budget). The question may cost a read of etcd: it counts
+		// against the caller's rate first.
+		release, err := a.admit(clusterID, tok.Caller(), c.limits)
+		if err != nil {
+			return nil, err
+		}
+		release()
 		if ended := a.endedError(r.Context(), of); ended != nil {
-			return nil, ended // a session ended here does not re-attach; its caller reads why
+			return nil, ended
 		}
 	}
 	switch {

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,8 +35,8 @@ type relayEnv struct {
 	lastID string // the request ID of the last watch opened
 }
 
-func newRelayEnv(t *testing.T, policy string) *relayEnv {
-	e := &relayEnv{env: newEnv(t, policy), tick: make(chan struct{})}
+func newRelayEnv(t *testing.T, policy string, tweak ...func(*oidctest.Issuer, *access.Config)) *relayEnv {
+	e := &relayEnv{env: newEnv(t, policy, tweak...), tick: make(chan struct{})}
 	relay, err := tunnel.NewRelay(&tunnel.RelayConfig{Authenticator: tunnel.SecretAuthenticator{"prod": "s3cret"}, ClientAuthorizer: e.authz,
 		Middleware: sessions.Watches})
 	require.NoError(t, err)
@@ -213,7 +214,9 @@ func TestARefusedRenewalEndsTheSessions(t *testing.T) {
 // caller's request rate, so one caller cannot make the relay verify and
 // look up without bound.
 func TestRenewalsAreBoundedAndHoldNothing(t *testing.T) {
-	e := newRelayEnv(t, `{"clusters": {"prod": {"groups": ["`+ops+`"], "sessionExpiry": "renew", "limits": {"callerRate": 1, "callerBurst": 5}}}}`)
+	lookups := &countedEnded{}
+	e := newRelayEnv(t, `{"clusters": {"prod": {"groups": ["`+ops+`"], "sessionExpiry": "renew", "limits": {"callerRate": 1, "callerBurst": 5}}}}`,
+		func(_ *oidctest.Issuer, c *access.Config) { c.EndedSessions = lookups })
 	const key = "0123456789abcdef-client-proxy-key"
 	alice := e.token(oidctest.EntraClaims{OID: alice, Groups: []string{ops}})
 	lines := e.watch(alice, key)
@@ -231,6 +234,22 @@ func TestRenewalsAreBoundedAndHoldNothing(t *testing.T) {
 		}
 	}
 	assert.GreaterOrEqual(t, limited, 14, "past the burst of 5 (one more a second), renewals get 429")
+	// Asking whether a session was ended (a re-attaching carrier) may
+	// cost an etcd read in a fleet: it counts against the rate too.
+	limited = 0
+	for i := range 10 {
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/clusters/prod/api/v1/pods?watch=true", nil)
+		req.Header.Set("Authorization", "Bearer "+alice)
+		req.Header.Set(access.HeaderSessionOf, fmt.Sprintf("some-session-%d", i))
+		resp, err := e.srv.Client().Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	assert.GreaterOrEqual(t, limited, 8, "re-attaching carriers past the rate get 429")
+	assert.LessOrEqual(t, int(lookups.asked.Load()), 10-limited, "…before anything is looked up")
 	assert.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+2 }, 10*time.Second, 10*time.Millisecond,
 		"goroutines left: %d, %d before", runtime.NumGoroutine(), before)
 
@@ -262,4 +281,14 @@ func TestAnExpiredRenewableSessionMayBeResumed(t *testing.T) {
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "the session's caller, with a fresh token, goes on")
+}
+
+// countedEnded is an EndedSessions that remembers nothing and counts the
+// questions: what a fleet's etcd would be asked.
+type countedEnded struct{ asked atomic.Int64 }
+
+func (c *countedEnded) NoteEnded(context.Context, string, []byte, time.Time) error { return nil }
+func (c *countedEnded) Ended(context.Context, string) ([]byte, error) {
+	c.asked.Add(1)
+	return nil, nil
 }
