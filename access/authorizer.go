@@ -198,16 +198,8 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	}
 	switch {
 	case err == nil:
-		why := c.refuse(tok, nil)
-		if why == whyOverage && a.groups != nil {
-			var gerr error
-			if groups, gerr = a.groups.ResolveGroups(r.Context(), tok); gerr != nil {
-				a.log.Warn("cannot resolve a caller's groups (overage)", "cluster", clusterID, "subject", tok.Subject, "err", gerr)
-				why = "groups overage, and resolving the groups failed"
-			} else {
-				why = c.refuse(tok, groups)
-			}
-		}
+		var why string
+		why, groups = a.refusal(r.Context(), c, clusterID, tok)
 		if why != "" {
 			a.log.Info("caller refused", "cluster", clusterID, "issuer", tok.Issuer, "subject", tok.Subject, "tenant", tok.TenantID, "reason", why)
 			return nil, errForbidden
@@ -265,6 +257,22 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		a.revoke(a.policy.Load())
 	}
 	return func() { remove(); release() }, nil
+}
+
+// refusal says why c does not let tok in, or "", resolving the groups of
+// a token whose groups did not fit in it (which it returns) when that may
+// let it in.
+func (a *Authorizer) refusal(ctx context.Context, c *rule, clusterID string, tok *tokens.Token) (why string, groups []string) {
+	why = c.refuse(tok, nil)
+	if why != whyOverage || a.groups == nil {
+		return why, nil
+	}
+	groups, err := a.groups.ResolveGroups(ctx, tok)
+	if err != nil {
+		a.log.Warn("cannot resolve a caller's groups (overage)", "cluster", clusterID, "subject", tok.Subject, "err", err)
+		return "groups overage, and resolving the groups failed", nil
+	}
+	return c.refuse(tok, groups), groups
 }
 
 // whyOverage is refuse's reason for a token whose groups did not fit in

@@ -292,3 +292,23 @@ func (c *countedEnded) Ended(context.Context, string) ([]byte, error) {
 	c.asked.Add(1)
 	return nil, nil
 }
+
+// A renewal that comes with a body — never read — is refused at once and
+// its connection closed: a caller trickling one holds nothing.
+func TestARenewalWithABodyIsRefusedAtOnce(t *testing.T) {
+	e := newRelayEnv(t, fmt.Sprintf(expiryPolicy, "renew"))
+	roots := x509.NewCertPool()
+	roots.AddCert(e.srv.Certificate())
+	c, err := tls.Dial("tcp", e.srv.Listener.Addr().String(), &tls.Config{RootCAs: roots, ServerName: "example.com", NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err)
+	defer c.Close()
+	fmt.Fprint(c, "POST /sessions/renew/prod HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer garbage\r\n"+
+		access.HeaderSessionKey+": 0123456789abcdef-client-proxy-key\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n") // and the body never ends
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	io.Copy(io.Discard, resp.Body)
+	_, err = br.ReadByte()
+	assert.ErrorIs(t, err, io.EOF, "the relay closed the connection")
+}

@@ -180,8 +180,13 @@ func (a *Authorizer) RenewHandler() http.Handler {
 
 func (a *Authorizer) renew(w http.ResponseWriter, r *http.Request) {
 	cluster := r.PathValue("cluster")
-	if r.Method != http.MethodPost {
-		httpx.WriteStatus(w, r, http.StatusMethodNotAllowed, "", "access: renew sessions with POST")
+	switch {
+	case r.Method != http.MethodPost:
+		httpx.Refuse(w, r, http.StatusMethodNotAllowed, "", "access: renew sessions with POST")
+		return
+	case httpx.HasBody(r):
+		// Never read: a caller trickling one must not hold the connection.
+		httpx.Refuse(w, r, http.StatusBadRequest, "", "access: a renewal has no body")
 		return
 	}
 	key := sessionKey(r.Header)
@@ -210,14 +215,7 @@ func (a *Authorizer) renew(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteStatus(w, r, http.StatusUnauthorized, "", "access: the relay did not accept the token: "+err.Error())
 		return
 	}
-	var groups []string
-	why := c.refuse(tok, nil)
-	if why == whyOverage && a.groups != nil {
-		if groups, err = a.groups.ResolveGroups(r.Context(), tok); err == nil {
-			why = c.refuse(tok, groups)
-		}
-	}
-	if why != "" {
+	if why, _ := a.refusal(r.Context(), c, cluster, tok); why != "" {
 		a.endAll(key, cluster, errRevoked)
 		httpx.WriteStatus(w, r, errForbidden.Code, "", errForbidden.Message)
 		return

@@ -9,8 +9,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strings"
 	"time"
+
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
 
 // DefaultResumeWithin is how long a broken watch keeps trying to resume
@@ -66,28 +67,7 @@ func (w *watches) RoundTrip(req *http.Request) (*http.Response, error) {
 // (or 1) in the query, or the old paths with watch after the version
 // (/api/v1/watch/…, /apis/{group}/{version}/watch/…), also under a
 // relay's /clusters/{id} prefix.
-func IsWatch(req *http.Request) bool {
-	if strings.Contains(req.URL.RawQuery, "watch=") {
-		switch req.URL.Query().Get("watch") {
-		case "true", "1":
-			return true
-		}
-	}
-	if !strings.Contains(req.URL.Path, "/watch/") {
-		return false // most requests: decided without a copy
-	}
-	segs := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
-	if len(segs) >= 2 && segs[0] == "clusters" {
-		segs = segs[2:]
-	}
-	switch {
-	case len(segs) >= 3 && segs[0] == "api":
-		return segs[2] == "watch"
-	case len(segs) >= 4 && segs[0] == "apis":
-		return segs[3] == "watch"
-	}
-	return false
-}
+func IsWatch(req *http.Request) bool { return httpx.IsWatch(req) }
 
 // framing tells where a watch stream's events end.
 type framing interface {

@@ -3,9 +3,9 @@ package tunnel
 import (
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -29,23 +29,12 @@ func requestClass(req *http.Request, upgrade bool) string {
 	switch {
 	case upgrade:
 		return classUpgrade
-	case req.Method == http.MethodGet && isWatch(req):
+	case req.Method == http.MethodGet && httpx.SessionClass(req) == "watch":
 		return classWatch
 	case req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == http.MethodOptions:
 		return classRead
 	}
 	return classWrite
-}
-
-func isWatch(req *http.Request) bool {
-	if strings.Contains(req.URL.Path, "/watch/") {
-		return true
-	}
-	if !strings.Contains(req.URL.RawQuery, "watch") {
-		return false
-	}
-	v := req.URL.Query().Get("watch")
-	return v == "true" || v == "1"
 }
 
 // durationBuckets span a cached GET on loopback (~1 ms) to a slow list

@@ -102,36 +102,8 @@ func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) (
 	}
 	// No cluster name in the details: the answer must not depend on
 	// whether the cluster exists.
-	refuse(w, req, ae.Code, "", ae.Message)
+	httpx.Refuse(w, req, ae.Code, "", ae.Message)
 	return nil, false
-}
-
-// refuse answers req with a Status. A request with a body that is not
-// going to be read is refused at once and, over HTTP/1.x, its connection
-// closed after the answer: net/http reads up to 256 KiB of an unread body,
-// before answering and again after, so a refused caller trickling a body
-// would hold the connection and its goroutine as long as it liked. The
-// answer carries its length, so it is complete all the same.
-func refuse(w http.ResponseWriter, req *http.Request, code int, name, message string) {
-	if req.ProtoMajor != 1 || !hasBody(req) {
-		httpx.WriteStatus(w, req, code, name, message)
-		return
-	}
-	w.Header().Set("Connection", "close")
-	httpx.WriteStatus(w, req, code, name, message)
-	rc := http.NewResponseController(w)
-	if rc.Flush() == nil {
-		if conn, _, err := rc.Hijack(); err == nil {
-			conn.Close()
-		}
-	}
-}
-
-// hasBody reports whether the client sends, or may send, a body. For
-// server requests only: on a client request a zero ContentLength with a
-// Body means a length not known yet.
-func hasBody(req *http.Request) bool {
-	return req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody
 }
 
 func noRelease() {}

@@ -92,8 +92,8 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		httpx.WriteStatus(w, req, http.StatusBadRequest, id, "tunnel: protocol upgrades need HTTP/1.1")
 		return
 	}
-	if upgrade && hasBody(req) {
-		refuse(w, req, http.StatusBadRequest, id, ErrUpgradeBody.Error())
+	if upgrade && httpx.HasBody(req) {
+		httpx.Refuse(w, req, http.StatusBadRequest, id, ErrUpgradeBody.Error())
 		return
 	}
 	cw := newClientWriter(w, r.cfg.WriteTimeout, &r.stats.writeTimeouts)
@@ -299,7 +299,7 @@ func outgoing(req *http.Request, escapedPath string) *http.Request {
 		Body:          req.Body,
 		Trailer:       req.Trailer,
 	}
-	if !hasBody(req) {
+	if !httpx.HasBody(req) {
 		out.Body = nil
 	}
 	return out.WithContext(req.Context())

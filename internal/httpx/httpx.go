@@ -208,3 +208,32 @@ func ServeSide(ctx context.Context, addr string, h http.Handler, log *slog.Logge
 		log.Error(what+" stopped", "err", err)
 	}
 }
+
+// Refuse answers req with a Status (WriteStatus). A request with a body
+// that is not going to be read is refused at once and, over HTTP/1.x, its
+// connection closed after the answer: net/http reads up to 256 KiB of an
+// unread body, before answering and again after, so a refused caller
+// trickling a body would hold the connection and its goroutine as long
+// as it liked. The answer carries its length, so it is complete all the
+// same.
+func Refuse(w http.ResponseWriter, req *http.Request, code int, name, message string) {
+	if req.ProtoMajor != 1 || !HasBody(req) {
+		WriteStatus(w, req, code, name, message)
+		return
+	}
+	w.Header().Set("Connection", "close")
+	WriteStatus(w, req, code, name, message)
+	rc := http.NewResponseController(w)
+	if rc.Flush() == nil {
+		if conn, _, err := rc.Hijack(); err == nil {
+			conn.Close()
+		}
+	}
+}
+
+// HasBody reports whether the client sends, or may send, a body. For
+// server requests only: on a client request a zero ContentLength with a
+// Body means a length not known yet.
+func HasBody(req *http.Request) bool {
+	return req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody
+}

@@ -75,17 +75,37 @@ func SessionClass(r *http.Request) string {
 			}
 		}
 		return "upgrade"
-	case strings.Contains(r.URL.Path, "/watch/"):
+	case IsWatch(r):
 		return "watch"
-	case !strings.Contains(r.URL.RawQuery, "watch") && !strings.Contains(r.URL.RawQuery, "follow"):
-		return ""
-	}
-	q := r.URL.Query()
-	switch {
-	case q.Get("watch") == "true" || q.Get("watch") == "1":
-		return "watch"
-	case q.Get("follow") == "true":
+	case strings.Contains(r.URL.RawQuery, "follow=") && r.URL.Query().Get("follow") == "true":
 		return "follow"
 	}
 	return ""
+}
+
+// IsWatch reports whether req asks the API server for a watch: watch=true
+// (or 1) in the query, or the old paths with watch after the version
+// (/api/v1/watch/…, /apis/{group}/{version}/watch/…), also under a
+// relay's /clusters/{id} prefix.
+func IsWatch(req *http.Request) bool {
+	if strings.Contains(req.URL.RawQuery, "watch=") {
+		switch req.URL.Query().Get("watch") {
+		case "true", "1":
+			return true
+		}
+	}
+	if !strings.Contains(req.URL.Path, "/watch/") {
+		return false // most requests: decided without a copy
+	}
+	segs := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+	if len(segs) >= 2 && segs[0] == "clusters" {
+		segs = segs[2:]
+	}
+	switch {
+	case len(segs) >= 3 && segs[0] == "api":
+		return segs[2] == "watch"
+	case len(segs) >= 4 && segs[0] == "apis":
+		return segs[3] == "watch"
+	}
+	return false
 }
