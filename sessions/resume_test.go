@@ -36,6 +36,7 @@ type cluster struct {
 	oldest     int
 	failFirst  int    // answers that fail outright before any works: the cluster unreachable
 	refuse     string // once set, watches are refused with 403 and a Status saying this
+	unready    int    // answers of 503 before any works: the cluster reconnecting
 
 	mu   sync.Mutex
 	asks []string // the queries it was asked
@@ -77,7 +78,15 @@ func (c *cluster) RoundTrip(req *http.Request) (*http.Response, error) {
 	breakIt := c.breaks > 0
 	c.breaks--
 	refuse := c.refuse
+	unready := c.unready > 0 && req.URL.Query().Get("resourceVersion") != "100"
+	if unready {
+		c.unready--
+	}
 	c.mu.Unlock()
+	if unready {
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable", Header: http.Header{},
+			Body: io.NopCloser(strings.NewReader(`{"kind":"Status","message":"cluster \"c\" is not connected to the relay","code":503}`))}, nil
+	}
 	if refuse != "" {
 		body := fmt.Sprintf(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":%q,"reason":"Forbidden","code":403}`, refuse)
 		return &http.Response{StatusCode: http.StatusForbidden, Status: "403 Forbidden", Header: http.Header{"Content-Type": {"application/json"}},
@@ -210,6 +219,21 @@ func TestResumeTooOldEndsWithExpired(t *testing.T) {
 	st := got[2].Object.(*metav1.Status)
 	assert.EqualValues(t, http.StatusGone, st.Code)
 	assert.Equal(t, metav1.StatusReasonExpired, st.Reason)
+}
+
+// A resumed watch answered 503 while the cluster reconnects (its agent
+// moving to another replica) keeps asking within the window, and goes on.
+func TestResumeWaitsThroughServiceUnavailable(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mt := mediaTypes["json"]
+		c := newCluster(t, mt, 6)
+		c.breakAfter, c.breaks, c.unready = 2, 1, 3
+		req, _ := http.NewRequest(http.MethodGet, "https://cluster/api/v1/pods?watch=true&resourceVersion=100", nil)
+		resp, err := sessions.Watches(c).RoundTrip(req)
+		require.NoError(t, err)
+		got := decode(t, mt, resp.Body)
+		assert.Equal(t, want(6), names(t, got), "every event once, none lost")
+	})
 }
 
 // A watch whose resuming is refused ends with an ERROR event that carries

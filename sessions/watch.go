@@ -328,6 +328,12 @@ func (b *watchBody) resume(broke error) io.ReadCloser {
 		switch {
 		case err == nil && resp.StatusCode == http.StatusOK && resp.Header.Get("Content-Type") == b.ct:
 			return resp.Body
+		case err == nil && resp.StatusCode == http.StatusServiceUnavailable:
+			// The cluster is not reachable yet (its agent reconnecting to
+			// another replica): as a connection that fails, try again
+			// within the window.
+			last = fmt.Errorf("answered %s: %s", resp.Status, statusMessage(resp.Body))
+			resp.Body.Close()
 		case err == nil:
 			answer := resp.Status
 			if msg := statusMessage(resp.Body); msg != "" {
