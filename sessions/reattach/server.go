@@ -218,9 +218,12 @@ func (s *Server) refuse(nc net.Conn, why string) error {
 }
 
 // lost applies the bounds on detached sessions to e, whose carrier was
-// just lost.
+// just lost. Counting and ending are one step under s.mu: sessions that
+// lose their carriers together (one network path gone) are counted one
+// after the other, and only those past the bound end.
 func (s *Server) lost(e *entry) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	all, mine := 0, 0
 	for _, x := range s.sessions {
 		if x.conn.detached() {
@@ -230,7 +233,6 @@ func (s *Server) lost(e *entry) {
 			}
 		}
 	}
-	s.mu.Unlock()
 	if all > s.cfg.MaxDetached || mine > s.cfg.MaxDetachedPerCaller {
 		e.conn.mu.Lock()
 		if e.conn.carrier == nil {
