@@ -244,16 +244,18 @@ func splice(clientR io.Reader, client net.Conn, stream rawUpstream, streamR io.R
 		var err error
 		in, err = io.Copy(stream, src)
 		switch {
-		case err == nil || src.err != nil:
+		case err == nil:
 			ended(copyClientGone)
-		default:
-			ended(copyBroken)
-		}
-		if err != nil {
+			stream.CloseWrite()
+		case src.err != nil:
+			ended(copyClientGone)
 			fail()
-			return
+		default:
+			// The stream takes no more: the agent ended its answer (a
+			// command that exited while the client still sent), reset
+			// it, or the connection broke. Reading the stream, which
+			// ends in each case, tells which.
 		}
-		stream.CloseWrite()
 	}()
 	go func() {
 		defer wg.Done()
