@@ -69,7 +69,9 @@ type AgentConfig struct {
 	// HandshakeTimeout bounds dialing, TLS and the handshake; default 15s.
 	HandshakeTimeout time.Duration
 	// PingInterval, PingTimeout, WriteTimeout: as in RelayConfig, on the
-	// agent's side. Defaults 15s, 10s, 30s.
+	// agent's side. Defaults DefaultAgentPingInterval (2 s),
+	// DefaultAgentPingTimeout (3 s), DefaultWriteTimeout (30 s). A
+	// connection dropped for an unanswered ping is dialed again at once.
 	PingInterval, PingTimeout, WriteTimeout time.Duration
 	// BusyDeadAfter: a connection that carries a request and on which
 	// nothing arrived for this long is dropped (and dialed again). The
@@ -176,8 +178,8 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 	c.MaxBackoff = orDefault(c.MaxBackoff, DefaultMaxBackoff)
 	c.StableAfter = orDefault(c.StableAfter, DefaultStableAfter)
 	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, DefaultAgentHandshakeTimeout)
-	c.PingInterval = orDefault(c.PingInterval, DefaultPingInterval)
-	c.PingTimeout = orDefault(c.PingTimeout, DefaultPingTimeout)
+	c.PingInterval = orDefault(c.PingInterval, DefaultAgentPingInterval)
+	c.PingTimeout = orDefault(c.PingTimeout, DefaultAgentPingTimeout)
 	c.BusyDeadAfter = orDefault(c.BusyDeadAfter, DefaultBusyPingAfter+DefaultBusyPingTimeout)
 	c.WriteTimeout = orDefault(c.WriteTimeout, DefaultWriteTimeout)
 	c.DrainTimeout = orDefault(c.DrainTimeout, DefaultDrainTimeout)
@@ -362,11 +364,15 @@ func (a *Agent) slot(i int) {
 				tc = a.spread(ctx, tc, log)
 			case <-tc.fleet: // the fleet's size changed: crowded is asked again
 			case <-tc.done:
-				log.Info("tunnel connection closed", "after", time.Since(tc.since).Round(time.Millisecond))
+				dark = tc.dark.Load()
+				if dark {
+					log.Warn("tunnel connection closed: its pings went unanswered; dialing again", "after", time.Since(tc.since).Round(time.Millisecond))
+				} else {
+					log.Info("tunnel connection closed", "after", time.Since(tc.since).Round(time.Millisecond))
+				}
 				if time.Since(tc.since) >= a.cfg.StableAfter {
 					b.reset()
 				}
-				dark = tc.dark.Load()
 				tc = nil
 			case <-a.closing:
 				<-tc.done // Shutdown drains it
@@ -543,7 +549,7 @@ type tunnelConn struct {
 	// fleet has a token when the relay said the fleet's size changed.
 	fleet chan struct{}
 	// busy counts the requests the connection carries now; dark is set
-	// when watchBusy dropped it.
+	// when it was dropped for silence (watchBusy, or a ping unanswered).
 	busy atomic.Int32
 	dark atomic.Bool
 }
@@ -611,9 +617,17 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tracked := &connCloser{Conn: conn, lostAfter: a.cfg.PingTimeout, onClose: a.stats.connClosed}
+	tracked := &connCloser{Conn: conn, lostAfter: a.cfg.PingTimeout}
 	tracked.lastRead.Store(time.Now().UnixNano())
 	tc := &tunnelConn{conn: tracked, tracked: tracked, since: time.Now(), done: make(chan struct{}), replica: replica, move: make(chan struct{}), fleet: make(chan struct{}, 1)}
+	tracked.onClose = func(reason string) {
+		if reason == closedLost {
+			// A ping went unanswered: the path is dark, not the relay
+			// gone, and the relay's retries wait for a new connection.
+			tc.dark.Store(true)
+		}
+		a.stats.connClosed(reason)
+	}
 	tc.base = &http.Server{MaxHeaderBytes: a.cfg.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0)}
 	serve, err := a.h2Server(tc.base)
 	if err != nil {

@@ -46,11 +46,14 @@
 // watches going there), and [RelayConfig.Picker] chooses the connection
 // and the replica a request goes to.
 //
-// A connection that carries a request is pinged after
-// [DefaultBusyPingAfter] of silence and dropped without an answer within
-// [DefaultBusyPingTimeout], so a path that stops carrying packets under a
-// watch is found in seconds; an idle one is pinged every
-// [DefaultPingInterval]. A relay alone stops with [Relay.Shutdown]; a
+// The relay pings a connection that carries a request after
+// [DefaultBusyPingAfter] of silence and drops it without an answer within
+// [DefaultBusyPingTimeout]; the agent, which cannot know of requests sent
+// into a dark path, pings whenever it has read nothing for
+// [DefaultAgentPingInterval] and drops the connection without an answer
+// within [DefaultAgentPingTimeout]. A path that stops carrying packets is
+// so found by both sides within 5 s, and the relay's retries of what was
+// sent into it take the agent's new connection. A relay alone stops with [Relay.Shutdown]; a
 // replica of a fleet moves its agents elsewhere with [Relay.Drain].
 //
 // On the internet, wrap the listener with [ClientListener] to bound the

@@ -65,6 +65,7 @@ func register(fs *flag.FlagSet) *flags {
 	fs.StringVar(&f.assertionAud, "assertion-audience", "", "with -key-file: the relay named in assertions, as the relay's -public-url (default: from -relay-url)")
 	fs.StringVar(&f.relayCA, "relay-ca", "", "PEM CA file for the relay's certificate (default: system roots)")
 	fs.IntVar(&c.Tunnel.Connections, "connections", tunnel.DefaultConnections, "tunnel connections to keep open")
+	fs.DurationVar(&c.Tunnel.PingInterval, "ping-interval", tunnel.DefaultAgentPingInterval, "ping a tunnel connection on which nothing arrived for this long; a dark network path is found within this and 3 s, at a ping's round trip per interval per connection at the relay")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (default: in-cluster service account)")
 	f.graph = tokenflags.RegisterGraph(fs, tokenflags.OverageRefuse, tokenflags.OverageGraph, tokenflags.OverageWithoutGroups)
 	fs.BoolVar(&c.PassThroughForeignTokens, "pass-through-foreign-tokens", false, "send tokens of other issuers (service accounts) to the API server untouched")

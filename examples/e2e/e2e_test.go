@@ -82,6 +82,10 @@ type chain struct {
 	// policy is the access policy the relay starts with; default
 	// basePolicy (withPolicy).
 	policy string
+	// agentPath asks for a darkPath between the agent and the relay
+	// (withAgentPath), kept in agentDarkPath.
+	agentPath     bool
+	agentDarkPath *darkPath
 }
 
 // withPolicy starts the relay with policy instead of basePolicy.
@@ -244,8 +248,13 @@ func newChainWith(t *testing.T, replicas int, opts ...func(*chain)) *chain {
 		c.relay = c.start("relay", c.relayArgs...)
 	}
 
+	agentTo := c.relayAddr
+	if c.agentPath {
+		c.agentDarkPath = newDarkPath(t, c.relayAddr)
+		agentTo = c.agentDarkPath.addr()
+	}
 	c.agentArgs = []string{
-		"-relay-url", "https://" + c.relayAddr, "-cluster-id", cluster, "-secret-file", secret, "-relay-ca", relayCA,
+		"-relay-url", "https://" + agentTo, "-cluster-id", cluster, "-secret-file", secret, "-relay-ca", relayCA,
 		"-kubeconfig", sa.Kubeconfig, "-tenant", tenant, "-audience", audience,
 		"-entra-discovery-base", issuer.URL, "-issuer-ca", issuerCA, "-pop-host", popHost,
 		"-health-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)),

@@ -71,6 +71,8 @@ type options struct {
 	inProcess   bool
 	rounds      int
 	clientH2    bool
+	// pingInterval is the agents' PingInterval (0: the default).
+	pingInterval time.Duration
 }
 
 func scenario(name string, args []string) error {
@@ -78,10 +80,11 @@ func scenario(name string, args []string) error {
 	var o options
 	fs.IntVar(&o.agents, "agents", 1000, "agents, each with one tunnel connection and its own cluster ID")
 	fs.IntVar(&o.rate, "rate", 1000, "requests: requests per second, spread over random clusters")
-	fs.DurationVar(&o.duration, "duration", 20*time.Second, "requests: how long to send")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "requests: how long to send; idle: how long to measure the relay's CPU")
 	fs.IntVar(&o.watches, "watches", 10000, "watches: concurrent watches through one agent")
 	fs.IntVar(&o.connections, "connections", 4, "watches: that agent's tunnel connections")
 	fs.IntVar(&o.dialRate, "dial-rate", 1000, "agents connecting per second at start")
+	fs.DurationVar(&o.pingInterval, "ping-interval", 0, "idle: the agents' PingInterval, to measure what their pings cost the relay (0: the default)")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the agents connected this long, to profile the relay")
 	fs.IntVar(&o.stalled, "stalled", 1000, "stalled: downloads whose client stops reading, on one tunnel connection")
 	fs.IntVar(&o.flood, "flood", 4000, "floods: connections per flood")

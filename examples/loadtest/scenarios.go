@@ -81,7 +81,11 @@ func setup(n int, listen string, dialRate int, tweak func(*tunnel.AgentConfig), 
 
 func idle(o options) error {
 	var base relayStats
-	b, err := setup(o.agents, "127.0.0.1:0", o.dialRate, nil, func(r *relayProc) (err error) {
+	var tweak func(*tunnel.AgentConfig)
+	if o.pingInterval > 0 {
+		tweak = func(c *tunnel.AgentConfig) { c.PingInterval = o.pingInterval }
+	}
+	b, err := setup(o.agents, "127.0.0.1:0", o.dialRate, tweak, func(r *relayProc) (err error) {
 		base, err = r.stats()
 		return err
 	})
@@ -94,11 +98,17 @@ func idle(o options) error {
 		fmt.Printf("holding for %s; relay profiles at http://%s/debug/pprof/\n", o.hold, b.relay.statsAddr)
 		time.Sleep(o.hold)
 	}
+	// What keeping them costs the relay: pings, timers, nothing else.
+	before := usageOf(b.relay.cmd.Process.Pid)
+	time.Sleep(o.duration)
+	spent := usageOf(b.relay.cmd.Process.Pid).cpu - before.cpu
 	s, err := b.relay.stats()
 	if err != nil {
 		return err
 	}
 	n := float64(o.agents)
+	fmt.Printf("\nrelay CPU over %s with %d idle agents: %s, %.2f%% of one core; %.2f µs per agent per second\n",
+		o.duration, o.agents, spent, 100*spent.Seconds()/o.duration.Seconds(), float64(spent.Microseconds())/n/o.duration.Seconds())
 	fmt.Printf("\nrelay with %d idle agents (after GC):\n", o.agents)
 	fmt.Printf("  %-22s %10s %12s %14s\n", "", "no agents", "all agents", "per agent")
 	fmt.Printf("  %-22s %10s %12s %11.1f KiB\n", "resident memory (RSS)", kib(base.RSS), kib(s.RSS), float64(s.RSS-base.RSS)/1024/n)

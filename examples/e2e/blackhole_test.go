@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// darkPath is a TCP path from the agent to the relay that can go dark:
+// darken stops it passing bytes on the connections it carries now, and
+// closes nothing, as a network path that drops packets (a NAT or a
+// firewall that lost its state); connections opened after pass.
+type darkPath struct {
+	ln     net.Listener
+	to     string
+	mu     sync.Mutex
+	dark   chan struct{} // closed by darken, for the connections open then
+	closed chan struct{}
+}
+
+func newDarkPath(t *testing.T, to string) *darkPath {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &darkPath{ln: ln, to: to, dark: make(chan struct{}), closed: make(chan struct{})}
+	t.Cleanup(func() { ln.Close(); close(p.closed) })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(conn)
+		}
+	}()
+	return p
+}
+
+func (p *darkPath) addr() string { return p.ln.Addr().String() }
+
+// darken makes every connection open now carry nothing more, either way.
+func (p *darkPath) darken() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.dark)
+	p.dark = make(chan struct{})
+}
+
+func (p *darkPath) serve(conn net.Conn) {
+	defer conn.Close()
+	up, err := net.Dial("tcp", p.to)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	p.mu.Lock()
+	dark := p.dark
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	pass := func(to, from net.Conn) {
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := from.Read(buf)
+			select {
+			case <-dark:
+				<-p.closed // swallowed: held open until the test ends
+				return
+			default:
+			}
+			if n > 0 {
+				if _, werr := to.Write(buf[:n]); werr != nil {
+					to.Close()
+					return
+				}
+			}
+			if err != nil {
+				to.Close()
+				return
+			}
+		}
+	}
+	go pass(up, conn)
+	go pass(conn, up)
+	<-done
+	<-done
+}
+
+// withAgentPath puts a darkPath between the agent and the relay.
+func withAgentPath() func(*chain) {
+	return func(c *chain) { c.agentPath = true }
+}
+
+// A black hole between an idle agent and the relay, with the real
+// binaries: the agent carried nothing, so only its own pings tell it the
+// path went dark. Every kubectl get sent into the hole over the first
+// 4 s (through the client proxy, whose own path is fine) exits 0 within
+// 6 s of the fault. (Before the agent pinged every 2 s: 502 after 7 s,
+// and the agent noticed after 25 s.)
+func TestBlackHoleUnderAnIdleAgent(t *testing.T) {
+	c := newChain(t, withAgentPath())
+	k := c.kubectl()
+	// The discovery cache warm, so each kubectl below sends one GET.
+	k.MustRun(t, ctx(t), nil, "get", "configmaps", "-n", ns)
+	time.Sleep(3 * time.Second) // nothing carried: the agent is idle
+
+	c.agentDarkPath.darken()
+	fault := time.Now()
+	type answer struct {
+		code   int
+		stderr string
+		after  time.Duration
+	}
+	const n = 8
+	answers := make(chan answer, n)
+	for i := range n {
+		go func() {
+			time.Sleep(time.Duration(i) * 4 * time.Second / n)
+			cx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err := k.Run(cx, nil, "get", "configmaps", "-n", ns)
+			if err != nil {
+				res.ExitCode, res.Stderr = -1, err.Error()
+			}
+			answers <- answer{res.ExitCode, res.Stderr, time.Since(fault)}
+		}()
+	}
+	for range n {
+		a := <-answers
+		t.Logf("exit %d after %v", a.code, a.after.Round(time.Millisecond))
+		assert.Equal(t, 0, a.code, "after %v: %s", a.after, a.stderr)
+		assert.LessOrEqual(t, a.after, 6*time.Second)
+	}
+	assert.Contains(t, c.logs("agent"), "its pings went unanswered", "the agent found the path dark by itself")
+}
