@@ -611,3 +611,55 @@ func TestUpgradeReachesTheAgentItNames(t *testing.T) {
 		}
 	}
 }
+
+// A black hole under an agent of a fleet: its one connection, on replica
+// a, goes dark, and its new connection lands on b. GETs sent to a (which
+// held the cluster) and to c (which forwards to a holder) while the path
+// is dark are all answered 200: the replica a client reached asks the
+// replicas holding the cluster to take its retry on a connection they
+// have heard from lately, and b does. (Before, a waited for a new
+// connection of its own, which never came, and answered 502.)
+func TestFleetRetryFindsTheAgentsNewConnectionOnAnotherReplica(t *testing.T) {
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	b, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	c, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	toA := newCutProxy(t, a.srv.Listener.Addr().String())
+	bAddr := b.srv.Listener.Addr().String()
+	lb := newSequenceLB(t, toA.addr(), bAddr, bAddr)
+	a.startAgent(echo, harnessOpts{
+		relayAddr: func(string) string { return lb.ln.Addr().String() },
+		agentCfg:  func(cfg *tunnel.AgentConfig) { cfg.Connections = 1 },
+	})
+	a.waitConnected(clusterID)
+
+	toA.freeze()
+	fault := time.Now()
+	type answer struct {
+		via    string
+		status int
+		after  time.Duration
+	}
+	answers := make(chan answer)
+	const each = 4
+	for _, via := range []*harness{a, c} {
+		for i := range each {
+			go func() {
+				time.Sleep(time.Duration(i) * time.Second)
+				resp, err := via.client().Get(via.url("/into-the-black-hole"))
+				if err != nil {
+					answers <- answer{via.srv.Listener.Addr().String(), 0, time.Since(fault)}
+					return
+				}
+				resp.Body.Close()
+				answers <- answer{via.srv.Listener.Addr().String(), resp.StatusCode, time.Since(fault)}
+			}()
+		}
+	}
+	for range 2 * each {
+		got := <-answers
+		t.Logf("through %s: %d after %v", got.via, got.status, got.after.Round(time.Millisecond))
+		assert.Equal(t, http.StatusOK, got.status, "through %s after %v", got.via, got.after)
+	}
+	assert.Equal(t, 1, conns(b), "the agent's new connection is on b")
+}

@@ -31,6 +31,12 @@ const (
 	// re-attaches lives in one agent replica. In a fleet the request goes
 	// to a replica holding that agent. It is not passed to the agent.
 	HeaderToAgent = "Clusterconnect-To-Agent"
+	// headerLiveOnly, on a request from one replica to another, asks it
+	// to send the request only on a connection heard from lately (a
+	// retry), and to answer at once with headerNoLiveConn (503) if it
+	// has none.
+	headerLiveOnly   = "Clusterconnect-Live-Only"
+	headerNoLiveConn = "Clusterconnect-No-Live-Connection"
 )
 
 // Raw stream kinds, sent in the Clusterconnect-Stream header of a CONNECT

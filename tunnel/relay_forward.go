@@ -112,6 +112,9 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 	if agent := req.Header.Get(HeaderToAgent); agent != "" && upgrade {
 		out = out.WithContext(context.WithValue(out.Context(), toAgentKey{}, agent))
 	}
+	if fromPeer && req.Header.Get(headerLiveOnly) != "" && !upgrade {
+		out = out.WithContext(context.WithValue(out.Context(), liveOnlyKey{}, true))
+	}
 	var hop trace.Span
 	if tr != nil {
 		var ctx context.Context
@@ -247,7 +250,7 @@ func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade, fromPeer
 		return r.viaPeer(holders, id, out, upgrade)
 	}
 	if !upgrade {
-		return r.roundTrip(id, out)
+		return r.roundTrip(id, out, fromPeer)
 	}
 	if out.Body != nil {
 		return nil, ErrUpgradeBody
@@ -362,6 +365,15 @@ func removeOwnHeaders(h http.Header) {
 
 const ownHeaderPrefix = "Clusterconnect-"
 
+// liveOnlyKey marks, in a request's context, another replica's retry
+// (headerLiveOnly).
+type liveOnlyKey struct{}
+
+func liveOnly(ctx context.Context) bool {
+	v, _ := ctx.Value(liveOnlyKey{}).(bool)
+	return v
+}
+
 // toAgentKey holds, in an upgrade's context, the agent HeaderToAgent
 // named.
 type toAgentKey struct{}
@@ -372,15 +384,26 @@ func toAgent(ctx context.Context) string {
 }
 
 // roundTrip sends a request on one of the cluster's connections, and once
-// more on another under the retry rule (retry.go), as when a connection
-// dies or drains at that moment.
-func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) {
+// more under the retry rule (retry.go), as when a connection dies or
+// drains at that moment: see retry.
+func (r *Relay) roundTrip(id string, out *http.Request, fromPeer bool) (*http.Response, error) {
 	fields, err := h2client.RequestFields(out)
 	if err != nil {
 		return nil, err
 	}
 	if n := h2client.FieldsSize(fields); n > uint64(r.cfg.MaxHeaderBytes) {
 		return nil, fmt.Errorf("%w: %d bytes, over the %d the cluster's agent accepts", ErrHeadersTooLarge, n, r.cfg.MaxHeaderBytes)
+	}
+	if fromPeer && liveOnly(out.Context()) {
+		// Another replica's retry: only a connection heard from lately
+		// (or answering a ping within an eighth of RetryWait) may take
+		// it, and none here says so soon (errNoLiveConn): the replica
+		// asking asks again as often.
+		c := r.retryConn(out.Context(), id, nil, r.cfg.RetryWait/8)
+		if c == nil {
+			return nil, errNoLiveConn
+		}
+		return r.send(c, out, fields)
 	}
 	c, known := r.reg.pick(id, nil)
 	if c == nil {
@@ -391,25 +414,103 @@ func (r *Relay) roundTrip(id string, out *http.Request) (*http.Response, error) 
 	if !a.again(err) {
 		return resp, err
 	}
-	c2 := r.retryConn(out.Context(), id, c)
-	if c2 == nil {
-		return nil, err
+	return r.retry(id, out, fields, c, fromPeer, err)
+}
+
+// retry sends out once more after an attempt failed with err (on failed,
+// one of this replica's connections, or, failed nil, at the replicas
+// holding the cluster): on a connection heard from lately (retryConn),
+// and in a fleet also at another replica holding the cluster, asked to
+// take it only on such a connection of its own (headerLiveOnly), so that
+// when an agent's connections go dark its new one serves the retry
+// wherever the balancer sent it. Whichever comes first within RetryWait
+// takes it. A replica retrying a request another one sent it looks only
+// here, briefly, and then says errNoLiveConn: the replica the client
+// reached goes on looking.
+func (r *Relay) retry(id string, out *http.Request, fields h2client.HeaderList, failed *agentConn, fromPeer bool, err error) (*http.Response, error) {
+	if r.reg.picker != nil {
+		c, _ := r.reg.pick(id, failed)
+		if c == nil {
+			return nil, err
+		}
+		return r.send(c, out, fields)
 	}
-	return r.send(c2, out, fields)
+	wait := r.cfg.RetryWait
+	if fromPeer {
+		wait /= 4
+	}
+	askPeers := !fromPeer && r.cfg.Directory != nil
+	if fields == nil {
+		var ferr error
+		if fields, ferr = h2client.RequestFields(out); ferr != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithCancel(out.Context())
+	defer cancel()
+	found := make(chan *agentConn, 1)
+	go func() { found <- r.retryConn(ctx, id, failed, wait) }() // this replica's own connections
+	var tick <-chan time.Time
+	if askPeers {
+		t := time.NewTicker(r.cfg.RetryWait / 8)
+		defer t.Stop()
+		tick = t.C
+		if resp, ok := r.askHolders(id, out); ok {
+			return resp, nil
+		}
+	}
+	for {
+		select {
+		case c := <-found:
+			if c != nil {
+				return r.send(c, out, fields)
+			}
+			if fromPeer {
+				return nil, errNoLiveConn
+			}
+			return nil, err
+		case <-tick:
+			if resp, ok := r.askHolders(id, out); ok {
+				return resp, nil
+			}
+		}
+	}
+}
+
+// askHolders offers out to the other replicas holding cluster id, each
+// taking it only on a connection heard from lately; ok reports whether
+// one did, and resp is its answer.
+func (r *Relay) askHolders(id string, out *http.Request) (resp *http.Response, ok bool) {
+	for _, peer := range r.cfg.Directory.Holders(id) {
+		req := peerRequest(out, id, peer)
+		req.Header.Set(headerLiveOnly, "1")
+		r.stats.peerForwarded.Add(1)
+		resp, err := r.peers.roundTrip(req, peer, false)
+		if err == nil {
+			err = noLiveConn(resp)
+		}
+		if err != nil {
+			continue
+		}
+		if resp, err = whole(resp); err == nil {
+			return resp, true
+		}
+	}
+	return nil, false
 }
 
 // retryConn picks the connection for a retry: not the one the attempt
 // failed on, and only one heard from lately. Connections silent for
 // BusyPingAfter (on the same dark path, perhaps, or merely idle) are
 // pinged, and taken once they answer; a new connection is taken as it
-// comes (an agent dials again when its connections go dark). After
-// RetryWait with none, there is no retry.
-func (r *Relay) retryConn(ctx context.Context, id string, failed *agentConn) *agentConn {
+// comes (an agent dials again when its connections go dark). After wait
+// with none, there is no retry.
+func (r *Relay) retryConn(ctx context.Context, id string, failed *agentConn, wait time.Duration) *agentConn {
 	if r.reg.picker != nil {
 		c, _ := r.reg.pick(id, failed)
 		return c
 	}
-	t := time.NewTimer(r.cfg.RetryWait)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	answered := make(chan struct{}, 1)
 	probing := false
@@ -422,7 +523,7 @@ func (r *Relay) retryConn(ctx context.Context, id string, failed *agentConn) *ag
 			probing = true
 			for _, c := range r.reg.silent(id, failed, r.cfg.BusyPingAfter) {
 				go func() {
-					if c.cc.Probe(r.cfg.RetryWait) {
+					if c.cc.Probe(wait) {
 						select {
 						case answered <- struct{}{}:
 						default:
@@ -513,6 +614,10 @@ func writeError(w http.ResponseWriter, req *http.Request, id string, err error) 
 			code = http.StatusBadGateway
 		}
 		httpx.WriteStatus(w, req, code, id, fmt.Sprintf("cluster %q is not connected to the relay: check that its agent is running and can reach the relay", id))
+	case errors.Is(err, errNoLiveConn):
+		// Only ever to another replica, which goes on looking.
+		w.Header().Set(headerNoLiveConn, "1")
+		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, fmt.Sprintf("no tunnel connection of cluster %q was heard from lately on this replica", id))
 	case errors.Is(err, ErrRelayClosed):
 		httpx.RetryAfter(w, time.Second)
 		httpx.WriteStatus(w, req, http.StatusServiceUnavailable, id, "the relay is shutting down; retry, and another relay will answer")

@@ -265,13 +265,7 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 	order, start := r.orderHolders(id, holders)
 	for i := range order {
 		peer := order[(start+i)%len(order)]
-		req := out.Clone(out.Context())
-		req.URL.Scheme, req.URL.Host = "https", peer
-		req.URL.Path = "/clusters/" + id + out.URL.Path
-		if out.URL.RawPath != "" {
-			req.URL.RawPath = "/clusters/" + id + out.URL.RawPath
-		}
-		req.Host = out.Host
+		req := peerRequest(out, id, peer)
 		if agent := toAgent(out.Context()); agent != "" {
 			req.Header.Set(HeaderToAgent, agent)
 		}
@@ -282,6 +276,9 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 			resp, err = r.peers.upgrade(req, peer)
 		} else {
 			resp, err = a.result(r.peers.roundTrip(req, peer, a.retryable))
+			if err == nil {
+				err = noLiveConn(resp)
+			}
 		}
 		if err == nil {
 			return resp, nil
@@ -289,13 +286,54 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 		if errors.Is(err, ErrRelayClosed) {
 			return nil, err
 		}
-		r.log.Warn("relay replica unreachable", "peer", peer, "cluster", id, "err", err)
-		errs = append(errs, fmt.Errorf("%s: %w", peer, err))
+		if errors.Is(err, errNoLiveConn) {
+			// Said, not wrapped: the words are for the client, and only
+			// a replica answers errNoLiveConn.
+			errs = append(errs, fmt.Errorf("%s: %v", peer, err))
+		} else {
+			r.log.Warn("relay replica unreachable", "peer", peer, "cluster", id, "err", err)
+			errs = append(errs, fmt.Errorf("%s: %w", peer, err))
+		}
 		if !a.again(err) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("%w: %w", ErrPeerUnreachable, errors.Join(errs...))
+	err := fmt.Errorf("%w: %w", ErrPeerUnreachable, errors.Join(errs...))
+	if !upgrade && a.again(err) {
+		// Every holder failed it: the cluster's connections may have
+		// gone dark, and its agent's new ones be anywhere, here too.
+		return r.retry(id, out, nil, nil, false, err)
+	}
+	return nil, err
+}
+
+// peerRequest is out, a request for cluster id with the cluster prefix
+// removed, addressed to the replica at peer.
+func peerRequest(out *http.Request, id, peer string) *http.Request {
+	req := out.Clone(out.Context())
+	req.URL.Scheme, req.URL.Host = "https", peer
+	req.URL.Path = "/clusters/" + id + out.URL.Path
+	if out.URL.RawPath != "" {
+		req.URL.RawPath = "/clusters/" + id + out.URL.RawPath
+	}
+	req.Host = out.Host
+	return req
+}
+
+// errNoLiveConn is a replica's answer to another replica's retry (or to
+// a request whose attempt failed there) when none of the cluster's
+// connections it holds was heard from lately: the asking replica looks
+// elsewhere. It is answered as 503 with headerNoLiveConn.
+var errNoLiveConn = errors.New("tunnel: no connection of the cluster heard from lately on that replica")
+
+// noLiveConn turns a replica's errNoLiveConn answer back into the error,
+// closing its body.
+func noLiveConn(resp *http.Response) error {
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(headerNoLiveConn) == "" {
+		return nil
+	}
+	resp.Body.Close()
+	return errNoLiveConn
 }
 
 // upgrade sends an upgrade request to a replica on a connection of its

@@ -205,8 +205,8 @@ func (r *registry) pick(clusterID string, failed *agentConn) (c *agentConn, know
 	return nil, true
 }
 
-// pickLive is pick for a retry after a request failed on failed: it
-// passes over connections silent for suspectAfter, as a dark path leaves
+// pickLive is pick for a retry after a request failed on failed (nil: at
+// another replica): it passes over connections silent for suspectAfter, as a dark path leaves
 // every connection on it (an idle one is only pinged every PingInterval,
 // so it may be silent and well: the caller pings those).
 func (r *registry) pickLive(clusterID string, failed *agentConn, suspectAfter time.Duration) *agentConn {
@@ -217,7 +217,7 @@ func (r *registry) pickLive(clusterID string, failed *agentConn, suspectAfter ti
 		if c == failed || now.Sub(c.cc.LastRead()) >= suspectAfter {
 			continue
 		}
-		if c.agentID == failed.agentID {
+		if failed != nil && c.agentID == failed.agentID {
 			if sameAgent == nil {
 				sameAgent = c
 			}
