@@ -4,9 +4,11 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -61,33 +63,39 @@ func (p *darkPath) serve(conn net.Conn) {
 	dark := p.dark
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	pass := func(to, from net.Conn) {
-		defer func() { done <- struct{}{} }()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := from.Read(buf)
-			select {
-			case <-dark:
-				<-p.closed // swallowed: held open until the test ends
-				return
-			default:
-			}
-			if n > 0 {
-				if _, werr := to.Write(buf[:n]); werr != nil {
-					to.Close()
-					return
-				}
-			}
-			if err != nil {
+	go func() { passUntilDark(up, conn, nil, dark, p.closed); done <- struct{}{} }()
+	go func() { passUntilDark(conn, up, nil, dark, p.closed); done <- struct{}{} }()
+	<-done
+	<-done
+}
+
+// passUntilDark copies from to to, counting into n if set, until either
+// fails (closing to) or dark is closed: from then on what it read is
+// swallowed and it holds on, closing nothing, until closed.
+func passUntilDark(to, from net.Conn, n *atomic.Int64, dark, closed <-chan struct{}) {
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := from.Read(buf)
+		select {
+		case <-dark:
+			<-closed
+			return
+		default:
+		}
+		if k > 0 {
+			if _, werr := to.Write(buf[:k]); werr != nil {
 				to.Close()
 				return
 			}
+			if n != nil {
+				n.Add(int64(k))
+			}
+		}
+		if err != nil {
+			to.Close()
+			return
 		}
 	}
-	go pass(up, conn)
-	go pass(conn, up)
-	<-done
-	<-done
 }
 
 // withAgentPath puts a darkPath between the agent and the relay.
@@ -109,7 +117,30 @@ func TestBlackHoleUnderAnIdleAgent(t *testing.T) {
 	time.Sleep(3 * time.Second) // nothing carried: the agent is idle
 
 	c.agentDarkPath.darken()
-	fault := time.Now()
+	getsIntoTheHole(t, c, k, time.Now())
+}
+
+// The same black hole in a fleet: the agent's two connections on two
+// replicas go dark, and its new ones land wherever the balancer's turn
+// sends them. Every kubectl get sent into the hole through the client
+// proxy (whose own balancer is fine) exits 0 within 6 s of the fault.
+// Whether a retry has to cross to another replica here depends on those
+// turns; the tunnel's TestFleetRetryFindsTheAgentsNewConnectionOnAnotherReplica
+// makes it cross every time.
+func TestFleetBlackHoleUnderAnIdleAgent(t *testing.T) {
+	c := newChainWith(t, 3)
+	k := c.kubectl()
+	k.MustRun(t, ctx(t), nil, "get", "configmaps", "-n", ns)
+	time.Sleep(3 * time.Second) // nothing carried: the agent is idle
+
+	c.lb.darken()
+	getsIntoTheHole(t, c, k, time.Now())
+}
+
+// getsIntoTheHole runs eight kubectl get over the 4 s after fault, and
+// asserts that each exits 0 within 6 s of it.
+func getsIntoTheHole(t *testing.T, c *chain, k *kubetest.Kubectl, fault time.Time) {
+	t.Helper()
 	type answer struct {
 		code   int
 		stderr string

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os/exec"
@@ -130,6 +129,17 @@ type balancer struct {
 	next     atomic.Uint32
 	mu       sync.Mutex
 	conns    map[*lbConn]struct{}
+	dark     chan struct{} // closed by darken, for the connections open then
+	closed   chan struct{}
+}
+
+// darken makes every connection open now carry nothing more, either way,
+// closing nothing: a black hole (passUntilDark); later ones pass.
+func (b *balancer) darken() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	close(b.dark)
+	b.dark = make(chan struct{})
 }
 
 // lbConn is one balanced connection: where it went, and the bytes each
@@ -142,8 +152,8 @@ type lbConn struct {
 func newBalancer(t *testing.T, addr string, replicas []*replica) *balancer {
 	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
-	b := &balancer{ln: ln, replicas: replicas, conns: map[*lbConn]struct{}{}}
-	t.Cleanup(func() { ln.Close() })
+	b := &balancer{ln: ln, replicas: replicas, conns: map[*lbConn]struct{}{}, dark: make(chan struct{}), closed: make(chan struct{})}
+	t.Cleanup(func() { ln.Close(); close(b.closed) })
 	go func() {
 		for {
 			conn, err := ln.Accept()
@@ -168,16 +178,12 @@ func (b *balancer) serve(conn net.Conn) {
 		lc := &lbConn{replica: i}
 		b.mu.Lock()
 		b.conns[lc] = struct{}{}
+		dark := b.dark
 		b.mu.Unlock()
 		defer func() { b.mu.Lock(); delete(b.conns, lc); b.mu.Unlock() }()
 		done := make(chan struct{}, 2)
-		pass := func(to, from net.Conn, n *atomic.Int64) {
-			io.Copy(countInto{to, n}, from)
-			to.Close()
-			done <- struct{}{}
-		}
-		go pass(up, conn, &lc.up)
-		go pass(conn, up, &lc.down)
+		go func() { passUntilDark(up, conn, &lc.up, dark, b.closed); done <- struct{}{} }()
+		go func() { passUntilDark(conn, up, &lc.down, dark, b.closed); done <- struct{}{} }()
 		<-done
 		<-done
 		return
@@ -200,17 +206,6 @@ func (b *balancer) busiest(upward bool) int {
 		}
 	}
 	return best
-}
-
-type countInto struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c countInto) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // A fleet of three relay replicas on a 3-member etcd behind a balancer,
