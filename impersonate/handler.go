@@ -23,6 +23,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/internal/tracex"
+	"github.com/clusterconnect/clusterconnect/sessions"
 	"github.com/clusterconnect/clusterconnect/tokens"
 )
 
@@ -164,7 +165,9 @@ func New(cfg *Config) (*Handler, error) {
 		return nil, err
 	}
 	errLog := log.New(slogWriter{lg}, "", 0)
-	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: own, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: httpx.Buffers}
+	// An exec or attach the handler ends (recheck) says why on its error
+	// stream.
+	h.proxy = &httputil.ReverseProxy{Rewrite: h.rewrite, Transport: sessions.Upgrades(own), ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: httpx.Buffers}
 	h.passProxy = &httputil.ReverseProxy{Rewrite: h.rewritePassThrough, Transport: anon, ErrorHandler: h.proxyError, ErrorLog: errLog, BufferPool: httpx.Buffers}
 	authz, err := authorizationv1client.NewForConfig(rc)
 	if err != nil {

@@ -172,3 +172,8 @@ func lostGroup(was, now *tokens.Identity) string {
 type sessionEnded struct{ msg string }
 
 func (e *sessionEnded) Error() string { return "impersonate: " + e.msg }
+
+// HTTPStatus and ClientMessage say how a client is told: an exec or
+// attach ends with them on its error stream (sessions.EndInWords).
+func (e *sessionEnded) HTTPStatus() int       { return http.StatusForbidden }
+func (e *sessionEnded) ClientMessage() string { return e.msg }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -168,4 +169,65 @@ func TestLogsFollowThroughTheHandler(t *testing.T) {
 	require.NoError(t, n.Log("streams", pod, "line two, written while following"))
 	require.True(t, lines.Scan())
 	assert.Equal(t, "line two, written while following", lines.Text())
+}
+
+// An exec made with nested impersonation ends when its caller may no
+// longer impersonate whom it asked for, and says so where kubectl prints
+// it: the Status on the exec's error stream, over WebSocket and SPDY,
+// while kubectl is still sending (what it sends then is dropped rather
+// than failing the copy that carries the last words).
+func TestNestedExecEndsInWordsWithTheRight(t *testing.T) {
+	for _, mode := range []struct{ name, env string }{{"websocket", ""}, {"spdy", "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}} {
+		t.Run(mode.name, func(t *testing.T) {
+			p, pod, _ := streamsSetupWith(t, func(c *impersonate.Config) {
+				c.AllowNestedImpersonation = true
+				c.RecheckNestedEvery = 100 * time.Millisecond
+			})
+			ctx := testContext(t)
+			binding := "bob-may-be-erin-" + pod
+			require.NoError(t, p.w.env.Grant(ctx, binding, []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"erin@contoso.com"}},
+			}, kubetest.User("bob@contoso.com")))
+			var env []string
+			if mode.env != "" {
+				env = []string{mode.env}
+			}
+			k := p.kubectl(t, p.token(t, bob, nil), env...)
+			require.Eventually(t, func() bool {
+				res, err := k.Run(ctx, nil, "get", "pods", "-n", "streams", "--as", "erin@contoso.com")
+				return err == nil && res.ExitCode == 0
+			}, 30*time.Second, 100*time.Millisecond)
+
+			cmd, err := k.Command(ctx, "exec", "-i", "-n", "streams", pod, "--as", "erin@contoso.com", "--", "cat")
+			require.NoError(t, err)
+			stdin, err := cmd.StdinPipe()
+			require.NoError(t, err)
+			stdout, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			require.NoError(t, cmd.Start())
+			lines := bufio.NewReader(stdout)
+			io.WriteString(stdin, "first\n")
+			got, err := lines.ReadString('\n')
+			require.NoError(t, err)
+			require.Equal(t, "first\n", got)
+			go func() { // kubectl keeps sending while the session ends
+				for {
+					if _, err := io.WriteString(stdin, "more\n"); err != nil {
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+			go io.Copy(io.Discard, lines)
+
+			require.NoError(t, p.w.env.Client().RbacV1().ClusterRoleBindings().Delete(ctx, binding, metav1.DeleteOptions{}))
+			err = cmd.Wait()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "kubectl exits non-zero: %s", stderr.String())
+			assert.Equal(t, 1, exit.ExitCode())
+			assert.Contains(t, stderr.String(), `bob@contoso.com is not allowed to impersonate user "erin@contoso.com" any longer; the session was ended`)
+		})
+	}
 }

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,13 @@ import (
 // A message is sent only at a frame boundary; a connection lost in the
 // middle of a frame ends as before. Other upgrades (port-forward, which
 // kubectl reports itself) are returned unchanged.
+//
+// A session ended on purpose — its request's context canceled with a
+// cause that says how a client is to be told (HTTPStatus and
+// ClientMessage, as tunnel.AccessError does) — ends with that cause's
+// words, whatever error the cut connection reads with; from then on what
+// the client still sends is dropped, so that its side of the copy does
+// not fail and cut the last words short.
 func EndInWords(resp *http.Response, conn io.ReadWriteCloser) io.ReadWriteCloser {
 	if resp == nil || resp.Request == nil {
 		return conn
@@ -32,7 +40,7 @@ func EndInWords(resp *http.Response, conn io.ReadWriteCloser) io.ReadWriteCloser
 	if !strings.HasSuffix(path, "/exec") && !strings.HasSuffix(path, "/attach") {
 		return conn
 	}
-	e := &ending{ReadWriteCloser: conn}
+	e := &ending{ReadWriteCloser: conn, ctx: resp.Request.Context()}
 	switch {
 	case strings.EqualFold(resp.Header.Get("Upgrade"), "websocket"):
 		proto := resp.Header.Get("Sec-Websocket-Protocol")
@@ -91,9 +99,36 @@ func (f *frameTracker) boundary() bool { return f.left == 0 && len(f.head) == 0 
 // ending is a connection whose failed read becomes a last message.
 type ending struct {
 	io.ReadWriteCloser
+	ctx    context.Context // the request's: its cause, if it was ended
 	frames *frameTracker
 	last   []byte
 	done   bool
+}
+
+// endedOnPurpose is the cause e's request was ended with, if it says in
+// which words.
+func (e *ending) endedOnPurpose() error {
+	if e.ctx == nil || e.ctx.Err() == nil {
+		return nil
+	}
+	cause := context.Cause(e.ctx)
+	if _, _, ok := endedBy(cause); ok {
+		return cause
+	}
+	return nil
+}
+
+// Write drops what the client sends once the session was ended on
+// purpose: see EndInWords.
+func (e *ending) Write(p []byte) (int, error) {
+	if e.endedOnPurpose() != nil {
+		return len(p), nil
+	}
+	n, err := e.ReadWriteCloser.Write(p)
+	if err != nil && e.endedOnPurpose() != nil {
+		return len(p), nil
+	}
+	return n, err
 }
 
 func (e *ending) Read(p []byte) (int, error) {
@@ -108,6 +143,9 @@ func (e *ending) Read(p []byte) (int, error) {
 	n, err := e.ReadWriteCloser.Read(p)
 	e.frames.see(p[:n])
 	if err != nil && err != io.EOF && e.frames.boundary() {
+		if cause := e.endedOnPurpose(); cause != nil {
+			err = cause
+		}
 		e.done = true
 		e.last = e.frames.final(lastWords(err))
 		return n, nil

@@ -2,11 +2,13 @@ package sessions_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"testing"
@@ -106,6 +108,48 @@ func TestEndInWordsSPDY(t *testing.T) {
 	assert.Equal(t, byte(1), last[4], "with FIN")
 	st := status(t, last[8:])
 	assert.Contains(t, st["message"], "the command may have finished or may still be running")
+}
+
+// endedOnPurpose is a cause that says how a client is to be told.
+type endedOnPurpose struct{}
+
+func (endedOnPurpose) Error() string   { return "ended" }
+func (endedOnPurpose) HTTPStatus() int { return http.StatusForbidden }
+func (endedOnPurpose) ClientMessage() string {
+	return "you may no longer be erin; the session was ended"
+}
+
+// failingWrites fails every write, as a connection closed under a copy.
+type failingWrites struct{ *chunked }
+
+func (failingWrites) Write([]byte) (int, error) {
+	return 0, errors.New("use of closed network connection")
+}
+
+// A session whose request was ended on purpose ends in the cause's words,
+// whatever its cut connection reads with, and from then on drops what the
+// client sends instead of failing its copy.
+func TestEndInWordsSaysWhyASessionWasEnded(t *testing.T) {
+	h := http.Header{"Upgrade": {"SPDY/3.1"}, "X-Stream-Protocol-Version": {"v5.channel.k8s.io"}}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	resp := upgraded("/api/v1/namespaces/ns/pods/p/exec", h)
+	resp.Request = resp.Request.WithContext(ctx)
+	stream := spdyData(3, 0, []byte("stdout bytes"))
+	conn := sessions.EndInWords(resp, failingWrites{&chunked{b: stream, r: rand.New(rand.NewPCG(1, 1)), err: net.ErrClosed}})
+
+	_, err := conn.Write([]byte("stdin"))
+	assert.Error(t, err, "before the end, a failed write is one")
+	cancel(endedOnPurpose{})
+	n, err := conn.Write([]byte("stdin"))
+	assert.NoError(t, err, "after it, what the client sends is dropped")
+	assert.Equal(t, 5, n)
+
+	got, err := io.ReadAll(conn)
+	require.NoError(t, err)
+	last := got[len(stream):]
+	st := status(t, last[8:])
+	assert.Equal(t, "clusterconnect: you may no longer be erin; the session was ended", st["message"])
+	assert.EqualValues(t, http.StatusForbidden, st["code"])
 }
 
 // A connection errLost in the middle of a frame, or ended cleanly, or of

@@ -206,6 +206,8 @@ func newChainWith(t *testing.T, replicas int, opts ...func(*chain)) *chain {
 	require.NoError(t, env.Grant(ctx, "e2e-agent"+suffix, []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"users", "groups"}, Verbs: []string{"impersonate"}},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"uids", "userextras/clusterconnect.io/oid", "userextras/clusterconnect.io/tid"}, Verbs: []string{"impersonate"}},
+		// For -allow-nested-impersonation, as the agent's chart grants it.
+		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
 	}, sa.Subject()))
 	// Alice's group may work in the namespace, nothing more.
 	require.NoError(t, env.EnsureNamespace(ctx, ns))
@@ -310,7 +312,7 @@ func (c *chain) waitWorking(k *kubetest.Kubectl) {
 }
 
 func TestEndToEnd(t *testing.T) {
-	c := newChain(t)
+	c := newChain(t, withFlags(nil, []string{"-allow-nested-impersonation"}, nil))
 	k := c.kubectl()
 
 	t.Run("whoami is the Entra user", func(t *testing.T) {
@@ -513,6 +515,8 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("relay killed under exec and port-forward, through the client proxy: both go on", func(t *testing.T) { sessionsAcrossRelayRestart(t, c) })
 
 	t.Run("access revoked: alice's watches, execs and port-forwards end within 2 s, bob's go on", func(t *testing.T) { accessRevoked(t, c) })
+
+	t.Run("nested impersonation taken away: execs as erin end saying why", func(t *testing.T) { nestedTakenAway(t, c) })
 
 	t.Run("cluster removed from the agents file: its sessions end saying so", func(t *testing.T) { clusterRemoved(t, c) })
 

@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
@@ -261,4 +263,42 @@ func clusterRemoved(t *testing.T, c *chain) {
 	require.NoError(t, err)
 	assert.NotEqual(t, 0, res.ExitCode)
 	assert.Contains(t, res.Stderr, "is not connected to the relay", "a new request finds it disconnected")
+}
+
+// nestedTakenAway: alice, allowed by RBAC to impersonate erin, has an
+// exec open as erin (kubectl --as) through the client proxy and one
+// directly; RBAC takes that right away, and within the agent's recheck
+// (10 s) both end with the agent's words on the exec's error stream:
+// kubectl prints them and exits 1, through the relay and the client
+// proxy alike.
+func nestedTakenAway(t *testing.T, c *chain) {
+	cx := ctx(t)
+	binding := fmt.Sprintf("alice-may-be-erin-%d", time.Now().UnixNano())
+	require.NoError(t, c.env.Grant(cx, "erin-execs", []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"get", "create"}},
+	}, kubetest.User("erin@contoso.com")))
+	require.NoError(t, c.env.Grant(cx, binding, []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"erin@contoso.com"}},
+	}, kubetest.Group(aliceGrp)))
+	direct := &kubetest.Kubectl{Kubeconfig: filepath.Join(c.dir, "direct-kubeconfig")}
+	var execs []*running
+	for _, k := range []*kubetest.Kubectl{c.kubectl(), direct} {
+		var last kubetest.Result
+		require.Eventually(t, func() bool {
+			res, err := k.Run(cx, nil, "get", "pod", "web", "-n", ns, "--as", "erin@contoso.com")
+			last = res
+			return err == nil && res.ExitCode == 0
+		}, 30*time.Second, 200*time.Millisecond, "RBAC lets alice be erin: %s", &last)
+		r := runKubectl(t, k, "exec", "-i", "-n", ns, "web", "--as", "erin@contoso.com", "--", "cat")
+		fmt.Fprintln(r.stdin, "hello")
+		r.line(t, "hello")
+		execs = append(execs, r)
+	}
+
+	require.NoError(t, c.env.Client().RbacV1().ClusterRoleBindings().Delete(cx, binding, metav1.DeleteOptions{}))
+	for i, r := range execs {
+		assert.Equal(t, 1, r.ended(t, 30*time.Second), "exec %d", i)
+		assert.Contains(t, r.stderr.String(), `error: clusterconnect: `+aliceUPN+` is not allowed to impersonate user "erin@contoso.com" any longer; the session was ended`, "exec %d", i)
+	}
 }
