@@ -59,6 +59,7 @@ type Authorizer struct {
 	v          TokenVerifier
 	groups     tokens.GroupResolver // nil: overage callers get in only by name
 	log        *slog.Logger
+	episodes   *logx.Episodes // what a caller without a good token can make happen
 	maxCallers int
 	policy     atomic.Pointer[compiled]
 
@@ -100,7 +101,7 @@ func New(cfg *Config) (*Authorizer, error) {
 		return nil, errors.New("access: Config.Verifier and Config.Policy are required")
 	}
 	a := &Authorizer{
-		v: cfg.Verifier, groups: cfg.GroupResolver, log: logx.OrDiscard(cfg.Logger), maxCallers: cfg.MaxCallers,
+		v: cfg.Verifier, groups: cfg.GroupResolver, log: logx.OrDiscard(cfg.Logger), episodes: logx.NewEpisodes(cfg.Logger, 0), maxCallers: cfg.MaxCallers,
 		clusters: map[string]*budget{}, callers: map[callerKey]*budget{},
 	}
 	if a.maxCallers <= 0 {
@@ -213,7 +214,7 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		tok = nil
 		tunnel.NoteCaller(r.Context(), "unverified")
 	case errors.Is(err, tokens.ErrKeySet):
-		a.log.Warn("cannot verify tokens: issuer keys unavailable", "err", err)
+		a.episodes.Warn("cannot verify tokens: issuer keys unavailable", "err", err)
 		return nil, &tunnel.AccessError{Code: http.StatusServiceUnavailable, Reason: "keys-unavailable", RetryAfter: 5 * time.Second,
 			Message: "the relay cannot check tokens now: the identity provider's keys are unavailable; retry"}
 	case errors.Is(err, context.Canceled):

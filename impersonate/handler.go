@@ -112,7 +112,8 @@ type Handler struct {
 	maxGroups    int
 	maxIDBytes   int
 	log          *slog.Logger
-	tracer       trace.Tracer // nil: no spans
+	episodes     *logx.Episodes // what a caller without a good token can make happen
+	tracer       trace.Tracer   // nil: no spans
 	recheckEvery time.Duration
 	target       *url.URL
 
@@ -152,6 +153,7 @@ func New(cfg *Config) (*Handler, error) {
 		maxGroups:    cmp.Or(cfg.MaxGroups, DefaultMaxGroups),
 		maxIDBytes:   cmp.Or(cfg.MaxIdentityBytes, DefaultMaxIdentityBytes),
 		log:          lg,
+		episodes:     logx.NewEpisodes(lg, 0),
 		target:       target,
 		tracer:       tracex.Tracer(cfg.TracerProvider),
 		recheckEvery: cmp.Or(cfg.RecheckNestedEvery, DefaultRecheckNestedEvery),
@@ -228,7 +230,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code := http.StatusUnauthorized
 		if errors.Is(err, tokens.ErrKeySet) {
 			code = http.StatusServiceUnavailable
-			h.log.Error("cannot verify tokens", "err", err)
+			h.episodes.Error("cannot verify tokens", "err", err)
 		}
 		refuse(rec, r, code, "Unauthorized: "+err.Error())
 		return

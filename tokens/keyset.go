@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/sync/singleflight"
 )
@@ -41,6 +42,7 @@ type keySet struct {
 	refreshWait time.Duration // how long one caller waits for a fetch
 	now         func() time.Time
 	log         *slog.Logger
+	episodes    *logx.Episodes // per request, for a token with a key not yet seen
 	metrics     *metrics
 	flight      singleflight.Group
 
@@ -104,7 +106,7 @@ func (k *keySet) refreshWithin(ctx context.Context) error {
 	defer cancel()
 	err := k.refresh(wctx)
 	if ctx.Err() == nil && errors.Is(context.Cause(wctx), errRefreshSlow) {
-		k.log.Warn("key set refresh is slow; answering without it", "issuer", k.issuer.URL, "waited", k.refreshWait)
+		k.episodes.Warn("key set refresh is slow; answering without it", "issuer", k.issuer.URL, "waited", k.refreshWait)
 		return fmt.Errorf("%w: %s: no answer within %s", ErrKeySet, k.issuer.URL, k.refreshWait)
 	}
 	return err

@@ -119,7 +119,7 @@ func NewVerifier(cfg *Config) (*Verifier, error) {
 	}
 	for _, is := range cfg.Issuers {
 		st := &issuer{Issuer: is, audiences: set(is.Audiences), tenants: set(is.TenantIDs)}
-		st.keys = &keySet{issuer: is, client: client, minInterval: minInterval, refreshWait: refreshWait, now: v.now, log: log, metrics: v.metrics}
+		st.keys = &keySet{issuer: is, client: client, minInterval: minInterval, refreshWait: refreshWait, now: v.now, log: log, episodes: logx.NewEpisodes(log, 0), metrics: v.metrics}
 		v.issuers[is.URL] = st
 	}
 	return v, nil

@@ -1,8 +1,10 @@
 package tokens_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -409,4 +411,52 @@ func TestCacheHoldsResultsUntilExpiry(t *testing.T) {
 	s.clock.add(10 * time.Minute) // past exp and skew
 	_, err = s.v.Verify(context.Background(), raw)
 	require.ErrorIs(t, err, tokens.ErrExpired, "never served from the cache past its expiry")
+}
+
+// While the issuer hangs, a flood of tokens with keys nobody has seen
+// makes one warning, not one per token: anyone can send them.
+func TestHungIssuerIsLoggedOncePerEpisode(t *testing.T) {
+	var logged syncBuffer
+	s := newSetup(t, func(c *tokens.Config) {
+		c.CacheSize = -1
+		c.RefreshWait = 100 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	})
+	_, err := s.v.Verify(context.Background(), s.token(t, s.claims(2)))
+	require.NoError(t, err)
+	release := s.is.HangJWKS()
+	defer release()
+	s.clock.add(2 * time.Minute)
+
+	unknown, err := oidctest.NewKey(jose.RS256)
+	require.NoError(t, err)
+	raw, err := oidctest.Sign(unknown, s.claims(2).Map(), nil)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for range 201 {
+		wg.Go(func() {
+			_, err := s.v.Verify(context.Background(), raw)
+			assert.ErrorIs(t, err, tokens.ErrUnknownKey)
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, 1, strings.Count(logged.String(), "key set refresh is slow"), "%s", logged.String())
+}
+
+// syncBuffer is a bytes.Buffer for a logger that several goroutines use.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -8,7 +8,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -279,4 +281,22 @@ func TestAssertionReplayedAtAnotherReplica(t *testing.T) {
 	err = b.Authenticate(context.Background(), clusterID, fresh)
 	require.ErrorAs(t, err, &ae)
 	assert.Equal(t, "replayed", ae.Reason, "which still refuses a replay here")
+}
+
+// Anyone on the internet can knock with a wrong secret: the relay counts
+// every refusal, but logs one line per episode, not one per knock.
+func TestRejectedAgentsAreLoggedOncePerEpisode(t *testing.T) {
+	logged := &logLines{}
+	h := newHarness(t, echo, harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) {
+		c.Logger = slog.New(slog.NewTextHandler(logged, nil))
+	}})
+	h.startAgent(echo, harnessOpts{agentCfg: func(c *tunnel.AgentConfig) {
+		c.Credential = tunnel.SecretCredential("guess")
+		c.Connections = 4
+	}})
+	require.Eventually(t, func() bool { return h.relay.Stats().HandshakeFailures["bad-secret"] >= 50 }, 30*time.Second, 5*time.Millisecond)
+	logged.mu.Lock()
+	lines := strings.Count(logged.buf.String(), `msg="agent rejected"`)
+	logged.mu.Unlock()
+	assert.Equal(t, 1, lines, "one line for %d refusals", h.relay.Stats().HandshakeFailures["bad-secret"])
 }

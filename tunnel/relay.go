@@ -191,12 +191,15 @@ type RelayConfig struct {
 // clients under /clusters/{id}/, and AgentHandler and ClusterHandler serve
 // either alone, for servers that keep agents and clients apart.
 type Relay struct {
-	cfg   RelayConfig
-	log   *slog.Logger
-	h2    *h2client.Config
-	peers *peers // with a Directory
-	reg   registry
-	mw    http.RoundTripper // RelayConfig.Middleware around relayTransport
+	cfg RelayConfig
+	log *slog.Logger
+	// episodes logs what anyone on the internet can make happen per
+	// request (refused agents, a failing authorizer) once per episode.
+	episodes *logx.Episodes
+	h2       *h2client.Config
+	peers    *peers // with a Directory
+	reg      registry
+	mw       http.RoundTripper // RelayConfig.Middleware around relayTransport
 	// toClients counts upgrades still copying the cluster's bytes to
 	// their clients (spliceClient); clientsInFlight, clients' requests
 	// (upgrades included) not yet over.
@@ -249,7 +252,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		return nil, errors.New("tunnel: RelayConfig.PeerTLSConfig is required with a Directory")
 	}
 	log := logx.OrDiscard(c.Logger)
-	r := &Relay{cfg: c, log: log, h2: h2client.NewConfig(h2client.Settings{InitialWindow: c.MaxReceiveBufferPerStream, WindowLimit: c.StreamWindowLimit,
+	r := &Relay{cfg: c, log: log, episodes: logx.NewEpisodes(log, 0), h2: h2client.NewConfig(h2client.Settings{InitialWindow: c.MaxReceiveBufferPerStream, WindowLimit: c.StreamWindowLimit,
 		WindowBudget: c.StreamWindowBudget, MaxHeaderList: c.MaxHeaderBytes, PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
 		BusyPingAfter: c.BusyPingAfter, BusyPingTimeout: c.BusyPingTimeout, WriteTimeout: c.WriteTimeout})}
 	r.reg.picker = c.Picker
@@ -496,7 +499,7 @@ func (r *Relay) serveAgent(w http.ResponseWriter, req *http.Request) {
 			reason = ae.Reason
 		}
 		r.stats.handshakeFailed(reason)
-		log.Warn("agent rejected", "reason", reason, "err", err)
+		r.episodes.Warn("agent rejected", "cluster", hs.ClusterID, "agent", hs.AgentID, "remote", req.RemoteAddr, "reason", reason, "err", err)
 		httpx.WriteStatus(w, req, http.StatusUnauthorized, hs.ClusterID, fmt.Sprintf("tunnel: agent for cluster %q not authenticated", hs.ClusterID))
 		return
 	}

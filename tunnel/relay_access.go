@@ -91,7 +91,7 @@ func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) (
 	r.stats.clientRefused()
 	var ae *AccessError
 	if !errors.As(err, &ae) {
-		r.log.Warn("client authorizer failed; refusing", "cluster", id, "remote", req.RemoteAddr, "err", err)
+		r.episodes.Warn("client authorizer failed; refusing", "cluster", id, "remote", req.RemoteAddr, "err", err)
 		ae = &AccessError{Code: http.StatusForbidden, Reason: "error", Message: "tunnel: the request is not allowed"}
 	}
 	if cr, ok := req.Context().Value(clientRequestKey{}).(*clientRequest); ok {
