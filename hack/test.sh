@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the tests need, then runs every check and test.
+# Builds what the tests need, then runs every check and test.
 #
 #   ./hack/test.sh            # everything CI runs
 #   ./hack/test.sh -run Exec  # extra arguments go to `go test`
 #
-# What it installs when missing:
-#   etcd            Debian's etcd-server package (needs root, or sudo)
+# What it gets when missing, none of it a service that starts:
 #   kube-apiserver  built from the Go module proxy, cached in the user cache dir
+#   etcd            built the same way (go.etcd.io/etcd/server/v3)
 #   kubectl         built the same way when none is on PATH
-#   buildah         Debian's package, to build the container images
-#   promtool        Debian's prometheus package, to check the metrics
+#   buildah         Debian's package, to build the container images (the one
+#                   system package; apt waits for another apt's lock)
 #   staticcheck     run from the Go module proxy at a pinned version
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,20 +21,18 @@ die() { printf 'hack/test.sh: %s\n' "$*" >&2; exit 1; }
 
 command -v go >/dev/null || die "Go is not installed; install Go 1.26 or later"
 
-# apt_install installs Debian packages, as root or through sudo.
+# apt_install installs Debian packages, as root or through sudo, waiting
+# up to 10 minutes for another apt or dpkg to let go of its lock.
 apt_install() {
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+  local wait=(-o DPkg::Lock::Timeout=600)
+  if ! $sudo apt-get "${wait[@]}" update -qq; then
+    die "apt-get update failed (another apt holding its lock for over 10 minutes?); install $* by hand and run again"
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get "${wait[@]}" install -y -qq "$@" >/dev/null ||
+    die "apt-get install $* failed; install it by hand and run again"
 }
-
-if ! command -v etcd >/dev/null && [ -z "${ETCD:-}" ]; then
-  step "installing etcd (Debian package etcd-server)"
-  command -v apt-get >/dev/null || die "etcd is missing and this is not a Debian-like system: install etcd 3.4+ and put it on PATH (or set ETCD)"
-  apt_install etcd-server
-  command -v etcd >/dev/null || die "etcd-server installed but etcd is not on PATH"
-fi
 
 if ! command -v buildah >/dev/null && ! command -v podman >/dev/null; then
   step "installing buildah (Debian package), to build the container images"
@@ -45,16 +43,7 @@ if ! command -v buildah >/dev/null && ! command -v podman >/dev/null; then
   fi
 fi
 
-if ! command -v promtool >/dev/null; then
-  step "installing promtool (Debian package prometheus), to check the metrics"
-  if command -v apt-get >/dev/null; then
-    apt_install prometheus
-  else
-    echo "hack/test.sh: no promtool, and no apt-get to install it: the metrics test will say so" >&2
-  fi
-fi
-
-step "kube-apiserver and kubectl"
+step "kube-apiserver, etcd and kubectl"
 go run ./internal/testenv/kubetest/cmd/kubetest install
 
 step "gofmt"

@@ -133,6 +133,7 @@ func (c *chain) startAs(logName, name string, args ...string) *proc {
 	logf, err := os.Create(filepath.Join(c.dir, logName+".log"))
 	require.NoError(c.t, err)
 	cmd := exec.Command(filepath.Join(c.bin, name), args...)
+	cmd.Env = append(os.Environ(), kubetest.HomeEnv()...) // a client proxy's CA, a token cache: not in the user's home
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(c.t, cmd.Start())
 	p := &proc{cmd: cmd, done: make(chan struct{})}

@@ -52,9 +52,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "Usage: go run ./examples/trial [-port N] [-once]\n\n%s\n", strings.TrimSpace(`
 Runs etcd, kube-apiserver, an Entra ID stand-in, the relay, the agent and
 the client proxy on this machine, shows kubectl working through them, and
-keeps them running until Ctrl-C. The first run builds kube-apiserver
-(about 6 minutes on 2 cores); later runs start in seconds. Needs etcd
-(Debian: apt-get install etcd-server) and kubectl.
+keeps them running until Ctrl-C. The first run builds kube-apiserver and
+etcd (about 7 minutes on 2 cores); later runs start in seconds. Needs
+kubectl.
 
 With -kubeconfig (or $KUBECONFIG) it connects that cluster instead: the
 agent acts with the kubeconfig's credentials, which must be allowed to
@@ -88,16 +88,18 @@ func run(ctx context.Context, w io.Writer, existing string, port int, once bool)
 			return fmt.Errorf("-kubeconfig: %w", err)
 		}
 	} else {
-		step("kube-apiserver %s (built once from the Go module proxy, then cached)", kubetest.KubeVersion)
+		step("kube-apiserver %s and etcd %s (built once from the Go module proxy, then cached)", kubetest.KubeVersion, kubetest.EtcdVersion)
 		if _, err := kubetest.Build(ctx, os.Stderr, "kube-apiserver"); err != nil {
 			return err
+		}
+		if _, err := kubetest.EtcdPath(); errors.Is(err, kubetest.ErrMissing) && os.Getenv(kubetest.EnvEtcd) == "" {
+			if _, err := kubetest.BuildEtcd(ctx, os.Stderr); err != nil {
+				return err
+			}
 		}
 		step("starting etcd and kube-apiserver on loopback")
 		env, err := kubetest.Start(ctx)
 		if err != nil {
-			if errors.Is(err, kubetest.ErrMissing) {
-				return fmt.Errorf("%w\n(etcd comes from Debian's etcd-server package: apt-get install etcd-server)", err)
-			}
 			return err
 		}
 		defer env.Stop()

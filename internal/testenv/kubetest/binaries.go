@@ -20,6 +20,10 @@ import (
 // modules (k8s.io/api, k8s.io/apiserver, …) are pinned to the matching v0.Y.Z.
 const KubeVersion = "v1.37.2"
 
+// EtcdVersion is the etcd the tests run kube-apiserver and the fleet on:
+// the 3.6 line Kubernetes 1.37 runs on, built from go.etcd.io/etcd/server/v3.
+const EtcdVersion = "v3.6.16"
+
 // Environment variables that point at binaries instead of the defaults.
 const (
 	EnvAPIServer = "KUBE_APISERVER" // path to a kube-apiserver binary
@@ -69,17 +73,52 @@ func APIServerPath() (string, error) {
 	return checkExecutable("kube-apiserver", p)
 }
 
-// EtcdPath returns the etcd binary: $ETCD if set, else etcd on PATH (Debian's
-// etcd-server package installs /usr/bin/etcd).
+// EtcdPath returns the etcd binary to use: $ETCD if set, else the cached
+// build of EtcdVersion. It does not build anything (BuildEtcd does).
 func EtcdPath() (string, error) {
 	if p := os.Getenv(EnvEtcd); p != "" {
 		return checkExecutable("etcd", p)
 	}
-	p, err := exec.LookPath("etcd")
+	p, err := etcdCachedPath()
 	if err != nil {
-		return "", &MissingError{Part: "etcd", Why: "not on PATH and $" + EnvEtcd + " is unset"}
+		return "", err
 	}
-	return p, nil
+	return checkExecutable("etcd", p)
+}
+
+func etcdCachedPath() (string, error) {
+	dir, err := CacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "etcd-"+EtcdVersion, "etcd"), nil
+}
+
+// BuildEtcd builds etcd EtcdVersion from the Go module proxy into the cache
+// (a main of its own around go.etcd.io/etcd/server/v3/etcdmain, which is
+// what etcd's own main is), unless it is there already, and returns its
+// path. Nothing is installed or started: the binary runs only when a test
+// starts it, on loopback ports in a temporary directory.
+func BuildEtcd(ctx context.Context, w io.Writer) (string, error) {
+	bin, err := etcdCachedPath()
+	if err != nil {
+		return "", err
+	}
+	return buildOnce(ctx, w, "etcd "+EtcdVersion, bin, func(work string) error {
+		const mod = "module kubetest.invalid/etcd\n\ngo 1.26\n"
+		const main = "package main\n\nimport (\n\t\"os\"\n\n\t\"go.etcd.io/etcd/server/v3/etcdmain\"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n"
+		if err := os.WriteFile(filepath.Join(work, "go.mod"), []byte(mod), 0o644); err != nil {
+			return fmt.Errorf("kubetest: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(work, "main.go"), []byte(main), 0o644); err != nil {
+			return fmt.Errorf("kubetest: %w", err)
+		}
+		if _, err := goCmd(ctx, work, "get", "go.etcd.io/etcd/server/v3@"+EtcdVersion); err != nil {
+			return err
+		}
+		_, err := goCmd(ctx, work, "build", "-o", bin+".tmp", ".")
+		return err
+	})
 }
 
 // KubectlPath returns the kubectl binary: $KUBECTL if set, else kubectl on
@@ -129,7 +168,14 @@ func Build(ctx context.Context, w io.Writer, command string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := checkExecutable(command, bin); err == nil {
+	return buildOnce(ctx, w, command+" "+KubeVersion, bin, func(work string) error { return build(ctx, work, command, bin) })
+}
+
+// buildOnce runs build (in a throwaway directory it is given; it leaves
+// its result at bin+".tmp") unless bin is there, under a lock file, and
+// moves the result to bin.
+func buildOnce(ctx context.Context, w io.Writer, what, bin string, build func(work string) error) (string, error) {
+	if _, err := checkExecutable(what, bin); err == nil {
 		return bin, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
@@ -140,20 +186,29 @@ func Build(ctx context.Context, w io.Writer, command string) (string, error) {
 		return "", err
 	}
 	defer unlock()
-	if _, err := checkExecutable(command, bin); err == nil {
+	if _, err := checkExecutable(what, bin); err == nil {
 		return bin, nil // another process built it while we waited
 	}
+	work, err := os.MkdirTemp("", "kubetest-build-")
+	if err != nil {
+		return "", fmt.Errorf("kubetest: %w", err)
+	}
+	defer os.RemoveAll(work)
 
-	fmt.Fprintf(w, "kubetest: building %s %s from the Go module proxy into %s\n", command, KubeVersion, filepath.Dir(bin))
-	fmt.Fprintf(w, "kubetest: this happens once; the first build takes about 6 minutes on 2 cores\n")
+	fmt.Fprintf(w, "kubetest: building %s from the Go module proxy into %s\n", what, filepath.Dir(bin))
+	fmt.Fprintf(w, "kubetest: this happens once; kube-apiserver takes about 6 minutes on 2 cores\n")
 	start := time.Now()
 	stop := progress(w, start)
-	err = build(ctx, command, bin)
+	err = build(work)
 	stop()
 	if err != nil {
+		os.Remove(bin + ".tmp")
 		return "", err
 	}
-	fmt.Fprintf(w, "kubetest: built %s in %s\n", command, time.Since(start).Round(time.Second))
+	if err := os.Rename(bin+".tmp", bin); err != nil {
+		return "", fmt.Errorf("kubetest: %w", err)
+	}
+	fmt.Fprintf(w, "kubetest: built %s in %s\n", what, time.Since(start).Round(time.Second))
 	return bin, nil
 }
 
@@ -182,13 +237,7 @@ var stagingReplace = regexp.MustCompile(`(?m)^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./sta
 // replaces each staging module with its published v0.Y.Z, then builds the
 // command. k8s.io/kubernetes cannot be required as a plain dependency: its own
 // go.mod points the staging modules at directories that are not in its zip.
-func build(ctx context.Context, command, bin string) error {
-	work, err := os.MkdirTemp("", "kubetest-build-")
-	if err != nil {
-		return fmt.Errorf("kubetest: %w", err)
-	}
-	defer os.RemoveAll(work)
-
+func build(ctx context.Context, work, command, bin string) error {
 	const header = "module kubetest.invalid/build\n\ngo 1.26\n"
 	if err := os.WriteFile(filepath.Join(work, "go.mod"), []byte(header), 0o644); err != nil {
 		return fmt.Errorf("kubetest: %w", err)
@@ -215,15 +264,8 @@ func build(ctx context.Context, command, bin string) error {
 	if err := os.WriteFile(filepath.Join(work, "go.mod"), []byte(mod.String()), 0o644); err != nil {
 		return fmt.Errorf("kubetest: %w", err)
 	}
-	tmp := bin + ".tmp"
-	if _, err := goCmd(ctx, work, "build", "-mod=mod", "-ldflags", versionLDFlags(), "-o", tmp, "k8s.io/kubernetes/cmd/"+command); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, bin); err != nil {
-		return fmt.Errorf("kubetest: %w", err)
-	}
-	return nil
+	_, err = goCmd(ctx, work, "build", "-mod=mod", "-ldflags", versionLDFlags(), "-o", bin+".tmp", "k8s.io/kubernetes/cmd/"+command)
+	return err
 }
 
 func goCmd(ctx context.Context, dir string, args ...string) ([]byte, error) {

@@ -1,14 +1,17 @@
 // Package kubetest runs a real Kubernetes control plane for tests: etcd
-// (Debian's etcd-server) and a kube-apiserver built from the Go module proxy,
+// and a kube-apiserver, both built from the Go module proxy,
 // on free loopback ports, with RBAC on, a generated CA and serving
 // certificate, a service-account signing key and an admin credential.
 //
 // # Getting the parts
 //
-// hack/test.sh installs everything. By hand:
+// hack/test.sh builds everything. By hand:
 //
-//	apt-get install etcd-server
-//	go run ./internal/testenv/kubetest/cmd/kubetest install   # builds kube-apiserver once, into the user cache dir
+//	go run ./internal/testenv/kubetest/cmd/kubetest install   # builds kube-apiserver and etcd once, into the user cache dir
+//
+// Nothing is installed as a system package and no service is started: the
+// binaries run only while a test runs them, on loopback ports in
+// temporary directories.
 //
 // $KUBE_APISERVER, $ETCD and $KUBECTL point at other binaries.
 //

@@ -27,8 +27,10 @@ func (k *Kubectl) Command(ctx context.Context, args ...string) (*exec.Cmd, error
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig=" + k.Kubeconfig}, args...)...)
-	// KUBECONFIG and HOME must not leak the developer's own clusters in.
+	// KUBECONFIG and HOME must not leak the developer's own clusters in,
+	// nor kubectl's caches out.
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+k.Kubeconfig)
+	cmd.Env = append(cmd.Env, HomeEnv()...)
 	cmd.Env = append(cmd.Env, k.Env...)
 	cmd.WaitDelay = 5 * time.Second
 	return cmd, nil

@@ -37,6 +37,7 @@ func Main(m interface{ Run() int }) {
 	if shared.env != nil {
 		shared.env.Stop()
 	}
+	removeHome()
 	os.Exit(code)
 }
 

@@ -2,9 +2,10 @@
 //
 //	go run ./internal/testenv/kubetest/cmd/kubetest install
 //
-// builds kube-apiserver (once, cached in the user cache dir), builds kubectl
-// the same way when none is on PATH, and checks that etcd is installed.
-// hack/test.sh installs etcd and runs this before the tests.
+// builds kube-apiserver and etcd (once each, cached in the user cache dir),
+// and kubectl the same way when none is on PATH. It installs and starts
+// nothing: the tests start what they need on loopback ports. hack/test.sh
+// runs this before the tests.
 package main
 
 import (
@@ -48,6 +49,9 @@ func install(ctx context.Context) error {
 	}
 	fmt.Printf("kubectl: %s\n", kubectl)
 	etcd, err := kubetest.EtcdPath()
+	if errors.Is(err, kubetest.ErrMissing) && os.Getenv(kubetest.EnvEtcd) == "" {
+		etcd, err = kubetest.BuildEtcd(ctx, os.Stderr)
+	}
 	if err != nil {
 		return err
 	}
