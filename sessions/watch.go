@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
@@ -51,9 +52,26 @@ type watches struct {
 }
 
 func (w *watches) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !IsWatch(req) {
+		return w.next.RoundTrip(req)
+	}
+	if _, ok := req.Header["Accept-Encoding"]; ok {
+		// Events are found in the stream's bytes, so ask for them as
+		// they are: the API server compresses a watch that begins with
+		// its initial events (sendInitialEvents=true, what client-go's
+		// informers send by default) when the client accepts gzip,
+		// and no event would ever be seen whole. Go's transport, in
+		// kubectl and client-go, asks for gzip unless told not to and
+		// reads either.
+		req = req.Clone(req.Context())
+		req.Header.Del("Accept-Encoding")
+	}
 	resp, err := w.next.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusOK || !IsWatch(req) {
+	if err != nil || resp.StatusCode != http.StatusOK {
 		return resp, err
+	}
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return resp, nil // compressed all the same: passed on as it is
 	}
 	f := framingOf(resp.Header.Get("Content-Type"))
 	if f == nil {
