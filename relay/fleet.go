@@ -51,9 +51,14 @@ type FleetConfig struct {
 	// PeerCertificate is this replica's certificate, for the peer
 	// listener and for dialing peers (server and client use), and PeerCA
 	// the fleet's peer CA: only certificates it signed reach the peer
-	// listener. Both required.
+	// listener. Both required (PeerCertificate or GetPeerCertificate).
 	PeerCertificate *tls.Certificate
 	PeerCA          *x509.CertPool
+	// GetPeerCertificate, if set, is asked for the peer certificate at
+	// each handshake instead of using PeerCertificate, so that one
+	// rotated on disk is used from the next handshake on (connections
+	// made before keep theirs).
+	GetPeerCertificate func() *tls.Certificate
 }
 
 // fleet is what a replica runs besides the relay.
@@ -72,13 +77,18 @@ func newFleet(c *FleetConfig, log *slog.Logger) (f *fleet, err error) {
 	if len(c.Etcd.Endpoints) == 0 {
 		return nil, errors.New("relay: a fleet needs etcd endpoints")
 	}
-	if c.PeerCertificate == nil || c.PeerCA == nil {
+	if (c.PeerCertificate == nil && c.GetPeerCertificate == nil) || c.PeerCA == nil {
 		return nil, errors.New("relay: a fleet replica needs a peer certificate and the fleet's peer CA")
 	}
+	cert := c.GetPeerCertificate
+	if cert == nil {
+		cert = func() *tls.Certificate { return c.PeerCertificate }
+	}
 	f = &fleet{id: c.ReplicaID, ln: c.PeerListener,
-		clientTLS: &tls.Config{Certificates: []tls.Certificate{*c.PeerCertificate}, RootCAs: c.PeerCA, MinVersion: tls.VersionTLS13},
-		serverTLS: &tls.Config{Certificates: []tls.Certificate{*c.PeerCertificate}, ClientCAs: c.PeerCA, ClientAuth: tls.RequireAndVerifyClientCert,
-			MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}},
+		clientTLS: &tls.Config{GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert(), nil },
+			RootCAs: c.PeerCA, MinVersion: tls.VersionTLS13},
+		serverTLS: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert(), nil },
+			ClientCAs: c.PeerCA, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}},
 	}
 	if f.id == "" {
 		if f.id, err = os.Hostname(); err != nil {

@@ -5,7 +5,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,7 +62,7 @@ func register(fs *flag.FlagSet) *flags {
 	fs.StringVar(&f.secretFile, "secret-file", "", "file holding the cluster's shared secret (re-read at every connection)")
 	fs.StringVar(&f.keyFile, "key-file", "", "PEM private key to sign assertions with, instead of a secret (re-read at every connection)")
 	fs.StringVar(&f.assertionAud, "assertion-audience", "", "with -key-file: the relay named in assertions, as the relay's -public-url (default: from -relay-url)")
-	fs.StringVar(&f.relayCA, "relay-ca", "", "PEM CA file for the relay's certificate (default: system roots)")
+	fs.StringVar(&f.relayCA, "relay-ca", "", "PEM CA file for the relay's certificate, read again when it changes (default: system roots)")
 	fs.IntVar(&c.Tunnel.Connections, "connections", tunnel.DefaultConnections, "tunnel connections to keep open")
 	fs.DurationVar(&c.Tunnel.PingInterval, "ping-interval", tunnel.DefaultAgentPingInterval, "ping a tunnel connection on which nothing arrived for this long; a dark network path is found within this and 3 s, at a ping's round trip per interval per connection at the relay")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (default: in-cluster service account)")
@@ -152,8 +151,7 @@ func (f *flags) config() (*agent.Config, error) {
 	m.OverageWithoutGroups = f.graph.Mode() == tokenflags.OverageWithoutGroups
 	c.Mapping = &m
 	if f.relayCA != "" {
-		c.RelayTLS = &tls.Config{}
-		if c.RelayTLS.RootCAs, err = cli.CertPool("relay-ca", f.relayCA); err != nil {
+		if c.RelayTLS, err = cli.RotatingCA("relay-ca", f.relayCA, c.RelayURL); err != nil {
 			return nil, err
 		}
 	}

@@ -538,6 +538,10 @@ func TestEndToEnd(t *testing.T) {
 		out := k.MustRun(t, ctx(t), nil, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
 		assert.Equal(t, aliceUPN, out)
 	})
+
+	// Last: the relay's certificate is from another CA afterwards, which
+	// the direct kubeconfig written at the start does not trust.
+	t.Run("the relay's certificate and CA rotate under load: nothing fails, the agent stays connected", func(t *testing.T) { certificatesRotate(t, c) })
 }
 
 // caller is kubectl talking to the relay directly with a bearer token, on

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"net"
@@ -54,11 +53,9 @@ func serve(args []string) error {
 		}
 	}
 	if *c.relayCA != "" {
-		roots, err := cli.CertPool("relay-ca", *c.relayCA)
-		if err != nil {
+		if cfg.RelayTLS, err = cli.RotatingCA("relay-ca", *c.relayCA, *c.relayURL); err != nil {
 			return err
 		}
-		cfg.RelayTLS = &tls.Config{RootCAs: roots}
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()

@@ -87,7 +87,7 @@ func flags(name string, groups int) (*flag.FlagSet, *common) {
 	c := &common{
 		relayURL:       str(relayFlags, "relay-url", "", "the relay, https://host[:port]"),
 		clusterID:      str(relayFlags, "cluster-id", "", "the cluster's ID at the relay"),
-		relayCA:        str(relayFlags, "relay-ca", "", "PEM CA file for the relay (default: system roots)"),
+		relayCA:        str(relayFlags, "relay-ca", "", "PEM CA file for the relay, read again when it changes (default: system roots)"),
 		kubeconfigPath: str(kubeconfigFlags, "kubeconfig", "", `kubeconfig to merge into (default: as kubectl; "-" prints it)`),
 		context:        str(kubeconfigFlags, "context", "", "context name (default: the cluster ID)"),
 		setCurrent:     boolean(kubeconfigFlags, "set-current-context", true, "make the context current"),

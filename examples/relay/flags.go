@@ -12,6 +12,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/examples/internal/tokenflags"
 	"github.com/clusterconnect/clusterconnect/internal/prom"
+	"github.com/clusterconnect/clusterconnect/internal/tlsfile"
 	"github.com/clusterconnect/clusterconnect/relay"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -37,7 +38,7 @@ func register(fs *flag.FlagSet) *flags {
 	c, t := &f.cfg, &f.cfg.Tunnel
 	fs.StringVar(&c.Listen, "listen", relay.DefaultListen, "address for agents and clients (TLS); with -agent-listen, for clients only")
 	fs.StringVar(&c.AgentListen, "agent-listen", "", "address for agents only (TLS, the same certificate): callers who fill -listen's connections cannot then keep agents from reconnecting, and the port can be opened to the clusters' addresses alone (default: agents use -listen)")
-	fs.StringVar(&f.certFile, "cert", "", "TLS certificate file")
+	fs.StringVar(&f.certFile, "cert", "", "TLS certificate file, read again when it or -key changes (new handshakes get the new one)")
 	fs.StringVar(&f.keyFile, "key", "", "TLS key file")
 	fs.BoolVar(&f.selfSigned, "self-signed", false, "generate a certificate for localhost (trials only)")
 	fs.StringVar(&f.caOut, "ca-out", "relay-ca.crt", "with -self-signed: where to write the CA certificate")
@@ -133,11 +134,13 @@ func (f *flags) serving(log interface{ Warn(string, ...any) }) (*tls.Config, err
 		if f.certFile == "" || f.keyFile == "" {
 			return nil, errors.New("-cert and -key are required (or -self-signed for a trial)")
 		}
-		cert, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+		// Read again when the files change: a certificate cert-manager
+		// renews is served from the next handshake on.
+		pair, err := tlsfile.NewKeyPair(f.certFile, f.keyFile)
 		if err != nil {
 			return nil, err
 		}
-		return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+		return &tls.Config{GetCertificate: pair.GetCertificate, MinVersion: tls.VersionTLS12}, nil
 	}
 	cert, err := cli.SelfSigned(f.caDir, f.caOut)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/etcddir"
 	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
+	"github.com/clusterconnect/clusterconnect/internal/tlsfile"
 	"github.com/clusterconnect/clusterconnect/relay"
 )
 
@@ -32,7 +33,7 @@ func registerFleet(fs *flag.FlagSet) *fleetFlags {
 	fs.StringVar(&f.cfg.ReplicaID, "replica-id", "", "this replica's name in the fleet (default: the host name)")
 	fs.StringVar(&f.cfg.PeerListen, "peer-listen", relay.DefaultPeerListen, "address other replicas reach this one on (mutual TLS)")
 	fs.StringVar(&f.cfg.PeerAdvertise, "peer-advertise", "", "host:port other replicas dial for this one (default: -peer-listen, which then needs a host)")
-	fs.StringVar(&f.peerCert, "peer-cert", "", "this replica's certificate for the peer listener and for dialing peers (server and client use)")
+	fs.StringVar(&f.peerCert, "peer-cert", "", "this replica's certificate for the peer listener and for dialing peers (server and client use), read again when it or -peer-key changes")
 	fs.StringVar(&f.peerKey, "peer-key", "", "its key")
 	fs.StringVar(&f.peerCA, "peer-ca", "", "the fleet's peer CA: only certificates it signed may reach the peer listener")
 	return f
@@ -46,12 +47,12 @@ func (f *fleetFlags) config() (*relay.FleetConfig, error) {
 	if f.peerCert == "" || f.peerKey == "" || f.peerCA == "" {
 		return nil, fmt.Errorf("a fleet replica needs -peer-cert, -peer-key and -peer-ca")
 	}
-	cert, err := tls.LoadX509KeyPair(f.peerCert, f.peerKey)
+	pair, err := tlsfile.NewKeyPair(f.peerCert, f.peerKey) // read again when rotated
 	if err != nil {
 		return nil, fmt.Errorf("-peer-cert/-peer-key: %w", err)
 	}
 	c := f.cfg
-	c.PeerCertificate = &cert
+	c.GetPeerCertificate = pair.Certificate
 	if c.PeerCA, err = cli.CertPool("peer-ca", f.peerCA); err != nil {
 		return nil, err
 	}

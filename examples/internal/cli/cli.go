@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -148,6 +149,22 @@ func CertPool(flagName, path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("-%s: %w", flagName, err)
 	}
 	return p, nil
+}
+
+// RotatingCA is a client TLS config for the server at serverURL that
+// trusts the PEM CA file named by a flag, read again when it changes: a
+// rotated CA (the new one added beside the old, then the old removed) is
+// trusted from the next handshake on, without a restart.
+func RotatingCA(flagName, path, serverURL string) (*tls.Config, error) {
+	roots, err := tlsfile.NewRoots(path)
+	if err != nil {
+		return nil, fmt.Errorf("-%s: %w", flagName, err)
+	}
+	u, err := url.Parse(serverURL)
+	if err != nil || u.Hostname() == "" {
+		return nil, fmt.Errorf("-%s needs the server's URL, https://host[:port] (got %q)", flagName, serverURL)
+	}
+	return roots.ClientConfig(nil, u.Hostname()), nil
 }
 
 // CertPEM reads a PEM CA file named by a flag, checking that it holds a
