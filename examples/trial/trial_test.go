@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,4 +71,14 @@ func TestTrialConnectsAnExistingCluster(t *testing.T) {
 	assert.Contains(t, out.String(), "kubectl create clusterrolebinding clusterconnect-trial")
 }
 
-func TestMain(m *testing.M) { kubetest.Main(m) }
+// TestMain runs the trial's kubectl with a cache of the tests' own, out
+// of the user's ~/.kube (the trial itself, run by a user, lets kubectl
+// cache where it always does).
+func TestMain(m *testing.M) {
+	for _, kv := range kubetest.HomeEnv() { // removed by Main
+		if home, ok := strings.CutPrefix(kv, "HOME="); ok {
+			os.Setenv("KUBECACHEDIR", filepath.Join(home, ".kube", "cache"))
+		}
+	}
+	kubetest.Main(m)
+}
