@@ -46,6 +46,19 @@ func (w *watched) changedLocked() bool {
 	return false
 }
 
+// reloadLocked calls load if the files changed since last read; a load
+// that fails leaves what is in force, and is tried again at the next
+// look. mu held.
+func (w *watched) reloadLocked(load func() error) {
+	if !w.changedLocked() {
+		return
+	}
+	w.statLocked()
+	if load() != nil {
+		w.seen[0] = nil // not whole yet: look again
+	}
+}
+
 // statLocked records the files as they are now. mu held.
 func (w *watched) statLocked() {
 	w.seen = make([]os.FileInfo, len(w.paths))
@@ -79,14 +92,13 @@ func NewKeyPair(certFile, keyFile string) (*KeyPair, error) {
 func (k *KeyPair) Certificate() *tls.Certificate {
 	k.w.mu.Lock()
 	defer k.w.mu.Unlock()
-	if k.w.changedLocked() {
-		k.w.statLocked()
-		if cert, err := tls.LoadX509KeyPair(k.w.paths[0], k.w.paths[1]); err == nil {
+	k.w.reloadLocked(func() error {
+		cert, err := tls.LoadX509KeyPair(k.w.paths[0], k.w.paths[1])
+		if err == nil {
 			k.cert = &cert
-		} else {
-			k.w.seen[0] = nil // not whole yet: try again at the next look
 		}
-	}
+		return err
+	})
 	return k.cert
 }
 
@@ -123,14 +135,13 @@ func NewRoots(path string) (*Roots, error) {
 func (r *Roots) Pool() *x509.CertPool {
 	r.w.mu.Lock()
 	defer r.w.mu.Unlock()
-	if r.w.changedLocked() {
-		r.w.statLocked()
-		if pool, _, err := Pool(r.w.paths[0]); err == nil {
+	r.w.reloadLocked(func() error {
+		pool, _, err := Pool(r.w.paths[0])
+		if err == nil {
 			r.pool = pool
-		} else {
-			r.w.seen[0] = nil
 		}
-	}
+		return err
+	})
 	return r.pool
 }
 
