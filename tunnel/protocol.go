@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/clusterconnect/clusterconnect/internal/version"
+
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
@@ -146,6 +148,6 @@ func newHandshakeRequest(target string, hs Handshake) (*http.Request, error) {
 		req.Header.Set(HeaderAgentID, hs.AgentID)
 	}
 	req.Header.Set("Authorization", "Bearer "+hs.Credential)
-	req.Header.Set("User-Agent", "clusterconnect-agent")
+	req.Header.Set("User-Agent", version.UserAgent("agent"))
 	return req, nil
 }

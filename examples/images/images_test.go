@@ -71,6 +71,15 @@ func TestImagesHoldOneStaticBinaryRunAsNonRoot(t *testing.T) {
 			help, err := exec.Command(exe, "-h").CombinedOutput()
 			require.NoError(t, err, "%s", help)
 			assert.Contains(t, string(help), "Every flag can also be set by its environment variable")
+
+			// The tag is the version: the binary says it, and so does the
+			// image.
+			v, err := exec.Command(exe, "-version").CombinedOutput()
+			require.NoError(t, err, "%s", v)
+			assert.Contains(t, string(v), "clusterconnect "+name+" "+tag+" (")
+			assert.Equal(t, tag, img.config.Config.Labels["org.opencontainers.image.version"])
+			assert.Equal(t, "clusterconnect-"+name, img.config.Config.Labels["org.opencontainers.image.title"])
+			assert.NotEmpty(t, img.config.Config.Labels["org.opencontainers.image.revision"])
 		})
 	}
 }
@@ -78,8 +87,9 @@ func TestImagesHoldOneStaticBinaryRunAsNonRoot(t *testing.T) {
 type image struct {
 	config struct {
 		Config struct {
-			User       string   `json:"User"`
-			Entrypoint []string `json:"Entrypoint"`
+			User       string            `json:"User"`
+			Entrypoint []string          `json:"Entrypoint"`
+			Labels     map[string]string `json:"Labels"`
 		} `json:"config"`
 	}
 	files map[string][]byte // regular files, by absolute path

@@ -3,7 +3,11 @@
 package prom
 
 import (
+	"runtime"
+
 	"net/http"
+
+	"github.com/clusterconnect/clusterconnect/internal/version"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -15,8 +19,21 @@ import (
 // passes it to.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	return reg
+}
+
+// buildInfo is clusterconnect_build_info: 1, labelled with which build
+// runs (package version), so that a dashboard can tell replicas of two
+// releases apart.
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "clusterconnect_build_info",
+		Help:        "Which build of clusterconnect this is: always 1.",
+		ConstLabels: prometheus.Labels{"version": version.String(), "revision": version.Revision(), "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 // Handler serves reg in the Prometheus exposition format.

@@ -31,7 +31,7 @@ func TestMetricsPassTheLinter(t *testing.T) {
 	prom.Handler(reg).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	body := rec.Body.String()
 	for _, name := range []string{"clusterconnect_relay_requests_total", "clusterconnect_relay_body_bytes_total",
-		"clusterconnect_agent_streams_in_flight", "go_goroutines", "process_resident_memory_bytes"} {
+		"clusterconnect_agent_streams_in_flight", "clusterconnect_build_info", "go_goroutines", "process_resident_memory_bytes"} {
 		assert.Contains(t, body, "\n"+name, "served: %s", name)
 	}
 	problems, err := promlint.New(strings.NewReader(body)).Lint()

@@ -15,10 +15,13 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/clusterconnect/clusterconnect/internal/version"
 
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/internal/tlsfile"
@@ -31,7 +34,8 @@ func EnvName(prefix, flagName string) string {
 
 // ParseWithEnv parses args, then sets every flag not given on the command
 // line from its environment variable, if that is set. Usage lists the
-// variables.
+// variables. It adds -version, which prints VersionLine and returns
+// flag.ErrHelp, as -h does.
 func ParseWithEnv(fs *flag.FlagSet, prefix string, args []string) error {
 	usage := fs.Usage
 	fs.Usage = func() {
@@ -48,14 +52,23 @@ func ParseWithEnv(fs *flag.FlagSet, prefix string, args []string) error {
 		}
 		fmt.Fprintf(fs.Output(), "\nEvery flag can also be set by its environment variable, e.g. %s.\n", EnvName(prefix, example))
 	}
+	var showVersion *bool
+	if fs.Lookup("version") == nil {
+		showVersion = fs.Bool("version", false, "print which build this is, and exit")
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if showVersion != nil && *showVersion {
+		binary, _, _ := strings.Cut(fs.Name(), " ") // "proxy serve": the binary is proxy
+		fmt.Println(VersionLine(binary))
+		return flag.ErrHelp // done, as after -h
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] {
+		if given[f.Name] || f.Name == "version" {
 			return
 		}
 		if v, ok := os.LookupEnv(EnvName(prefix, f.Name)); ok {
@@ -185,4 +198,14 @@ func CAClient(flagName, path string, timeout time.Duration) (*http.Client, error
 		return nil, err
 	}
 	return tlsfile.Client(roots, timeout), nil
+}
+
+// VersionLine says which build a binary is: "clusterconnect relay v1.2.3
+// (revision abc123, go1.26.8)".
+func VersionLine(name string) string {
+	rev := version.Revision()
+	if rev == "" {
+		rev = "unknown"
+	}
+	return fmt.Sprintf("clusterconnect %s %s (revision %s, %s)", name, version.String(), rev, runtime.Version())
 }
