@@ -447,9 +447,19 @@ func (r *Relay) retry(id string, out *http.Request, fields h2client.HeaderList, 
 		}
 	}
 	ctx, cancel := context.WithCancel(out.Context())
-	defer cancel()
 	found := make(chan *agentConn, 1)
 	go func() { found <- r.retryConn(ctx, id, failed, wait) }() // this replica's own connections
+	pending := true
+	defer func() {
+		cancel()
+		if pending { // another replica took it: give back what was found here
+			go func() {
+				if c := <-found; c != nil {
+					c.cc.Unreserve()
+				}
+			}()
+		}
+	}()
 	var tick <-chan time.Time
 	if askPeers {
 		t := time.NewTicker(r.cfg.RetryWait / 8)
@@ -462,6 +472,7 @@ func (r *Relay) retry(id string, out *http.Request, fields h2client.HeaderList, 
 	for {
 		select {
 		case c := <-found:
+			pending = false
 			if c != nil {
 				return r.send(c, out, fields)
 			}

@@ -392,6 +392,10 @@ func (cc *Conn) RoundTripFields(req *http.Request, fields HeaderList) (*http.Res
 	return s.resp, nil
 }
 
+// Unreserve gives back a stream ReserveNewRequest reserved and no
+// RoundTrip took.
+func (cc *Conn) Unreserve() { cc.unreserve() }
+
 func (cc *Conn) unreserve() {
 	cc.mu.Lock()
 	if cc.reserved > 0 {
