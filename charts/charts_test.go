@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -355,4 +356,39 @@ func TestManifestsApplyUnderRestrictedPodSecurity(t *testing.T) {
 		require.NoError(t, err)
 		apply(filepath.Base(f), string(raw), "clusterconnect")
 	}
+}
+
+// The agent's replicas prefer different nodes unless the values say
+// otherwise; a PodDisruptionBudget is made only when there is more than
+// one (minAvailable 1 of 1 would block every drain); its metrics port has
+// a Service selecting its pods.
+func TestAgentChartSpreadsAndIsScraped(t *testing.T) {
+	_, objs := render(t, "clusterconnect-agent", "clusterconnect", agentValues...)
+	dep := find[*appsv1.Deployment](objs)[0]
+	aff := dep.Spec.Template.Spec.Affinity
+	require.NotNil(t, aff, "replicas spread by default")
+	terms := aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+	require.Len(t, terms, 1)
+	assert.Equal(t, "kubernetes.io/hostname", terms[0].PodAffinityTerm.TopologyKey)
+	assert.Equal(t, dep.Spec.Selector.MatchLabels, terms[0].PodAffinityTerm.LabelSelector.MatchLabels)
+	require.Len(t, find[*policyv1.PodDisruptionBudget](objs), 1, "two replicas: a PDB")
+
+	svcs := find[*corev1.Service](objs)
+	require.Len(t, svcs, 1)
+	assert.Equal(t, dep.Spec.Selector.MatchLabels, svcs[0].Spec.Selector)
+	require.Len(t, svcs[0].Spec.Ports, 1)
+	assert.EqualValues(t, 8081, svcs[0].Spec.Ports[0].Port)
+	var named bool
+	for _, p := range dep.Spec.Template.Spec.Containers[0].Ports {
+		named = named || p.Name == svcs[0].Spec.Ports[0].TargetPort.String() && p.ContainerPort == 8081
+	}
+	assert.True(t, named, "the Service's target is the container's health port")
+
+	_, objs = render(t, "clusterconnect-agent", "clusterconnect", append(agentValues, "--set", "replicas=1",
+		"--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+		"--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists")...)
+	assert.Empty(t, find[*policyv1.PodDisruptionBudget](objs), "one replica: no PDB to block drains")
+	aff = find[*appsv1.Deployment](objs)[0].Spec.Template.Spec.Affinity
+	assert.Nil(t, aff.PodAntiAffinity, "the values' affinity replaces the default")
+	assert.NotNil(t, aff.NodeAffinity)
 }
