@@ -392,3 +392,25 @@ func TestAgentChartSpreadsAndIsScraped(t *testing.T) {
 	assert.Nil(t, aff.PodAntiAffinity, "the values' affinity replaces the default")
 	assert.NotNil(t, aff.NodeAffinity)
 }
+
+// The agent's chart refuses values it does not know, and a relay URL that
+// is not https://host[:port], at install rather than with a crash-looping
+// pod (values.schema.json).
+func TestAgentChartRefusesWhatItDoesNotKnow(t *testing.T) {
+	for _, tc := range []struct {
+		set, words string
+	}{
+		{"replica=3", "additional properties 'replica' not allowed"},
+		{"relay.url=relay.example.com", "relay.url"},
+		{"relay.url=http://relay.example.com", "relay.url"},
+		{"replicas=0", "replicas"},
+		{"credential.type=password", "credential.type"},
+	} {
+		_, err := run(t, helm(t), append([]string{"template", "cc", "./clusterconnect-agent"}, append(agentValues, "--set", tc.set)...)...)
+		if assert.Error(t, err, tc.set) {
+			assert.Contains(t, err.Error(), tc.words, tc.set)
+		}
+	}
+	_, err := run(t, helm(t), append([]string{"template", "cc", "./clusterconnect-agent"}, append(agentValues, "--set", "relay.url=https://relay.example.com:8443")...)...)
+	assert.NoError(t, err, "a host and port")
+}
