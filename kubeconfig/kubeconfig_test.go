@@ -20,6 +20,9 @@ import (
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
 )
 
+// Main removes the home kubectl was given (kubetest.HomeEnv).
+func TestMain(m *testing.M) { kubetest.Main(m) }
+
 var caPEM = []byte("-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n")
 
 // existing writes a kubeconfig with somebody's own cluster in it.

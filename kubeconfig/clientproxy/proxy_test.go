@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 		os.Stdout.Write(out)
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	kubetest.Main(m) // removes the home kubectl was given
 }
 
 // relay is a stand-in relay that records what reaches it; it is also the
