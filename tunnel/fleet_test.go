@@ -621,9 +621,14 @@ func TestUpgradeReachesTheAgentItNames(t *testing.T) {
 // connection of its own, which never came, and answered 502.)
 func TestFleetRetryFindsTheAgentsNewConnectionOnAnotherReplica(t *testing.T) {
 	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
-	a, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
-	b, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
-	c, _ := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
+	// What is tested is where the retry goes, not how soon: on real
+	// sockets and a loaded machine (the race detector, other packages'
+	// tests beside this one) the agent's new connection can come later
+	// than the default RetryWait after the relay's failure.
+	slow := harnessOpts{noAgent: true, relayCfg: func(c *tunnel.RelayConfig) { c.RetryWait = 6 * time.Second }}
+	a, _ := startReplica(t, dir, fleet, fleet, echo, slow)
+	b, _ := startReplica(t, dir, fleet, fleet, echo, slow)
+	c, _ := startReplica(t, dir, fleet, fleet, echo, slow)
 	toA := newCutProxy(t, a.srv.Listener.Addr().String())
 	bAddr := b.srv.Listener.Addr().String()
 	lb := newSequenceLB(t, toA.addr(), bAddr, bAddr)
