@@ -23,8 +23,10 @@ import (
 // succeeded, and over WebSocket prints a close code.
 //
 // A message is sent only at a frame boundary; a connection lost in the
-// middle of a frame ends as before. Other upgrades (port-forward, which
-// kubectl reports itself) are returned unchanged.
+// middle of a frame ends as before (one ended on purpose in the middle of
+// a frame's payload has the frame finished with zeros first). Other
+// upgrades (port-forward, which kubectl reports itself) are returned
+// unchanged.
 //
 // A session ended on purpose — its request's context canceled with a
 // cause that says how a client is to be told (HTTPStatus and
@@ -142,16 +144,37 @@ func (e *ending) Read(p []byte) (int, error) {
 	}
 	n, err := e.ReadWriteCloser.Read(p)
 	e.frames.see(p[:n])
-	if err != nil && err != io.EOF && e.frames.boundary() {
-		if cause := e.endedOnPurpose(); cause != nil {
+	if err == nil {
+		return n, nil
+	}
+	// A session ended on purpose ends in words even if its cut connection
+	// reads as if it had ended: it did not end by itself.
+	cause := e.endedOnPurpose()
+	if err == io.EOF && cause == nil {
+		return n, err
+	}
+	var pad []byte
+	if cause != nil && len(e.frames.head) == 0 && e.frames.left > 0 && e.frames.left <= maxPad {
+		// Cut on purpose in the middle of a frame's payload (the API
+		// server's bytes come in whatever pieces TCP gives): the frame
+		// is finished with zeros, the end of output that was never
+		// going to arrive, so that the words can follow.
+		pad = make([]byte, e.frames.left)
+		e.frames.see(pad)
+	}
+	if e.frames.boundary() {
+		if cause != nil {
 			err = cause
 		}
 		e.done = true
-		e.last = e.frames.final(lastWords(err))
+		e.last = append(pad, e.frames.final(lastWords(err))...)
 		return n, nil
 	}
 	return n, err
 }
+
+// maxPad bounds the zeros that finish a frame cut on purpose.
+const maxPad = 64 << 10
 
 // lastWords is the Status a session lost with err ends with.
 func lastWords(err error) (code int, msg string) {

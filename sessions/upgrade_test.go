@@ -152,6 +152,33 @@ func TestEndInWordsSaysWhyASessionWasEnded(t *testing.T) {
 	assert.EqualValues(t, http.StatusForbidden, st["code"])
 }
 
+// A session ended on purpose while a frame's payload was still arriving
+// (the API server's bytes come in whatever pieces TCP gives) has the frame
+// finished with zeros, then the words: kubectl is told why rather than
+// left with a cut frame.
+func TestEndInWordsFinishesAFrameCutOnPurpose(t *testing.T) {
+	h := http.Header{"Upgrade": {"SPDY/3.1"}, "X-Stream-Protocol-Version": {"v5.channel.k8s.io"}}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	resp := upgraded("/api/v1/namespaces/ns/pods/p/exec", h)
+	resp.Request = resp.Request.WithContext(ctx)
+	frame := spdyData(3, 0, []byte("stdout bytes"))
+	cut := frame[:8+5] // the header and "stdou"
+	conn := sessions.EndInWords(resp, &chunked{b: cut, r: rand.New(rand.NewPCG(2, 2)), err: net.ErrClosed})
+	cancel(endedOnPurpose{})
+	got, err := io.ReadAll(conn)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(got, cut))
+	assert.Equal(t, make([]byte, 7), got[len(cut):len(frame)], "the frame finished with zeros")
+	last := got[len(frame):]
+	assert.Equal(t, []byte{0, 0, 0, 1}, last[:4], "then the error stream")
+	assert.Equal(t, "clusterconnect: you may no longer be erin; the session was ended", status(t, last[8:])["message"])
+
+	// Lost, not ended: a cut frame ends as before, without words.
+	conn = sessions.EndInWords(upgraded("/api/v1/namespaces/ns/pods/p/exec", h), &chunked{b: cut, r: rand.New(rand.NewPCG(2, 2)), err: errLost})
+	_, err = io.ReadAll(conn)
+	assert.ErrorIs(t, err, errLost)
+}
+
 // A connection errLost in the middle of a frame, or ended cleanly, or of
 // another kind, reads as it would without EndInWords.
 func TestEndInWordsLeavesTheRestAlone(t *testing.T) {
