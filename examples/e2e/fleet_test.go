@@ -63,7 +63,10 @@ func (c *chain) startFleet(n int, serving *pki.CA) {
 		c.replicas = append(c.replicas, r)
 		c.startReplica(r, true)
 	}
-	c.lb = newBalancer(t, c.relayAddr, c.replicas)
+	// The agents' way in is the balancer, on a port of its own: a port
+	// freePort found free may be another test's process's by now.
+	c.lb = newBalancer(t, "127.0.0.1:0", c.replicas)
+	c.relayAddr = c.lb.ln.Addr().String()
 	c.clientLB = newBalancer(t, "127.0.0.1:0", c.replicas)
 }
 
