@@ -117,9 +117,21 @@ func TestAttachThroughTheHandler(t *testing.T) {
 func TestPortForwardThroughTheHandler(t *testing.T) {
 	p, pod, _ := streamsSetup(t)
 	k := erinKubectl(t, p)
+	_, _, conn := portForward(t, k, pod)
+	msg := "bytes through handler and API server\n"
+	_, err := io.WriteString(conn, msg)
+	require.NoError(t, err)
+	got, err := bufio.NewReader(conn).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, msg, got)
+}
+
+// portForward runs k's port-forward to an echo server's port of pod and
+// connects to the local port kubectl opens.
+func portForward(t *testing.T, k *kubetest.Kubectl, pod string, args ...string) (*exec.Cmd, *strings.Builder, net.Conn) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -131,26 +143,22 @@ func TestPortForwardThroughTheHandler(t *testing.T) {
 	}()
 	target := ln.Addr().(*net.TCPAddr).Port
 
-	cmd, err := k.Command(testContext(t), "port-forward", "-n", "streams", "pod/"+pod, ":"+strconv.Itoa(target))
+	cmd, err := k.Command(testContext(t), append([]string{"port-forward", "-n", "streams", "pod/" + pod, ":" + strconv.Itoa(target)}, args...)...)
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	require.NoError(t, err)
 	m := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+)`).FindStringSubmatch(line)
 	require.NotNil(t, m, line)
-
 	conn, err := net.Dial("tcp", "127.0.0.1:"+m[1])
 	require.NoError(t, err)
-	defer conn.Close()
-	msg := fmt.Sprintf("bytes through handler and API server %d\n", target)
-	_, err = io.WriteString(conn, msg)
-	require.NoError(t, err)
-	got, err := bufio.NewReader(conn).ReadString('\n')
-	require.NoError(t, err)
-	assert.Equal(t, msg, got)
+	t.Cleanup(func() { conn.Close() })
+	return cmd, stderr, conn
 }
 
 func TestLogsFollowThroughTheHandler(t *testing.T) {
@@ -218,6 +226,49 @@ func TestNestedExecEndsInWordsWithTheRight(t *testing.T) {
 			require.ErrorAs(t, err, &exit, "kubectl exits non-zero: %s", stderr.String())
 			assert.Equal(t, 1, exit.ExitCode())
 			assert.Contains(t, stderr.String(), `bob@contoso.com is not allowed to impersonate user "erin@contoso.com" any longer; the session was ended`)
+		})
+	}
+}
+
+// A port-forward made as erin, by bob who may no longer be erin, ends
+// with the agent's words on the forwarded connection's error stream,
+// which kubectl prints before its own "lost connection to pod".
+func TestNestedPortForwardEndsInWordsWithTheRight(t *testing.T) {
+	for _, mode := range []struct{ name, env string }{{"websocket", ""}, {"spdy", "KUBECTL_PORT_FORWARD_WEBSOCKETS=false"}} {
+		t.Run(mode.name, func(t *testing.T) {
+			p, pod, _ := streamsSetupWith(t, func(c *impersonate.Config) {
+				c.AllowNestedImpersonation = true
+				c.RecheckNestedEvery = 100 * time.Millisecond
+			})
+			ctx := testContext(t)
+			binding := "bob-may-be-erin-" + pod
+			require.NoError(t, p.w.env.Grant(ctx, binding, []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"erin@contoso.com"}},
+			}, kubetest.User("bob@contoso.com")))
+			var env []string
+			if mode.env != "" {
+				env = []string{mode.env}
+			}
+			k := p.kubectl(t, p.token(t, bob, nil), env...)
+			require.Eventually(t, func() bool {
+				res, err := k.Run(ctx, nil, "get", "pods", "-n", "streams", "--as", "erin@contoso.com")
+				return err == nil && res.ExitCode == 0
+			}, 30*time.Second, 100*time.Millisecond)
+
+			cmd, stderr, conn := portForward(t, k, pod, "--as", "erin@contoso.com")
+			fmt.Fprintln(conn, "first")
+			got, err := bufio.NewReader(conn).ReadString('\n')
+			require.NoError(t, err)
+			require.Equal(t, "first\n", got)
+
+			require.NoError(t, p.w.env.Client().RbacV1().ClusterRoleBindings().Delete(ctx, binding, metav1.DeleteOptions{}))
+			err = cmd.Wait()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "kubectl exits non-zero: %s", stderr.String())
+			assert.Equal(t, 1, exit.ExitCode())
+			// klog quotes the words: their quotes come escaped.
+			assert.Contains(t, stderr.String(), `clusterconnect: bob@contoso.com is not allowed to impersonate user \"erin@contoso.com\" any longer; the session was ended`)
+			assert.True(t, strings.HasSuffix(stderr.String(), "error: lost connection to pod\n"), "%q", stderr.String())
 		})
 	}
 }

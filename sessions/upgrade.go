@@ -9,23 +9,36 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// EndInWords wraps conn, the connection of an exec or attach that was
-// upgraded (resp is its 101), so that if reading it fails — the
-// connection under it was lost for good — the client reads a last
-// message in its own protocol, then the end: a Status on the session's
-// error stream, over WebSocket (the channel protocols v4 and v5) or SPDY.
-// kubectl prints "error: " and the message, and exits 1. Without it,
-// kubectl over SPDY exits 0 with nothing on stderr, as if the command had
-// succeeded, and over WebSocket prints a close code.
+// EndInWords wraps conn, the connection of an exec, attach or
+// port-forward that was upgraded (resp is its 101), so that if reading it
+// fails — the connection under it was lost for good — the client reads a
+// last message in its own protocol, then the end.
+//
+// An exec or attach ends with a Status on the session's error stream,
+// over WebSocket (the channel protocols v4 and v5) or SPDY: kubectl
+// prints "error: " and the message, and exits 1. Without it, kubectl over
+// SPDY exits 0 with nothing on stderr, as if the command had succeeded,
+// and over WebSocket prints a close code.
+//
+// A port-forward (SPDY/3.1, bare or inside WebSocket) ends each forwarded
+// connection the cluster has not finished with the message on its error
+// stream: kubectl prints "an error occurred forwarding …: " and the
+// message, then "error: lost connection to pod", and exits 1. The
+// connection is held open for a moment after the message (until the
+// client stops sending, at most PortForwardLinger), so that kubectl reads
+// it before it sees the connection go. A port-forward with no forwarded
+// connection open has no stream to carry words, and ends as before.
 //
 // A message is sent only at a frame boundary; a connection lost in the
-// middle of a frame ends as before (one ended on purpose in the middle of
-// a frame's payload has the frame finished with zeros first). Other
-// upgrades (port-forward, which kubectl reports itself) are returned
+// middle of a frame ends as before (an exec ended on purpose in the
+// middle of a frame's payload has the frame finished with zeros first;
+// a port-forward's data is never padded). Other upgrades are returned
 // unchanged.
 //
 // A session ended on purpose — its request's context canceled with a
@@ -39,27 +52,56 @@ func EndInWords(resp *http.Response, conn io.ReadWriteCloser) io.ReadWriteCloser
 		return conn
 	}
 	path := resp.Request.URL.Path
-	if !strings.HasSuffix(path, "/exec") && !strings.HasSuffix(path, "/attach") {
-		return conn
-	}
-	e := &ending{ReadWriteCloser: conn, ctx: resp.Request.Context()}
+	websocket := strings.EqualFold(resp.Header.Get("Upgrade"), "websocket")
+	spdy := strings.HasPrefix(strings.ToUpper(resp.Header.Get("Upgrade")), "SPDY/3")
+	e := &ending{ReadWriteCloser: conn, ctx: resp.Request.Context(), clientDone: make(chan struct{})}
 	switch {
-	case strings.EqualFold(resp.Header.Get("Upgrade"), "websocket"):
+	case strings.HasSuffix(path, "/portforward"):
+		switch {
+		case websocket && resp.Header.Get("Sec-Websocket-Protocol") == "SPDY/3.1+portforward.k8s.io":
+		case spdy && resp.Header.Get("X-Stream-Protocol-Version") == "portforward.k8s.io":
+		default:
+			return conn
+		}
+		e.t = newForwardTracker(websocket)
+		e.linger = PortForwardLinger
+	case !strings.HasSuffix(path, "/exec") && !strings.HasSuffix(path, "/attach"):
+		return conn
+	case websocket:
 		proto := resp.Header.Get("Sec-Websocket-Protocol")
 		if !strings.HasSuffix(proto, "v5.channel.k8s.io") && !strings.HasSuffix(proto, "v4.channel.k8s.io") {
 			return conn
 		}
-		e.frames = &frameTracker{headerLen: wsHeaderLen, payloadLen: wsPayloadLen, final: wsFinal}
-	case strings.HasPrefix(strings.ToUpper(resp.Header.Get("Upgrade")), "SPDY/3"):
+		e.t = &frameTracker{headerLen: wsHeaderLen, payloadLen: wsPayloadLen, last: wsFinal}
+		e.afterLoss = execAfterLoss
+	case spdy:
 		v := resp.Header.Get("X-Stream-Protocol-Version")
 		if v != "v4.channel.k8s.io" && v != "v5.channel.k8s.io" {
 			return conn
 		}
-		e.frames = &frameTracker{headerLen: spdyHeaderLen, payloadLen: spdyPayloadLen, final: spdyFinal}
+		e.t = &frameTracker{headerLen: spdyHeaderLen, payloadLen: spdyPayloadLen, last: spdyFinal}
+		e.afterLoss = execAfterLoss
 	default:
 		return conn
 	}
 	return e
+}
+
+// PortForwardLinger is how long a port-forward's connection stays open
+// after its last words, unless its client closes it first.
+const PortForwardLinger = 2 * time.Second
+
+// A tracker follows what an upgraded connection carries, to know where
+// and how its last words can go.
+type tracker interface {
+	fromServer(p []byte)
+	fromClient(p []byte)
+	// cutAt is the number of payload bytes left in the frame the
+	// server's bytes end in, if only payload is missing (else 0).
+	cutAt() uint64
+	// final is what to send the client last, a Status of code carrying
+	// msg in the client's framing; nil if nothing can be said here.
+	final(code int, msg string) []byte
 }
 
 // frameTracker follows a byte stream's frames to know where one ends: each
@@ -72,13 +114,13 @@ type frameTracker struct {
 	// while too little of it is known.
 	headerLen  func(head []byte) int
 	payloadLen func(head []byte) uint64
-	// final is what to send the client last: a Status of code carrying
+	// last is what to send the client last: a Status of code carrying
 	// msg, framed.
-	final func(code int, msg string) []byte
+	last func(code int, msg string) []byte
 }
 
-// see takes the next bytes of the stream.
-func (f *frameTracker) see(p []byte) {
+// fromServer takes the next bytes of the stream.
+func (f *frameTracker) fromServer(p []byte) {
 	for len(p) > 0 {
 		if f.left > 0 {
 			k := min(uint64(len(p)), f.left)
@@ -95,16 +137,37 @@ func (f *frameTracker) see(p []byte) {
 	}
 }
 
-// boundary reports whether the bytes seen so far end with a frame.
-func (f *frameTracker) boundary() bool { return f.left == 0 && len(f.head) == 0 }
+func (f *frameTracker) fromClient([]byte) {}
+
+func (f *frameTracker) cutAt() uint64 {
+	if len(f.head) == 0 {
+		return f.left
+	}
+	return 0
+}
+
+func (f *frameTracker) final(code int, msg string) []byte {
+	if f.left != 0 || len(f.head) != 0 {
+		return nil
+	}
+	return f.last(code, msg)
+}
+
+// execAfterLoss ends the words of an exec or attach lost for good.
+const execAfterLoss = "; the command may have finished or may still be running in the container"
 
 // ending is a connection whose failed read becomes a last message.
 type ending struct {
 	io.ReadWriteCloser
-	ctx    context.Context // the request's: its cause, if it was ended
-	frames *frameTracker
-	last   []byte
-	done   bool
+	ctx       context.Context // the request's: its cause, if it was ended
+	t         tracker
+	afterLoss string        // what a loss's words end with
+	linger    time.Duration // how long to wait for the client to go after the words
+	last      []byte
+	done      bool
+	// clientDone is closed when the client sends no more (CloseWrite).
+	clientDone chan struct{}
+	doneOnce   sync.Once
 }
 
 // endedOnPurpose is the cause e's request was ended with, if it says in
@@ -126,6 +189,7 @@ func (e *ending) Write(p []byte) (int, error) {
 	if e.endedOnPurpose() != nil {
 		return len(p), nil
 	}
+	e.t.fromClient(p)
 	n, err := e.ReadWriteCloser.Write(p)
 	if err != nil && e.endedOnPurpose() != nil {
 		return len(p), nil
@@ -133,9 +197,22 @@ func (e *ending) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// CloseWrite passes the client's half-close on (errors.ErrUnsupported
+// if the connection under it takes none); after last words it also ends
+// the wait for the client to go. (Close does not: a proxy closes the
+// connection when the request is ended, which is when the words begin.)
+func (e *ending) CloseWrite() error {
+	e.doneOnce.Do(func() { close(e.clientDone) })
+	if cw, ok := e.ReadWriteCloser.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 func (e *ending) Read(p []byte) (int, error) {
 	if e.done {
 		if len(e.last) == 0 {
+			e.lingerAfterWords()
 			return 0, io.EOF
 		}
 		n := copy(p, e.last)
@@ -143,7 +220,7 @@ func (e *ending) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := e.ReadWriteCloser.Read(p)
-	e.frames.see(p[:n])
+	e.t.fromServer(p[:n])
 	if err == nil {
 		return n, nil
 	}
@@ -154,35 +231,53 @@ func (e *ending) Read(p []byte) (int, error) {
 		return n, err
 	}
 	var pad []byte
-	if cause != nil && len(e.frames.head) == 0 && e.frames.left > 0 && e.frames.left <= maxPad {
+	if left := e.t.cutAt(); cause != nil && left > 0 && left <= maxPad {
 		// Cut on purpose in the middle of a frame's payload (the API
 		// server's bytes come in whatever pieces TCP gives): the frame
 		// is finished with zeros, the end of output that was never
 		// going to arrive, so that the words can follow.
-		pad = make([]byte, e.frames.left)
-		e.frames.see(pad)
+		pad = make([]byte, left)
+		e.t.fromServer(pad)
 	}
-	if e.frames.boundary() {
-		if cause != nil {
-			err = cause
-		}
+	if cause != nil {
+		err = cause
+	}
+	if last := e.t.final(lastWords(err, e.afterLoss)); last != nil {
 		e.done = true
-		e.last = append(pad, e.frames.final(lastWords(err))...)
+		e.last = append(pad, last...)
 		return n, nil
 	}
 	return n, err
 }
 
+// lingerAfterWords waits, once, for the client to stop sending after
+// reading its last words, at most e.linger. A proxy that copies the
+// client's bytes without passing its half-close on (httputil.ReverseProxy)
+// returns when the client goes, before the wait is over; the wait then
+// ends by itself.
+func (e *ending) lingerAfterWords() {
+	if e.linger <= 0 {
+		return
+	}
+	timer := time.NewTimer(e.linger)
+	defer timer.Stop()
+	e.linger = 0
+	select {
+	case <-e.clientDone:
+	case <-timer.C:
+	}
+}
+
 // maxPad bounds the zeros that finish a frame cut on purpose.
 const maxPad = 64 << 10
 
-// lastWords is the Status a session lost with err ends with.
-func lastWords(err error) (code int, msg string) {
+// lastWords is the Status a session lost with err ends with; a loss's
+// words end with afterLoss.
+func lastWords(err error, afterLoss string) (code int, msg string) {
 	if code, msg, ok := endedBy(err); ok {
 		return code, "clusterconnect: " + msg
 	}
-	return http.StatusServiceUnavailable, fmt.Sprintf("clusterconnect: the connection to the cluster was lost and could not be resumed (%v); "+
-		"the command may have finished or may still be running in the container", err)
+	return http.StatusServiceUnavailable, fmt.Sprintf("clusterconnect: the connection to the cluster was lost and could not be resumed (%v)%s", err, afterLoss)
 }
 
 // A statusError is an error that says how a client is to be told of it:
@@ -288,7 +383,7 @@ func spdyFinal(code int, msg string) []byte {
 	return append(b, body...)
 }
 
-// Upgrades wraps next so that each exec or attach it upgrades ends in
+// Upgrades wraps next so that each exec, attach or port-forward it upgrades ends in
 // words when its connection is lost for good (EndInWords). The relay
 // (tunnel.RelayConfig.Middleware) and the client proxy put it in front of
 // their transports; other requests pass untouched.

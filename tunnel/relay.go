@@ -156,10 +156,12 @@ type RelayConfig struct {
 	// request's URL path is the cluster's, without the /clusters/{id}
 	// prefix; ClusterID(req.Context()) names the cluster. An upgrade's
 	// 101 answer has the upgraded connection as its Body (an
-	// io.ReadWriteCloser); Middleware may wrap what is read from it (the
-	// relay reads the cluster's bytes through the Body it gets back, and
-	// writes the client's to the connection itself), but must not answer
-	// an upgrade itself. Nil: nothing between, at no cost.
+	// io.ReadWriteCloser); Middleware may wrap it (the relay reads the
+	// cluster's bytes through the Body it gets back, and writes the
+	// client's through it too, passing the client's half-close on with
+	// its CloseWrite method if it has one that does not return
+	// errors.ErrUnsupported), but must not answer an upgrade itself. Nil:
+	// nothing between, at no cost.
 	Middleware func(next http.RoundTripper) http.RoundTripper
 
 	// Registerer, if set, receives the relay's Prometheus metrics,

@@ -99,8 +99,32 @@ func (r *Relay) spliceClient(w http.ResponseWriter, id string, resp *http.Respon
 		up.up.abort() // Close has run
 	}
 	defer r.upstreams.remove(up.up)
+	var toCluster rawUpstream = up.up
+	if w, ok := resp.Body.(io.Writer); ok && resp.Body != io.ReadCloser(up) {
+		toCluster = throughBody{rawUpstream: up.up, w: w}
+	}
 	toClient.Add(1)
-	return splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, up.up, &countedEnd{r: fromCluster, n: toClient})
+	return splice(&bufferedConn{Conn: conn, r: cbuf.Reader}, &timedConn{Conn: conn, timeout: writeTimeout}, toCluster, &countedEnd{r: fromCluster, n: toClient})
+}
+
+// throughBody is the cluster side of an upgrade whose Body Middleware
+// wrapped: the client's bytes, and its half-close where the wrapper takes
+// one, go through the wrapper, which may follow them (package sessions
+// follows a port-forward's streams so).
+type throughBody struct {
+	rawUpstream
+	w io.Writer
+}
+
+func (t throughBody) Write(p []byte) (int, error) { return t.w.Write(p) }
+
+func (t throughBody) CloseWrite() error {
+	if cw, ok := t.w.(closeWriter); ok {
+		if err := cw.CloseWrite(); !errors.Is(err, errors.ErrUnsupported) {
+			return err
+		}
+	}
+	return t.rawUpstream.CloseWrite()
 }
 
 // timedConn is a client's connection whose writes must make progress

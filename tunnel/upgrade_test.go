@@ -242,8 +242,12 @@ func TestNothingLeaksWhenClientsVanish(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "streams left open on the relay or the agent")
 }
 
-// upperBody reads its connection's bytes in upper case.
-type upperBody struct{ io.ReadWriteCloser }
+// upperBody reads its connection's bytes in upper case and counts what
+// the client writes through it.
+type upperBody struct {
+	io.ReadWriteCloser
+	wrote *atomic.Int64
+}
 
 func (u upperBody) Read(p []byte) (int, error) {
 	n, err := u.ReadWriteCloser.Read(p)
@@ -251,12 +255,31 @@ func (u upperBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Upgrades go through the Middleware too: it may wrap what the cluster
-// sends (sessions.Upgrades ends a lost exec in words that way), while the
-// client's bytes and half-close still reach the agent; a Middleware that
-// answers an upgrade itself is refused.
+func (u upperBody) Write(p []byte) (int, error) {
+	u.wrote.Add(int64(len(p)))
+	return u.ReadWriteCloser.Write(p)
+}
+
+// halfClosingBody is an upperBody that takes the client's half-close.
+type halfClosingBody struct {
+	upperBody
+	halfClosed *atomic.Bool
+}
+
+func (b halfClosingBody) CloseWrite() error {
+	b.halfClosed.Store(true)
+	return b.ReadWriteCloser.(closeWriter).CloseWrite()
+}
+
+// Upgrades go through the Middleware too: it may wrap the connection
+// (sessions.Upgrades ends a lost exec or port-forward in words that
+// way), seeing what the cluster sends and what the client writes, and
+// the client's half-close — through the wrapper if it takes one, else
+// past it — still reaches the agent; a Middleware that answers an
+// upgrade itself is refused.
 func TestMiddlewareSeesUpgrades(t *testing.T) {
-	var answerItself atomic.Bool
+	var answerItself, takeHalfClose, halfClosed atomic.Bool
+	var wrote atomic.Int64
 	h := newHarness(t, upgradeEcho, harnessOpts{relayCfg: func(c *tunnel.RelayConfig) {
 		c.Middleware = func(next http.RoundTripper) http.RoundTripper {
 			return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
@@ -265,21 +288,31 @@ func TestMiddlewareSeesUpgrades(t *testing.T) {
 				}
 				resp, err := next.RoundTrip(req)
 				if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-					resp.Body = upperBody{resp.Body.(io.ReadWriteCloser)}
+					body := upperBody{resp.Body.(io.ReadWriteCloser), &wrote}
+					resp.Body = body
+					if takeHalfClose.Load() {
+						resp.Body = halfClosingBody{body, &halfClosed}
+					}
 				}
 				return resp, err
 			})
 		}
 	}})
-	conn, br, resp := dialUpgrade(t, h, "echo/1")
-	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	io.WriteString(conn, "through the middleware")
-	conn.(closeWriter).CloseWrite()
-	got, err := io.ReadAll(br)
-	require.NoError(t, err)
-	assert.Equal(t, "THROUGH THE MIDDLEWAREBYE", string(got))
+	for _, take := range []bool{false, true} {
+		takeHalfClose.Store(take)
+		wrote.Store(0)
+		conn, br, resp := dialUpgrade(t, h, "echo/1")
+		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+		io.WriteString(conn, "through the middleware")
+		conn.(closeWriter).CloseWrite()
+		got, err := io.ReadAll(br)
+		require.NoError(t, err)
+		assert.Equal(t, "THROUGH THE MIDDLEWAREBYE", string(got), "the echo's bye: the half-close reached it")
+		assert.EqualValues(t, len("through the middleware"), wrote.Load(), "the client's bytes went through the wrapper")
+		assert.Equal(t, take, halfClosed.Load(), "the half-close went through the wrapper that takes one")
+	}
 
 	answerItself.Store(true)
-	_, _, resp = dialUpgrade(t, h, "echo/1")
+	_, _, resp := dialUpgrade(t, h, "echo/1")
 	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
 }

@@ -177,8 +177,9 @@ func portForwardAcross(t *testing.T, c *chain, k *kubetest.Kubectl, fault func()
 
 // portForwardLostForGood: the agent replica a port-forward lives in is
 // SIGKILLed; kubectl, through the client proxy once its grace period is
-// over and at once in direct mode, prints its own "lost connection to
-// pod" and exits 1, over WebSocket and SPDY.
+// over and at once in direct mode, prints why for the connection it
+// forwards, then its own "lost connection to pod", and exits 1, over
+// WebSocket and SPDY.
 func portForwardLostForGood(t *testing.T, c *chain) {
 	kc := filepath.Join(c.dir, "short-grace-pf-kubeconfig")
 	short := c.startProxy("proxy-short-grace-pf", kc, "-session-grace", "2s")
@@ -204,7 +205,11 @@ func portForwardLostForGood(t *testing.T, c *chain) {
 			var exit *exec.ExitError
 			require.ErrorAs(t, err, &exit, "kubectl exited 0: stderr %q", stderr.String())
 			assert.Equal(t, 1, exit.ExitCode())
-			assert.Equal(t, "error: lost connection to pod\n", stderr.String())
+			// The words on the forwarded connection's error stream, which
+			// kubectl prints before its own.
+			assert.Contains(t, stderr.String(), "clusterconnect: the connection to the cluster was lost and could not be resumed")
+			assert.True(t, strings.HasSuffix(stderr.String(), "error: lost connection to pod\n"), "%q", stderr.String())
+			t.Logf("kubectl printed %q", stderr.String())
 			c.waitWorking(k)
 		})
 	}
