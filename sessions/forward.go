@@ -251,6 +251,10 @@ func (t *forwardTracker) stopLocked() {
 
 func (t *forwardTracker) cutAt() uint64 { return 0 }
 
+func (t *forwardTracker) boundary() bool {
+	return t.server.boundary() && (t.serverWS == nil || t.serverWS.boundary())
+}
+
 // final is what ends the forwarded connections the server has not
 // finished: msg (kubectl prints it as it stands) and FIN on each error
 // stream, FIN on each data stream; nil where nothing can be said (no such
@@ -258,7 +262,7 @@ func (t *forwardTracker) cutAt() uint64 { return 0 }
 func (t *forwardTracker) final(_ int, msg string) []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.broken.Load() || !t.server.boundary() || (t.serverWS != nil && !t.serverWS.boundary()) || len(t.streams) == 0 {
+	if t.broken.Load() || !t.boundary() || len(t.streams) == 0 {
 		return nil
 	}
 	ids := make([]uint32, 0, len(t.streams))

@@ -102,22 +102,22 @@ func (f *forwarding) serverFrame(frame spdy.Frame) {
 // run carries what both sides sent through EndInWords, the server's
 // bytes in random pieces and then cut with err, and returns what the
 // client read. With onPurpose, the session is ended on purpose once the
-// client's bytes went.
+// server's bytes are read.
 func (f *forwarding) run(onPurpose bool, err error) ([]byte, error) {
 	resp := upgraded("/api/v1/namespaces/ns/pods/p/portforward", f.header())
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	resp.Request = resp.Request.WithContext(ctx)
 	server := &chunked{b: f.server, r: rand.New(rand.NewPCG(3, 4)), err: err}
+	if onPurpose {
+		server.atEnd = func() { cancel(endedOnPurpose{}) }
+	}
 	conn := sessions.EndInWords(resp, server)
 	for b := f.client.Bytes(); len(b) > 0; {
 		k := min(len(b), 7)
 		_, werr := conn.Write(b[:k])
 		require.NoError(f.t, werr)
 		b = b[k:]
-	}
-	if onPurpose {
-		cancel(endedOnPurpose{})
 	}
 	// The client has gone, as kubectl goes once it has the words: no
 	// lingering (TestPortForwardLingersAfterItsWords).
@@ -333,13 +333,12 @@ func FuzzPortForward(f *testing.F) {
 		resp := upgraded("/api/v1/namespaces/ns/pods/p/portforward", h)
 		resp.Request = resp.Request.WithContext(ctx)
 		r := rand.New(rand.NewPCG(seed, seed))
-		conn := sessions.EndInWords(resp, &chunked{b: server, r: r, err: errLost})
+		conn := sessions.EndInWords(resp, &chunked{b: server, r: r, err: errLost, atEnd: func() { cancel(endedOnPurpose{}) }})
 		for b := client; len(b) > 0; {
 			k := 1 + r.IntN(len(b))
 			conn.Write(b[:k])
 			b = b[k:]
 		}
-		cancel(endedOnPurpose{})
 		conn.(closeWriter).CloseWrite()
 		got, err := io.ReadAll(conn)
 		if !bytes.HasPrefix(got, server) {

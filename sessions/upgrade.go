@@ -46,7 +46,10 @@ import (
 // ClientMessage, as tunnel.AccessError does) — ends with that cause's
 // words, whatever error the cut connection reads with; from then on what
 // the client still sends is dropped, so that its side of the copy does
-// not fail and cut the last words short.
+// not fail and cut the last words short, and what the server still sends
+// goes on only as far as the end of the frame in progress (the server
+// may answer the cut with an end of its own, which the client must not
+// read before the words).
 func EndInWords(resp *http.Response, conn io.ReadWriteCloser) io.ReadWriteCloser {
 	if resp == nil || resp.Request == nil {
 		return conn
@@ -96,6 +99,9 @@ const PortForwardLinger = 2 * time.Second
 type tracker interface {
 	fromServer(p []byte)
 	fromClient(p []byte)
+	// boundary reports whether the server's bytes seen so far end
+	// with a frame.
+	boundary() bool
 	// cutAt is the number of payload bytes left in the frame the
 	// server's bytes end in, if only payload is missing (else 0).
 	cutAt() uint64
@@ -139,6 +145,8 @@ func (f *frameTracker) fromServer(p []byte) {
 
 func (f *frameTracker) fromClient([]byte) {}
 
+func (f *frameTracker) boundary() bool { return f.left == 0 && len(f.head) == 0 }
+
 func (f *frameTracker) cutAt() uint64 {
 	if len(f.head) == 0 {
 		return f.left
@@ -147,7 +155,7 @@ func (f *frameTracker) cutAt() uint64 {
 }
 
 func (f *frameTracker) final(code int, msg string) []byte {
-	if f.left != 0 || len(f.head) != 0 {
+	if !f.boundary() {
 		return nil
 	}
 	return f.last(code, msg)
@@ -220,13 +228,28 @@ func (e *ending) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := e.ReadWriteCloser.Read(p)
-	e.t.fromServer(p[:n])
+	cause := e.endedOnPurpose()
+	if cause != nil && n > 0 {
+		// Ended on purpose: what the server sent from the end on is not
+		// the session's. (Closing a TLS connection to it sends
+		// close_notify before the socket closes, and an API server can
+		// answer that with an end of its own — a WebSocket close 1000,
+		// which kubectl would take for a command that ended well —
+		// before the socket is gone.) Only what finishes the frame in
+		// progress goes on, then the words.
+		k := 0
+		for ; k < n && !e.t.boundary(); k++ {
+			e.t.fromServer(p[k : k+1])
+		}
+		n, err = k, cause
+	} else {
+		e.t.fromServer(p[:n])
+	}
 	if err == nil {
 		return n, nil
 	}
 	// A session ended on purpose ends in words even if its cut connection
 	// reads as if it had ended: it did not end by itself.
-	cause := e.endedOnPurpose()
 	if err == io.EOF && cause == nil {
 		return n, err
 	}

@@ -20,15 +20,20 @@ import (
 )
 
 // chunked is a connection that reads b in random pieces, then fails with
-// err.
+// err, calling atEnd first if set (a session ended on purpose once the
+// server's bytes are all read).
 type chunked struct {
-	b   []byte
-	r   *rand.Rand
-	err error
+	b     []byte
+	r     *rand.Rand
+	err   error
+	atEnd func()
 }
 
 func (c *chunked) Read(p []byte) (int, error) {
 	if len(c.b) == 0 {
+		if c.atEnd != nil {
+			c.atEnd()
+		}
 		return 0, c.err
 	}
 	n := min(len(p), 1+c.r.IntN(len(c.b)), len(c.b))
@@ -146,10 +151,64 @@ func TestEndInWordsSaysWhyASessionWasEnded(t *testing.T) {
 
 	got, err := io.ReadAll(conn)
 	require.NoError(t, err)
-	last := got[len(stream):]
-	st := status(t, last[8:])
+	assert.NotContains(t, string(got), "stdout bytes", "a frame the server sent after the end is not the session's")
+	st := status(t, got[8:])
 	assert.Equal(t, "clusterconnect: you may no longer be erin; the session was ended", st["message"])
 	assert.EqualValues(t, http.StatusForbidden, st["code"])
+}
+
+// steps reads its pieces one per Read, calling a piece's before first,
+// then fails with err.
+type steps struct {
+	pieces []piece
+	err    error
+}
+
+type piece struct {
+	b      []byte
+	before func()
+}
+
+func (s *steps) Read(p []byte) (int, error) {
+	if len(s.pieces) == 0 {
+		return 0, s.err
+	}
+	next := s.pieces[0]
+	s.pieces = s.pieces[1:]
+	if next.before != nil {
+		next.before()
+	}
+	return copy(p, next.b), nil
+}
+func (s *steps) Write(p []byte) (int, error) { return len(p), nil }
+func (s *steps) Close() error                { return nil }
+
+// Once a session is ended on purpose, what its server sends is not the
+// session's: closing a TLS connection sends close_notify before the
+// socket closes, and the API server can answer with a WebSocket close
+// 1000 of its own, which kubectl would take for a command that ended
+// well. The frame in progress is finished, the rest dropped, and the
+// words follow.
+func TestEndInWordsDropsWhatTheServerSendsAfterTheEnd(t *testing.T) {
+	h := http.Header{"Upgrade": {"websocket"}, "Sec-Websocket-Protocol": {"v5.channel.k8s.io"}}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	resp := upgraded("/api/v1/namespaces/ns/pods/p/exec", h)
+	resp.Request = resp.Request.WithContext(ctx)
+	stdout := wsFrame(0x2, []byte("\x01more\n"))
+	serverClose := wsFrame(0x8, []byte{0x03, 0xe8})
+	conn := sessions.EndInWords(resp, &steps{pieces: []piece{
+		{b: stdout},
+		{b: stdout[:4]},
+		{b: append(append([]byte{}, stdout[4:]...), serverClose...), before: func() { cancel(endedOnPurpose{}) }},
+	}, err: net.ErrClosed})
+	got, err := io.ReadAll(conn)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(got, append(append([]byte{}, stdout...), stdout...)), "the frames before the end, the one in progress finished")
+	last := got[2*len(stdout):]
+	require.Greater(t, len(last), 3)
+	assert.Equal(t, []byte{0x82}, last[:1], "then the words, not the server's close")
+	assert.Contains(t, string(last), "\x03{\"kind\":\"Status\"", "a Status on the error channel")
+	assert.Contains(t, string(last), "you may no longer be erin")
 }
 
 // A session ended on purpose while a frame's payload was still arriving
@@ -163,8 +222,7 @@ func TestEndInWordsFinishesAFrameCutOnPurpose(t *testing.T) {
 	resp.Request = resp.Request.WithContext(ctx)
 	frame := spdyData(3, 0, []byte("stdout bytes"))
 	cut := frame[:8+5] // the header and "stdou"
-	conn := sessions.EndInWords(resp, &chunked{b: cut, r: rand.New(rand.NewPCG(2, 2)), err: net.ErrClosed})
-	cancel(endedOnPurpose{})
+	conn := sessions.EndInWords(resp, &chunked{b: cut, r: rand.New(rand.NewPCG(2, 2)), err: net.ErrClosed, atEnd: func() { cancel(endedOnPurpose{}) }})
 	got, err := io.ReadAll(conn)
 	require.NoError(t, err)
 	require.True(t, bytes.HasPrefix(got, cut))
