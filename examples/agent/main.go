@@ -22,6 +22,7 @@ import (
 )
 
 const usage = `Usage: agent [flags]
+       agent keygen -cluster-id ID   (a key pair for -key-file; see agent keygen -h)
 
 Dials out to the relay (honouring HTTPS_PROXY and NO_PROXY) and serves the
 cluster's API through the tunnel. Each request's bearer token is verified
@@ -78,6 +79,9 @@ func register(fs *flag.FlagSet) *flags {
 }
 
 func run() error {
+	if len(os.Args) > 1 && os.Args[1] == "keygen" {
+		return keygenCommand(os.Args[2:], os.Stdout, os.Stderr)
+	}
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	f := register(fs)
