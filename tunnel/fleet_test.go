@@ -238,7 +238,9 @@ func TestFleetTriesAnotherHolderWhenOneIsDown(t *testing.T) {
 		require.NoError(t, err)
 		decode(t, resp)
 	}
-	assert.Greater(t, a.relay.Stats().PeerForwarded, uint64(20), "some requests met the dead holder first and went on")
+	st := a.relay.Stats()
+	assert.Greater(t, st.PeerForwarded, uint64(20), "some requests met the dead holder first and went on")
+	assert.Equal(t, st.PeerForwarded-20, st.PeerUnreachable, "each attempt at the dead holder counted as unreachable")
 }
 
 // Replicas take peer requests only from certificates of the fleet's CA:
@@ -258,6 +260,7 @@ func TestFleetRefusesAPeerWithAnotherCA(t *testing.T) {
 	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
 	assert.Contains(t, string(body), "another relay replica")
 	assert.EqualValues(t, 0, b.relay.Stats().StreamsOpened, "nothing reached the agent")
+	assert.EqualValues(t, 1, a.relay.Stats().PeerUnreachable)
 }
 
 // The front door decides once, at the replica the caller reached: the

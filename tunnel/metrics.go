@@ -173,6 +173,7 @@ func (s *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.ns == "clusterconnect_relay" {
 		counter("client_requests_refused_total", "Client requests the ClientAuthorizer refused.", st.ClientsRefused)
 		counter("peer_forwarded_total", "Requests sent on to the fleet replica that holds the cluster.", st.PeerForwarded)
+		counter("peer_unreachable_total", "Attempts to reach another fleet replica that failed.", st.PeerUnreachable)
 		counter("client_write_timeouts_total", "Client streams reset because the client stopped reading for the write timeout.", st.WriteTimeouts)
 		gauge("clusters", "Clusters with a tunnel connection to this relay now.", uint64(st.Clusters))
 		gauge("stream_window_grown_bytes", "Bytes of the window budget that responses in flight hold now: their receive windows toward agents beyond the initial one.", uint64(st.StreamWindowGrown))

@@ -58,6 +58,7 @@ func (r *Relay) dialViaPeer(ctx context.Context, holders []string, id string) (n
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		r.stats.peerUnreachable.Add(1)
 		r.log.Warn("relay replica unreachable", "peer", peer, "cluster", id, "err", err)
 		errs = append(errs, fmt.Errorf("%s: %w", peer, err))
 	}

@@ -291,6 +291,7 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 			// a replica answers errNoLiveConn.
 			errs = append(errs, fmt.Errorf("%s: %v", peer, err))
 		} else {
+			r.stats.peerUnreachable.Add(1)
 			r.log.Warn("relay replica unreachable", "peer", peer, "cluster", id, "err", err)
 			errs = append(errs, fmt.Errorf("%s: %w", peer, err))
 		}

@@ -31,6 +31,10 @@ type Stats struct {
 	// PeerForwarded counts requests sent on to another replica of a
 	// fleet, which holds the cluster's connections.
 	PeerForwarded uint64
+	// PeerUnreachable counts attempts to reach another replica of a
+	// fleet that failed (it could not be dialled, or failed the request)
+	// other than its saying it has no live connection to the cluster.
+	PeerUnreachable uint64
 	// WriteTimeouts counts client streams reset because writing to the
 	// client made no progress within the write timeout (relay only).
 	WriteTimeouts uint64
@@ -49,6 +53,7 @@ type counters struct {
 	bytesTo, bytesFrom           atomic.Uint64
 	clientsRefused               atomic.Uint64
 	peerForwarded                atomic.Uint64
+	peerUnreachable              atomic.Uint64
 	writeTimeouts                atomic.Uint64
 
 	mu       sync.Mutex
@@ -89,6 +94,7 @@ func (c *counters) snapshot() Stats {
 		HandshakeFailures: map[string]uint64{},
 		ClientsRefused:    c.clientsRefused.Load(),
 		PeerForwarded:     c.peerForwarded.Load(),
+		PeerUnreachable:   c.peerUnreachable.Load(),
 		WriteTimeouts:     c.writeTimeouts.Load(),
 	}
 	c.mu.Lock()
