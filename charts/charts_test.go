@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
@@ -24,6 +25,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/clusterconnect/clusterconnect/internal/testenv/kubetest"
@@ -107,6 +109,20 @@ var (
 		"--set", "agentService.loadBalancerSourceRanges={203.0.113.0/24}")
 )
 
+// decoder reads what the charts render, strictly (a field the API does
+// not know is an error): Kubernetes' own kinds and the Prometheus
+// Operator's.
+var decoder = func() runtime.Decoder {
+	sch := runtime.NewScheme()
+	if err := scheme.AddToScheme(sch); err != nil {
+		panic(err)
+	}
+	if err := monitoringv1.AddToScheme(sch); err != nil {
+		panic(err)
+	}
+	return serializer.NewCodecFactory(sch, serializer.EnableStrict).UniversalDeserializer()
+}()
+
 // render runs helm template and decodes what it printed.
 func render(t *testing.T, chart, namespace string, values ...string) (string, []runtime.Object) {
 	t.Helper()
@@ -117,7 +133,7 @@ func render(t *testing.T, chart, namespace string, values ...string) (string, []
 		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
 			continue
 		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		obj, _, err := decoder.Decode([]byte(doc), nil, nil)
 		require.NoError(t, err, "%s", doc)
 		objs = append(objs, obj)
 	}

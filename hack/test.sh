@@ -43,7 +43,7 @@ if ! command -v buildah >/dev/null && ! command -v podman >/dev/null; then
   fi
 fi
 
-step "kube-apiserver, etcd and kubectl"
+step "kube-apiserver, etcd, kubectl and promtool"
 go run ./internal/testenv/kubetest/cmd/kubetest install
 
 step "gofmt"

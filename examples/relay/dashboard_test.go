@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
 	"github.com/clusterconnect/clusterconnect/tunnel"
@@ -50,6 +51,34 @@ func TestDashboardNamesMetricsTheRelayServes(t *testing.T) {
 		}
 	}
 	assert.Greater(t, seen, 15)
+}
+
+// The chart's alerting rules parse, and every metric they name is one the
+// relay binary serves.
+func TestAlertsNameMetricsTheRelayServes(t *testing.T) {
+	raw, err := os.ReadFile("../../charts/clusterconnect-relay/alerts/relay-rules.yaml")
+	require.NoError(t, err)
+	var file struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `json:"alert"`
+				Expr  string `json:"expr"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &file))
+	served := servedMetrics(t)
+	name := regexp.MustCompile(`\bclusterconnect_[a-z_]+\b`)
+	seen := 0
+	for _, g := range file.Groups {
+		for _, r := range g.Rules {
+			for _, m := range name.FindAllString(r.Expr, -1) {
+				seen++
+				assert.True(t, served[m], "alert %s queries %s, which the relay does not serve", r.Alert, m)
+			}
+		}
+	}
+	assert.GreaterOrEqual(t, seen, 6)
 }
 
 // servedMetrics starts the relay binary with a front door, sends it a

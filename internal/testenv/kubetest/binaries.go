@@ -24,6 +24,11 @@ const KubeVersion = "v1.37.2"
 // the 3.6 line Kubernetes 1.37 runs on, built from go.etcd.io/etcd/server/v3.
 const EtcdVersion = "v3.6.16"
 
+// PromtoolVersion is the promtool the charts' alerting rules are tested
+// with (promtool test rules), built from github.com/prometheus/prometheus:
+// Prometheus 3.16.
+const PromtoolVersion = "v0.316.0"
+
 // Environment variables that point at binaries instead of the defaults.
 const (
 	EnvAPIServer = "KUBE_APISERVER" // path to a kube-apiserver binary
@@ -92,6 +97,28 @@ func etcdCachedPath() (string, error) {
 		return "", err
 	}
 	return filepath.Join(dir, "etcd-"+EtcdVersion, "etcd"), nil
+}
+
+// BuildPromtool builds promtool PromtoolVersion from the Go module proxy
+// into the cache, unless it is there already, and returns its path.
+// Nothing is installed or started: Debian's prometheus package, which
+// also has promtool, starts a Prometheus server and a node exporter.
+func BuildPromtool(ctx context.Context, w io.Writer) (string, error) {
+	dir, err := CacheDir()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "promtool-"+PromtoolVersion, "promtool")
+	return buildOnce(ctx, w, "promtool "+PromtoolVersion, bin, func(work string) error {
+		if err := os.WriteFile(filepath.Join(work, "go.mod"), []byte("module kubetest.invalid/promtool\n\ngo 1.26\n"), 0o644); err != nil {
+			return fmt.Errorf("kubetest: %w", err)
+		}
+		if _, err := goCmd(ctx, work, "get", "github.com/prometheus/prometheus@"+PromtoolVersion); err != nil {
+			return err
+		}
+		_, err := goCmd(ctx, work, "build", "-o", bin+".tmp", "github.com/prometheus/prometheus/cmd/promtool")
+		return err
+	})
 }
 
 // BuildEtcd builds etcd EtcdVersion from the Go module proxy into the cache

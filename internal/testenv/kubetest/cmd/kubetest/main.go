@@ -2,10 +2,10 @@
 //
 //	go run ./internal/testenv/kubetest/cmd/kubetest install
 //
-// builds kube-apiserver and etcd (once each, cached in the user cache dir),
-// and kubectl the same way when none is on PATH. It installs and starts
-// nothing: the tests start what they need on loopback ports. hack/test.sh
-// runs this before the tests.
+// builds kube-apiserver, etcd and promtool (once each, cached in the user
+// cache dir), and kubectl the same way when none is on PATH. It installs
+// and starts nothing: the tests start what they need on loopback ports.
+// hack/test.sh runs this before the tests.
 package main
 
 import (
@@ -56,5 +56,10 @@ func install(ctx context.Context) error {
 		return err
 	}
 	fmt.Printf("etcd: %s\n", etcd)
+	promtool, err := kubetest.BuildPromtool(ctx, os.Stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("promtool %s: %s\n", kubetest.PromtoolVersion, promtool)
 	return nil
 }
