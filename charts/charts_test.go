@@ -430,3 +430,31 @@ func TestAgentChartRefusesWhatItDoesNotKnow(t *testing.T) {
 	_, err := run(t, helm(t), append([]string{"template", "cc", "./clusterconnect-agent"}, append(agentValues, "--set", "relay.url=https://relay.example.com:8443")...)...)
 	assert.NoError(t, err, "a host and port")
 }
+
+// The charts' default images are the ones ./hack/images.sh builds: both
+// charts have one appVersion, it is the tag the script gives when TAG is
+// not set, and it is the tag the rendered pods run unless image.tag says
+// otherwise.
+func TestChartsRunTheImagesTheScriptBuilds(t *testing.T) {
+	appVersion := func(chart string) string {
+		raw, err := os.ReadFile(filepath.Join(chart, "Chart.yaml"))
+		require.NoError(t, err)
+		m := regexp.MustCompile(`(?m)^appVersion: *"?([^"\n]+)"?$`).FindStringSubmatch(string(raw))
+		require.NotNil(t, m)
+		return m[1]
+	}
+	version := appVersion("clusterconnect-agent")
+	assert.Equal(t, version, appVersion("clusterconnect-relay"))
+	cmd := exec.Command("../hack/images.sh", "--tag")
+	cmd.Env = append(os.Environ(), "TAG=")
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	assert.Equal(t, version, strings.TrimSpace(string(out)), "the script's default tag")
+
+	_, objs := render(t, "clusterconnect-agent", "cc", agentValues...)
+	assert.Equal(t, "clusterconnect/agent:"+version, podsOf(t, objs).Spec.Containers[0].Image)
+	_, objs = render(t, "clusterconnect-relay", "cc", relayValues...)
+	assert.Equal(t, "clusterconnect/relay:"+version, podsOf(t, objs).Spec.Containers[0].Image)
+	_, objs = render(t, "clusterconnect-relay", "cc", append(relayValues, "--set", "image.tag=v9.9.9")...)
+	assert.Equal(t, "clusterconnect/relay:v9.9.9", podsOf(t, objs).Spec.Containers[0].Image)
+}
