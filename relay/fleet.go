@@ -54,6 +54,11 @@ type FleetConfig struct {
 	// listener. Both required (PeerCertificate or GetPeerCertificate).
 	PeerCertificate *tls.Certificate
 	PeerCA          *x509.CertPool
+	// GetPeerCA, if set, is asked for the fleet's peer CA at each
+	// handshake (either way: dialing a replica, and a replica dialing
+	// this one's peer listener) instead of using PeerCA, so that a CA
+	// bundle rotated on disk is used from the next connection on.
+	GetPeerCA func() *x509.CertPool
 	// GetPeerCertificate, if set, is asked for the peer certificate at
 	// each handshake instead of using PeerCertificate, so that one
 	// rotated on disk is used from the next handshake on (connections
@@ -67,8 +72,9 @@ type fleet struct {
 	advertise string
 	etcd      *clientv3.Client
 	dir       *etcddir.Directory
-	clientTLS *tls.Config // for dialing peers
-	serverTLS *tls.Config // for the peer listener
+	clientTLS *tls.Config           // for dialing peers
+	serverTLS *tls.Config           // for the peer listener
+	peerCA    func() *x509.CertPool // FleetConfig.GetPeerCA
 	ln        net.Listener
 }
 
@@ -77,7 +83,7 @@ func newFleet(c *FleetConfig, log *slog.Logger) (f *fleet, err error) {
 	if len(c.Etcd.Endpoints) == 0 {
 		return nil, errors.New("relay: a fleet needs etcd endpoints")
 	}
-	if (c.PeerCertificate == nil && c.GetPeerCertificate == nil) || c.PeerCA == nil {
+	if (c.PeerCertificate == nil && c.GetPeerCertificate == nil) || (c.PeerCA == nil && c.GetPeerCA == nil) {
 		return nil, errors.New("relay: a fleet replica needs a peer certificate and the fleet's peer CA")
 	}
 	cert := c.GetPeerCertificate
@@ -89,6 +95,17 @@ func newFleet(c *FleetConfig, log *slog.Logger) (f *fleet, err error) {
 			RootCAs: c.PeerCA, MinVersion: tls.VersionTLS13},
 		serverTLS: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert(), nil },
 			ClientCAs: c.PeerCA, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}},
+		peerCA: c.GetPeerCA,
+	}
+	if ca := c.GetPeerCA; ca != nil {
+		f.clientTLS.RootCAs = ca()
+		f.serverTLS.ClientCAs = ca()
+		server := f.serverTLS.Clone()
+		f.serverTLS.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := server.Clone()
+			c.ClientCAs = ca()
+			return c, nil
+		}
 	}
 	if f.id == "" {
 		if f.id, err = os.Hostname(); err != nil {

@@ -93,6 +93,7 @@ func newServer(cfg *Config) (_ *Server, err error) {
 	}
 	if s.fleet != nil {
 		rc.Directory, rc.PeerTLSConfig, rc.ReplicaID = s.fleet.dir, s.fleet.clientTLS, s.fleet.id
+		rc.PeerRootCAs = s.fleet.peerCA
 	}
 	if s.relay, err = tunnel.NewRelay(&rc); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -140,6 +141,11 @@ type RelayConfig struct {
 	// replicas' peer listeners: this replica's certificate and the
 	// fleet's peer CA as RootCAs. Required with Directory.
 	PeerTLSConfig *tls.Config
+	// PeerRootCAs, if set, is asked at each dial to another replica for
+	// the pool its certificate is checked against, in place of
+	// PeerTLSConfig.RootCAs: a fleet's peer CA read again when its file
+	// changes takes effect from the next connection on.
+	PeerRootCAs func() *x509.CertPool
 	// ReplicaID names this replica to agents in the handshake answer, so
 	// that an agent can spread its connections over replicas; with a
 	// Directory that also implements ReplicaCounter, the answer says how

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -51,11 +52,12 @@ var ErrPeerUnreachable = errors.New("tunnel: no relay replica holding the cluste
 // growing window out of the same budget as one from an agent), one
 // HTTP/1.1 connection per upgrade.
 type peers struct {
-	tls     *tls.Config      // as configured, for upgrades
-	h2tls   *tls.Config      // the same, offering only h2
-	h2      *h2client.Config // the relay's: one window budget for agents and peers
-	timeout time.Duration    // for an upgrade's answer
-	idle    time.Duration    // peerIdleTimeout when made
+	tls     *tls.Config           // as configured, for upgrades
+	h2tls   *tls.Config           // the same, offering only h2
+	roots   func() *x509.CertPool // RelayConfig.PeerRootCAs
+	h2      *h2client.Config      // the relay's: one window budget for agents and peers
+	timeout time.Duration         // for an upgrade's answer
+	idle    time.Duration         // peerIdleTimeout when made
 
 	mu      sync.Mutex
 	conns   map[string][]*peerClient // by peer address
@@ -91,6 +93,7 @@ func newPeers(c *RelayConfig, h2 *h2client.Config) *peers {
 	p := &peers{
 		tls:     c.PeerTLSConfig,
 		h2tls:   t,
+		roots:   c.PeerRootCAs,
 		h2:      h2,
 		timeout: c.UpgradeTimeout,
 		idle:    peerIdleTimeout,
@@ -184,7 +187,7 @@ func (p *peers) get(ctx context.Context, peer string) (*h2client.Conn, error) {
 func (p *peers) dial(ctx context.Context, peer string) (*h2client.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerDialTimeout)
 	defer cancel()
-	conn, err := (&tls.Dialer{Config: p.h2tls}).DialContext(ctx, "tcp", peer)
+	conn, err := (&tls.Dialer{Config: p.withRoots(p.h2tls)}).DialContext(ctx, "tcp", peer)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +196,17 @@ func (p *peers) dial(ctx context.Context, peer string) (*h2client.Conn, error) {
 		return nil, fmt.Errorf("the replica's peer listener does not speak HTTP/2 (ALPN %q)", proto)
 	}
 	return h2client.New(p.h2, conn)
+}
+
+// withRoots is c with the peer CA in force as its RootCAs, if the pool
+// can change (RelayConfig.PeerRootCAs).
+func (p *peers) withRoots(c *tls.Config) *tls.Config {
+	if p.roots == nil {
+		return c
+	}
+	c = c.Clone()
+	c.RootCAs = p.roots()
+	return c
 }
 
 // closeIdle closes the connections that have had no request for the idle
@@ -340,7 +354,7 @@ func noLiveConn(resp *http.Response) error {
 // upgrade sends an upgrade request to a replica on a connection of its
 // own, which becomes the upgraded connection's far end.
 func (p *peers) upgrade(req *http.Request, peer string) (*http.Response, error) {
-	t := p.tls.Clone()
+	t := p.withRoots(p.tls).Clone()
 	t.NextProtos = []string{"http/1.1"}
 	ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
 	defer cancel()

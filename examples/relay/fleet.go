@@ -35,7 +35,7 @@ func registerFleet(fs *flag.FlagSet) *fleetFlags {
 	fs.StringVar(&f.cfg.PeerAdvertise, "peer-advertise", "", "host:port other replicas dial for this one (default: -peer-listen, which then needs a host)")
 	fs.StringVar(&f.peerCert, "peer-cert", "", "this replica's certificate for the peer listener and for dialing peers (server and client use), read again when it or -peer-key changes")
 	fs.StringVar(&f.peerKey, "peer-key", "", "its key")
-	fs.StringVar(&f.peerCA, "peer-ca", "", "the fleet's peer CA: only certificates it signed may reach the peer listener")
+	fs.StringVar(&f.peerCA, "peer-ca", "", "the fleet's peer CA (one or more PEM certificates): only certificates it signed may reach the peer listener, or be reached as peers; read again when it changes, so a CA can be rotated by listing old and new, then the new alone")
 	return f
 }
 
@@ -53,9 +53,11 @@ func (f *fleetFlags) config() (*relay.FleetConfig, error) {
 	}
 	c := f.cfg
 	c.GetPeerCertificate = pair.Certificate
-	if c.PeerCA, err = cli.CertPool("peer-ca", f.peerCA); err != nil {
-		return nil, err
+	ca, err := tlsfile.NewRoots(f.peerCA) // read again when rotated
+	if err != nil {
+		return nil, fmt.Errorf("-peer-ca: %w", err)
 	}
+	c.GetPeerCA = ca.Pool
 	c.Etcd = clientv3.Config{Endpoints: strings.Split(f.endpoints, ",")} // relay fills in the timeouts
 	if c.Etcd.TLS, err = f.etcdTLS(); err != nil {
 		return nil, err

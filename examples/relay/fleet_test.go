@@ -28,9 +28,12 @@ import (
 
 // fleetReplica is one relay process of a fleet.
 type fleetReplica struct {
-	addr, metrics string
-	cmd           *exec.Cmd
-	log           *logWatcher
+	addr, metrics, peer string
+	// The replica's peer certificate and key files, and the fleet's peer
+	// CA file, which a test may rotate.
+	peerCert, peerKey, peerCA string
+	cmd                       *exec.Cmd
+	log                       *logWatcher
 }
 
 // startFleet starts n relay processes sharing a directory in a real etcd,
@@ -65,11 +68,11 @@ func startFleet(t *testing.T, n int, extra ...string) ([]*fleetReplica, *x509.Ce
 		require.NoError(t, err)
 		cert, key := filepath.Join(dir, fmt.Sprintf("peer-%d.crt", i)), filepath.Join(dir, fmt.Sprintf("peer-%d.key", i))
 		require.NoError(t, pl.WriteFiles(cert, key))
-		r := &fleetReplica{addr: freeAddr(t), metrics: freeAddr(t)}
+		r := &fleetReplica{addr: freeAddr(t), metrics: freeAddr(t), peer: freeAddr(t), peerCert: cert, peerKey: key, peerCA: peerCAFile}
 		args := append([]string{"-listen", r.addr, "-metrics-listen", r.metrics,
 			"-cert", filepath.Join(dir, "relay.crt"), "-key", filepath.Join(dir, "relay.key"), "-agents", agents, "-insecure-skip-client-auth",
 			"-etcd-endpoints", strings.Join(etcd.Endpoints(), ","), "-replica-id", fmt.Sprintf("r%d", i),
-			"-peer-listen", freeAddr(t), "-peer-cert", cert, "-peer-key", key, "-peer-ca", peerCAFile}, extra...)
+			"-peer-listen", r.peer, "-peer-cert", cert, "-peer-key", key, "-peer-ca", peerCAFile}, extra...)
 		r.cmd = exec.Command(filepath.Join(bin, "relay"), args...)
 		out, err := r.cmd.StdoutPipe()
 		require.NoError(t, err)
@@ -190,4 +193,92 @@ func TestFleetOfRelayProcesses(t *testing.T) {
 		}, 30*time.Second, 50*time.Millisecond, "last answer %d %s", code, body)
 		assert.Contains(t, body, "is not connected to the relay", "not a forward to a replica that is gone")
 	})
+}
+
+// upgradeThrough sends an echo upgrade to the cluster through the replica
+// at addr and returns what came back, or an error status.
+func upgradeThrough(t *testing.T, addr string, roots *x509.CertPool, msg string) (int, string) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /clusters/c1/exec HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	fmt.Fprint(conn, msg)
+	conn.CloseWrite()
+	got, err := io.ReadAll(br)
+	require.NoError(t, err)
+	return resp.StatusCode, string(got)
+}
+
+// The fleet's peer CA and certificates rotate without a restart: with the
+// CA file holding the old and the new CA, then each replica's certificate
+// replaced by one of the new CA, then the old CA taken out of the file,
+// upgrades across the peer hop (each on a connection of its own, so a new
+// handshake each time) keep working; once the old CA is gone, a
+// certificate it signed is refused at the peer listener.
+func TestFleetPeerCertificatesRotate(t *testing.T) {
+	fleet, roots := startFleet(t, 2, "-etcd-lease-ttl", "60s")
+	connectAgent(t, fleet[0].addr, roots)
+	fleet[0].log.waitFor(t, "agent connected")
+	var code int
+	var body string
+	require.Eventually(t, func() bool {
+		code, body = upgradeThrough(t, fleet[1].addr, roots, "before")
+		return code == http.StatusSwitchingProtocols
+	}, 30*time.Second, 50*time.Millisecond, "last answer %d %s", code, body)
+	require.Equal(t, "before", body)
+
+	oldPEM, err := os.ReadFile(fleet[0].peerCA)
+	require.NoError(t, err)
+	oldLeaf, err := tls.LoadX509KeyPair(fleet[0].peerCert, fleet[0].peerKey)
+	require.NoError(t, err)
+	newCA, err := pki.NewCA("fleet peer CA, rotated")
+	require.NoError(t, err)
+	// The files change; the relays check at most once a second, at a
+	// handshake.
+	settle := func() { time.Sleep(1100 * time.Millisecond) }
+	replace := func(path string, data []byte) {
+		tmp := path + ".tmp"
+		require.NoError(t, os.WriteFile(tmp, data, 0o600))
+		require.NoError(t, os.Rename(tmp, path))
+	}
+	through := func(step string) {
+		code, body := upgradeThrough(t, fleet[1].addr, roots, step)
+		assert.Equal(t, http.StatusSwitchingProtocols, code, "%s: %s", step, body)
+		assert.Equal(t, step, body)
+	}
+
+	replace(fleet[0].peerCA, append(append([]byte{}, oldPEM...), newCA.CertPEM()...))
+	settle()
+	through("both CAs")
+	for i, r := range fleet {
+		leaf, err := newCA.Issue(pki.LeafOptions{CommonName: fmt.Sprintf("replica-%d", i), Hosts: pki.LoopbackHosts, Server: true, Client: true})
+		require.NoError(t, err)
+		require.NoError(t, leaf.WriteFiles(r.peerCert+".new", r.peerKey+".new"))
+		require.NoError(t, os.Rename(r.peerKey+".new", r.peerKey))
+		require.NoError(t, os.Rename(r.peerCert+".new", r.peerCert))
+	}
+	settle()
+	through("new certificates")
+	replace(fleet[0].peerCA, newCA.CertPEM())
+	settle()
+	through("the new CA alone")
+
+	// A certificate of the old CA no longer reaches the peer listener (it
+	// did before: the replicas used such certificates).
+	conn, err := tls.Dial("tcp", fleet[0].peer, &tls.Config{RootCAs: newCA.Pool(), Certificates: []tls.Certificate{oldLeaf}, NextProtos: []string{"http/1.1"}})
+	if err == nil {
+		defer conn.Close()
+		fmt.Fprint(conn, "GET /clusters/c1/api HTTP/1.1\r\nHost: relay\r\n\r\n")
+		_, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	}
+	require.Error(t, err, "a peer certificate of the old CA is refused")
+	assert.Contains(t, err.Error(), "certificate")
 }
