@@ -10,6 +10,10 @@
 #   kubectl         built the same way when none is on PATH
 #   buildah         Debian's package, to build the container images (the one
 #                   system package; apt waits for another apt's lock)
+#   etcd 3.4        Debian's etcd-server binary, taken out of its package into
+#                   the user cache (apt-get download, dpkg-deb -x): not
+#                   installed, never started but by the test that runs the
+#                   fleet's directory on it
 #   staticcheck     run from the Go module proxy at a pinned version
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +44,33 @@ if ! command -v buildah >/dev/null && ! command -v podman >/dev/null; then
     apt_install buildah
   else
     echo "hack/test.sh: no buildah or podman, and no apt-get to install them: the image test will say so" >&2
+  fi
+fi
+
+# Go's os.UserCacheDir, where the tests look.
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/clusterconnect"
+etcd34="$cache/etcd-3.4/etcd"
+if [ -z "${ETCD34:-}" ] && [ ! -x "$etcd34" ]; then
+  step "etcd 3.4 (Debian's etcd-server binary, taken out of its package: nothing installed or started)"
+  if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && apt-get download -qq etcd-server >/dev/null 2>&1); then
+      sudo=""
+      [ "$(id -u)" = 0 ] || sudo="sudo"
+      $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq || die "apt-get update failed; set ETCD34 to an etcd 3.4 binary and run again"
+      (cd "$tmp" && apt-get download -qq etcd-server >/dev/null 2>&1) || die "apt-get download etcd-server failed; set ETCD34 to an etcd 3.4 binary and run again"
+    fi
+    dpkg-deb -x "$tmp"/etcd-server_*.deb "$tmp/x"
+    if "$tmp/x/usr/bin/etcd" --version | grep -q '^etcd Version: 3\.4\.'; then
+      mkdir -p "$(dirname "$etcd34")"
+      cp "$tmp/x/usr/bin/etcd" "$etcd34.tmp" && mv "$etcd34.tmp" "$etcd34"
+      "$etcd34" --version | head -1
+    else
+      echo "hack/test.sh: Debian's etcd-server is not 3.4 here ($("$tmp/x/usr/bin/etcd" --version | head -1)); set ETCD34 to an etcd 3.4 binary" >&2
+    fi
+    rm -rf "$tmp"
+  else
+    echo "hack/test.sh: no apt-get to fetch etcd 3.4: set ETCD34 to an etcd 3.4 binary, or the 3.4 run will say so" >&2
   fi
 fi
 

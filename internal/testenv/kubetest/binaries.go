@@ -33,6 +33,7 @@ const PromtoolVersion = "v0.316.0"
 const (
 	EnvAPIServer = "KUBE_APISERVER" // path to a kube-apiserver binary
 	EnvEtcd      = "ETCD"           // path to an etcd binary
+	EnvEtcd34    = "ETCD34"         // path to an etcd 3.4 binary, for the fleet's run against 3.4
 	EnvKubectl   = "KUBECTL"        // path to a kubectl binary
 )
 
@@ -89,6 +90,27 @@ func EtcdPath() (string, error) {
 		return "", err
 	}
 	return checkExecutable("etcd", p)
+}
+
+// Etcd34Path returns an etcd 3.4 binary, the oldest release the fleet's
+// directory runs on: $ETCD34 if set, else the one hack/test.sh takes out
+// of Debian's etcd-server package into the cache (apt-get download and
+// dpkg-deb -x: nothing is installed or started). The Go module proxy
+// serves no 3.4 release of go.etcd.io/etcd to build.
+func Etcd34Path() (string, error) {
+	if p := os.Getenv(EnvEtcd34); p != "" {
+		return checkExecutable("etcd 3.4", p)
+	}
+	dir, err := CacheDir()
+	if err != nil {
+		return "", err
+	}
+	p, err := checkExecutable("etcd 3.4", filepath.Join(dir, "etcd-3.4", "etcd"))
+	var missing *MissingError
+	if errors.As(err, &missing) {
+		missing.Why += "; on Debian, ./hack/test.sh takes it out of the etcd-server package without installing it"
+	}
+	return p, err
 }
 
 func etcdCachedPath() (string, error) {
