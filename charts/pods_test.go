@@ -331,6 +331,29 @@ func TestChartsPodsRunAsRendered(t *testing.T) {
 	}
 	assert.Contains(t, body, `"name":"cc-agent"`)
 	assert.Regexp(t, regexp.MustCompile(`agent connected.*c1|c1.*agent connected`), relay.output(), "the relay saw the agent with the chart's credential")
+
+	// The checks the charts' NOTES print find what they look for in what
+	// the pods log.
+	for _, tc := range []struct {
+		chart string
+		pod   *podProcess
+		set   []string
+	}{
+		{"clusterconnect-relay", relay, []string{"--set", "publicURL=" + publicURL, "--set", "tls.existingSecret=relay-tls", "--set", "config.existingSecret=c",
+			"--set", "issuer.oidcIssuerURL=" + issuer.URL, "--set", "issuer.audiences={" + audience + "}"}},
+		{"clusterconnect-agent", agent, []string{"--set", "relay.url=" + publicURL, "--set", "clusterID=c1", "--set", "credential.value=s",
+			"--set", "issuer.oidcIssuerURL=" + issuer.URL, "--set", "issuer.audiences={" + audience + "}"}},
+	} {
+		out, err := run(t, helm(t), append([]string{"install", "cc", "./" + tc.chart, "--dry-run=client", "--namespace", "cc"}, tc.set...)...)
+		require.NoError(t, err)
+		_, notes, ok := strings.Cut(out, "NOTES:")
+		require.True(t, ok, "%s prints notes", tc.chart)
+		greps := regexp.MustCompile(`\| grep "([^"]+)"`).FindAllStringSubmatch(notes, -1)
+		require.NotEmpty(t, greps, "%s's notes: %s", tc.chart, notes)
+		for _, g := range greps {
+			assert.Contains(t, tc.pod.output(), g[1], "%s's notes grep the logs for %q", tc.chart, g[1])
+		}
+	}
 }
 
 func writeTemp(t *testing.T, b []byte) string {
