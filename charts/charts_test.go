@@ -458,3 +458,28 @@ func TestChartsRunTheImagesTheScriptBuilds(t *testing.T) {
 	_, objs = render(t, "clusterconnect-relay", "cc", append(relayValues, "--set", "image.tag=v9.9.9")...)
 	assert.Equal(t, "clusterconnect/relay:v9.9.9", podsOf(t, objs).Spec.Containers[0].Image)
 }
+
+// A fleet's relay replicas prefer different nodes unless the values say
+// otherwise; a lone relay has no such rule.
+func TestRelayFleetSpreads(t *testing.T) {
+	_, objs := render(t, "clusterconnect-relay", "cc", fleetValues...)
+	sts := find[*appsv1.StatefulSet](objs)[0]
+	aff := sts.Spec.Template.Spec.Affinity
+	require.NotNil(t, aff, "a fleet spreads by default")
+	terms := aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+	require.Len(t, terms, 1)
+	assert.Equal(t, "kubernetes.io/hostname", terms[0].PodAffinityTerm.TopologyKey)
+	assert.Equal(t, sts.Spec.Selector.MatchLabels, terms[0].PodAffinityTerm.LabelSelector.MatchLabels)
+
+	_, objs = render(t, "clusterconnect-relay", "cc", append(fleetValues,
+		"--set", "topologySpreadConstraints[0].maxSkew=1", "--set", "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+		"--set", "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+		"--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+		"--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists")...)
+	spec := find[*appsv1.StatefulSet](objs)[0].Spec.Template.Spec
+	assert.Nil(t, spec.Affinity.PodAntiAffinity, "the values' affinity replaces the default")
+	require.Len(t, spec.TopologySpreadConstraints, 1)
+
+	_, objs = render(t, "clusterconnect-relay", "cc", relayValues...)
+	assert.Nil(t, find[*appsv1.StatefulSet](objs)[0].Spec.Template.Spec.Affinity, "one replica: nothing to spread")
+}
