@@ -14,7 +14,9 @@
 //   - spn: a service principal with a client secret or certificate;
 //   - workloadidentity: a federated token from a file
 //     (AZURE_FEDERATED_TOKEN_FILE) or a GitHub Actions job's OIDC token;
-//   - azurecli: az account get-access-token.
+//   - azurecli: az account get-access-token, its tokens kept only under
+//     az's active account (the default subscription's user and tenant),
+//     so that az account set and az logout take effect at once.
 //
 // Each mode is one entry in this package's table: what it needs, whether
 // it can bind tokens to a key (proof of possession, PoPHost), and its

@@ -131,6 +131,13 @@ func (o *Options) TokenSource() (oauth2.TokenSource, error) {
 	case o.TokenCommand != "":
 		return o.cached("command|"+o.TokenCommand, source.FromTokenSource(&source.Command{Command: strings.Fields(o.TokenCommand)}))
 	}
+	if o.Mode == "azurecli" {
+		cmd := []string{"az", "account", "get-access-token", "--resource", o.ServerID, "-o", "json"}
+		if o.TenantID != "" {
+			cmd = append(cmd, "--tenant", o.TenantID)
+		}
+		return o.azureCLISource(cmd), nil
+	}
 	var pop *signin.PoPKey
 	if o.PoPHost != "" {
 		var err error

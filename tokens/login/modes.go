@@ -3,7 +3,6 @@ package login
 import (
 	"errors"
 	"os"
-	"strings"
 
 	"github.com/clusterconnect/clusterconnect/tokens/signin"
 	"github.com/clusterconnect/clusterconnect/tokens/source"
@@ -68,14 +67,8 @@ var modes = []mode{
 			}
 			return cfg.CacheKey(), &signin.Federated{Config: cfg, Assertion: assertion}, nil
 		}},
-	// azurecli: az signs in and keeps its own tokens; ours saves running
-	// it for every kubectl call.
-	{name: "azurecli",
-		fetcher: func(o *Options, _ signin.Config) (string, source.Fetcher, error) {
-			cmd := []string{"az", "account", "get-access-token", "--resource", o.ServerID, "-o", "json"}
-			if o.TenantID != "" {
-				cmd = append(cmd, "--tenant", o.TenantID)
-			}
-			return "azurecli|" + strings.Join(cmd, " "), source.FromTokenSource(&source.Command{Command: cmd}), nil
-		}},
+	// azurecli: az signs in and keeps its own tokens; ours, kept only
+	// under az's active account (see azureCLI), save running it for every
+	// kubectl call.
+	{name: "azurecli"},
 }
