@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -173,6 +174,9 @@ type ending struct {
 	linger    time.Duration // how long to wait for the client to go after the words
 	last      []byte
 	done      bool
+	// lost: a write failed, or the session ended; what the client
+	// sends is dropped.
+	lost atomic.Bool
 	// clientDone is closed when the client sends no more (CloseWrite).
 	clientDone chan struct{}
 	doneOnce   sync.Once
@@ -193,16 +197,23 @@ func (e *ending) endedOnPurpose() error {
 
 // Write drops what the client sends once the session was ended on
 // purpose: see EndInWords.
+//
+// A connection lost under the session fails writes too, often before the
+// read that becomes the words: such a failure is not passed on either
+// (the client's copy would end first, and a proxy close the client's
+// connection before the words reach it — kubectl then prints only its
+// own "lost connection"). From then on what the client sends is dropped;
+// the reading side, which fails on the same lost connection, ends the
+// session in words.
 func (e *ending) Write(p []byte) (int, error) {
-	if e.endedOnPurpose() != nil {
+	if e.lost.Load() || e.endedOnPurpose() != nil {
 		return len(p), nil
 	}
 	e.t.fromClient(p)
-	n, err := e.ReadWriteCloser.Write(p)
-	if err != nil && e.endedOnPurpose() != nil {
-		return len(p), nil
+	if _, err := e.ReadWriteCloser.Write(p); err != nil {
+		e.lost.Store(true)
 	}
-	return n, err
+	return len(p), nil
 }
 
 // CloseWrite passes the client's half-close on (errors.ErrUnsupported
@@ -267,6 +278,7 @@ func (e *ending) Read(p []byte) (int, error) {
 	}
 	if last := e.t.final(lastWords(err, e.afterLoss)); last != nil {
 		e.done = true
+		e.lost.Store(true)
 		e.last = append(pad, last...)
 		return n, nil
 	}

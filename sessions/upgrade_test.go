@@ -142,11 +142,9 @@ func TestEndInWordsSaysWhyASessionWasEnded(t *testing.T) {
 	stream := spdyData(3, 0, []byte("stdout bytes"))
 	conn := sessions.EndInWords(resp, failingWrites{&chunked{b: stream, r: rand.New(rand.NewPCG(1, 1)), err: net.ErrClosed}})
 
-	_, err := conn.Write([]byte("stdin"))
-	assert.Error(t, err, "before the end, a failed write is one")
 	cancel(endedOnPurpose{})
 	n, err := conn.Write([]byte("stdin"))
-	assert.NoError(t, err, "after it, what the client sends is dropped")
+	assert.NoError(t, err, "after the end, what the client sends is dropped")
 	assert.Equal(t, 5, n)
 
 	got, err := io.ReadAll(conn)
@@ -182,6 +180,26 @@ func (s *steps) Read(p []byte) (int, error) {
 }
 func (s *steps) Write(p []byte) (int, error) { return len(p), nil }
 func (s *steps) Close() error                { return nil }
+
+// A connection lost under a session fails the client's writes before the
+// read that becomes the words, at times: the write's failure is not
+// passed on (the client's copy would end, and a proxy close the client's
+// connection before the words), what follows is dropped, and the words
+// come from the reading side.
+func TestEndInWordsALostWriteIsNotTheEnd(t *testing.T) {
+	h := http.Header{"Upgrade": {"SPDY/3.1"}, "X-Stream-Protocol-Version": {"v5.channel.k8s.io"}}
+	stream := spdyData(3, 0, []byte("stdout bytes"))
+	conn := sessions.EndInWords(upgraded("/api/v1/namespaces/ns/pods/p/exec", h), failingWrites{&chunked{b: stream, r: rand.New(rand.NewPCG(1, 1)), err: net.ErrClosed}})
+	for range 2 {
+		n, err := conn.Write([]byte("stdin"))
+		assert.NoError(t, err)
+		assert.Equal(t, 5, n)
+	}
+	got, err := io.ReadAll(conn)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(got, stream))
+	assert.Contains(t, status(t, got[len(stream)+8:])["message"], "the connection to the cluster was lost")
+}
 
 // Once a session is ended on purpose, what its server sends is not the
 // session's: closing a TLS connection sends close_notify before the
