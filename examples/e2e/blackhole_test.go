@@ -103,6 +103,58 @@ func withAgentPath() func(*chain) {
 	return func(c *chain) { c.agentPath = true }
 }
 
+// withProxyPath puts a darkPath between the client proxy and the relay.
+func withProxyPath() func(*chain) {
+	return func(c *chain) { c.proxyPath = true }
+}
+
+// A black hole between the client proxy and the relay, under a watch, with
+// the real binaries: the proxy's pings find its connection dark within
+// seconds, the watch resumes on a new connection without kubectl seeing
+// anything, and the next kubectl get goes on that connection. (Without
+// the pings nothing ever fails: the hole swallows what is sent and TCP
+// keeps the connection, so the watch sees nothing more and every get
+// hangs.)
+func TestBlackHoleUnderTheClientProxy(t *testing.T) {
+	c := newChain(t, withProxyPath())
+	k := c.kubectl()
+	k.MustRun(t, ctx(t), nil, "create", "configmap", "before-the-hole", "-n", ns)
+	watch := runKubectl(t, k, "get", "configmaps", "-n", ns, "--watch", "-o", "name")
+	watch.line(t, "configmap/before-the-hole")
+	// The watch's stream is open once it prints an object made after the
+	// list.
+	k.MustRun(t, ctx(t), nil, "create", "configmap", "while-watching", "-n", ns)
+	watch.line(t, "configmap/while-watching")
+
+	c.proxyDarkPath.darken()
+	fault := time.Now()
+	var answered time.Duration
+	for answered == 0 {
+		cx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := k.Run(cx, nil, "get", "configmaps", "-n", ns, "-o", "name")
+		cancel()
+		require.NoError(t, err, "kubectl hung for 20 s into the hole")
+		if res.ExitCode == 0 {
+			answered = time.Since(fault)
+		} else {
+			t.Logf("a get failed %v after the fault: %s", time.Since(fault).Round(time.Millisecond), res.Stderr)
+		}
+		require.Less(t, time.Since(fault), 20*time.Second, "no get answered: %s", res.Stderr)
+	}
+	t.Logf("the first get after the fault answered %v after it", answered.Round(time.Millisecond))
+	assert.LessOrEqual(t, answered, 8*time.Second)
+
+	// The watch goes on, on the new connection.
+	k.MustRun(t, ctx(t), nil, "create", "configmap", "after-the-hole", "-n", ns)
+	watch.line(t, "configmap/after-the-hole")
+	select {
+	case <-watch.exited:
+		t.Fatalf("kubectl's watch ended: %q", watch.stderr.String())
+	default:
+	}
+	assert.Empty(t, watch.stderr.String(), "kubectl saw nothing of it")
+}
+
 // A black hole between an idle agent and the relay, with the real
 // binaries: the agent carried nothing, so only its own pings tell it the
 // path went dark. Every kubectl get sent into the hole over the first

@@ -86,6 +86,10 @@ type chain struct {
 	// (withAgentPath), kept in agentDarkPath.
 	agentPath     bool
 	agentDarkPath *darkPath
+	// proxyPath asks for a darkPath between the client proxy and the
+	// relay (withProxyPath), kept in proxyDarkPath.
+	proxyPath     bool
+	proxyDarkPath *darkPath
 }
 
 // withPolicy starts the relay with policy instead of basePolicy.
@@ -112,6 +116,9 @@ func (c *chain) startProxy(logName, kubeconfig string, extra ...string) *proc {
 	relayAddr := c.relayAddr
 	if c.clientLB != nil {
 		relayAddr = c.clientLB.ln.Addr().String()
+	}
+	if c.proxyDarkPath != nil {
+		relayAddr = c.proxyDarkPath.addr()
 	}
 	args := []string{"serve", "-relay-url", "https://" + relayAddr, "-relay-ca", c.relayCA, "-cluster-id", cluster,
 		"-port", strconv.Itoa(freePort(c.t)), "-token-file", c.tokenFile, "-kubeconfig", kubeconfig}
@@ -273,6 +280,9 @@ func newChainWith(t *testing.T, replicas int, opts ...func(*chain)) *chain {
 	tokenFile := writeFile(t, filepath.Join(c.dir, "token"), []byte(token))
 	c.kubeconfig = filepath.Join(c.dir, "kubeconfig")
 	c.tokenFile = tokenFile
+	if c.proxyPath {
+		c.proxyDarkPath = newDarkPath(t, c.relayAddr)
+	}
 	c.proxy = c.startProxy("proxy", c.kubeconfig)
 
 	// Direct mode: a second kubeconfig, written by the proxy binary, whose

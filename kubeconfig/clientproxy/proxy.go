@@ -2,6 +2,7 @@ package clientproxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -53,6 +54,15 @@ type Config struct {
 	PassClientToken bool
 	// RelayTLS verifies the relay; nil means the system roots.
 	RelayTLS *tls.Config
+	// RelayPingInterval is how long a connection to the relay may read
+	// nothing before the proxy pings it, and RelayPingTimeout how long
+	// the answer may take before the connection is taken for dead and
+	// closed: a path to the relay gone dark (no reset, packets dropped)
+	// is found in seconds, the requests on it fail (a watch resumes, an
+	// exec re-attaches) and the next ones go on a new connection. Zero:
+	// DefaultRelayPingInterval, DefaultRelayPingTimeout; a connection
+	// without requests is closed after 30 s, so pings cost little.
+	RelayPingInterval, RelayPingTimeout time.Duration
 	// ListenAddr for ListenAndServe; default 127.0.0.1:47011.
 	ListenAddr string
 	// InsecureListenOnAnyAddress allows a ListenAddr that is not loopback.
@@ -134,7 +144,7 @@ func New(cfg *Config) (*Proxy, error) {
 	if p.cert, err = leaf.TLSCertificate(); err != nil {
 		return nil, fmt.Errorf("clientproxy: %w", err)
 	}
-	h2, h1 := relayTransports(c.RelayTLS)
+	h2, h1 := relayTransports(c.RelayTLS, cmp.Or(c.RelayPingInterval, DefaultRelayPingInterval), cmp.Or(c.RelayPingTimeout, DefaultRelayPingTimeout))
 	p.renew, p.renewClient = newRenewer(), &http.Client{Transport: h2, Timeout: 10 * time.Second}
 	sessionsCfg := c.Sessions
 	p.proxy = &httputil.ReverseProxy{
@@ -467,9 +477,23 @@ func (p *Proxy) relayError(w http.ResponseWriter, r *http.Request, err error) {
 	httpx.WriteStatus(w, r, http.StatusBadGateway, "", fmt.Sprintf("clusterconnect proxy: cannot reach the relay at %s: %v", p.relay.Host, err))
 }
 
-// relayTransports returns an HTTP/2-capable transport and an HTTP/1.1-only
-// twin for upgrades, which cannot cross HTTP/2.
-func relayTransports(tc *tls.Config) (h2, h1 *http.Transport) {
+// The client proxy's pings to the relay, as the agent's: a connection
+// that read nothing for 2 s is pinged, and one whose ping is not answered
+// within 3 s is closed.
+const (
+	DefaultRelayPingInterval = 2 * time.Second
+	DefaultRelayPingTimeout  = 3 * time.Second
+)
+
+// relayIdleConnTimeout closes a connection to the relay that carries no
+// request, so that pinging it costs the relay little.
+const relayIdleConnTimeout = 30 * time.Second
+
+// relayTransports returns an HTTP/2-capable transport, which pings its
+// connections after ping of silence and drops those that do not answer
+// within timeout, and an HTTP/1.1-only twin for upgrades, which cannot
+// cross HTTP/2 (their sessions have pings of their own).
+func relayTransports(tc *tls.Config, ping, timeout time.Duration) (h2, h1 *http.Transport) {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.Proxy = http.ProxyFromEnvironment
 	if tc != nil {
@@ -477,6 +501,8 @@ func relayTransports(tc *tls.Config) (h2, h1 *http.Transport) {
 	}
 	h2 = base.Clone()
 	h2.ForceAttemptHTTP2 = true
+	h2.IdleConnTimeout = relayIdleConnTimeout
+	h2.HTTP2 = &http.HTTP2Config{SendPingTimeout: ping, PingTimeout: timeout}
 	h1 = base.Clone()
 	h1.ForceAttemptHTTP2 = false
 	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
