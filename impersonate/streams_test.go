@@ -179,6 +179,34 @@ func TestLogsFollowThroughTheHandler(t *testing.T) {
 	assert.Equal(t, "line two, written while following", lines.Text())
 }
 
+// bobAsErin gives bob, who may impersonate erin, a kubectl with env set
+// (if not empty) and a fresh pod, on a handler that allows nested
+// impersonation and checks it again every 100 ms; takeAway deletes bob's
+// right.
+func bobAsErin(t *testing.T, env string) (k *kubetest.Kubectl, pod string, takeAway func()) {
+	p, pod, _ := streamsSetupWith(t, func(c *impersonate.Config) {
+		c.AllowNestedImpersonation = true
+		c.RecheckNestedEvery = 100 * time.Millisecond
+	})
+	ctx := testContext(t)
+	binding := "bob-may-be-erin-" + pod
+	require.NoError(t, p.w.env.Grant(ctx, binding, []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"erin@contoso.com"}},
+	}, kubetest.User("bob@contoso.com")))
+	var envs []string
+	if env != "" {
+		envs = []string{env}
+	}
+	k = p.kubectl(t, p.token(t, bob, nil), envs...)
+	require.Eventually(t, func() bool {
+		res, err := k.Run(ctx, nil, "get", "pods", "-n", "streams", "--as", "erin@contoso.com")
+		return err == nil && res.ExitCode == 0
+	}, 30*time.Second, 100*time.Millisecond)
+	return k, pod, func() {
+		require.NoError(t, p.w.env.Client().RbacV1().ClusterRoleBindings().Delete(ctx, binding, metav1.DeleteOptions{}))
+	}
+}
+
 // An exec made with nested impersonation ends when its caller may no
 // longer impersonate whom it asked for, and says so where kubectl prints
 // it: the Status on the exec's error stream, over WebSocket and SPDY,
@@ -189,24 +217,8 @@ func TestLogsFollowThroughTheHandler(t *testing.T) {
 func TestNestedExecEndsInWordsWithTheRight(t *testing.T) {
 	for _, mode := range []struct{ name, env string }{{"websocket", ""}, {"spdy", "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}} {
 		t.Run(mode.name, func(t *testing.T) {
-			p, pod, _ := streamsSetupWith(t, func(c *impersonate.Config) {
-				c.AllowNestedImpersonation = true
-				c.RecheckNestedEvery = 100 * time.Millisecond
-			})
 			ctx := testContext(t)
-			binding := "bob-may-be-erin-" + pod
-			require.NoError(t, p.w.env.Grant(ctx, binding, []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"erin@contoso.com"}},
-			}, kubetest.User("bob@contoso.com")))
-			var env []string
-			if mode.env != "" {
-				env = []string{mode.env}
-			}
-			k := p.kubectl(t, p.token(t, bob, nil), env...)
-			require.Eventually(t, func() bool {
-				res, err := k.Run(ctx, nil, "get", "pods", "-n", "streams", "--as", "erin@contoso.com")
-				return err == nil && res.ExitCode == 0
-			}, 30*time.Second, 100*time.Millisecond)
+			k, pod, takeAway := bobAsErin(t, mode.env)
 
 			cmd, err := k.Command(ctx, "exec", "-i", "-n", "streams", pod, "--as", "erin@contoso.com", "--", "cat")
 			require.NoError(t, err)
@@ -232,7 +244,7 @@ func TestNestedExecEndsInWordsWithTheRight(t *testing.T) {
 			}()
 			go io.Copy(io.Discard, lines)
 
-			require.NoError(t, p.w.env.Client().RbacV1().ClusterRoleBindings().Delete(ctx, binding, metav1.DeleteOptions{}))
+			takeAway()
 			err = cmd.Wait()
 			var exit *exec.ExitError
 			require.ErrorAs(t, err, &exit, "kubectl exits non-zero: %s", stderr.String())
@@ -248,24 +260,7 @@ func TestNestedExecEndsInWordsWithTheRight(t *testing.T) {
 func TestNestedPortForwardEndsInWordsWithTheRight(t *testing.T) {
 	for _, mode := range []struct{ name, env string }{{"websocket", ""}, {"spdy", "KUBECTL_PORT_FORWARD_WEBSOCKETS=false"}} {
 		t.Run(mode.name, func(t *testing.T) {
-			p, pod, _ := streamsSetupWith(t, func(c *impersonate.Config) {
-				c.AllowNestedImpersonation = true
-				c.RecheckNestedEvery = 100 * time.Millisecond
-			})
-			ctx := testContext(t)
-			binding := "bob-may-be-erin-" + pod
-			require.NoError(t, p.w.env.Grant(ctx, binding, []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"erin@contoso.com"}},
-			}, kubetest.User("bob@contoso.com")))
-			var env []string
-			if mode.env != "" {
-				env = []string{mode.env}
-			}
-			k := p.kubectl(t, p.token(t, bob, nil), env...)
-			require.Eventually(t, func() bool {
-				res, err := k.Run(ctx, nil, "get", "pods", "-n", "streams", "--as", "erin@contoso.com")
-				return err == nil && res.ExitCode == 0
-			}, 30*time.Second, 100*time.Millisecond)
+			k, pod, takeAway := bobAsErin(t, mode.env)
 
 			cmd, stderr, conn := portForward(t, k, pod, "--as", "erin@contoso.com")
 			fmt.Fprintln(conn, "first")
@@ -273,7 +268,7 @@ func TestNestedPortForwardEndsInWordsWithTheRight(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, "first\n", got)
 
-			require.NoError(t, p.w.env.Client().RbacV1().ClusterRoleBindings().Delete(ctx, binding, metav1.DeleteOptions{}))
+			takeAway()
 			err = cmd.Wait()
 			var exit *exec.ExitError
 			require.ErrorAs(t, err, &exit, "kubectl exits non-zero: %s", stderr.String())

@@ -165,19 +165,9 @@ func TestFleetOfRelayProcesses(t *testing.T) {
 	assert.Zero(t, metric(t, fleet[0].metrics, "clusterconnect_relay_peer_forwarded_total"), "the holder serves its own")
 
 	t.Run("an upgrade crosses the peer hop", func(t *testing.T) {
-		conn, err := tls.Dial("tcp", fleet[2].addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
-		require.NoError(t, err)
-		defer conn.Close()
-		fmt.Fprint(conn, "GET /clusters/c1/exec HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, nil)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-		fmt.Fprint(conn, "ping through two relays")
-		conn.CloseWrite()
-		got, err := io.ReadAll(br)
-		require.NoError(t, err)
-		assert.Equal(t, "ping through two relays", string(got))
+		code, got := upgradeThrough(t, fleet[2].addr, roots, "ping through two relays")
+		require.Equal(t, http.StatusSwitchingProtocols, code, got)
+		assert.Equal(t, "ping through two relays", got)
 	})
 
 	t.Run("a replica that stops leaves the directory at once", func(t *testing.T) {
