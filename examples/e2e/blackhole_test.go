@@ -118,6 +118,10 @@ func withProxyPath() func(*chain) {
 func TestBlackHoleUnderTheClientProxy(t *testing.T) {
 	c := newChain(t, withProxyPath())
 	k := c.kubectl()
+	// The namespace is the other tests' too: what this one makes goes.
+	t.Cleanup(func() {
+		k.Run(context.Background(), nil, "delete", "configmap", "-n", ns, "--ignore-not-found", "before-the-hole", "while-watching", "after-the-hole")
+	})
 	k.MustRun(t, ctx(t), nil, "create", "configmap", "before-the-hole", "-n", ns)
 	watch := runKubectl(t, k, "get", "configmaps", "-n", ns, "--watch", "-o", "name")
 	watch.line(t, "configmap/before-the-hole")
