@@ -381,12 +381,7 @@ func TestManifestsApplyUnderRestrictedPodSecurity(t *testing.T) {
 func TestAgentChartSpreadsAndIsScraped(t *testing.T) {
 	_, objs := render(t, "clusterconnect-agent", "clusterconnect", agentValues...)
 	dep := find[*appsv1.Deployment](objs)[0]
-	aff := dep.Spec.Template.Spec.Affinity
-	require.NotNil(t, aff, "replicas spread by default")
-	terms := aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
-	require.Len(t, terms, 1)
-	assert.Equal(t, "kubernetes.io/hostname", terms[0].PodAffinityTerm.TopologyKey)
-	assert.Equal(t, dep.Spec.Selector.MatchLabels, terms[0].PodAffinityTerm.LabelSelector.MatchLabels)
+	spreadsByHost(t, dep.Spec.Template.Spec, dep.Spec.Selector.MatchLabels)
 	require.Len(t, find[*policyv1.PodDisruptionBudget](objs), 1, "two replicas: a PDB")
 
 	svcs := find[*corev1.Service](objs)
@@ -404,7 +399,7 @@ func TestAgentChartSpreadsAndIsScraped(t *testing.T) {
 		"--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
 		"--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists")...)
 	assert.Empty(t, find[*policyv1.PodDisruptionBudget](objs), "one replica: no PDB to block drains")
-	aff = find[*appsv1.Deployment](objs)[0].Spec.Template.Spec.Affinity
+	aff := find[*appsv1.Deployment](objs)[0].Spec.Template.Spec.Affinity
 	assert.Nil(t, aff.PodAntiAffinity, "the values' affinity replaces the default")
 	assert.NotNil(t, aff.NodeAffinity)
 }
@@ -422,10 +417,7 @@ func TestAgentChartRefusesWhatItDoesNotKnow(t *testing.T) {
 		{"replicas=0", "replicas"},
 		{"credential.type=password", "credential.type"},
 	} {
-		_, err := run(t, helm(t), append([]string{"template", "cc", "./clusterconnect-agent"}, append(agentValues, "--set", tc.set)...)...)
-		if assert.Error(t, err, tc.set) {
-			assert.Contains(t, err.Error(), tc.words, tc.set)
-		}
+		refused(t, "clusterconnect-agent", agentValues, tc.set, tc.words)
 	}
 	_, err := run(t, helm(t), append([]string{"template", "cc", "./clusterconnect-agent"}, append(agentValues, "--set", "relay.url=https://relay.example.com:8443")...)...)
 	assert.NoError(t, err, "a host and port")
@@ -464,12 +456,7 @@ func TestChartsRunTheImagesTheScriptBuilds(t *testing.T) {
 func TestRelayFleetSpreads(t *testing.T) {
 	_, objs := render(t, "clusterconnect-relay", "cc", fleetValues...)
 	sts := find[*appsv1.StatefulSet](objs)[0]
-	aff := sts.Spec.Template.Spec.Affinity
-	require.NotNil(t, aff, "a fleet spreads by default")
-	terms := aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
-	require.Len(t, terms, 1)
-	assert.Equal(t, "kubernetes.io/hostname", terms[0].PodAffinityTerm.TopologyKey)
-	assert.Equal(t, sts.Spec.Selector.MatchLabels, terms[0].PodAffinityTerm.LabelSelector.MatchLabels)
+	spreadsByHost(t, sts.Spec.Template.Spec, sts.Spec.Selector.MatchLabels)
 
 	_, objs = render(t, "clusterconnect-relay", "cc", append(fleetValues,
 		"--set", "topologySpreadConstraints[0].maxSkew=1", "--set", "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
@@ -482,4 +469,26 @@ func TestRelayFleetSpreads(t *testing.T) {
 
 	_, objs = render(t, "clusterconnect-relay", "cc", relayValues...)
 	assert.Nil(t, find[*appsv1.StatefulSet](objs)[0].Spec.Template.Spec.Affinity, "one replica: nothing to spread")
+}
+
+// spreadsByHost asserts a pod spec prefers its replicas (the pods
+// selector selects) on different nodes.
+func spreadsByHost(t *testing.T, spec corev1.PodSpec, selector map[string]string) {
+	t.Helper()
+	require.NotNil(t, spec.Affinity, "replicas spread by default")
+	require.NotNil(t, spec.Affinity.PodAntiAffinity)
+	terms := spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+	require.Len(t, terms, 1)
+	assert.Equal(t, "kubernetes.io/hostname", terms[0].PodAffinityTerm.TopologyKey)
+	assert.Equal(t, selector, terms[0].PodAffinityTerm.LabelSelector.MatchLabels)
+}
+
+// refused asserts helm template refuses chart with values and set,
+// saying words.
+func refused(t *testing.T, chart string, values []string, set, words string) {
+	t.Helper()
+	_, err := run(t, helm(t), append([]string{"template", "cc", "./" + chart}, append(values, "--set", set)...)...)
+	if assert.Error(t, err, set) {
+		assert.Contains(t, err.Error(), words, set)
+	}
 }

@@ -132,15 +132,7 @@ func portForward(t *testing.T, k *kubetest.Kubectl, pod string, args ...string) 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	kubetest.Echo(ln)
 	target := ln.Addr().(*net.TCPAddr).Port
 
 	cmd, err := k.Command(testContext(t), append([]string{"port-forward", "-n", "streams", "pod/" + pod, ":" + strconv.Itoa(target)}, args...)...)

@@ -72,8 +72,10 @@ func (t *forwardTracker) fromServer(p []byte) {
 
 func (t *forwardTracker) fromClient(p []byte) {
 	if t.broken.Load() {
-		// What only the client's side uses is let go on its side.
-		t.compressed, t.inflate, t.field, t.clientWS = bytes.Buffer{}, nil, nil, nil
+		// What only the client's side uses is let go on its side, once.
+		if t.inflate != nil || t.clientWS != nil || t.compressed.Cap() > 0 {
+			t.compressed, t.inflate, t.field, t.clientWS = bytes.Buffer{}, nil, nil, nil
+		}
 		return
 	}
 	if t.clientWS != nil {
