@@ -222,7 +222,7 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	default:
 		// The token's own fault, the same for every cluster. The
 		// sentinels never contain the token.
-		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-token", Message: "the relay did not accept the token: " + err.Error()}
+		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-token", Message: "the relay did not accept the token: " + err.Error() + advice(err)}
 	}
 	release, err := a.admit(clusterID, caller, c.limits)
 	if err != nil {
@@ -258,6 +258,22 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		a.revoke(a.policy.Load())
 	}
 	return func() { remove(); release() }, nil
+}
+
+// advice is what a caller whose token was refused for err can do, where
+// the error does not say it already.
+func advice(err error) string {
+	switch {
+	case errors.Is(err, tokens.ErrExpired):
+		return "" // "get a new one"
+	case errors.Is(err, tokens.ErrIssuer), errors.Is(err, tokens.ErrTenant):
+		return "; sign in to a tenant this relay accepts (az login --tenant …, or -tenant-id)"
+	case errors.Is(err, tokens.ErrAudience):
+		return "; get a token for the cluster's server app (az account get-access-token --resource …, or -server-id)"
+	case errors.Is(err, tokens.ErrPoPRequired), errors.Is(err, tokens.ErrPoP):
+		return "; sign in with proof of possession (-pop-host)"
+	}
+	return "; sign in again"
 }
 
 // refusal says why c does not let tok in, or "", resolving the groups of

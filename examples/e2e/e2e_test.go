@@ -604,6 +604,8 @@ func frontDoor(t *testing.T, c *chain) {
 		assert.Contains(t, res.Stderr, "You must be logged in to the server")
 	})
 
+	t.Run("refused with an empty discovery cache: kubectl says why, once", func(t *testing.T) { refusedWithAnEmptyCache(t, c) })
+
 	t.Run("the policy file is re-read: Mallory's group is added", func(t *testing.T) {
 		writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(`{"clusters":{"e2e":{"groups":["`+aliceGrp+`"],"users":["oid-mallory"]}}}`))
 		require.Eventually(t, func() bool {

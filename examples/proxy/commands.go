@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
 
 	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
@@ -123,7 +126,21 @@ func token(args []string) error {
 	if err != nil {
 		return err
 	}
-	out, err := kubeconfig.ExecCredential(src)
+	// What the relay would refuse, the plugin says with what to do, on
+	// stderr, which kubectl shows as it is (the relay's words reach
+	// kubectl only as a Warning before kubectl's own).
+	tok, err := src.Token()
+	if err == nil {
+		err = c.tokens.CheckToken(tok, time.Now())
+	}
+	if err != nil {
+		dir := c.tokens.CacheDir
+		if dir == "" {
+			dir, _ = source.DefaultCacheDir()
+		}
+		return sayOnce(err, dir)
+	}
+	out, err := kubeconfig.ExecCredential(oauth2.StaticTokenSource(tok))
 	if err != nil {
 		return err
 	}

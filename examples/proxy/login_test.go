@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,4 +331,52 @@ func TestPluginProofOfPossession(t *testing.T) {
 	keys, err = filepath.Glob(filepath.Join(e.cache, "pop-*.key"))
 	require.NoError(t, err)
 	assert.Len(t, keys, 2)
+}
+
+// A token the relay would refuse is stopped by the plugin, which says why
+// and what to do — once per kubectl command: kubectl runs the plugin again
+// for each try, and shows each run's stderr.
+func TestTokenSaysWhatIsWrongOncePerCommand(t *testing.T) {
+	enc := base64.RawURLEncoding.EncodeToString
+	expired := enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(`{"exp":1700000000,"tid":"`+tenant+`"}`)) + ".c2ln"
+	cache := t.TempDir()
+	run := func(env []string, args ...string) (string, int) {
+		cmd := exec.Command(proxyBin, args...)
+		cmd.Env = append(cleanEnv(), env...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		require.True(t, err == nil || errors.As(err, &exit), "%v", err)
+		return stderr.String(), cmd.ProcessState.ExitCode()
+	}
+	const said = "proxy: login: the token would be refused: the token given with -token expired at 2023-11-14T22:13:20Z: give a new one\n"
+	byKubectl := []string{`KUBERNETES_EXEC_INFO={"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":false}}`}
+	args := []string{"token", "-token", expired, "-token-cache-dir", cache}
+
+	stderr, code := run(byKubectl, args...)
+	assert.Equal(t, said, stderr)
+	assert.Equal(t, 1, code)
+	for range 5 {
+		stderr, code = run(byKubectl, args...)
+		assert.Empty(t, stderr, "the same kubectl command was told already")
+		assert.Equal(t, 1, code, "and the token is still refused")
+	}
+
+	// Another command (another parent process) is told again.
+	sh := exec.Command("sh", append([]string{"-c", `"$0" "$@" 2>&1`, proxyBin}, args...)...)
+	sh.Env = append(cleanEnv(), byKubectl...)
+	out, err := sh.Output()
+	assert.Error(t, err)
+	assert.Equal(t, said, string(out))
+
+	// Run by hand, not by kubectl: every run says it.
+	for range 2 {
+		stderr, _ = run(nil, args...)
+		assert.Equal(t, said, stderr)
+	}
+	// Another tenant than the cluster's, with a token that has not expired.
+	other := enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(`{"exp":4102444800,"tid":"11111111-2222-4333-8444-555555555555"}`)) + ".c2ln"
+	stderr, _ = run(nil, "token", "-token", other, "-tenant-id", tenant, "-token-cache-dir", cache)
+	assert.Contains(t, stderr, "is of tenant 11111111-2222-4333-8444-555555555555, and this cluster's sign-in is for tenant "+tenant)
 }

@@ -45,7 +45,9 @@ Or from -token, -token-file (re-read when it changes) or -token-command
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "proxy:", err)
+		if err != errSaid {
+			fmt.Fprintln(os.Stderr, "proxy:", err)
+		}
 		os.Exit(1)
 	}
 }

@@ -85,17 +85,22 @@ func RetryAfter(w http.ResponseWriter, d time.Duration) {
 // Result.Raw, which turns any error body that is not text into the word
 // "unknown": there kubectl would print "Error from server (Forbidden):
 // unknown" for the first command a user runs. On those paths, for the codes
-// whose text client-go shows (403, 500, 502; for 401 and 503 it prints
-// fixed words whatever the body), the message goes as text/plain instead.
+// whose text client-go shows (403, 500, 502), the message goes as
+// text/plain instead; for the others (401, 429, 503: fixed words whatever
+// the body) it goes in a Warning header as well, which kubectl prints once
+// ("Warning: …") before its own words, even with an empty discovery cache.
 func WriteStatus(w http.ResponseWriter, r *http.Request, code int, name, message string) {
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
 	if code == http.StatusUnauthorized {
 		h.Set("Www-Authenticate", `Bearer realm="clusterconnect"`)
 	}
-	if r != nil && readRaw(r.URL.Path) && textShown(code) {
-		writeBody(w, code, "text/plain; charset=utf-8", []byte(message+"\n"))
-		return
+	if r != nil && readRaw(r.URL.Path) {
+		if textShown(code) {
+			writeBody(w, code, "text/plain; charset=utf-8", []byte(message+"\n"))
+			return
+		}
+		h.Add("Warning", Warning(message))
 	}
 	s := status{Kind: "Status", APIVersion: "v1", Status: "Failure", Message: message, Reason: statusReasons[code], Code: code}
 	if s.Reason == "" {
@@ -151,6 +156,35 @@ var statusReasons = map[int]string{
 	http.StatusServiceUnavailable:          "ServiceUnavailable",
 	http.StatusGatewayTimeout:              "Timeout",
 }
+
+// Warning is a Warning header's value carrying text as Kubernetes sends
+// one (299, no agent), which client-go hands to kubectl's warning printer:
+// quotes and backslashes escaped, control characters made spaces, at most
+// maxWarning bytes of text.
+func Warning(text string) string {
+	if len(text) > maxWarning {
+		text = strings.ToValidUTF8(text[:maxWarning], "") + "…"
+	}
+	var b strings.Builder
+	b.WriteString(`299 - "`)
+	for _, r := range text {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			b.WriteByte(' ')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// maxWarning bounds a Warning's text: a message can quote what a caller
+// sent (a token's audience), already truncated.
+const maxWarning = 1024
 
 // ReadRaw reports whether client-go reads r's answer raw (the discovery
 // roots and /version), where it shows the text of a 403, 500 or 502 only.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 )
@@ -29,8 +30,12 @@ func TestWriteStatus(t *testing.T) {
 		{"403 on a resource: a Status", "/api/v1/pods", http.StatusForbidden, false, nil, "Forbidden"},
 		{"403 on a discovery root: text", "/api", http.StatusForbidden, true, nil, ""},
 		{"502 on /clusters/x/apis/: text", "/clusters/x/apis/", http.StatusBadGateway, true, nil, ""},
-		{"401 on /api: a Status (client-go prints fixed words for 401 anyway)", "/api", http.StatusUnauthorized, false,
-			map[string]string{"Www-Authenticate": `Bearer realm="clusterconnect"`}, "Unauthorized"},
+		{"401 on /api: a Status, and the words in a Warning (client-go prints fixed words for 401)", "/api", http.StatusUnauthorized, false,
+			map[string]string{"Www-Authenticate": `Bearer realm="clusterconnect"`, "Warning": `299 - "what went wrong"`}, "Unauthorized"},
+		{"503 on /clusters/x/version: a Warning too", "/clusters/x/version", http.StatusServiceUnavailable, false,
+			map[string]string{"Warning": `299 - "what went wrong"`}, "ServiceUnavailable"},
+		{"401 on a resource: the Status alone, which kubectl shows", "/api/v1/pods", http.StatusUnauthorized, false,
+			map[string]string{"Warning": ""}, "Unauthorized"},
 		{"503 with the caller's Retry-After", "/api/v1/pods", http.StatusServiceUnavailable, false, map[string]string{"Retry-After": "3"}, "ServiceUnavailable"},
 		{"503 without: none added", "/api/v1/pods", http.StatusServiceUnavailable, false, map[string]string{"Retry-After": ""}, "ServiceUnavailable"},
 		{"429 with Retry-After", "/api/v1/pods", http.StatusTooManyRequests, false, map[string]string{"Retry-After": "2"}, "TooManyRequests"},
@@ -73,6 +78,28 @@ func TestWriteStatus(t *testing.T) {
 			assert.Equal(t, "prod-eu", st.Details.Name)
 			assert.Equal(t, retry, st.Details.RetryAfterSeconds, "the header and the details agree")
 		})
+	}
+}
+
+// TestWarningReadsAsClientGoReadsIt: whatever a message holds, client-go
+// parses the header back to the message's words, as kubectl prints them.
+func TestWarningReadsAsClientGoReadsIt(t *testing.T) {
+	long := strings.Repeat("é", 1000)
+	for text, want := range map[string]string{
+		"the relay did not accept the token: tokens: token expired at 2026-12-06T16:00:00Z: get a new one": "",
+		`audience "a\\b \"c\"" is not one of ["api://x"]`:                                                  "",
+		"a line\r\nWarning: forged": "a line  Warning: forged",
+		"bad \xff byte":             "bad \ufffd byte",
+		long:                        long[:1024] + "…",
+	} {
+		if want == "" {
+			want = text
+		}
+		got, errs := utilnet.ParseWarningHeaders([]string{httpx.Warning(text)})
+		require.Empty(t, errs)
+		require.Len(t, got, 1)
+		assert.Equal(t, 299, got[0].Code)
+		assert.Equal(t, want, got[0].Text)
 	}
 }
 

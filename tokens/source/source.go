@@ -83,23 +83,39 @@ func bearer(v string, expiry time.Time) *oauth2.Token {
 // jwtExpiry reads exp from a JWT without verifying it: the client only
 // needs to know when to fetch a new one. Zero if it is not a JWT.
 func jwtExpiry(tok string) time.Time {
+	c, _ := ReadUnverified(tok)
+	return c.Expiry
+}
+
+// Unverified is what a client may read of its own JWT access token without
+// verifying it, to say what is wrong before sending it: the server decides.
+type Unverified struct {
+	Expiry   time.Time // exp; zero if absent
+	TenantID string    // tid (Entra ID); "" if absent
+}
+
+// ReadUnverified reads tok's claims without verifying them; ok is false if
+// tok is not a JWT with a JSON claim set (an opaque token, a PoP token's
+// wrapper reads as one without these claims).
+func ReadUnverified(tok string) (c Unverified, ok bool) {
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
-		return time.Time{}
+		return c, false
 	}
 	b, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return time.Time{}
+		return c, false
 	}
-	var c struct {
+	var raw struct {
 		Exp json.Number `json:"exp"`
+		Tid string      `json:"tid"`
 	}
-	if json.Unmarshal(b, &c) != nil {
-		return time.Time{}
+	if json.Unmarshal(b, &raw) != nil {
+		return c, false
 	}
-	n, err := c.Exp.Float64()
-	if err != nil || n <= 0 {
-		return time.Time{}
+	if n, err := raw.Exp.Float64(); err == nil && n > 0 {
+		c.Expiry = time.Unix(int64(n), 0)
 	}
-	return time.Unix(int64(n), 0)
+	c.TenantID = raw.Tid
+	return c, true
 }
