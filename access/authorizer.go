@@ -172,10 +172,7 @@ var (
 func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(), error) {
 	raw, err := httpx.BearerToken(r.Header)
 	if err != nil {
-		if errors.Is(err, httpx.ErrNoBearer) {
-			return nil, errNoToken
-		}
-		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-authorization", Message: "the relay needs one bearer token: " + err.Error()}
+		return nil, bearerError(err)
 	}
 	p := a.policy.Load()
 	c := p.clusters[clusterID]
@@ -213,16 +210,8 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		caller = tokens.UnverifiedCaller(raw)
 		tok = nil
 		tunnel.NoteCaller(r.Context(), "unverified")
-	case errors.Is(err, tokens.ErrKeySet):
-		a.episodes.Warn("cannot verify tokens: issuer keys unavailable", "err", err)
-		return nil, &tunnel.AccessError{Code: http.StatusServiceUnavailable, Reason: "keys-unavailable", RetryAfter: 5 * time.Second,
-			Message: "the relay cannot check tokens now: the identity provider's keys are unavailable; retry"}
-	case errors.Is(err, context.Canceled):
-		return nil, &tunnel.AccessError{Code: http.StatusForbidden, Reason: "canceled", Message: "the request was canceled"}
 	default:
-		// The token's own fault, the same for every cluster. The
-		// sentinels never contain the token.
-		return nil, &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-token", Message: "the relay did not accept the token: " + err.Error() + advice(err)}
+		return nil, a.tokenError(err)
 	}
 	release, err := a.admit(clusterID, caller, c.limits)
 	if err != nil {
@@ -258,6 +247,30 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		a.revoke(a.policy.Load())
 	}
 	return func() { remove(); release() }, nil
+}
+
+// bearerError is the refusal of a request whose Authorization header
+// holds no single bearer token.
+func bearerError(err error) error {
+	if errors.Is(err, httpx.ErrNoBearer) {
+		return errNoToken
+	}
+	return &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-authorization", Message: "the relay needs one bearer token: " + err.Error()}
+}
+
+// tokenError is the refusal of a token the verifier did not accept.
+func (a *Authorizer) tokenError(err error) error {
+	switch {
+	case errors.Is(err, tokens.ErrKeySet):
+		a.episodes.Warn("cannot verify tokens: issuer keys unavailable", "err", err)
+		return &tunnel.AccessError{Code: http.StatusServiceUnavailable, Reason: "keys-unavailable", RetryAfter: 5 * time.Second,
+			Message: "the relay cannot check tokens now: the identity provider's keys are unavailable; retry"}
+	case errors.Is(err, context.Canceled):
+		return &tunnel.AccessError{Code: http.StatusForbidden, Reason: "canceled", Message: "the request was canceled"}
+	}
+	// The token's own fault, the same for every cluster. The sentinels
+	// never contain the token.
+	return &tunnel.AccessError{Code: http.StatusUnauthorized, Reason: "bad-token", Message: "the relay did not accept the token: " + err.Error() + advice(err)}
 }
 
 // advice is what a caller whose token was refused for err can do, where

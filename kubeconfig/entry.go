@@ -41,14 +41,15 @@ type Entry struct {
 
 // ProxyEntry is the entry for proxy mode: kubectl talks to the local client
 // proxy on 127.0.0.1:port, which adds the user's token and forwards to the
-// relay. caPEM is the client proxy's CA.
+// relay. caPEM is the client proxy's CA. The server URL names the cluster
+// (/clusters/{id}), so that one client proxy serves a context per cluster.
 func ProxyEntry(clusterID string, port int, caPEM []byte) *Entry {
 	if port == 0 {
 		port = DefaultProxyPort
 	}
 	return &Entry{
 		Name:   clusterID,
-		Server: "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Server: "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) + "/clusters/" + url.PathEscape(clusterID),
 		CAData: caPEM,
 		Token:  ProxyTokenPlaceholder,
 	}

@@ -56,7 +56,7 @@ func TestMergeKeepsEverythingElse(t *testing.T) {
 	assert.Equal(t, "prod-token", cfg.AuthInfos["prod-admin"].Token)
 	assert.Equal(t, "payments", cfg.Contexts["prod"].Namespace)
 	assert.True(t, cfg.Preferences.Colors)
-	assert.Equal(t, "https://127.0.0.1:47011", cfg.Clusters["edge-1"].Server)
+	assert.Equal(t, "https://127.0.0.1:47011/clusters/edge-1", cfg.Clusters["edge-1"].Server, "one proxy serves a context per cluster")
 	assert.Equal(t, caPEM, cfg.Clusters["edge-1"].CertificateAuthorityData)
 	assert.Equal(t, kubeconfig.ProxyTokenPlaceholder, cfg.AuthInfos["edge-1"].Token)
 	fi, err := os.Stat(path)
@@ -67,7 +67,7 @@ func TestMergeKeepsEverythingElse(t *testing.T) {
 	_, err = kubeconfig.Merge(kubeconfig.Options{Path: path, SetCurrentContext: true}, kubeconfig.ProxyEntry("edge-1", 48000, caPEM))
 	require.NoError(t, err)
 	cfg = load(t, path)
-	assert.Equal(t, "https://127.0.0.1:48000", cfg.Clusters["edge-1"].Server)
+	assert.Equal(t, "https://127.0.0.1:48000/clusters/edge-1", cfg.Clusters["edge-1"].Server)
 	assert.Equal(t, "edge-1", cfg.CurrentContext)
 	assert.Len(t, cfg.Contexts, 2)
 }
@@ -91,7 +91,7 @@ func TestKUBECONFIGListsAreHonoured(t *testing.T) {
 	got, err := kubeconfig.Merge(kubeconfig.Options{}, kubeconfig.ProxyEntry("edge-1", 49000, caPEM))
 	require.NoError(t, err)
 	assert.Equal(t, second, got)
-	assert.Equal(t, "https://127.0.0.1:49000", load(t, second).Clusters["edge-1"].Server)
+	assert.Equal(t, "https://127.0.0.1:49000/clusters/edge-1", load(t, second).Clusters["edge-1"].Server)
 	assert.NotContains(t, load(t, first).Contexts, "edge-1")
 	// …and a new one goes to the first file that exists, as kubectl does…
 	got, err = kubeconfig.Merge(kubeconfig.Options{}, kubeconfig.ProxyEntry("edge-2", 0, caPEM))

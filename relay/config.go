@@ -41,6 +41,11 @@ const (
 // access.Authorizer.RenewHandler).
 const RenewPath = "/sessions/renew/"
 
+// ClustersPath is where, under an access policy, a signed-in caller asks
+// which clusters it may reach: GET ClustersPath answers an
+// access.ClusterList (see access.Authorizer.ClustersHandler).
+const ClustersPath = "/clusters"
+
 // Unlimited, in a Config field that says so, lifts that bound.
 const Unlimited = -1
 

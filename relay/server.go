@@ -397,6 +397,7 @@ func (s *Server) clientServer(front http.Handler) (*http.Server, error) {
 	mux.Handle("/", front)
 	if s.authz != nil {
 		mux.Handle("POST "+RenewPath+"{cluster}", s.authz.RenewHandler())
+		mux.Handle("GET "+ClustersPath, s.authz.ClustersHandler(s.relay.Reachable))
 	}
 	srv := &http.Server{
 		Handler:           mux,

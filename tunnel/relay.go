@@ -319,6 +319,13 @@ func (r *Relay) Conns() []ConnInfo {
 // Connected reports whether the cluster has at least one live connection.
 func (r *Relay) Connected(clusterID string) bool { return r.reg.has(clusterID) }
 
+// Reachable reports whether a request for the cluster can be carried now:
+// it has a live connection here, or, in a fleet, the directory names
+// another replica holding one.
+func (r *Relay) Reachable(clusterID string) bool {
+	return r.reg.has(clusterID) || (r.cfg.Directory != nil && len(r.cfg.Directory.Holders(clusterID)) > 0)
+}
+
 // Close stops the relay: every tunnel connection is dropped at once
 // (in-flight requests fail), agents' handshakes are refused from then on
 // (they reconnect elsewhere or later), and clients' requests, RoundTripper

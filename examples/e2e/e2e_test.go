@@ -606,6 +606,8 @@ func frontDoor(t *testing.T, c *chain) {
 
 	t.Run("refused with an empty discovery cache: kubectl says why, once", func(t *testing.T) { refusedWithAnEmptyCache(t, c) })
 
+	t.Run("discovery: which clusters alice may reach, a context for each", func(t *testing.T) { discovery(t, c) })
+
 	t.Run("the policy file is re-read: Mallory's group is added", func(t *testing.T) {
 		writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(`{"clusters":{"e2e":{"groups":["`+aliceGrp+`"],"users":["oid-mallory"]}}}`))
 		require.Eventually(t, func() bool {

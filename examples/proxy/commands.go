@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -21,7 +23,7 @@ import (
 )
 
 func serve(args []string) error {
-	fs, c := flags("serve", relayFlags|tokenFlags|kubeconfigFlags|serveFlags)
+	fs, c := flags("serve", relayFlags|clusterFlags|tokenFlags|kubeconfigFlags|serveFlags)
 	port := fs.Int("port", kubeconfig.DefaultProxyPort, "port on 127.0.0.1")
 	healthListen := fs.String("health-listen", "", "address for the proxy's own /livez, /healthz and /readyz (e.g. 127.0.0.1:47012; default: none)")
 	grace := fs.Duration("session-grace", reattach.DefaultGrace, "how long an exec, attach or port-forward tries to re-attach through the relay after its connection is lost, before it ends")
@@ -54,7 +56,14 @@ func serve(args []string) error {
 		if _, err := cfg.TokenSource.Token(); err != nil {
 			return err
 		}
+	} else if *c.all {
+		return errors.New("-all asks the relay with your token: it cannot go with -pass-client-token")
 	}
+	ids, err := c.clusterIDs(cfg.TokenSource)
+	if err != nil {
+		return err
+	}
+	cfg.ClusterID = ids[0]
 	if *c.relayCA != "" {
 		if cfg.RelayTLS, err = cli.RotatingCA("relay-ca", *c.relayCA, *c.relayURL); err != nil {
 			return err
@@ -72,18 +81,22 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.merge(kubeconfig.ProxyEntry(*c.clusterID, *port, p.CAPEM())); err != nil {
+	entries := make([]*kubeconfig.Entry, len(ids))
+	for i, id := range ids {
+		entries[i] = kubeconfig.ProxyEntry(id, *port, p.CAPEM())
+	}
+	if err := c.merge(entries...); err != nil {
 		return err
 	}
 	if *healthListen != "" {
 		go httpx.ServeSide(ctx, *healthListen, p.HealthHandler(), log, "health")
 	}
-	log.Info("client proxy listening", "addr", cfg.ListenAddr, "relay", *c.relayURL, "cluster", *c.clusterID)
+	log.Info("client proxy listening", "addr", cfg.ListenAddr, "relay", *c.relayURL, "clusters", ids)
 	return p.ListenAndServe(ctx)
 }
 
 func direct(args []string) error {
-	fs, c := flags("kubeconfig", relayFlags|tokenFlags|kubeconfigFlags)
+	fs, c := flags("kubeconfig", relayFlags|clusterFlags|tokenFlags|kubeconfigFlags)
 	execPath := fs.String("exec-path", "", "the proxy binary kubectl runs for tokens (default: this one, which must not be a temporary build)")
 	if ok, err := parse(fs, args); !ok {
 		return err
@@ -110,11 +123,55 @@ func direct(args []string) error {
 	if c.tokens.ClientSecret != "" {
 		fmt.Fprintln(os.Stderr, "note: the client secret is not written to the kubeconfig; kubectl's environment must have AZURE_CLIENT_SECRET")
 	}
-	e, err := kubeconfig.DirectEntry(*c.clusterID, *c.relayURL, ca, self, append([]string{"token"}, pluginArgs...)...)
+	var src oauth2.TokenSource
+	if *c.all {
+		if src, err = c.tokens.TokenSource(); err != nil {
+			return err
+		}
+	}
+	ids, err := c.clusterIDs(src)
 	if err != nil {
 		return err
 	}
-	return c.merge(e)
+	entries := make([]*kubeconfig.Entry, len(ids))
+	for i, id := range ids {
+		if entries[i], err = kubeconfig.DirectEntry(id, *c.relayURL, ca, self, append([]string{"token"}, pluginArgs...)...); err != nil {
+			return err
+		}
+	}
+	return c.merge(entries...)
+}
+
+func clusters(args []string) error {
+	fs, c := flags("clusters", relayFlags|tokenFlags)
+	if ok, err := parse(fs, args); !ok {
+		return err
+	}
+	if *c.relayURL == "" {
+		return errors.New("-relay-url is required")
+	}
+	src, err := c.tokens.TokenSource()
+	if err != nil {
+		return err
+	}
+	list, err := c.list(src)
+	if err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(os.Stderr, "the relay lets you reach no cluster: ask its operator to add you to a cluster's access policy")
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER\tCONNECTED")
+	for _, cl := range list {
+		connected := "no"
+		if cl.Connected {
+			connected = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", cl.ID, connected)
+	}
+	return tw.Flush()
 }
 
 func token(args []string) error {

@@ -8,25 +8,35 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
 
+	"golang.org/x/oauth2"
+
+	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
+	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
 	"github.com/clusterconnect/clusterconnect/tokens/login"
 )
 
-const usage = `Usage: proxy [serve|kubeconfig|token|logout] [flags]
+const usage = `Usage: proxy [serve|kubeconfig|clusters|token|logout] [flags]
 
   serve       run the client proxy on 127.0.0.1 and merge a kubeconfig
               context pointing at it (the default)
   kubeconfig  merge a direct-mode context instead: kubectl talks to the relay
               and runs "proxy token" for the token; no process keeps running
+  clusters    list the clusters the relay lets you reach, and whether each
+              is connected
   token       print an ExecCredential for kubectl (used by direct mode)
   logout      delete the tokens kept on disk
+
+serve and kubeconfig take -all instead of -cluster-id: a context for every
+cluster "proxy clusters" lists, all served by one client proxy.
 
 The token comes from signing in (-login, as kubelogin does):
   -login devicecode        a person signs in in a browser with a code
@@ -57,13 +67,15 @@ type common struct {
 	tokens                        *login.Options // nil without tokenFlags
 	kubeconfigPath, context       *string
 	setCurrent, passClient, noCfg *bool
+	all                           *bool
 	logFormat                     *string
 }
 
 // Flag groups: each subcommand registers, and -h lists, only the flags it
 // reads.
 const (
-	relayFlags      = 1 << iota // which relay and cluster
+	relayFlags      = 1 << iota // which relay
+	clusterFlags                // which cluster, or all
 	tokenFlags                  // where the user's token comes from
 	kubeconfigFlags             // where the context is written
 	serveFlags                  // the running proxy's own
@@ -88,7 +100,8 @@ func flags(name string, groups int) (*flag.FlagSet, *common) {
 	}
 	c := &common{
 		relayURL:       str(relayFlags, "relay-url", "", "the relay, https://host[:port]"),
-		clusterID:      str(relayFlags, "cluster-id", "", "the cluster's ID at the relay"),
+		clusterID:      str(clusterFlags, "cluster-id", "", "the cluster's ID at the relay"),
+		all:            boolean(clusterFlags, "all", false, "a context for every cluster the relay lets you reach (see proxy clusters); with -cluster-id, that one is the first"),
 		relayCA:        str(relayFlags, "relay-ca", "", "PEM CA file for the relay, read again when it changes (default: system roots)"),
 		kubeconfigPath: str(kubeconfigFlags, "kubeconfig", "", `kubeconfig to merge into (default: as kubectl; "-" prints it)`),
 		context:        str(kubeconfigFlags, "context", "", "context name (default: the cluster ID)"),
@@ -114,6 +127,8 @@ func run(args []string) error {
 		return serve(args)
 	case "kubeconfig":
 		return direct(args)
+	case "clusters":
+		return clusters(args)
 	case "token":
 		return token(args)
 	case "logout":
@@ -122,7 +137,7 @@ func run(args []string) error {
 		fmt.Print(usage)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (serve, kubeconfig, token or logout)", cmd)
+	return fmt.Errorf("unknown command %q (serve, kubeconfig, clusters, token or logout)", cmd)
 }
 
 func parse(fs *flag.FlagSet, args []string) (bool, error) {
@@ -134,10 +149,52 @@ func parse(fs *flag.FlagSet, args []string) (bool, error) {
 }
 
 func (c *common) need() error {
-	if *c.relayURL == "" || *c.clusterID == "" {
-		return errors.New("-relay-url and -cluster-id are required")
+	if *c.relayURL == "" || (*c.clusterID == "" && !*c.all) {
+		return errors.New("-relay-url and -cluster-id (or -all) are required")
+	}
+	if *c.all && *c.context != "" {
+		return errors.New("-context names one context; with -all each is named after its cluster")
 	}
 	return nil
+}
+
+// clusterIDs are the clusters to write contexts for: -cluster-id, or with
+// -all every cluster the relay lets src's caller reach, -cluster-id first.
+func (c *common) clusterIDs(src oauth2.TokenSource) ([]string, error) {
+	if !*c.all {
+		return []string{*c.clusterID}, nil
+	}
+	list, err := c.list(src)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, cl := range list {
+		if cl.ID != *c.clusterID {
+			ids = append(ids, cl.ID)
+		}
+	}
+	if *c.clusterID != "" {
+		ids = append([]string{*c.clusterID}, ids...)
+	}
+	if len(ids) == 0 {
+		return nil, errors.New("the relay lets you reach no cluster: ask its operator to add you to a cluster's access policy")
+	}
+	return ids, nil
+}
+
+// list asks the relay for the clusters src's caller may reach.
+func (c *common) list(src oauth2.TokenSource) ([]access.ClusterStatus, error) {
+	var relayTLS *tls.Config
+	if *c.relayCA != "" {
+		var err error
+		if relayTLS, err = cli.RotatingCA("relay-ca", *c.relayCA, *c.relayURL); err != nil {
+			return nil, err
+		}
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	return clientproxy.ListClusters(ctx, *c.relayURL, relayTLS, src)
 }
 
 func (c *common) relayCAPEM() ([]byte, error) {
@@ -147,22 +204,24 @@ func (c *common) relayCAPEM() ([]byte, error) {
 	return cli.CertPEM("relay-ca", *c.relayCA)
 }
 
-func (c *common) merge(e *kubeconfig.Entry) error {
+func (c *common) merge(es ...*kubeconfig.Entry) error {
 	if *c.noCfg {
 		return nil
 	}
-	if *c.context != "" {
-		e.Name, e.ClusterName, e.UserName = *c.context, *c.context, *c.context
+	if *c.context != "" && len(es) == 1 {
+		es[0].Name, es[0].ClusterName, es[0].UserName = *c.context, *c.context, *c.context
 	}
 	path, err := kubeconfig.Merge(kubeconfig.Options{
 		Path: *c.kubeconfigPath, SetCurrentContext: *c.setCurrent,
 		Warnf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "warning: "+f+"\n", a...) },
-	}, e)
+	}, es...)
 	if err != nil {
 		return err
 	}
 	if path != "-" {
-		fmt.Fprintf(os.Stderr, "kubeconfig %s: context %q\n", path, e.Name)
+		for _, e := range es {
+			fmt.Fprintf(os.Stderr, "kubeconfig %s: context %q\n", path, e.Name)
+		}
 	}
 	return nil
 }
