@@ -35,6 +35,20 @@ func StartEtcd(ctx context.Context, dir string, n int) (*Etcd, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kubetest: %w", err)
 	}
+	// The ports were free when picked, and another test's process may
+	// take one before etcd binds it: then start again on new ones.
+	for attempt := 1; ; attempt++ {
+		e, err := startEtcd(ctx, dir, bin, n)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return e, err
+		}
+		for i := range n {
+			os.RemoveAll(filepath.Join(dir, "m"+strconv.Itoa(i)))
+		}
+	}
+}
+
+func startEtcd(ctx context.Context, dir, bin string, n int) (*Etcd, error) {
 	e := &Etcd{dir: dir, bin: bin}
 	var initial []string
 	for i := range n {
