@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/tokens"
 	"github.com/clusterconnect/clusterconnect/tokens/oidctest"
+	"github.com/clusterconnect/clusterconnect/tokens/source"
 )
 
 const (
@@ -247,7 +249,7 @@ func TestDirectKubeconfigWithSignIn(t *testing.T) {
 		{[]string{"-login", "spn", "-tenant-id", tenant, "-client-id", ciApp}, "-server-id"},
 		{[]string{"-login", "spn", "-server-id", serverApp, "-tenant-id", tenant, "-client-id", ciApp}, "-client-secret"},
 		{[]string{"-login", "devicecode", "-server-id", serverApp}, "-tenant-id"},
-		{[]string{"-login", "magic", "-server-id", serverApp}, "devicecode, spn, workloadidentity, azurecli"},
+		{[]string{"-login", "magic", "-server-id", serverApp}, "interactive, devicecode, spn, workloadidentity, msi, azurecli"},
 		{[]string{"-login", "devicecode", "-server-id", serverApp, "-tenant-id", tenant, "-cloud", "mars"}, "public, usgov or china"},
 		{[]string{"-login", "azurecli", "-server-id", serverApp, "-token-file", "x"}, "exactly one"},
 	} {
@@ -379,4 +381,107 @@ func TestTokenSaysWhatIsWrongOncePerCommand(t *testing.T) {
 	other := enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(`{"exp":4102444800,"tid":"11111111-2222-4333-8444-555555555555"}`)) + ".c2ln"
 	stderr, _ = run(nil, "token", "-token", other, "-tenant-id", tenant, "-token-cache-dir", cache)
 	assert.Contains(t, stderr, "is of tenant 11111111-2222-4333-8444-555555555555, and this cluster's sign-in is for tenant "+tenant)
+}
+
+// With no -login but a -server-id, a person at a desktop signs in in the
+// browser: the plugin opens it (here a stand-in xdg-open that does
+// nothing) and prints the page, which the person's browser (an HTTP
+// client) follows back to the plugin's loopback listener. Without a
+// display, the same flags sign in with a device code.
+func TestPluginSignsAPersonInInTheBrowser(t *testing.T) {
+	e := startSignIn(t)
+	e.is.AddApp(oidctest.App{ClientID: cliApp, Tenant: tenant, Public: true, RedirectURIs: []string{"http://localhost"}})
+	e.is.SetBrowserUser(&oidctest.EntraClaims{OID: "alice-oid", UPN: "alice@contoso.com"})
+	bin := t.TempDir()
+	opened := filepath.Join(t.TempDir(), "opened")
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "xdg-open"), []byte("#!/bin/sh\necho \"$1\" > "+opened+"\n"), 0o755))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	run := func(env []string, person func(line string)) (string, error) {
+		cmd := exec.CommandContext(ctx, proxyBin, e.args()...)
+		cmd.Env = append(slices.Clip(e.env), env...)
+		var stdout bytes.Buffer
+		cmd.Stdout = &stdout
+		stderr, err := cmd.StderrPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			person(sc.Text())
+		}
+		return stdout.String(), cmd.Wait()
+	}
+	out, err := run([]string{"DISPLAY=:0", "PATH=" + bin + ":" + os.Getenv("PATH")}, func(line string) {
+		page, ok := strings.CutPrefix(line, "To sign in, open this page in a browser if none opened: ")
+		if !ok {
+			return
+		}
+		resp, err := e.is.Client().Get(page)
+		if assert.NoError(t, err) {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.Contains(t, string(body), "Signed in. You can close this window")
+		}
+	})
+	require.NoError(t, err)
+	assert.Contains(t, out, `"token"`)
+	b, err := os.ReadFile(opened)
+	require.NoError(t, err, "the browser was opened")
+	assert.Contains(t, string(b), e.is.URL+"/"+tenant+"/oauth2/v2.0/authorize?")
+	assert.Len(t, e.is.BrowserLogins(), 1)
+
+	// Headless: the same flags show a device code.
+	e.cache = filepath.Join(t.TempDir(), "cache")
+	go func() {
+		if l, err := e.is.NextDeviceLogin(ctx); err == nil {
+			e.is.ApproveDevice(l.UserCode, oidctest.EntraClaims{OID: "alice-oid"})
+		}
+	}()
+	var prompted bool
+	out, err = run([]string{"DISPLAY=", "WAYLAND_DISPLAY="}, func(line string) { prompted = prompted || strings.Contains(line, "enter the code") })
+	require.NoError(t, err)
+	assert.Contains(t, out, `"token"`)
+	assert.True(t, prompted)
+	assert.Len(t, e.is.BrowserLogins(), 1, "no browser without a display")
+}
+
+// On an Azure machine (a self-hosted CI runner on a VM), -login msi gets
+// the machine's managed identity's token, or a user-assigned one's with
+// -client-id: no secret anywhere.
+func TestPluginManagedIdentity(t *testing.T) {
+	e := startSignIn(t)
+	e.is.AddManagedIdentity(oidctest.ManagedIdentity{ClientID: "vm-client", ObjectID: "vm-oid", Tenant: tenant, SystemAssigned: true})
+	e.is.AddManagedIdentity(oidctest.ManagedIdentity{ClientID: "ua-client", ObjectID: "ua-oid", Tenant: tenant})
+	imds := []string{"AZURE_POD_IDENTITY_AUTHORITY_HOST=" + e.is.URL}
+	args := []string{"token", "-login", "msi", "-server-id", serverApp, "-token-cache-dir", e.cache}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		oid  string
+	}{
+		{"IMDS, system-assigned", imds, nil, "vm-oid"},
+		{"IMDS, user-assigned", imds, []string{"-client-id", "ua-client"}, "ua-oid"},
+		{"App Service", []string{"IDENTITY_ENDPOINT=" + e.is.IdentityEndpoint(), "IDENTITY_HEADER=" + oidctest.IdentityHeader}, []string{"-client-id", "ua-client"}, "ua-oid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, stderr, err := e.token(t, tc.env, append(slices.Clip(args), tc.args...)...)
+			require.NoError(t, err, stderr)
+			c, ok := source.ReadUnverified(tok)
+			require.True(t, ok)
+			assert.Equal(t, tenant, c.TenantID)
+			var claims struct{ Oid, Aud string }
+			parts := strings.Split(tok, ".")
+			b, err := base64.RawURLEncoding.DecodeString(parts[1])
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal(b, &claims))
+			assert.Equal(t, tc.oid, claims.Oid)
+			assert.Equal(t, serverApp, claims.Aud)
+		})
+	}
+	requests := e.is.IdentityRequests()
+	_, stderr, err := e.token(t, imds, args...)
+	require.NoError(t, err, stderr)
+	assert.Equal(t, requests, e.is.IdentityRequests(), "cached on disk: kubectl's next calls do not ask IMDS")
 }

@@ -39,13 +39,17 @@ serve and kubeconfig take -all instead of -cluster-id: a context for every
 cluster "proxy clusters" lists, all served by one client proxy.
 
 The token comes from signing in (-login, as kubelogin does):
+  -login interactive       a person signs in in this machine's browser (the
+                           default; device code where no browser can open)
   -login devicecode        a person signs in in a browser with a code
   -login spn               a service principal: -client-secret or -client-certificate
   -login workloadidentity  a federated token: AZURE_FEDERATED_TOKEN_FILE, or
                            GitHub Actions' OIDC token (permissions: id-token: write)
+  -login msi               this Azure machine's managed identity
+                           (-client-id for a user-assigned one)
   -login azurecli          az account get-access-token
-each with -server-id (the cluster's server app) and, except azurecli,
--tenant-id and -client-id (AZURE_TENANT_ID, AZURE_CLIENT_ID). Tokens are
+each with -server-id (the cluster's server app) and, except msi and
+azurecli, -tenant-id and -client-id (AZURE_TENANT_ID, AZURE_CLIENT_ID). Tokens are
 kept on disk (0600) and refreshed before they expire, so each kubectl call
 does not sign in again.
 

@@ -56,10 +56,16 @@ type Options struct {
 // Complete fills what was left empty from the variables Azure's SDKs and
 // kubelogin read (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET,
 // AZURE_CLIENT_CERTIFICATE_PATH, AZURE_FEDERATED_TOKEN_FILE,
-// AZURE_AUTHORITY_HOST), and the Azure CLI's app for devicecode, when
-// Mode is set.
+// AZURE_AUTHORITY_HOST), and the Azure CLI's app for interactive and
+// devicecode, when Mode is set. With no source but a ServerID, Mode is
+// interactive.
 func (o *Options) Complete() {
 	o.Cloud = orDefault(o.Cloud, "public")
+	if o.Mode == "" && o.Token == "" && o.TokenFile == "" && o.TokenCommand == "" && o.ServerID != "" {
+		// A person at a desktop signs in in the browser (device code
+		// where none can open), as az login does.
+		o.Mode = "interactive"
+	}
 	if o.Mode == "" {
 		return
 	}

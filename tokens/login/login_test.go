@@ -38,7 +38,7 @@ func TestValidate(t *testing.T) {
 		{"nothing", login.Options{}, "exactly one of -login, -token, -token-file or -token-command"},
 		{"two sources", login.Options{Mode: "azurecli", ServerID: server, TokenFile: "x"}, "exactly one"},
 		{"a token file", login.Options{TokenFile: "x"}, ""},
-		{"an unknown mode", login.Options{Mode: "magic", ServerID: server}, "devicecode, spn, workloadidentity, azurecli"},
+		{"an unknown mode", login.Options{Mode: "magic", ServerID: server}, "interactive, devicecode, spn, workloadidentity, msi, azurecli"},
 		{"no server", login.Options{Mode: "spn", TenantID: tenant, ClientID: ciApp, ClientSecret: "s"}, "-server-id"},
 		{"an unknown cloud", login.Options{Mode: "devicecode", ServerID: server, TenantID: tenant, Cloud: "mars"}, "public, usgov or china"},
 		{"devicecode without a tenant", login.Options{Mode: "devicecode", ServerID: server}, "-tenant-id"},
@@ -48,7 +48,10 @@ func TestValidate(t *testing.T) {
 		{"spn without an app", login.Options{Mode: "spn", ServerID: server, TenantID: tenant, ClientSecret: "s"}, "-client-id"},
 		{"workload identity without a token", login.Options{Mode: "workloadidentity", ServerID: server, TenantID: tenant, ClientID: ciApp}, "id-token: write"},
 		{"azurecli needs no app", login.Options{Mode: "azurecli", ServerID: server}, ""},
-		{"azurecli cannot bind a key", login.Options{Mode: "azurecli", ServerID: server, PoPHost: "h"}, "-pop-host needs -login devicecode, spn, workloadidentity"},
+		{"azurecli cannot bind a key", login.Options{Mode: "azurecli", ServerID: server, PoPHost: "h"}, "-pop-host needs -login interactive, devicecode, spn, workloadidentity"},
+		{"msi needs no tenant or app", login.Options{Mode: "msi", ServerID: server}, ""},
+		{"nothing but a server: a person signs in", login.Options{ServerID: server, TenantID: tenant}, ""},
+		{"the person needs a tenant", login.Options{ServerID: server}, "-login interactive needs -tenant-id"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o := tt.o

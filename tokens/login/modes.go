@@ -31,6 +31,15 @@ type mode struct {
 }
 
 var modes = []mode{
+	// interactive: the browser on this machine, as az login does; device
+	// code where no browser can open (SSH, containers, CI runners).
+	{name: "interactive", ownApp: true, defaultClient: azureCLIClientID, pop: true,
+		fetcher: func(o *Options, cfg signin.Config) (string, source.Fetcher, error) {
+			if !signin.HasBrowser() {
+				return cfg.CacheKey(), &signin.DeviceCode{Config: cfg}, nil
+			}
+			return cfg.CacheKey(), &signin.Browser{Config: cfg}, nil
+		}},
 	{name: "devicecode", ownApp: true, defaultClient: azureCLIClientID, pop: true,
 		fetcher: func(o *Options, cfg signin.Config) (string, source.Fetcher, error) {
 			return cfg.CacheKey(), &signin.DeviceCode{Config: cfg}, nil
@@ -66,6 +75,14 @@ var modes = []mode{
 				assertion = signin.TokenFile(o.FederatedTokenFile)
 			}
 			return cfg.CacheKey(), &signin.Federated{Config: cfg, Assertion: assertion}, nil
+		}},
+	// msi: the Azure machine's managed identity (-client-id picks a
+	// user-assigned one), from IMDS or App Service's endpoint.
+	{name: "msi",
+		fetcher: func(o *Options, cfg signin.Config) (string, source.Fetcher, error) {
+			m := signin.ManagedIdentityFromEnv(o.ServerID, o.ClientID)
+			m.HTTPClient = cfg.HTTPClient // -authority-ca; else IMDS directly
+			return m.CacheKey(), m, nil
 		}},
 	// azurecli: az signs in and keeps its own tokens; ours, kept only
 	// under az's active account (see azureCLI), save running it for every

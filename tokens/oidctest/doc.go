@@ -7,10 +7,13 @@
 // Entra sends: aud, tid, oid, upn/preferred_username, groups, roles, idtyp,
 // ver, exp/nbf/iat, and the groups-overage pointer.
 //
-// Its sign-in endpoints behave like Entra's (device code with pending,
+// Its sign-in endpoints behave like Entra's (authorization code with PKCE,
+// playing the person at the browser; device code with pending,
 // slow_down, expiry and refusal; client credentials with a secret, a
 // certificate or a federated token; refresh tokens; a GitHub Actions OIDC
-// token endpoint; PoP-bound tokens), [PoPKey] signs proof-of-possession
+// token endpoint; PoP-bound tokens; claims challenges for authentication
+// contexts), it plays Azure's instance metadata service and App Service's
+// identity endpoint for managed identities, [PoPKey] signs proof-of-possession
 // tokens as kubelogin does, and a Microsoft Graph stand-in answers group
 // lookups, paging, throttling and failing on demand.
 //

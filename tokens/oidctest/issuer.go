@@ -60,6 +60,17 @@ type Issuer struct {
 	github     map[string]string       // GitHub Actions request token → subject
 	graph      graphState              // the Graph stand-in (graph.go)
 
+	// The authorization code flow's state (browser.go).
+	browserSet    bool
+	browserUser   *EntraClaims
+	browserLogins []BrowserLogin
+	codes         map[string]*authCode // by code
+
+	identities       map[string]ManagedIdentity // the IMDS stand-in's (imds.go), by client ID
+	identityFail     int                        // the status the next identityFails requests get
+	identityFails    int
+	identityRequests int
+
 	discoveryHits atomic.Int64
 	jwksHits      atomic.Int64
 }

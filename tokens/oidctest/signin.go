@@ -18,6 +18,7 @@ import (
 	"maps"
 	"math/big"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,22 +28,36 @@ import (
 
 // The sign-in endpoints, shaped like Entra ID's v2 endpoints:
 //
+//	GET  /{tenant}/oauth2/v2.0/authorize    authorization code with PKCE (see [Issuer.SetBrowserUser])
 //	POST /{tenant}/oauth2/v2.0/devicecode   device authorization (RFC 8628)
-//	POST /{tenant}/oauth2/v2.0/token        device_code, client_credentials and refresh_token grants
+//	POST /{tenant}/oauth2/v2.0/token        authorization_code, device_code, client_credentials and refresh_token grants
 //	GET  /github/token?audience=…           a GitHub Actions OIDC token endpoint (see [Issuer.GitHubActions])
+//	GET  /metadata/identity/oauth2/token    Azure's instance metadata service for managed identities (see [Issuer.AddManagedIdentity])
+//	GET  /msi/token                         an App Service identity endpoint (IDENTITY_ENDPOINT) for the same identities
 //
 // Access tokens it issues are Entra v2 tokens for the tenant, with aud the
 // resource of the requested scope ("api://app/.default" → "api://app"),
 // signed with the default key, so a verifier configured for the tenant
 // accepts them. Errors are Entra's: the error codes RFC 6749 and 8628
 // define, with AADSTS numbers in error_description and error_codes.
+//
+// A claims challenge (the claims parameter asking for authentication
+// contexts, {"access_token":{"acrs":{"essential":true,"value":"c1"}}})
+// sent to the authorize or device code endpoint is met: the person signs
+// in again and the token carries "acrs":["c1"]. Sent with a refresh
+// token whose sign-in did not meet it, it is answered
+// interaction_required, as Entra asks for the person to sign in again.
 
 // App is an application registered in one tenant of the stand-in.
 type App struct {
 	ClientID string
 	Tenant   string
-	// Public lets the app sign users in with the device code flow.
+	// Public lets the app sign users in with the device code flow and,
+	// to RedirectURIs, the authorization code flow.
 	Public bool
+	// RedirectURIs the authorize endpoint redirects to; a loopback one
+	// (http://localhost) matches any port, as Entra's do.
+	RedirectURIs []string
 	// Secret, Certificate and Federated are the app's credentials for the
 	// client credentials grant; any one of them signs it in.
 	Secret      string
@@ -73,6 +88,9 @@ type DeviceLogin struct {
 	ClientID string
 	Tenant   string
 	Scope    string
+	// Claims is the request's claims parameter (a claims challenge),
+	// which the approving person meets.
+	Claims string
 
 	deviceCode string
 	expires    time.Time
@@ -155,6 +173,11 @@ func (is *Issuer) decideDevice(userCode string, user *EntraClaims) error {
 	defer is.mu.Unlock()
 	for _, d := range is.devices {
 		if d.UserCode == userCode {
+			if user != nil {
+				u := *user
+				u.Extra = withAuthContexts(u.Extra, d.Claims)
+				user = &u
+			}
 			d.decided, d.user = true, user
 			return nil
 		}
@@ -201,7 +224,10 @@ type deviceState struct {
 }
 
 func (is *Issuer) signInRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /{tenant}/oauth2/v2.0/authorize", is.serveAuthorize)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/devicecode", is.serveDeviceCode)
+	mux.HandleFunc("GET /metadata/identity/oauth2/token", is.serveIMDS)
+	mux.HandleFunc("GET /msi/token", is.serveAppService)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", is.serveToken)
 	mux.HandleFunc("GET /github/token", is.serveGitHubToken)
 }
@@ -275,7 +301,7 @@ func (is *Issuer) serveDeviceCode(w http.ResponseWriter, r *http.Request) {
 	is.mu.Lock()
 	o := is.options()
 	d := &deviceState{DeviceLogin: DeviceLogin{
-		UserCode: strings.ToUpper(randomString(5)), ClientID: app.ClientID, Tenant: app.Tenant, Scope: scope,
+		UserCode: strings.ToUpper(randomString(5)), ClientID: app.ClientID, Tenant: app.Tenant, Scope: scope, Claims: r.PostFormValue("claims"),
 		deviceCode: randomString(24), expires: time.Now().Add(o.DeviceCodeLifetime), slowDowns: o.SlowDown,
 	}}
 	if is.devices == nil {
@@ -305,6 +331,11 @@ func (is *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 		app    App
 	)
 	switch r.PostFormValue("grant_type") {
+	case "authorization_code":
+		grant = "authorization_code"
+		if app, oe = is.app(r); oe == nil {
+			claims, scope, oe = is.redeemCode(r, app)
+		}
 	case "urn:ietf:params:oauth:grant-type:device_code":
 		grant = "device_code"
 		if app, oe = is.app(r); oe == nil {
@@ -321,7 +352,7 @@ func (is *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	case "refresh_token":
 		grant = "refresh_token"
 		if app, oe = is.app(r); oe == nil {
-			claims, oe = is.redeemRefresh(r.PostFormValue("refresh_token"), app, scope)
+			claims, oe = is.redeemRefresh(r.PostFormValue("refresh_token"), app, scope, r.PostFormValue("claims"))
 		}
 	default:
 		oe = badRequest("unsupported_grant_type", 70003, "The app requested an unsupported grant type '%s'.", r.PostFormValue("grant_type"))
@@ -421,7 +452,7 @@ func (is *Issuer) redeemDevice(code string, app App) (*EntraClaims, string, *oau
 	return d.user, d.Scope, nil
 }
 
-func (is *Issuer) redeemRefresh(rt string, app App, scope string) (*EntraClaims, *oauthError) {
+func (is *Issuer) redeemRefresh(rt string, app App, scope, challenge string) (*EntraClaims, *oauthError) {
 	if scope == "" {
 		return nil, badRequest("invalid_request", 900144, "The request body must contain the following parameter: 'scope'.")
 	}
@@ -430,6 +461,13 @@ func (is *Issuer) redeemRefresh(rt string, app App, scope string) (*EntraClaims,
 	g, ok := is.refresh[rt]
 	if !ok || g.client != app.ClientID {
 		return nil, badRequest("invalid_grant", 70008, "The provided authorization code or refresh token has expired due to inactivity or was revoked.")
+	}
+	have, _ := g.user.Extra["acrs"].([]string)
+	for _, want := range requestedAuthContexts(challenge) {
+		if !slices.Contains(have, want) {
+			return nil, &oauthError{http.StatusBadRequest, "interaction_required", 50076,
+				"Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '" + scope + "'."}
+		}
 	}
 	delete(is.refresh, rt) // Entra rotates refresh tokens; the old one is spent here
 	return &g.user, nil
