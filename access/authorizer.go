@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,8 +69,9 @@ type Authorizer struct {
 	callers   map[callerKey]*budget
 	lastSweep time.Time
 
-	sessions sessionSet    // long-lived requests admitted and not over
-	ended    EndedSessions // why some were ended, for a while
+	sessions   sessionSet    // long-lived requests admitted and not over
+	ended      EndedSessions // why some were ended, for a while
+	challenges challenges    // the claims challenges callers got lately
 }
 
 var _ tunnel.ClientAuthorizer = (*Authorizer)(nil)
@@ -93,6 +95,7 @@ type rule struct {
 	pass                                  bool
 	limits                                Limits
 	expiry                                string // SessionExpiry, "" for OutliveToken
+	stepUp                                []StepUp
 }
 
 // New returns an Authorizer.
@@ -129,7 +132,7 @@ func (a *Authorizer) SetPolicy(p *Policy) error {
 	for id, cl := range p.Clusters {
 		c.clusters[id] = &rule{
 			issuers: set(cl.Issuers), tenants: set(cl.Tenants), users: set(cl.Users), groups: set(cl.Groups), apps: set(cl.Apps),
-			pass: cl.PassThroughUnverified, limits: cl.Limits.orPolicy(p.Limits),
+			pass: cl.PassThroughUnverified, limits: cl.Limits.orPolicy(p.Limits), stepUp: slices.Clone(cl.StepUp),
 		}
 		if cl.SessionExpiry != OutliveToken {
 			c.clusters[id].expiry = cl.SessionExpiry
@@ -212,6 +215,16 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 		tunnel.NoteCaller(r.Context(), "unverified")
 	default:
 		return nil, a.tokenError(err)
+	}
+	if missing, ok := stepUpFor(c.stepUp, r, tok); !ok {
+		return nil, errUncleanPath
+	} else if len(missing) > 0 {
+		ae := errStepUp(r, missing)
+		if tok != nil {
+			a.challenges.note(callerKey{clusterID, caller}, ClaimsChallenge(missing...), a.maxCallers, time.Now())
+		}
+		a.log.Info("caller asked to step up", "cluster", clusterID, "subject", subjectOf(tok), "authContexts", missing)
+		return nil, ae
 	}
 	release, err := a.admit(clusterID, caller, c.limits)
 	if err != nil {

@@ -58,6 +58,10 @@ type Cluster struct {
 	// unless its client presented a fresh token of the same caller first
 	// (the client proxy does, see Authorizer.RenewHandler).
 	SessionExpiry string `json:"sessionExpiry,omitempty"`
+	// StepUp asks for a stronger sign-in (an authentication context) for
+	// the requests its rules cover: an exec into production, writes to
+	// Secrets. See StepUp.
+	StepUp []StepUp `json:"stepUp,omitempty"`
 }
 
 // The values of Cluster.SessionExpiry.
@@ -181,6 +185,11 @@ func (p *Policy) Validate() error {
 		}
 		if c.Limits != nil {
 			if err := c.Limits.validate(); err != nil {
+				return fmt.Errorf("access: policy: cluster %s: %w", id, err)
+			}
+		}
+		for _, s := range c.StepUp {
+			if err := s.validate(); err != nil {
 				return fmt.Errorf("access: policy: cluster %s: %w", id, err)
 			}
 		}

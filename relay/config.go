@@ -46,6 +46,13 @@ const RenewPath = "/sessions/renew/"
 // access.ClusterList (see access.Authorizer.ClustersHandler).
 const ClustersPath = "/clusters"
 
+// ChallengePath is where, under an access policy, an exec credential
+// plugin asks for the claims challenge its caller last got for a cluster
+// (GET ChallengePath+clusterID; see access.Authorizer.ChallengeHandler):
+// kubectl runs the plugin again after a 401 but never shows it the
+// response.
+const ChallengePath = "/challenges/"
+
 // Unlimited, in a Config field that says so, lifts that bound.
 const Unlimited = -1
 

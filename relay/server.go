@@ -398,6 +398,7 @@ func (s *Server) clientServer(front http.Handler) (*http.Server, error) {
 	if s.authz != nil {
 		mux.Handle("POST "+RenewPath+"{cluster}", s.authz.RenewHandler())
 		mux.Handle("GET "+ClustersPath, s.authz.ClustersHandler(s.relay.Reachable))
+		mux.Handle("GET "+ChallengePath+"{cluster}", s.authz.ChallengeHandler())
 	}
 	srv := &http.Server{
 		Handler:           mux,

@@ -48,6 +48,21 @@ func (t *Token) GroupsOverage() (source string, overage bool) {
 	return endpoint, true
 }
 
+// HasAuthContext reports whether the token says its caller met the
+// Conditional Access authentication context id when signing in: the
+// acrs claim of Microsoft Entra ID (a list of IDs, c1 to c99), which a
+// token carries only when its sign-in was asked for them (a claims
+// challenge).
+func (t *Token) HasAuthContext(id string) bool {
+	acrs, _ := t.Claims["acrs"].([]any)
+	for _, a := range acrs {
+		if s, ok := a.(string); ok && s == id {
+			return true
+		}
+	}
+	return false
+}
+
 // IsForeign reports whether a Verify error means the token is not one the
 // verifier is for at all — another issuer or audience, or not a JWT, such
 // as a Kubernetes service-account token — as opposed to one of its

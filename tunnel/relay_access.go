@@ -51,6 +51,10 @@ type AccessError struct {
 	Reason     string
 	Message    string
 	RetryAfter time.Duration
+	// Challenge, if set on a 401, is the WWW-Authenticate value sent
+	// instead of the plain Bearer one: a claims challenge that asks the
+	// client to sign in again for more (error="insufficient_claims").
+	Challenge string
 	// ClientMayResume, on an error that ends a request (EndRequest), says
 	// that a client able to present a fresh credential may ask for the
 	// rest of it again, as the client proxy resumes a watch and
@@ -99,6 +103,9 @@ func (r *Relay) authorize(w http.ResponseWriter, req *http.Request, id string) (
 	}
 	if ae.RetryAfter > 0 {
 		httpx.RetryAfter(w, ae.RetryAfter)
+	}
+	if ae.Challenge != "" {
+		w.Header().Set("Www-Authenticate", ae.Challenge)
 	}
 	// No cluster name in the details: the answer must not depend on
 	// whether the cluster exists.

@@ -74,7 +74,7 @@ func RetryAfter(w http.ResponseWriter, d time.Duration) {
 // WriteStatus answers r with a Kubernetes meta/v1 Status, which kubectl
 // prints as a readable error, with its Content-Length. name, if not empty,
 // goes in the details (a cluster ID); a 401 carries a WWW-Authenticate
-// challenge. A Retry-After the caller has set on w's header is copied into
+// challenge, the caller's if it set one on w. A Retry-After the caller has set on w's header is copied into
 // the details: client-go waits and retries a 429 or 5xx that has one, up to
 // ten times, and reports one without it at once, so set it only where a
 // retry soon can succeed (see RetryAfter). The shape is declared here rather than taken from
@@ -92,7 +92,7 @@ func RetryAfter(w http.ResponseWriter, d time.Duration) {
 func WriteStatus(w http.ResponseWriter, r *http.Request, code int, name, message string) {
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
-	if code == http.StatusUnauthorized {
+	if code == http.StatusUnauthorized && h.Get("Www-Authenticate") == "" {
 		h.Set("Www-Authenticate", `Bearer realm="clusterconnect"`)
 	}
 	if r != nil && readRaw(r.URL.Path) {
