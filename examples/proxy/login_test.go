@@ -410,7 +410,8 @@ func TestPluginSignsAPersonInInTheBrowser(t *testing.T) {
 		for sc.Scan() {
 			person(sc.Text())
 		}
-		return stdout.String(), cmd.Wait()
+		err = cmd.Wait() // before stdout is read: Wait finishes copying it
+		return stdout.String(), err
 	}
 	out, err := run([]string{"DISPLAY=:0", "PATH=" + bin + ":" + os.Getenv("PATH")}, func(line string) {
 		page, ok := strings.CutPrefix(line, "To sign in, open this page in a browser if none opened: ")

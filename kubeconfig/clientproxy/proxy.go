@@ -46,7 +46,8 @@ type Config struct {
 	// several kubeconfig contexts.
 	ClusterID string
 	// TokenSource supplies the user's token; wrap slow sources in
-	// source.Cached. Required unless PassClientToken.
+	// source.Cached. Required unless PassClientToken. One that is a
+	// StepUpper meets the relay's claims challenges (step-up).
 	TokenSource oauth2.TokenSource
 	// PassClientToken forwards the client's own Authorization header
 	// instead of adding one (the service-account token mode of
@@ -152,12 +153,13 @@ func New(cfg *Config) (*Proxy, error) {
 		ModifyResponse: p.modifyResponse,
 		// A watch whose connection to the relay breaks ends saying why, or
 		// goes on; an exec, attach or port-forward goes on.
-		Transport: &httpx.SplitTransport{
+		// A claims challenge is met and the request sent again, once.
+		Transport: &stepUpTransport{p: p, next: &httpx.SplitTransport{
 			HTTP2: sessions.Watches(&currentToken{next: h2, p: p}),
 			// An exec or attach whose session is lost for good ends
 			// with words kubectl prints, and a non-zero exit.
 			HTTP1: sessions.Upgrades(&sessionTransport{tls: h1.TLSClientConfig, cfg: &sessionsCfg, plain: h1, auth: p.carrierAuth}),
-		},
+		}},
 		ErrorHandler: p.relayError,
 		ErrorLog:     log.New(io.Discard, "", 0),
 		BufferPool:   httpx.Buffers,

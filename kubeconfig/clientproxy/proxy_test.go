@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -63,6 +64,10 @@ type relay struct {
 	// noSessions: the cluster's agent keeps no sessions (an embedder's
 	// own); a carrier's upgrade reaches the API server, which refuses it.
 	noSessions atomic.Bool
+	// stepUp: execs and writes to Secrets need a token "stepped"; others
+	// get a claims challenge for c1.
+	stepUp atomic.Bool
+	bodies []string // of the requests with one, as they arrived
 }
 
 type seenRequest struct{ path, auth string }
@@ -106,8 +111,19 @@ func (r *relay) cutCarriers() {
 func (r *relay) serve(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	r.seen = append(r.seen, seenRequest{req.URL.Path, req.Header.Get("Authorization")})
+	if req.ContentLength > 0 {
+		b, _ := io.ReadAll(req.Body)
+		r.bodies = append(r.bodies, string(b))
+	}
 	r.mu.Unlock()
 	switch {
+	case r.stepUp.Load() && (strings.HasSuffix(req.URL.Path, "/exec") || strings.Contains(req.URL.Path, "/secrets")) &&
+		req.Header.Get("Authorization") != "Bearer stepped":
+		w.Header().Set("Www-Authenticate", `Bearer realm="clusterconnect", error="insufficient_claims", claims="`+
+			base64.StdEncoding.EncodeToString([]byte(`{"access_token":{"acrs":{"essential":true,"value":"c1"}}}`))+`"`)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"this cluster asks for a stronger sign-in","reason":"Unauthorized","code":401}`)
 	case strings.Contains(req.URL.Path, "/watch/"):
 		// A watch the relay ends at the token's expiry in words a client
 		// that renews may resume past; resumed, it goes on.

@@ -51,6 +51,8 @@ type Options struct {
 	// PoPHost binds each use of the token to this host (Arc: the
 	// cluster's ARM ID), as kubelogin --pop-enabled --pop-claims u=… does.
 	PoPHost string
+
+	claims string // a claims challenge the sign-in is to meet (StepUp)
 }
 
 // Complete fills what was left empty from the variables Azure's SDKs and
@@ -122,8 +124,9 @@ func (o *Options) Validate() error {
 }
 
 // TokenSource is the source the options describe; signed-in and command
-// tokens go through the disk cache unless NoCache. It completes and
-// validates o first.
+// tokens go through the disk cache unless NoCache. For a person's sign-in
+// (interactive, devicecode) without PoPHost it is a StepUpper. It
+// completes and validates o first.
 func (o *Options) TokenSource() (oauth2.TokenSource, error) {
 	o.Complete()
 	if err := o.Validate(); err != nil {
@@ -160,10 +163,15 @@ func (o *Options) TokenSource() (oauth2.TokenSource, error) {
 		return nil, err
 	}
 	src, err := o.cached(key, f)
-	if err != nil || pop == nil {
-		return src, err
+	switch {
+	case err != nil:
+		return nil, err
+	case pop != nil:
+		return signin.PoPSource(src, pop, o.PoPHost), nil
+	case lookup(o.Mode).person:
+		return o.withStepUp(src, cfg), nil
 	}
-	return signin.PoPSource(src, pop, o.PoPHost), nil
+	return src, nil
 }
 
 // popKey is the proof-of-possession key of this sign-in's cache entry

@@ -24,6 +24,9 @@ type mode struct {
 	defaultClient string
 	// pop: the flow can bind its tokens to a key (-pop-host).
 	pop bool
+	// person: a person signs in, who can meet a claims challenge
+	// (Options.claims, which the fetcher passes on).
+	person bool
 	// check says what else the mode needs, before anything runs.
 	check func(*Options) error
 	// fetcher is the flow, with its cache key.
@@ -33,16 +36,16 @@ type mode struct {
 var modes = []mode{
 	// interactive: the browser on this machine, as az login does; device
 	// code where no browser can open (SSH, containers, CI runners).
-	{name: "interactive", ownApp: true, defaultClient: azureCLIClientID, pop: true,
+	{name: "interactive", ownApp: true, defaultClient: azureCLIClientID, pop: true, person: true,
 		fetcher: func(o *Options, cfg signin.Config) (string, source.Fetcher, error) {
 			if !signin.HasBrowser() {
-				return cfg.CacheKey(), &signin.DeviceCode{Config: cfg}, nil
+				return cfg.CacheKey(), &signin.DeviceCode{Config: cfg, Claims: o.claims}, nil
 			}
-			return cfg.CacheKey(), &signin.Browser{Config: cfg}, nil
+			return cfg.CacheKey(), &signin.Browser{Config: cfg, Claims: o.claims}, nil
 		}},
-	{name: "devicecode", ownApp: true, defaultClient: azureCLIClientID, pop: true,
+	{name: "devicecode", ownApp: true, defaultClient: azureCLIClientID, pop: true, person: true,
 		fetcher: func(o *Options, cfg signin.Config) (string, source.Fetcher, error) {
-			return cfg.CacheKey(), &signin.DeviceCode{Config: cfg}, nil
+			return cfg.CacheKey(), &signin.DeviceCode{Config: cfg, Claims: o.claims}, nil
 		}},
 	{name: "spn", ownApp: true, pop: true,
 		check: func(o *Options) error {

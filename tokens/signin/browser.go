@@ -48,21 +48,20 @@ type Browser struct {
 	// DefaultBrowserTimeout.
 	Timeout time.Duration
 	// Claims, if set, is a claims challenge to meet (the claims
-	// parameter, e.g. asking for an authentication context), which a
-	// refresh token cannot: the person signs in again.
+	// parameter, e.g. asking for an authentication context): the refresh
+	// token is tried with it, and where that sign-in did not meet it, the
+	// person signs in again.
 	Claims string
 }
 
 // Fetch refreshes last if it holds a refresh token the server still takes
-// (and no claims challenge asks for more), and otherwise signs in.
+// (for Claims too), and otherwise signs in.
 func (b *Browser) Fetch(ctx context.Context, last *oauth2.Token) (*oauth2.Token, error) {
 	if err := b.check(); err != nil {
 		return nil, err
 	}
-	if b.Claims == "" {
-		if tok, ok, err := b.refresh(ctx, last); ok || err != nil {
-			return tok, err
-		}
+	if tok, ok, err := b.refresh(ctx, last, b.Claims); ok || err != nil {
+		return tok, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

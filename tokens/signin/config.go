@@ -139,11 +139,19 @@ func (c *Config) tokenRequest(ctx context.Context, secret string, params url.Val
 // endpoint wants (x/oauth2's own refresh sends none). ok is false when
 // there is no refresh token or the server refused it, so that the caller
 // signs in again; other errors are returned.
-func (c *Config) refresh(ctx context.Context, last *oauth2.Token) (tok *oauth2.Token, ok bool, err error) {
+//
+// With claims (a claims challenge), the refresh asks for them: Entra
+// grants them when the sign-in behind the refresh token met them, and
+// otherwise answers interaction_required, which also makes ok false.
+func (c *Config) refresh(ctx context.Context, last *oauth2.Token, claims string) (tok *oauth2.Token, ok bool, err error) {
 	if last == nil || last.RefreshToken == "" {
 		return nil, false, nil
 	}
-	tok, err = c.tokenRequest(ctx, "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {last.RefreshToken}})
+	params := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {last.RefreshToken}}
+	if claims != "" {
+		params.Set("claims", claims)
+	}
+	tok, err = c.tokenRequest(ctx, "", params)
 	if err == nil {
 		if tok.RefreshToken == "" {
 			tok.RefreshToken = last.RefreshToken
@@ -151,7 +159,7 @@ func (c *Config) refresh(ctx context.Context, last *oauth2.Token) (tok *oauth2.T
 		return tok, true, nil
 	}
 	var re *oauth2.RetrieveError
-	if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+	if errors.As(err, &re) && (re.ErrorCode == "invalid_grant" || re.ErrorCode == "interaction_required") {
 		return nil, false, nil
 	}
 	return nil, false, wrap("refreshing the token", err)

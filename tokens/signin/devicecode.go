@@ -23,6 +23,11 @@ type DeviceCode struct {
 	// Prompt shows the person where to sign in. Nil writes a line to
 	// os.Stderr (kubectl shows an exec plugin's stderr).
 	Prompt func(*oauth2.DeviceAuthResponse)
+	// Claims, if set, is a claims challenge to meet (the claims
+	// parameter, e.g. asking for an authentication context): the refresh
+	// token is tried with it, and where that sign-in did not meet it, the
+	// person signs in again.
+	Claims string
 }
 
 // Fetch refreshes last if it holds a refresh token the server still takes,
@@ -31,12 +36,16 @@ func (d *DeviceCode) Fetch(ctx context.Context, last *oauth2.Token) (*oauth2.Tok
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	if tok, ok, err := d.refresh(ctx, last); ok || err != nil {
+	if tok, ok, err := d.refresh(ctx, last, d.Claims); ok || err != nil {
 		return tok, err
 	}
 	conf := &oauth2.Config{ClientID: d.ClientID, Endpoint: d.Endpoint(), Scopes: d.Scopes}
 	ctx = d.context(ctx)
-	resp, err := conf.DeviceAuth(ctx)
+	var authOpts []oauth2.AuthCodeOption
+	if d.Claims != "" {
+		authOpts = append(authOpts, oauth2.SetAuthURLParam("claims", d.Claims))
+	}
+	resp, err := conf.DeviceAuth(ctx, authOpts...)
 	if err != nil {
 		return nil, wrap(stepDevice, err)
 	}

@@ -140,6 +140,12 @@ func (c *DiskCache) token(ctx context.Context, key string, f Fetcher) (*oauth2.T
 	if c.fresh(last) {
 		return last, nil
 	}
+	return c.store(ctx, path, key, f, last)
+}
+
+// store asks f, giving it last, and keeps what it answers in path; the
+// caller holds the key's lock.
+func (c *DiskCache) store(ctx context.Context, path, key string, f Fetcher, last *oauth2.Token) (*oauth2.Token, error) {
 	tok, err := f.Fetch(ctx, last)
 	if err != nil {
 		return nil, err
@@ -158,6 +164,28 @@ func (c *DiskCache) token(ctx context.Context, key string, f Fetcher) (*oauth2.T
 		}
 	}
 	return tok, nil
+}
+
+// Replace asks f for a new token for key even though the cached one may
+// be fresh — a claims challenge asks for more than it carries — giving
+// f the cached token (for its refresh token), and stores the answer, under
+// the key's lock as TokenSource does.
+func (c *DiskCache) Replace(ctx context.Context, key string, f Fetcher) (*oauth2.Token, error) {
+	dir, err := c.dir()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("source: token cache: %w", err)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(dir, fileName(key)+".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("source: token cache: %w", err)
+	}
+	defer unlock()
+	path := filepath.Join(dir, fileName(key)+".json")
+	last, _ := readCached(path, key)
+	return c.store(ctx, path, key, f, last)
 }
 
 func readCached(path, key string) (*oauth2.Token, error) {
