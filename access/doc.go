@@ -14,7 +14,12 @@
 //     and, if listed, users, groups or apps by object ID (not allowed, or
 //     no such cluster: the same 403, naming no cluster, so a caller cannot
 //     tell unknown, forbidden and disconnected clusters apart),
-//  4. counts the request against the caller's and the cluster's limits on
+//  4. where the cluster's StepUp rules cover the request (an exec, a
+//     write to Secrets: ParseAPIRequest reads it as kube-apiserver
+//     would), checks that the token carries their authentication context
+//     (not: 401 with a claims challenge, which the client proxy and the
+//     exec plugin meet by signing the person in again),
+//  5. counts the request against the caller's and the cluster's limits on
 //     concurrent requests and on rate (over: 429 with Retry-After, which
 //     kubectl honours).
 //
@@ -25,6 +30,10 @@
 // A cluster may be marked PassThroughUnverified to receive tokens the
 // relay cannot verify (its own service-account tokens); the agent must then
 // pass them to the API server, which authenticates them.
+//
+// Authorizer.ClustersHandler lists, to a verified caller, the clusters it
+// may reach and nothing of the others; Authorizer.ChallengeHandler gives
+// an exec credential plugin the claims challenge its caller got last.
 //
 // # Sessions
 //

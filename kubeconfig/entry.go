@@ -75,7 +75,7 @@ func DirectEntry(clusterID, relayURL string, caPEM []byte, command string, args 
 			Command:            command,
 			Args:               args,
 			InteractiveMode:    clientcmdapi.NeverExecInteractiveMode,
-			ProvideClusterInfo: false,
+			ProvideClusterInfo: true, // the plugin asks the relay (at the server) for claims challenges
 		},
 	}, nil
 }

@@ -608,6 +608,8 @@ func frontDoor(t *testing.T, c *chain) {
 
 	t.Run("discovery: which clusters alice may reach, a context for each", func(t *testing.T) { discovery(t, c) })
 
+	t.Run("step-up: an exec and a write ask for a stronger sign-in", func(t *testing.T) { stepUp(t, c) })
+
 	t.Run("the policy file is re-read: Mallory's group is added", func(t *testing.T) {
 		writeFile(t, filepath.Join(c.dir, "policy.json"), []byte(`{"clusters":{"e2e":{"groups":["`+aliceGrp+`"],"users":["oid-mallory"]}}}`))
 		require.Eventually(t, func() bool {

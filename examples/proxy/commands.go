@@ -186,17 +186,18 @@ func token(args []string) error {
 	// What the relay would refuse, the plugin says with what to do, on
 	// stderr, which kubectl shows as it is (the relay's words reach
 	// kubectl only as a Warning before kubectl's own).
+	dir := c.tokens.CacheDir
+	if dir == "" {
+		dir, _ = source.DefaultCacheDir()
+	}
 	tok, err := src.Token()
 	if err == nil {
 		err = c.tokens.CheckToken(tok, time.Now())
 	}
 	if err != nil {
-		dir := c.tokens.CacheDir
-		if dir == "" {
-			dir, _ = source.DefaultCacheDir()
-		}
 		return sayOnce(err, dir)
 	}
+	tok = stepUpIfAsked(c.tokens, src, tok, dir)
 	out, err := kubeconfig.ExecCredential(oauth2.StaticTokenSource(tok))
 	if err != nil {
 		return err
