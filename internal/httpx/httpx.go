@@ -74,10 +74,11 @@ func RetryAfter(w http.ResponseWriter, d time.Duration) {
 // WriteStatus answers r with a Kubernetes meta/v1 Status, which kubectl
 // prints as a readable error, with its Content-Length. name, if not empty,
 // goes in the details (a cluster ID); a 401 carries a WWW-Authenticate
-// challenge, the caller's if it set one on w. A Retry-After the caller has set on w's header is copied into
-// the details: client-go waits and retries a 429 or 5xx that has one, up to
-// ten times, and reports one without it at once, so set it only where a
-// retry soon can succeed (see RetryAfter). The shape is declared here rather than taken from
+// challenge, the caller's if it set one on w. A Retry-After the caller
+// has set on w's header is copied into the details: client-go waits and
+// retries a 429 or 5xx that has one, up to ten times, and reports one
+// without it at once, so set it only where a retry soon can succeed (see
+// RetryAfter). The shape is declared here rather than taken from
 // apimachinery so that package tunnel, which imports nothing of
 // Kubernetes, shares this one writer.
 //

@@ -307,19 +307,26 @@ func TestWatchStreamsThroughTheProxy(t *testing.T) {
 	close(r.event)
 }
 
-func TestUpgradeRoundTrip(t *testing.T) {
-	r := newRelay(t)
-	rp := start(t, r, nil)
+// upgradeExec sends an exec's upgrade (echo/1) through the proxy and
+// returns the upgraded connection once the proxy answered 101.
+func upgradeExec(t *testing.T, rp *running) (net.Conn, *bufio.Reader) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(rp.p.CAPEM())
 	conn, err := tls.Dial("tcp", strings.TrimPrefix(rp.url, "https://"), &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
 	require.NoError(t, err)
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	fmt.Fprint(conn, "GET /api/v1/namespaces/ns/pods/p/exec HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	return conn, br
+}
+
+func TestUpgradeRoundTrip(t *testing.T) {
+	r := newRelay(t)
+	rp := start(t, r, nil)
+	conn, br := upgradeExec(t, rp)
 	fmt.Fprint(conn, "hello through the proxy\n")
 	line, err := br.ReadString('\n')
 	require.NoError(t, err)

@@ -1,10 +1,7 @@
 package clientproxy_test
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -80,16 +77,7 @@ func TestStepUpAnExec(t *testing.T) {
 	r.stepUp.Store(true)
 	src := &stepping{tok: "user-token"}
 	rp := start(t, r, func(c *clientproxy.Config) { c.TokenSource = src })
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(rp.p.CAPEM())
-	conn, err := tls.Dial("tcp", strings.TrimPrefix(rp.url, "https://"), &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
-	require.NoError(t, err)
-	defer conn.Close()
-	fmt.Fprint(conn, "GET /api/v1/namespaces/ns/pods/p/exec HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	conn, br := upgradeExec(t, rp)
 	fmt.Fprint(conn, "after the step-up\n")
 	line, err := br.ReadString('\n')
 	require.NoError(t, err)

@@ -127,12 +127,9 @@ func (c *DiskCache) token(ctx context.Context, key string, f Fetcher) (*oauth2.T
 	if last, _ := readCached(path, key); c.fresh(last) {
 		return last, nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("source: token cache: %w", err)
-	}
-	unlock, err := lockFile(ctx, filepath.Join(dir, fileName(key)+".lock"))
+	unlock, err := lock(ctx, dir, key)
 	if err != nil {
-		return nil, fmt.Errorf("source: token cache: %w", err)
+		return nil, err
 	}
 	defer unlock()
 	// Another process may have fetched while this one waited.
@@ -175,17 +172,26 @@ func (c *DiskCache) Replace(ctx context.Context, key string, f Fetcher) (*oauth2
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("source: token cache: %w", err)
-	}
-	unlock, err := lockFile(ctx, filepath.Join(dir, fileName(key)+".lock"))
+	unlock, err := lock(ctx, dir, key)
 	if err != nil {
-		return nil, fmt.Errorf("source: token cache: %w", err)
+		return nil, err
 	}
 	defer unlock()
 	path := filepath.Join(dir, fileName(key)+".json")
 	last, _ := readCached(path, key)
 	return c.store(ctx, path, key, f, last)
+}
+
+// lock takes key's lock file in dir, making dir if need be.
+func lock(ctx context.Context, dir, key string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("source: token cache: %w", err)
+	}
+	unlock, err = lockFile(ctx, filepath.Join(dir, fileName(key)+".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("source: token cache: %w", err)
+	}
+	return unlock, nil
 }
 
 func readCached(path, key string) (*oauth2.Token, error) {
