@@ -4,7 +4,10 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -76,6 +79,48 @@ func (is *Issuer) IdentityRequests() int {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	return is.identityRequests
+}
+
+// ArcEndpoint is the stand-in's Azure Arc agent identity endpoint
+// (IDENTITY_ENDPOINT beside IMDS_ENDPOINT). Its challenges name key files
+// in dir, which SetArcKeyDir sets.
+func (is *Issuer) ArcEndpoint() string { return is.URL + "/arc/token" }
+
+// SetArcKeyDir sets where the Arc endpoint writes the key files its
+// challenges name (the agent's /var/opt/azcmagent/tokens).
+func (is *Issuer) SetArcKeyDir(dir string) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.arcKeyDir = dir
+}
+
+// serveArc answers as the Arc agent does (api-version 2019-11-01): a
+// request without a key is answered 401 with a challenge naming a new key
+// file (Basic realm=<path>); one with Authorization: Basic <that key>
+// gets the machine's token.
+func (is *Issuer) serveArc(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Metadata") != "true" {
+		imdsError(w, http.StatusBadRequest, "invalid_request", "Required metadata header not specified")
+		return
+	}
+	is.mu.Lock()
+	dir, want := is.arcKeyDir, is.arcKey
+	is.mu.Unlock()
+	if key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Basic "); ok && want != "" && subtle.ConstantTimeCompare([]byte(key), []byte(want)) == 1 {
+		is.serveIdentity(w, r)
+		return
+	}
+	key := randomString(32)
+	path := filepath.Join(dir, randomString(12)+".key")
+	if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
+		imdsError(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	is.mu.Lock()
+	is.arcKey = key
+	is.mu.Unlock()
+	w.Header().Set("Www-Authenticate", "Basic realm="+path)
+	imdsError(w, http.StatusUnauthorized, "unauthorized", "present the key in the file the challenge names")
 }
 
 func (is *Issuer) serveIdentity(w http.ResponseWriter, r *http.Request) {

@@ -70,6 +70,8 @@ type Issuer struct {
 	identityFail     int                        // the status the next identityFails requests get
 	identityFails    int
 	identityRequests int
+	arcKeyDir        string // where the Arc endpoint writes its key files
+	arcKey           string // the key its last challenge named
 
 	discoveryHits atomic.Int64
 	jwksHits      atomic.Int64

@@ -34,6 +34,7 @@ import (
 //	GET  /github/token?audience=…           a GitHub Actions OIDC token endpoint (see [Issuer.GitHubActions])
 //	GET  /metadata/identity/oauth2/token    Azure's instance metadata service for managed identities (see [Issuer.AddManagedIdentity])
 //	GET  /msi/token                         an App Service identity endpoint (IDENTITY_ENDPOINT) for the same identities
+//	GET  /arc/token                         an Azure Arc agent's identity endpoint, with its key-file challenge
 //
 // Access tokens it issues are Entra v2 tokens for the tenant, with aud the
 // resource of the requested scope ("api://app/.default" → "api://app"),
@@ -228,6 +229,7 @@ func (is *Issuer) signInRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/devicecode", is.serveDeviceCode)
 	mux.HandleFunc("GET /metadata/identity/oauth2/token", is.serveIMDS)
 	mux.HandleFunc("GET /msi/token", is.serveAppService)
+	mux.HandleFunc("GET /arc/token", is.serveArc)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", is.serveToken)
 	mux.HandleFunc("GET /github/token", is.serveGitHubToken)
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -23,10 +25,11 @@ const DefaultIMDS = "http://169.254.169.254/metadata/identity/oauth2/token"
 
 // ManagedIdentity gets tokens of the Azure managed identity of the
 // machine it runs on — a VM or scale set (a self-hosted CI runner on
-// Azure), App Service, Functions, Container Apps — as kubelogin's msi mode
-// and azidentity's ManagedIdentityCredential do, with no credential of
-// its own: from the App Service identity endpoint when Endpoint is set,
-// else from the instance metadata service (IMDS).
+// Azure), App Service, Functions, Container Apps, an Azure Arc-enabled
+// server — as kubelogin's msi mode and azidentity's
+// ManagedIdentityCredential do, with no credential of its own: from the
+// App Service or Arc identity endpoint when Endpoint is set, else from
+// the instance metadata service (IMDS).
 type ManagedIdentity struct {
 	// Resource is what the token is for: the server app's application ID
 	// URI or client ID (a scope's "/.default" is dropped). Required.
@@ -38,6 +41,15 @@ type ManagedIdentity struct {
 	// secret (IDENTITY_ENDPOINT, IDENTITY_HEADER: see
 	// ManagedIdentityFromEnv); empty Endpoint: IMDS.
 	Endpoint, Header string
+	// Arc says Endpoint is an Azure Arc agent's (IDENTITY_ENDPOINT with
+	// IMDS_ENDPOINT): it answers a first request with a challenge naming
+	// a key file only the machine's administrators and this user's group
+	// may read, whose content the second request presents. The file must
+	// be a .key file of at most 4 KiB in ArcKeyDir (default DefaultArcKeyDir),
+	// so that whatever answers on Endpoint cannot make this read another
+	// file.
+	Arc       bool
+	ArcKeyDir string
 	// IMDS is the metadata service's token URL; default DefaultIMDS.
 	IMDS string
 	// HTTPClient makes the requests; nil is a client with
@@ -47,15 +59,23 @@ type ManagedIdentity struct {
 	backoff time.Duration // the first retry's wait; tests shorten it
 }
 
+// DefaultArcKeyDir is where the Azure Arc agent puts the key files its
+// challenges name, on Linux (on Windows, under %ProgramData%).
+const DefaultArcKeyDir = "/var/opt/azcmagent/tokens"
+
 // ManagedIdentityFromEnv is a ManagedIdentity for resource and clientID
 // that asks where the environment says: App Service's IDENTITY_ENDPOINT
-// and IDENTITY_HEADER when both are set, else IMDS, at
+// and IDENTITY_HEADER when both are set; the Arc agent's
+// IDENTITY_ENDPOINT when IMDS_ENDPOINT is set beside it; else IMDS, at
 // AZURE_POD_IDENTITY_AUTHORITY_HOST when that is set (as azidentity reads
-// it).
+// them).
 func ManagedIdentityFromEnv(resource, clientID string) *ManagedIdentity {
 	m := &ManagedIdentity{Resource: resource, ClientID: clientID}
-	if e, h := os.Getenv("IDENTITY_ENDPOINT"), os.Getenv("IDENTITY_HEADER"); e != "" && h != "" {
+	e, h := os.Getenv("IDENTITY_ENDPOINT"), os.Getenv("IDENTITY_HEADER")
+	if e != "" && h != "" {
 		m.Endpoint, m.Header = e, h
+	} else if e != "" && os.Getenv("IMDS_ENDPOINT") != "" {
+		m.Endpoint, m.Arc = e, true
 	} else if host := os.Getenv("AZURE_POD_IDENTITY_AUTHORITY_HOST"); host != "" {
 		m.IMDS = strings.TrimSuffix(host, "/") + "/metadata/identity/oauth2/token"
 	}
@@ -75,6 +95,9 @@ func (m *ManagedIdentity) resource() string { return strings.TrimSuffix(m.Resour
 func (m *ManagedIdentity) Fetch(ctx context.Context, _ *oauth2.Token) (*oauth2.Token, error) {
 	if m.resource() == "" {
 		return nil, errors.New("signin: a managed identity needs a resource (the server app's ID)")
+	}
+	if m.Arc && m.ClientID != "" {
+		return nil, errors.New("signin: an Azure Arc machine has one identity, its own: no -client-id")
 	}
 	wait := m.backoff
 	if wait <= 0 {
@@ -99,11 +122,16 @@ func (m *ManagedIdentity) ask(ctx context.Context) (tok *oauth2.Token, retry boo
 	q := url.Values{"resource": {m.resource()}}
 	var endpoint string
 	h := http.Header{}
-	if m.Endpoint != "" {
+	switch {
+	case m.Arc:
+		endpoint = m.Endpoint
+		q.Set("api-version", "2019-11-01")
+		h.Set("Metadata", "true")
+	case m.Endpoint != "":
 		endpoint = m.Endpoint
 		q.Set("api-version", "2019-08-01")
 		h.Set("X-IDENTITY-HEADER", m.Header)
-	} else {
+	default:
 		endpoint = cmpOr(m.IMDS, DefaultIMDS)
 		q.Set("api-version", "2018-02-01")
 		h.Set("Metadata", "true")
@@ -121,6 +149,16 @@ func (m *ManagedIdentity) ask(ctx context.Context) (tok *oauth2.Token, retry boo
 		client = &http.Client{Timeout: DefaultTimeout, Transport: &http.Transport{Proxy: nil}}
 	}
 	resp, err := client.Do(req)
+	if err == nil && m.Arc && resp.StatusCode == http.StatusUnauthorized {
+		resp.Body.Close()
+		var key string
+		if key, err = m.arcKey(resp.Header.Get("Www-Authenticate")); err != nil {
+			return nil, false, err
+		}
+		req = req.Clone(ctx)
+		req.Header.Set("Authorization", "Basic "+key)
+		resp, err = client.Do(req)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("signin: %s: %w (is this an Azure machine with a managed identity?)", stepManaged, err)
 	}
@@ -152,6 +190,35 @@ func (m *ManagedIdentity) ask(ctx context.Context) (tok *oauth2.Token, retry boo
 		tok.Expiry = time.Now().Add(time.Duration(in) * time.Second)
 	}
 	return tok, false, nil
+}
+
+// arcKey reads the key file an Arc agent's challenge (Basic
+// realm=<path>) names, if it is one the agent would have written.
+func (m *ManagedIdentity) arcKey(challenge string) (string, error) {
+	path, ok := strings.CutPrefix(challenge, "Basic realm=")
+	if !ok {
+		return "", fmt.Errorf("signin: %s: the Arc agent's challenge names no key file", stepManaged)
+	}
+	dir := cmpOr(m.ArcKeyDir, DefaultArcKeyDir)
+	if runtime.GOOS == "windows" && m.ArcKeyDir == "" {
+		dir = filepath.Join(os.Getenv("ProgramData"), "AzureConnectedMachineAgent", "Tokens")
+	}
+	path = filepath.Clean(strings.Trim(path, `"`))
+	if filepath.Dir(path) != filepath.Clean(dir) || filepath.Ext(path) != ".key" {
+		return "", fmt.Errorf("signin: %s: the Arc agent's challenge names %s, not a .key file in %s", stepManaged, path, dir)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return "", fmt.Errorf("signin: %s: %w", stepManaged, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > 4096 { // not a link to another file
+		return "", fmt.Errorf("signin: %s: %s is not a key file of at most 4 KiB", stepManaged, path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("signin: %s: %w (reading it takes membership of the himds group, or administrator rights)", stepManaged, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // seconds reads a number the services send as a string or a number.

@@ -93,3 +93,48 @@ func TestManagedIdentityRetries(t *testing.T) {
 	assert.Error(t, err)
 	assert.Equal(t, 4+5+1, e.is.IdentityRequests(), "a refusal is not asked again")
 }
+
+// An Arc-enabled server's agent answers with a challenge naming a key
+// file; the key file is read only where the agent keeps them, so an
+// endpoint that names another file learns nothing of it.
+func TestManagedIdentityOnArc(t *testing.T) {
+	e := start(t)
+	e.is.AddManagedIdentity(oidctest.ManagedIdentity{ClientID: vmIdentity, ObjectID: "arc-oid", Tenant: tenant, SystemAssigned: true})
+	keys := t.TempDir()
+	e.is.SetArcKeyDir(keys)
+	m := &signin.ManagedIdentity{Resource: serverApp, Endpoint: e.is.ArcEndpoint(), Arc: true, ArcKeyDir: keys, HTTPClient: e.is.Client()}
+	tok, err := m.Fetch(context.Background(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, "arc-oid", e.identity(t, tok))
+
+	m.ArcKeyDir = t.TempDir() // where this machine's agent would keep them; the endpoint names another
+	_, err = m.Fetch(context.Background(), nil)
+	assert.ErrorContains(t, err, "not a .key file in "+m.ArcKeyDir)
+
+	m.ArcKeyDir, m.ClientID = keys, userAssigned
+	_, err = m.Fetch(context.Background(), nil)
+	assert.ErrorContains(t, err, "an Azure Arc machine has one identity")
+}
+
+// Where to ask is what the environment says, as azidentity reads it.
+func TestManagedIdentityFromEnv(t *testing.T) {
+	for _, v := range []string{"IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IMDS_ENDPOINT", "AZURE_POD_IDENTITY_AUTHORITY_HOST"} {
+		t.Setenv(v, "")
+	}
+	m := signin.ManagedIdentityFromEnv(serverApp, "")
+	assert.Equal(t, signin.ManagedIdentity{Resource: serverApp}, *m, "IMDS at its own address")
+
+	t.Setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", "https://imds.example/")
+	assert.Equal(t, "https://imds.example/metadata/identity/oauth2/token", signin.ManagedIdentityFromEnv(serverApp, "").IMDS)
+
+	t.Setenv("IDENTITY_ENDPOINT", "http://localhost:40342/metadata/identity/oauth2/token")
+	t.Setenv("IMDS_ENDPOINT", "http://localhost:40342")
+	m = signin.ManagedIdentityFromEnv(serverApp, "")
+	assert.True(t, m.Arc)
+	assert.Equal(t, "http://localhost:40342/metadata/identity/oauth2/token", m.Endpoint)
+
+	t.Setenv("IDENTITY_HEADER", "secret")
+	m = signin.ManagedIdentityFromEnv(serverApp, "c")
+	assert.False(t, m.Arc, "App Service's endpoint")
+	assert.Equal(t, "secret", m.Header)
+}
