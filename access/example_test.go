@@ -59,3 +59,47 @@ func Example() {
 	// 403
 	// 401
 }
+
+// A policy that asks for a stronger sign-in — the Conditional Access
+// authentication context c1 — for an exec into "prod": a get passes with
+// the member's plain token, an exec gets a claims challenge, and the same
+// member's token that carries c1 (after signing in again) passes.
+func ExampleStepUp() {
+	entra, _ := oidctest.Start()
+	defer entra.Close()
+	const tenant, group = "72f988bf-86f1-41af-91ab-2d7cd011db47", "a1f4c7e2-0000-4000-8000-00000000000a"
+	issuers, _ := tokens.EntraIssuers(tokens.EntraConfig{
+		TenantIDs: []string{tenant}, Audiences: []string{"api://clusterconnect"},
+		DiscoveryURL: entra.EntraDiscoveryURL, // only for the stand-in
+	})
+	verifier, _ := tokens.NewVerifier(&tokens.Config{Issuers: issuers, HTTPClient: entra.Client()})
+	policy, err := access.ParsePolicy([]byte(`{"clusters": {"prod": {"groups": ["` + group + `"],
+		"stepUp": [{"authContext": "c1", "resources": ["pods/exec", "pods/attach", "pods/portforward"]}]}}}`))
+	if err != nil {
+		panic(err)
+	}
+	frontDoor, _ := access.New(&access.Config{Verifier: verifier, Policy: policy})
+
+	plain, _ := entra.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: "api://clusterconnect", OID: "alice", Groups: []string{group}})
+	stepped, _ := entra.EntraToken(oidctest.EntraClaims{Tenant: tenant, Audience: "api://clusterconnect", OID: "alice", Groups: []string{group},
+		Extra: map[string]any{"acrs": []string{"c1"}}})
+	for _, try := range []struct{ method, path, token string }{
+		{"GET", "/clusters/prod/api/v1/namespaces/web/pods", plain},
+		{"POST", "/clusters/prod/api/v1/namespaces/web/pods/nginx/exec", plain},
+		{"POST", "/clusters/prod/api/v1/namespaces/web/pods/nginx/exec", stepped},
+	} {
+		r := httptest.NewRequest(try.method, try.path, nil)
+		r.Header.Set("Authorization", "Bearer "+try.token)
+		release, err := frontDoor.AuthorizeClient(r, "prod")
+		if err != nil {
+			fmt.Println("refused:", err.(*tunnel.AccessError).Code, access.ClaimsChallenge("c1"))
+			continue
+		}
+		release()
+		fmt.Println("let through")
+	}
+	// Output:
+	// let through
+	// refused: 401 {"access_token":{"acrs":{"essential":true,"value":"c1"}}}
+	// let through
+}
