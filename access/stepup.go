@@ -78,7 +78,12 @@ func stepUpFor(rules []StepUp, r *http.Request, tok *tokens.Token) (missing []st
 	if len(rules) == 0 {
 		return nil, true
 	}
-	req, ok := ParseAPIRequest(r.Method, r.URL.Path, r.URL.Query().Get)
+	req, ok := ParseAPIRequest(r.Method, r.URL.Path, func(k string) string {
+		if !strings.Contains(r.URL.RawQuery, k) {
+			return "" // no map made for nothing: kubectl's lists have ?limit=500
+		}
+		return r.URL.Query().Get(k)
+	})
 	if !ok {
 		return nil, false
 	}
