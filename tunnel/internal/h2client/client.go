@@ -3,7 +3,6 @@
 package h2client
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -121,7 +120,7 @@ type Conn struct {
 	cfg  *Config
 	conn net.Conn
 	fr   *http2.Framer // ReadFrame: readLoop only; writes under wmu
-	br   *bufio.Reader // what fr reads; readLoop reads DATA frames itself (readData)
+	br   *connReader   // what fr reads; readLoop reads DATA frames itself (readData)
 
 	wmu  sync.Mutex
 	henc *hpack.Encoder
@@ -184,7 +183,7 @@ func New(cfg *Config, conn net.Conn) (*Conn, error) {
 		canon:      map[string]string{},
 	}
 	cc.flow.L = &cc.mu
-	cc.br = bufio.NewReader(conn)
+	cc.br = &connReader{Conn: conn}
 	cc.fr = http2.NewFramer(hc, cc.br)
 	cc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cc.fr.MaxHeaderListSize = cfg.maxHeaderList

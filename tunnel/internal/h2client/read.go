@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -214,6 +215,29 @@ func (cc *Conn) dataStream(id uint32, n int32) (*h2Stream, error) {
 		return nil, fmt.Errorf("tunnel: the agent sent data on stream %d, never opened", id)
 	}
 	return s, nil // nil: a stream the relay reset, whose window is back already
+}
+
+// connReader is what the read loop reads the connection through: the
+// connection itself, with no buffer of its own. A TLS connection buffers
+// a whole record already, so a bufio.Reader on top of it only copied each
+// frame once more, and held 4 KiB for every connection while it waited
+// for the next frame: a quarter of what an idle agent cost the relay
+// (BENCHMARKS.md, "100,000 agents").
+type connReader struct {
+	net.Conn
+	one [1]byte // ReadByte's, so that nothing is allocated per call
+}
+
+// ReadByte reads one byte.
+func (r *connReader) ReadByte() (byte, error) {
+	_, err := io.ReadFull(r.Conn, r.one[:])
+	return r.one[0], err
+}
+
+// Discard skips n bytes.
+func (r *connReader) Discard(n int) (int, error) {
+	m, err := io.CopyN(io.Discard, r.Conn, int64(n))
+	return int(m), err
 }
 
 // The read loop reads DATA frames itself instead of through the Framer,
