@@ -343,6 +343,7 @@ func (a *Agent) slot(i int) {
 		log.Info("tunnel connection open", "replica", tc.replica.id)
 		spread := backoff{base: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
 		dark := false
+		var window time.Duration // the relay's reconnect window, once its connection closed
 		var respread, retryMove <-chan time.Time
 		var movingFrom *tunnelConn // whose relay asked it to move, once taken up
 		for tc != nil {
@@ -373,6 +374,7 @@ func (a *Agent) slot(i int) {
 				if time.Since(tc.since) >= a.cfg.StableAfter {
 					b.reset()
 				}
+				window = time.Duration(tc.window.Load())
 				tc = nil
 			case <-a.closing:
 				<-tc.done // Shutdown drains it
@@ -390,7 +392,7 @@ func (a *Agent) slot(i int) {
 			dark = false
 			continue
 		}
-		switch sleepUnless(ctx, b.next(), a.upSignal()) {
+		switch sleepUnless(ctx, b.afterLoss(window), a.upSignal()) {
 		case stopped:
 			return
 		case woken:
@@ -552,6 +554,9 @@ type tunnelConn struct {
 	// when it was dropped for silence (watchBusy, or a ping unanswered).
 	busy atomic.Int32
 	dark atomic.Bool
+	// window is the relay's reconnect window (a time.Duration), from its
+	// handshake and from what it says as it grows.
+	window atomic.Int64
 }
 
 // watchBusy drops tc when it carries a request and nothing has arrived on
@@ -620,6 +625,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	tracked := &connCloser{Conn: conn, lostAfter: a.cfg.PingTimeout}
 	tracked.lastRead.Store(time.Now().UnixNano())
 	tc := &tunnelConn{conn: tracked, tracked: tracked, since: time.Now(), done: make(chan struct{}), replica: replica, move: make(chan struct{}), fleet: make(chan struct{}, 1)}
+	tc.window.Store(int64(replica.reconnectWindow))
 	tracked.onClose = func(reason string) {
 		if reason == closedLost {
 			// A ping went unanswered: the path is dark, not the relay
@@ -657,6 +663,12 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 					return
 				case streamFleet:
 					a.fleetSize(tc, r.Header.Get(HeaderReplicas))
+					w.WriteHeader(http.StatusOK)
+					return
+				case streamWindow:
+					if secs, err := strconv.Atoi(r.Header.Get(HeaderReconnectWindow)); err == nil && secs > 0 {
+						tc.window.Store(int64(min(time.Duration(secs)*time.Second, maxReconnectWindow)))
+					}
 					w.WriteHeader(http.StatusOK)
 					return
 				}

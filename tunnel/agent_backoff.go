@@ -30,6 +30,24 @@ func (b *backoff) next() time.Duration {
 
 func (b *backoff) reset() { b.attempt = 0 }
 
+// afterLoss is the wait before dialing again after a good connection
+// closed: the next backoff, or, where its relay asked for a reconnect
+// window wider than that, a moment uniform in the window. A relay holding
+// many agents asks for one: when it restarts, they come back spread over
+// it instead of within a second, where their handshakes would time out
+// and come back in waves.
+func (b *backoff) afterLoss(window time.Duration) time.Duration {
+	wait := b.next()
+	if window > wait {
+		r := b.rand
+		if r == nil {
+			r = rand.Int64N
+		}
+		wait = time.Duration(r(int64(window))) + 1
+	}
+	return wait
+}
+
 // afterFailure is the wait before trying again after err: the next
 // backoff, or what the relay asked for with Retry-After (it is draining,
 // or the cluster holds all the connections it may there) if that is

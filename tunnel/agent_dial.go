@@ -104,6 +104,9 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, replicaInfo, error) {
 	}
 	ri := replicaInfo{id: resp.Header.Get(HeaderReplica)}
 	ri.count, _ = strconv.Atoi(resp.Header.Get(HeaderReplicas))
+	if secs, err := strconv.Atoi(resp.Header.Get(HeaderReconnectWindow)); err == nil && secs > 0 {
+		ri.reconnectWindow = min(time.Duration(secs)*time.Second, maxReconnectWindow)
+	}
 	if br.Buffered() > 0 {
 		return &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(br, int64(br.Buffered())), conn)}, ri, nil
 	}
@@ -115,6 +118,9 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, replicaInfo, error) {
 type replicaInfo struct {
 	id    string
 	count int
+	// reconnectWindow is how long the relay asks its agents to spread
+	// their reconnects over when they all lose it (HeaderReconnectWindow).
+	reconnectWindow time.Duration
 }
 
 // readStatusMessage extracts the message of a Status body, or the start of

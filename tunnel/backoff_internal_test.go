@@ -53,3 +53,27 @@ func TestAfterFailureWaitsAsLongAsTheRelayAsks(t *testing.T) {
 		assert.Equal(t, want, retryAfter(v), "Retry-After %q", v)
 	}
 }
+
+// After its relay went, an agent comes back within the relay's reconnect
+// window where that is wider than its backoff, anywhere in it.
+func TestAfterLossSpreadsOverTheRelaysWindow(t *testing.T) {
+	var asked []time.Duration
+	rec := func(n int64) int64 { asked = append(asked, time.Duration(n)); return n - 1 }
+	b := backoff{base: time.Second, max: 30 * time.Second, rand: rec}
+	assert.Equal(t, time.Second, b.afterLoss(0), "no window: the backoff")
+	assert.Equal(t, 19*time.Second, b.afterLoss(19*time.Second), "the top of the relay's window")
+	assert.Equal(t, []time.Duration{time.Second, 2 * time.Second, 19 * time.Second}, asked, "drawn over the whole window")
+
+	// 19,000 agents with real jitter land about evenly over 19 s: no
+	// second holds more than half again its share.
+	var seconds [19]int
+	for range 19000 {
+		b := backoff{base: time.Second, max: 30 * time.Second}
+		w := b.afterLoss(19 * time.Second)
+		assert.True(t, w > 0 && w <= 19*time.Second)
+		seconds[min(int(w/time.Second), 18)]++
+	}
+	for s, n := range seconds {
+		assert.Less(t, n, 1500, "second %d: %d", s, n)
+	}
+}

@@ -56,6 +56,13 @@ const (
 	DefaultMinBackoff  = time.Second
 	DefaultMaxBackoff  = 30 * time.Second
 	DefaultStableAfter = 30 * time.Second
+	// DefaultReconnectRate is the agent handshakes a second a relay
+	// spreads its agents' reconnects to (RelayConfig.ReconnectRate): what
+	// one core takes with room to spare (a handshake costs the relay
+	// about 0.8 ms of CPU, BENCHMARKS.md "100,000 agents").
+	DefaultReconnectRate = 1000
+	// maxReconnectWindow bounds the window an agent takes from its relay.
+	maxReconnectWindow = 5 * time.Minute
 	// DefaultDrainTimeout bounds how long an agent that is stopping waits
 	// for in-flight streams.
 	DefaultDrainTimeout = 30 * time.Second

@@ -40,3 +40,15 @@ func SetFleetSizeEvery(d time.Duration) (restore func()) {
 	fleetSizeEvery = d
 	return func() { fleetSizeEvery = old }
 }
+
+// ReconnectWindows are the reconnect windows a's open connections were
+// told by their relay.
+func ReconnectWindows(a *Agent) []time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []time.Duration
+	for tc := range a.conns {
+		out = append(out, time.Duration(tc.window.Load()))
+	}
+	return out
+}

@@ -28,6 +28,11 @@ const (
 	// so an agent can spread its connections over several.
 	HeaderReplica  = "Clusterconnect-Replica"
 	HeaderReplicas = "Clusterconnect-Replicas"
+	// HeaderReconnectWindow, in a relay's 101 answer, is how many seconds
+	// the agents it holds should spread their reconnects over when they
+	// all lose it at once (it restarted): its agents divided by the
+	// handshakes it takes a second (RelayConfig.ReconnectRate).
+	HeaderReconnectWindow = "Clusterconnect-Reconnect-Window"
 	// HeaderToAgent, on a client's upgrade request, names the agent (its
 	// AgentID) whose connections alone may carry it: a session that
 	// re-attaches lives in one agent replica. In a fleet the request goes
@@ -54,6 +59,11 @@ const (
 	// (HeaderReplicas), when that changed since its handshake: the agent
 	// answers 200 at once and spreads its connections again if it can.
 	streamFleet = "fleet"
+	// streamWindow tells the agent the relay's reconnect window now
+	// (HeaderReconnectWindow), when it has grown to twice what the agent
+	// was told: an agent that connected while the relay held few agents
+	// learns that it holds many. The agent answers 200 at once.
+	streamWindow = "reconnect-window"
 )
 
 // MaxClusterIDLength bounds a cluster ID (a DNS name's length).

@@ -61,6 +61,13 @@ type RelayConfig struct {
 	// them. Default DefaultMaxConnsPerCluster; negative: no bound.
 	MaxConnsPerCluster int
 
+	// ReconnectRate is how many agent handshakes a second this relay asks
+	// its agents to come back at after it restarts: each agent waits a
+	// random moment within (agents held / ReconnectRate) seconds, told in
+	// its handshake (HeaderReconnectWindow), so that a restart does not
+	// bring every agent back in the same second, where their handshakes
+	// time out and come back in waves. Default DefaultReconnectRate.
+	ReconnectRate int
 	// HandshakeTimeout bounds authenticating an agent and switching its
 	// connection to HTTP/2. Default 10s. (The http.Server that serves the
 	// relay bounds reading the handshake request: set its ReadHeaderTimeout.)
@@ -206,8 +213,11 @@ type Relay struct {
 	episodes *logx.Episodes
 	h2       *h2client.Config
 	peers    *peers // with a Directory
-	reg      registry
-	mw       http.RoundTripper // RelayConfig.Middleware around relayTransport
+	// windowTold is the reconnect window the relay last told its agents
+	// as it grew (tellGrownWindow).
+	windowTold atomic.Int32
+	reg        registry
+	mw         http.RoundTripper // RelayConfig.Middleware around relayTransport
 	// toClients counts upgrades still copying the cluster's bytes to
 	// their clients (spliceClient); clientsInFlight, clients' requests
 	// (upgrades included) not yet over.
@@ -231,6 +241,9 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 		c.AgentPath = DefaultAgentPath
 	}
 	c.HandshakeTimeout = orDefault(c.HandshakeTimeout, DefaultRelayHandshakeTimeout)
+	if c.ReconnectRate <= 0 {
+		c.ReconnectRate = DefaultReconnectRate
+	}
 	c.PingInterval = orDefault(c.PingInterval, DefaultPingInterval)
 	c.PingTimeout = orDefault(c.PingTimeout, DefaultPingTimeout)
 	c.BusyPingAfter = orDefault(c.BusyPingAfter, DefaultBusyPingAfter)
@@ -444,6 +457,39 @@ func (r *Relay) watchFleetSize(rc ReplicaCounter, every time.Duration) {
 	}
 }
 
+// reconnectWindow is how many seconds this relay's agents should spread
+// their reconnects over: the connections it holds over ReconnectRate.
+func (r *Relay) reconnectWindow() int {
+	return (r.stats.conns() + r.cfg.ReconnectRate - 1) / r.cfg.ReconnectRate
+}
+
+// tellGrownWindow tells the agents told less than half the reconnect
+// window now what it is, when it has doubled since the relay last told
+// them: agents that connected while the relay held few learn that it
+// holds many. Called at each new connection; doubling bounds the
+// telling: a relay that grew to n connections told each at most log2 n
+// times, and nothing runs while it does not grow.
+func (r *Relay) tellGrownWindow() {
+	w := r.reconnectWindow()
+	told := r.windowTold.Load()
+	if w < 2 || int32(w) < 2*told || !r.windowTold.CompareAndSwap(told, int32(w)) {
+		return
+	}
+	for _, c := range r.reg.all() {
+		if int(c.window.Load())*2 <= w {
+			c.window.Store(int32(w))
+			go r.tellWindow(c, w)
+		}
+	}
+}
+
+// tellWindow sends the agent of c a stream saying the reconnect window.
+func (r *Relay) tellWindow(c *agentConn, w int) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.UpgradeTimeout)
+	defer cancel()
+	r.control(ctx, c, http.Header{headerStreamKind: {streamWindow}, HeaderReconnectWindow: {strconv.Itoa(w)}})
+}
+
 // tellFleetSize sends the agent of c a fleet stream saying n.
 func (r *Relay) tellFleetSize(c *agentConn, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.UpgradeTimeout)
@@ -549,6 +595,10 @@ func (r *Relay) startTunnel(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, 
 	deadline := time.Now().Add(r.cfg.HandshakeTimeout)
 	conn.SetDeadline(deadline)
 	resp := "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + ProtocolV1 + "\r\n"
+	window := r.reconnectWindow()
+	if window > 1 {
+		resp += HeaderReconnectWindow + ": " + strconv.Itoa(window) + "\r\n"
+	}
 	if id := r.cfg.ReplicaID; id != "" {
 		resp += HeaderReplica + ": " + id + "\r\n"
 		if rc, ok := r.cfg.Directory.(ReplicaCounter); ok {
@@ -566,6 +616,7 @@ func (r *Relay) startTunnel(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, 
 		nc = &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)}
 	}
 	ac := &agentConn{clusterID: hs.ClusterID, agentID: hs.AgentID, remote: remote, since: time.Now()}
+	ac.window.Store(int32(window))
 	tracked := &connCloser{Conn: nc, lostAfter: min(r.cfg.PingTimeout, r.cfg.BusyPingTimeout), onClose: func(reason string) {
 		ac.closed.Store(true)
 		r.reg.remove(ac)
@@ -593,6 +644,7 @@ func (r *Relay) startTunnel(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, 
 		r.reg.remove(ac) // it died before it was added
 	}
 	log.Info("agent connected")
+	r.tellGrownWindow()
 	return nil
 }
 

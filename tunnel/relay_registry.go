@@ -21,6 +21,7 @@ type agentConn struct {
 	remote    string
 	since     time.Time
 	closed    atomic.Bool
+	window    atomic.Int32 // the reconnect window its agent was told, in seconds
 }
 
 // cluster holds a cluster's live connections. The slice is replaced, never

@@ -47,6 +47,11 @@ type Stats struct {
 	StreamWindowGrown int64
 }
 
+// conns is how many tunnel connections are open now.
+func (c *counters) conns() int {
+	return int(c.connsOpened.Load() - c.connsClosed.Load())
+}
+
 type counters struct {
 	connsOpened, connsClosed     atomic.Uint64
 	streamsOpened, streamsClosed atomic.Uint64

@@ -85,7 +85,7 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.connections, "connections", 4, "watches: that agent's tunnel connections")
 	fs.IntVar(&o.dialRate, "dial-rate", 1000, "agents connecting per second at start")
 	fs.DurationVar(&o.pingInterval, "ping-interval", 0, "idle: the agents' PingInterval, to measure what their pings cost the relay (0: the default)")
-	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the agents connected this long, to profile the relay")
+	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the agents connected this long, to profile the relay; restart: this long before the restart")
 	fs.IntVar(&o.stalled, "stalled", 1000, "stalled: downloads whose client stops reading, on one tunnel connection")
 	fs.IntVar(&o.flood, "flood", 4000, "floods: connections per flood")
 	fs.IntVar(&o.etcdMembers, "etcd-members", 1, "fleet: etcd members; with 3, one is killed instead of stopping etcd")

@@ -261,6 +261,12 @@ func restart(o options) error {
 		return err
 	}
 	defer b.close()
+	if o.hold > 0 {
+		// A relay that has run a while, as relays do before they restart:
+		// what it tells its agents as it grows has reached them all.
+		fmt.Printf("holding for %s before the restart\n", o.hold)
+		time.Sleep(o.hold)
+	}
 	before := b.fleet.opened()
 	b.relay.kill()
 	down := time.Now()
