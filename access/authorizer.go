@@ -216,10 +216,10 @@ func (a *Authorizer) AuthorizeClient(r *http.Request, clusterID string) (func(),
 	default:
 		return nil, a.tokenError(err)
 	}
-	if missing, ok := stepUpFor(c.stepUp, r, tok); !ok {
+	if missing, req, ok := stepUpFor(c.stepUp, r, tok); !ok {
 		return nil, errUncleanPath
 	} else if len(missing) > 0 {
-		ae := errStepUp(r, missing)
+		ae := errStepUp(req, missing)
 		if tok != nil {
 			a.challenges.note(callerKey{clusterID, caller}, ClaimsChallenge(missing...), a.maxCallers, time.Now())
 		}

@@ -72,27 +72,27 @@ func (s StepUp) covers(r APIRequest) bool {
 }
 
 // stepUpFor returns the authentication contexts of the rules that cover
-// r and that tok does not carry (nil tok carries none), and whether r's
-// path could be read at all.
-func stepUpFor(rules []StepUp, r *http.Request, tok *tokens.Token) (missing []string, ok bool) {
+// r and that tok does not carry (nil tok carries none), r as read, and
+// whether r's path could be read at all.
+func stepUpFor(rules []StepUp, r *http.Request, tok *tokens.Token) (missing []string, req APIRequest, ok bool) {
 	if len(rules) == 0 {
-		return nil, true
+		return nil, req, true
 	}
-	req, ok := ParseAPIRequest(r.Method, r.URL.Path, func(k string) string {
+	req, ok = ParseAPIRequest(r.Method, r.URL.Path, func(k string) string {
 		if !strings.Contains(r.URL.RawQuery, k) {
 			return "" // no map made for nothing: kubectl's lists have ?limit=500
 		}
 		return r.URL.Query().Get(k)
 	})
 	if !ok {
-		return nil, false
+		return nil, req, false
 	}
 	for _, s := range rules {
 		if s.covers(req) && (tok == nil || !tok.HasAuthContext(s.AuthContext)) && !slices.Contains(missing, s.AuthContext) {
 			missing = append(missing, s.AuthContext)
 		}
 	}
-	return missing, true
+	return missing, req, true
 }
 
 // ClaimsChallenge is the claims parameter that asks Entra ID for a token
@@ -110,10 +110,9 @@ func ClaimsChallenge(ids ...string) string {
 	return string(b)
 }
 
-// errStepUp is the refusal of a request that needs the authentication
+// errStepUp is the refusal of req, which needs the authentication
 // contexts missing: 401 with a claims challenge.
-func errStepUp(r *http.Request, missing []string) *tunnel.AccessError {
-	req, _ := ParseAPIRequest(r.Method, r.URL.Path, r.URL.Query().Get)
+func errStepUp(req APIRequest, missing []string) *tunnel.AccessError {
 	what := req.Resource
 	if req.Subresource != "" {
 		what += "/" + req.Subresource

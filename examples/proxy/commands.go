@@ -1,16 +1,13 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
-	"text/tabwriter"
-	"time"
 
 	"golang.org/x/oauth2"
 
@@ -59,16 +56,14 @@ func serve(args []string) error {
 	} else if *c.all {
 		return errors.New("-all asks the relay with your token: it cannot go with -pass-client-token")
 	}
-	ids, err := c.clusterIDs(cfg.TokenSource)
+	if cfg.RelayTLS, err = c.relayTLS(); err != nil {
+		return err
+	}
+	ids, err := c.clusterIDs(cfg.TokenSource, cfg.RelayTLS)
 	if err != nil {
 		return err
 	}
 	cfg.ClusterID = ids[0]
-	if *c.relayCA != "" {
-		if cfg.RelayTLS, err = cli.RotatingCA("relay-ca", *c.relayCA, *c.relayURL); err != nil {
-			return err
-		}
-	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	tp, flush, err := cli.Tracing(ctx, otlpEndpoint, "clusterconnect-proxy")
@@ -124,12 +119,16 @@ func direct(args []string) error {
 		fmt.Fprintln(os.Stderr, "note: the client secret is not written to the kubeconfig; kubectl's environment must have AZURE_CLIENT_SECRET")
 	}
 	var src oauth2.TokenSource
+	var relayTLS *tls.Config
 	if *c.all {
 		if src, err = c.tokens.TokenSource(); err != nil {
 			return err
 		}
+		if relayTLS, err = c.relayTLS(); err != nil {
+			return err
+		}
 	}
-	ids, err := c.clusterIDs(src)
+	ids, err := c.clusterIDs(src, relayTLS)
 	if err != nil {
 		return err
 	}
@@ -140,115 +139,6 @@ func direct(args []string) error {
 		}
 	}
 	return c.merge(entries...)
-}
-
-func clusters(args []string) error {
-	fs, c := flags("clusters", relayFlags|tokenFlags)
-	if ok, err := parse(fs, args); !ok {
-		return err
-	}
-	if *c.relayURL == "" {
-		return errors.New("-relay-url is required")
-	}
-	src, err := c.tokens.TokenSource()
-	if err != nil {
-		return err
-	}
-	list, err := c.list(src)
-	if err != nil {
-		return err
-	}
-	if len(list) == 0 {
-		fmt.Fprintln(os.Stderr, "the relay lets you reach no cluster: ask its operator to add you to a cluster's access policy")
-		return nil
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tCONNECTED")
-	for _, cl := range list {
-		connected := "no"
-		if cl.Connected {
-			connected = "yes"
-		}
-		fmt.Fprintf(tw, "%s\t%s\n", cl.ID, connected)
-	}
-	return tw.Flush()
-}
-
-func token(args []string) error {
-	fs, c := flags("token", tokenFlags)
-	if ok, err := parse(fs, args); !ok {
-		return err
-	}
-	src, err := c.tokens.TokenSource()
-	if err != nil {
-		return err
-	}
-	// What the relay would refuse, the plugin says with what to do, on
-	// stderr, which kubectl shows as it is (the relay's words reach
-	// kubectl only as a Warning before kubectl's own).
-	dir := c.tokens.CacheDir
-	if dir == "" {
-		dir, _ = source.DefaultCacheDir()
-	}
-	tok, err := src.Token()
-	if err == nil {
-		err = c.tokens.CheckToken(tok, time.Now())
-	}
-	if err != nil {
-		return sayOnce(err, dir)
-	}
-	tok = stepUpIfAsked(c.tokens, src, tok, dir)
-	out, err := kubeconfig.ExecCredential(oauth2.StaticTokenSource(tok))
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Println(string(out))
-	return err
-}
-
-// pluginPath is the absolute path of the binary kubectl is to run for
-// tokens: path if given, else this program, unless this program is a
-// temporary build (go run), which is gone, or replaced, by the time
-// kubectl needs it.
-func pluginPath(path string) (string, error) {
-	if path == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return "", err
-		}
-		if temporaryBuild(self) {
-			return "", fmt.Errorf("this proxy is a temporary build (%s, from go run): kubectl could not run it later. "+
-				"Install it and run that one instead:\n\tgo install github.com/clusterconnect/clusterconnect/examples/proxy@latest\n"+
-				"or name an installed proxy with -exec-path", self)
-		}
-		path = self
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return "", err
-	}
-	if resolved, err := filepath.EvalSymlinks(abs); err == nil {
-		abs = resolved
-	}
-	if st, err := os.Stat(abs); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("-exec-path %s is not an executable file", abs)
-	}
-	return abs, nil
-}
-
-// temporaryBuild reports whether path is where go run puts the programs
-// it builds: a go-build directory under the temporary directory, or the
-// Go build cache.
-func temporaryBuild(path string) bool {
-	for _, dir := range strings.Split(filepath.ToSlash(filepath.Dir(path)), "/") {
-		if strings.HasPrefix(dir, "go-build") {
-			return true
-		}
-	}
-	if cache := os.Getenv("GOCACHE"); cache != "" && strings.HasPrefix(path, filepath.Clean(cache)+string(filepath.Separator)) {
-		return true
-	}
-	return false
 }
 
 func logout(args []string) error {

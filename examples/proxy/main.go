@@ -15,12 +15,8 @@ import (
 	"os"
 	"strings"
 
-	"golang.org/x/oauth2"
-
-	"github.com/clusterconnect/clusterconnect/access"
 	"github.com/clusterconnect/clusterconnect/examples/internal/cli"
 	"github.com/clusterconnect/clusterconnect/kubeconfig"
-	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
 	"github.com/clusterconnect/clusterconnect/tokens/login"
 )
 
@@ -162,43 +158,13 @@ func (c *common) need() error {
 	return nil
 }
 
-// clusterIDs are the clusters to write contexts for: -cluster-id, or with
-// -all every cluster the relay lets src's caller reach, -cluster-id first.
-func (c *common) clusterIDs(src oauth2.TokenSource) ([]string, error) {
-	if !*c.all {
-		return []string{*c.clusterID}, nil
+// relayTLS verifies the relay with -relay-ca, read again when it
+// changes; nil (the system roots) without it.
+func (c *common) relayTLS() (*tls.Config, error) {
+	if *c.relayCA == "" {
+		return nil, nil
 	}
-	list, err := c.list(src)
-	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	for _, cl := range list {
-		if cl.ID != *c.clusterID {
-			ids = append(ids, cl.ID)
-		}
-	}
-	if *c.clusterID != "" {
-		ids = append([]string{*c.clusterID}, ids...)
-	}
-	if len(ids) == 0 {
-		return nil, errors.New("the relay lets you reach no cluster: ask its operator to add you to a cluster's access policy")
-	}
-	return ids, nil
-}
-
-// list asks the relay for the clusters src's caller may reach.
-func (c *common) list(src oauth2.TokenSource) ([]access.ClusterStatus, error) {
-	var relayTLS *tls.Config
-	if *c.relayCA != "" {
-		var err error
-		if relayTLS, err = cli.RotatingCA("relay-ca", *c.relayCA, *c.relayURL); err != nil {
-			return nil, err
-		}
-	}
-	ctx, stop := cli.SignalContext()
-	defer stop()
-	return clientproxy.ListClusters(ctx, *c.relayURL, relayTLS, src)
+	return cli.RotatingCA("relay-ca", *c.relayCA, *c.relayURL)
 }
 
 func (c *common) relayCAPEM() ([]byte, error) {

@@ -33,7 +33,7 @@ func sayOnce(err error, dir string) error {
 		return errSaid
 	}
 	if os.MkdirAll(dir, 0o700) == nil {
-		forget(dir, now)
+		forget(dir, saidFor)
 		os.WriteFile(mark, nil, 0o600)
 		os.Chtimes(mark, now, now)
 	}
@@ -45,11 +45,11 @@ func sayOnce(err error, dir string) error {
 // enough that a person running the plugin again by hand sees them again.
 const saidFor = 10 * time.Second
 
-// forget removes what was said longer ago than saidFor.
-func forget(dir string, now time.Time) {
+// forget removes the notes in dir older than maxAge.
+func forget(dir string, maxAge time.Duration) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) >= saidFor {
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) >= maxAge {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}

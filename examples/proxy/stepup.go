@@ -8,8 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,7 +17,7 @@ import (
 	"golang.org/x/oauth2"
 	clientauthv1 "k8s.io/client-go/pkg/apis/clientauthentication/v1"
 
-	"github.com/clusterconnect/clusterconnect/relay"
+	"github.com/clusterconnect/clusterconnect/kubeconfig/clientproxy"
 	"github.com/clusterconnect/clusterconnect/tokens/login"
 )
 
@@ -87,7 +85,7 @@ func stepUpIfAsked(o *login.Options, src oauth2.TokenSource, tok *oauth2.Token, 
 		}
 	}
 	if os.MkdirAll(filepath.Dir(path), 0o700) == nil {
-		forget(filepath.Dir(path), time.Now().Add(saidFor-handedFor))
+		forget(filepath.Dir(path), handedFor)
 		os.WriteFile(path, []byte(tokenHash(tok.AccessToken)), 0o600)
 	}
 	return tok
@@ -104,32 +102,14 @@ func askChallenge(server string, ca []byte, token string) (string, error) {
 	if !ok || cluster == "" || strings.Contains(cluster, "/") {
 		return "", fmt.Errorf("the server %s is not a relay's cluster URL", server)
 	}
-	u.Path, u.RawPath = relay.ChallengePath+cluster, ""
-	var roots *x509.CertPool
+	u.Path, u.RawPath = "", ""
+	var relayTLS *tls.Config
 	if len(ca) > 0 {
-		roots = x509.NewCertPool()
+		roots := x509.NewCertPool()
 		roots.AppendCertsFromPEM(ca)
+		relayTLS = &tls.Config{RootCAs: roots}
 	}
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-	req, err := http.NewRequest(http.MethodGet, u.String(), nil)
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusNoContent:
-		return "", nil
-	case http.StatusOK:
-		var c struct{ Claims string }
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&c); err != nil {
-			return "", err
-		}
-		return c.Claims, nil
-	}
-	return "", fmt.Errorf("%s", resp.Status)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return clientproxy.ClaimsChallenge(ctx, u.String(), cluster, relayTLS, token)
 }

@@ -1,6 +1,7 @@
 package signin
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -77,7 +78,7 @@ func (b *Browser) Fetch(ctx context.Context, last *oauth2.Token) (*oauth2.Token,
 	}
 	authURL := conf.AuthCodeURL(state, opts...)
 
-	ctx, cancel := context.WithTimeout(ctx, cmpDuration(b.Timeout, DefaultBrowserTimeout))
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(b.Timeout, DefaultBrowserTimeout))
 	defer cancel()
 	got := make(chan redirectResult, 1)
 	srv := &http.Server{Handler: redirectHandler(state, got), ReadHeaderTimeout: 10 * time.Second}
@@ -104,19 +105,12 @@ func (b *Browser) Fetch(ctx context.Context, last *oauth2.Token) (*oauth2.Token,
 	select {
 	case r = <-got:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("signin: %s: nobody finished signing in within %v: %w", stepBrowser, cmpDuration(b.Timeout, DefaultBrowserTimeout), ctx.Err())
+		return nil, fmt.Errorf("signin: %s: nobody finished signing in within %v: %w", stepBrowser, cmp.Or(b.Timeout, DefaultBrowserTimeout), ctx.Err())
 	}
 	if r.err != nil {
 		return nil, r.err
 	}
-	var params []oauth2.AuthCodeOption
-	params = append(params, oauth2.VerifierOption(verifier))
-	if b.PoPKey != nil {
-		for k, v := range b.PoPKey.params() {
-			params = append(params, oauth2.SetAuthURLParam(k, v[0]))
-		}
-	}
-	tok, err := conf.Exchange(b.context(ctx), r.code, params...)
+	tok, err := conf.Exchange(b.context(ctx), r.code, append(b.popOptions(), oauth2.VerifierOption(verifier))...)
 	if err != nil {
 		return nil, wrap(stepBrowser, err)
 	}
@@ -208,11 +202,4 @@ func randomToken() string {
 	b := make([]byte, 24)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func cmpDuration(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
 }

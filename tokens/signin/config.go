@@ -116,6 +116,19 @@ func (c *Config) context(ctx context.Context) context.Context {
 	return context.WithValue(ctx, oauth2.HTTPClient, client)
 }
 
+// popOptions are the token request's parameters that bind it to PoPKey,
+// for the flows that redeem a code through x/oauth2; none without a key.
+func (c *Config) popOptions() []oauth2.AuthCodeOption {
+	if c.PoPKey == nil {
+		return nil
+	}
+	var opts []oauth2.AuthCodeOption
+	for k, v := range c.PoPKey.params() {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v[0]))
+	}
+	return opts
+}
+
 // tokenRequest asks the token endpoint for a token with grant (and its
 // parameters); clientcredentials is the x/oauth2 call that sends a grant
 // with parameters of our choosing.

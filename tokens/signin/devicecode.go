@@ -54,13 +54,7 @@ func (d *DeviceCode) Fetch(ctx context.Context, last *oauth2.Token) (*oauth2.Tok
 		prompt = func(r *oauth2.DeviceAuthResponse) { WritePrompt(os.Stderr, r) }
 	}
 	prompt(resp)
-	var opts []oauth2.AuthCodeOption
-	if d.PoPKey != nil {
-		for k, v := range d.PoPKey.params() {
-			opts = append(opts, oauth2.SetAuthURLParam(k, v[0]))
-		}
-	}
-	tok, err := conf.DeviceAccessToken(ctx, resp, opts...)
+	tok, err := conf.DeviceAccessToken(ctx, resp, d.popOptions()...)
 	if errors.Is(err, context.DeadlineExceeded) && !resp.Expiry.IsZero() && !time.Now().Before(resp.Expiry) {
 		// x/oauth2 stops polling at the code's expiry with the context's
 		// error; the server would have said expired_token next.

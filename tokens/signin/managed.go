@@ -1,6 +1,7 @@
 package signin
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -84,7 +85,7 @@ func ManagedIdentityFromEnv(resource, clientID string) *ManagedIdentity {
 
 // CacheKey identifies the identity's tokens for resource in a token cache.
 func (m *ManagedIdentity) CacheKey() string {
-	return strings.Join([]string{"msi", cmpOr(m.Endpoint, cmpOr(m.IMDS, DefaultIMDS)), m.ClientID, m.resource()}, "|")
+	return strings.Join([]string{"msi", cmp.Or(m.Endpoint, m.IMDS, DefaultIMDS), m.ClientID, m.resource()}, "|")
 }
 
 func (m *ManagedIdentity) resource() string { return strings.TrimSuffix(m.Resource, "/.default") }
@@ -132,7 +133,7 @@ func (m *ManagedIdentity) ask(ctx context.Context) (tok *oauth2.Token, retry boo
 		q.Set("api-version", "2019-08-01")
 		h.Set("X-IDENTITY-HEADER", m.Header)
 	default:
-		endpoint = cmpOr(m.IMDS, DefaultIMDS)
+		endpoint = cmp.Or(m.IMDS, DefaultIMDS)
 		q.Set("api-version", "2018-02-01")
 		h.Set("Metadata", "true")
 	}
@@ -172,7 +173,7 @@ func (m *ManagedIdentity) ask(ctx context.Context) (tok *oauth2.Token, retry boo
 		json.Unmarshal(body, &e)
 		s := resp.StatusCode
 		return nil, s == 404 || s == 410 || s == 429 || s >= 500,
-			&Error{Step: stepManaged, Code: cmpOr(e.Error, "HTTP "+strconv.Itoa(s)), Description: cmpOr(e.Description, strings.TrimSpace(string(body)))}
+			&Error{Step: stepManaged, Code: cmp.Or(e.Error, "HTTP "+strconv.Itoa(s)), Description: cmp.Or(e.Description, strings.TrimSpace(string(body)))}
 	}
 	var r struct {
 		AccessToken string `json:"access_token"`
@@ -183,7 +184,7 @@ func (m *ManagedIdentity) ask(ctx context.Context) (tok *oauth2.Token, retry boo
 	if err := json.Unmarshal(body, &r); err != nil || r.AccessToken == "" {
 		return nil, false, fmt.Errorf("signin: %s: the answer holds no token", stepManaged)
 	}
-	tok = &oauth2.Token{AccessToken: r.AccessToken, TokenType: cmpOr(r.TokenType, "Bearer")}
+	tok = &oauth2.Token{AccessToken: r.AccessToken, TokenType: cmp.Or(r.TokenType, "Bearer")}
 	if on := seconds(r.ExpiresOn); on > 0 {
 		tok.Expiry = time.Unix(on, 0)
 	} else if in := seconds(r.ExpiresIn); in > 0 {
@@ -199,7 +200,7 @@ func (m *ManagedIdentity) arcKey(challenge string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("signin: %s: the Arc agent's challenge names no key file", stepManaged)
 	}
-	dir := cmpOr(m.ArcKeyDir, DefaultArcKeyDir)
+	dir := cmp.Or(m.ArcKeyDir, DefaultArcKeyDir)
 	if runtime.GOOS == "windows" && m.ArcKeyDir == "" {
 		dir = filepath.Join(os.Getenv("ProgramData"), "AzureConnectedMachineAgent", "Tokens")
 	}
@@ -231,11 +232,4 @@ func seconds(v any) int64 {
 		return int64(x)
 	}
 	return 0
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
