@@ -463,14 +463,20 @@ func (r *Relay) reconnectWindow() int {
 	return (r.stats.conns() + r.cfg.ReconnectRate - 1) / r.cfg.ReconnectRate
 }
 
-// tellGrownWindow tells the agents told less than half the reconnect
-// window now what it is, when it has doubled since the relay last told
-// them: agents that connected while the relay held few learn that it
-// holds many. Called at each new connection; doubling bounds the
-// telling: a relay that grew to n connections told each at most log2 n
-// times, and nothing runs while it does not grow.
-func (r *Relay) tellGrownWindow() {
+// tellGrownWindow keeps every agent's reconnect window at least half the
+// relay's: it tells ac, just added, the window now if its handshake's
+// was under half of it (others connected in between), and, when the
+// window has doubled since the relay last told them all, every agent
+// told less than half of it: agents that connected while the relay held
+// few learn that it holds many. Doubling bounds the telling: a relay
+// that grew to n connections told each at most about log2 n times, and
+// nothing runs while it does not grow.
+func (r *Relay) tellGrownWindow(ac *agentConn) {
 	w := r.reconnectWindow()
+	if w >= 2 && int(ac.window.Load())*2 < w {
+		ac.window.Store(int32(w))
+		go r.tellWindow(ac, w)
+	}
 	told := r.windowTold.Load()
 	if w < 2 || int32(w) < 2*told || !r.windowTold.CompareAndSwap(told, int32(w)) {
 		return
@@ -616,7 +622,9 @@ func (r *Relay) startTunnel(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, 
 		nc = &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)}
 	}
 	ac := &agentConn{clusterID: hs.ClusterID, agentID: hs.AgentID, remote: remote, since: time.Now()}
-	ac.window.Store(int32(window))
+	if window > 1 {
+		ac.window.Store(int32(window)) // what its agent was told
+	}
 	tracked := &connCloser{Conn: nc, lostAfter: min(r.cfg.PingTimeout, r.cfg.BusyPingTimeout), onClose: func(reason string) {
 		ac.closed.Store(true)
 		r.reg.remove(ac)
@@ -644,7 +652,7 @@ func (r *Relay) startTunnel(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, 
 		r.reg.remove(ac) // it died before it was added
 	}
 	log.Info("agent connected")
-	r.tellGrownWindow()
+	r.tellGrownWindow(ac)
 	return nil
 }
 
