@@ -207,7 +207,8 @@ func TestFleetDialContextReachesAnotherReplica(t *testing.T) {
 
 // A request crosses one peer hop at most: a replica that a stale view
 // sends a request to, and that holds no connection either, answers
-// instead of sending it on.
+// instead of sending it on; the client hears "not connected" once the
+// replica it reached has waited for the agent in vain.
 func TestFleetForwardsOnceAtMost(t *testing.T) {
 	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
 	a, va := startReplica(t, dir, fleet, fleet, echo, harnessOpts{noAgent: true})
@@ -220,7 +221,7 @@ func TestFleetForwardsOnceAtMost(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	assert.Contains(t, string(body), "is not connected to the relay")
-	assert.EqualValues(t, 1, a.relay.Stats().PeerForwarded)
+	assert.NotZero(t, a.relay.Stats().PeerForwarded, "asked, and asked again while waiting for the agent")
 	assert.EqualValues(t, 0, b.relay.Stats().PeerForwarded, "the second replica did not send it back")
 }
 
@@ -241,6 +242,41 @@ func TestFleetTriesAnotherHolderWhenOneIsDown(t *testing.T) {
 	st := a.relay.Stats()
 	assert.Greater(t, st.PeerForwarded, uint64(20), "some requests met the dead holder first and went on")
 	assert.Equal(t, st.PeerForwarded-20, st.PeerUnreachable, "each attempt at the dead holder counted as unreachable")
+}
+
+// A replica the directory still names for a cluster it holds no
+// connection of any more (the agent left it a moment ago, or it
+// restarted) says so to the replica asking, which goes on to the
+// cluster's holder: while the cluster is connected, no request and no
+// upgrade is answered "not connected".
+func TestFleetGoesPastAStaleHolder(t *testing.T) {
+	both := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			upgradeEcho(w, r)
+			return
+		}
+		echo(w, r)
+	})
+	dir, fleet := &memDirectory{}, newPeerPKI(t, "fleet peer CA")
+	a, va := startReplica(t, dir, fleet, fleet, both, harnessOpts{noAgent: true})
+	stale, vs := startReplica(t, dir, fleet, fleet, both, harnessOpts{noAgent: true})
+	startReplica(t, dir, fleet, fleet, both, harnessOpts{})
+	va.extra = []string{vs.addr}
+
+	const n = 16
+	for range n {
+		resp, err := a.client().Get(a.url("/api/v1/pods"))
+		require.NoError(t, err)
+		assert.Equal(t, "/api/v1/pods", decode(t, resp).Path)
+	}
+	for range n {
+		conn, _, resp := dialUpgrade(t, a, "echo/1")
+		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+		conn.Close()
+	}
+	assert.Greater(t, a.relay.Stats().PeerForwarded, uint64(2*n), "some met the stale holder first and went on")
+	assert.Zero(t, a.relay.Stats().PeerUnreachable, "a replica that answers is not unreachable")
+	assert.Zero(t, stale.relay.Stats().StreamsOpened)
 }
 
 // Replicas take peer requests only from certificates of the fleet's CA:

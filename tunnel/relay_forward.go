@@ -250,14 +250,15 @@ func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade, fromPeer
 		return r.viaPeer(holders, id, out, upgrade)
 	}
 	if !upgrade {
-		return r.roundTrip(id, out, fromPeer)
+		resp, err := r.roundTrip(id, out, fromPeer)
+		return resp, peerNotHeld(err, fromPeer)
 	}
 	if out.Body != nil {
 		return nil, ErrUpgradeBody
 	}
 	stream, err := r.openStream(out.Context(), id, streamUpgrade)
 	if err != nil {
-		return nil, err
+		return nil, peerNotHeld(err, fromPeer)
 	}
 	resp, br, err := sendUpgrade(stream, out, r.cfg.UpgradeTimeout)
 	if err != nil {
@@ -274,6 +275,18 @@ func (r *Relay) roundTripCluster(id string, out *http.Request, upgrade, fromPeer
 	}
 	resp.Body = keepUpgrade(out.Context(), &upgradedBody{r: br, up: stream})
 	return resp, nil
+}
+
+// peerNotHeld is err as a replica answers another one: a cluster it holds
+// no connection for (the asker's view of the directory was stale: the
+// agent left it a moment ago, or the replica restarted) is
+// errNoLiveConn, so that the asker goes on to the cluster's other
+// holders instead of passing "not connected" to its client.
+func peerNotHeld(err error, fromPeer bool) error {
+	if fromPeer && errors.Is(err, ErrNotConnected) {
+		return errNoLiveConn
+	}
+	return err
 }
 
 // outgoing builds the request sent towards the agent: same method, headers

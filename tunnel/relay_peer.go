@@ -276,6 +276,7 @@ func (p *peers) close() {
 func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade bool) (*http.Response, error) {
 	a := newAttempt(out)
 	var errs []error
+	unreachable := false // whether a holder could not be asked at all
 	order, start := r.orderHolders(id, holders)
 	for i := range order {
 		peer := order[(start+i)%len(order)]
@@ -290,9 +291,9 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 			resp, err = r.peers.upgrade(req, peer)
 		} else {
 			resp, err = a.result(r.peers.roundTrip(req, peer, a.retryable))
-			if err == nil {
-				err = noLiveConn(resp)
-			}
+		}
+		if err == nil {
+			err = noLiveConn(resp)
 		}
 		if err == nil {
 			return resp, nil
@@ -305,6 +306,7 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 			// a replica answers errNoLiveConn.
 			errs = append(errs, fmt.Errorf("%s: %v", peer, err))
 		} else {
+			unreachable = true
 			r.stats.peerUnreachable.Add(1)
 			r.log.Warn("relay replica unreachable", "peer", peer, "cluster", id, "err", err)
 			errs = append(errs, fmt.Errorf("%s: %w", peer, err))
@@ -314,6 +316,11 @@ func (r *Relay) viaPeer(holders []string, id string, out *http.Request, upgrade 
 		}
 	}
 	err := fmt.Errorf("%w: %w", ErrPeerUnreachable, errors.Join(errs...))
+	if !unreachable {
+		// Every holder asked said it holds no connection now: the
+		// directory had not caught up with the agent.
+		err = fmt.Errorf("%w: %w", ErrNotConnected, errors.Join(errs...))
+	}
 	if !upgrade && a.again(err) {
 		// Every holder failed it: the cluster's connections may have
 		// gone dark, and its agent's new ones be anywhere, here too.
@@ -337,8 +344,9 @@ func peerRequest(out *http.Request, id, peer string) *http.Request {
 
 // errNoLiveConn is a replica's answer to another replica's retry (or to
 // a request whose attempt failed there) when none of the cluster's
-// connections it holds was heard from lately: the asking replica looks
-// elsewhere. It is answered as 503 with headerNoLiveConn.
+// connections it holds was heard from lately, and to any request of
+// another replica for a cluster it holds no connection of: the asking
+// replica looks elsewhere. It is answered as 503 with headerNoLiveConn.
 var errNoLiveConn = errors.New("tunnel: no connection of the cluster heard from lately on that replica")
 
 // noLiveConn turns a replica's errNoLiveConn answer back into the error,
