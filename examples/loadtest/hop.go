@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -340,6 +341,14 @@ func saveProfile(base string, secs int, file string) {
 	io.Copy(f, resp.Body)
 }
 
+// ratios formats rs as a range.
+func ratios(rs []float64) string {
+	if len(rs) == 1 {
+		return fmt.Sprintf("%.2f", rs[0])
+	}
+	return fmt.Sprintf("%.2f–%.2f", slices.Min(rs), slices.Max(rs))
+}
+
 // download fetches u once and returns its speed in MB/s.
 func download(client *http.Client, u string) (float64, error) {
 	start := time.Now()
@@ -365,8 +374,8 @@ func hop(o options) error {
 	if o.profileDir != "" {
 		o.rounds = 1 // a profile covers one stretch of time
 	}
-	if o.rounds < 1 {
-		return errors.New("-rounds must be at least 1")
+	if o.rounds < 1 || o.downloads < 1 {
+		return errors.New("-rounds and -downloads must be at least 1")
 	}
 	dir, err := os.MkdirTemp("", "loadtest-hop-")
 	if err != nil {
@@ -501,23 +510,43 @@ func hop(o options) error {
 		fmt.Printf("  %-12s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, t.errs)
 		fmt.Printf("                per request: %s\n", costs(o, p.name, t.relay, t.agent, t.self, func(u usage) string { return u.perRequest(n) }))
 	}
-	var directMBs float64
-	for _, p := range paths {
-		relayBefore, agentBefore, selfBefore := usages()
-		mbs, err := download(client, p.base+"/large")
-		if err != nil {
-			return err
+	// Downloads take turns too, -downloads times each; the goal's ratios
+	// (relay against the front proxy and agent against the plain proxy
+	// per MB, the tunnel's rate against the two plain hops') are taken
+	// within each turn.
+	type dl struct {
+		mbs          float64
+		relay, agent usage
+	}
+	dls := make([][]dl, len(paths))
+	mb := float64(largeBody) / 1e6
+	for turn := range o.downloads {
+		for i, p := range paths {
+			relayBefore, agentBefore, selfBefore := usages()
+			mbs, err := download(client, p.base+"/large")
+			if err != nil {
+				return err
+			}
+			relayAfter, agentAfter, selfAfter := usages()
+			d := dl{mbs, relayAfter.since(relayBefore), agentAfter.since(agentBefore)}
+			dls[i] = append(dls[i], d)
+			// CPU per MB shows whether a path is bound by work or by
+			// waiting: a path whose processes together use less than
+			// both cores waits.
+			fmt.Printf("  download %-12s %5.0f MB/s = %.2f× direct; %s\n", p.name, mbs, mbs/dls[0][turn].mbs,
+				costs(o, p.name, d.relay, d.agent, selfAfter.since(selfBefore), func(u usage) string { return u.perMB(mb) }))
 		}
-		relayAfter, agentAfter, selfAfter := usages()
-		if p.name == "direct" {
-			directMBs = mbs
+	}
+	if relay != nil {
+		var relayR, agentR, rateR []float64
+		plain, tun := dls[2], dls[3]
+		for t := range o.downloads {
+			relayR = append(relayR, float64(tun[t].relay.cpu)/float64(plain[t].relay.cpu))
+			agentR = append(agentR, float64(tun[t].agent.cpu)/float64(plain[t].agent.cpu))
+			rateR = append(rateR, tun[t].mbs/plain[t].mbs)
 		}
-		fmt.Printf("  download %-12s %5.0f MB/s = %.2f× direct", p.name, mbs, mbs/directMBs)
-		// CPU per MB shows whether a path is bound by work or by waiting:
-		// a path whose processes together use less than both cores waits.
-		mb := float64(largeBody) / 1e6
-		fmt.Printf("; %s\n", costs(o, p.name, relayAfter.since(relayBefore), agentAfter.since(agentBefore), selfAfter.since(selfBefore),
-			func(u usage) string { return u.perMB(mb) }))
+		fmt.Printf("  downloads, tunnel against %s, turn by turn: relay CPU per MB %s× the front proxy's, agent %s× the plain proxy's, rate %s×\n",
+			plainHops, ratios(relayR), ratios(agentR), ratios(rateR))
 	}
 	if o.profileDir != "" {
 		// Downloads through the tunnel, one after another, while both
