@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
 // x/net's HTTP/2 server costs two hand-offs between goroutines for every
@@ -18,7 +20,10 @@ import (
 // logs -f) and small ones go through as they are written; a Flush sends
 // what is collected.
 const (
-	answerBuffer = 128 << 10
+	// answerBuffer is two of the DATA frames the relay takes, each four
+	// whole TLS records: collected writes are sent full, so that no
+	// frame but an answer's last ends in a record of its own.
+	answerBuffer = 2 * h2client.DataFrameSize
 	// maxAnswerBuffers is how many buffers an agent lends at once (16
 	// MiB): past it, answers are written through as before, so that many
 	// downloads whose clients stop reading hold no more of the agent.
@@ -67,16 +72,28 @@ func (b *bufferedAnswer) Write(p []byte) (int, error) {
 	if !b.sized {
 		return b.write(p)
 	}
-	if len(*b.buf)+len(p) > answerBuffer {
-		if err := b.send(); err != nil {
-			return 0, err
+	n := 0
+	for len(p) > 0 {
+		if len(*b.buf) == 0 && len(p) >= answerBuffer {
+			// Whole buffers' worth go as they are.
+			k, err := b.write(p[:len(p)/answerBuffer*answerBuffer])
+			n += k
+			if err != nil {
+				return n, err
+			}
+			p = p[k:]
+			continue
+		}
+		k := min(len(p), answerBuffer-len(*b.buf))
+		*b.buf = append(*b.buf, p[:k]...)
+		n, p = n+k, p[k:]
+		if len(*b.buf) == answerBuffer {
+			if err := b.send(); err != nil {
+				return n, err
+			}
 		}
 	}
-	if len(p) >= answerBuffer {
-		return b.write(p)
-	}
-	*b.buf = append(*b.buf, p...)
-	return len(p), nil
+	return n, nil
 }
 
 func (b *bufferedAnswer) write(p []byte) (int, error) {

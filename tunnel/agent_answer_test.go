@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -59,8 +60,9 @@ func TestOnlyLargeSizedAnswersAreCollected(t *testing.T) {
 	assert.Zero(t, lent.Load())
 }
 
-// Collected writes leave in order, in writes of at most answerBuffer
-// bytes, and a failed write fails every later one.
+// Collected writes leave in order, in writes of answerBuffer bytes (whole
+// frames of whole TLS records) but the last, and a failed write fails
+// every later one.
 func TestCollectedAnswerWrites(t *testing.T) {
 	var lent atomic.Int32
 	w := &countingResponse{ResponseWriter: httptest.NewRecorder()}
@@ -71,7 +73,21 @@ func TestCollectedAnswerWrites(t *testing.T) {
 	}
 	require.NoError(t, b.send())
 	assert.Equal(t, 1<<20, w.bytes)
-	assert.Equal(t, (1<<20)/answerBuffer, w.writes, "32 KiB writes left as %d KiB ones", answerBuffer>>10)
+	require.Len(t, w.sizes, (1<<20+answerBuffer-1)/answerBuffer, "32 KiB writes left as writes of %d bytes", answerBuffer)
+	for _, n := range w.sizes[:len(w.sizes)-1] {
+		assert.Equal(t, answerBuffer, n, "each write but the last is a full buffer: %v", w.sizes)
+	}
+	assert.Equal(t, 2*answerBuffer, w.sizes[0]+w.sizes[1], "two frames of four whole TLS records each")
+	assert.Equal(t, 8*h2client.TLSRecord, answerBuffer+2*9)
+
+	// A write of more than a buffer, with some collected: the buffer is
+	// filled and sent, whole buffers go as they are, the rest waits.
+	w.sizes = nil
+	b.Write(make([]byte, 100))
+	b.Write(make([]byte, 2*answerBuffer+50))
+	assert.Equal(t, []int{answerBuffer, answerBuffer}, w.sizes)
+	require.NoError(t, b.send())
+	assert.Equal(t, []int{answerBuffer, answerBuffer, 150}, w.sizes)
 
 	w.fail = errors.New("gone")
 	_, err := b.Write(make([]byte, answerBuffer))
@@ -85,15 +101,16 @@ func TestCollectedAnswerWrites(t *testing.T) {
 
 type countingResponse struct {
 	http.ResponseWriter
-	writes, bytes int
-	fail          error
+	sizes []int // of each write
+	bytes int
+	fail  error
 }
 
 func (c *countingResponse) Write(p []byte) (int, error) {
 	if c.fail != nil {
 		return 0, c.fail
 	}
-	c.writes++
+	c.sizes = append(c.sizes, len(p))
 	c.bytes += len(p)
 	return c.ResponseWriter.Write(p)
 }

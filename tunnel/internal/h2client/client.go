@@ -76,6 +76,23 @@ func NewConfig(s Settings) *Config {
 // WindowInUse is how much of the window budget grown windows hold now.
 func (c *Config) WindowInUse() int64 { return c.budget.inUse() }
 
+// wholeRecords is the largest DATA payload of at most max bytes whose
+// frame fills whole TLS records.
+func wholeRecords(max uint32) uint32 {
+	return (max+9)/TLSRecord*TLSRecord - 9
+}
+
+// TLSRecord is the most a TLS record carries. A connection's Write
+// seals and sends each record on its own, so a frame of a record and
+// nine bytes costs two records and two system calls: the project's DATA
+// frames are sized to fill whole records, header included.
+const TLSRecord = 16 << 10
+
+// DataFrameSize is the payload of the largest DATA frame the relay takes
+// from an agent (its SETTINGS_MAX_FRAME_SIZE): with its 9-byte header,
+// four whole TLS records.
+const DataFrameSize = 4*TLSRecord - 9
+
 const (
 	// maxFrameRead is the largest frame the relay takes from an agent:
 	// 64 KiB DATA frames made downloads 12-17 % faster than the 16 KiB
@@ -84,7 +101,7 @@ const (
 	// through the Framer, which keeps a read buffer as big as the
 	// largest frame it has read, so an agent's frames other than DATA
 	// are what that buffer may grow to.
-	maxFrameRead = 64 << 10
+	maxFrameRead = DataFrameSize
 	// maxFrameWrite is the largest frame the relay's client writes:
 	// its Framer keeps a write buffer as large as the largest frame
 	// it has written, so header blocks go in frames of at most HTTP/2's
@@ -517,7 +534,7 @@ func (cc *Conn) awaitSend(s *h2Stream, n int) (int, error) {
 			return 0, err
 		}
 		if s.sendWin > 0 && cc.connSend > 0 {
-			k := min(int64(n), s.sendWin, cc.connSend, int64(cc.peerFrame))
+			k := min(int64(n), s.sendWin, cc.connSend, int64(wholeRecords(cc.peerFrame)))
 			s.sendWin -= k
 			cc.connSend -= k
 			return int(k), nil

@@ -487,8 +487,10 @@ func TestLargeDataFramesArriveWhole(t *testing.T) {
 	cc, a := newFakeAgent(t, testH2Config(1<<20, 1<<20, 0))
 	got := send(t, cc, "/large")
 	id := a.request().StreamID
-	sizes := []int{16 << 10, 16<<10 + 1, 20000, 64 << 10, 3, 32 << 10}
-	pads := []int{0, 0, 255, 0, 0, 1}
+	// Whole pieces, tails kept as pieces (over half a piece) and tails
+	// copied, the largest frame the relay takes, with padding and without.
+	sizes := []int{16 << 10, 16<<10 + 1, 20000, DataFrameSize, 3, 32 << 10, 16<<10 + 9000, DataFrameSize - 300}
+	pads := []int{0, 0, 255, 0, 0, 1, 0, 255}
 	var want []byte
 	for i, n := range sizes {
 		for j := range n {
@@ -573,6 +575,38 @@ func TestConnectionKeepsNoFrameBufferAfterAnUpload(t *testing.T) {
 	per := int64(heapInUse()-before) / conns
 	t.Logf("heap per connection after an upload: %d bytes", per)
 	assert.Less(t, per, int64(48<<10))
+}
+
+// An upload's DATA frames, header included, fill whole TLS records but
+// the last (a frame one record and nine bytes long is two records and two
+// system calls), whatever frame size the agent allows.
+func TestUploadFramesFillWholeTLSRecords(t *testing.T) {
+	for _, maxFrame := range []uint32{16 << 10, 20000, 1 << 20} {
+		cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0), http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrame}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+		const size = 60 << 10 // within the connection's first window
+		got := make(chan *http.Response, 1)
+		go func() {
+			req, _ := http.NewRequest(http.MethodPost, "https://cluster/upload", bytes.NewReader(make([]byte, size)))
+			resp, err := cc.RoundTrip(req)
+			assert.NoError(t, err)
+			got <- resp
+		}()
+		id := a.request().StreamID
+		var frames []int
+		for n := 0; n < size; {
+			f := a.next(func(f http2.Frame) bool { _, ok := f.(*dataCopy); return ok }).(*dataCopy)
+			n += len(f.data)
+			frames = append(frames, len(f.data))
+		}
+		a.answer(id, true, ":status", "204")
+		resp := <-got
+		require.NotNil(t, resp)
+		resp.Body.Close()
+		for _, n := range frames[:len(frames)-1] {
+			assert.Zero(t, (n+9)%TLSRecord, "frames with the agent's limit at %d bytes: %v", maxFrame, frames)
+			assert.LessOrEqual(t, n, int(maxFrame))
+		}
+	}
 }
 
 // A request with a large header list leaves no large buffer behind

@@ -272,8 +272,8 @@ func (cc *Conn) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 	}
 	const piece = dataPiece
 	var pieces [][]byte
-	if size >= piece {
-		pieces = make([][]byte, 0, size/piece)
+	if size > piece/2 {
+		pieces = make([][]byte, 0, (size+piece-1)/piece)
 	}
 	handed := false // to the stream, which puts them back
 	defer func() {
@@ -290,10 +290,21 @@ func (cc *Conn) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 			return err, nil
 		}
 	}
-	tail := getChunk(piece)[:size]
-	defer putChunk(tail)
-	if _, err := io.ReadFull(cc.br, tail); err != nil {
-		return err, nil
+	var tail []byte
+	if size > piece/2 {
+		// Most of a piece (a frame of DataFrameSize ends in one): kept
+		// as it is read, not copied again.
+		p := getChunk(piece)[:size]
+		pieces = append(pieces, p)
+		if _, err := io.ReadFull(cc.br, p); err != nil {
+			return err, nil
+		}
+	} else if size > 0 {
+		tail = getChunk(piece)[:size]
+		defer putChunk(tail)
+		if _, err := io.ReadFull(cc.br, tail); err != nil {
+			return err, nil
+		}
 	}
 	if _, err := cc.br.Discard(pad); err != nil {
 		return err, nil

@@ -304,8 +304,13 @@ func (s *h2Stream) sendErr() error {
 func (s *h2Stream) writeBody(contentLength int64) {
 	bp := bodyBufs.Get().(*[]byte)
 	defer bodyBufs.Put(bp)
-	buf := *bp
 	cc := s.cc
+	// Reads of whole frames: a read's last frame then fills whole TLS
+	// records too.
+	cc.mu.Lock()
+	frame := int(wholeRecords(min(cc.peerFrame, 2*TLSRecord)))
+	cc.mu.Unlock()
+	buf := (*bp)[:len(*bp)/frame*frame]
 	var sent int64
 	for {
 		n, rerr := s.body.Read(buf)
@@ -362,7 +367,9 @@ func (s *h2Stream) writeBody(contentLength int64) {
 	}
 }
 
-var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// bodyBufs hold what a request body's Read gives, one DATA frame of two
+// whole TLS records at most.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 2*TLSRecord-9); return &b }}
 
 // h2Body is an answer's body: it reads the stream.
 type h2Body struct{ s *h2Stream }
