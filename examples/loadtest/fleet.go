@@ -65,7 +65,7 @@ func (b *fleetBench) close() {
 	os.RemoveAll(b.dir)
 }
 
-func startFleetBench(replicas, clusters, etcdMembers int) (*fleetBench, error) {
+func startFleetBench(replicas, clusters, etcdMembers, reconnectRate int) (*fleetBench, error) {
 	b := &fleetBench{}
 	var err error
 	if b.dir, err = os.MkdirTemp("", "loadtest-fleet-"); err != nil {
@@ -136,7 +136,7 @@ func startFleetBench(replicas, clusters, etcdMembers int) (*fleetBench, error) {
 			"-agents", filepath.Join(b.dir, "agents.json"), "-insecure-skip-client-auth", "-log-format", "json",
 			"-etcd-endpoints", strings.Join(b.etcd.Endpoints(), ","), "-replica-id", fmt.Sprintf("r%d", i),
 			"-peer-listen", peer, "-peer-cert", cert, "-peer-key", key, "-peer-ca", filepath.Join(b.dir, "peer-ca.crt"),
-			"-max-client-conns", "100000")
+			"-max-client-conns", "100000", "-reconnect-rate", strconv.Itoa(reconnectRate))
 		logf, err := os.Create(filepath.Join(b.dir, fmt.Sprintf("relay-%d.log", i)))
 		if err != nil {
 			return fail(err)
@@ -186,8 +186,13 @@ func (b *fleetBench) agentConns() (total int, per []int) {
 }
 
 // startAgents starts n agents with conns connections each, dialing
-// through dial (a replica, or the balancer), dialRate a second.
-func (b *fleetBench) startAgents(n, conns, dialRate int, relay func(i int) string) {
+// through dial (a replica, or the balancer), dialRate a second; fast,
+// they dial again within 2 s, else with the agent's default backoff.
+func (b *fleetBench) startAgents(n, conns, dialRate int, fast bool, relay func(i int) string) {
+	var minBackoff, maxBackoff time.Duration
+	if fast {
+		minBackoff, maxBackoff = 200*time.Millisecond, 2*time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
 	tick := time.NewTicker(time.Second / time.Duration(max(dialRate, 1)))
@@ -197,7 +202,7 @@ func (b *fleetBench) startAgents(n, conns, dialRate int, relay func(i int) strin
 			RelayURL: "https://" + relay(i), ClusterID: clusterName(i), Credential: tunnel.SecretCredential(secret),
 			Handler: handler(newBroadcaster()), TLSConfig: &tls.Config{RootCAs: b.roots}, Connections: conns,
 			Proxy:      func(*http.Request) (*url.URL, error) { return nil, nil },
-			MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second,
+			MinBackoff: minBackoff, MaxBackoff: maxBackoff,
 		})
 		if err != nil {
 			panic(err)
@@ -235,13 +240,13 @@ func (b *fleetBench) etcdClient() (*clientv3.Client, error) {
 // fleetScenario measures a fleet of three replicas: the peer hop's
 // latency, and what SIGKILLing a replica under load costs.
 func fleetScenario(o options) error {
-	b, err := startFleetBench(3, o.agents, o.etcdMembers)
+	b, err := startFleetBench(3, o.agents, o.etcdMembers, o.reconnectRate)
 	if err != nil {
 		return err
 	}
 	defer b.close()
 	start := time.Now()
-	b.startAgents(o.agents, 2, o.dialRate, func(int) string { return b.lb.addr() })
+	b.startAgents(o.agents, 2, o.dialRate, true, func(int) string { return b.lb.addr() })
 	if err := b.waitAgents(2*o.agents, 5*time.Minute); err != nil {
 		return err
 	}
@@ -390,7 +395,7 @@ func readHolders(cli *clientv3.Client) (map[string][]string, int, error) {
 // three replicas in turn, and measures etcd writes per agent and what the
 // directory costs a replica.
 func fleetScale(o options) error {
-	b, err := startFleetBench(3, o.agents, o.etcdMembers)
+	b, err := startFleetBench(3, o.agents, o.etcdMembers, o.reconnectRate)
 	if err != nil {
 		return err
 	}
@@ -406,7 +411,8 @@ func fleetScale(o options) error {
 	}
 	baseRSS := rssOfAll(b.replicas)
 	start := time.Now()
-	b.startAgents(o.agents, 1, o.dialRate, func(i int) string { return b.addrs[i%3] })
+	// The agents' own backoff, as a fleet restart meets it.
+	b.startAgents(o.agents, 1, o.dialRate, false, func(i int) string { return b.addrs[i%3] })
 	if err := b.waitAgents(o.agents, 10*time.Minute); err != nil {
 		return err
 	}
@@ -450,6 +456,100 @@ func fleetScale(o options) error {
 	for i := range rss {
 		fmt.Printf("replica r%d: RSS %s with ~%d agents (%s before)\n", i, kib(rss[i]), o.agents/3, kib(baseRSS[i]))
 	}
+	return fleetRestart(b, cli, o.agents)
+}
+
+// directoryEntries counts the directory's cluster entries on the leases
+// of replicas in the fleet now (live) and on others (stale: a dead
+// replica's, until its lease expires). Keys, as etcddir lays them out:
+// <prefix>replicas/<replica> and <prefix>clusters/<cluster>/<replica>,
+// each on its replica's lease.
+func directoryEntries(cli *clientv3.Client) (live, stale int, err error) {
+	resp, err := cli.Get(context.Background(), etcddir.DefaultPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, 0, err
+	}
+	leases := map[int64]bool{}
+	for _, kv := range resp.Kvs {
+		if strings.HasPrefix(string(kv.Key), etcddir.DefaultPrefix+"replicas/") {
+			leases[kv.Lease] = true
+		}
+	}
+	for _, kv := range resp.Kvs {
+		if !strings.HasPrefix(string(kv.Key), etcddir.DefaultPrefix+"clusters/") {
+			continue
+		}
+		if leases[kv.Lease] {
+			live++
+		} else {
+			stale++
+		}
+	}
+	return live, stale, nil
+}
+
+// fleetRestart SIGKILLs every replica at once and starts them again, as
+// a fleet whose nodes all went down comes back, and reports how long the
+// agents took to come back and the directory to converge (one entry per
+// cluster, on a replica holding it: the dead replicas' entries gone with
+// their leases) and what that cost etcd in write revisions per agent.
+func fleetRestart(b *fleetBench, cli *clientv3.Client, agents int) error {
+	before, err := cli.Get(context.Background(), "/")
+	if err != nil {
+		return err
+	}
+	for _, c := range b.replicas {
+		c.Process.Signal(syscall.SIGKILL)
+		c.Wait()
+	}
+	down := time.Now()
+	for i, c := range b.replicas {
+		next := exec.Command(c.Path, c.Args[1:]...)
+		next.Stdout, next.Stderr = c.Stdout, c.Stderr
+		if err := next.Start(); err != nil {
+			return err
+		}
+		b.replicas[i] = next
+	}
+	for _, m := range b.metrics {
+		if err := waitHTTP("http://"+m+"/healthz", time.Minute); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("\nall 3 replicas SIGKILLed and started again; serving after %s\n", time.Since(down).Round(time.Millisecond))
+	var connected time.Duration
+	for {
+		total, per := b.agentConns()
+		if connected == 0 && total >= agents {
+			connected = time.Since(down)
+			fmt.Printf("every agent connected again after %s %v\n", connected.Round(time.Millisecond), per)
+		}
+		live, stale, err := directoryEntries(cli)
+		if err != nil {
+			return err
+		}
+		if connected > 0 && live == agents && stale == 0 {
+			break
+		}
+		if time.Since(down) > 10*time.Minute {
+			return fmt.Errorf("the directory did not converge in 10 minutes: %d agent connections, %d entries on live leases, %d on dead ones", total, live, stale)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	converged := time.Since(down)
+	after, err := cli.Get(context.Background(), "/")
+	if err != nil {
+		return err
+	}
+	writes := after.Header.Revision - before.Header.Revision
+	fmt.Printf("directory converged after %s (one entry per cluster, the old leases' gone): %d etcd write revisions, %.2f per agent\n",
+		converged.Round(time.Millisecond), writes, float64(writes)/float64(agents))
+	var timeouts int
+	for i := range b.replicas {
+		log, _ := os.ReadFile(filepath.Join(b.dir, fmt.Sprintf("relay-%d.log", i)))
+		timeouts += strings.Count(string(log), "TLS handshake error")
+	}
+	fmt.Printf("TLS handshake errors in the replicas' logs, both runs: %d\n", timeouts)
 	return nil
 }
 

@@ -65,6 +65,7 @@ func register(fs *flag.FlagSet) *flags {
 	fs.IntVar(&f.windowCap, "stream-window-limit", tunnel.DefaultStreamWindowLimit, "how far one response's window grows while its client reads faster than the window lets the agent send: a cap on one download's speed over long round trips (a window per round trip)")
 	cli.BoundVar(fs, &t.StreamWindowBudget, "stream-window-budget", tunnel.DefaultStreamWindowBudget, relay.Unlimited, "windows never grow", "`bytes` all grown windows may hold together beyond -stream-window each: what clients that read fast and then stop can pin in all")
 	cli.BoundVar(fs, &c.MaxClientConns, "max-client-conns", relay.DefaultMaxClientConns, relay.Unlimited, "no bound", "client `connections` open at once, before any request is read; past it new ones are reset; an agent's connection leaves it once the agent is accepted; the same bound holds on the agent and peer listeners")
+	fs.IntVar(&t.ReconnectRate, "reconnect-rate", tunnel.DefaultReconnectRate, "agent handshakes a second this relay can take: after it restarts its agents come back spread over (agents it held / this) seconds, as it tells them when they connect")
 	cli.BoundVar(fs, &t.MaxConnsPerCluster, "max-conns-per-cluster", tunnel.DefaultMaxConnsPerCluster, relay.Unlimited, "no bound", "tunnel `connections` one cluster's agents may hold at once; past it a handshake gets 429 and the agent retries later")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", relay.DefaultMaxHeaderBytes, "largest request header a client may send; the relay holds this much per connection while a caller sends it")
 	cli.BoundVar(fs, &c.ClientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, relay.Unlimited, "the kernel's autotuning", "kernel send buffer per client connection in `bytes`: what a client that stops reading holds in the kernel, and a cap on one connection's speed over long round trips")
@@ -115,6 +116,8 @@ func (f *flags) check() error {
 		return errors.New("-stream-window must be between 16 KiB and 16 MiB")
 	case f.windowCap < f.streamWindow || f.windowCap > 64<<20:
 		return errors.New("-stream-window-limit must be between -stream-window and 64 MiB")
+	case c.Tunnel.ReconnectRate < 1:
+		return errors.New("-reconnect-rate must be at least 1 (agent handshakes a second)")
 	case c.PolicyFile != "" && c.InsecureSkipClientAuth:
 		return errors.New("give -access-policy or -insecure-skip-client-auth, not both")
 	case c.PolicyFile == "" && !c.InsecureSkipClientAuth:

@@ -151,6 +151,7 @@ func TestRelayRefusesBadWindowFlags(t *testing.T) {
 		{"-stream-window-limit 1073741824", "-stream-window-limit must be between -stream-window and 64 MiB"},
 		{"-stream-window-budget -1", "-stream-window-budget must not be negative"},
 		{"-max-conns-per-cluster -1", "-max-conns-per-cluster must not be negative (0: no bound)"},
+		{"-reconnect-rate 0", "-reconnect-rate must be at least 1 (agent handshakes a second)"},
 	} {
 		args := append([]string{"-listen", freeAddr(t), "-self-signed", "-self-signed-dir", filepath.Join(dir, "state"),
 			"-agents", agentsFile, "-insecure-skip-client-auth"}, strings.Fields(tt.args)...)
