@@ -487,10 +487,10 @@ func TestLargeDataFramesArriveWhole(t *testing.T) {
 	cc, a := newFakeAgent(t, testH2Config(1<<20, 1<<20, 0))
 	got := send(t, cc, "/large")
 	id := a.request().StreamID
-	// Whole pieces, tails kept as pieces (over half a piece) and tails
+	// Whole pieces, tails kept as pieces (15 KiB and more) and tails
 	// copied, the largest frame the relay takes, with padding and without.
-	sizes := []int{16 << 10, 16<<10 + 1, 20000, DataFrameSize, 3, 32 << 10, 16<<10 + 9000, DataFrameSize - 300}
-	pads := []int{0, 0, 255, 0, 0, 1, 0, 255}
+	sizes := []int{16 << 10, 16<<10 + 1, 20000, DataFrameSize, 3, 32 << 10, 16<<10 + 15900, DataFrameSize - 300, 15<<10 - 1, 15 << 10}
+	pads := []int{0, 0, 255, 0, 0, 1, 0, 255, 0, 3}
 	var want []byte
 	for i, n := range sizes {
 		for j := range n {
@@ -515,6 +515,46 @@ func TestLargeDataFramesArriveWhole(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(want, body), "the body arrived changed")
 	resp.Body.Close()
+}
+
+// What an agent's DATA makes a stream's buffer hold is at most twice its
+// bytes and one piece, whatever the frames' sizes (whole 16 KiB pieces
+// are read straight into pieces of their own; a frame's tail is copied
+// into the room there is, or, nearly a piece long, kept as read); frames
+// of DataFrameSize waste almost nothing.
+func TestStreamBufferRoom(t *testing.T) {
+	for _, frame := range []int{16<<10 + 4097, 16<<10 + 8000, DataFrameSize, 3000, 1} {
+		cc, a := newFakeAgent(t, testH2Config(1<<20, 1<<20, 0))
+		got := send(t, cc, "/x")
+		id := a.request().StreamID
+		a.answer(id, false, ":status", "200")
+		resp := <-got
+		require.NotNil(t, resp)
+		n := min(12, (512<<10)/frame)
+		for range n {
+			a.data(id, make([]byte, frame), false)
+		}
+		// The relay acknowledges SETTINGS once it has read every frame
+		// sent before them.
+		a.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
+		a.next(func(f http2.Frame) bool { _, ok := f.(*settingsAck); return ok })
+		cc.mu.Lock()
+		s := cc.streams[id]
+		cc.mu.Unlock()
+		s.mu.Lock()
+		held, room := s.buf.len, 0
+		for _, p := range s.buf.parts {
+			room += cap(p)
+		}
+		s.mu.Unlock()
+		require.Equal(t, n*frame, held)
+		assert.LessOrEqual(t, room, 2*held+dataPiece, "%d frames of %d bytes", n, frame)
+		if frame == DataFrameSize {
+			assert.LessOrEqual(t, room, held+held/1000, "frames of whole records waste almost nothing")
+		}
+		t.Logf("%d frames of %d bytes: %d bytes held in %d of room", n, frame, held, room)
+		resp.Body.Close()
+	}
 }
 
 // A connection that carried a download keeps nothing the size of its

@@ -246,8 +246,8 @@ func (r *connReader) Discard(n int) (int, error) {
 // connection that carried one download would hold 64 KiB for as long as
 // it lives. And a payload's whole 16 KiB pieces can be read straight into
 // pieces of the stream's buffer, a copy less; the rest of a frame is
-// copied into it, so that a stream's buffer wastes no more room than it
-// would otherwise.
+// copied into it unless it nearly fills a piece, so that a stream's
+// buffer wastes little more room than it would otherwise.
 const dataPiece = 16 << 10
 
 // readData reads a DATA frame, whose header is fh, and hands it to its
@@ -272,7 +272,11 @@ func (cc *Conn) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 	}
 	const piece = dataPiece
 	var pieces [][]byte
-	if size > piece/2 {
+	// A tail nearly a piece long (a frame of DataFrameSize ends in one
+	// of 16,375 bytes) is kept as read, not copied again: it would have
+	// taken a piece of its own all the same.
+	const keepTail = piece - piece/16
+	if size >= keepTail {
 		pieces = make([][]byte, 0, (size+piece-1)/piece)
 	}
 	handed := false // to the stream, which puts them back
@@ -291,9 +295,7 @@ func (cc *Conn) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 		}
 	}
 	var tail []byte
-	if size > piece/2 {
-		// Most of a piece (a frame of DataFrameSize ends in one): kept
-		// as it is read, not copied again.
+	if size >= keepTail {
 		p := getChunk(piece)[:size]
 		pieces = append(pieces, p)
 		if _, err := io.ReadFull(cc.br, p); err != nil {

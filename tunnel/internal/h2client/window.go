@@ -91,8 +91,11 @@ type chunks struct {
 }
 
 // chunkSizes are the pieces a stream's data is kept in: small enough that
-// a stream wastes at most one piece's room (a 64 KiB window never holds
-// more than 80 KiB), large enough to copy in few pieces.
+// a stream's pieces hold at most twice its bytes and one piece (a frame's
+// whole pieces are read into pieces of their own, after a piece its
+// predecessor's tail may have left part-empty; TestStreamBufferRoom),
+// and almost no more than its bytes when frames are of DataFrameSize; large enough
+// to copy in few pieces.
 var chunkSizes = [...]int{1 << 10, 4 << 10, 16 << 10}
 
 var chunkPools [len(chunkSizes)]sync.Pool
