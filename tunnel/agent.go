@@ -666,8 +666,8 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 					w.WriteHeader(http.StatusOK)
 					return
 				case streamWindow:
-					if secs, err := strconv.Atoi(r.Header.Get(HeaderReconnectWindow)); err == nil && secs > 0 {
-						tc.window.Store(int64(min(time.Duration(secs)*time.Second, maxReconnectWindow)))
+					if w := reconnectWindowOf(r.Header); w > 0 {
+						tc.window.Store(int64(w))
 					}
 					w.WriteHeader(http.StatusOK)
 					return

@@ -21,11 +21,16 @@ func (b *backoff) next() time.Duration {
 		ceiling = b.base << b.attempt
 	}
 	b.attempt++
+	return b.uniform(ceiling)
+}
+
+// uniform is a wait uniform in (0, d].
+func (b *backoff) uniform(d time.Duration) time.Duration {
 	r := b.rand
 	if r == nil {
 		r = rand.Int64N
 	}
-	return time.Duration(r(int64(ceiling)) + 1)
+	return time.Duration(r(int64(d))) + 1
 }
 
 func (b *backoff) reset() { b.attempt = 0 }
@@ -39,11 +44,7 @@ func (b *backoff) reset() { b.attempt = 0 }
 func (b *backoff) afterLoss(window time.Duration) time.Duration {
 	wait := b.next()
 	if window > wait {
-		r := b.rand
-		if r == nil {
-			r = rand.Int64N
-		}
-		wait = time.Duration(r(int64(window))) + 1
+		wait = b.uniform(window)
 	}
 	return wait
 }

@@ -104,9 +104,7 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, replicaInfo, error) {
 	}
 	ri := replicaInfo{id: resp.Header.Get(HeaderReplica)}
 	ri.count, _ = strconv.Atoi(resp.Header.Get(HeaderReplicas))
-	if secs, err := strconv.Atoi(resp.Header.Get(HeaderReconnectWindow)); err == nil && secs > 0 {
-		ri.reconnectWindow = min(time.Duration(secs)*time.Second, maxReconnectWindow)
-	}
+	ri.reconnectWindow = reconnectWindowOf(resp.Header)
 	if br.Buffered() > 0 {
 		return &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(br, int64(br.Buffered())), conn)}, ri, nil
 	}
@@ -121,6 +119,16 @@ type replicaInfo struct {
 	// reconnectWindow is how long the relay asks its agents to spread
 	// their reconnects over when they all lose it (HeaderReconnectWindow).
 	reconnectWindow time.Duration
+}
+
+// reconnectWindowOf reads the reconnect window a relay says in h
+// (HeaderReconnectWindow), up to maxReconnectWindow; 0 if it says none.
+func reconnectWindowOf(h http.Header) time.Duration {
+	secs, err := strconv.Atoi(h.Get(HeaderReconnectWindow))
+	if err != nil || secs <= 0 {
+		return 0
+	}
+	return min(time.Duration(secs)*time.Second, maxReconnectWindow)
 }
 
 // readStatusMessage extracts the message of a Status body, or the start of

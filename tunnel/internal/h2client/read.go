@@ -272,9 +272,6 @@ func (cc *Conn) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 	}
 	const piece = dataPiece
 	var pieces [][]byte
-	// A tail nearly a piece long (a frame of DataFrameSize ends in one
-	// of 16,375 bytes) is kept as read, not copied again: it would have
-	// taken a piece of its own all the same.
 	const keepTail = piece - piece/16
 	if size >= keepTail {
 		pieces = make([][]byte, 0, (size+piece-1)/piece)
@@ -287,21 +284,19 @@ func (cc *Conn) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 			}
 		}
 	}()
-	for ; size >= piece; size -= piece {
-		p := getChunk(piece)[:piece]
+	// Whole pieces, and a tail nearly a piece long (a frame of
+	// DataFrameSize ends in one of 16,375 bytes), are read into pieces
+	// of their own: the tail would have taken one all the same.
+	for size >= keepTail {
+		p := getChunk(piece)[:min(size, piece)]
 		pieces = append(pieces, p)
 		if _, err := io.ReadFull(cc.br, p); err != nil {
 			return err, nil
 		}
+		size -= len(p)
 	}
 	var tail []byte
-	if size >= keepTail {
-		p := getChunk(piece)[:size]
-		pieces = append(pieces, p)
-		if _, err := io.ReadFull(cc.br, p); err != nil {
-			return err, nil
-		}
-	} else if size > 0 {
+	if size > 0 {
 		tail = getChunk(piece)[:size]
 		defer putChunk(tail)
 		if _, err := io.ReadFull(cc.br, tail); err != nil {
