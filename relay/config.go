@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,15 @@ const (
 	// move its agents, gives requests in flight to finish.
 	DefaultStopGrace = 3 * time.Second
 )
+
+// DefaultMaxHandshakes is Config.MaxHandshakes's default: half the
+// processors Go schedules on (GOMAXPROCS), at least one. A flood of TLS
+// handshakes then takes at most half the relay's cores, and requests
+// already admitted keep the rest: with 64 callers completing handshakes
+// as fast as they could, a user's requests waited half as long as
+// without a bound, and no fewer handshakes were completed
+// (BENCHMARKS.md). One core completes about 3,000 handshakes a second.
+func DefaultMaxHandshakes() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // RenewPath is where, under an access policy, a client presents a fresh
 // token for its open sessions of a cluster: POST RenewPath+clusterID (see
@@ -125,6 +135,12 @@ type Config struct {
 	// agent's connection leaves the bound once the agent is accepted.
 	// Default DefaultMaxClientConns; Unlimited lifts it.
 	MaxClientConns int
+	// MaxHandshakes bounds the TLS handshakes the clients' and the agents'
+	// listener each compute at once; past it, a connection whose
+	// ClientHello has arrived waits its turn
+	// (tunnel.ClientListenerConfig.MaxHandshakes). Default
+	// DefaultMaxHandshakes(); Unlimited lifts it.
+	MaxHandshakes int
 	// MaxHeaderBytes bounds a client's request header; default
 	// DefaultMaxHeaderBytes, at most tunnel.DefaultMaxHeaderBytes (what
 	// agents accept).

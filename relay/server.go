@@ -55,6 +55,7 @@ func newServer(cfg *Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("relay: MaxHeaderBytes must be at most %d, what agents accept", tunnel.DefaultMaxHeaderBytes)
 	}
 	c.MaxClientConns = cmp.Or(c.MaxClientConns, DefaultMaxClientConns)
+	c.MaxHandshakes = cmp.Or(c.MaxHandshakes, DefaultMaxHandshakes())
 	c.ClientSendBuffer = cmp.Or(c.ClientSendBuffer, tunnel.DefaultClientSendBuffer)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
 	c.StopGrace = cmp.Or(c.StopGrace, DefaultStopGrace)
@@ -247,7 +248,8 @@ func (s *Server) reload(path, what string, apply func([]byte) (int, error)) erro
 // bounds.
 func (s *Server) listen() error {
 	c := &s.cfg
-	bound := tunnel.ClientListenerConfig{WriteTimeout: c.Tunnel.WriteTimeout, MaxConns: max(c.MaxClientConns, 0)}
+	bound := tunnel.ClientListenerConfig{WriteTimeout: c.Tunnel.WriteTimeout, MaxConns: max(c.MaxClientConns, 0),
+		MaxHandshakes: max(c.MaxHandshakes, 0)}
 	open := func(ln net.Listener, addr, which string) (net.Listener, error) {
 		if ln == nil {
 			var err error
@@ -408,7 +410,7 @@ func (s *Server) clientServer(front http.Handler) (*http.Server, error) {
 		IdleTimeout: 90 * time.Second,
 		// Under the agents' limit, so what the relay accepts they accept.
 		MaxHeaderBytes: s.cfg.MaxHeaderBytes,
-		TLSConfig:      s.cfg.TLSConfig,
+		TLSConfig:      tunnel.LimitHandshakes(s.cfg.TLSConfig),
 		// A client's stalled upload must not hold the whole connection's
 		// window: the per-connection buffer is many per-stream ones.
 		// An HTTP/2 client that stops reading altogether loses its
@@ -435,7 +437,7 @@ func (s *Server) serveAgents(ctx context.Context) {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		TLSConfig:         s.cfg.TLSConfig, // ServeTLS works on a copy
+		TLSConfig:         tunnel.LimitHandshakes(s.cfg.TLSConfig),
 		// The handshake is an HTTP/1.1 Upgrade; agents offer nothing else.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}

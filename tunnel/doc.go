@@ -59,7 +59,9 @@
 // On the internet, wrap the listener with [ClientListener] to bound the
 // connections held before any request is read; an agent's connection
 // leaves that bound once its handshake is accepted, and
-// [RelayConfig.MaxConnsPerCluster] bounds agents instead. To keep callers
+// [RelayConfig.MaxConnsPerCluster] bounds agents instead. Its
+// MaxHandshakes, with the server's tls.Config through [LimitHandshakes],
+// bounds the TLS handshakes computed at once. To keep callers
 // who fill the clients' places from holding agents off too, serve
 // [Relay.AgentHandler] and [Relay.ClusterHandler] on listeners of their
 // own.

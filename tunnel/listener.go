@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -43,6 +44,18 @@ type ClientListenerConfig struct {
 	// from coming back (RelayConfig.MaxConnsPerCluster bounds agents).
 	MaxConns  int
 	OnRefused func()
+
+	// MaxHandshakes bounds the TLS handshakes computed at once on this
+	// listener's connections; past it, a connection whose whole
+	// ClientHello has arrived waits its turn, first come first served,
+	// until its read deadline (an HTTP server's handshake timeout). A
+	// connection that has sent nothing, or part of a ClientHello, takes
+	// no place. A handshake is the most a caller can make a relay compute
+	// before it shows a credential; bounded, a flood of them leaves the
+	// relay's other cores to the requests it already carries. Zero means
+	// no bound. It takes effect through the server's tls.Config passed
+	// through [LimitHandshakes].
+	MaxHandshakes int
 }
 
 // ClientListener wraps the listener a relay serves its clients on, for
@@ -52,8 +65,12 @@ type ClientListenerConfig struct {
 // than closed gracefully, so the kernel drops the bytes its client never
 // read at once.
 func ClientListener(ln net.Listener, c ClientListenerConfig) net.Listener {
-	return &clientListener{Listener: ln, cfg: c,
+	l := &clientListener{Listener: ln, cfg: c,
 		userTimeout: int(orDefault(c.WriteTimeout, DefaultWriteTimeout).Milliseconds())}
+	if c.MaxHandshakes > 0 {
+		l.handshakes = make(chan struct{}, c.MaxHandshakes)
+	}
+	return l
 }
 
 type clientListener struct {
@@ -61,6 +78,7 @@ type clientListener struct {
 	cfg         ClientListenerConfig
 	userTimeout int // milliseconds
 	open        atomic.Int64
+	handshakes  chan struct{} // a place per handshake computed; nil: no bound
 }
 
 func (l *clientListener) Accept() (net.Conn, error) {
@@ -88,7 +106,11 @@ func (l *clientListener) Accept() (net.Conn, error) {
 			tc.SetWriteBuffer(l.cfg.SendBuffer)
 		}
 		setUserTimeout(tc, l.userTimeout)
-		return &clientConn{TCPConn: tc, l: l}, nil
+		cc := &clientConn{TCPConn: tc, l: l}
+		if l.handshakes != nil {
+			cc.closed = make(chan struct{})
+		}
+		return cc, nil
 	}
 }
 
@@ -99,9 +121,28 @@ type clientConn struct {
 	l        *clientListener
 	timedOut atomic.Bool
 	once     sync.Once
+
+	// Under MaxHandshakes (else closed is nil): the read deadline in
+	// force (UnixNano, 0 for none), whether the handshake holds a place,
+	// and a channel closed by Close.
+	readDeadline atomic.Int64
+	handshake    atomic.Int32 // handshakeNone, handshakeHeld, handshakeDone
+	closed       chan struct{}
+	closeOnce    sync.Once
 }
 
+const (
+	handshakeNone = iota
+	handshakeHeld
+	handshakeDone
+)
+
 func (c *clientConn) Write(p []byte) (int, error) {
+	// A TLS server's first write answers the ClientHello, once the
+	// handshake's costly part (key exchange, signature) is done.
+	if c.handshake.Load() == handshakeHeld {
+		c.giveBackHandshake()
+	}
 	n, err := c.TCPConn.Write(p)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.timedOut.Store(true)
@@ -115,7 +156,99 @@ func (c *clientConn) Close() error {
 	}
 	err := c.TCPConn.Close()
 	c.leaveBound()
+	if c.closed != nil {
+		c.closeOnce.Do(func() { close(c.closed) })
+		c.giveBackHandshake()
+	}
 	return err
+}
+
+// SetDeadline and SetReadDeadline note the read deadline, which bounds
+// how long a handshake waits for its place.
+func (c *clientConn) SetDeadline(t time.Time) error {
+	c.noteReadDeadline(t)
+	return c.TCPConn.SetDeadline(t)
+}
+
+func (c *clientConn) SetReadDeadline(t time.Time) error {
+	c.noteReadDeadline(t)
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+func (c *clientConn) noteReadDeadline(t time.Time) {
+	if c.closed == nil {
+		return
+	}
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	c.readDeadline.Store(ns)
+}
+
+// ErrHandshakeWait is the error of a TLS handshake that found no place
+// under ClientListenerConfig.MaxHandshakes before its deadline.
+var ErrHandshakeWait = errors.New("tunnel: no place for the TLS handshake before its deadline: too many at once")
+
+// waitHandshake takes a place for c's handshake, waiting for one until
+// ctx ends, c's read deadline passes or c is closed.
+func (c *clientConn) waitHandshake(ctx context.Context) error {
+	if c.handshake.Load() != handshakeNone {
+		return nil // a second ClientHello, after a HelloRetryRequest
+	}
+	select {
+	case c.l.handshakes <- struct{}{}:
+	default:
+		var expired <-chan time.Time
+		if d := c.readDeadline.Load(); d != 0 {
+			t := time.NewTimer(time.Until(time.Unix(0, d)))
+			defer t.Stop()
+			expired = t.C
+		}
+		select {
+		case c.l.handshakes <- struct{}{}:
+		case <-expired:
+			return ErrHandshakeWait
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-c.closed:
+			return net.ErrClosed
+		}
+	}
+	if !c.handshake.CompareAndSwap(handshakeNone, handshakeHeld) {
+		<-c.l.handshakes // closed meanwhile
+		return net.ErrClosed
+	}
+	return nil
+}
+
+// giveBackHandshake gives c's handshake place back, once.
+func (c *clientConn) giveBackHandshake() {
+	if c.handshake.Swap(handshakeDone) == handshakeHeld {
+		<-c.l.handshakes
+	}
+}
+
+// LimitHandshakes returns a copy of cfg under which a connection from a
+// ClientListener with MaxHandshakes waits for a place before its
+// handshake is computed: at GetConfigForClient, once its whole
+// ClientHello has arrived. Other connections are not delayed. cfg's own
+// GetConfigForClient, if any, runs after the wait.
+func LimitHandshakes(cfg *tls.Config) *tls.Config {
+	c := cfg.Clone()
+	next := cfg.GetConfigForClient
+	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if cc, ok := hello.Conn.(*clientConn); ok && cc.closed != nil {
+			if err := cc.waitHandshake(hello.Context()); err != nil {
+				return nil, err
+			}
+		}
+		if next != nil {
+			return next(hello)
+		}
+		return nil, nil
+	}
+	return c
 }
 
 // leaveBound gives c's place under MaxConns back, once.

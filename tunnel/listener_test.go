@@ -1,11 +1,14 @@
 package tunnel_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -171,4 +175,142 @@ func TestClientListenerRefusesConnectionsPastItsBound(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "served", string(got))
 	assert.Empty(t, refused, "nothing else was refused")
+}
+
+// handshakeServer serves TLS handshakes on a ClientListener bounded to
+// max at once, each with deadline to complete; inside counts the
+// handshakes being computed, held in GetConfigForClient until gate
+// gives each leave to go on. Each handshake's server-side error is sent
+// on errs.
+type handshakeServer struct {
+	addr   string
+	roots  *x509.CertPool
+	inside atomic.Int32
+	most   atomic.Int32
+	gate   chan struct{}
+	errs   chan error
+}
+
+func serveHandshakes(t *testing.T, max int, deadline time.Duration) *handshakeServer {
+	t.Helper()
+	ca, err := pki.NewCA("handshake test CA")
+	require.NoError(t, err)
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
+	require.NoError(t, err)
+	cert, err := leaf.TLSCertificate()
+	require.NoError(t, err)
+	s := &handshakeServer{roots: ca.Pool(), gate: make(chan struct{}, 100), errs: make(chan error, 100)}
+	cfg := tunnel.LimitHandshakes(&tls.Config{Certificates: []tls.Certificate{cert},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			n := s.inside.Add(1)
+			for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
+			}
+			<-s.gate
+			s.inside.Add(-1)
+			return nil, nil
+		}})
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{MaxHandshakes: max}), cfg)
+	t.Cleanup(func() { ln.Close() })
+	s.addr = ln.Addr().String()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(deadline))
+				s.errs <- c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	return s
+}
+
+// handshake dials s and completes a TLS handshake, in the background.
+func (s *handshakeServer) handshake(t *testing.T) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		c, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.roots})
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	return done
+}
+
+func TestHandshakesAreBounded(t *testing.T) {
+	s := serveHandshakes(t, 2, time.Minute)
+	var clients []<-chan error
+	for range 6 {
+		clients = append(clients, s.handshake(t))
+	}
+	// Let one handshake through at a time once as many as may be are
+	// being computed: with no bound, all six would be at once.
+	for released := range 6 {
+		want := int32(min(2, 6-released))
+		require.Eventually(t, func() bool { return s.inside.Load() >= want }, 10*time.Second, time.Millisecond)
+		s.gate <- struct{}{}
+	}
+	for _, c := range clients {
+		require.NoError(t, <-c)
+		require.NoError(t, <-s.errs)
+	}
+	assert.Equal(t, int32(2), s.most.Load(), "handshakes computed at once")
+}
+
+func TestHandshakeBoundIgnoresWhatHasNotSentItsHello(t *testing.T) {
+	s := serveHandshakes(t, 1, time.Minute)
+	// Connections that send nothing, or half a ClientHello (a record
+	// header announcing 512 bytes, then 10 of them).
+	for i := range 3 {
+		c, err := net.Dial("tcp", s.addr)
+		require.NoError(t, err)
+		defer c.Close()
+		if i > 0 {
+			_, err = c.Write(append([]byte{22, 3, 1, 2, 0}, make([]byte, 10)...))
+			require.NoError(t, err)
+		}
+	}
+	s.gate <- struct{}{}
+	select {
+	case err := <-s.handshake(t):
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("a handshake waited behind connections that had not sent their ClientHello")
+	}
+}
+
+func TestHandshakeWaitEndsAtItsDeadline(t *testing.T) {
+	s := serveHandshakes(t, 1, time.Second)
+	first := s.handshake(t)
+	require.Eventually(t, func() bool { return s.inside.Load() == 1 }, 10*time.Second, time.Millisecond)
+	second := s.handshake(t)
+	assert.ErrorIs(t, recv(t, s.errs), tunnel.ErrHandshakeWait, "the second, past the bound until its deadline")
+	assert.Error(t, recv(t, second))
+
+	// The first goes on; its place is given back, and the next
+	// handshake takes it.
+	s.gate <- struct{}{}
+	recv(t, first)
+	recv(t, s.errs)
+	s.gate <- struct{}{}
+	require.NoError(t, recv(t, s.handshake(t)))
+	require.NoError(t, recv(t, s.errs))
+}
+
+// recv is what ch gives within 30 s: a handshake's end.
+func recv(t *testing.T, ch <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("no handshake ended within 30 s")
+		return nil
+	}
 }

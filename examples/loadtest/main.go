@@ -62,6 +62,7 @@ type options struct {
 	hold        time.Duration
 	stalled     int
 	flood       int
+	only        string
 	etcdMembers int
 	etcdDown    time.Duration
 	runs        int
@@ -91,6 +92,7 @@ func scenario(name string, args []string) error {
 	fs.DurationVar(&o.hold, "hold", 0, "idle: keep the agents connected this long, to profile the relay; restart: this long before the restart")
 	fs.IntVar(&o.stalled, "stalled", 1000, "stalled: downloads whose client stops reading, on one tunnel connection")
 	fs.IntVar(&o.flood, "flood", 4000, "floods: connections per flood")
+	fs.StringVar(&o.only, "only", "", "floods: run only the floods whose description contains this")
 	fs.IntVar(&o.etcdMembers, "etcd-members", 1, "fleet: etcd members; with 3, one is killed instead of stopping etcd")
 	fs.DurationVar(&o.etcdDown, "etcd-down", 30*time.Second, "fleet: how long etcd (or one member) is down")
 	fs.IntVar(&o.runs, "runs", 30, "signin: plugin runs per case")

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/pki"
+	"github.com/clusterconnect/clusterconnect/relay"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
 
@@ -93,6 +94,7 @@ func serveRelay(args []string) error {
 // receive windows toward agents (0 for the defaults). It serves until the
 // process ends.
 func listenRelay(clusters int, listen, caDir string, sndbuf int, w windows) (*tunnel.Relay, net.Listener, error) {
+	handshakes := relay.DefaultMaxHandshakes() // as the relay binary bounds them
 	ca, err := pki.LoadOrCreateCA(caDir, "loadtest relay CA", 7*24*time.Hour)
 	if err != nil {
 		return nil, nil, err
@@ -118,7 +120,8 @@ func listenRelay(clusters int, listen, caDir string, sndbuf int, w windows) (*tu
 	if err != nil {
 		return nil, nil, err
 	}
-	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: sndbuf}), &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{SendBuffer: sndbuf, MaxHandshakes: handshakes}),
+		tunnel.LimitHandshakes(&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}))
 	srv := &http.Server{Handler: relay, ReadHeaderTimeout: 10 * time.Second,
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000, MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 32 << 20, WriteByteTimeout: tunnel.DefaultWriteTimeout}}
 	if err := tunnel.ConfigureServer(srv); err != nil {
