@@ -36,6 +36,9 @@ type Server struct {
 
 	reloads []func(context.Context) // file watchers Run starts
 	refused atomic.Uint64           // connections reset at a listener's bound
+	// handshakesExpired counts TLS handshakes whose wait for a place under
+	// MaxHandshakes ended at their deadline.
+	handshakesExpired atomic.Uint64
 	// authz is the access policy's front door, when the Server made it.
 	authz *access.Authorizer
 }
@@ -106,6 +109,10 @@ func newServer(cfg *Config) (_ *Server, err error) {
 		Name: "clusterconnect_relay_client_conns_refused_total",
 		Help: "Connections reset at accept, past the relay's bound on client connections (on the agents' listener too, when it has one).",
 	}, func() float64 { return float64(s.refused.Load()) }))
+	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "clusterconnect_relay_handshake_waits_expired_total",
+		Help: "TLS handshakes that waited for a place under the relay's bound on handshakes computed at once (-max-handshakes) until their deadline, and failed.",
+	}, func() float64 { return float64(s.handshakesExpired.Load()) }))
 	return s, nil
 }
 
@@ -259,6 +266,7 @@ func (s *Server) listen() error {
 		}
 		b := bound
 		b.OnRefused = s.onRefused(which)
+		b.OnHandshakeExpired = s.onHandshakeExpired(which)
 		if which == "client" {
 			b.SendBuffer = max(c.ClientSendBuffer, 0)
 		}
@@ -280,6 +288,17 @@ func (s *Server) onRefused(which string) func() {
 	return func() {
 		if n := s.refused.Add(1); n%1000 == 1 {
 			s.log.Warn(which+" connections at their bound; resetting new ones", "max", s.cfg.MaxClientConns, "refused", n)
+		}
+	}
+}
+
+// onHandshakeExpired counts a TLS handshake that found no place under
+// MaxHandshakes before its deadline, and says so now and then.
+func (s *Server) onHandshakeExpired(which string) func() {
+	return func() {
+		if n := s.handshakesExpired.Add(1); n%1000 == 1 {
+			s.log.Warn("TLS handshakes on the "+which+" listener waited past their deadline for a place; raise -max-handshakes if the relay's cores are not busy",
+				"max", s.cfg.MaxHandshakes, "expired", n)
 		}
 	}
 }

@@ -54,8 +54,11 @@ type ClientListenerConfig struct {
 	// before it shows a credential; bounded, a flood of them leaves the
 	// relay's other cores to the requests it already carries. Zero means
 	// no bound. It takes effect through the server's tls.Config passed
-	// through [LimitHandshakes].
-	MaxHandshakes int
+	// through [LimitHandshakes]. OnHandshakeExpired, if set, is called
+	// for each handshake whose wait ended at its deadline: many mean the
+	// bound is too low for the handshakes the listener is sent.
+	MaxHandshakes      int
+	OnHandshakeExpired func()
 }
 
 // ClientListener wraps the listener a relay serves its clients on, for
@@ -208,6 +211,9 @@ func (c *clientConn) waitHandshake(ctx context.Context) error {
 		select {
 		case c.l.handshakes <- struct{}{}:
 		case <-expired:
+			if c.l.cfg.OnHandshakeExpired != nil {
+				c.l.cfg.OnHandshakeExpired()
+			}
 			return ErrHandshakeWait
 		case <-ctx.Done():
 			return context.Cause(ctx)

@@ -183,12 +183,13 @@ func TestClientListenerRefusesConnectionsPastItsBound(t *testing.T) {
 // gives each leave to go on. Each handshake's server-side error is sent
 // on errs.
 type handshakeServer struct {
-	addr   string
-	roots  *x509.CertPool
-	inside atomic.Int32
-	most   atomic.Int32
-	gate   chan struct{}
-	errs   chan error
+	addr    string
+	roots   *x509.CertPool
+	inside  atomic.Int32
+	most    atomic.Int32
+	expired atomic.Int32 // OnHandshakeExpired's calls
+	gate    chan struct{}
+	errs    chan error
 }
 
 func serveHandshakes(t *testing.T, max int, deadline time.Duration) *handshakeServer {
@@ -211,7 +212,8 @@ func serveHandshakes(t *testing.T, max int, deadline time.Duration) *handshakeSe
 		}})
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{MaxHandshakes: max}), cfg)
+	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{MaxHandshakes: max,
+		OnHandshakeExpired: func() { s.expired.Add(1) }}), cfg)
 	t.Cleanup(func() { ln.Close() })
 	s.addr = ln.Addr().String()
 	go func() {
@@ -261,6 +263,7 @@ func TestHandshakesAreBounded(t *testing.T) {
 		require.NoError(t, <-s.errs)
 	}
 	assert.Equal(t, int32(2), s.most.Load(), "handshakes computed at once")
+	assert.Zero(t, s.expired.Load(), "no wait expired")
 }
 
 func TestHandshakeBoundIgnoresWhatHasNotSentItsHello(t *testing.T) {
@@ -292,6 +295,7 @@ func TestHandshakeWaitEndsAtItsDeadline(t *testing.T) {
 	second := s.handshake(t)
 	assert.ErrorIs(t, recv(t, s.errs), tunnel.ErrHandshakeWait, "the second, past the bound until its deadline")
 	assert.Error(t, recv(t, second))
+	assert.Equal(t, int32(1), s.expired.Load(), "OnHandshakeExpired")
 
 	// The first goes on; its place is given back, and the next
 	// handshake takes it.
