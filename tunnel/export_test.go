@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"net"
 	"net/http"
 	"runtime"
 	"time"
@@ -52,3 +53,7 @@ func ReconnectWindows(a *Agent) []time.Duration {
 	}
 	return out
 }
+
+// HandshakesWaiting is how many handshakes wait for a place under ln's
+// MaxHandshakes (ln from ClientListener).
+func HandshakesWaiting(ln net.Listener) int32 { return ln.(*clientListener).waiting.Load() }

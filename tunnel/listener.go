@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -50,7 +51,9 @@ type ClientListenerConfig struct {
 	// ClientHello has arrived waits its turn, first come first served,
 	// until its read deadline (an HTTP server's handshake timeout). A
 	// connection that has sent nothing, or part of a ClientHello, takes
-	// no place. A handshake is the most a caller can make a relay compute
+	// no place; one the server asks for another ClientHello (a
+	// HelloRetryRequest) gives its place back meanwhile and waits again
+	// once the second has arrived whole. A handshake is the most a caller can make a relay compute
 	// before it shows a credential; bounded, a flood of them leaves the
 	// relay's other cores to the requests it already carries. Zero means
 	// no bound. It takes effect through the server's tls.Config passed
@@ -82,6 +85,7 @@ type clientListener struct {
 	userTimeout int // milliseconds
 	open        atomic.Int64
 	handshakes  chan struct{} // a place per handshake computed; nil: no bound
+	waiting     atomic.Int32  // handshakes waiting for a place
 }
 
 func (l *clientListener) Accept() (net.Conn, error) {
@@ -129,22 +133,46 @@ type clientConn struct {
 	// force (UnixNano, 0 for none), whether the handshake holds a place,
 	// and a channel closed by Close.
 	readDeadline atomic.Int64
-	handshake    atomic.Int32 // handshakeNone, handshakeHeld, handshakeDone
+	handshake    atomic.Int32 // handshakeNone, handshakeHeld, handshakeRetry, handshakeDone
 	closed       chan struct{}
 	closeOnce    sync.Once
+	retry        helloScan // the second ClientHello, after a HelloRetryRequest
 }
 
 const (
-	handshakeNone = iota
-	handshakeHeld
+	handshakeNone  = iota
+	handshakeHeld  // computing, in a place
+	handshakeRetry // asked the client for another ClientHello, and gave the place back
 	handshakeDone
 )
 
+// Read takes a place for a handshake the server asked to begin again
+// (HelloRetryRequest), once the client's whole second ClientHello has
+// arrived: the server computes the handshake on it before its next
+// write, so that a client that makes the server ask again is bounded
+// as every other, and one that then sends nothing holds no place.
+func (c *clientConn) Read(p []byte) (int, error) {
+	n, err := c.TCPConn.Read(p)
+	if n > 0 && c.handshake.Load() == handshakeRetry && c.retry.feed(p[:n]) {
+		if werr := c.waitHandshake(context.Background(), handshakeRetry); werr != nil {
+			return 0, werr
+		}
+	}
+	return n, err
+}
+
 func (c *clientConn) Write(p []byte) (int, error) {
 	// A TLS server's first write answers the ClientHello, once the
-	// handshake's costly part (key exchange, signature) is done.
+	// handshake's costly part (key exchange, signature) is done; or asks
+	// for another ClientHello, before any of it.
 	if c.handshake.Load() == handshakeHeld {
-		c.giveBackHandshake()
+		if isHelloRetryRequest(p) {
+			if c.handshake.CompareAndSwap(handshakeHeld, handshakeRetry) {
+				<-c.l.handshakes
+			}
+		} else {
+			c.giveBackHandshake()
+		}
 	}
 	n, err := c.TCPConn.Write(p)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
@@ -193,11 +221,12 @@ func (c *clientConn) noteReadDeadline(t time.Time) {
 // under ClientListenerConfig.MaxHandshakes before its deadline.
 var ErrHandshakeWait = errors.New("tunnel: no place for the TLS handshake before its deadline: too many at once")
 
-// waitHandshake takes a place for c's handshake, waiting for one until
-// ctx ends, c's read deadline passes or c is closed.
-func (c *clientConn) waitHandshake(ctx context.Context) error {
-	if c.handshake.Load() != handshakeNone {
-		return nil // a second ClientHello, after a HelloRetryRequest
+// waitHandshake takes a place for c's handshake, in state from
+// (handshakeNone or handshakeRetry), waiting for one until ctx ends, c's
+// read deadline passes or c is closed.
+func (c *clientConn) waitHandshake(ctx context.Context, from int32) error {
+	if c.handshake.Load() != from {
+		return nil
 	}
 	select {
 	case c.l.handshakes <- struct{}{}:
@@ -208,6 +237,8 @@ func (c *clientConn) waitHandshake(ctx context.Context) error {
 			defer t.Stop()
 			expired = t.C
 		}
+		c.l.waiting.Add(1)
+		defer c.l.waiting.Add(-1)
 		select {
 		case c.l.handshakes <- struct{}{}:
 		case <-expired:
@@ -221,7 +252,7 @@ func (c *clientConn) waitHandshake(ctx context.Context) error {
 			return net.ErrClosed
 		}
 	}
-	if !c.handshake.CompareAndSwap(handshakeNone, handshakeHeld) {
+	if !c.handshake.CompareAndSwap(from, handshakeHeld) {
 		<-c.l.handshakes // closed meanwhile
 		return net.ErrClosed
 	}
@@ -245,7 +276,7 @@ func LimitHandshakes(cfg *tls.Config) *tls.Config {
 	next := cfg.GetConfigForClient
 	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		if cc, ok := hello.Conn.(*clientConn); ok && cc.closed != nil {
-			if err := cc.waitHandshake(hello.Context()); err != nil {
+			if err := cc.waitHandshake(hello.Context(), handshakeNone); err != nil {
 				return nil, err
 			}
 		}
@@ -255,6 +286,71 @@ func LimitHandshakes(cfg *tls.Config) *tls.Config {
 		return nil, nil
 	}
 	return c
+}
+
+// helloRetryRequestRandom is the Random of a ServerHello that is a
+// HelloRetryRequest (RFC 8446, section 4.1.3).
+var helloRetryRequestRandom = []byte{
+	0xCF, 0x21, 0xAD, 0x74, 0xE5, 0x9A, 0x61, 0x11, 0xBE, 0x1D, 0x8C, 0x02, 0x1E, 0x65, 0xB8, 0x91,
+	0xC2, 0xA2, 0x11, 0x16, 0x7A, 0xBB, 0x8C, 0x5E, 0x07, 0x9E, 0x09, 0xE2, 0xC8, 0xA8, 0x33, 0x9C,
+}
+
+// isHelloRetryRequest reports whether p begins with a handshake record
+// holding a HelloRetryRequest: record header (5 bytes), ServerHello's
+// type and length (4), legacy version (2), then the Random.
+func isHelloRetryRequest(p []byte) bool {
+	return len(p) >= 43 && p[0] == 22 && p[5] == 2 && bytes.Equal(p[11:43], helloRetryRequestRandom)
+}
+
+// helloScan follows the TLS records a client sends after a
+// HelloRetryRequest (a ChangeCipherSpec it may send first, then its
+// ClientHello, in as many records as it likes) until the whole
+// ClientHello has arrived.
+type helloScan struct {
+	hdr     [5]byte // the record header being read
+	hdrN    int
+	left    int // bytes of the current record's payload still to come
+	msg     [4]byte
+	msgN    int // bytes of the handshake message's header read
+	msgLeft int // bytes of its body still to come, once msgN is 4
+}
+
+// feed reads b and reports whether the ClientHello is whole.
+func (h *helloScan) feed(b []byte) bool {
+	for len(b) > 0 {
+		if h.left == 0 {
+			k := copy(h.hdr[h.hdrN:], b)
+			h.hdrN += k
+			b = b[k:]
+			if h.hdrN < len(h.hdr) {
+				return false
+			}
+			h.hdrN = 0
+			h.left = int(h.hdr[3])<<8 | int(h.hdr[4])
+			continue
+		}
+		k := min(h.left, len(b))
+		if h.hdr[0] == 22 { // handshake
+			body := b[:k]
+			if h.msgN < len(h.msg) {
+				m := copy(h.msg[h.msgN:], body)
+				h.msgN += m
+				body = body[m:]
+				if h.msgN == len(h.msg) {
+					h.msgLeft = int(h.msg[1])<<16 | int(h.msg[2])<<8 | int(h.msg[3])
+				}
+			}
+			if h.msgN == len(h.msg) {
+				h.msgLeft -= min(h.msgLeft, len(body))
+				if h.msgLeft == 0 {
+					return true
+				}
+			}
+		}
+		h.left -= k
+		b = b[k:]
+	}
+	return false
 }
 
 // leaveBound gives c's place under MaxConns back, once.

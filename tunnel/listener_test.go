@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -179,8 +180,8 @@ func TestClientListenerRefusesConnectionsPastItsBound(t *testing.T) {
 
 // handshakeServer serves TLS handshakes on a ClientListener bounded to
 // max at once, each with deadline to complete; inside counts the
-// handshakes being computed, held in GetConfigForClient until gate
-// gives each leave to go on. Each handshake's server-side error is sent
+// handshakes being computed, held in GetCertificate until a send on
+// gate lets one of them go on. Each handshake's server-side error is sent
 // on errs.
 type handshakeServer struct {
 	addr    string
@@ -188,11 +189,12 @@ type handshakeServer struct {
 	inside  atomic.Int32
 	most    atomic.Int32
 	expired atomic.Int32 // OnHandshakeExpired's calls
+	bounded net.Listener // the ClientListener under the TLS
 	gate    chan struct{}
 	errs    chan error
 }
 
-func serveHandshakes(t *testing.T, max int, deadline time.Duration) *handshakeServer {
+func serveHandshakes(t *testing.T, max int, deadline time.Duration, curves ...tls.CurveID) *handshakeServer {
 	t.Helper()
 	ca, err := pki.NewCA("handshake test CA")
 	require.NoError(t, err)
@@ -200,20 +202,24 @@ func serveHandshakes(t *testing.T, max int, deadline time.Duration) *handshakeSe
 	require.NoError(t, err)
 	cert, err := leaf.TLSCertificate()
 	require.NoError(t, err)
-	s := &handshakeServer{roots: ca.Pool(), gate: make(chan struct{}, 100), errs: make(chan error, 100)}
-	cfg := tunnel.LimitHandshakes(&tls.Config{Certificates: []tls.Certificate{cert},
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	s := &handshakeServer{roots: ca.Pool(), gate: make(chan struct{}), errs: make(chan error, 100)}
+	// The certificate is chosen once the key exchange is computed, before
+	// the signature: while the handshake holds its place.
+	cfg := tunnel.LimitHandshakes(&tls.Config{
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			n := s.inside.Add(1)
 			for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
 			}
 			<-s.gate
 			s.inside.Add(-1)
-			return nil, nil
-		}})
+			return &cert, nil
+		},
+		CurvePreferences: curves})
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	ln := tls.NewListener(tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{MaxHandshakes: max,
-		OnHandshakeExpired: func() { s.expired.Add(1) }}), cfg)
+	s.bounded = tunnel.ClientListener(tcp, tunnel.ClientListenerConfig{MaxHandshakes: max,
+		OnHandshakeExpired: func() { s.expired.Add(1) }})
+	ln := tls.NewListener(s.bounded, cfg)
 	t.Cleanup(func() { ln.Close() })
 	s.addr = ln.Addr().String()
 	go func() {
@@ -234,10 +240,19 @@ func serveHandshakes(t *testing.T, max int, deadline time.Duration) *handshakeSe
 
 // handshake dials s and completes a TLS handshake, in the background.
 func (s *handshakeServer) handshake(t *testing.T) <-chan error {
+	return s.handshakeWith(&tls.Config{RootCAs: s.roots}, nil)
+}
+
+// handshakeWith dials s with cfg and completes a TLS handshake, in the
+// background, passing the connection's state to check.
+func (s *handshakeServer) handshakeWith(cfg *tls.Config, check func(tls.ConnectionState) error) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		c, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.roots})
+		c, err := tls.Dial("tcp", s.addr, cfg)
 		if err == nil {
+			if check != nil {
+				err = check(c.ConnectionState())
+			}
 			c.Close()
 		}
 		done <- err
@@ -266,6 +281,38 @@ func TestHandshakesAreBounded(t *testing.T) {
 	assert.Zero(t, s.expired.Load(), "no wait expired")
 }
 
+// A client whose key shares make the server ask for another ClientHello
+// (a HelloRetryRequest) gives its place back while that round trip goes,
+// and waits for one again once its second ClientHello has arrived whole:
+// a flood of such clients is bounded as any other.
+func TestHandshakeBoundHoldsAcrossAHelloRetry(t *testing.T) {
+	// A server that takes P-384 alone, which Go's clients list but send
+	// no key share for: each handshake is asked again.
+	s := serveHandshakes(t, 1, time.Minute, tls.CurveP384)
+	retried := func(cs tls.ConnectionState) error {
+		if cs.CurveID != tls.CurveP384 {
+			return fmt.Errorf("the key exchange is %v", cs.CurveID)
+		}
+		return nil
+	}
+	first := s.handshakeWith(&tls.Config{RootCAs: s.roots}, retried)
+	require.Eventually(t, func() bool { return s.inside.Load() == 1 }, 10*time.Second, time.Millisecond)
+	// The first holds its place again since its second ClientHello came:
+	// the next waits. (Without that, the next would take the place the
+	// first gave back, ask again, and be computed beside it.)
+	second := s.handshakeWith(&tls.Config{RootCAs: s.roots}, retried)
+	require.Eventually(t, func() bool { return tunnel.HandshakesWaiting(s.bounded) == 1 || s.inside.Load() > 1 },
+		10*time.Second, time.Millisecond)
+	assert.Equal(t, int32(1), s.inside.Load(), "handshakes computed at once")
+	s.gate <- struct{}{}
+	s.gate <- struct{}{}
+	for _, c := range []<-chan error{first, second} {
+		require.NoError(t, recv(t, c))
+		require.NoError(t, recv(t, s.errs))
+	}
+	assert.Equal(t, int32(1), s.most.Load(), "handshakes computed at once")
+}
+
 func TestHandshakeBoundIgnoresWhatHasNotSentItsHello(t *testing.T) {
 	s := serveHandshakes(t, 1, time.Minute)
 	// Connections that send nothing, or half a ClientHello (a record
@@ -279,13 +326,13 @@ func TestHandshakeBoundIgnoresWhatHasNotSentItsHello(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
-	s.gate <- struct{}{}
+	done := s.handshake(t)
 	select {
-	case err := <-s.handshake(t):
-		require.NoError(t, err)
+	case s.gate <- struct{}{}:
 	case <-time.After(30 * time.Second):
 		t.Fatal("a handshake waited behind connections that had not sent their ClientHello")
 	}
+	require.NoError(t, recv(t, done))
 }
 
 func TestHandshakeWaitEndsAtItsDeadline(t *testing.T) {
@@ -302,8 +349,9 @@ func TestHandshakeWaitEndsAtItsDeadline(t *testing.T) {
 	s.gate <- struct{}{}
 	recv(t, first)
 	recv(t, s.errs)
+	third := s.handshake(t)
 	s.gate <- struct{}{}
-	require.NoError(t, recv(t, s.handshake(t)))
+	require.NoError(t, recv(t, third))
 	require.NoError(t, recv(t, s.errs))
 }
 
