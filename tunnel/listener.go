@@ -136,7 +136,7 @@ type clientConn struct {
 	handshake    atomic.Int32 // handshakeNone, handshakeHeld, handshakeRetry, handshakeDone
 	closed       chan struct{}
 	closeOnce    sync.Once
-	retry        helloScan // the second ClientHello, after a HelloRetryRequest
+	retry        *helloScan // the second ClientHello, after a HelloRetryRequest
 }
 
 const (
@@ -167,6 +167,7 @@ func (c *clientConn) Write(p []byte) (int, error) {
 	// for another ClientHello, before any of it.
 	if c.handshake.Load() == handshakeHeld {
 		if isHelloRetryRequest(p) {
+			c.retry = new(helloScan) // read by the same goroutine, the handshake's
 			if c.handshake.CompareAndSwap(handshakeHeld, handshakeRetry) {
 				<-c.l.handshakes
 			}
