@@ -115,7 +115,7 @@ func (l *clientListener) Accept() (net.Conn, error) {
 		setUserTimeout(tc, l.userTimeout)
 		cc := &clientConn{TCPConn: tc, l: l}
 		if l.handshakes != nil {
-			cc.closed = make(chan struct{})
+			cc.turn = &handshakeTurn{closed: make(chan struct{})}
 		}
 		return cc, nil
 	}
@@ -128,12 +128,13 @@ type clientConn struct {
 	l        *clientListener
 	timedOut atomic.Bool
 	once     sync.Once
+	turn     *handshakeTurn // nil without MaxHandshakes
+}
 
-	// Under MaxHandshakes (else closed is nil): the read deadline in
-	// force (UnixNano, 0 for none), whether the handshake holds a place,
-	// and a channel closed by Close.
-	readDeadline atomic.Int64
-	handshake    atomic.Int32 // handshakeNone, handshakeHeld, handshakeRetry, handshakeDone
+// handshakeTurn is a connection's handshake under MaxHandshakes.
+type handshakeTurn struct {
+	readDeadline atomic.Int64 // in force, UnixNano; 0 for none
+	state        atomic.Int32 // handshakeNone, handshakeHeld, handshakeRetry, handshakeDone
 	closed       chan struct{}
 	closeOnce    sync.Once
 	retry        *helloScan // the second ClientHello, after a HelloRetryRequest
@@ -153,7 +154,7 @@ const (
 // as every other, and one that then sends nothing holds no place.
 func (c *clientConn) Read(p []byte) (int, error) {
 	n, err := c.TCPConn.Read(p)
-	if n > 0 && c.handshake.Load() == handshakeRetry && c.retry.feed(p[:n]) {
+	if t := c.turn; t != nil && n > 0 && t.state.Load() == handshakeRetry && t.retry.feed(p[:n]) {
 		if werr := c.waitHandshake(context.Background(), handshakeRetry); werr != nil {
 			return 0, werr
 		}
@@ -165,10 +166,10 @@ func (c *clientConn) Write(p []byte) (int, error) {
 	// A TLS server's first write answers the ClientHello, once the
 	// handshake's costly part (key exchange, signature) is done; or asks
 	// for another ClientHello, before any of it.
-	if c.handshake.Load() == handshakeHeld {
+	if t := c.turn; t != nil && t.state.Load() == handshakeHeld {
 		if isHelloRetryRequest(p) {
-			c.retry = new(helloScan) // read by the same goroutine, the handshake's
-			if c.handshake.CompareAndSwap(handshakeHeld, handshakeRetry) {
+			t.retry = new(helloScan) // read by the same goroutine, the handshake's
+			if t.state.CompareAndSwap(handshakeHeld, handshakeRetry) {
 				<-c.l.handshakes
 			}
 		} else {
@@ -188,8 +189,8 @@ func (c *clientConn) Close() error {
 	}
 	err := c.TCPConn.Close()
 	c.leaveBound()
-	if c.closed != nil {
-		c.closeOnce.Do(func() { close(c.closed) })
+	if t := c.turn; t != nil {
+		t.closeOnce.Do(func() { close(t.closed) })
 		c.giveBackHandshake()
 	}
 	return err
@@ -208,14 +209,14 @@ func (c *clientConn) SetReadDeadline(t time.Time) error {
 }
 
 func (c *clientConn) noteReadDeadline(t time.Time) {
-	if c.closed == nil {
+	if c.turn == nil {
 		return
 	}
 	var ns int64
 	if !t.IsZero() {
 		ns = t.UnixNano()
 	}
-	c.readDeadline.Store(ns)
+	c.turn.readDeadline.Store(ns)
 }
 
 // ErrHandshakeWait is the error of a TLS handshake that found no place
@@ -226,17 +227,18 @@ var ErrHandshakeWait = errors.New("tunnel: no place for the TLS handshake before
 // (handshakeNone or handshakeRetry), waiting for one until ctx ends, c's
 // read deadline passes or c is closed.
 func (c *clientConn) waitHandshake(ctx context.Context, from int32) error {
-	if c.handshake.Load() != from {
+	t := c.turn
+	if t.state.Load() != from {
 		return nil
 	}
 	select {
 	case c.l.handshakes <- struct{}{}:
 	default:
 		var expired <-chan time.Time
-		if d := c.readDeadline.Load(); d != 0 {
-			t := time.NewTimer(time.Until(time.Unix(0, d)))
-			defer t.Stop()
-			expired = t.C
+		if d := t.readDeadline.Load(); d != 0 {
+			timer := time.NewTimer(time.Until(time.Unix(0, d)))
+			defer timer.Stop()
+			expired = timer.C
 		}
 		c.l.waiting.Add(1)
 		defer c.l.waiting.Add(-1)
@@ -249,11 +251,11 @@ func (c *clientConn) waitHandshake(ctx context.Context, from int32) error {
 			return ErrHandshakeWait
 		case <-ctx.Done():
 			return context.Cause(ctx)
-		case <-c.closed:
+		case <-t.closed:
 			return net.ErrClosed
 		}
 	}
-	if !c.handshake.CompareAndSwap(from, handshakeHeld) {
+	if !t.state.CompareAndSwap(from, handshakeHeld) {
 		<-c.l.handshakes // closed meanwhile
 		return net.ErrClosed
 	}
@@ -262,7 +264,7 @@ func (c *clientConn) waitHandshake(ctx context.Context, from int32) error {
 
 // giveBackHandshake gives c's handshake place back, once.
 func (c *clientConn) giveBackHandshake() {
-	if c.handshake.Swap(handshakeDone) == handshakeHeld {
+	if c.turn.state.Swap(handshakeDone) == handshakeHeld {
 		<-c.l.handshakes
 	}
 }
@@ -276,7 +278,7 @@ func LimitHandshakes(cfg *tls.Config) *tls.Config {
 	c := cfg.Clone()
 	next := cfg.GetConfigForClient
 	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		if cc, ok := hello.Conn.(*clientConn); ok && cc.closed != nil {
+		if cc, ok := hello.Conn.(*clientConn); ok && cc.turn != nil {
 			if err := cc.waitHandshake(hello.Context(), handshakeNone); err != nil {
 				return nil, err
 			}
