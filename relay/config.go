@@ -135,9 +135,9 @@ type Config struct {
 	// agent's connection leaves the bound once the agent is accepted.
 	// Default DefaultMaxClientConns; Unlimited lifts it.
 	MaxClientConns int
-	// MaxHandshakes bounds the TLS handshakes the clients' and the agents'
-	// listener each compute at once; past it, a connection whose
-	// ClientHello has arrived waits its turn
+	// MaxHandshakes bounds the TLS handshakes the clients', the agents'
+	// and a fleet's peer listener each compute at once; past it, a
+	// connection whose ClientHello has arrived waits its turn
 	// (tunnel.ClientListenerConfig.MaxHandshakes). Default
 	// DefaultMaxHandshakes(); Unlimited lifts it.
 	MaxHandshakes int

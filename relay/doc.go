@@ -33,14 +33,15 @@
 //
 // # Listeners
 //
-// Each listener bounds the connections it holds before a request is read
-// (Config.MaxClientConns) and the TLS handshakes it computes at once
-// (Config.MaxHandshakes, half the cores), resets a connection whose
-// client stopped reading (Config.Tunnel.WriteTimeout, also
-// TCP_USER_TIMEOUT), bounds request headers and the time to send them,
-// and keeps idle connections 90 s at most. With Config.AgentListen agents have a listener of their
-// own, so that callers who fill the clients' places cannot keep agents
-// from reconnecting.
+// Each listener, a fleet's peer listener among them, bounds the
+// connections it holds before a request is read (Config.MaxClientConns)
+// and the TLS handshakes it computes at once (Config.MaxHandshakes, half
+// the cores), resets a connection whose client stopped reading
+// (Config.Tunnel.WriteTimeout, also TCP_USER_TIMEOUT), bounds request
+// headers and the time to send them, and keeps idle connections 90 s at
+// most. With Config.AgentListen agents have a listener of their own, so
+// that callers who fill the clients' places cannot keep agents from
+// reconnecting.
 //
 // # Fleet
 //

@@ -151,10 +151,12 @@ func newFleet(c *FleetConfig, log *slog.Logger) (f *fleet, err error) {
 // serve keeps the replica in the directory and serves other replicas
 // until ctx ends; then the directory entry goes (the lease is revoked), so
 // the others stop sending requests here, and left is closed. The peer
-// listener takes at most maxConns connections at once: TLS turns away
-// anyone without a peer certificate, but only after a handshake.
-func (f *fleet) serve(ctx context.Context, relay *tunnel.Relay, maxConns int, log *slog.Logger) (left <-chan struct{}, err error) {
-	srv := &http.Server{Handler: relay.PeerHandler(), TLSConfig: f.serverTLS, ReadHeaderTimeout: 10 * time.Second,
+// listener is bounded as the clients' is (bound: connections at once,
+// TLS handshakes computed at once): TLS turns away anyone without a peer
+// certificate, but only after a handshake, which the peer port computes
+// for whoever reaches it.
+func (f *fleet) serve(ctx context.Context, relay *tunnel.Relay, bound tunnel.ClientListenerConfig, log *slog.Logger) (left <-chan struct{}, err error) {
+	srv := &http.Server{Handler: relay.PeerHandler(), TLSConfig: tunnel.LimitHandshakes(f.serverTLS), ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: 90 * time.Second, MaxHeaderBytes: tunnel.DefaultMaxHeaderBytes}
 	// As on the clients' listener: each answer's headers leave with its
 	// body.
@@ -168,7 +170,7 @@ func (f *fleet) serve(ctx context.Context, relay *tunnel.Relay, maxConns int, lo
 		f.etcd.Close()
 	}()
 	go func() {
-		ln := tunnel.ClientListener(f.ln, tunnel.ClientListenerConfig{MaxConns: maxConns})
+		ln := tunnel.ClientListener(f.ln, bound)
 		if err := httpx.ServeUntil(ctx, srv, ln, 10*time.Second); err != nil {
 			log.Error("peer listener failed", "err", err)
 		}

@@ -255,8 +255,6 @@ func (s *Server) reload(path, what string, apply func([]byte) (int, error)) erro
 // bounds.
 func (s *Server) listen() error {
 	c := &s.cfg
-	bound := tunnel.ClientListenerConfig{WriteTimeout: c.Tunnel.WriteTimeout, MaxConns: max(c.MaxClientConns, 0),
-		MaxHandshakes: max(c.MaxHandshakes, 0)}
 	open := func(ln net.Listener, addr, which string) (net.Listener, error) {
 		if ln == nil {
 			var err error
@@ -264,13 +262,7 @@ func (s *Server) listen() error {
 				return nil, err
 			}
 		}
-		b := bound
-		b.OnRefused = s.onRefused(which)
-		b.OnHandshakeExpired = s.onHandshakeExpired(which)
-		if which == "client" {
-			b.SendBuffer = max(c.ClientSendBuffer, 0)
-		}
-		return tunnel.ClientListener(ln, b), nil
+		return tunnel.ClientListener(ln, s.bound(which)), nil
 	}
 	var err error
 	if c.AgentListen != "" || c.AgentListener != nil {
@@ -280,6 +272,18 @@ func (s *Server) listen() error {
 	}
 	s.ln, err = open(c.Listener, cmp.Or(c.Listen, DefaultListen), "client")
 	return err
+}
+
+// bound is the bounds of the listener named which ("client", "agent" or
+// "peer").
+func (s *Server) bound(which string) tunnel.ClientListenerConfig {
+	c := &s.cfg
+	b := tunnel.ClientListenerConfig{WriteTimeout: c.Tunnel.WriteTimeout, MaxConns: max(c.MaxClientConns, 0),
+		MaxHandshakes: max(c.MaxHandshakes, 0), OnRefused: s.onRefused(which), OnHandshakeExpired: s.onHandshakeExpired(which)}
+	if which == "client" {
+		b.SendBuffer = max(c.ClientSendBuffer, 0)
+	}
+	return b
 }
 
 // onRefused counts a connection reset at a listener's bound, and says so
@@ -344,7 +348,7 @@ func (s *Server) Run(ctx context.Context) error {
 	var left <-chan struct{} // closed once a replica has left the fleet
 	if s.fleet != nil {
 		var err error
-		if left, err = s.fleet.serve(ctx, s.relay, max(s.cfg.MaxClientConns, 0), s.log); err != nil {
+		if left, err = s.fleet.serve(ctx, s.relay, s.bound("peer"), s.log); err != nil {
 			return err
 		}
 	}

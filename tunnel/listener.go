@@ -53,9 +53,10 @@ type ClientListenerConfig struct {
 	// connection that has sent nothing, or part of a ClientHello, takes
 	// no place; one the server asks for another ClientHello (a
 	// HelloRetryRequest) gives its place back meanwhile and waits again
-	// once the second has arrived whole. A handshake is the most a caller can make a relay compute
-	// before it shows a credential; bounded, a flood of them leaves the
-	// relay's other cores to the requests it already carries. Zero means
+	// once the second has arrived whole. A handshake is the most a caller
+	// can make a relay compute before it shows a credential; bounded, a
+	// flood of them leaves the relay's other cores to the requests it
+	// already carries. Zero means
 	// no bound. It takes effect through the server's tls.Config passed
 	// through [LimitHandshakes]. OnHandshakeExpired, if set, is called
 	// for each handshake whose wait ended at its deadline: many mean the
