@@ -509,14 +509,25 @@ func (r *Relay) askToMove(ctx context.Context, c *agentConn) {
 }
 
 // control sends the agent of c a control stream with h, which it answers
-// at once.
+// at once. Its fields are never indexed: HPACK's table on a connection
+// begins with its first indexed field, and an idle agent's connection,
+// which carries nothing but control streams, has none to keep (about 1.2
+// KiB a connection; BENCHMARKS.md).
 func (r *Relay) control(ctx context.Context, c *agentConn, h http.Header) {
 	req := (&http.Request{Method: http.MethodConnect, URL: &url.URL{Host: "tunnel.invalid"}, Host: "tunnel.invalid",
 		Header: h}).WithContext(ctx)
+	fields, err := h2client.RequestFields(req)
+	if err != nil {
+		r.log.Debug("could not tell an agent", "cluster", c.clusterID, "stream", h.Get(headerStreamKind), "err", err)
+		return
+	}
+	for i := range fields {
+		fields[i].Sensitive = true
+	}
 	if !c.cc.ReserveNewRequest() {
 		return // going away already
 	}
-	resp, err := c.cc.RoundTrip(req)
+	resp, err := c.cc.RoundTripFields(req, fields)
 	if err != nil {
 		r.log.Debug("could not tell an agent", "cluster", c.clusterID, "stream", h.Get(headerStreamKind), "err", err)
 		return

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,10 @@ type relayStats struct {
 	HeapInuse   uint64 `json:"heapInuse"`
 	StackInuse  uint64 `json:"stackInuse"`
 	RSS         uint64 `json:"rss"`
+	// RSSReleased is RSS once the runtime has returned to the kernel
+	// all it freed (debug.FreeOSMemory): the difference is memory the
+	// runtime keeps for reuse, as much as GOGC allows.
+	RSSReleased uint64 `json:"rssReleased"`
 }
 
 // serveRelay is the child: a relay for clusters agent-00000…, on -listen
@@ -70,9 +75,12 @@ func serveRelay(args []string) error {
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
-		json.NewEncoder(w).Encode(relayStats{
+		st := relayStats{
 			Connections: len(relay.Conns()), Goroutines: runtime.NumGoroutine(), HeapInuse: m.HeapInuse, StackInuse: m.StackInuse, RSS: rss(),
-		})
+		}
+		debug.FreeOSMemory()
+		st.RSSReleased = rss()
+		json.NewEncoder(w).Encode(st)
 	}))
 	// The hop scenario's plain proxy in the relay's place, started once
 	// the agent child says where its own plain proxy is.

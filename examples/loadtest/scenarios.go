@@ -117,7 +117,9 @@ func idle(o options) error {
 	fmt.Printf("\nrelay with %d idle agents (after GC):\n", o.agents)
 	fmt.Printf("  %-22s %10s %12s %14s\n", "", "no agents", "all agents", "per agent")
 	fmt.Printf("  %-22s %10s %12s %11.1f KiB\n", "resident memory (RSS)", kib(base.RSS), kib(s.RSS), float64(s.RSS-base.RSS)/1024/n)
+	fmt.Printf("  %-22s %10s %12s %11.1f KiB\n", "RSS, freed returned", kib(base.RSSReleased), kib(s.RSSReleased), float64(s.RSSReleased-base.RSSReleased)/1024/n)
 	fmt.Printf("  %-22s %10s %12s %11.1f KiB\n", "Go heap in use", kib(base.HeapInuse), kib(s.HeapInuse), float64(s.HeapInuse-base.HeapInuse)/1024/n)
+	fmt.Printf("  %-22s %10s %12s %11.1f KiB\n", "goroutine stacks", kib(base.StackInuse), kib(s.StackInuse), float64(s.StackInuse-base.StackInuse)/1024/n)
 	fmt.Printf("  %-22s %10d %12d %14.2f\n", "goroutines", base.Goroutines, s.Goroutines, float64(s.Goroutines-base.Goroutines)/n)
 	return nil
 }
