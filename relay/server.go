@@ -107,7 +107,7 @@ func newServer(cfg *Config) (_ *Server, err error) {
 	}
 	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "clusterconnect_relay_client_conns_refused_total",
-		Help: "Connections reset at accept, past the relay's bound on client connections (on the agents' listener too, when it has one).",
+		Help: "Connections reset at accept, past the relay's bound on client connections (on the agents' listener and a fleet's peer listener too).",
 	}, func() float64 { return float64(s.refused.Load()) }))
 	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "clusterconnect_relay_handshake_waits_expired_total",
