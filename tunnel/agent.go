@@ -25,7 +25,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/hold"
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2server"
 )
 
 // AgentConfig configures an Agent. Zero fields take the defaults given.
@@ -537,8 +537,8 @@ func (a *Agent) upSignal() <-chan struct{} {
 // tunnelConn is one open tunnel connection, served as HTTP/2.
 type tunnelConn struct {
 	conn    net.Conn
-	tracked *connCloser  // conn: why it closed
-	base    *http.Server // for GOAWAY through Shutdown
+	tracked *connCloser    // conn: why it closed
+	srv     *h2server.Conn // the HTTP/2 server on conn
 	since   time.Time
 	done    chan struct{} // closed when serving ends
 	// replica is the fleet replica the connection reached, if the relay
@@ -587,22 +587,7 @@ func (a *Agent) watchBusy(tc *tunnelConn) {
 // done; reason says why, for the metrics.
 func (tc *tunnelConn) goAway(reason string) {
 	tc.tracked.setReason(reason)
-	// With no listeners or tracked connections, Shutdown only runs the
-	// HTTP/2 server's graceful-shutdown hook: GOAWAY, then close once the
-	// streams are done. The hook reaches only connections the HTTP/2
-	// server has begun to serve, and a connection opened a moment ago
-	// (one that spreading turns away at once) may not be yet: ask again
-	// for a while, until it is gone.
-	go func() {
-		for range 20 {
-			tc.base.Shutdown(context.Background())
-			select {
-			case <-tc.done:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
+	tc.srv.Shutdown()
 }
 
 func (tc *tunnelConn) wait(ctx context.Context) error {
@@ -634,12 +619,29 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 		}
 		a.stats.connClosed(reason)
 	}
-	tc.base = &http.Server{MaxHeaderBytes: a.cfg.MaxHeaderBytes, ErrorLog: log.New(io.Discard, "", 0)}
-	serve, err := a.h2Server(tc.base)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("tunnel: %w", err)
-	}
+	tc.srv = a.h2Server(tracked, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			switch r.Header.Get(headerStreamKind) {
+			case streamMove:
+				tc.moveOnce.Do(func() { close(tc.move) })
+				w.WriteHeader(http.StatusOK)
+				return
+			case streamFleet:
+				a.fleetSize(tc, r.Header.Get(HeaderReplicas))
+				w.WriteHeader(http.StatusOK)
+				return
+			case streamWindow:
+				if w := reconnectWindowOf(r.Header); w > 0 {
+					tc.window.Store(int64(w))
+				}
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+		}
+		tc.busy.Add(1)
+		defer tc.busy.Add(-1)
+		a.serveTunnel(w, r)
+	}))
 	a.mu.Lock()
 	select {
 	case <-a.closing:
@@ -654,29 +656,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 	go a.watchBusy(tc)
 	go func() {
 		defer close(tc.done)
-		serve(hold.NewConn(tracked, a.cfg.WriteTimeout, 0), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodConnect {
-				switch r.Header.Get(headerStreamKind) {
-				case streamMove:
-					tc.moveOnce.Do(func() { close(tc.move) })
-					w.WriteHeader(http.StatusOK)
-					return
-				case streamFleet:
-					a.fleetSize(tc, r.Header.Get(HeaderReplicas))
-					w.WriteHeader(http.StatusOK)
-					return
-				case streamWindow:
-					if w := reconnectWindowOf(r.Header); w > 0 {
-						tc.window.Store(int64(w))
-					}
-					w.WriteHeader(http.StatusOK)
-					return
-				}
-			}
-			tc.busy.Add(1)
-			defer tc.busy.Add(-1)
-			a.serveTunnel(w, r)
-		}))
+		tc.srv.Serve()
 		tracked.Close()
 		a.mu.Lock()
 		delete(a.conns, tc)

@@ -9,16 +9,15 @@ import (
 	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
-// x/net's HTTP/2 server costs two hand-offs between goroutines for every
-// write a handler makes past its 4 KiB buffer (to its serve loop, and to
-// a writer goroutine for a frame that large), and a reverse proxy, as the
-// agent's handler usually is, writes 32 KiB at a time. The agent collects
-// a large answer of known length into writes of answerBuffer bytes
-// instead: downloads 5-11 % faster through relay and agent in child
-// processes, agent CPU per MB 5-18 % lower (BENCHMARKS.md, "The agent
-// collects a large answer's writes"). Answers of unknown length (a watch,
-// logs -f) and small ones go through as they are written; a Flush sends
-// what is collected.
+// A reverse proxy, as the agent's handler usually is, writes 32 KiB at a
+// time: each write a DATA frame of its own, two TLS records and a
+// nine-byte third, and a write to the connection. The agent collects a
+// large answer of known length into writes of answerBuffer bytes instead,
+// two frames of whole records each (BENCHMARKS.md, "The agent collects a
+// large answer's writes", measured when x/net's server also cost two
+// hand-offs between goroutines per write). Answers of unknown length (a
+// watch, logs -f) and small ones go through as they are written; a Flush
+// sends what is collected.
 const (
 	// answerBuffer is two of the DATA frames the relay takes, each four
 	// whole TLS records: collected writes are sent full, so that no

@@ -1,36 +1,30 @@
-//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its ServeConn and NewClientConn on a connection the agent already holds are what the reversed roles need, and on Go 1.26 it is not a wrapper of net/http. This file is the only one of its side that names it. See PROTOCOL.md.
-
 package tunnel
 
 import (
-	"context"
 	"net"
 	"net/http"
 
-	"golang.org/x/net/http2"
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2server"
 )
 
 // The agent's side of the tunnel is an HTTP/2 server on a connection it
-// dialed. This is the agent's only use of x/net/http2, so that when that
-// dependency moves (Go 1.27 makes it a wrapper of net/http's HTTP/2), this
-// file is what changes.
+// dialed: the project's own (package h2server), which runs each
+// request's frames without x/net's serve loop and writer goroutine
+// (BENCHMARKS.md, "The agent's own HTTP/2 server").
 
-// h2Server configures HTTP/2 on base with the agent's limits and returns
-// the function that serves one tunnel connection with it until the
-// connection ends.
-func (a *Agent) h2Server(base *http.Server) (serve func(net.Conn, http.Handler), err error) {
-	h2 := &http2.Server{
+// h2Server returns the HTTP/2 server, with the agent's limits, that
+// serves h on conn once its Serve is called.
+func (a *Agent) h2Server(conn net.Conn, h http.Handler) *h2server.Conn {
+	return h2server.New(conn, &h2server.Config{
 		MaxConcurrentStreams:         a.cfg.MaxConcurrentStreams,
 		MaxUploadBufferPerStream:     a.cfg.MaxUploadBufferPerStream,
 		MaxUploadBufferPerConnection: a.cfg.MaxUploadBufferPerConnection,
-		ReadIdleTimeout:              a.cfg.PingInterval,
-		PingTimeout:                  a.cfg.PingTimeout,
-		WriteByteTimeout:             a.cfg.WriteTimeout,
-	}
-	if err := http2.ConfigureServer(base, h2); err != nil {
-		return nil, err
-	}
-	return func(conn net.Conn, h http.Handler) {
-		h2.ServeConn(conn, &http2.ServeConnOpts{Context: context.Background(), BaseConfig: base, Handler: h})
-	}, nil
+		// As net/http's servers count MaxHeaderBytes in HTTP/2: ten
+		// fields' overhead more, which relays configured against x/net's
+		// server expect.
+		MaxHeaderBytes: a.cfg.MaxHeaderBytes + 10*32,
+		PingInterval:   a.cfg.PingInterval,
+		PingTimeout:    a.cfg.PingTimeout,
+		WriteTimeout:   a.cfg.WriteTimeout,
+	}, h)
 }

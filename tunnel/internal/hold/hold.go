@@ -40,8 +40,8 @@ const (
 	frameHeaderLen    = 9
 )
 
-// Conn is a tunnel connection as the HTTP/2 server (agent) or client
-// (relay) writes to it. Reads and read deadlines go to the connection; a
+// Conn is a connection as an HTTP/2 client (the relay's, on a tunnel
+// connection) or server (the relay's, for its clients) writes to it. Reads and read deadlines go to the connection; a
 // write the timer sends has its own write timeout.
 type Conn struct {
 	net.Conn
