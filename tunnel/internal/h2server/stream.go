@@ -87,7 +87,7 @@ func (c *Conn) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	s := &stream{c: c, id: id, sendWin: c.initWin, recvWin: int64(c.cfg.MaxUploadBufferPerStream), cancel: cancel}
+	s := &stream{c: c, id: id, sendWin: c.initWin, recvWin: int64(c.cfg.MaxUploadBufferPerStream), cancel: cancel, recvDone: f.StreamEnded()}
 	s.body = &body{s: s}
 	s.body.cond.L = &s.body.mu
 	c.streams[id] = s
@@ -102,11 +102,6 @@ func (c *Conn) headers(f *http2.MetaHeadersFrame) error {
 	if err != nil {
 		c.resetStream(id, http2.ErrCodeProtocol)
 		return nil
-	}
-	if f.StreamEnded() {
-		c.mu.Lock()
-		s.recvDone = true
-		c.mu.Unlock()
 	}
 	go c.serve(s, req, 0)
 	return nil
@@ -596,6 +591,11 @@ func (w *responseWriter) sendHeader(end bool, first []byte) error {
 		}
 	}
 	w.declare()
+	if err := w.s.errLoad(); err != nil {
+		// Reset by the client, or the connection is gone: nothing goes.
+		w.err = err
+		return err
+	}
 	c := w.s.c
 	frame := c.peerFrameLoad()
 	err := c.write(func() error {
