@@ -1,4 +1,4 @@
-//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. This package is the relay side of the tunnel written on it; in package tunnel only agent_h2.go and relay_clients_h2.go name it. See PROTOCOL.md.
+//lint:file-ignore SA1019 x/net/http2 is the project's HTTP/2 implementation: its Framer and hpack are what the relay's client is written on, and on Go 1.26 it is not a wrapper of net/http. This package is the relay side of the tunnel written on it (tunnel/internal/h2server the agent side); in package tunnel only relay_clients_h2.go names it. See PROTOCOL.md.
 
 package h2client
 

@@ -9,6 +9,6 @@
 // goroutine, and a handler writes its frames to the connection itself,
 // under a lock, instead of handing each to a serve loop and a writer
 // goroutine; a small answer's HEADERS and DATA leave in one write. On
-// small requests through relay and agent that took a fifth of the agent's
-// CPU (BENCHMARKS.md, "The agent's own HTTP/2 server").
+// small requests through relay and agent that took about a sixth of the
+// agent's CPU (BENCHMARKS.md, "The agent's own HTTP/2 server").
 package h2server
