@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
 	"github.com/clusterconnect/clusterconnect/tunnel/internal/hold"
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -391,7 +392,7 @@ func (cc *Conn) RoundTripFields(req *http.Request, fields HeaderList) (*http.Res
 	for _, f := range fields {
 		cc.henc.WriteField(f)
 	}
-	err = cc.write(func() error { return cc.writeHeaders(s.id, body == nil, frameSize, cc.hbuf.Bytes()) })
+	err = cc.write(func() error { return h2frame.WriteHeaderBlock(cc.fr, s.id, body == nil, frameSize, cc.hbuf.Bytes()) })
 	cc.shrinkHeaderBuffer()
 	cc.wmu.Unlock()
 	if err != nil {
@@ -420,27 +421,6 @@ func (cc *Conn) unreserve() {
 	cc.mu.Unlock()
 }
 
-// writeHeaders writes a header block as HEADERS and CONTINUATION frames
-// of at most frameSize bytes. Under wmu.
-func (cc *Conn) writeHeaders(id uint32, endStream bool, frameSize int, block []byte) error {
-	first := true
-	for first || len(block) > 0 {
-		chunk := block[:min(len(block), frameSize)]
-		block = block[len(chunk):]
-		var err error
-		if first {
-			err = cc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: endStream, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			err = cc.fr.WriteContinuation(id, len(block) == 0, chunk)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // writeTrailers ends a request with its trailers.
 func (cc *Conn) writeTrailers(id uint32, trailer http.Header) error {
 	cc.wmu.Lock()
@@ -456,7 +436,7 @@ func (cc *Conn) writeTrailers(id uint32, trailer http.Header) error {
 			}
 		}
 	}
-	err := cc.write(func() error { return cc.writeHeaders(id, true, frameSize, cc.hbuf.Bytes()) })
+	err := cc.write(func() error { return h2frame.WriteHeaderBlock(cc.fr, id, true, frameSize, cc.hbuf.Bytes()) })
 	cc.shrinkHeaderBuffer()
 	return err
 }

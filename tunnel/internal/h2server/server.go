@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -498,27 +497,3 @@ func (c *Conn) ping() {
 type headerBuf struct{ b []byte }
 
 func (h *headerBuf) Write(p []byte) (int, error) { h.b = append(h.b, p...); return len(p), nil }
-
-// writeHeaderBlock writes a header block for id as HEADERS and as many
-// CONTINUATION frames as the client's frame size needs. Called under wmu.
-func (c *Conn) writeHeaderBlock(id uint32, end bool, block []byte, frame int) error {
-	first := true
-	for first || len(block) > 0 {
-		k := min(len(block), frame)
-		chunk := block[:k]
-		block = block[k:]
-		var err error
-		if first {
-			err = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: end, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			err = c.fr.WriteContinuation(id, len(block) == 0, chunk)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (c *Conn) String() string { return fmt.Sprintf("h2server.Conn(%s)", c.conn.RemoteAddr()) }

@@ -15,6 +15,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
 )
 
 // stream is one request and its answer. Its fields are under the
@@ -403,7 +405,7 @@ func (w *responseWriter) sendInformational(code int) {
 				c.encodeField(k, v)
 			}
 		}
-		return c.writeHeaderBlock(w.s.id, false, c.hbuf.b, frame)
+		return h2frame.WriteHeaderBlock(c.fr, w.s.id, false, frame, c.hbuf.b)
 	}, true)
 }
 
@@ -526,7 +528,7 @@ func (w *responseWriter) finish() {
 				c.encodeField(k, v)
 			}
 		}
-		return c.writeHeaderBlock(w.s.id, true, c.hbuf.b, frame)
+		return h2frame.WriteHeaderBlock(c.fr, w.s.id, true, frame, c.hbuf.b)
 	}, true)
 }
 
@@ -609,7 +611,7 @@ func (w *responseWriter) sendHeader(end bool, first []byte) error {
 				c.encodeField(k, v)
 			}
 		}
-		return c.writeHeaderBlock(w.s.id, end, c.hbuf.b, frame)
+		return h2frame.WriteHeaderBlock(c.fr, w.s.id, end, frame, c.hbuf.b)
 	}, false)
 	if err != nil {
 		w.err = err
