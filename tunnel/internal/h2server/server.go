@@ -177,7 +177,13 @@ func (c *Conn) Serve() {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				// A frame that ends only its stream (a bad header
-				// block, a field of the wrong kind).
+				// block, a field of the wrong kind). A stream it
+				// opened counts as opened.
+				c.mu.Lock()
+				if se.StreamID%2 == 1 && se.StreamID > c.maxID {
+					c.maxID = se.StreamID
+				}
+				c.mu.Unlock()
 				c.resetStream(se.StreamID, se.Code)
 				continue
 			}
