@@ -73,6 +73,7 @@ type Conn struct {
 	cond       *sync.Cond // a window grew, a stream ended, the connection closed
 	streams    map[uint32]*stream
 	maxID      uint32 // the highest stream ID the client opened
+	handlers   int    // handlers running, of open streams and reset ones
 	sendWin    int64  // the connection's send window
 	initWin    int64  // the client's SETTINGS_INITIAL_WINDOW_SIZE
 	peerFrame  int    // the client's SETTINGS_MAX_FRAME_SIZE

@@ -319,3 +319,44 @@ func TestAnUnansweredPingClosesTheConnection(t *testing.T) {
 	assert.True(t, pinged, "the server pinged before it closed")
 	<-s.Done()
 }
+
+// Streams opened and reset at once (a "rapid reset") leave their handlers
+// running until these see their context end; the handlers running count,
+// so that a client cannot start them without bound.
+func TestResetStreamsCannotStartHandlersWithoutBound(t *testing.T) {
+	release := make(chan struct{})
+	var started atomic.Int32
+	addr, _ := server(t, &h2server.Config{MaxConcurrentStreams: 2}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started.Add(1)
+		<-release // a handler that does not watch its context
+	}))
+	t.Cleanup(func() { close(release) })
+	fr, _ := rawClient(t, addr)
+	get := headerBlock(":method", "GET", ":scheme", "https", ":path", "/", ":authority", "agent")
+	refused := make(chan uint32, 1)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.ErrCode == http2.ErrCodeRefusedStream {
+				refused <- rst.StreamID
+				return
+			}
+			if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+				refused <- 0 // every stream was read, none refused
+				return
+			}
+		}
+	}()
+	id := uint32(1)
+	for ; id < 200; id += 2 {
+		require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: get, EndStream: true, EndHeaders: true}))
+		require.NoError(t, fr.WriteRSTStream(id, http2.ErrCodeCancel))
+	}
+	require.NoError(t, fr.WritePing(false, [8]byte{}))
+	got := <-refused
+	assert.Equal(t, uint32(9), got, "streams 1-7 started their handlers (twice the limit), 9 was refused")
+	assert.LessOrEqual(t, started.Load(), int32(4))
+}

@@ -83,7 +83,10 @@ func (c *Conn) headers(f *http2.MetaHeadersFrame) error {
 		c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) }, true)
 		return nil
 	}
-	if uint32(len(c.streams)) >= c.cfg.MaxConcurrentStreams {
+	// Handlers of streams the client reset still run until they see
+	// their context end: they count too, so that opening and resetting
+	// streams at once cannot start handlers without bound.
+	if uint32(len(c.streams)) >= c.cfg.MaxConcurrentStreams || c.handlers >= 2*int(c.cfg.MaxConcurrentStreams) {
 		c.mu.Unlock()
 		c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) }, true)
 		return nil
@@ -97,7 +100,7 @@ func (c *Conn) headers(f *http2.MetaHeadersFrame) error {
 
 	if f.Truncated {
 		// Over MaxHeaderBytes: answered, as x/net's server answers it.
-		go c.serve(s, nil, http.StatusRequestHeaderFieldsTooLarge)
+		c.start(s, nil, http.StatusRequestHeaderFieldsTooLarge)
 		return nil
 	}
 	req, err := c.request(ctx, f, s)
@@ -105,7 +108,7 @@ func (c *Conn) headers(f *http2.MetaHeadersFrame) error {
 		c.resetStream(id, http2.ErrCodeProtocol)
 		return nil
 	}
-	go c.serve(s, req, 0)
+	c.start(s, req, 0)
 	return nil
 }
 
@@ -181,10 +184,23 @@ func (e requestError) Error() string { return string(e) }
 
 const errBadRequest = requestError("h2server: malformed request")
 
+// start starts serve on a goroutine of its own, counted in c.handlers.
+func (c *Conn) start(s *stream, req *http.Request, status int) {
+	c.mu.Lock()
+	c.handlers++
+	c.mu.Unlock()
+	go c.serve(s, req, status)
+}
+
 // serve runs the handler for s, or answers status when it is set, then
 // ends the answer: END_STREAM, or RST_STREAM if the handler panicked.
 func (c *Conn) serve(s *stream, req *http.Request, status int) {
 	w := &responseWriter{s: s, header: http.Header{}, head: req != nil && req.Method == http.MethodHead}
+	defer func() {
+		c.mu.Lock()
+		c.handlers--
+		c.mu.Unlock()
+	}()
 	defer func() {
 		if v := recover(); v != nil {
 			// http.ErrAbortHandler and any other panic: the answer is
