@@ -665,7 +665,7 @@ func (w *responseWriter) sendData(p []byte, end, flush bool) error {
 			w.err = err
 			return err
 		}
-		n := min(int64(len(p)), c.sendWin, s.sendWin, int64(c.peerFrame))
+		n := max(0, min(int64(len(p)), c.sendWin, s.sendWin, int64(c.peerFrame)))
 		c.sendWin -= n
 		s.sendWin -= n
 		c.mu.Unlock()
