@@ -56,11 +56,11 @@ type ClientListenerConfig struct {
 	// once the second has arrived whole. A handshake is the most a caller
 	// can make a relay compute before it shows a credential; bounded, a
 	// flood of them leaves the relay's other cores to the requests it
-	// already carries. Zero means
-	// no bound. It takes effect through the server's tls.Config passed
-	// through [LimitHandshakes]. OnHandshakeExpired, if set, is called
-	// for each handshake whose wait ended at its deadline: many mean the
-	// bound is too low for the handshakes the listener is sent.
+	// already carries. Zero means no bound. It takes effect through the
+	// server's tls.Config passed through [LimitHandshakes].
+	// OnHandshakeExpired, if set, is called for each handshake whose wait
+	// ended at its deadline: many mean the bound is too low for the
+	// handshakes the listener is sent.
 	MaxHandshakes      int
 	OnHandshakeExpired func()
 }

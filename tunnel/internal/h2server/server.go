@@ -130,7 +130,7 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 // for each request; it returns once the connection is closed. Handlers
 // still running then find their writes failing.
 func (c *Conn) Serve() {
-	defer c.close(nil)
+	defer c.close()
 	preface := make([]byte, len(http2.ClientPreface))
 	c.lastRead.Store(time.Now().UnixNano())
 	if c.cfg.WriteTimeout > 0 {
@@ -244,14 +244,17 @@ func (c *Conn) write(f func() error, flush bool) error {
 	}
 	c.wmu.Unlock()
 	if err != nil {
-		c.close(err)
+		c.close()
 	}
 	return err
 }
 
+// flush writes what the connection's buffer holds.
+func (c *Conn) flush() error { return c.write(func() error { return nil }, true) }
+
 // close ends the connection: streams fail, handlers' writes fail, and
 // Done is closed.
-func (c *Conn) close(err error) {
+func (c *Conn) close() {
 	c.closeOnce.Do(func() {
 		c.conn.Close()
 		c.mu.Lock()
@@ -420,7 +423,7 @@ func (c *Conn) removeLocked(s *stream) {
 	delete(c.streams, s.id)
 	c.cond.Broadcast()
 	if c.goingAway && len(c.streams) == 0 {
-		go c.close(nil)
+		go c.close()
 	}
 }
 
@@ -452,7 +455,7 @@ func (c *Conn) Shutdown() {
 		c.write(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) }, true)
 	}
 	if idle {
-		c.close(nil)
+		c.close()
 	}
 }
 
@@ -478,7 +481,7 @@ func (c *Conn) ping() {
 		silent := time.Since(time.Unix(0, c.lastRead.Load()))
 		switch {
 		case c.pingSent.Load() && silent >= c.cfg.PingInterval+c.cfg.PingTimeout:
-			c.close(errors.New("h2server: ping unanswered"))
+			c.close()
 			return
 		case !c.pingSent.Load() && silent >= c.cfg.PingInterval:
 			c.pingSent.Store(true)

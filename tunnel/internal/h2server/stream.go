@@ -4,6 +4,7 @@ package h2server
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -178,11 +179,7 @@ func (c *Conn) request(ctx context.Context, f *http2.MetaHeadersFrame, s *stream
 	return req.WithContext(ctx), nil
 }
 
-type requestError string
-
-func (e requestError) Error() string { return string(e) }
-
-const errBadRequest = requestError("h2server: malformed request")
+var errBadRequest = errors.New("h2server: malformed request")
 
 // start starts serve on a goroutine of its own, counted in c.handlers.
 func (c *Conn) start(s *stream, req *http.Request, status int) {
@@ -411,18 +408,7 @@ func (w *responseWriter) WriteHeader(code int) {
 }
 
 func (w *responseWriter) sendInformational(code int) {
-	c := w.s.c
-	frame := c.peerFrameLoad()
-	w.err = c.write(func() error {
-		c.hbuf.b = c.hbuf.b[:0]
-		c.encode(":status", strconv.Itoa(code))
-		for k, vs := range w.header {
-			for _, v := range vs {
-				c.encodeField(k, v)
-			}
-		}
-		return h2frame.WriteHeaderBlock(c.fr, w.s.id, false, frame, c.hbuf.b)
-	}, true)
+	w.err = w.s.c.writeBlock(w.s.id, strconv.Itoa(code), w.header, nil, false, true)
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
@@ -447,14 +433,8 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
-	if err := w.sendHeader(false, p); err != nil {
+	if err := w.sendHeld(p); err != nil {
 		return 0, err
-	}
-	if len(w.buf) > 0 {
-		if err := w.sendData(w.buf, false, false); err != nil {
-			return 0, err
-		}
-		w.buf = w.buf[:0]
 	}
 	if err := w.sendData(p, false, true); err != nil {
 		return 0, err
@@ -477,7 +457,21 @@ func (w *responseWriter) FlushError() error {
 	if w.finished {
 		return http.ErrHandlerTimeout
 	}
-	if err := w.sendHeader(false, nil); err != nil {
+	if err := w.sendHeld(nil); err != nil {
+		return err
+	}
+	if err := w.s.c.flush(); err != nil {
+		w.err = err
+		return err
+	}
+	return w.s.errLoad()
+}
+
+// sendHeld sends the headers, if they have not gone, and the body
+// gathered so far; first is the body's next bytes, for the headers'
+// Content-Type.
+func (w *responseWriter) sendHeld(first []byte) error {
+	if err := w.sendHeader(false, first); err != nil {
 		return err
 	}
 	if len(w.buf) > 0 {
@@ -486,12 +480,7 @@ func (w *responseWriter) FlushError() error {
 		}
 		w.buf = w.buf[:0]
 	}
-	c := w.s.c
-	if err := c.write(func() error { return nil }, true); err != nil {
-		w.err = err
-		return err
-	}
-	return w.s.errLoad()
+	return nil
 }
 
 // Flush is FlushError for callers that assert http.Flusher.
@@ -518,9 +507,10 @@ func (w *responseWriter) finish() {
 			w.header.Set("Content-Length", strconv.Itoa(len(w.buf)))
 		}
 		if len(w.buf) == 0 && len(trailers) == 0 {
-			w.sendHeader(true, nil)
 			w.finished = true
-			w.flush()
+			if w.sendHeader(true, nil) == nil {
+				w.err = w.s.c.flush()
+			}
 			return
 		}
 		w.sendHeader(false, nil)
@@ -535,23 +525,7 @@ func (w *responseWriter) finish() {
 	if len(b) > 0 && w.sendData(b, false, false) != nil {
 		return
 	}
-	c := w.s.c
-	frame := c.peerFrameLoad()
-	w.err = c.write(func() error {
-		c.hbuf.b = c.hbuf.b[:0]
-		for k, vs := range trailers {
-			for _, v := range vs {
-				c.encodeField(k, v)
-			}
-		}
-		return h2frame.WriteHeaderBlock(c.fr, w.s.id, true, frame, c.hbuf.b)
-	}, true)
-}
-
-func (w *responseWriter) flush() {
-	if w.err == nil {
-		w.err = w.s.c.write(func() error { return nil }, true)
-	}
+	w.err = w.s.c.writeBlock(w.s.id, "", trailers, nil, true, true)
 }
 
 // declare notes the trailers the Trailer header announces, once, when
@@ -614,21 +588,9 @@ func (w *responseWriter) sendHeader(end bool, first []byte) error {
 		w.err = err
 		return err
 	}
-	c := w.s.c
-	frame := c.peerFrameLoad()
-	err := c.write(func() error {
-		c.hbuf.b = c.hbuf.b[:0]
-		c.encode(":status", strconv.Itoa(w.status))
-		for k, vs := range w.header {
-			if k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) || slices.Contains(w.declared, k) {
-				continue
-			}
-			for _, v := range vs {
-				c.encodeField(k, v)
-			}
-		}
-		return h2frame.WriteHeaderBlock(c.fr, w.s.id, end, frame, c.hbuf.b)
-	}, false)
+	err := w.s.c.writeBlock(w.s.id, strconv.Itoa(w.status), w.header, func(k string) bool {
+		return k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) || slices.Contains(w.declared, k)
+	}, end, false)
 	if err != nil {
 		w.err = err
 	}
@@ -647,7 +609,7 @@ func (w *responseWriter) sendData(p []byte, end, flush bool) error {
 			c.mu.Unlock()
 			// What is written waits in the buffer: send it, so that the
 			// client can read it and give window back.
-			if err := c.write(func() error { return nil }, true); err != nil {
+			if err := c.flush(); err != nil {
 				w.err = err
 				return err
 			}
@@ -689,9 +651,26 @@ func (c *Conn) peerFrameLoad() int {
 	return c.peerFrame
 }
 
-// encode adds a field to the header block being made. Called under wmu.
-func (c *Conn) encode(name, value string) {
-	c.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
+// writeBlock writes a header block for stream id: :status if status is
+// set, then h's fields but those skip names (skip may be nil); end sets
+// END_STREAM, flush flushes the connection after.
+func (c *Conn) writeBlock(id uint32, status string, h http.Header, skip func(string) bool, end, flush bool) error {
+	frame := c.peerFrameLoad()
+	return c.write(func() error {
+		c.hbuf.b = c.hbuf.b[:0]
+		if status != "" {
+			c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: status})
+		}
+		for k, vs := range h {
+			if skip != nil && skip(k) {
+				continue
+			}
+			for _, v := range vs {
+				c.encodeField(k, v)
+			}
+		}
+		return h2frame.WriteHeaderBlock(c.fr, id, end, frame, c.hbuf.b)
+	}, flush)
 }
 
 // encodeField adds a header of the answer, lower-cased, leaving out what
