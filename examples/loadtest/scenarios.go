@@ -91,7 +91,7 @@ func idle(o options) error {
 		tweak = func(c *tunnel.AgentConfig) { c.PingInterval = o.pingInterval }
 	}
 	b, err := setup(o.agents, "127.0.0.1:0", o.dialRate, tweak, func(r *relayProc) (err error) {
-		base, err = r.stats()
+		base, err = r.releasedStats()
 		return err
 	})
 	if err != nil {
@@ -107,7 +107,7 @@ func idle(o options) error {
 	before := usageOf(b.relay.cmd.Process.Pid)
 	time.Sleep(o.duration)
 	spent := usageOf(b.relay.cmd.Process.Pid).cpu - before.cpu
-	s, err := b.relay.stats()
+	s, err := b.relay.releasedStats()
 	if err != nil {
 		return err
 	}
