@@ -38,10 +38,17 @@ import (
 // relay's place (in the relay child) and then the agent child's plain
 // proxy, both HTTP/1.1 over TLS: what the tunnel's two hops cost if each
 // cost what a plain HTTP/1.1 hop costs. CPU time and system calls per
-// request are read from /proc.
+// request are read from /proc. The same two plain proxies with the leg
+// between them one HTTP/2 connection, as the tunnel is one connection
+// that all requests share, show what carrying the requests over one
+// multiplexed connection costs plain proxies built on net/http.
 
-// plainHops names the path through two plain HTTP/1.1 proxies.
-const plainHops = "2 h1 proxies"
+// plainHops names the path through two plain HTTP/1.1 proxies, and
+// plainHopsH2 the one through the same proxies with HTTP/2 between them.
+const (
+	plainHops   = "2 h1 proxies"
+	plainHopsH2 = "2 proxies h2"
+)
 
 const (
 	smallBody = 64
@@ -159,7 +166,7 @@ func startHopAgent(relay, caDir, upstream, upstreamCA string) (proxyAddr string,
 	if err != nil {
 		return "", nil, err
 	}
-	proxyAddr, stopProxy, err := serveTLS(proxy, filepath.Join(caDir, "proxy-ca.crt"), "http/1.1")
+	proxyAddr, stopProxy, err := serveTLS(proxy, filepath.Join(caDir, "proxy-ca.crt"), "h2", "http/1.1")
 	if err != nil {
 		return "", nil, err
 	}
@@ -169,11 +176,13 @@ func startHopAgent(relay, caDir, upstream, upstreamCA string) (proxyAddr string,
 }
 
 // startFrontProxy serves, over TLS (HTTP/1.1), a plain reverse proxy to
-// the agent's plain proxy at target (HTTP/1.1 over TLS, its CA in
-// caDir/proxy-ca.crt), with a CA of its own written to caDir/front-ca.crt.
-// Through it the job crosses two plain HTTP/1.1 proxy hops, where through
-// the tunnel it crosses relay and agent.
-func startFrontProxy(target, caDir string) (addr string, err error) {
+// the agent's plain proxy at target (over TLS, its CA in
+// caDir/proxy-ca.crt), with a CA of its own written to caDir/front-ca.crt
+// (front-h2-ca.crt with h2). Through it the job crosses two plain proxy
+// hops, where through the tunnel it crosses relay and agent. The leg to
+// target is HTTP/1.1, a connection per request at a time, or with h2 one
+// HTTP/2 connection.
+func startFrontProxy(target, caDir string, h2 bool) (addr string, err error) {
 	roots, err := certPool(filepath.Join(caDir, "proxy-ca.crt"))
 	if err != nil {
 		return "", err
@@ -182,9 +191,15 @@ func startFrontProxy(target, caDir string) (addr string, err error) {
 	t.TLSClientConfig = &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}}
 	t.ForceAttemptHTTP2 = false
 	t.MaxIdleConnsPerHost = 256
+	caFile := "front-ca.crt"
+	if h2 {
+		t.TLSClientConfig.NextProtos = nil
+		t.ForceAttemptHTTP2 = true
+		caFile = "front-h2-ca.crt"
+	}
 	u := &url.URL{Scheme: "https", Host: target}
 	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) }, Transport: t}
-	addr, _, err = serveTLS(proxy, filepath.Join(caDir, "front-ca.crt"), "http/1.1")
+	addr, _, err = serveTLS(proxy, filepath.Join(caDir, caFile), "http/1.1")
 	return addr, err
 }
 
@@ -269,7 +284,7 @@ func costs(o options, path string, relay, agent, self usage, f func(usage) strin
 		return "clients and upstream " + f(self)
 	case path == "h1 proxy":
 		return "proxy " + f(agent) + "; clients and upstream " + f(self)
-	case path == plainHops:
+	case path == plainHops || path == plainHopsH2:
 		return "front proxy " + f(relay) + "; proxy " + f(agent) + "; clients and upstream " + f(self)
 	default:
 		return "relay " + f(relay) + "; agent " + f(agent) + "; clients and upstream " + f(self)
@@ -346,7 +361,12 @@ func ratios(rs []float64) string {
 	if len(rs) == 1 {
 		return fmt.Sprintf("%.2f", rs[0])
 	}
-	return fmt.Sprintf("%.2f–%.2f", slices.Min(rs), slices.Max(rs))
+	s := slices.Sorted(slices.Values(rs))
+	median := s[len(s)/2]
+	if len(s)%2 == 0 {
+		median = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return fmt.Sprintf("%.2f–%.2f (median %.2f)", s[0], s[len(s)-1], median)
 }
 
 // download fetches u once and returns its speed in MB/s.
@@ -391,7 +411,7 @@ func hop(o options) error {
 
 	var relay *relayProc
 	var agent *agentProc
-	var relayAddr, proxyAddr, frontAddr string
+	var relayAddr, proxyAddr, frontAddr, frontH2Addr string
 	if o.inProcess {
 		r, ln, err := listenRelay(1, "127.0.0.1:0", dir, clientSendBuffer, streamWindows)
 		if err != nil {
@@ -409,7 +429,10 @@ func hop(o options) error {
 			}
 		}
 		relayAddr, proxyAddr = ln.Addr().String(), addr
-		if frontAddr, err = startFrontProxy(proxyAddr, dir); err != nil {
+		if frontAddr, err = startFrontProxy(proxyAddr, dir, false); err != nil {
+			return err
+		}
+		if frontH2Addr, err = startFrontProxy(proxyAddr, dir, true); err != nil {
 			return err
 		}
 	} else {
@@ -425,7 +448,10 @@ func hop(o options) error {
 			return err
 		}
 		relayAddr, proxyAddr = relay.addr, agent.proxyAddr
-		if frontAddr, err = relay.startFrontProxy(proxyAddr); err != nil {
+		if frontAddr, err = relay.startFrontProxy(proxyAddr, false); err != nil {
+			return err
+		}
+		if frontH2Addr, err = relay.startFrontProxy(proxyAddr, true); err != nil {
 			return err
 		}
 	}
@@ -438,7 +464,7 @@ func hop(o options) error {
 		return r, a, usageOf(os.Getpid())
 	}
 
-	roots, err := certPool(filepath.Join(dir, "ca.crt"), upstreamCA, filepath.Join(dir, "proxy-ca.crt"), filepath.Join(dir, "front-ca.crt"))
+	roots, err := certPool(filepath.Join(dir, "ca.crt"), upstreamCA, filepath.Join(dir, "proxy-ca.crt"), filepath.Join(dir, "front-ca.crt"), filepath.Join(dir, "front-h2-ca.crt"))
 	if err != nil {
 		return err
 	}
@@ -462,6 +488,7 @@ func hop(o options) error {
 		{"direct", "https://" + upstream},
 		{"h1 proxy", "https://" + proxyAddr},
 		{plainHops, "https://" + frontAddr},
+		{plainHopsH2, "https://" + frontH2Addr},
 		{"tunnel", "https://" + relayAddr + "/clusters/" + clusterName(0)},
 	}
 	tunnelPath := paths[len(paths)-1].base
@@ -510,6 +537,20 @@ func hop(o options) error {
 		fmt.Printf("  %-12s  %6.0f req/s = %.2f× direct  p50 %5.2f ms  p99 %5.2f ms = %.1f× direct  (%d errors)\n", p.name, rps, rps/directRPS, p50, p99, p99/directP99, t.errs)
 		fmt.Printf("                per request: %s\n", costs(o, p.name, t.relay, t.agent, t.self, func(u usage) string { return u.perRequest(n) }))
 	}
+	if relay != nil {
+		// The goal's ratios for small requests: each side's CPU per
+		// request against the plain proxy in its place, and the rate.
+		tun := tallies[len(paths)-1]
+		perReq := func(t tally, u usage) float64 { return float64(u.cpu) / float64(len(t.lat)) }
+		for i, p := range paths {
+			if p.name != plainHops && p.name != plainHopsH2 {
+				continue
+			}
+			plain := tallies[i]
+			fmt.Printf("  small requests, tunnel against %s: relay CPU per request %.2f× the front proxy's, agent %.2f× the plain proxy's, rate %.2f×\n",
+				p.name, perReq(tun, tun.relay)/perReq(plain, plain.relay), perReq(tun, tun.agent)/perReq(plain, plain.agent), float64(len(tun.lat))/float64(len(plain.lat)))
+		}
+	}
 	// Downloads take turns too, -downloads times each; the goal's ratios
 	// (relay against the front proxy and agent against the plain proxy
 	// per MB, the tunnel's rate against the two plain hops') are taken
@@ -538,21 +579,26 @@ func hop(o options) error {
 		}
 	}
 	if relay != nil {
-		var relayR, agentR, rateR []float64
-		plain, tun := dls[2], dls[3]
-		for t := range o.downloads {
-			relayR = append(relayR, float64(tun[t].relay.cpu)/float64(plain[t].relay.cpu))
-			agentR = append(agentR, float64(tun[t].agent.cpu)/float64(plain[t].agent.cpu))
-			rateR = append(rateR, tun[t].mbs/plain[t].mbs)
+		tun := len(paths) - 1
+		for plain := range paths {
+			if name := paths[plain].name; name != plainHops && name != plainHopsH2 {
+				continue
+			}
+			var relayR, agentR, rateR []float64
+			for t := range o.downloads {
+				relayR = append(relayR, float64(dls[tun][t].relay.cpu)/float64(dls[plain][t].relay.cpu))
+				agentR = append(agentR, float64(dls[tun][t].agent.cpu)/float64(dls[plain][t].agent.cpu))
+				rateR = append(rateR, dls[tun][t].mbs/dls[plain][t].mbs)
+			}
+			fmt.Printf("  downloads, tunnel against %s, turn by turn: relay CPU per MB %s× the front proxy's, agent %s× the plain proxy's, rate %s×\n",
+				paths[plain].name, ratios(relayR), ratios(agentR), ratios(rateR))
 		}
-		fmt.Printf("  downloads, tunnel against %s, turn by turn: relay CPU per MB %s× the front proxy's, agent %s× the plain proxy's, rate %s×\n",
-			plainHops, ratios(relayR), ratios(agentR), ratios(rateR))
 	}
 	if o.profileDir != "" {
 		// Downloads through the tunnel, one after another, while both
 		// children are profiled; then the same through the two plain
 		// proxies, which run in the same children, to compare with.
-		for _, p := range []struct{ base, suffix string }{{tunnelPath, "-download"}, {"https://" + frontAddr, "-download-plain"}} {
+		for _, p := range []struct{ base, suffix string }{{tunnelPath, "-download"}, {"https://" + frontAddr, "-download-plain"}, {"https://" + frontH2Addr, "-download-plain-h2"}} {
 			profiles := profileChildren(o, relay, agent, p.suffix)
 			for end := time.Now().Add(o.duration); time.Now().Before(end); {
 				if _, err := download(client, p.base+"/large"); err != nil {

@@ -91,7 +91,7 @@ func serveRelay(args []string) error {
 	// The hop scenario's plain proxy in the relay's place, started once
 	// the agent child says where its own plain proxy is.
 	mux.HandleFunc("/front", func(w http.ResponseWriter, r *http.Request) {
-		addr, err := startFrontProxy(r.FormValue("target"), *caDir)
+		addr, err := startFrontProxy(r.FormValue("target"), *caDir, r.FormValue("h2") != "")
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -185,9 +185,14 @@ func startRelay(clusters int, listen, caDir string) (*relayProc, error) {
 }
 
 // startFrontProxy starts the hop scenario's plain proxy in the relay
-// child, forwarding to target, and returns its address.
-func (p *relayProc) startFrontProxy(target string) (string, error) {
-	resp, err := http.PostForm("http://"+p.statsAddr+"/front", url.Values{"target": {target}})
+// child, forwarding to target (over HTTP/2 with h2), and returns its
+// address.
+func (p *relayProc) startFrontProxy(target string, h2 bool) (string, error) {
+	form := url.Values{"target": {target}}
+	if h2 {
+		form.Set("h2", "1")
+	}
+	resp, err := http.PostForm("http://"+p.statsAddr+"/front", form)
 	if err != nil {
 		return "", err
 	}
