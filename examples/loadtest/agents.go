@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/tunnel"
@@ -40,7 +42,8 @@ func startFleet(n int, addr, caDir string, handler http.Handler, dialRate int, t
 		cfg := &tunnel.AgentConfig{
 			RelayURL: "https://" + addr, ClusterID: clusterName(i), Credential: tunnel.SecretCredential(secret),
 			Handler: handler, TLSConfig: &tls.Config{RootCAs: roots}, Connections: 1,
-			Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
+			Proxy:       func(*http.Request) (*url.URL, error) { return nil, nil },
+			DialContext: agentHandshakes.dial,
 		}
 		if tweak != nil {
 			tweak(cfg)
@@ -134,4 +137,72 @@ func handler(b *broadcaster) http.Handler {
 			}
 		}
 	})
+}
+
+// agentHandshakes bounds the TLS handshakes this process's agents compute
+// at once (-agent-handshakes). Thousands of agents in one process share
+// its cores: left to start their handshakes all together after a relay
+// restarts, each gets a sliver of them, finishes too late for the
+// relay's handshake deadline and tries again, and the process's own
+// timers fall seconds behind. Agents on machines of their own do not slow
+// each other down; this keeps the ones here from doing so, and leaves
+// the relay to be measured. nil: no bound.
+var agentHandshakes handshakeGate
+
+// handshakeGate is a place for each handshake in flight.
+type handshakeGate chan struct{}
+
+// dial takes a place, then connects; the place is given back once the
+// handshake's costly part is over on this side, at its first write after
+// the relay answered (the client's Finished), or when the connection
+// closes.
+func (g handshakeGate) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if g == nil {
+		return d.DialContext(ctx, network, addr)
+	}
+	select {
+	case g <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		<-g
+		return nil, err
+	}
+	return &gatedConn{Conn: c, g: g}, nil
+}
+
+type gatedConn struct {
+	net.Conn
+	g        handshakeGate
+	answered atomic.Bool // the relay has sent something
+	released atomic.Bool
+}
+
+func (c *gatedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.answered.Store(true)
+	}
+	return n, err
+}
+
+func (c *gatedConn) Write(p []byte) (int, error) {
+	if c.answered.Load() {
+		c.release()
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *gatedConn) Close() error {
+	c.release()
+	return c.Conn.Close()
+}
+
+func (c *gatedConn) release() {
+	if c.released.CompareAndSwap(false, true) {
+		<-c.g
+	}
 }

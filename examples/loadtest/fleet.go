@@ -202,7 +202,7 @@ func (b *fleetBench) startAgents(n, conns, dialRate int, fast bool, relay func(i
 			RelayURL: "https://" + relay(i), ClusterID: clusterName(i), Credential: tunnel.SecretCredential(secret),
 			Handler: handler(newBroadcaster()), TLSConfig: &tls.Config{RootCAs: b.roots}, Connections: conns,
 			Proxy:      func(*http.Request) (*url.URL, error) { return nil, nil },
-			MinBackoff: minBackoff, MaxBackoff: maxBackoff,
+			MinBackoff: minBackoff, MaxBackoff: maxBackoff, DialContext: agentHandshakes.dial,
 		})
 		if err != nil {
 			panic(err)

@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -104,6 +105,18 @@ func scenario(name string, args []string) error {
 	fs.BoolVar(&o.inProcess, "in-process", false, "hop: run relay and agent in this process instead of child processes")
 	fs.StringVar(&o.profileDir, "profile", "", "hop: write CPU profiles of the relay and the agent children, over the small requests through the tunnel and over repeated downloads, to this directory (each path then runs in one turn)")
 	fs.IntVar(&o.concurrent, "concurrent", 16, "signin: plugin processes started at once on an empty cache")
+	agentHandshakes = make(handshakeGate, 4*runtime.GOMAXPROCS(0))
+	fs.Func("agent-handshakes", "idle, restart, fleet, fleet-scale: TLS handshakes the load tool's agents compute at once (0: no bound; default 4 per core)", func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("not a count: %q", v)
+		}
+		agentHandshakes = nil
+		if n > 0 {
+			agentHandshakes = make(handshakeGate, n)
+		}
+		return nil
+	})
 	fs.IntVar(&clientSendBuffer, "client-send-buffer", tunnel.DefaultClientSendBuffer, "the relay's kernel send buffer per client connection in bytes (0: the kernel's autotuning)")
 	fs.Func("stream-window", "the relay's receive window per stream toward agents in bytes, to begin with (default: the relay's)", int32Flag(&streamWindows.initial))
 	fs.Func("stream-window-limit", "how far the relay lets one stream's window grow while its client keeps up (default: the relay's)", int32Flag(&streamWindows.limit))
