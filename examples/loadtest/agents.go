@@ -4,19 +4,71 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
+
+// agentFailures counts, by reason, the tunnel connections this process's
+// agents could not open (their "cannot open tunnel connection" warnings).
+var agentFailures = &failureLog{counts: map[string]int{}}
+
+type failureLog struct {
+	mu     sync.Mutex
+	counts map[string]int
+	last   time.Time // of the latest failure
+}
+
+func (l *failureLog) Enabled(_ context.Context, level slog.Level) bool {
+	return level >= slog.LevelWarn
+}
+
+func (l *failureLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "cannot open tunnel connection" {
+		return nil
+	}
+	reason := "?"
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			reason = digits.ReplaceAllString(a.Value.String(), "N")
+			return false
+		}
+		return true
+	})
+	l.mu.Lock()
+	l.counts[reason]++
+	l.last = time.Now()
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *failureLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *failureLog) WithGroup(string) slog.Handler      { return l }
+
+// snapshot returns the counts so far, and when the latest failed.
+func (l *failureLog) snapshot() (map[string]int, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.counts), l.last
+}
+
+// digits are what varies between two failures for one reason (ports,
+// addresses, durations).
+var digits = regexp.MustCompile(`[0-9]+`)
 
 // fleet is many agents in this process.
 type fleet struct {
@@ -44,6 +96,7 @@ func startFleet(n int, addr, caDir string, handler http.Handler, dialRate int, t
 			Handler: handler, TLSConfig: &tls.Config{RootCAs: roots}, Connections: 1,
 			Proxy:       func(*http.Request) (*url.URL, error) { return nil, nil },
 			DialContext: agentHandshakes.dial,
+			Logger:      slog.New(agentFailures),
 		}
 		if tweak != nil {
 			tweak(cfg)
@@ -149,6 +202,10 @@ func handler(b *broadcaster) http.Handler {
 // the relay to be measured. nil: no bound.
 var agentHandshakes handshakeGate
 
+// agentDials counts the connections this process's agents tried to open,
+// and agentDialsRefused those refused (no relay listening yet).
+var agentDials, agentDialsRefused atomic.Int64
+
 // handshakeGate is a place for each handshake in flight.
 type handshakeGate chan struct{}
 
@@ -157,16 +214,22 @@ type handshakeGate chan struct{}
 // the relay answered (the client's Finished), or when the connection
 // closes.
 func (g handshakeGate) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	agentDials.Add(1)
+	if g != nil {
+		select {
+		case g <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	var d net.Dialer
-	if g == nil {
-		return d.DialContext(ctx, network, addr)
-	}
-	select {
-	case g <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 	c, err := d.DialContext(ctx, network, addr)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		agentDialsRefused.Add(1)
+	}
+	if g == nil {
+		return c, err
+	}
 	if err != nil {
 		<-g
 		return nil, err

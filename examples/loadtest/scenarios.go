@@ -270,6 +270,8 @@ func restart(o options) error {
 		time.Sleep(o.hold)
 	}
 	before := b.fleet.opened()
+	dialsBefore, refusedBefore := agentDials.Load(), agentDialsRefused.Load()
+	failedBefore, _ := agentFailures.snapshot()
 	b.relay.kill()
 	down := time.Now()
 	if b.relay, err = startRelay(o.agents, addr, b.caDir); err != nil {
@@ -286,7 +288,18 @@ func restart(o options) error {
 			}
 		}
 	}
-	fmt.Printf("\nrelay restarted with %d agents; %d reconnected, the last after %s\n", o.agents, o.agents-left, maxOf(back).Round(time.Millisecond))
+	dials, refused := agentDials.Load()-dialsBefore, agentDialsRefused.Load()-refusedBefore
+	fmt.Printf("\nrelay restarted with %d agents; %d reconnected, the last after %s; the agents tried %d connections: %d failed, %d of them refused before the relay listened again\n",
+		o.agents, o.agents-left, maxOf(back).Round(time.Millisecond), dials, dials-int64(o.agents-left), refused)
+	failed, last := agentFailures.snapshot()
+	for reason, n := range failed {
+		if n -= failedBefore[reason]; n > 0 {
+			fmt.Printf("  %6d × %s\n", n, reason)
+		}
+	}
+	if last.After(down) {
+		fmt.Printf("  the last failure %s after the restart\n", last.Sub(down).Round(time.Millisecond))
+	}
 	histogram(back)
 	return nil
 }
