@@ -61,12 +61,17 @@ if [ -z "${ETCD34:-}" ] && [ ! -x "$etcd34" ]; then
       (cd "$tmp" && apt-get download -qq etcd-server >/dev/null 2>&1) || die "apt-get download etcd-server failed; set ETCD34 to an etcd 3.4 binary and run again"
     fi
     dpkg-deb -x "$tmp"/etcd-server_*.deb "$tmp/x"
-    if "$tmp/x/usr/bin/etcd" --version | grep -q '^etcd Version: 3\.4\.'; then
+    # The whole output is read before it is looked at: under pipefail, a
+    # reader that stops at the first line (head, grep -q) can leave etcd
+    # writing the rest into a closed pipe, and its SIGPIPE fails the run.
+    version=$("$tmp/x/usr/bin/etcd" --version)
+    version=${version%%$'\n'*}
+    if [[ $version == "etcd Version: 3.4."* ]]; then
       mkdir -p "$(dirname "$etcd34")"
       cp "$tmp/x/usr/bin/etcd" "$etcd34.tmp" && mv "$etcd34.tmp" "$etcd34"
-      "$etcd34" --version | head -1
+      echo "$version"
     else
-      echo "hack/test.sh: Debian's etcd-server is not 3.4 here ($("$tmp/x/usr/bin/etcd" --version | head -1)); set ETCD34 to an etcd 3.4 binary" >&2
+      echo "hack/test.sh: Debian's etcd-server is not 3.4 here ($version); set ETCD34 to an etcd 3.4 binary" >&2
     fi
     rm -rf "$tmp"
   else
