@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -17,7 +16,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/tunnel"
@@ -202,9 +200,8 @@ func handler(b *broadcaster) http.Handler {
 // the relay to be measured. nil: no bound.
 var agentHandshakes handshakeGate
 
-// agentDials counts the connections this process's agents tried to open,
-// and agentDialsRefused those refused (no relay listening yet).
-var agentDials, agentDialsRefused atomic.Int64
+// agentDials counts the connections this process's agents tried to open.
+var agentDials atomic.Int64
 
 // handshakeGate is a place for each handshake in flight.
 type handshakeGate chan struct{}
@@ -224,9 +221,6 @@ func (g handshakeGate) dial(ctx context.Context, network, addr string) (net.Conn
 	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, network, addr)
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		agentDialsRefused.Add(1)
-	}
 	if g == nil {
 		return c, err
 	}

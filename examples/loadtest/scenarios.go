@@ -270,7 +270,7 @@ func restart(o options) error {
 		time.Sleep(o.hold)
 	}
 	before := b.fleet.opened()
-	dialsBefore, refusedBefore := agentDials.Load(), agentDialsRefused.Load()
+	dialsBefore := agentDials.Load()
 	failedBefore, _ := agentFailures.snapshot()
 	b.relay.kill()
 	down := time.Now()
@@ -288,9 +288,9 @@ func restart(o options) error {
 			}
 		}
 	}
-	dials, refused := agentDials.Load()-dialsBefore, agentDialsRefused.Load()-refusedBefore
-	fmt.Printf("\nrelay restarted with %d agents; %d reconnected, the last after %s; the agents tried %d connections: %d failed, %d of them refused before the relay listened again\n",
-		o.agents, o.agents-left, maxOf(back).Round(time.Millisecond), dials, dials-int64(o.agents-left), refused)
+	dials := agentDials.Load() - dialsBefore
+	fmt.Printf("\nrelay restarted with %d agents; %d reconnected, the last after %s; the agents tried %d connections, %d of them in vain:\n",
+		o.agents, o.agents-left, maxOf(back).Round(time.Millisecond), dials, dials-int64(o.agents-left))
 	failed, last := agentFailures.snapshot()
 	for reason, n := range failed {
 		if n -= failedBefore[reason]; n > 0 {
