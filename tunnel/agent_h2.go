@@ -13,8 +13,9 @@ import (
 // (BENCHMARKS.md, "The agent's own HTTP/2 server").
 
 // h2Server returns the HTTP/2 server, with the agent's limits, that
-// serves h on conn once its Serve is called.
-func (a *Agent) h2Server(conn net.Conn, h http.Handler) *h2server.Conn {
+// serves h on conn once its Serve is called; batch gathers what it writes
+// before each flush into one write.
+func (a *Agent) h2Server(conn net.Conn, batch h2server.Batcher, h http.Handler) *h2server.Conn {
 	return h2server.New(conn, &h2server.Config{
 		MaxConcurrentStreams:         a.cfg.MaxConcurrentStreams,
 		MaxUploadBufferPerStream:     a.cfg.MaxUploadBufferPerStream,
@@ -26,5 +27,6 @@ func (a *Agent) h2Server(conn net.Conn, h http.Handler) *h2server.Conn {
 		PingInterval:   a.cfg.PingInterval,
 		PingTimeout:    a.cfg.PingTimeout,
 		WriteTimeout:   a.cfg.WriteTimeout,
+		Batcher:        batch,
 	}, h)
 }

@@ -39,6 +39,19 @@ type Config struct {
 	// WriteTimeout bounds each write to the connection; one that does not
 	// finish in time closes it. Zero: none.
 	WriteTimeout time.Duration
+	// Batcher, if set, gathers what the server writes before a flush:
+	// see Batcher.
+	Batcher Batcher
+}
+
+// Batcher gathers a connection's writes. The server calls Start before it
+// writes what it then flushes, and Flush once its own buffer is flushed;
+// between the two the connection may keep what is written (a TLS
+// connection's records, each of which crypto/tls writes on its own), and
+// Flush sends it. Writes outside a Start and its Flush are not held.
+type Batcher interface {
+	Start()
+	Flush() error
 }
 
 // maxFrameRead is the largest frame the server takes (its
@@ -235,9 +248,24 @@ func (c *Conn) write(f func() error, flush bool) error {
 		c.wmu.Unlock()
 		return err
 	}
+	batch := c.cfg.Batcher
+	if !flush {
+		batch = nil
+	}
+	if batch != nil {
+		batch.Start()
+	}
 	err := f()
 	if err == nil && flush {
 		err = c.bw.Flush()
+	}
+	if batch != nil {
+		if t := c.cfg.WriteTimeout; t > 0 {
+			c.conn.SetWriteDeadline(time.Now().Add(t))
+		}
+		if ferr := batch.Flush(); err == nil {
+			err = ferr
+		}
 	}
 	if err != nil {
 		c.werr = err

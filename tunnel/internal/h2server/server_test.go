@@ -360,3 +360,97 @@ func TestResetStreamsCannotStartHandlersWithoutBound(t *testing.T) {
 	assert.Equal(t, uint32(9), got, "streams 1-7 started their handlers (twice the limit), 9 was refused")
 	assert.LessOrEqual(t, started.Load(), int32(4))
 }
+
+// holdingConn keeps what is written between Start and Flush, as the
+// agent's batcher of TLS records does, and counts both.
+type holdingConn struct {
+	net.Conn
+	held            []byte
+	started         bool
+	starts, flushes atomic.Int64
+	nested          atomic.Bool // Start while started
+}
+
+func (c *holdingConn) Write(p []byte) (int, error) {
+	if c.started {
+		c.held = append(c.held, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *holdingConn) Start() {
+	if c.started {
+		c.nested.Store(true)
+	}
+	c.started = true
+	c.starts.Add(1)
+}
+
+func (c *holdingConn) Flush() error {
+	c.started = false
+	c.flushes.Add(1)
+	held := c.held
+	c.held = nil
+	if len(held) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(held)
+	return err
+}
+
+// With a Batcher that holds what is written until its Flush, every answer
+// still arrives whole: the server flushes the batch whenever it flushes
+// its own buffer, and starts no batch it leaves open.
+func TestABatcherHoldsWritesOnlyUntilTheFlush(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/small":
+			fmt.Fprint(w, "hello")
+		case "/echo":
+			io.Copy(w, r.Body)
+		case "/big":
+			for p := big; len(p) > 0; p = p[32<<10:] {
+				w.Write(p[:32<<10])
+			}
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	conns := make(chan *holdingConn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		hc := &holdingConn{Conn: c}
+		conns <- hc
+		h2server.New(hc, &h2server.Config{Batcher: hc}, h).Serve()
+	}()
+	c := client(t, ln.Addr().String())
+
+	resp, err := c.Get("http://x/small")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "hello", string(b))
+
+	resp, err = c.Post("http://x/echo", "text/plain", bytes.NewReader(big[:100<<10]))
+	require.NoError(t, err)
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, big[:100<<10], b)
+
+	resp, err = c.Get("http://x/big")
+	require.NoError(t, err)
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, sha256.Sum256(big), sha256.Sum256(b))
+
+	hc := <-conns
+	c.CloseIdleConnections()
+	assert.False(t, hc.nested.Load(), "a batch started inside another")
+	assert.Positive(t, hc.starts.Load())
+}
