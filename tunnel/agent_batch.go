@@ -3,6 +3,7 @@ package tunnel
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // crypto/tls writes each record it seals with a system call of its own: a
@@ -16,9 +17,10 @@ import (
 // handshake, and what TLS sends on its own (alerts).
 type recordBatcher struct {
 	net.Conn
-	mu      sync.Mutex // held across writes, so that records keep their order
-	batched bool
-	buf     *[]byte
+	mu       sync.Mutex // held across writes, so that records keep their order
+	batched  bool
+	buf      *[]byte
+	flushing atomic.Bool // a batch's write is under way
 }
 
 // maxBatch is how much a batch holds before it is written anyway.
@@ -63,9 +65,28 @@ func (b *recordBatcher) writeLocked() error {
 	if b.buf == nil {
 		return nil
 	}
+	b.flushing.Store(true)
 	_, err := b.Conn.Write(*b.buf)
+	b.flushing.Store(false)
 	*b.buf = (*b.buf)[:0]
 	batchBufs.Put(b.buf)
 	b.buf = nil
 	return err
+}
+
+// batchedConn is the agent's TLS connection over a recordBatcher. crypto/tls
+// closes a connection with a write in flight at once, without its
+// close_notify alert; a batch's write is not crypto/tls's, so Close does
+// the same for it: it closes the socket first, failing that write,
+// rather than queue the alert behind it until the write deadline.
+type batchedConn struct {
+	net.Conn
+	b *recordBatcher
+}
+
+func (c *batchedConn) Close() error {
+	if c.b.flushing.Load() {
+		c.b.Conn.Close()
+	}
+	return c.Conn.Close()
 }

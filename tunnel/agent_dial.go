@@ -107,10 +107,11 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, *recordBatcher, replicaInfo
 	ri := replicaInfo{id: resp.Header.Get(HeaderReplica)}
 	ri.count, _ = strconv.Atoi(resp.Header.Get(HeaderReplicas))
 	ri.reconnectWindow = reconnectWindowOf(resp.Header)
+	var nc net.Conn = conn
 	if br.Buffered() > 0 {
-		return &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(br, int64(br.Buffered())), conn)}, batch, ri, nil
+		nc = &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(br, int64(br.Buffered())), conn)}
 	}
-	return conn, batch, ri, nil
+	return &batchedConn{Conn: nc, b: batch}, batch, ri, nil
 }
 
 // replicaInfo is what a fleet relay says of itself in its 101: its
