@@ -10,5 +10,7 @@
 // under a lock, instead of handing each to a serve loop and a writer
 // goroutine; a small answer's HEADERS and DATA leave in one write. On
 // small requests through relay and agent that took about a sixth of the
-// agent's CPU (BENCHMARKS.md, "The agent's own HTTP/2 server").
+// agent's CPU (BENCHMARKS.md, "The agent's own HTTP/2 server"). With a
+// Batcher, what it writes before each flush can leave in one system call
+// (the agent's TLS records: "The agent's records in one write").
 package h2server
