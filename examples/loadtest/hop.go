@@ -477,6 +477,9 @@ func hop(o options) error {
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 		DialContext:  (&net.Dialer{}).DialContext,
 	}}
+	// The plain proxy hop stays HTTP/1.1 (its server offers HTTP/2 too,
+	// for the front proxy's HTTP/2 leg).
+	h1Client := client
 	if o.clientH2 {
 		proto = "HTTP/2"
 		client = &http.Client{Transport: &http.Transport{
@@ -484,17 +487,20 @@ func hop(o options) error {
 			DialContext: (&net.Dialer{}).DialContext,
 		}}
 	}
-	paths := []struct{ name, base string }{
-		{"direct", "https://" + upstream},
-		{"h1 proxy", "https://" + proxyAddr},
-		{plainHops, "https://" + frontAddr},
-		{plainHopsH2, "https://" + frontH2Addr},
-		{"tunnel", "https://" + relayAddr + "/clusters/" + clusterName(0)},
+	paths := []struct {
+		name, base string
+		client     *http.Client
+	}{
+		{"direct", "https://" + upstream, client},
+		{"h1 proxy", "https://" + proxyAddr, h1Client},
+		{plainHops, "https://" + frontAddr, client},
+		{plainHopsH2, "https://" + frontH2Addr, client},
+		{"tunnel", "https://" + relayAddr + "/clusters/" + clusterName(0), client},
 	}
 	tunnelPath := paths[len(paths)-1].base
 	const small = "/api/v1/namespaces/default/pods/p"
 	for _, p := range paths {
-		smallLoad(client, p.base+small, o.hopClients, time.Second) // warm each path's connections
+		smallLoad(p.client, p.base+small, o.hopClients, time.Second) // warm each path's connections
 	}
 
 	where := "relay and agent in child processes"
@@ -518,7 +524,7 @@ func hop(o options) error {
 				profiles = profileChildren(o, relay, agent, "")
 			}
 			relayBefore, agentBefore, selfBefore := usages()
-			lat, errs := smallLoad(client, p.base+small, o.hopClients, slice)
+			lat, errs := smallLoad(p.client, p.base+small, o.hopClients, slice)
 			relayAfter, agentAfter, selfAfter := usages()
 			profiles.Wait()
 			t := &tallies[i]
@@ -564,7 +570,7 @@ func hop(o options) error {
 	for turn := range o.downloads {
 		for i, p := range paths {
 			relayBefore, agentBefore, selfBefore := usages()
-			mbs, err := download(client, p.base+"/large")
+			mbs, err := download(p.client, p.base+"/large")
 			if err != nil {
 				return err
 			}
