@@ -603,7 +603,7 @@ func (tc *tunnelConn) wait(ctx context.Context) error {
 
 // connect dials the relay and starts serving the connection.
 func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
-	conn, batch, replica, err := a.dial(ctx)
+	conn, replica, err := a.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -619,7 +619,7 @@ func (a *Agent) connect(ctx context.Context) (*tunnelConn, error) {
 		}
 		a.stats.connClosed(reason)
 	}
-	tc.srv = a.h2Server(tracked, batch, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	tc.srv = a.h2Server(tracked, conn.b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodConnect {
 			switch r.Header.Get(headerStreamKind) {
 			case streamMove:

@@ -42,18 +42,17 @@ func (e *handshakeError) Error() string {
 
 // dial opens one tunnel connection: TCP (through an HTTP CONNECT proxy if
 // one applies), TLS, and the handshake. It returns the connection ready for
-// HTTP/2, with any bytes the relay sent after its 101 kept in front, and
-// the batcher of its records.
-func (a *Agent) dial(ctx context.Context) (net.Conn, *recordBatcher, replicaInfo, error) {
+// HTTP/2, with any bytes the relay sent after its 101 kept in front.
+func (a *Agent) dial(ctx context.Context) (*batchedConn, replicaInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
 	defer cancel()
 	cred, err := a.cfg.Credential.Credential(ctx)
 	if err != nil {
-		return nil, nil, replicaInfo{}, fmt.Errorf("tunnel: getting the agent credential: %w", err)
+		return nil, replicaInfo{}, fmt.Errorf("tunnel: getting the agent credential: %w", err)
 	}
 	raw, err := a.dialTCP(ctx)
 	if err != nil {
-		return nil, nil, replicaInfo{}, err
+		return nil, replicaInfo{}, err
 	}
 	stop := context.AfterFunc(ctx, func() { raw.Close() }) // unblocks the handshake on timeout
 	defer stop()
@@ -70,39 +69,39 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, *recordBatcher, replicaInfo
 	conn := tls.Client(batch, tcfg)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		return nil, nil, replicaInfo{}, fmt.Errorf("tunnel: TLS with relay %s: %w", a.relay.Host, err)
+		return nil, replicaInfo{}, fmt.Errorf("tunnel: TLS with relay %s: %w", a.relay.Host, err)
 	}
 	req, err := newHandshakeRequest(a.relay.String(), Handshake{ClusterID: a.cfg.ClusterID, AgentID: a.cfg.AgentID, Credential: cred})
 	if err != nil {
 		conn.Close()
-		return nil, nil, replicaInfo{}, err
+		return nil, replicaInfo{}, err
 	}
 	if err := req.Write(conn); err != nil {
 		conn.Close()
-		return nil, nil, replicaInfo{}, fmt.Errorf("tunnel: sending handshake: %w", err)
+		return nil, replicaInfo{}, fmt.Errorf("tunnel: sending handshake: %w", err)
 	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
-			return nil, nil, replicaInfo{}, fmt.Errorf("tunnel: handshake with relay %s timed out", a.relay.Host)
+			return nil, replicaInfo{}, fmt.Errorf("tunnel: handshake with relay %s timed out", a.relay.Host)
 		}
-		return nil, nil, replicaInfo{}, fmt.Errorf("tunnel: reading handshake answer: %w", err)
+		return nil, replicaInfo{}, fmt.Errorf("tunnel: reading handshake answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		msg := readStatusMessage(resp.Body)
 		resp.Body.Close()
 		conn.Close()
-		return nil, nil, replicaInfo{}, &handshakeError{StatusCode: resp.StatusCode, Message: msg, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+		return nil, replicaInfo{}, &handshakeError{StatusCode: resp.StatusCode, Message: msg, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 	}
 	if !httpguts.HeaderValuesContainsToken(resp.Header["Upgrade"], ProtocolV1) {
 		conn.Close()
-		return nil, nil, replicaInfo{}, fmt.Errorf("tunnel: relay switched to %q, not %s", resp.Header.Get("Upgrade"), ProtocolV1)
+		return nil, replicaInfo{}, fmt.Errorf("tunnel: relay switched to %q, not %s", resp.Header.Get("Upgrade"), ProtocolV1)
 	}
 	if !stop() {
 		conn.Close()
-		return nil, nil, replicaInfo{}, fmt.Errorf("tunnel: handshake with relay %s timed out", a.relay.Host)
+		return nil, replicaInfo{}, fmt.Errorf("tunnel: handshake with relay %s timed out", a.relay.Host)
 	}
 	ri := replicaInfo{id: resp.Header.Get(HeaderReplica)}
 	ri.count, _ = strconv.Atoi(resp.Header.Get(HeaderReplicas))
@@ -111,7 +110,7 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, *recordBatcher, replicaInfo
 	if br.Buffered() > 0 {
 		nc = &bufferedConn{Conn: conn, r: io.MultiReader(io.LimitReader(br, int64(br.Buffered())), conn)}
 	}
-	return &batchedConn{Conn: nc, b: batch}, batch, ri, nil
+	return &batchedConn{Conn: nc, b: batch}, ri, nil
 }
 
 // replicaInfo is what a fleet relay says of itself in its 101: its
