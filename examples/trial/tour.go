@@ -37,6 +37,40 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
+// lineWriter passes what one kubectl prints on to a shared writer a
+// whole line at a time, so that a background kubectl's table rows are not
+// cut by what the tour's next kubectl prints meanwhile (kubectl writes a
+// row's cells in several writes).
+type lineWriter struct {
+	out     io.Writer
+	mu      sync.Mutex
+	pending []byte
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pending = append(l.pending, p...)
+	if i := bytes.LastIndexByte(l.pending, '\n'); i >= 0 {
+		_, err := l.out.Write(l.pending[:i+1])
+		l.pending = append(l.pending[:0], l.pending[i+1:]...)
+		if err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// Flush passes on the last line when kubectl did not end it.
+func (l *lineWriter) Flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.pending) > 0 {
+		l.out.Write(l.pending)
+		l.pending = l.pending[:0]
+	}
+}
+
 // String is what was written, when w is a bytes.Buffer.
 func (s *syncWriter) String() string {
 	s.mu.Lock()
@@ -65,8 +99,10 @@ func (s *shell) run(ctx context.Context, args ...string) error {
 	if err != nil {
 		return err
 	}
-	cmd.Stdout, cmd.Stderr = s.out, s.out
+	lines := &lineWriter{out: s.out}
+	cmd.Stdout, cmd.Stderr = lines, lines
 	err = cmd.Run()
+	lines.Flush()
 	fmt.Fprintln(s.out)
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
@@ -86,7 +122,8 @@ func (s *shell) background(ctx context.Context, ready func(string) bool, during 
 		return err
 	}
 	buf := &syncWriter{w: new(bytes.Buffer)}
-	w := io.MultiWriter(s.out, buf)
+	lines := &lineWriter{out: s.out}
+	w := io.MultiWriter(lines, buf)
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 5 * time.Second
@@ -122,6 +159,7 @@ func (s *shell) background(ctx context.Context, ready func(string) bool, during 
 		cmd.Process.Kill()
 		<-exited
 	}
+	lines.Flush()
 	fmt.Fprint(s.out, "^C\n\n")
 	return err
 }
@@ -136,6 +174,10 @@ func quote(args []string) string {
 	}
 	return strings.Join(q, " ")
 }
+
+// watchedRow is the watch's whole row for the configmap the tour creates
+// while it watches.
+var watchedRow = regexp.MustCompile(`(?m)^watched\s.*\n`)
 
 // tour shows, through the chain, what a developer does with a cluster:
 // read, write, watch, exec, logs -f and port-forward, and what the demo
@@ -158,7 +200,7 @@ func tour(ctx context.Context, sh *shell, webPort int) error {
 		func(string) error {
 			return sh.run(ctx, "create", "configmap", "watched", ns, "--from-literal=seen=yes")
 		},
-		func(out string) bool { return strings.Contains(out, "watched") },
+		func(out string) bool { return watchedRow.MatchString(out) },
 		"get", "configmaps", ns, "--watch")
 	if err != nil {
 		return err

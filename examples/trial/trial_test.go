@@ -82,3 +82,26 @@ func TestMain(m *testing.M) {
 	}
 	kubetest.Main(m)
 }
+
+// A background kubectl's row stays whole while the tour's next kubectl
+// prints in the middle of it, as the watch's row did when kubectl wrote
+// its cells apart.
+func TestKubectlsPrintingAtOnceKeepTheirLinesWhole(t *testing.T) {
+	var buf bytes.Buffer
+	out := &syncWriter{w: &buf}
+	watch, create := &lineWriter{out: out}, &lineWriter{out: out}
+	for _, w := range []struct {
+		to *lineWriter
+		s  string
+	}{
+		{watch, "greeting   1      0s\nwatched"},
+		{create, "configmap/watched created\n"},
+		{watch, "    1      0s\n"},
+		{watch, "^C"},
+	} {
+		_, err := w.to.Write([]byte(w.s))
+		require.NoError(t, err)
+	}
+	watch.Flush()
+	assert.Equal(t, "greeting   1      0s\nconfigmap/watched created\nwatched    1      0s\n^C", buf.String())
+}
