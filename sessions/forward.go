@@ -253,6 +253,12 @@ func (t *forwardTracker) stopLocked() {
 
 func (t *forwardTracker) cutAt() uint64 { return 0 }
 
+// heldHead and dropHead: a port-forward's bytes are passed on as they
+// come.
+func (t *forwardTracker) heldHead() int { return 0 }
+
+func (t *forwardTracker) dropHead() {}
+
 func (t *forwardTracker) boundary() bool {
 	return t.server.boundary() && (t.serverWS == nil || t.serverWS.boundary())
 }

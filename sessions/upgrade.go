@@ -37,9 +37,12 @@ import (
 // connection open has no stream to carry words, and ends as before.
 //
 // A message is sent only at a frame boundary; a connection lost in the
-// middle of a frame ends as before (an exec ended on purpose in the
-// middle of a frame's payload has the frame finished with zeros first;
-// a port-forward's data is never padded). Other upgrades are returned
+// middle of a frame's payload ends as before (an exec ended on purpose
+// there has the frame finished with zeros first; a port-forward's data is
+// never padded). An exec's or attach's frame header reaches the client
+// only once it is whole, so that a session lost or ended with part of a
+// header read (SPDY senders write a header in pieces) still ends in
+// words. Other upgrades are returned
 // unchanged.
 //
 // A session ended on purpose — its request's context canceled with a
@@ -109,6 +112,12 @@ type tracker interface {
 	// final is what to send the client last, a Status of code carrying
 	// msg in the client's framing; nil if nothing can be said here.
 	final(code int, msg string) []byte
+	// heldHead is how many of the server's last bytes are a frame header
+	// not yet whole, which the client is not sent until it is (0 if the
+	// tracker holds nothing back); dropHead forgets them, when they are
+	// not going to be sent.
+	heldHead() int
+	dropHead()
 }
 
 // frameTracker follows a byte stream's frames to know where one ends: each
@@ -155,6 +164,15 @@ func (f *frameTracker) cutAt() uint64 {
 	return 0
 }
 
+// A SPDY sender (spdystream, as the kubelet's) writes a frame's header in
+// two writes of four bytes and its payload in a third, and the API server
+// passes each on as it comes: a read can end inside a header. Held back
+// until it is whole, the client's bytes only ever end at a frame boundary
+// or inside a payload, where last words can always follow.
+func (f *frameTracker) heldHead() int { return len(f.head) }
+
+func (f *frameTracker) dropHead() { f.head = f.head[:0] }
+
 func (f *frameTracker) final(code int, msg string) []byte {
 	if !f.boundary() {
 		return nil
@@ -173,6 +191,8 @@ type ending struct {
 	afterLoss string        // what a loss's words end with
 	linger    time.Duration // how long to wait for the client to go after the words
 	last      []byte
+	held      []byte // the start of a frame header, not yet sent (heldHead)
+	ready     []byte // bytes read that a short p could not take
 	done      bool
 	// lost: a write failed, or the session ended; what the client
 	// sends is dropped.
@@ -238,23 +258,50 @@ func (e *ending) Read(p []byte) (int, error) {
 		e.last = e.last[n:]
 		return n, nil
 	}
-	n, err := e.ReadWriteCloser.Read(p)
+	if len(e.ready) > 0 {
+		n := copy(p, e.ready)
+		e.ready = e.ready[n:]
+		return n, nil
+	}
+	// A header held back from the last read goes first, with the bytes
+	// that finish it.
+	buf := p
+	if len(e.held) > 0 && len(p) <= len(e.held) {
+		buf = make([]byte, len(e.held)+512) // a reader with a tiny buffer
+	}
+	k := copy(buf, e.held)
+	e.held = e.held[:0]
+	n, err := e.ReadWriteCloser.Read(buf[k:])
 	cause := e.endedOnPurpose()
-	if cause != nil && n > 0 {
+	if cause != nil {
 		// Ended on purpose: what the server sent from the end on is not
 		// the session's. (Closing a TLS connection to it sends
 		// close_notify before the socket closes, and an API server can
 		// answer that with an end of its own — a WebSocket close 1000,
 		// which kubectl would take for a command that ended well —
 		// before the socket is gone.) Only what finishes the frame in
-		// progress goes on, then the words.
-		k := 0
-		for ; k < n && !e.t.boundary(); k++ {
-			e.t.fromServer(p[k : k+1])
+		// progress goes on, then the words; a header held back never
+		// goes (nor what would have finished it).
+		e.t.dropHead()
+		j := 0
+		if k == 0 {
+			for ; j < n && !e.t.boundary(); j++ {
+				e.t.fromServer(buf[j : j+1])
+			}
 		}
-		n, err = k, cause
+		n, err = j, cause
 	} else {
-		e.t.fromServer(p[:n])
+		e.t.fromServer(buf[k : k+n])
+		n += k
+		if h := e.t.heldHead(); h > 0 {
+			e.held = append(e.held, buf[n-h:n]...)
+			n -= h
+		}
+	}
+	if buf != nil && len(buf) > len(p) { // the tiny buffer's
+		c := copy(p, buf[:n])
+		e.ready = append(e.ready[:0], buf[c:n]...)
+		n = c
 	}
 	if err == nil {
 		return n, nil
@@ -264,6 +311,10 @@ func (e *ending) Read(p []byte) (int, error) {
 	if err == io.EOF && cause == nil {
 		return n, err
 	}
+	// The start of a header the connection lost never finished is not
+	// sent: the words can follow what was.
+	e.t.dropHead()
+	e.held = e.held[:0]
 	var pad []byte
 	if left := e.t.cutAt(); cause != nil && left > 0 && left <= maxPad {
 		// Cut on purpose in the middle of a frame's payload (the API
@@ -280,6 +331,10 @@ func (e *ending) Read(p []byte) (int, error) {
 		e.done = true
 		e.lost.Store(true)
 		e.last = append(pad, last...)
+		if len(e.ready) > 0 { // what the tiny buffer could not take goes first
+			e.last = append(e.ready, e.last...)
+			e.ready = nil
+		}
 		return n, nil
 	}
 	return n, err
