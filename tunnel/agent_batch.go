@@ -1,78 +1,22 @@
 package tunnel
 
-import (
-	"net"
-	"sync"
-	"sync/atomic"
-)
+import "net"
 
-// crypto/tls writes each record it seals with a system call of its own: a
-// DATA frame of 64 KiB left the agent in four writes, and each woke the
-// relay's reader. The agent's HTTP/2 server gathers the records of what
-// it writes before a flush and sends them in one write (BENCHMARKS.md,
-// "The agent's records in one write").
-
-// recordBatcher is the connection under the agent's TLS. Between Start
-// and Flush it keeps what TLS writes; otherwise it writes through: the
-// handshake, and what TLS sends on its own (alerts).
+// recordBatcher is the connection under the agent's TLS: its HTTP/2
+// server starts a batch before a write it will flush and flushes it
+// after (h2server.Config.Batcher).
 type recordBatcher struct {
 	net.Conn
-	mu       sync.Mutex // held across writes, so that records keep their order
-	batched  bool
-	buf      *[]byte
-	flushing atomic.Bool // a batch's write is under way
+	batch recordBatch
 }
 
-// maxBatch is how much a batch holds before it is written anyway.
-const maxBatch = 256 << 10
-
-var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10+1<<10); return &b }}
-
-func (b *recordBatcher) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.batched {
-		return b.Conn.Write(p)
-	}
-	if b.buf == nil {
-		b.buf = batchBufs.Get().(*[]byte)
-	}
-	*b.buf = append(*b.buf, p...)
-	if len(*b.buf) >= maxBatch {
-		if err := b.writeLocked(); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
-}
+func (b *recordBatcher) Write(p []byte) (int, error) { return b.batch.write(p, b.Conn.Write) }
 
 // Start keeps what TLS writes from now on, until Flush.
-func (b *recordBatcher) Start() {
-	b.mu.Lock()
-	b.batched = true
-	b.mu.Unlock()
-}
+func (b *recordBatcher) Start() { b.batch.start() }
 
 // Flush writes what is kept in one system call, and writes through again.
-func (b *recordBatcher) Flush() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.batched = false
-	return b.writeLocked()
-}
-
-func (b *recordBatcher) writeLocked() error {
-	if b.buf == nil {
-		return nil
-	}
-	b.flushing.Store(true)
-	_, err := b.Conn.Write(*b.buf)
-	b.flushing.Store(false)
-	*b.buf = (*b.buf)[:0]
-	batchBufs.Put(b.buf)
-	b.buf = nil
-	return err
-}
+func (b *recordBatcher) Flush() error { return b.batch.flush(b.Conn.Write) }
 
 // batchedConn is the agent's TLS connection over a recordBatcher. crypto/tls
 // closes a connection with a write in flight at once, without its
@@ -85,7 +29,7 @@ type batchedConn struct {
 }
 
 func (c *batchedConn) Close() error {
-	if c.b.flushing.Load() {
+	if c.b.batch.flushing.Load() {
 		c.b.Conn.Close()
 	}
 	return c.Conn.Close()

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -18,12 +17,8 @@ import (
 // close_notify alert behind it until the write gives up (crypto/tls's 5 s
 // alert deadline).
 func TestClosingFailsAStuckBatchAtOnce(t *testing.T) {
-	ca, err := pki.NewCA("batch test CA")
-	require.NoError(t, err)
-	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
-	require.NoError(t, err)
-	cert, err := leaf.TLSCertificate()
-	require.NoError(t, err)
+	ca, cert := relayCert(t)
+	var err error
 
 	relaySide, agentSide := net.Pipe()
 	t.Cleanup(func() { relaySide.Close(); agentSide.Close() })
@@ -42,7 +37,7 @@ func TestClosingFailsAStuckBatchAtOnce(t *testing.T) {
 	require.NoError(t, err, "a batch is kept, not written")
 	flushed := make(chan error, 1)
 	go func() { flushed <- batch.Flush() }()
-	require.Eventually(t, batch.flushing.Load, 10*time.Second, time.Millisecond, "the batch's write never began")
+	require.Eventually(t, batch.batch.flushing.Load, 10*time.Second, time.Millisecond, "the batch's write never began")
 
 	conn.Close()
 	err = <-flushed

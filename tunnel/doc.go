@@ -38,7 +38,9 @@
 //
 // kubectl speaks HTTP/2 to the relay; [ConfigureServer] has the server
 // send each answer's headers with the start of its body, as the agent
-// does on the tunnel, instead of in a write of their own.
+// does on the tunnel, instead of in a write of their own, and, on
+// connections from a [ClientListener], each write's TLS records in one
+// system call.
 //
 // Importers that route requests themselves use [Relay.RoundTripper] and
 // [Relay.DialContext]. [RelayConfig.Middleware] puts a layer around the

@@ -87,6 +87,7 @@ type clientListener struct {
 	open        atomic.Int64
 	handshakes  chan struct{} // a place per handshake computed; nil: no bound
 	waiting     atomic.Int32  // handshakes waiting for a place
+	writes      *atomic.Int64 // counts writes to clients' sockets, when tests set it
 }
 
 func (l *clientListener) Accept() (net.Conn, error) {
@@ -123,13 +124,16 @@ func (l *clientListener) Accept() (net.Conn, error) {
 }
 
 // clientConn counts itself open until closed, and remembers whether a
-// write timed out, to reset on Close.
+// write timed out, to reset on Close. Under an HTTP/2 connection that
+// ConfigureServer serves, it sends the records of each of the server's
+// writes in one (clientTLS).
 type clientConn struct {
 	*net.TCPConn
 	l        *clientListener
 	timedOut atomic.Bool
 	once     sync.Once
 	turn     *handshakeTurn // nil without MaxHandshakes
+	batch    recordBatch
 }
 
 // handshakeTurn is a connection's handshake under MaxHandshakes.
@@ -163,7 +167,9 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *clientConn) Write(p []byte) (int, error) {
+func (c *clientConn) Write(p []byte) (int, error) { return c.batch.write(p, c.writeThrough) }
+
+func (c *clientConn) writeThrough(p []byte) (int, error) {
 	// A TLS server's first write answers the ClientHello, once the
 	// handshake's costly part (key exchange, signature) is done; or asks
 	// for another ClientHello, before any of it.
@@ -176,6 +182,9 @@ func (c *clientConn) Write(p []byte) (int, error) {
 		} else {
 			c.giveBackHandshake()
 		}
+	}
+	if w := c.l.writes; w != nil {
+		w.Add(1)
 	}
 	n, err := c.TCPConn.Write(p)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {

@@ -5,6 +5,7 @@ package tunnel
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"net/http"
 	"time"
 
@@ -22,6 +23,13 @@ const clientMaxFrame = 16 << 10
 // for a small answer (net/http's HTTP/2 server flushes the HEADERS on
 // their own). Headers whose body comes later, as a watch's, leave after
 // at most 100 µs.
+//
+// Where srv serves connections from a ClientListener (under its TLS), the
+// records crypto/tls seals for each of the server's writes leave in one
+// system call rather than one each: a 16 KiB DATA frame is a record and
+// 9 bytes, and was two writes and two wake-ups of the client. A write
+// holds at most 256 KiB in the batch; its write deadline is the server's.
+// BENCHMARKS.md, "The relay's records to HTTP/2 clients".
 //
 // Call it before srv serves, after setting srv.HTTP2 and srv.IdleTimeout:
 // their limits (streams, windows, WriteByteTimeout, the idle timeout)
@@ -55,7 +63,11 @@ func configureServer(srv *http.Server, holdFor time.Duration) error {
 		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 			ctx = bc.BaseContext()
 		}
-		hc := hold.NewConn(c, timeout, 0)
+		var under net.Conn = c
+		if cc, ok := c.NetConn().(*clientConn); ok {
+			under = &clientTLS{Conn: c, under: cc}
+		}
+		hc := hold.NewConn(under, timeout, 0)
 		hc.SetHold(holdFor)
 		h2.ServeConn(&tlsHoldConn{hc, c}, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
 	}
@@ -70,3 +82,32 @@ type tlsHoldConn struct {
 }
 
 func (c *tlsHoldConn) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }
+
+// clientTLS is a client's TLS connection over the relay's clientConn, as
+// the relay's HTTP/2 server writes to it: the records of each write leave
+// in one system call. The server sends DATA frames of the 16 KiB a client
+// takes, 9 bytes over a record with their header, and crypto/tls wrote
+// each as a full record and a 9-byte one, in two.
+type clientTLS struct {
+	*tls.Conn
+	under *clientConn
+}
+
+func (c *clientTLS) Write(p []byte) (int, error) {
+	c.under.batch.start()
+	n, err := c.Conn.Write(p)
+	if ferr := c.under.batch.flush(c.under.writeThrough); err == nil {
+		err = ferr
+	}
+	return n, err
+}
+
+// Close closes the socket first while a batch's write is under way, as
+// crypto/tls does for a write of its own in flight: its close_notify
+// would otherwise wait behind the batch until the write deadline.
+func (c *clientTLS) Close() error {
+	if c.under.batch.flushing.Load() {
+		c.under.TCPConn.Close()
+	}
+	return c.Conn.Close()
+}
