@@ -4,8 +4,10 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -132,15 +134,24 @@ func TestLargeReceiveWindowIsHonoured(t *testing.T) {
 
 // A client that stops reading loses its stream after the write timeout:
 // the reset reaches the agent, whose handler ends, and the stream's window
-// and buffers are free again. Over HTTP/1.1 and HTTP/2 alike.
+// and buffers are free again. Over HTTP/1.1 and HTTP/2 alike, and on a
+// ClientListener's connections, whose TLS records the relay writes in
+// batches, as on others.
 func TestClientThatStopsReadingLosesItsStream(t *testing.T) {
-	for _, proto := range []string{"http/1.1", "h2"} {
+	for _, proto := range []string{"http/1.1", "h2", "http/1.1 batched", "h2 batched"} {
 		t.Run(proto, func(t *testing.T) {
 			var written atomic.Int64
 			ended := make(chan struct{})
-			h := newHarness(t, endless(&written, ended), harnessOpts{relayCfg: func(c *tunnel.RelayConfig) {
+			o := harnessOpts{relayCfg: func(c *tunnel.RelayConfig) {
 				c.WriteTimeout = 500 * time.Millisecond
-			}})
+			}}
+			if strings.HasSuffix(proto, " batched") {
+				o.listener = func(ln net.Listener) net.Listener {
+					return tunnel.ClientListener(ln, tunnel.ClientListenerConfig{WriteTimeout: 500 * time.Millisecond})
+				}
+			}
+			proto, _, _ = strings.Cut(proto, " ")
+			h := newHarness(t, endless(&written, ended), o)
 			if proto == "h2" {
 				resp, err := h.client().Get(h.url("/endless"))
 				require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,3 +58,7 @@ func ReconnectWindows(a *Agent) []time.Duration {
 // HandshakesWaiting is how many handshakes wait for a place under ln's
 // MaxHandshakes (ln from ClientListener).
 func HandshakesWaiting(ln net.Listener) int32 { return ln.(*clientListener).waiting.Load() }
+
+// CountClientWrites has ln, from ClientListener, count the writes to its
+// connections' sockets in n.
+func CountClientWrites(ln net.Listener, n *atomic.Int64) { ln.(*clientListener).writes = n }

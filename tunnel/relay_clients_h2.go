@@ -51,6 +51,20 @@ func configureServer(srv *http.Server, holdFor time.Duration) error {
 	if err := http2.ConfigureServer(srv, h2); err != nil {
 		return err
 	}
+	// An HTTP/1.x answer's writes find their connection's batch through
+	// the request's context (clientWriter).
+	prev := srv.ConnContext
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if prev != nil {
+			ctx = prev(ctx, c)
+		}
+		if tc, ok := c.(*tls.Conn); ok {
+			if cc, ok := tc.NetConn().(*clientConn); ok {
+				ctx = context.WithValue(ctx, clientConnKey{}, cc)
+			}
+		}
+		return ctx
+	}
 	timeout := DefaultWriteTimeout
 	if srv.HTTP2 != nil && srv.HTTP2.WriteByteTimeout > 0 {
 		timeout = srv.HTTP2.WriteByteTimeout
@@ -110,4 +124,13 @@ func (c *clientTLS) Close() error {
 		c.under.TCPConn.Close()
 	}
 	return c.Conn.Close()
+}
+
+type clientConnKey struct{}
+
+// connOf is the ClientListener's connection req came on, if
+// ConfigureServer's server serves it; nil otherwise.
+func connOf(req *http.Request) *clientConn {
+	cc, _ := req.Context().Value(clientConnKey{}).(*clientConn)
+	return cc
 }

@@ -104,6 +104,7 @@ func (r *Relay) serveCluster(w http.ResponseWriter, req *http.Request, fromPeer 
 		// net/http's last flush of the answer.
 		cw.rc.SetWriteDeadline(time.Time{})
 		defer func() { cw.rc.SetWriteDeadline(time.Now().Add(r.cfg.WriteTimeout)) }()
+		cw.conn = connOf(req)
 	}
 	out := outgoing(req, rest)
 	if cr != nil {
@@ -198,12 +199,17 @@ func (r *Relay) observe(rec *httpx.Recorder, req *http.Request, id string, start
 // the write in progress (HTTP/1.x) or resets the stream (HTTP/2). A write
 // deadline left armed would do the same to an HTTP/2 stream that is
 // merely idle.
+//
+// Over HTTP/1.x, on a connection from a ClientListener under a server that
+// ConfigureServer set up, the TLS records of each write (and flush) leave
+// in one system call: a 32 KiB write is two records, and was two writes.
 type clientWriter struct {
 	stalled atomic.Bool // the write timeout fired
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
 	timer   *time.Timer
+	conn    *clientConn // nil: no batch
 }
 
 func newClientWriter(w http.ResponseWriter, timeout time.Duration, timeouts *atomic.Uint64) *clientWriter {
@@ -219,15 +225,36 @@ func newClientWriter(w http.ResponseWriter, timeout time.Duration, timeouts *ato
 
 func (c *clientWriter) Write(p []byte) (int, error) {
 	c.timer.Reset(c.timeout)
+	c.startBatch()
 	n, err := c.w.Write(p)
+	err = c.flushBatch(err)
 	c.timer.Stop()
 	return n, err
 }
 
 func (c *clientWriter) Flush() error {
 	c.timer.Reset(c.timeout)
-	err := c.rc.Flush()
+	c.startBatch()
+	err := c.flushBatch(c.rc.Flush())
 	c.timer.Stop()
+	return err
+}
+
+func (c *clientWriter) startBatch() {
+	if c.conn != nil {
+		c.conn.batch.start()
+	}
+}
+
+// flushBatch writes the batch, under the write timeout's timer like the
+// write it gathered; err is that write's error, which comes first.
+func (c *clientWriter) flushBatch(err error) error {
+	if c.conn == nil {
+		return err
+	}
+	if ferr := c.conn.batch.flush(c.conn.writeThrough); err == nil {
+		err = ferr
+	}
 	return err
 }
 
