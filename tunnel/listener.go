@@ -116,6 +116,7 @@ func (l *clientListener) Accept() (net.Conn, error) {
 		}
 		setUserTimeout(tc, l.userTimeout)
 		cc := &clientConn{TCPConn: tc, l: l}
+		cc.batch.small = true
 		if l.handshakes != nil {
 			cc.turn = &handshakeTurn{closed: make(chan struct{})}
 		}

@@ -19,9 +19,15 @@ import (
 // handshake, and what TLS sends on its own, such as alerts). A batch
 // whose write failed fails every write after it: the bytes on the wire
 // may end inside a record, and nothing sent after that could be read.
+//
+// A batch whose write is stalled holds its buffer until the write
+// deadline, and a relay may hold a thousand stalled clients: their batches
+// take buffers just larger than the relay's 32 KiB copy (smallBatch), the
+// agent's a size for its 64 KiB frames.
 type recordBatch struct {
 	mu       sync.Mutex // held across writes, so that records keep their order
 	on       bool
+	small    bool // buffers from smallBatches
 	buf      *[]byte
 	err      error
 	flushing atomic.Bool // a batch's write is under way
@@ -30,7 +36,24 @@ type recordBatch struct {
 // maxBatch is how much a batch holds before it is written anyway.
 const maxBatch = 256 << 10
 
-var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10+1<<10); return &b }}
+// Batch buffers: room for a 64 KiB frame's records and for a 32 KiB
+// copy's. A buffer that grew past its class is left to the collector.
+const (
+	largeBatch = 64<<10 + 1<<10
+	smallBatch = 32<<10 + 512
+)
+
+var (
+	largeBatches = sync.Pool{New: func() any { b := make([]byte, 0, largeBatch); return &b }}
+	smallBatches = sync.Pool{New: func() any { b := make([]byte, 0, smallBatch); return &b }}
+)
+
+func (b *recordBatch) pool() (*sync.Pool, int) {
+	if b.small {
+		return &smallBatches, smallBatch
+	}
+	return &largeBatches, largeBatch
+}
 
 // write keeps p while a batch is on, or writes it through.
 func (b *recordBatch) write(p []byte, through func([]byte) (int, error)) (int, error) {
@@ -43,7 +66,8 @@ func (b *recordBatch) write(p []byte, through func([]byte) (int, error)) (int, e
 		return through(p)
 	}
 	if b.buf == nil {
-		b.buf = batchBufs.Get().(*[]byte)
+		pool, _ := b.pool()
+		b.buf = pool.Get().(*[]byte)
 	}
 	*b.buf = append(*b.buf, p...)
 	if len(*b.buf) >= maxBatch {
@@ -79,8 +103,10 @@ func (b *recordBatch) writeLocked(through func([]byte) (int, error)) error {
 	b.flushing.Store(true)
 	_, err := through(*b.buf)
 	b.flushing.Store(false)
-	*b.buf = (*b.buf)[:0]
-	batchBufs.Put(b.buf)
+	if pool, size := b.pool(); cap(*b.buf) == size {
+		*b.buf = (*b.buf)[:0]
+		pool.Put(b.buf)
+	}
 	b.buf = nil
 	b.err = err
 	return err

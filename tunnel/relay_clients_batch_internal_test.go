@@ -199,3 +199,43 @@ func relayCert(t *testing.T) (*pki.CA, tls.Certificate) {
 	require.NoError(t, err)
 	return ca, cert
 }
+
+// A client's batch of a 32 KiB copy's records (and an HTTP/1.1 answer's
+// head) keeps a buffer of that size, not of the agent's 64 KiB frames: it
+// is what each client that stops reading makes the relay hold until the
+// write timeout, besides the copy buffer and the stream's window.
+func TestAClientsBatchKeepsACopysRecords(t *testing.T) {
+	ca, cert := relayCert(t)
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ln := ClientListener(tcp, ClientListenerConfig{})
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan *tls.Conn, 1)
+	go func() {
+		defer close(accepted)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		server := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+		if server.Handshake() == nil {
+			accepted <- server
+		}
+	}()
+	client, err := tls.Dial("tcp", tcp.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close() })
+	server := <-accepted
+	require.NotNil(t, server, "the handshake failed")
+	cc := server.NetConn().(*clientConn)
+
+	cc.batch.start()
+	_, err = server.Write(make([]byte, 200+32<<10)) // an answer's head and a copy
+	require.NoError(t, err)
+	held := cap(*cc.batch.buf)
+	require.NoError(t, cc.batch.flush(cc.writeThrough))
+	assert.LessOrEqual(t, held, 33<<10, "the buffer a stalled client's batch would keep")
+	got := make([]byte, 200+32<<10)
+	_, err = io.ReadFull(client, got)
+	require.NoError(t, err, "the batch arrived whole")
+}
