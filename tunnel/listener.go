@@ -70,7 +70,9 @@ type ClientListenerConfig struct {
 // connection closed after a write to it timed out (the relay's
 // WriteTimeout, or an HTTP/2 server's WriteByteTimeout) is reset rather
 // than closed gracefully, so the kernel drops the bytes its client never
-// read at once.
+// read at once. Under a server set up with ConfigureServer (and TLS),
+// its connections also let the relay send the TLS records of each of its
+// writes to a client in one system call.
 func ClientListener(ln net.Listener, c ClientListenerConfig) net.Listener {
 	l := &clientListener{Listener: ln, cfg: c,
 		userTimeout: int(orDefault(c.WriteTimeout, DefaultWriteTimeout).Milliseconds())}
