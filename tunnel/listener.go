@@ -127,9 +127,10 @@ func (l *clientListener) Accept() (net.Conn, error) {
 }
 
 // clientConn counts itself open until closed, and remembers whether a
-// write timed out, to reset on Close. Under an HTTP/2 connection that
-// ConfigureServer serves, it sends the records of each of the server's
-// writes in one (clientTLS).
+// write timed out, to reset on Close. Under a server that ConfigureServer
+// set up, it sends the records of each of the relay's writes to the
+// client in one: each of the HTTP/2 server's (clientTLS), each of an
+// HTTP/1.x answer's copy (clientWriter).
 type clientConn struct {
 	*net.TCPConn
 	l        *clientListener

@@ -9,9 +9,10 @@ import (
 // DATA frame of 64 KiB left the agent in four writes, and each woke the
 // relay's reader; a 16 KiB DATA frame that the relay's HTTP/2 server
 // sends a client, 9 bytes over a record with its frame header, left in
-// two. Under the agent's TLS and under the relay's clients' TLS a
-// recordBatch gathers the records of one of HTTP/2's writes and sends
-// them in one (BENCHMARKS.md, "The agent's records in one write", "The
+// two, and so did each 32 KiB of an answer the relay copies to an
+// HTTP/1.1 client. Under the agent's TLS and under the relay's clients'
+// TLS a recordBatch gathers the records of one such write and sends them
+// in one (BENCHMARKS.md, "The agent's records in one write", "The
 // relay's records to HTTP/2 clients").
 
 // recordBatch is what sits under a TLS connection: between start and
