@@ -42,8 +42,7 @@ import (
 // never padded). An exec's or attach's frame header reaches the client
 // only once it is whole, so that a session lost or ended with part of a
 // header read (SPDY senders write a header in pieces) still ends in
-// words. Other upgrades are returned
-// unchanged.
+// words. Other upgrades are returned unchanged.
 //
 // A session ended on purpose — its request's context canceled with a
 // cause that says how a client is to be told (HTTPStatus and
@@ -298,7 +297,7 @@ func (e *ending) Read(p []byte) (int, error) {
 			n -= h
 		}
 	}
-	if buf != nil && len(buf) > len(p) { // the tiny buffer's
+	if len(buf) > len(p) { // the tiny buffer's
 		c := copy(p, buf[:n])
 		e.ready = append(e.ready[:0], buf[c:n]...)
 		n = c
