@@ -56,6 +56,16 @@ const (
 )
 
 var upstreamHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, "/large") && r.Method == http.MethodPost {
+		// An upload (-upload): read and dropped.
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil || n != largeBody {
+			http.Error(w, fmt.Sprintf("upload: %d bytes, %v", n, err), http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, "ok")
+		return
+	}
 	if strings.HasSuffix(r.URL.Path, "/large") {
 		w.Header().Set("Content-Length", strconv.Itoa(largeBody))
 		buf := make([]byte, 256<<10)
@@ -369,9 +379,27 @@ func ratios(rs []float64) string {
 	return fmt.Sprintf("%.2f–%.2f (median %.2f)", s[0], s[len(s)-1], median)
 }
 
-// download fetches u once and returns its speed in MB/s.
-func download(client *http.Client, u string) (float64, error) {
+// download fetches u once, or with up sends it as much (-upload), and
+// returns the speed in MB/s.
+func download(client *http.Client, u string, up bool) (float64, error) {
 	start := time.Now()
+	if up {
+		req, err := http.NewRequest(http.MethodPost, u, io.LimitReader(zeros{}, largeBody))
+		if err != nil {
+			return 0, err
+		}
+		req.ContentLength = largeBody
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("upload: %s: %s", resp.Status, answer)
+		}
+		return float64(largeBody) / 1e6 / time.Since(start).Seconds(), nil
+	}
 	resp, err := client.Get(u)
 	if err != nil {
 		return 0, err
@@ -382,6 +410,14 @@ func download(client *http.Client, u string) (float64, error) {
 		return 0, fmt.Errorf("download: %d bytes, %v", n, err)
 	}
 	return float64(n) / 1e6 / time.Since(start).Seconds(), nil
+}
+
+// zeros reads as endless zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // hop measures the relay hop against one HTTP/1.1 proxy hop and direct,
@@ -507,7 +543,11 @@ func hop(o options) error {
 	if o.inProcess {
 		where = "everything in this process"
 	}
-	fmt.Printf("%d clients × %s of %d-byte GETs per path (turns of %s), %s over TLS; %d MiB download; %s\n", o.hopClients, o.duration, smallBody, o.duration/time.Duration(o.rounds), proto, largeBody>>20, where)
+	transfer := "download"
+	if o.upload {
+		transfer = "upload"
+	}
+	fmt.Printf("%d clients × %s of %d-byte GETs per path (turns of %s), %s over TLS; %d MiB %s; %s\n", o.hopClients, o.duration, smallBody, o.duration/time.Duration(o.rounds), proto, largeBody>>20, transfer, where)
 	// The paths take turns, -rounds times each, so that the machine's
 	// drift over the run falls on all of them alike.
 	type tally struct {
@@ -570,7 +610,7 @@ func hop(o options) error {
 	for turn := range o.downloads {
 		for i, p := range paths {
 			relayBefore, agentBefore, selfBefore := usages()
-			mbs, err := download(p.client, p.base+"/large")
+			mbs, err := download(p.client, p.base+"/large", o.upload)
 			if err != nil {
 				return err
 			}
@@ -580,7 +620,7 @@ func hop(o options) error {
 			// CPU per MB shows whether a path is bound by work or by
 			// waiting: a path whose processes together use less than
 			// both cores waits.
-			fmt.Printf("  download %-12s %5.0f MB/s = %.2f× direct; %s\n", p.name, mbs, mbs/dls[0][turn].mbs,
+			fmt.Printf("  %s %-12s %5.0f MB/s = %.2f× direct; %s\n", transfer, p.name, mbs, mbs/dls[0][turn].mbs,
 				costs(o, p.name, d.relay, d.agent, selfAfter.since(selfBefore), func(u usage) string { return u.perMB(mb) }))
 		}
 	}
@@ -596,8 +636,8 @@ func hop(o options) error {
 				agentR = append(agentR, float64(dls[tun][t].agent.cpu)/float64(dls[plain][t].agent.cpu))
 				rateR = append(rateR, dls[tun][t].mbs/dls[plain][t].mbs)
 			}
-			fmt.Printf("  downloads, tunnel against %s, turn by turn: relay CPU per MB %s× the front proxy's, agent %s× the plain proxy's, rate %s×\n",
-				paths[plain].name, ratios(relayR), ratios(agentR), ratios(rateR))
+			fmt.Printf("  %ss, tunnel against %s, turn by turn: relay CPU per MB %s× the front proxy's, agent %s× the plain proxy's, rate %s×\n",
+				transfer, paths[plain].name, ratios(relayR), ratios(agentR), ratios(rateR))
 		}
 	}
 	if o.profileDir != "" {
@@ -607,7 +647,7 @@ func hop(o options) error {
 		for _, p := range []struct{ base, suffix string }{{tunnelPath, "-download"}, {"https://" + frontAddr, "-download-plain"}, {"https://" + frontH2Addr, "-download-plain-h2"}} {
 			profiles := profileChildren(o, relay, agent, p.suffix)
 			for end := time.Now().Add(o.duration); time.Now().Before(end); {
-				if _, err := download(client, p.base+"/large"); err != nil {
+				if _, err := download(client, p.base+"/large", o.upload); err != nil {
 					return err
 				}
 			}

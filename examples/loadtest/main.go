@@ -73,6 +73,7 @@ type options struct {
 	inProcess   bool
 	rounds      int
 	downloads   int
+	upload      bool
 	// reconnectRate is each fleet replica's -reconnect-rate.
 	reconnectRate int
 	clientH2      bool
@@ -101,6 +102,7 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.rounds, "rounds", 4, "hop: turns the three paths take, each -duration/-rounds long, so drift falls on all alike")
 	fs.IntVar(&o.reconnectRate, "reconnect-rate", tunnel.DefaultReconnectRate, "fleet, fleet-scale: each replica's -reconnect-rate (agent handshakes a second it can take; here three replicas share the machine's cores)")
 	fs.IntVar(&o.downloads, "downloads", 1, "hop: downloads per path, the paths taking turns")
+	fs.BoolVar(&o.upload, "upload", false, "hop: the large transfers go up, a POST of the same size the upstream reads and drops, instead of down")
 	fs.BoolVar(&o.clientH2, "h2", false, "hop: clients speak HTTP/2, one connection per address as kubectl does, where the server offers it (the plain proxy hop stays HTTP/1.1)")
 	fs.BoolVar(&o.inProcess, "in-process", false, "hop: run relay and agent in this process instead of child processes")
 	fs.StringVar(&o.profileDir, "profile", "", "hop: write CPU profiles of the relay and the agent children, over the small requests through the tunnel and over repeated downloads, to this directory (each path then runs in one turn)")
