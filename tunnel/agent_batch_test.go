@@ -1,6 +1,7 @@
 package tunnel_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -120,4 +121,41 @@ func perMiB(t *testing.T, writes int64, size int) float64 {
 	v := float64(writes) / float64(size>>20)
 	t.Logf("%.1f writes per MiB", v)
 	return v
+}
+
+// An upload through the relay (kubectl cp into a pod, exec -i) leaves
+// the relay for the agent in a write per DATA frame, not a write per TLS
+// record: a frame of the 16 KiB a read of the client's TLS gives is a
+// record and nine bytes. The agent reads the body whole.
+func TestRelayWritesAnUploadInFewWrites(t *testing.T) {
+	const size = 8 << 20
+	body := make([]byte, size)
+	for i := range body {
+		body[i] = byte(i * 3)
+	}
+	want := sha256.Sum256(body)
+	var writes atomic.Int64
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.New()
+		n, err := io.Copy(got, r.Body)
+		if err != nil || n != size || !bytes.Equal(got.Sum(nil), want[:]) {
+			http.Error(w, "the body arrived changed", http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, "ok")
+	}), harnessOpts{listener: func(ln net.Listener) net.Listener {
+		cl := tunnel.ClientListener(ln, tunnel.ClientListenerConfig{})
+		tunnel.CountClientWrites(cl, &writes) // the agent's connection is one of them
+		return cl
+	}})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.roots, ServerName: "example.com", NextProtos: []string{"http/1.1"}}}
+	t.Cleanup(tr.CloseIdleConnections)
+	before := writes.Load()
+	resp, err := (&http.Client{Transport: tr}).Post(h.url("/upload"), "application/octet-stream", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", answer)
+	// 16 KiB frames: 64 a MiB, 128 when each record is written alone.
+	assert.Less(t, perMiB(t, writes.Load()-before, size), 96.0, "the relay's writes per MiB uploaded")
 }
