@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -453,4 +454,44 @@ func TestABatcherHoldsWritesOnlyUntilTheFlush(t *testing.T) {
 	c.CloseIdleConnections()
 	assert.False(t, hc.nested.Load(), "a batch started inside another")
 	assert.Positive(t, hc.starts.Load())
+}
+
+// An upload reaches a handler that reads it in odd pieces whole and in
+// order, and waiting for the handler costs no memory that grows with it:
+// what the client sends waits in pooled chunks, where one growing buffer
+// was reallocated and copied as the bytes came in (allocations measured
+// over the whole process, client included).
+func TestAnUploadArrivesWholeWithoutGrowingBuffers(t *testing.T) {
+	const size = 16 << 20
+	body := make([]byte, size)
+	for i := range body {
+		body[i] = byte(i*7 + i>>13)
+	}
+	want := sha256.Sum256(body)
+	addr, _ := server(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		buf := make([]byte, 1000) // reads that end anywhere in a chunk
+		n, err := io.CopyBuffer(h, struct{ io.Reader }{r.Body}, buf)
+		if err != nil || n != size {
+			http.Error(w, fmt.Sprint(n, err), http.StatusBadRequest)
+			return
+		}
+		w.Write(h.Sum(nil))
+	}))
+	c := client(t, addr)
+	post := func() []byte {
+		resp, err := c.Post("http://"+addr+"/upload", "application/octet-stream", bytes.NewReader(body))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return b
+	}
+	assert.Equal(t, want[:], post(), "the handler read the body whole and in order")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	assert.Equal(t, want[:], post())
+	runtime.ReadMemStats(&after)
+	perMiB := float64(after.TotalAlloc-before.TotalAlloc) / (size >> 20)
+	t.Logf("%.0f bytes allocated per MiB uploaded", perMiB)
+	assert.Less(t, perMiB, float64(1<<20), "allocations per MiB uploaded (3 MiB when a growing buffer held it)")
 }

@@ -230,12 +230,20 @@ func (c *Conn) serve(s *stream, req *http.Request, status int) {
 }
 
 // body is a request's body as the handler reads it.
+//
+// What the client sends waits in pooled chunks of bodyChunk bytes until
+// the handler reads it: one growing buffer, let go once read, was
+// reallocated and copied whole as an upload's bytes came in faster than
+// the handler took them, and the collector's work to free it cost the
+// agent as much as the upload's TLS (BENCHMARKS.md, "Uploads").
 type body struct {
 	s       *stream
 	mu      sync.Mutex
 	cond    sync.Cond
-	buf     []byte // unread, from off
+	chunks  []*[]byte // unread: chunks[head:], from off in the first
+	head    int
 	off     int
+	unread  int
 	end     bool        // the client ended the body
 	trailer http.Header // the request's Trailer
 	err     error       // the stream failed
@@ -255,11 +263,33 @@ func (b *body) put(p []byte, end bool) (dropped bool) {
 	if b.closed || b.err != nil {
 		return len(p) > 0
 	}
-	if b.off == len(b.buf) {
-		b.buf, b.off = b.buf[:0], 0
+	b.unread += len(p)
+	for len(p) > 0 {
+		if k := len(b.chunks); k == 0 || len(*b.chunks[k-1]) == bodyChunk {
+			b.chunks = append(b.chunks, bodyChunks.Get().(*[]byte))
+		}
+		last := b.chunks[len(b.chunks)-1]
+		n := min(len(p), bodyChunk-len(*last))
+		*last = append(*last, p[:n]...)
+		p = p[n:]
 	}
-	b.buf = append(b.buf, p...)
 	return false
+}
+
+// bodyChunk is the size of the pieces a body waits in: a frame's worth
+// of HTTP/2's default.
+const bodyChunk = 16 << 10
+
+var bodyChunks = sync.Pool{New: func() any { b := make([]byte, 0, bodyChunk); return &b }}
+
+// release gives the unread chunks back; under b.mu.
+func (b *body) release() {
+	for i := b.head; i < len(b.chunks); i++ {
+		*b.chunks[i] = (*b.chunks[i])[:0]
+		bodyChunks.Put(b.chunks[i])
+		b.chunks[i] = nil
+	}
+	b.chunks, b.head, b.off, b.unread = b.chunks[:0], 0, 0, 0
 }
 
 // endWithTrailers ends the body with the request's trailers, which go
@@ -293,8 +323,9 @@ func (b *body) fail(err error) {
 func (b *body) close() {
 	b.mu.Lock()
 	b.closed = true
-	n := len(b.buf) - b.off
-	b.buf, b.off = nil, 0
+	n := b.unread
+	b.release()
+	b.chunks = nil
 	b.cond.Broadcast()
 	b.mu.Unlock()
 	if n > 0 {
@@ -304,10 +335,10 @@ func (b *body) close() {
 
 func (b *body) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	for b.off == len(b.buf) && !b.end && b.err == nil && !b.closed {
+	for b.unread == 0 && !b.end && b.err == nil && !b.closed {
 		b.cond.Wait()
 	}
-	if b.off == len(b.buf) {
+	if b.unread == 0 {
 		err := b.err
 		switch {
 		case b.closed:
@@ -318,10 +349,22 @@ func (b *body) Read(p []byte) (int, error) {
 		b.mu.Unlock()
 		return 0, err
 	}
-	n := copy(p, b.buf[b.off:])
-	b.off += n
-	if b.off == len(b.buf) && cap(b.buf) > 32<<10 {
-		b.buf, b.off = nil, 0 // a large buffer goes once read
+	n := 0
+	for n < len(p) && b.unread > 0 {
+		first := b.chunks[b.head]
+		k := copy(p[n:], (*first)[b.off:])
+		n, b.off, b.unread = n+k, b.off+k, b.unread-k
+		if b.off == len(*first) {
+			// Read to its end: every chunk but the last is full, and
+			// the last goes once all that came is read.
+			*first = (*first)[:0]
+			bodyChunks.Put(first)
+			b.chunks[b.head] = nil
+			b.head, b.off = b.head+1, 0
+		}
+	}
+	if b.head == len(b.chunks) {
+		b.chunks, b.head = b.chunks[:0], 0
 	}
 	b.mu.Unlock()
 	b.s.returnWindow(n)
