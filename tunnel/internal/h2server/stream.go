@@ -264,6 +264,13 @@ func (b *body) put(p []byte, end bool) (dropped bool) {
 		return len(p) > 0
 	}
 	b.unread += len(p)
+	if b.head >= 16 && b.head >= len(b.chunks)/2 {
+		// A handler that never quite catches up: the slots of chunks
+		// read go, so that the slice stays the size of what is unread.
+		k := copy(b.chunks, b.chunks[b.head:])
+		clear(b.chunks[k:])
+		b.chunks, b.head = b.chunks[:k], 0
+	}
 	for len(p) > 0 {
 		if k := len(b.chunks); k == 0 || len(*b.chunks[k-1]) == bodyChunk {
 			b.chunks = append(b.chunks, bodyChunks.Get().(*[]byte))
@@ -281,6 +288,29 @@ func (b *body) put(p []byte, end bool) (dropped bool) {
 const bodyChunk = 16 << 10
 
 var bodyChunks = sync.Pool{New: func() any { b := make([]byte, 0, bodyChunk); return &b }}
+
+// take copies what is unread into p, giving back the chunks it empties;
+// under b.mu.
+func (b *body) take(p []byte) int {
+	n := 0
+	for n < len(p) && b.unread > 0 {
+		first := b.chunks[b.head]
+		k := copy(p[n:], (*first)[b.off:])
+		n, b.off, b.unread = n+k, b.off+k, b.unread-k
+		if b.off == len(*first) {
+			// Read to its end: every chunk but the last is full, and
+			// the last goes once all that came is read.
+			*first = (*first)[:0]
+			bodyChunks.Put(first)
+			b.chunks[b.head] = nil
+			b.head, b.off = b.head+1, 0
+		}
+	}
+	if b.head == len(b.chunks) {
+		b.chunks, b.head = b.chunks[:0], 0
+	}
+	return n
+}
 
 // release gives the unread chunks back; under b.mu.
 func (b *body) release() {
@@ -349,23 +379,7 @@ func (b *body) Read(p []byte) (int, error) {
 		b.mu.Unlock()
 		return 0, err
 	}
-	n := 0
-	for n < len(p) && b.unread > 0 {
-		first := b.chunks[b.head]
-		k := copy(p[n:], (*first)[b.off:])
-		n, b.off, b.unread = n+k, b.off+k, b.unread-k
-		if b.off == len(*first) {
-			// Read to its end: every chunk but the last is full, and
-			// the last goes once all that came is read.
-			*first = (*first)[:0]
-			bodyChunks.Put(first)
-			b.chunks[b.head] = nil
-			b.head, b.off = b.head+1, 0
-		}
-	}
-	if b.head == len(b.chunks) {
-		b.chunks, b.head = b.chunks[:0], 0
-	}
+	n := b.take(p)
 	b.mu.Unlock()
 	b.s.returnWindow(n)
 	return n, nil
