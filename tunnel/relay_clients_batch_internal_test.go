@@ -83,30 +83,8 @@ func TestHTTP2ClientsGetAFrameInOneWrite(t *testing.T) {
 // client stopped reading) fails that write at once, as for the agent's
 // (TestClosingFailsAStuckBatchAtOnce).
 func TestClosingAClientFailsAStuckBatchAtOnce(t *testing.T) {
-	ca, cert := relayCert(t)
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ln := ClientListener(tcp, ClientListenerConfig{})
-	t.Cleanup(func() { ln.Close() })
-
-	accepted := make(chan *clientTLS, 1)
-	go func() {
-		defer close(accepted)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		server := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
-		if server.Handshake() == nil {
-			accepted <- &clientTLS{Conn: server, under: c.(*clientConn)}
-		}
-	}()
-	client, err := tls.Dial("tcp", tcp.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
-	require.NoError(t, err)
-	t.Cleanup(func() { client.Close() })
-	conn := <-accepted
-	require.NotNil(t, conn, "the handshake failed")
-	cc := conn.under
+	server, cc, _ := clientPair(t)
+	conn := &clientTLS{Conn: server, under: cc}
 
 	// The client reads nothing more: writes, each of less than a batch
 	// holds (so that crypto/tls's own write is over when the batch is
@@ -131,7 +109,7 @@ func TestClosingAClientFailsAStuckBatchAtOnce(t *testing.T) {
 	require.Eventually(t, stuck, 10*time.Second, time.Millisecond, "no batch's write blocked")
 
 	conn.Close()
-	err = <-wrote
+	err := <-wrote
 	require.Error(t, err)
 	assert.ErrorIs(t, err, net.ErrClosed, "the stuck write failed because the connection closed, not by a deadline")
 }
@@ -188,23 +166,10 @@ func TestHTTP2ClientThatStopsReadingIsCutOff(t *testing.T) {
 	assert.ErrorIs(t, err, syscall.ECONNRESET, "the connection was reset, not closed after every byte")
 }
 
-// relayCert is a CA and a certificate it issued for a relay on loopback.
-func relayCert(t *testing.T) (*pki.CA, tls.Certificate) {
+// clientPair is a TLS connection as the relay serves a client on a
+// ClientListener (server, over cc) and its client's end.
+func clientPair(t *testing.T) (server *tls.Conn, cc *clientConn, client *tls.Conn) {
 	t.Helper()
-	ca, err := pki.NewCA("batch test CA")
-	require.NoError(t, err)
-	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
-	require.NoError(t, err)
-	cert, err := leaf.TLSCertificate()
-	require.NoError(t, err)
-	return ca, cert
-}
-
-// A client's batch of a 32 KiB copy's records (and an HTTP/1.1 answer's
-// head) keeps a buffer of that size, not of the agent's 64 KiB frames: it
-// is what each client that stops reading makes the relay hold until the
-// write timeout, besides the copy buffer and the stream's window.
-func TestAClientsBatchKeepsACopysRecords(t *testing.T) {
 	ca, cert := relayCert(t)
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -222,15 +187,36 @@ func TestAClientsBatchKeepsACopysRecords(t *testing.T) {
 			accepted <- server
 		}
 	}()
-	client, err := tls.Dial("tcp", tcp.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
+	client, err = tls.Dial("tcp", tcp.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
 	require.NoError(t, err)
 	t.Cleanup(func() { client.Close() })
-	server := <-accepted
+	server = <-accepted
 	require.NotNil(t, server, "the handshake failed")
-	cc := server.NetConn().(*clientConn)
+	t.Cleanup(func() { server.Close() })
+	return server, server.NetConn().(*clientConn), client
+}
+
+// relayCert is a CA and a certificate it issued for a relay on loopback.
+func relayCert(t *testing.T) (*pki.CA, tls.Certificate) {
+	t.Helper()
+	ca, err := pki.NewCA("batch test CA")
+	require.NoError(t, err)
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "relay", Hosts: pki.LoopbackHosts, Server: true})
+	require.NoError(t, err)
+	cert, err := leaf.TLSCertificate()
+	require.NoError(t, err)
+	return ca, cert
+}
+
+// A client's batch of a 32 KiB copy's records (and an HTTP/1.1 answer's
+// head) keeps a buffer of that size, not of the agent's 64 KiB frames: it
+// is what each client that stops reading makes the relay hold until the
+// write timeout, besides the copy buffer and the stream's window.
+func TestAClientsBatchKeepsACopysRecords(t *testing.T) {
+	server, cc, client := clientPair(t)
 
 	cc.batch.start()
-	_, err = server.Write(make([]byte, 200+32<<10)) // an answer's head and a copy
+	_, err := server.Write(make([]byte, 200+32<<10)) // an answer's head and a copy
 	require.NoError(t, err)
 	held := cap(*cc.batch.buf)
 	require.NoError(t, cc.batch.flush(cc.writeThrough))
