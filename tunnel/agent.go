@@ -90,6 +90,13 @@ type AgentConfig struct {
 	// nobody reads) cannot take the whole connection's window.
 	MaxUploadBufferPerStream     int32
 	MaxUploadBufferPerConnection int32
+	// MaxUploadWindowPerStream is how far one request body's buffer
+	// grows (default 4 MiB), doubling while the upstream reads the body
+	// as fast as the buffer lets it come over the relay's round trip: an
+	// upload's speed is its window per round trip. All of a connection's
+	// streams grow by at most half MaxUploadBufferPerConnection together;
+	// a value at most MaxUploadBufferPerStream: buffers never grow.
+	MaxUploadWindowPerStream int32
 	// MaxHeaderBytes bounds request headers; default
 	// DefaultMaxHeaderBytes. The relay's RelayConfig.MaxHeaderBytes must
 	// not be larger, or requests between the two limits fail.
@@ -191,6 +198,9 @@ func NewAgent(cfg *AgentConfig) (*Agent, error) {
 	}
 	if c.MaxUploadBufferPerConnection <= 0 {
 		c.MaxUploadBufferPerConnection = DefaultMaxUploadBufferPerConnection
+	}
+	if c.MaxUploadWindowPerStream == 0 {
+		c.MaxUploadWindowPerStream = DefaultMaxUploadWindowPerStream
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes

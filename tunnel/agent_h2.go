@@ -20,6 +20,7 @@ func (a *Agent) h2Server(conn net.Conn, batch h2server.Batcher, h http.Handler) 
 		MaxConcurrentStreams:         a.cfg.MaxConcurrentStreams,
 		MaxUploadBufferPerStream:     a.cfg.MaxUploadBufferPerStream,
 		MaxUploadBufferPerConnection: a.cfg.MaxUploadBufferPerConnection,
+		MaxUploadWindowPerStream:     a.cfg.MaxUploadWindowPerStream,
 		// As net/http's servers count MaxHeaderBytes in HTTP/2: ten
 		// fields' overhead more, which relays configured against x/net's
 		// server expect.

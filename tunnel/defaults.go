@@ -74,6 +74,11 @@ const (
 	// so one stalled stream cannot take it all.
 	DefaultMaxUploadBufferPerStream     = 256 << 10
 	DefaultMaxUploadBufferPerConnection = 16 << 20
+	// DefaultMaxUploadWindowPerStream is how far a request body's window
+	// grows while the upstream keeps up: 256 KiB moves an upload at about
+	// 5 MB/s over a 50 ms round trip to the relay, 4 MiB at about 80
+	// (BENCHMARKS.md, "Uploads").
+	DefaultMaxUploadWindowPerStream = 4 << 20
 
 	// DefaultMaxReceiveBufferPerStream is the relay's receive window for
 	// one response from an agent: what a client that stops reading can

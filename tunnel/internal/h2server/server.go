@@ -28,6 +28,12 @@ type Config struct {
 	// and 16 MiB.
 	MaxUploadBufferPerStream     int32
 	MaxUploadBufferPerConnection int32
+	// MaxUploadWindowPerStream is how far a request body's window may
+	// grow, doubling while its handler reads as fast as the window lets
+	// the bytes come; the windows of a connection's streams grow by at
+	// most half its MaxUploadBufferPerConnection together. Default 4 MiB;
+	// at most MaxUploadBufferPerStream (or negative): windows never grow.
+	MaxUploadWindowPerStream int32
 	// MaxHeaderBytes bounds a request's header list, as HTTP/2 counts it
 	// (SETTINGS_MAX_HEADER_LIST_SIZE); a longer one is answered 431.
 	// Default 1 MiB.
@@ -42,6 +48,8 @@ type Config struct {
 	// Batcher, if set, gathers what the server writes before a flush:
 	// see Batcher.
 	Batcher Batcher
+
+	fixedRTT time.Duration // tests: the round trip windows grow by
 }
 
 // Batcher gathers a connection's writes. The server calls Start before it
@@ -92,12 +100,23 @@ type Conn struct {
 	peerFrame  int    // the client's SETTINGS_MAX_FRAME_SIZE
 	recvWin    int64  // what the client may still send on the connection
 	recvUnsent int64  // connection window taken by data read, not yet returned
+	growAvail  int64  // what streams' windows may still grow by, together
 	started    bool   // the server's settings went
 	goingAway  bool
 	closed     bool
 
-	lastRead  atomic.Int64 // unix nanoseconds
-	pingSent  atomic.Bool
+	lastRead atomic.Int64 // unix nanoseconds
+	pingSent atomic.Bool
+
+	// The connection's round-trip time, which request bodies' windows grow
+	// by: sampled from the SETTINGS exchange, then by a PING when older
+	// than rttMaxAge. Unix nanoseconds where "at".
+	settingsSent  time.Time // read loop's
+	settingsAcked bool      // read loop's
+	rttNanos      atomic.Int64
+	rttAt         atomic.Int64
+	rttPingAt     atomic.Int64 // 0: no round-trip PING unanswered
+
 	ctx       context.Context
 	cancelAll context.CancelFunc
 	closeOnce sync.Once
@@ -121,6 +140,11 @@ func New(conn net.Conn, cfg *Config, h http.Handler) *Conn {
 	}
 	c.cfg.MaxUploadBufferPerConnection = max(c.cfg.MaxUploadBufferPerConnection, 65535)
 	c.recvWin = int64(c.cfg.MaxUploadBufferPerConnection)
+	if c.cfg.MaxUploadWindowPerStream == 0 {
+		c.cfg.MaxUploadWindowPerStream = 4 << 20
+	}
+	c.cfg.MaxUploadWindowPerStream = max(c.cfg.MaxUploadWindowPerStream, c.cfg.MaxUploadBufferPerStream)
+	c.growAvail = int64(c.cfg.MaxUploadBufferPerConnection) / 2
 	if c.cfg.MaxHeaderBytes <= 0 {
 		c.cfg.MaxHeaderBytes = 1 << 20
 	}
@@ -155,6 +179,7 @@ func (c *Conn) Serve() {
 		return
 	}
 	c.conn.SetReadDeadline(time.Time{})
+	c.settingsSent = time.Now()
 	if err := c.write(func() error {
 		err := c.fr.WriteSettings(
 			http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.cfg.MaxConcurrentStreams},
@@ -314,6 +339,11 @@ func (c *Conn) handle(f http2.Frame) error {
 	case *http2.WindowUpdateFrame:
 		return c.windowUpdate(f)
 	case *http2.PingFrame:
+		if f.IsAck() && f.Data == rttPing {
+			if at := c.rttPingAt.Swap(0); at != 0 {
+				c.sampleRTT(time.Since(time.Unix(0, at)))
+			}
+		}
 		if f.IsAck() || f.StreamID != 0 {
 			return nil
 		}
@@ -338,6 +368,10 @@ func (c *Conn) handle(f http2.Frame) error {
 
 func (c *Conn) settings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
+		if !c.settingsAcked {
+			c.settingsAcked = true
+			c.sampleRTT(time.Since(c.settingsSent))
+		}
 		return nil
 	}
 	c.mu.Lock()
@@ -419,7 +453,7 @@ func (c *Conn) data(f *http2.DataFrame) error {
 	}
 	c.mu.Unlock()
 	if giveBack > 0 {
-		s.returnWindow(int(giveBack))
+		s.returnWindow(int(giveBack), false)
 	}
 	return nil
 }
@@ -449,6 +483,8 @@ func (c *Conn) removeLocked(s *stream) {
 		return
 	}
 	delete(c.streams, s.id)
+	c.growAvail += s.grown
+	s.grown = 0
 	c.cond.Broadcast()
 	if c.goingAway && len(c.streams) == 0 {
 		go c.close()
@@ -529,6 +565,38 @@ func (c *Conn) ping() {
 			}
 		}
 	}
+}
+
+// rttMaxAge is how old the connection's round-trip time may be when a
+// window grows by it before a PING measures it again.
+const rttMaxAge = 10 * time.Second
+
+// rttPing is the payload of the PINGs that measure the round trip; the
+// liveness pings' first byte counts, and their last is zero.
+var rttPing = [8]byte{'r', 't', 't', 0, 0, 0, 0, 1}
+
+// sampleRTT adds a round trip to the connection's smoothed one.
+func (c *Conn) sampleRTT(d time.Duration) {
+	if old := c.rttNanos.Load(); old > 0 {
+		d = (7*time.Duration(old) + d) / 8
+	}
+	c.rttNanos.Store(int64(d))
+	c.rttAt.Store(time.Now().UnixNano())
+}
+
+// rtt is the connection's round-trip time, 0 until measured; a PING
+// measures it again when it is older than rttMaxAge (and again if that
+// PING goes unanswered as long).
+func (c *Conn) rtt(now time.Time) time.Duration {
+	if c.cfg.fixedRTT > 0 {
+		return c.cfg.fixedRTT
+	}
+	t := now.UnixNano()
+	if at := c.rttPingAt.Load(); t-c.rttAt.Load() > int64(rttMaxAge) && (at == 0 || t-at > int64(rttMaxAge)) && c.rttPingAt.CompareAndSwap(at, t) {
+		// Not under the caller's lock: the write may wait on the socket.
+		go c.write(func() error { return c.fr.WritePing(false, rttPing) }, true)
+	}
+	return time.Duration(c.rttNanos.Load())
 }
 
 // headerBuf is where the HPACK encoder writes a header block.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -32,9 +33,16 @@ type stream struct {
 	recvDone bool
 	// pendingUpdate is body read and not yet given back to the client.
 	pendingUpdate int64
-	body          *body
-	cancel        context.CancelFunc
-	err           error // set when the stream was reset or the connection closed
+	// The body's window, and how it grows (see growLocked): target is what the
+	// client may have sent and the handler not read, grown what of it the
+	// connection's budget lent; read counts what the handler read, and
+	// the epoch is the stretch its pace is judged over.
+	target, grown   int64
+	read, epochRead int64
+	epochStart      time.Time
+	body            *body
+	cancel          context.CancelFunc
+	err             error // set when the stream was reset or the connection closed
 }
 
 // fail ends s with err: its handler's context is canceled, its body
@@ -93,7 +101,8 @@ func (c *Conn) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	s := &stream{c: c, id: id, sendWin: c.initWin, recvWin: int64(c.cfg.MaxUploadBufferPerStream), cancel: cancel, recvDone: f.StreamEnded()}
+	win := int64(c.cfg.MaxUploadBufferPerStream)
+	s := &stream{c: c, id: id, sendWin: c.initWin, recvWin: win, target: win, epochStart: time.Now(), cancel: cancel, recvDone: f.StreamEnded()}
 	s.body = &body{s: s}
 	s.body.cond.L = &s.body.mu
 	c.streams[id] = s
@@ -359,7 +368,7 @@ func (b *body) close() {
 	b.cond.Broadcast()
 	b.mu.Unlock()
 	if n > 0 {
-		b.s.returnWindow(n)
+		b.s.returnWindow(n, false)
 	}
 }
 
@@ -381,7 +390,7 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 	n := b.take(p)
 	b.mu.Unlock()
-	b.s.returnWindow(n)
+	b.s.returnWindow(n, true)
 	return n, nil
 }
 
@@ -392,15 +401,20 @@ func (b *body) Close() error {
 }
 
 // returnWindow gives the client back n bytes of the stream's and the
-// connection's windows, each once a quarter of its window has gathered.
-func (s *stream) returnWindow(n int) {
+// connection's windows, each once a quarter of its window has gathered;
+// read: the handler read them (rather than they were dropped), which may
+// grow the stream's window.
+func (s *stream) returnWindow(n int, read bool) {
 	c := s.c
 	c.mu.Lock()
 	var streamUpdate int64
 	if !s.recvDone {
 		s.pendingUpdate += int64(n)
-		if s.pendingUpdate >= int64(c.cfg.MaxUploadBufferPerStream)/4 {
-			streamUpdate = s.pendingUpdate
+		if read {
+			s.read += int64(n)
+		}
+		if s.pendingUpdate >= s.target/4 {
+			streamUpdate = s.pendingUpdate + s.growLocked()
 			s.pendingUpdate = 0
 			s.recvWin += streamUpdate
 		}
@@ -422,6 +436,34 @@ func (s *stream) returnWindow(n int) {
 		}
 		return nil
 	}, true)
+}
+
+// growLocked grows the body's window while its handler keeps up, as the
+// relay grows an answer's (QUIC implementations' rule): if the handler
+// read half the window or more in less than two round trips (4 × the
+// fraction of the window × RTT), the window is what holds the upload
+// back, and it doubles, up to MaxUploadWindowPerStream and as the
+// connection's budget allows. A handler that stops, or reads slower
+// than the window lets bytes come, never grows it. It returns the growth,
+// which the caller gives the client with the window it returns; the
+// budget has it back when the stream is forgotten. Under c.mu.
+func (s *stream) growLocked() int64 {
+	c := s.c
+	limit := int64(c.cfg.MaxUploadWindowPerStream)
+	inEpoch := s.read - s.epochRead
+	if s.target >= limit || inEpoch <= s.target/2 {
+		return 0
+	}
+	now := time.Now()
+	var got int64
+	if rtt := c.rtt(now); rtt > 0 && now.Sub(s.epochStart) < time.Duration(4*float64(inEpoch)/float64(s.target)*float64(rtt)) {
+		got = min(s.target, limit-s.target, c.growAvail)
+		c.growAvail -= got
+		s.target += got
+		s.grown += got
+	}
+	s.epochStart, s.epochRead = now, s.read
+	return got
 }
 
 // responseWriter is the handler's http.ResponseWriter.
