@@ -114,8 +114,11 @@ type RelayConfig struct {
 	// while its client keeps up: the window doubles each time the client
 	// took half of it in less than two round trips to the agent (the
 	// window, not the client, was what held the stream back), and stays
-	// grown until the stream ends. Default DefaultStreamWindowLimit
-	// (1 MiB); at or below MaxReceiveBufferPerStream, windows never grow.
+	// grown until the stream ends. Past an eighth of StreamWindowBudget a
+	// window grows only while half the budget stays free, so that windows
+	// grown that far leave at least four others their eighth. Default
+	// DefaultStreamWindowLimit (4 MiB); at or below
+	// MaxReceiveBufferPerStream, windows never grow.
 	StreamWindowLimit int32
 	// StreamWindowBudget is how much all grown windows together may hold
 	// beyond MaxReceiveBufferPerStream each: what clients that read fast
@@ -274,7 +277,7 @@ func NewRelay(cfg *RelayConfig) (*Relay, error) {
 	}
 	log := logx.OrDiscard(c.Logger)
 	r := &Relay{cfg: c, log: log, episodes: logx.NewEpisodes(log, 0), h2: h2client.NewConfig(h2client.Settings{InitialWindow: c.MaxReceiveBufferPerStream, WindowLimit: c.StreamWindowLimit,
-		WindowBudget: c.StreamWindowBudget, MaxHeaderList: c.MaxHeaderBytes, PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
+		WindowBudget: c.StreamWindowBudget, WindowShare: int32(min(int64(c.StreamWindowLimit), c.StreamWindowBudget/8)), MaxHeaderList: c.MaxHeaderBytes, PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
 		BusyPingAfter: c.BusyPingAfter, BusyPingTimeout: c.BusyPingTimeout, WriteTimeout: c.WriteTimeout})}
 	r.reg.picker = c.Picker
 	if c.Middleware != nil {

@@ -30,6 +30,12 @@ type Settings struct {
 	// WindowBudget is what all grown windows may hold together beyond
 	// InitialWindow each; zero or less: windows never grow.
 	WindowBudget int64
+	// WindowShare is how far a window grows out of whatever the budget
+	// has left; past it, a window grows only while half the budget stays
+	// free, so that windows grown that far leave the other half to
+	// windows growing to their share. Zero or at least WindowLimit: no
+	// such rule.
+	WindowShare int32
 	// MaxHeaderList bounds an answer's header list.
 	MaxHeaderList uint32
 	// PingInterval, PingTimeout and WriteTimeout are the connection's
@@ -47,6 +53,7 @@ type Settings struct {
 type Config struct {
 	initialWindow int32 // a stream's receive window to begin with
 	windowLimit   int32 // how far a stream's window may grow
+	windowShare   int32 // past it, growth leaves half the budget free
 	budget        *windowBudget
 	maxHeaderList uint32
 	pingInterval  time.Duration
@@ -61,9 +68,15 @@ type Config struct {
 func NewConfig(s Settings) *Config {
 	b := &windowBudget{total: max(s.WindowBudget, 0)}
 	b.avail.Store(b.total)
+	limit := max(s.WindowLimit, s.InitialWindow)
+	share := limit
+	if s.WindowShare > 0 {
+		share = min(max(s.WindowShare, s.InitialWindow), limit)
+	}
 	return &Config{
 		initialWindow: s.InitialWindow,
-		windowLimit:   max(s.WindowLimit, s.InitialWindow),
+		windowLimit:   limit,
+		windowShare:   share,
 		budget:        b,
 		maxHeaderList: s.MaxHeaderList,
 		pingInterval:  s.PingInterval,

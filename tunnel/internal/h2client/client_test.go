@@ -37,7 +37,7 @@ func testH2Config(initial, limit int32, budget int64) *Config {
 	b := &windowBudget{total: budget}
 	b.avail.Store(budget)
 	return &Config{
-		initialWindow: initial, windowLimit: limit, budget: b, maxHeaderList: 16 << 10,
+		initialWindow: initial, windowLimit: limit, windowShare: limit, budget: b, maxHeaderList: 16 << 10,
 		pingInterval: time.Hour, pingTimeout: time.Hour, busyAfter: time.Hour, busyTimeout: time.Hour, writeTimeout: 10 * time.Second,
 		// Long against the test's pace: a reader that reads at all keeps
 		// up; TestStreamWindowNeedsAReaderFasterThanItsWindow sets it short.
@@ -359,6 +359,34 @@ func TestStreamWindowsShareOneBudget(t *testing.T) {
 	assert.LessOrEqual(t, held[0], int64(initial+budget))
 	assert.LessOrEqual(t, held[1], int64(initial), "the second found it spent and kept its initial window")
 	assert.Zero(t, cfg.budget.avail.Load())
+}
+
+// Past its share a window grows only out of the budget's first half: a
+// fast reader alone on the relay gets a window larger than the share,
+// and those after it still grow to theirs.
+func TestLargeWindowsLeaveHalfTheBudgetToShares(t *testing.T) {
+	const initial, share, limit, budget = 64 << 10, 256 << 10, 1 << 20, 1 << 20
+	cfg := testH2Config(initial, limit, budget)
+	cfg.windowShare = share
+	cc, a := newFakeAgent(t, cfg)
+
+	var held [3]int64
+	for i := range held {
+		id, resp := a.get(cc)
+		defer resp.Body.Close()
+		const read = 8 << 20
+		var sent, granted int64 = 0, initial
+		require.NoError(t, a.windowLimited(id, &sent, &granted, readThenStop(resp.Body, read)))
+		held[i] = sent - read
+		if i == 0 {
+			assert.Greater(t, held[0], int64(share), "the first grew past its share")
+			assert.GreaterOrEqual(t, cfg.budget.avail.Load(), int64(budget/2), "and left half the budget")
+		}
+	}
+	for _, h := range held[1:] {
+		assert.Greater(t, h, int64(share*3/4), "those after it grew to their share")
+		assert.LessOrEqual(t, h, int64(share), "and no further, the budget's first half spent")
+	}
 }
 
 // A window grows only for a reader that takes half a window in less than

@@ -24,11 +24,12 @@ type windowBudget struct {
 // inUse is how much of the budget streams hold.
 func (b *windowBudget) inUse() int64 { return b.total - b.avail.Load() }
 
-// take takes up to want bytes and returns how many it took.
-func (b *windowBudget) take(want int64) int64 {
+// take takes up to want bytes, leaving at least keep, and returns how
+// many it took.
+func (b *windowBudget) take(want, keep int64) int64 {
 	for {
 		a := b.avail.Load()
-		n := min(a, want)
+		n := min(a-keep, want)
 		if n <= 0 {
 			return 0
 		}
@@ -50,9 +51,11 @@ func (b *windowBudget) give(n int64) {
 // keeps up, as QUIC implementations tune theirs: if the reader took half
 // a window or more in less than two round trips to the agent (4 × the
 // fraction of the window × RTT), the window is what would hold the stream
-// back, and it doubles, up to the limit and as the budget allows. A
-// reader that stops, or reads slower than the agent's window allows,
-// never grows it.
+// back, and it doubles, up to the limit and as the budget allows: up to
+// the share out of whatever the budget has left, past it only out of the
+// budget's first half, so that streams with large windows leave the
+// other half to streams growing to their share. A reader that stops, or
+// reads slower than the agent's window allows, never grows it.
 func (s *h2Stream) returnWindow(n int) {
 	cc := s.cc
 	cfg := cc.cfg
@@ -71,7 +74,13 @@ func (s *h2Stream) returnWindow(n int) {
 	if inEpoch := s.read - s.epochRead; s.target < cfg.windowLimit && inEpoch > int64(s.target/2) {
 		now := time.Now()
 		if rtt := cc.rtt(now); rtt > 0 && now.Sub(s.epochStart) < time.Duration(4*float64(inEpoch)/float64(s.target)*float64(rtt)) {
-			got := int32(cfg.budget.take(int64(min(s.target, cfg.windowLimit-s.target))))
+			step, keep := min(s.target, cfg.windowLimit-s.target), int64(0)
+			if s.target < cfg.windowShare {
+				step = min(step, cfg.windowShare-s.target)
+			} else {
+				keep = cfg.budget.total / 2
+			}
+			got := int32(cfg.budget.take(int64(step), keep))
 			s.target += got
 			s.charged += int64(got)
 			want += got
