@@ -55,6 +55,18 @@ func FuzzServe(f *testing.F) {
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: get, EndHeaders: true})
 		fr.WriteData(3, true, nil)
 	}))
+	f.Add(seedFrames(func(fr *http2.Framer) {
+		// The server's SETTINGS and a round-trip PING answered, then a
+		// body read as fast as it comes: its window grows.
+		fr.WriteSettingsAck()
+		fr.WritePing(true, [8]byte{'r', 't', 't', 0, 0, 0, 0, 1})
+		post := headerBlock(":method", "POST", ":scheme", "https", ":path", "/up", ":authority", "agent")
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: post, EndHeaders: true})
+		for range 8 {
+			fr.WriteData(1, false, make([]byte, 512))
+		}
+		fr.WriteData(1, true, nil)
+	}))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		srv, cli := net.Pipe()
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
