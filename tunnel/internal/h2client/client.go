@@ -129,9 +129,6 @@ const (
 	// starts with (RFC 9113 §6.9.2), and a stream's send window until the
 	// agent's SETTINGS say otherwise.
 	initialConnWindow = 65535
-	// rttMaxAge is how old the connection's round-trip time may be when
-	// a stream's window is tuned by it; older, a PING measures it again.
-	rttMaxAge = 10 * time.Second
 	// max1xx is how many informational answers a request may get before
 	// its final one.
 	max1xx = 5
@@ -174,8 +171,7 @@ type Conn struct {
 
 	// The round trip to the agent, which a stream's window is tuned by:
 	// first the SETTINGS exchange, then PINGs.
-	rttNanos     atomic.Int64
-	rttAt        atomic.Int64 // unix nanoseconds of the last sample
+	roundTrip    h2frame.RoundTrip
 	rttPinging   atomic.Bool
 	settingsSent time.Time
 

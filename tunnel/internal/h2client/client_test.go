@@ -414,7 +414,7 @@ func TestTunnelClientMeasuresTheRoundTrip(t *testing.T) {
 	cc, _ := newFakeAgent(t, cfg)
 	// The agent's acknowledgement of the relay's SETTINGS is the first
 	// sample.
-	require.Eventually(t, func() bool { return cc.rttNanos.Load() > 0 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { d, _ := cc.roundTrip.Get(time.Now()); return d > 0 }, 10*time.Second, time.Millisecond)
 	assert.Less(t, cc.rtt(time.Now()), time.Minute)
 }
 

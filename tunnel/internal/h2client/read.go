@@ -318,7 +318,7 @@ func (cc *Conn) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		if !cc.settingsAckd {
 			cc.settingsAckd = true
-			cc.sampleRTT(time.Since(cc.settingsSent))
+			cc.roundTrip.Sample(time.Since(cc.settingsSent))
 		}
 		return nil
 	}
@@ -482,7 +482,7 @@ func (cc *Conn) ping(failIfLate bool, timeout time.Duration) bool {
 	select {
 	case <-ch:
 		if cc.Alive() {
-			cc.sampleRTT(time.Since(start))
+			cc.roundTrip.Sample(time.Since(start))
 			return true
 		}
 		return false
@@ -504,26 +504,18 @@ func (cc *Conn) Alive() bool {
 	return cc.err == nil
 }
 
-// sampleRTT adds a round trip to the connection's smoothed one.
-func (cc *Conn) sampleRTT(d time.Duration) {
-	if old := cc.rttNanos.Load(); old > 0 {
-		d = (7*time.Duration(old) + d) / 8
-	}
-	cc.rttNanos.Store(int64(d))
-	cc.rttAt.Store(time.Now().UnixNano())
-}
-
 // rtt is the connection's round-trip time, 0 until measured; a PING
-// measures it again when it is older than rttMaxAge.
+// measures it again when it is older than h2frame.RoundTripMaxAge.
 func (cc *Conn) rtt(now time.Time) time.Duration {
 	if cc.cfg.fixedRTT > 0 {
 		return cc.cfg.fixedRTT
 	}
-	if now.UnixNano()-cc.rttAt.Load() > int64(rttMaxAge) && cc.rttPinging.CompareAndSwap(false, true) {
+	d, stale := cc.roundTrip.Get(now)
+	if stale && cc.rttPinging.CompareAndSwap(false, true) {
 		go func() {
 			defer cc.rttPinging.Store(false)
 			cc.ping(false, cc.cfg.pingTimeout)
 		}()
 	}
-	return time.Duration(cc.rttNanos.Load())
+	return d
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
 )
 
 // A response's receive window on the relay: the budget grown windows
@@ -73,7 +75,7 @@ func (s *h2Stream) returnWindow(n int) {
 	}
 	if inEpoch := s.read - s.epochRead; s.target < cfg.windowLimit && inEpoch > int64(s.target/2) {
 		now := time.Now()
-		if rtt := cc.rtt(now); rtt > 0 && now.Sub(s.epochStart) < time.Duration(4*float64(inEpoch)/float64(s.target)*float64(rtt)) {
+		if h2frame.WindowHoldsBack(inEpoch, int64(s.target), now.Sub(s.epochStart), cc.rtt(now)) {
 			step, keep := min(s.target, cfg.windowLimit-s.target), int64(0)
 			if s.target < cfg.windowShare {
 				step = min(step, cfg.windowShare-s.target)

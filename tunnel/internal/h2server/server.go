@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
 )
 
 // Config is a connection's limits. Zero fields take the defaults given.
@@ -110,11 +112,10 @@ type Conn struct {
 
 	// The connection's round-trip time, which request bodies' windows grow
 	// by: sampled from the SETTINGS exchange, then by a PING when older
-	// than rttMaxAge. Unix nanoseconds where "at".
+	// than h2frame.RoundTripMaxAge (rttPingAt: unix nanoseconds).
 	settingsSent  time.Time // read loop's
 	settingsAcked bool      // read loop's
-	rttNanos      atomic.Int64
-	rttAt         atomic.Int64
+	roundTrip     h2frame.RoundTrip
 	rttPingAt     atomic.Int64 // 0: no round-trip PING unanswered
 
 	ctx       context.Context
@@ -341,7 +342,7 @@ func (c *Conn) handle(f http2.Frame) error {
 	case *http2.PingFrame:
 		if f.IsAck() && f.Data == rttPing {
 			if at := c.rttPingAt.Swap(0); at != 0 {
-				c.sampleRTT(time.Since(time.Unix(0, at)))
+				c.roundTrip.Sample(time.Since(time.Unix(0, at)))
 			}
 		}
 		if f.IsAck() || f.StreamID != 0 {
@@ -370,7 +371,7 @@ func (c *Conn) settings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		if !c.settingsAcked {
 			c.settingsAcked = true
-			c.sampleRTT(time.Since(c.settingsSent))
+			c.roundTrip.Sample(time.Since(c.settingsSent))
 		}
 		return nil
 	}
@@ -567,36 +568,24 @@ func (c *Conn) ping() {
 	}
 }
 
-// rttMaxAge is how old the connection's round-trip time may be when a
-// window grows by it before a PING measures it again.
-const rttMaxAge = 10 * time.Second
-
 // rttPing is the payload of the PINGs that measure the round trip; the
 // liveness pings' first byte counts, and their last is zero.
 var rttPing = [8]byte{'r', 't', 't', 0, 0, 0, 0, 1}
 
-// sampleRTT adds a round trip to the connection's smoothed one.
-func (c *Conn) sampleRTT(d time.Duration) {
-	if old := c.rttNanos.Load(); old > 0 {
-		d = (7*time.Duration(old) + d) / 8
-	}
-	c.rttNanos.Store(int64(d))
-	c.rttAt.Store(time.Now().UnixNano())
-}
-
 // rtt is the connection's round-trip time, 0 until measured; a PING
-// measures it again when it is older than rttMaxAge (and again if that
-// PING goes unanswered as long).
+// measures it again when it is older than h2frame.RoundTripMaxAge (and
+// again if that PING goes unanswered as long).
 func (c *Conn) rtt(now time.Time) time.Duration {
 	if c.cfg.fixedRTT > 0 {
 		return c.cfg.fixedRTT
 	}
+	d, stale := c.roundTrip.Get(now)
 	t := now.UnixNano()
-	if at := c.rttPingAt.Load(); t-c.rttAt.Load() > int64(rttMaxAge) && (at == 0 || t-at > int64(rttMaxAge)) && c.rttPingAt.CompareAndSwap(at, t) {
+	if at := c.rttPingAt.Load(); stale && (at == 0 || t-at > int64(h2frame.RoundTripMaxAge)) && c.rttPingAt.CompareAndSwap(at, t) {
 		// Not under the caller's lock: the write may wait on the socket.
 		go c.write(func() error { return c.fr.WritePing(false, rttPing) }, true)
 	}
-	return time.Duration(c.rttNanos.Load())
+	return d
 }
 
 // headerBuf is where the HPACK encoder writes a header block.

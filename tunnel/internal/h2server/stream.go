@@ -456,7 +456,7 @@ func (s *stream) growLocked() int64 {
 	}
 	now := time.Now()
 	var got int64
-	if rtt := c.rtt(now); rtt > 0 && now.Sub(s.epochStart) < time.Duration(4*float64(inEpoch)/float64(s.target)*float64(rtt)) {
+	if h2frame.WindowHoldsBack(inEpoch, s.target, now.Sub(s.epochStart), c.rtt(now)) {
 		got = min(s.target, limit-s.target, c.growAvail)
 		c.growAvail -= got
 		s.target += got
