@@ -602,8 +602,8 @@ func hop(o options) error {
 	// per MB, the tunnel's rate against the two plain hops') are taken
 	// within each turn.
 	type dl struct {
-		mbs          float64
-		relay, agent usage
+		mbs                float64
+		relay, agent, self usage
 	}
 	dls := make([][]dl, len(paths))
 	mb := float64(largeBody) / 1e6
@@ -615,7 +615,7 @@ func hop(o options) error {
 				return err
 			}
 			relayAfter, agentAfter, selfAfter := usages()
-			d := dl{mbs, relayAfter.since(relayBefore), agentAfter.since(agentBefore)}
+			d := dl{mbs, relayAfter.since(relayBefore), agentAfter.since(agentBefore), selfAfter.since(selfBefore)}
 			dls[i] = append(dls[i], d)
 			// CPU per MB shows whether a path is bound by work or by
 			// waiting: a path whose processes together use less than
@@ -630,14 +630,23 @@ func hop(o options) error {
 			if name := paths[plain].name; name != plainHops && name != plainHopsH2 {
 				continue
 			}
-			var relayR, agentR, rateR []float64
+			var relayR, agentR, rateR, wholeR []float64
 			for t := range o.downloads {
-				relayR = append(relayR, float64(dls[tun][t].relay.cpu)/float64(dls[plain][t].relay.cpu))
-				agentR = append(agentR, float64(dls[tun][t].agent.cpu)/float64(dls[plain][t].agent.cpu))
-				rateR = append(rateR, dls[tun][t].mbs/dls[plain][t].mbs)
+				tn, pl := dls[tun][t], dls[plain][t]
+				relayR = append(relayR, float64(tn.relay.cpu)/float64(pl.relay.cpu))
+				agentR = append(agentR, float64(tn.agent.cpu)/float64(pl.agent.cpu))
+				rateR = append(rateR, tn.mbs/pl.mbs)
+				wholeR = append(wholeR, float64(tn.relay.cpu+tn.agent.cpu+tn.self.cpu)/float64(pl.relay.cpu+pl.agent.cpu+pl.self.cpu))
 			}
 			fmt.Printf("  %ss, tunnel against %s, turn by turn: relay CPU per MB %s× the front proxy's, agent %s× the plain proxy's, rate %s×\n",
 				transfer, paths[plain].name, ratios(relayR), ratios(agentR), ratios(rateR))
+			// On one machine a loopback transmit runs the receiver's half
+			// of the delivery in the sender's system call, and which side
+			// pays for the sender's transmits depends on which end of a
+			// pipe is the slower (BENCHMARKS.md, "who pays for a loopback
+			// transmit"); every process together is what the two
+			// arrangements cost.
+			fmt.Printf("  %ss, tunnel against %s, turn by turn: every process's CPU per MB %s×\n", transfer, paths[plain].name, ratios(wholeR))
 		}
 	}
 	if o.profileDir != "" {
