@@ -94,8 +94,10 @@ type AgentConfig struct {
 	// grows (default 4 MiB), doubling while the upstream reads the body
 	// as fast as the buffer lets it come over the relay's round trip: an
 	// upload's speed is its window per round trip. All of a connection's
-	// streams grow by at most half MaxUploadBufferPerConnection together;
-	// a value at most MaxUploadBufferPerStream: buffers never grow.
+	// streams grow by at most half MaxUploadBufferPerConnection together,
+	// and past an eighth of that only while half of it is left, so that
+	// large buffers leave others their eighth; a value at most
+	// MaxUploadBufferPerStream: buffers never grow.
 	MaxUploadWindowPerStream int32
 	// MaxHeaderBytes bounds request headers; default
 	// DefaultMaxHeaderBytes. The relay's RelayConfig.MaxHeaderBytes must

@@ -76,13 +76,8 @@ func (s *h2Stream) returnWindow(n int) {
 	if inEpoch := s.read - s.epochRead; s.target < cfg.windowLimit && inEpoch > int64(s.target/2) {
 		now := time.Now()
 		if h2frame.WindowHoldsBack(inEpoch, int64(s.target), now.Sub(s.epochStart), cc.rtt(now)) {
-			step, keep := min(s.target, cfg.windowLimit-s.target), int64(0)
-			if s.target < cfg.windowShare {
-				step = min(step, cfg.windowShare-s.target)
-			} else {
-				keep = cfg.budget.total / 2
-			}
-			got := int32(cfg.budget.take(int64(step), keep))
+			step, keep := h2frame.GrowthStep(int64(s.target), int64(cfg.windowLimit), int64(cfg.windowShare), cfg.budget.total)
+			got := int32(cfg.budget.take(step, keep))
 			s.target += got
 			s.charged += int64(got)
 			want += got

@@ -41,3 +41,18 @@ func (r *RoundTrip) Get(now time.Time) (d time.Duration, stale bool) {
 func WindowHoldsBack(read, window int64, elapsed, rtt time.Duration) bool {
 	return rtt > 0 && read > window/2 && elapsed < time.Duration(4*float64(read)/float64(window)*float64(rtt))
 }
+
+// GrowthStep is how a window of target bytes that holds its stream back
+// grows, out of a budget of budget bytes that every grown window of its
+// kind shares: it doubles, up to limit; up to share out of whatever the
+// budget has left, and past share only while half the budget stays free,
+// so that windows grown that far leave the other half to windows growing
+// to their share. The caller takes up to step bytes from the budget,
+// leaving at least keep.
+func GrowthStep(target, limit, share, budget int64) (step, keep int64) {
+	step = min(target, limit-target)
+	if target < share {
+		return min(step, share-target), 0
+	}
+	return step, budget / 2
+}

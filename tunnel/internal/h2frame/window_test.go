@@ -38,3 +38,22 @@ func TestWindowHoldsBack(t *testing.T) {
 	assert.False(t, h2frame.WindowHoldsBack(w/2, w, 0, rtt), "no more than half a window")
 	assert.False(t, h2frame.WindowHoldsBack(w, w, 0, 0), "round trip unknown")
 }
+
+// A window doubles up to its share out of anything the budget has, and
+// past the share keeps half the budget free.
+func TestGrowthStep(t *testing.T) {
+	const limit, share, budget = 4 << 20, 1 << 20, 8 << 20
+	for _, tc := range []struct {
+		target, step, keep int64
+	}{
+		{256 << 10, 256 << 10, 0},
+		{768 << 10, 256 << 10, 0}, // to the share, not past it
+		{1 << 20, 1 << 20, budget / 2},
+		{3 << 20, 1 << 20, budget / 2}, // to the limit, not past it
+		{4 << 20, 0, budget / 2},
+	} {
+		step, keep := h2frame.GrowthStep(tc.target, limit, share, budget)
+		assert.Equal(t, tc.step, step, "step from %d", tc.target)
+		assert.Equal(t, tc.keep, keep, "kept from %d", tc.target)
+	}
+}

@@ -33,8 +33,9 @@ type Config struct {
 	// MaxUploadWindowPerStream is how far a request body's window may
 	// grow, doubling while its handler reads as fast as the window lets
 	// the bytes come; the windows of a connection's streams grow by at
-	// most half its MaxUploadBufferPerConnection together. Default 4 MiB;
-	// at most MaxUploadBufferPerStream (or negative): windows never grow.
+	// most half its MaxUploadBufferPerConnection together, and past an
+	// eighth of that only while half of it is left. Default 4 MiB; at
+	// most MaxUploadBufferPerStream (or negative): windows never grow.
 	MaxUploadWindowPerStream int32
 	// MaxHeaderBytes bounds a request's header list, as HTTP/2 counts it
 	// (SETTINGS_MAX_HEADER_LIST_SIZE); a longer one is answered 431.
@@ -102,7 +103,8 @@ type Conn struct {
 	peerFrame  int    // the client's SETTINGS_MAX_FRAME_SIZE
 	recvWin    int64  // what the client may still send on the connection
 	recvUnsent int64  // connection window taken by data read, not yet returned
-	growAvail  int64  // what streams' windows may still grow by, together
+	growBudget int64  // what streams' windows may grow by, together
+	growAvail  int64  // what is left of it
 	started    bool   // the server's settings went
 	goingAway  bool
 	closed     bool
@@ -145,7 +147,8 @@ func New(conn net.Conn, cfg *Config, h http.Handler) *Conn {
 		c.cfg.MaxUploadWindowPerStream = 4 << 20
 	}
 	c.cfg.MaxUploadWindowPerStream = max(c.cfg.MaxUploadWindowPerStream, c.cfg.MaxUploadBufferPerStream)
-	c.growAvail = int64(c.cfg.MaxUploadBufferPerConnection) / 2
+	c.growBudget = int64(c.cfg.MaxUploadBufferPerConnection) / 2
+	c.growAvail = c.growBudget
 	if c.cfg.MaxHeaderBytes <= 0 {
 		c.cfg.MaxHeaderBytes = 1 << 20
 	}

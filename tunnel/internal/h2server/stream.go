@@ -438,15 +438,17 @@ func (s *stream) returnWindow(n int, read bool) {
 	}, true)
 }
 
-// growLocked grows the body's window while its handler keeps up, as the
-// relay grows an answer's (QUIC implementations' rule): if the handler
-// read half the window or more in less than two round trips (4 × the
-// fraction of the window × RTT), the window is what holds the upload
-// back, and it doubles, up to MaxUploadWindowPerStream and as the
-// connection's budget allows. A handler that stops, or reads slower
-// than the window lets bytes come, never grows it. It returns the growth,
-// which the caller gives the client with the window it returns; the
-// budget has it back when the stream is forgotten. Under c.mu.
+// growLocked grows the body's window while its handler keeps up, by the
+// rule the relay grows an answer's by (h2frame.WindowHoldsBack: the
+// handler read half the window or more in less than two round trips, so
+// the window is what holds the upload back): it doubles, up to
+// MaxUploadWindowPerStream, out of the connection's budget of half its
+// window, as h2frame.GrowthStep shares it: up to an eighth of the budget
+// from whatever is left, past it only while half the budget stays free.
+// A handler that stops, or reads slower than the window lets bytes come,
+// never grows it. It returns the growth, which the caller gives the
+// client with the window it returns; the budget has it back when the
+// stream is forgotten. Under c.mu.
 func (s *stream) growLocked() int64 {
 	c := s.c
 	limit := int64(c.cfg.MaxUploadWindowPerStream)
@@ -457,7 +459,8 @@ func (s *stream) growLocked() int64 {
 	now := time.Now()
 	var got int64
 	if h2frame.WindowHoldsBack(inEpoch, s.target, now.Sub(s.epochStart), c.rtt(now)) {
-		got = min(s.target, limit-s.target, c.growAvail)
+		step, keep := h2frame.GrowthStep(s.target, limit, max(c.growBudget/8, int64(c.cfg.MaxUploadBufferPerStream)), c.growBudget)
+		got = max(min(step, c.growAvail-keep), 0)
 		c.growAvail -= got
 		s.target += got
 		s.grown += got

@@ -118,14 +118,16 @@ func TestAnUploadsWindowGrowsWhileItsHandlerKeepsUp(t *testing.T) {
 }
 
 // What the windows of a connection's streams grow by comes out of a
-// budget of half the connection's window, and goes back into it when a
-// stream ends: one upload that grew to the limit leaves a second only
-// what is left, and once both end a third grows as far as the first.
+// budget of half the connection's window, shared as the relay shares its
+// own: up to an eighth of it out of whatever is left, past that only while
+// half of it stays free. An upload alone grows to the limit; the next ones,
+// beside it, to the eighth; once they end, the budget is all back.
 func TestGrownWindowsShareHalfTheConnectionsWindow(t *testing.T) {
+	const initial, share, limit = 64 << 10, 256 << 10, 1 << 20
 	cfg := h2server.WithFixedRTT(&h2server.Config{
-		MaxUploadBufferPerStream:     64 << 10,
-		MaxUploadWindowPerStream:     256 << 10,
-		MaxUploadBufferPerConnection: 512 << 10, // 256 KiB to grow by
+		MaxUploadBufferPerStream:     initial,
+		MaxUploadWindowPerStream:     limit,
+		MaxUploadBufferPerConnection: 4 << 20, // 2 MiB to grow by, an eighth of it 256 KiB
 	}, time.Hour)
 	addr, conns := server(t, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -133,22 +135,25 @@ func TestGrownWindowsShareHalfTheConnectionsWindow(t *testing.T) {
 	u := newUploader(t, addr)
 	c := <-conns
 	u.open(1)
-	u.send(1, 2<<20, false)
-	assert.Equal(t, int64(256<<10), h2server.StreamWindow(c, 1), "the first grows to the limit")
-	u.open(3)
-	u.send(3, 2<<20, false)
-	assert.Equal(t, int64(128<<10), h2server.StreamWindow(c, 3), "the second grows by what the first left")
-	u.send(1, 16<<10, true)
-	u.send(3, 16<<10, true)
-	// Until both are answered and forgotten: a handler forgets its stream
+	u.send(1, 4<<20, false)
+	assert.Equal(t, int64(limit), h2server.StreamWindow(c, 1), "alone, an upload grows to the limit")
+	for _, id := range []uint32{3, 5} {
+		u.open(id)
+		u.send(id, 2<<20, false)
+		assert.Equal(t, int64(share), h2server.StreamWindow(c, id), "beside it, uploads grow to the eighth and no further")
+	}
+	for _, id := range []uint32{1, 3, 5} {
+		u.send(id, 16<<10, true)
+	}
+	// Until all are answered and forgotten: a handler forgets its stream
 	// just after it sends the answer's last frame, so there is no frame
 	// to wait for.
-	for h2server.StreamWindow(c, 1) != 0 || h2server.StreamWindow(c, 3) != 0 {
+	for h2server.StreamWindow(c, 1) != 0 || h2server.StreamWindow(c, 3) != 0 || h2server.StreamWindow(c, 5) != 0 {
 		time.Sleep(time.Millisecond)
 	}
-	u.open(5)
-	u.send(5, 2<<20, false)
-	assert.Equal(t, int64(256<<10), h2server.StreamWindow(c, 5), "a third grows as far as the first did: the budget is back")
+	u.open(7)
+	u.send(7, 4<<20, false)
+	assert.Equal(t, int64(limit), h2server.StreamWindow(c, 7), "once they end, the next grows to the limit: the budget is back")
 }
 
 // An upload over a link with a long round trip takes few round trips: the
