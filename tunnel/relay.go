@@ -630,15 +630,10 @@ func (r *Relay) startTunnel(conn net.Conn, brw *bufio.ReadWriter, hs Handshake, 
 		conn.Close()
 		return err
 	}
-	var nc net.Conn = conn
-	if tc, ok := conn.(*tls.Conn); ok {
-		if cc, ok := tc.NetConn().(*clientConn); ok {
-			// What the relay writes to its agent (a request's body, in
-			// frames of a record and more) leaves in one system call
-			// per write, as what it writes to clients.
-			nc = &clientTLS{Conn: tc, under: cc}
-		}
-	}
+	// What the relay writes to its agent (a request's body, in frames of
+	// a record and more) leaves in one system call per write, as what it
+	// writes to clients.
+	nc := batched(conn)
 	if n := brw.Reader.Buffered(); n > 0 {
 		// The agent speaks only after the 101, but keep whatever came.
 		nc = &bufferedConn{Conn: nc, r: io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)}

@@ -58,10 +58,8 @@ func configureServer(srv *http.Server, holdFor time.Duration) error {
 		if prev != nil {
 			ctx = prev(ctx, c)
 		}
-		if tc, ok := c.(*tls.Conn); ok {
-			if cc, ok := tc.NetConn().(*clientConn); ok {
-				ctx = context.WithValue(ctx, clientConnKey{}, cc)
-			}
+		if cc := clientConnUnder(c); cc != nil {
+			ctx = context.WithValue(ctx, clientConnKey{}, cc)
 		}
 		return ctx
 	}
@@ -77,11 +75,7 @@ func configureServer(srv *http.Server, holdFor time.Duration) error {
 		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 			ctx = bc.BaseContext()
 		}
-		var under net.Conn = c
-		if cc, ok := c.NetConn().(*clientConn); ok {
-			under = &clientTLS{Conn: c, under: cc}
-		}
-		hc := hold.NewConn(under, timeout, 0)
+		hc := hold.NewConn(batched(c), timeout, 0)
 		hc.SetHold(holdFor)
 		h2.ServeConn(&tlsHoldConn{hc, c}, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
 	}
@@ -127,6 +121,26 @@ func (c *clientTLS) Close() error {
 }
 
 type clientConnKey struct{}
+
+// clientConnUnder is the clientConn under c, a TLS connection from a
+// ClientListener (a client's or an agent's); nil for any other.
+func clientConnUnder(c net.Conn) *clientConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		cc, _ := tc.NetConn().(*clientConn)
+		return cc
+	}
+	return nil
+}
+
+// batched is c sending the records of each of its writes in one system
+// call where it is a TLS connection from a ClientListener (clientTLS);
+// c itself otherwise.
+func batched(c net.Conn) net.Conn {
+	if cc := clientConnUnder(c); cc != nil {
+		return &clientTLS{Conn: c.(*tls.Conn), under: cc}
+	}
+	return c
+}
 
 // connOf is the ClientListener's connection req came on, if
 // ConfigureServer's server serves it; nil otherwise.

@@ -621,7 +621,7 @@ func hop(o options) error {
 			// waiting: a path whose processes together use less than
 			// both cores waits.
 			fmt.Printf("  %s %-12s %5.0f MB/s = %.2f× direct; %s\n", transfer, p.name, mbs, mbs/dls[0][turn].mbs,
-				costs(o, p.name, d.relay, d.agent, selfAfter.since(selfBefore), func(u usage) string { return u.perMB(mb) }))
+				costs(o, p.name, d.relay, d.agent, d.self, func(u usage) string { return u.perMB(mb) }))
 		}
 	}
 	if relay != nil {

@@ -339,6 +339,20 @@ func TestStreamWindowGrowsWhileTheReaderKeepsUp(t *testing.T) {
 	assert.EqualValues(t, budget, cfg.budget.avail.Load(), "the stream gave its share of the budget back")
 }
 
+// heldAfterReadingFast has the agent answer a GET whose reader takes
+// 8 MiB as fast as the window lets it come and then stops, and returns
+// what the answer's window then holds: how far it grew. The answer stays
+// open until the test ends.
+func (a *fakeAgent) heldAfterReadingFast(cc *Conn, initial int64) int64 {
+	a.t.Helper()
+	id, resp := a.get(cc)
+	a.t.Cleanup(func() { resp.Body.Close() })
+	const read = 8 << 20
+	var sent, granted int64 = 0, initial
+	require.NoError(a.t, a.windowLimited(id, &sent, &granted, readThenStop(resp.Body, read)))
+	return sent - read
+}
+
 // A window never grows past the relay's budget: a reader that read fast
 // and stopped holds at most its initial window and the budget.
 func TestStreamWindowsShareOneBudget(t *testing.T) {
@@ -348,12 +362,7 @@ func TestStreamWindowsShareOneBudget(t *testing.T) {
 
 	var held [2]int64
 	for i := range held {
-		id, resp := a.get(cc)
-		defer resp.Body.Close()
-		const read = 8 << 20
-		var sent, granted int64 = 0, initial
-		require.NoError(t, a.windowLimited(id, &sent, &granted, readThenStop(resp.Body, read)))
-		held[i] = sent - read
+		held[i] = a.heldAfterReadingFast(cc, initial)
 	}
 	assert.Greater(t, held[0], int64((initial+budget)*3/4), "the first stream grew by the whole budget")
 	assert.LessOrEqual(t, held[0], int64(initial+budget))
@@ -372,12 +381,7 @@ func TestLargeWindowsLeaveHalfTheBudgetToShares(t *testing.T) {
 
 	var held [3]int64
 	for i := range held {
-		id, resp := a.get(cc)
-		defer resp.Body.Close()
-		const read = 8 << 20
-		var sent, granted int64 = 0, initial
-		require.NoError(t, a.windowLimited(id, &sent, &granted, readThenStop(resp.Body, read)))
-		held[i] = sent - read
+		held[i] = a.heldAfterReadingFast(cc, initial)
 		if i == 0 {
 			assert.Greater(t, held[0], int64(share), "the first grew past its share")
 			assert.GreaterOrEqual(t, cfg.budget.avail.Load(), int64(budget/2), "and left half the budget")

@@ -104,6 +104,7 @@ type Conn struct {
 	recvWin    int64  // what the client may still send on the connection
 	recvUnsent int64  // connection window taken by data read, not yet returned
 	growBudget int64  // what streams' windows may grow by, together
+	growShare  int64  // how far one grows out of whatever is left of it
 	growAvail  int64  // what is left of it
 	started    bool   // the server's settings went
 	goingAway  bool
@@ -148,6 +149,7 @@ func New(conn net.Conn, cfg *Config, h http.Handler) *Conn {
 	}
 	c.cfg.MaxUploadWindowPerStream = max(c.cfg.MaxUploadWindowPerStream, c.cfg.MaxUploadBufferPerStream)
 	c.growBudget = int64(c.cfg.MaxUploadBufferPerConnection) / 2
+	c.growShare = max(c.growBudget/8, int64(c.cfg.MaxUploadBufferPerStream))
 	c.growAvail = c.growBudget
 	if c.cfg.MaxHeaderBytes <= 0 {
 		c.cfg.MaxHeaderBytes = 1 << 20
@@ -487,8 +489,7 @@ func (c *Conn) removeLocked(s *stream) {
 		return
 	}
 	delete(c.streams, s.id)
-	c.growAvail += s.grown
-	s.grown = 0
+	c.growAvail += s.target - int64(c.cfg.MaxUploadBufferPerStream)
 	c.cond.Broadcast()
 	if c.goingAway && len(c.streams) == 0 {
 		go c.close()

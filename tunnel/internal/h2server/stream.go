@@ -33,11 +33,12 @@ type stream struct {
 	recvDone bool
 	// pendingUpdate is body read and not yet given back to the client.
 	pendingUpdate int64
-	// The body's window, and how it grows (see growLocked): target is what the
-	// client may have sent and the handler not read, grown what of it the
-	// connection's budget lent; read counts what the handler read, and
-	// the epoch is the stretch its pace is judged over.
-	target, grown   int64
+	// The body's window, and how it grows (see growLocked): target is what
+	// the client may have sent and the handler not read (beyond
+	// MaxUploadBufferPerStream, lent by the connection's budget); read
+	// counts what the handler read, and the epoch is the stretch its pace
+	// is judged over.
+	target          int64
 	read, epochRead int64
 	epochStart      time.Time
 	body            *body
@@ -298,6 +299,11 @@ const bodyChunk = 16 << 10
 
 var bodyChunks = sync.Pool{New: func() any { b := make([]byte, 0, bodyChunk); return &b }}
 
+func putBodyChunk(b *[]byte) {
+	*b = (*b)[:0]
+	bodyChunks.Put(b)
+}
+
 // take copies what is unread into p, giving back the chunks it empties;
 // under b.mu.
 func (b *body) take(p []byte) int {
@@ -309,8 +315,7 @@ func (b *body) take(p []byte) int {
 		if b.off == len(*first) {
 			// Read to its end: every chunk but the last is full, and
 			// the last goes once all that came is read.
-			*first = (*first)[:0]
-			bodyChunks.Put(first)
+			putBodyChunk(first)
 			b.chunks[b.head] = nil
 			b.head, b.off = b.head+1, 0
 		}
@@ -324,8 +329,7 @@ func (b *body) take(p []byte) int {
 // release gives the unread chunks back; under b.mu.
 func (b *body) release() {
 	for i := b.head; i < len(b.chunks); i++ {
-		*b.chunks[i] = (*b.chunks[i])[:0]
-		bodyChunks.Put(b.chunks[i])
+		putBodyChunk(b.chunks[i])
 		b.chunks[i] = nil
 	}
 	b.chunks, b.head, b.off, b.unread = b.chunks[:0], 0, 0, 0
@@ -459,11 +463,10 @@ func (s *stream) growLocked() int64 {
 	now := time.Now()
 	var got int64
 	if h2frame.WindowHoldsBack(inEpoch, s.target, now.Sub(s.epochStart), c.rtt(now)) {
-		step, keep := h2frame.GrowthStep(s.target, limit, max(c.growBudget/8, int64(c.cfg.MaxUploadBufferPerStream)), c.growBudget)
+		step, keep := h2frame.GrowthStep(s.target, limit, c.growShare, c.growBudget)
 		got = max(min(step, c.growAvail-keep), 0)
 		c.growAvail -= got
 		s.target += got
-		s.grown += got
 	}
 	s.epochStart, s.epochRead = now, s.read
 	return got
