@@ -6,7 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
+	"github.com/clusterconnect/clusterconnect/internal/h2client"
 )
 
 // A reverse proxy, as the agent's handler usually is, writes 32 KiB at a

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
+	"github.com/clusterconnect/clusterconnect/internal/h2client"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

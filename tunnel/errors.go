@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
+	"github.com/clusterconnect/clusterconnect/internal/h2client"
 )
 
 // The errors of this package, in one place. Each exported error value is a

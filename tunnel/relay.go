@@ -20,10 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/clusterconnect/clusterconnect/internal/h2client"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/logx"
 	"github.com/clusterconnect/clusterconnect/internal/tracex"
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
 // RelayConfig configures a Relay. A nil *RelayConfig is not valid: the

@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/hold"
+	"github.com/clusterconnect/clusterconnect/internal/hold"
 	"golang.org/x/net/http2"
 )
 

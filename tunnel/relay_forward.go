@@ -16,9 +16,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/clusterconnect/clusterconnect/internal/h2client"
 	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/tracex"
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
 )
 
 // ServeCluster forwards a client's request under /clusters/{id}/ to that

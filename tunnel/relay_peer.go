@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
+	"github.com/clusterconnect/clusterconnect/internal/h2client"
 )
 
 // Directory is what a relay that is one replica of a fleet shares with the

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2client"
+	"github.com/clusterconnect/clusterconnect/internal/h2client"
 )
 
 // agentConn is one live tunnel connection, seen from the relay.

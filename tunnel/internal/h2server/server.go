@@ -16,7 +16,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
+	"github.com/clusterconnect/clusterconnect/internal/h2frame"
 )
 
 // Config is a connection's limits. Zero fields take the defaults given.

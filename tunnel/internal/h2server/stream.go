@@ -18,7 +18,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
+	"github.com/clusterconnect/clusterconnect/internal/h2frame"
 )
 
 // stream is one request and its answer. Its fields are under the

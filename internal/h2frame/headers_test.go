@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
+	"github.com/clusterconnect/clusterconnect/internal/h2frame"
 )
 
 // A block larger than a frame goes as HEADERS and CONTINUATION frames, each

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
+	"github.com/clusterconnect/clusterconnect/internal/h2frame"
 )
 
 // A response's receive window on the relay: the budget grown windows

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
+	"github.com/clusterconnect/clusterconnect/internal/h2frame"
 )
 
 // The first round trip is taken whole, later ones for an eighth; a sample

@@ -15,8 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/h2frame"
-	"github.com/clusterconnect/clusterconnect/tunnel/internal/hold"
+	"github.com/clusterconnect/clusterconnect/internal/h2frame"
+	"github.com/clusterconnect/clusterconnect/internal/hold"
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
