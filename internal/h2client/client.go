@@ -38,6 +38,9 @@ type Settings struct {
 	WindowShare int32
 	// MaxHeaderList bounds an answer's header list.
 	MaxHeaderList uint32
+	// Peer names the server in error messages, and ErrorPrefix begins
+	// them: "" is the relay's, "the agent" and "tunnel: ".
+	Peer, ErrorPrefix string
 	// PingInterval, PingTimeout and WriteTimeout are the connection's
 	// liveness bounds while it is idle; BusyPingAfter and BusyPingTimeout
 	// take over while a stream is open: a connection that carries
@@ -62,6 +65,7 @@ type Config struct {
 	busyTimeout   time.Duration
 	writeTimeout  time.Duration
 	fixedRTT      time.Duration // tests: the round trip windows are tuned by
+	peer, prefix  string
 }
 
 // NewConfig returns the shared config of a relay's client connections.
@@ -84,7 +88,15 @@ func NewConfig(s Settings) *Config {
 		busyAfter:     cmp.Or(s.BusyPingAfter, s.PingInterval),
 		busyTimeout:   cmp.Or(s.BusyPingTimeout, s.PingTimeout),
 		writeTimeout:  s.WriteTimeout,
+		peer:          cmp.Or(s.Peer, "the agent"),
+		prefix:        cmp.Or(s.ErrorPrefix, "tunnel: "),
 	}
+}
+
+// peerErr is an error about what the server did: the prefix, the
+// server's name, then format (" reset the stream", "'s settings").
+func (c *Config) peerErr(format string, a ...any) error {
+	return fmt.Errorf(c.prefix+c.peer+format, a...)
 }
 
 // WindowInUse is how much of the window budget grown windows hold now.
@@ -139,7 +151,6 @@ var (
 	ErrGoingAway   = errors.New("tunnel: the agent is closing this tunnel connection")
 	ErrNoSlot      = errors.New("tunnel: the tunnel connection has no stream to spare")
 	errBodyClosed  = errors.New("tunnel: the answer's body was closed")
-	errTooMany1xx  = errors.New("tunnel: the agent sent too many informational answers")
 	ErrHeadersPeer = errors.New("header list larger than the agent's advertised limit")
 )
 
@@ -253,7 +264,7 @@ func (cc *Conn) write(fn func() error) error {
 	}
 	err := fn()
 	if err != nil {
-		go cc.fail(fmt.Errorf("tunnel: writing to the agent: %w", err))
+		go cc.fail(fmt.Errorf("%swriting to %s: %w", cc.cfg.prefix, cc.cfg.peer, err))
 	}
 	return err
 }

@@ -42,16 +42,16 @@ func (cc *Conn) readLoop() {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				if s := cc.stream(se.StreamID); s != nil {
-					s.fail(fmt.Errorf("tunnel: the agent's answer is malformed: %w", err), se.Code)
+					s.fail(cc.cfg.peerErr("'s answer is malformed: %w", err), se.Code)
 				}
 				continue
 			}
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
-				cc.goAwayAndFail(http2.ErrCode(ce), fmt.Errorf("tunnel: the agent broke HTTP/2: %w", err))
+				cc.goAwayAndFail(http2.ErrCode(ce), cc.cfg.peerErr(" broke HTTP/2: %w", err))
 				return
 			}
-			cc.fail(fmt.Errorf("tunnel: reading from the agent: %w", err))
+			cc.fail(fmt.Errorf("%sreading from %s: %w", cc.cfg.prefix, cc.cfg.peer, err))
 			return
 		}
 		if f == nil {
@@ -98,7 +98,7 @@ func (cc *Conn) process(f http2.Frame) error {
 	case *http2.GoAwayFrame:
 		cc.processGoAway(f)
 	case *http2.PushPromiseFrame:
-		return errors.New("tunnel: the agent pushed a stream, which the relay disabled")
+		return cc.cfg.peerErr(" pushed a stream, which this client disabled")
 	}
 	return nil // priorities and unknown frames
 }
@@ -107,7 +107,7 @@ func (cc *Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	s := cc.stream(f.StreamID)
 	if s == nil {
 		if f.StreamID >= cc.nextIDNow() {
-			return fmt.Errorf("tunnel: the agent answered stream %d, never opened", f.StreamID)
+			return cc.cfg.peerErr(" answered stream %d, never opened", f.StreamID)
 		}
 		return nil // a stream the relay reset
 	}
@@ -122,14 +122,14 @@ func (cc *Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	status := f.PseudoValue("status")
 	code, err := strconv.Atoi(status)
 	if len(status) != 3 || err != nil || code < 100 {
-		s.fail(fmt.Errorf("tunnel: the agent answered with status %q", status), http2.ErrCodeProtocol)
+		s.fail(cc.cfg.peerErr(" answered with status %q", status), http2.ErrCodeProtocol)
 		return nil
 	}
 	if code < 200 {
 		if code == http.StatusSwitchingProtocols || f.StreamEnded() {
-			s.fail(fmt.Errorf("tunnel: the agent answered %d in HTTP/2", code), http2.ErrCodeProtocol)
+			s.fail(cc.cfg.peerErr(" answered %d in HTTP/2", code), http2.ErrCodeProtocol)
 		} else if s.n1xx++; s.n1xx > max1xx {
-			s.fail(errTooMany1xx, http2.ErrCodeProtocol)
+			s.fail(cc.cfg.peerErr(" sent too many informational answers"), http2.ErrCodeProtocol)
 		}
 		return nil
 	}
@@ -146,12 +146,12 @@ func (cc *Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	if cl := h["Content-Length"]; len(cl) == 1 {
 		n, err := strconv.ParseUint(cl[0], 10, 63)
 		if err != nil {
-			s.fail(fmt.Errorf("tunnel: the agent answered with Content-Length %q", cl[0]), http2.ErrCodeProtocol)
+			s.fail(cc.cfg.peerErr(" answered with Content-Length %q", cl[0]), http2.ErrCodeProtocol)
 			return nil
 		}
 		resp.ContentLength = int64(n)
 	} else if len(cl) > 1 {
-		s.fail(errors.New("tunnel: the agent answered with more than one Content-Length"), http2.ErrCodeProtocol)
+		s.fail(cc.cfg.peerErr(" answered with more than one Content-Length"), http2.ErrCodeProtocol)
 		return nil
 	} else if f.StreamEnded() && !s.isHead {
 		resp.ContentLength = 0
@@ -200,7 +200,7 @@ func (cc *Conn) nextIDNow() uint32 {
 // window and returns the stream, nil if it has ended.
 func (cc *Conn) dataStream(id uint32, n int32) (*h2Stream, error) {
 	if n > cc.connRecv {
-		return nil, errors.New("tunnel: the agent sent past the connection's window")
+		return nil, cc.cfg.peerErr(" sent past the connection's window")
 	}
 	cc.connRecv -= n
 	if cc.connRecv < connWindow/2 {
@@ -212,7 +212,7 @@ func (cc *Conn) dataStream(id uint32, n int32) (*h2Stream, error) {
 	}
 	s := cc.stream(id)
 	if s == nil && id >= cc.nextIDNow() {
-		return nil, fmt.Errorf("tunnel: the agent sent data on stream %d, never opened", id)
+		return nil, cc.cfg.peerErr(" sent data on stream %d, never opened", id)
 	}
 	return s, nil // nil: a stream the relay reset, whose window is back already
 }
@@ -258,7 +258,7 @@ func (cc *Conn) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 	pad := 0
 	if fh.Flags.Has(http2.FlagDataPadded) {
 		if size == 0 {
-			return nil, errors.New("tunnel: the agent sent a padded DATA frame with no pad length")
+			return nil, cc.cfg.peerErr(" sent a padded DATA frame with no pad length")
 		}
 		b, err := cc.br.ReadByte()
 		if err != nil {
@@ -266,7 +266,7 @@ func (cc *Conn) readData(fh http2.FrameHeader) (ioErr, protoErr error) {
 		}
 		pad, size = int(b), size-1
 		if pad > size {
-			return nil, errors.New("tunnel: the agent padded a DATA frame past its length")
+			return nil, cc.cfg.peerErr(" padded a DATA frame past its length")
 		}
 		size -= pad
 	}
@@ -349,7 +349,7 @@ func (cc *Conn) processSettings(f *http2.SettingsFrame) error {
 	})
 	cc.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("tunnel: the agent's settings: %w", err)
+		return cc.cfg.peerErr("'s settings: %w", err)
 	}
 	return cc.writeFrame(func(fr *http2.Framer) error {
 		if henc > 0 {
@@ -366,12 +366,12 @@ func (cc *Conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 	if f.StreamID == 0 {
 		cc.connSend += int64(f.Increment)
 		if cc.connSend > maxWindow {
-			return errors.New("tunnel: the agent's connection window overflowed")
+			return cc.cfg.peerErr("'s connection window overflowed")
 		}
 	} else if s := cc.streams[f.StreamID]; s != nil {
 		s.sendWin += int64(f.Increment)
 		if s.sendWin > maxWindow {
-			go s.fail(errors.New("tunnel: the agent's stream window overflowed"), http2.ErrCodeFlowControl)
+			go s.fail(cc.cfg.peerErr("'s stream window overflowed"), http2.ErrCodeFlowControl)
 		}
 	}
 	cc.flow.Broadcast()
@@ -488,7 +488,7 @@ func (cc *Conn) ping(failIfLate bool, timeout time.Duration) bool {
 		return false
 	case <-t.C:
 		if failIfLate {
-			cc.fail(errors.New("tunnel: the agent did not answer a ping"))
+			cc.fail(cc.cfg.peerErr(" did not answer a ping"))
 		}
 		cc.mu.Lock()
 		delete(cc.pings, data)

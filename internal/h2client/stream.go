@@ -3,7 +3,6 @@
 package h2client
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -107,19 +106,19 @@ func (s *h2Stream) data(pieces [][]byte, p []byte, n int32, end bool) {
 	s.mu.Lock()
 	if !s.headers || s.recvEnd {
 		s.mu.Unlock()
-		s.fail(errors.New("tunnel: the agent sent data out of place"), http2.ErrCodeStreamClosed)
+		s.fail(s.cc.cfg.peerErr(" sent data out of place"), http2.ErrCodeStreamClosed)
 		return
 	}
 	if n > s.avail {
 		s.mu.Unlock()
-		s.fail(errors.New("tunnel: the agent sent past the stream's window"), http2.ErrCodeFlowControl)
+		s.fail(s.cc.cfg.peerErr(" sent past the stream's window"), http2.ErrCodeFlowControl)
 		return
 	}
 	s.avail -= n
 	s.received += int64(size)
 	if s.bodyBytes >= 0 && s.received > s.bodyBytes {
 		s.mu.Unlock()
-		s.fail(fmt.Errorf("tunnel: the agent sent more than its Content-Length of %d", s.bodyBytes), http2.ErrCodeProtocol)
+		s.fail(s.cc.cfg.peerErr(" sent more than its Content-Length of %d", s.bodyBytes), http2.ErrCodeProtocol)
 		return
 	}
 	if size > 0 && !s.released {
@@ -140,7 +139,7 @@ func (s *h2Stream) data(pieces [][]byte, p []byte, n int32, end bool) {
 // trailers ends the answer with its trailers.
 func (s *h2Stream) trailers(h http.Header, ended bool) {
 	if !ended {
-		s.fail(errors.New("tunnel: the agent sent trailers that do not end the stream"), http2.ErrCodeProtocol)
+		s.fail(s.cc.cfg.peerErr(" sent trailers that do not end the stream"), http2.ErrCodeProtocol)
 		return
 	}
 	s.mu.Lock()
@@ -162,7 +161,7 @@ func (s *h2Stream) endRecv() {
 	if s.err == nil {
 		s.err = io.EOF
 		if s.bodyBytes >= 0 && s.received < s.bodyBytes && !s.isHead {
-			s.err = fmt.Errorf("tunnel: the agent's answer ended %d bytes short of its Content-Length: %w", s.bodyBytes-s.received, io.ErrUnexpectedEOF)
+			s.err = s.cc.cfg.peerErr("'s answer ended %d bytes short of its Content-Length: %w", s.bodyBytes-s.received, io.ErrUnexpectedEOF)
 		}
 	}
 	s.cond.Broadcast()
@@ -193,11 +192,11 @@ func (s *h2Stream) peerReset(code http2.ErrCode) {
 	complete := s.recvEnd
 	s.mu.Unlock()
 	if complete {
-		s.stopSending(errors.New("tunnel: the agent needs no more of the request body"), false)
+		s.stopSending(s.cc.cfg.peerErr(" needs no more of the request body"), false)
 		s.end()
 		return
 	}
-	s.fail(fmt.Errorf("tunnel: the agent reset the stream: %v", code), 0)
+	s.fail(s.cc.cfg.peerErr(" reset the stream: %v", code), 0)
 }
 
 // abort ends the stream for err on the relay's side (a cancelled request,
@@ -316,18 +315,18 @@ func (s *h2Stream) writeBody(contentLength int64) {
 		n, rerr := s.body.Read(buf)
 		sent += int64(n)
 		if contentLength >= 0 && sent > contentLength {
-			s.abort(fmt.Errorf("tunnel: the request body is longer than its Content-Length of %d", contentLength), true)
+			s.abort(fmt.Errorf("%sthe request body is longer than its Content-Length of %d", s.cc.cfg.prefix, contentLength), true)
 			return
 		}
 		last := rerr == io.EOF || (contentLength >= 0 && sent == contentLength && rerr == nil)
 		if rerr != nil && rerr != io.EOF {
 			if err := s.sendErr(); err == nil {
-				s.abort(fmt.Errorf("tunnel: reading the request body: %w", rerr), true)
+				s.abort(fmt.Errorf("%sreading the request body: %w", s.cc.cfg.prefix, rerr), true)
 			}
 			return
 		}
 		if last && contentLength >= 0 && sent < contentLength {
-			s.abort(fmt.Errorf("tunnel: the request body ended %d bytes short of its Content-Length", contentLength-sent), true)
+			s.abort(fmt.Errorf("%sthe request body ended %d bytes short of its Content-Length", s.cc.cfg.prefix, contentLength-sent), true)
 			return
 		}
 		p := buf[:n]
