@@ -180,6 +180,11 @@ type Conn struct {
 	err         error  // set when the connection is done
 	pings       map[[8]byte]chan struct{}
 
+	// settingsSeen is closed once the server's first SETTINGS are in
+	// force, or the connection failed first.
+	settingsSeen chan struct{}
+	settingsOnce sync.Once
+
 	// The round trip to the agent, which a stream's window is tuned by:
 	// first the SETTINGS exchange, then PINGs.
 	roundTrip    h2frame.RoundTrip
@@ -219,6 +224,8 @@ func New(cfg *Config, conn net.Conn) (*Conn, error) {
 		connSend:   initialConnWindow,
 		connRecv:   connWindow,
 		canon:      map[string]string{},
+
+		settingsSeen: make(chan struct{}),
 	}
 	cc.flow.L = &cc.mu
 	cc.br = &connReader{Conn: conn}
@@ -276,6 +283,44 @@ func (cc *Conn) State() ConnState {
 	return ConnState{StreamsActive: len(cc.streams)}
 }
 
+// Done reports whether the connection takes no new streams any more: it
+// failed, was closed, or the server is going away.
+func (cc *Conn) Done() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err != nil || cc.goingAway
+}
+
+// AwaitSettings waits until the server's first SETTINGS are in force, so
+// that streams reserved from then on count against the server's own
+// stream limit and not the 100 assumed before. It fails if the
+// connection fails first, or ctx ends.
+func (cc *Conn) AwaitSettings(ctx context.Context) error {
+	select {
+	case <-cc.settingsSeen:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err
+}
+
+// CloseIfIdle closes the connection if it carries no stream and none is
+// reserved, and reports whether it did.
+func (cc *Conn) CloseIfIdle() bool {
+	cc.mu.Lock()
+	idle := len(cc.streams) == 0 && cc.reserved == 0
+	if idle && cc.err == nil {
+		cc.goingAway = true // no stream is reserved from now on
+	}
+	cc.mu.Unlock()
+	if idle {
+		cc.fail(errConnClosed)
+	}
+	return idle
+}
+
 // ReserveNewRequest reserves a stream for a RoundTrip to come, if the
 // connection can take one.
 func (cc *Conn) ReserveNewRequest() bool {
@@ -312,6 +357,7 @@ func (cc *Conn) fail(err error) {
 	cc.pings = nil
 	cc.flow.Broadcast()
 	cc.mu.Unlock()
+	cc.settingsOnce.Do(func() { close(cc.settingsSeen) })
 	cc.health.Stop()
 	cc.conn.Close()
 	for _, s := range streams {
@@ -379,8 +425,11 @@ func (cc *Conn) RoundTripFields(req *http.Request, fields HeaderList) (*http.Res
 		err = cc.err
 	case cc.goingAway:
 		err = ErrGoingAway
-	case cc.reserved > 0:
+	case cc.reserved > 0 && uint32(len(cc.streams)) < cc.maxStreams:
 		cc.reserved--
+	case cc.reserved > 0:
+		cc.reserved-- // reserved before the server lowered its limit
+		err = ErrNoSlot
 	case uint32(len(cc.streams)) >= cc.maxStreams:
 		err = ErrNoSlot
 	}

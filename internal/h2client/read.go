@@ -351,12 +351,14 @@ func (cc *Conn) processSettings(f *http2.SettingsFrame) error {
 	if err != nil {
 		return cc.cfg.peerErr("'s settings: %w", err)
 	}
-	return cc.writeFrame(func(fr *http2.Framer) error {
+	err = cc.writeFrame(func(fr *http2.Framer) error {
 		if henc > 0 {
 			cc.henc.SetMaxDynamicTableSizeLimit(henc - 1)
 		}
 		return fr.WriteSettingsAck()
 	})
+	cc.settingsOnce.Do(func() { close(cc.settingsSeen) })
+	return err
 }
 
 func (cc *Conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {

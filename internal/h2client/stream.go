@@ -3,6 +3,7 @@
 package h2client
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -196,8 +197,21 @@ func (s *h2Stream) peerReset(code http2.ErrCode) {
 		s.end()
 		return
 	}
+	if code == http2.ErrCodeRefusedStream {
+		s.fail(refusedError{s.cc.cfg.peerErr(" refused the stream unprocessed")}, 0)
+		return
+	}
 	s.fail(s.cc.cfg.peerErr(" reset the stream: %v", code), 0)
 }
+
+// ErrRefused is what a stream the server reset with REFUSED_STREAM fails
+// with (errors.Is): the server did not process it, so it may be sent
+// again.
+var ErrRefused = errors.New("the stream was refused unprocessed")
+
+type refusedError struct{ error }
+
+func (refusedError) Is(target error) bool { return target == ErrRefused }
 
 // abort ends the stream for err on the relay's side (a cancelled request,
 // a closed body, a failed write), telling the agent if asked.
