@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/internal/h2transport"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -32,8 +33,10 @@ import (
 // many clients, then one large download. Through the hop the request
 // crosses the relay (a child process), the tunnel (TLS) and the agent
 // (another child process) whose handler is an httputil.ReverseProxy to the
-// upstream. The plain proxy is that same ReverseProxy, served over TLS by
-// the agent child: the cost of one HTTP/1.1 proxy hop, for comparison.
+// upstream on the project's HTTP/2 client, as package impersonate's is.
+// The plain proxy is an httputil.ReverseProxy on net/http's transport,
+// served over TLS by the agent child: the cost of one HTTP/1.1 proxy hop,
+// for comparison.
 // Two plain hops is the same job through a plain ReverseProxy in the
 // relay's place (in the relay child) and then the agent child's plain
 // proxy, both HTTP/1.1 over TLS: what the tunnel's two hops cost if each
@@ -151,8 +154,10 @@ func serveAgent(args []string) error {
 }
 
 // startHopAgent runs an agent of cluster agent-00000 whose handler is a
-// reverse proxy to upstream, and serves that same reverse proxy over TLS
-// (HTTP/1.1) with its CA written to caDir, until stop.
+// reverse proxy to upstream, and serves a plain reverse proxy to upstream
+// over TLS (HTTP/1.1) with its CA written to caDir, until stop. Both
+// speak HTTP/2 to upstream: the agent's on the project's client, as
+// package impersonate does, the plain proxy's on net/http's.
 func startHopAgent(relay, caDir, upstream, upstreamCA string) (proxyAddr string, stop func(), err error) {
 	relayRoots, err := certPool(filepath.Join(caDir, "ca.crt"))
 	if err != nil {
@@ -168,9 +173,13 @@ func startHopAgent(relay, caDir, upstream, upstreamCA string) (proxyAddr string,
 	t.ForceAttemptHTTP2 = true
 	t.MaxIdleConnsPerHost = 64
 	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: t}
+	// The agent's hop forwards as impersonate does: on the project's
+	// HTTP/2 client (h2transport), where the plain proxy uses net/http's.
+	own := h2transport.New(h2transport.Config{Addr: upstream, TLS: &tls.Config{RootCAs: upRoots}})
+	agentProxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: own}
 	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
 		RelayURL: "https://" + relay, ClusterID: clusterName(0), Credential: tunnel.SecretCredential(secret),
-		Handler: proxy, TLSConfig: &tls.Config{RootCAs: relayRoots},
+		Handler: agentProxy, TLSConfig: &tls.Config{RootCAs: relayRoots},
 		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
 	})
 	if err != nil {

@@ -26,8 +26,12 @@ type Config struct {
 	// timeout and TCP keep-alives.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Settings are the connections'; zero fields take the defaults below.
-	Settings h2client.Settings
+	Settings Settings
 }
+
+// Settings are h2client's: windows, bounds, pings, and the names its
+// error messages give.
+type Settings = h2client.Settings
 
 // Defaults of Config.Settings. A stream's window grows from 64 KiB to
 // 4 MiB while its reader keeps up, out of 8 MiB for the Transport's
@@ -220,6 +224,13 @@ func (t *Transport) dialConn(ctx context.Context) (*h2client.Conn, error) {
 		return nil, err
 	}
 	return cc, nil
+}
+
+// Conns reports how many connections the Transport holds.
+func (t *Transport) Conns() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
 }
 
 // CloseIdleConnections closes the connections that carry no stream.
