@@ -22,8 +22,8 @@ type Config struct {
 	// TLS is the client's TLS configuration; its NextProtos are replaced
 	// with h2 and http/1.1, and an empty ServerName is Addr's host.
 	TLS *tls.Config
-	// Dial opens the TCP connection; nil: a net.Dialer with a 30 s
-	// timeout and TCP keep-alives.
+	// Dial opens the TCP connection; nil: a net.Dialer with TCP
+	// keep-alives. DialTimeout bounds it.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Settings are the connections'; zero fields take the defaults below.
 	Settings Settings
@@ -73,7 +73,9 @@ type Transport struct {
 	mu    sync.Mutex
 	conns []*h2client.Conn
 
-	dialMu sync.Mutex // one dial at a time: the rest wait for its streams
+	// dialing is held by the one dial under way: the requests that find
+	// no stream wait for it (or for their context to end) and look again.
+	dialing chan struct{}
 }
 
 // New returns a Transport for cfg.
@@ -90,7 +92,7 @@ func New(cfg Config) *Transport {
 	}
 	dial := cfg.Dial
 	if dial == nil {
-		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		dial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
 	}
 	s := cfg.Settings
 	s.InitialWindow = orDefault(s.InitialWindow, DefaultInitialWindow)
@@ -109,7 +111,7 @@ func New(cfg Config) *Transport {
 	if s.ErrorPrefix == "" {
 		s.ErrorPrefix = "h2transport: "
 	}
-	return &Transport{addr: cfg.Addr, tls: tc, dial: dial, h2: h2client.NewConfig(s)}
+	return &Transport{addr: cfg.Addr, tls: tc, dial: dial, h2: h2client.NewConfig(s), dialing: make(chan struct{}, 1)}
 }
 
 func orDefault[T int32 | int64 | uint32 | time.Duration](v, d T) T {
@@ -156,8 +158,12 @@ func (t *Transport) conn(ctx context.Context) (*h2client.Conn, error) {
 	if cc := t.reserve(); cc != nil {
 		return cc, nil
 	}
-	t.dialMu.Lock()
-	defer t.dialMu.Unlock()
+	select {
+	case t.dialing <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-t.dialing }()
 	if cc := t.reserve(); cc != nil {
 		return cc, nil // another dial made room meanwhile
 	}
@@ -195,8 +201,14 @@ func (t *Transport) reserve() *h2client.Conn {
 	return picked
 }
 
+// DialTimeout bounds a connection's dial, TLS handshake and the server's
+// first SETTINGS together.
+const DialTimeout = 30 * time.Second
+
 // dialConn dials the server and starts HTTP/2 on the connection.
 func (t *Transport) dialConn(ctx context.Context) (*h2client.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	defer cancel()
 	raw, err := t.dial(ctx, "tcp", t.addr)
 	if err != nil {
 		return nil, fmt.Errorf("h2transport: dialing %s: %w", t.addr, err)
@@ -221,7 +233,7 @@ func (t *Transport) dialConn(ctx context.Context) (*h2client.Conn, error) {
 	// PROTOCOL_ERROR, which nothing may send again).
 	if err := cc.AwaitSettings(ctx); err != nil {
 		cc.Close()
-		return nil, err
+		return nil, fmt.Errorf("h2transport: waiting for the SETTINGS of %s: %w", t.addr, err)
 	}
 	return cc, nil
 }

@@ -307,3 +307,44 @@ func mustRequest(t *testing.T, url string) *http.Request {
 	require.NoError(t, err)
 	return req
 }
+
+// A request whose context ends while another request's dial is under
+// way (here to a server that accepts and never answers the TLS
+// handshake) returns at once, not after that dial.
+func TestARequestDoesNotWaitForAnothersDialPastItsContext(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	rt := h2transport.New(h2transport.Config{Addr: ln.Addr().String(), TLS: &tls.Config{ServerName: "example.com"}})
+
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx1, http.MethodGet, "https://"+ln.Addr().String(), nil)
+		_, err := rt.RoundTrip(req)
+		first <- err
+	}()
+	c := <-accepted // the first request's dial is under way, its handshake unanswered
+	defer c.Close()
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	req, _ := http.NewRequestWithContext(ctx2, http.MethodGet, "https://"+ln.Addr().String(), nil)
+	_, err = rt.RoundTrip(req)
+	require.ErrorIs(t, err, context.Canceled)
+	select {
+	case err := <-first:
+		t.Fatalf("the first request ended before its context: %v", err)
+	default:
+	}
+
+	cancel1()
+	require.ErrorIs(t, <-first, context.Canceled)
+}
