@@ -93,6 +93,29 @@ func NewConfig(s Settings) *Config {
 	}
 }
 
+// sentinel is err (errors.Is) in words that name the server.
+func (c *Config) sentinel(err error) error {
+	var msg string
+	switch err {
+	case ErrGoingAway:
+		msg = c.prefix + c.peer + " is closing the connection"
+	case ErrNoSlot:
+		msg = c.prefix + "the connection to " + c.peer + " has no stream to spare"
+	default:
+		msg = c.prefix + "the connection to " + c.peer + " closed"
+	}
+	return namedError{msg, err}
+}
+
+// namedError reads msg and is its sentinel.
+type namedError struct {
+	msg      string
+	sentinel error
+}
+
+func (e namedError) Error() string        { return e.msg }
+func (e namedError) Is(target error) bool { return target == e.sentinel }
+
 // peerErr is an error about what the server did: the prefix, the
 // server's name, then format (" reset the stream", "'s settings").
 func (c *Config) peerErr(format string, a ...any) error {
@@ -147,9 +170,13 @@ const (
 )
 
 var (
-	errConnClosed  = errors.New("tunnel: the tunnel connection closed")
-	ErrGoingAway   = errors.New("tunnel: the agent is closing this tunnel connection")
-	ErrNoSlot      = errors.New("tunnel: the tunnel connection has no stream to spare")
+	// ErrGoingAway and ErrNoSlot are what a stream the server did not
+	// process fails with (errors.Is), the first when the server sent
+	// GOAWAY, the second when the connection had no stream to spare; the
+	// errors themselves name the server (Config.sentinel).
+	ErrGoingAway   = errors.New("the server is closing the connection")
+	ErrNoSlot      = errors.New("the connection has no stream to spare")
+	errConnClosed  = errors.New("the connection closed")
 	errBodyClosed  = errors.New("tunnel: the answer's body was closed")
 	ErrHeadersPeer = errors.New("header list larger than the agent's advertised limit")
 )
@@ -316,7 +343,7 @@ func (cc *Conn) CloseIfIdle() bool {
 	}
 	cc.mu.Unlock()
 	if idle {
-		cc.fail(errConnClosed)
+		cc.fail(cc.cfg.sentinel(errConnClosed))
 	}
 	return idle
 }
@@ -335,7 +362,7 @@ func (cc *Conn) ReserveNewRequest() bool {
 
 // Close ends the connection: streams in flight fail.
 func (cc *Conn) Close() error {
-	cc.fail(errConnClosed)
+	cc.fail(cc.cfg.sentinel(errConnClosed))
 	return nil
 }
 
@@ -424,14 +451,14 @@ func (cc *Conn) RoundTripFields(req *http.Request, fields HeaderList) (*http.Res
 	case cc.err != nil:
 		err = cc.err
 	case cc.goingAway:
-		err = ErrGoingAway
+		err = cc.cfg.sentinel(ErrGoingAway)
 	case cc.reserved > 0 && uint32(len(cc.streams)) < cc.maxStreams:
 		cc.reserved--
 	case cc.reserved > 0:
 		cc.reserved-- // reserved before the server lowered its limit
-		err = ErrNoSlot
+		err = cc.cfg.sentinel(ErrNoSlot)
 	case uint32(len(cc.streams)) >= cc.maxStreams:
-		err = ErrNoSlot
+		err = cc.cfg.sentinel(ErrNoSlot)
 	}
 	if err == nil && cc.peerHeaders > 0 && size > cc.peerHeaders {
 		err = ErrHeadersPeer
@@ -566,7 +593,7 @@ func (cc *Conn) forget(s *h2Stream) {
 	cc.flow.Broadcast()
 	cc.mu.Unlock()
 	if idle {
-		cc.fail(ErrGoingAway) // drained: the agent closes its side too
+		cc.fail(cc.cfg.sentinel(ErrGoingAway)) // drained: the agent closes its side too
 	}
 }
 

@@ -393,10 +393,10 @@ func (cc *Conn) processGoAway(f *http2.GoAwayFrame) {
 	idle := len(cc.streams) == len(gone)
 	cc.mu.Unlock()
 	for _, s := range gone {
-		s.fail(fmt.Errorf("%w before serving this request", ErrGoingAway), http2.ErrCodeCancel)
+		s.fail(fmt.Errorf("%w before serving this request", cc.cfg.sentinel(ErrGoingAway)), http2.ErrCodeCancel)
 	}
 	if idle {
-		cc.fail(ErrGoingAway)
+		cc.fail(cc.cfg.sentinel(ErrGoingAway))
 	}
 }
 

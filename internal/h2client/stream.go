@@ -276,7 +276,7 @@ func (s *h2Stream) connFailed(err error) {
 		s.end()
 		return
 	}
-	s.fail(fmt.Errorf("%w: %w", errConnClosed, err), 0)
+	s.fail(fmt.Errorf("%w: %w", s.cc.cfg.sentinel(errConnClosed), err), 0)
 }
 
 // stopSending makes the request's body writer give up; tell resets the

@@ -348,3 +348,15 @@ func TestARequestDoesNotWaitForAnothersDialPastItsContext(t *testing.T) {
 	cancel1()
 	require.ErrorIs(t, <-first, context.Canceled)
 }
+
+func TestARequestWithABodyTheServerWentAwayBeforeIsNamed(t *testing.T) {
+	s := newScripted(t, func(conn int, fr *http2.Framer, id uint32, answer func(uint32)) {
+		fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+	})
+	req, err := http.NewRequest(http.MethodPost, "https://"+s.addr+"/", strings.NewReader("once"))
+	require.NoError(t, err)
+	_, err = s.transport().RoundTrip(req)
+	require.Error(t, err)
+	assert.Equal(t, "h2transport: the server at "+s.addr+" is closing the connection before serving this request", err.Error())
+	assert.EqualValues(t, 1, s.dials.Load())
+}
