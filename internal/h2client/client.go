@@ -207,10 +207,12 @@ type Conn struct {
 	err         error  // set when the connection is done
 	pings       map[[8]byte]chan struct{}
 
-	// settingsSeen is closed once the server's first SETTINGS are in
-	// force, or the connection failed first.
-	settingsSeen chan struct{}
-	settingsOnce sync.Once
+	// settingsIn is set once the server's first SETTINGS are in force;
+	// settingsWait, made only for a caller of AwaitSettings (a relay's
+	// idle agents keep none), is closed then or when the connection
+	// fails first.
+	settingsIn   bool
+	settingsWait chan struct{}
 
 	// The round trip to the agent, which a stream's window is tuned by:
 	// first the SETTINGS exchange, then PINGs.
@@ -251,8 +253,6 @@ func New(cfg *Config, conn net.Conn) (*Conn, error) {
 		connSend:   initialConnWindow,
 		connRecv:   connWindow,
 		canon:      map[string]string{},
-
-		settingsSeen: make(chan struct{}),
 	}
 	cc.flow.L = &cc.mu
 	cc.br = &connReader{Conn: conn}
@@ -323,14 +323,35 @@ func (cc *Conn) Done() bool {
 // stream limit and not the 100 assumed before. It fails if the
 // connection fails first, or ctx ends.
 func (cc *Conn) AwaitSettings(ctx context.Context) error {
+	cc.mu.Lock()
+	if cc.settingsIn || cc.err != nil {
+		defer cc.mu.Unlock()
+		return cc.err
+	}
+	if cc.settingsWait == nil {
+		cc.settingsWait = make(chan struct{})
+	}
+	wait := cc.settingsWait
+	cc.mu.Unlock()
 	select {
-	case <-cc.settingsSeen:
+	case <-wait:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	return cc.err
+}
+
+// settingsDone marks the server's first SETTINGS in force, or the
+// connection failed, and wakes AwaitSettings.
+func (cc *Conn) settingsDone() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.settingsWait != nil && !cc.settingsIn {
+		close(cc.settingsWait)
+	}
+	cc.settingsIn = true
 }
 
 // CloseIfIdle closes the connection if it carries no stream and none is
@@ -384,7 +405,7 @@ func (cc *Conn) fail(err error) {
 	cc.pings = nil
 	cc.flow.Broadcast()
 	cc.mu.Unlock()
-	cc.settingsOnce.Do(func() { close(cc.settingsSeen) })
+	cc.settingsDone()
 	cc.health.Stop()
 	cc.conn.Close()
 	for _, s := range streams {

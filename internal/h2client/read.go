@@ -357,7 +357,7 @@ func (cc *Conn) processSettings(f *http2.SettingsFrame) error {
 		}
 		return fr.WriteSettingsAck()
 	})
-	cc.settingsOnce.Do(func() { close(cc.settingsSeen) })
+	cc.settingsDone()
 	return err
 }
 
