@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/internal/h2transport"
+	"github.com/clusterconnect/clusterconnect/internal/httpx"
 	"github.com/clusterconnect/clusterconnect/internal/pki"
 	"github.com/clusterconnect/clusterconnect/tunnel"
 )
@@ -172,11 +173,13 @@ func startHopAgent(relay, caDir, upstream, upstreamCA string) (proxyAddr string,
 	t.TLSClientConfig = &tls.Config{RootCAs: upRoots}
 	t.ForceAttemptHTTP2 = true
 	t.MaxIdleConnsPerHost = 64
-	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: t}
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: t, BufferPool: plainBufferPool()}
 	// The agent's hop forwards as impersonate does: on the project's
-	// HTTP/2 client (h2transport), where the plain proxy uses net/http's.
+	// HTTP/2 client (h2transport), where the plain proxy uses net/http's,
+	// and with a pool of copy buffers, where the plain proxy allocates
+	// 32 KiB for every request unless -plain-buffer-pool.
 	own := h2transport.New(h2transport.Config{Addr: upstream, TLS: &tls.Config{RootCAs: upRoots}})
-	agentProxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: own}
+	agentProxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: own, BufferPool: httpx.Buffers}
 	agent, err := tunnel.NewAgent(&tunnel.AgentConfig{
 		RelayURL: "https://" + relay, ClusterID: clusterName(0), Credential: tunnel.SecretCredential(secret),
 		Handler: agentProxy, TLSConfig: &tls.Config{RootCAs: relayRoots},
@@ -192,6 +195,20 @@ func startHopAgent(relay, caDir, upstream, upstreamCA string) (proxyAddr string,
 	ctx, cancel := context.WithCancel(context.Background())
 	go agent.Run(ctx)
 	return proxyAddr, func() { cancel(); stopProxy() }, nil
+}
+
+// plainBufferPoolEnv, set by -plain-buffer-pool in the parent and read
+// by the children, gives the plain proxies a pool of copy buffers.
+const plainBufferPoolEnv = "LOADTEST_PLAIN_BUFFER_POOL"
+
+// plainBufferPool is the plain proxies' BufferPool: none, as a plain
+// httputil.ReverseProxy has (a new 32 KiB buffer for every request), or
+// with -plain-buffer-pool the one the agent side uses.
+func plainBufferPool() httputil.BufferPool {
+	if os.Getenv(plainBufferPoolEnv) != "" {
+		return httpx.Buffers
+	}
+	return nil
 }
 
 // startFrontProxy serves, over TLS (HTTP/1.1), a plain reverse proxy to
@@ -217,7 +234,7 @@ func startFrontProxy(target, caDir string, h2 bool) (addr string, err error) {
 		caFile = "front-h2-ca.crt"
 	}
 	u := &url.URL{Scheme: "https", Host: target}
-	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) }, Transport: t}
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) }, Transport: t, BufferPool: plainBufferPool()}
 	addr, _, err = serveTLS(proxy, filepath.Join(caDir, caFile), "http/1.1")
 	return addr, err
 }

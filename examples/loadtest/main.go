@@ -104,6 +104,9 @@ func scenario(name string, args []string) error {
 	fs.IntVar(&o.downloads, "downloads", 1, "hop: downloads per path, the paths taking turns")
 	fs.BoolVar(&o.upload, "upload", false, "hop: the large transfers go up, a POST of the same size the upstream reads and drops, instead of down")
 	fs.BoolVar(&o.clientH2, "h2", false, "hop: clients speak HTTP/2, one connection per address as kubectl does, where the server offers it (the plain proxy hop stays HTTP/1.1)")
+	fs.BoolFunc("plain-buffer-pool", "hop: the plain proxies reuse their copy buffers, as the agent's side does, instead of allocating 32 KiB for every request", func(string) error {
+		return os.Setenv(plainBufferPoolEnv, "1")
+	})
 	fs.BoolVar(&o.inProcess, "in-process", false, "hop: run relay and agent in this process instead of child processes")
 	fs.StringVar(&o.profileDir, "profile", "", "hop: write CPU profiles of the relay and the agent children, over the small requests through the tunnel and over repeated downloads, to this directory (each path then runs in one turn)")
 	fs.IntVar(&o.concurrent, "concurrent", 16, "signin: plugin processes started at once on an empty cache")
