@@ -67,7 +67,7 @@ func ownTransport(rc *rest.Config, other http.RoundTripper) (http.RoundTripper, 
 		addr = net.JoinHostPort(u.Hostname(), "443")
 	}
 	t := h2transport.New(h2transport.Config{Addr: addr, TLS: tc, Dial: rc.Dial,
-		Settings: h2transport.Settings{Peer: "the API server", ErrorPrefix: "impersonate: "}})
+		Settings: h2transport.Settings{Peer: "the API server"}})
 	withCreds, err := rest.HTTPWrappersForConfig(rc, t)
 	if err != nil {
 		return nil, fmt.Errorf("impersonate: transport: %w", err)
