@@ -83,3 +83,32 @@ func TestAnAPIServerWithoutHTTP2IsReachedOverClientGos(t *testing.T) {
 	}
 	assert.True(t, own.own.NotHTTP2())
 }
+
+// A watch whose API server goes away ends with an error, not the clean
+// end of a watch the server closed: through the agent, a clean end would
+// reach kubectl as a watch that simply finished.
+func TestAWatchWhoseAPIServerGoesAwayEndsInAnError(t *testing.T) {
+	env, err := kubetest.Start(t.Context())
+	require.NoError(t, err)
+	stopped := false
+	defer func() {
+		if !stopped {
+			env.Stop()
+		}
+	}()
+	rt, err := newTransport(env.RESTConfig())
+	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodGet, env.Host+"/api/v1/namespaces/default/configmaps?watch=1", nil)
+	require.NoError(t, err)
+	resp, err := rt.RoundTrip(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, 1, rt.(*httpx.SplitTransport).HTTP2.(*preferOwn).own.Conns(), "the watch is on the project's client")
+
+	env.Stop()
+	stopped = true
+	_, err = io.Copy(io.Discard, resp.Body)
+	require.Error(t, err, "the watch's end must not read as the server closing it")
+	assert.Contains(t, err.Error(), "the API server")
+}
