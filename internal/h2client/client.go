@@ -252,7 +252,6 @@ func New(cfg *Config, conn net.Conn) (*Conn, error) {
 		peerFrame:  16 << 10,
 		connSend:   initialConnWindow,
 		connRecv:   connWindow,
-		canon:      map[string]string{},
 	}
 	cc.flow.L = &cc.mu
 	cc.br = &connReader{Conn: conn}

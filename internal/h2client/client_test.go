@@ -750,6 +750,20 @@ func TestNotModifiedKeepsItsContentLength(t *testing.T) {
 	assert.EqualValues(t, 100, resp.ContentLength)
 }
 
+// An answer's header names reach the caller canonical, common or not,
+// and again on the connection's next answer.
+func TestAnswerHeaderNamesAreCanonical(t *testing.T) {
+	cc, a := newFakeAgent(t, testH2Config(64<<10, 64<<10, 0))
+	for range 2 {
+		got := send(t, cc, "/x")
+		id := a.request().StreamID
+		a.answer(id, true, ":status", "200", "content-type", "text/plain", "x-kubernetes-pf-flowschema-uid", "f", "x-uncommon-name", "u", "x-uncommon-name", "v")
+		resp := <-got
+		require.NotNil(t, resp)
+		assert.Equal(t, http.Header{"Content-Type": {"text/plain"}, "X-Kubernetes-Pf-Flowschema-Uid": {"f"}, "X-Uncommon-Name": {"u", "v"}}, resp.Header)
+	}
+}
+
 // A request's body goes in DATA frames within the agent's windows, and its
 // trailers after it.
 func TestRequestBodyAndTrailers(t *testing.T) {

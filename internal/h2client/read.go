@@ -173,15 +173,23 @@ func (cc *Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	return nil
 }
 
-// header builds an http.Header from fields, keeping canonical names of
-// the connection's common headers.
+// header builds an http.Header from fields. The canonical names of
+// common answer headers are shared by every connection; a connection
+// keeps those of the others it sees (a map made only then: a relay's idle
+// agents keep none).
 func (cc *Conn) header(fields []hpack.HeaderField) http.Header {
 	h := make(http.Header, len(fields))
 	for _, f := range fields {
-		k, ok := cc.canon[f.Name]
+		k, ok := answerHeaders[f.Name]
+		if !ok {
+			k, ok = cc.canon[f.Name]
+		}
 		if !ok {
 			k = http.CanonicalHeaderKey(f.Name)
 			if len(cc.canon) < 64 && len(f.Name) < 64 {
+				if cc.canon == nil {
+					cc.canon = make(map[string]string)
+				}
 				cc.canon[f.Name] = k
 			}
 		}
@@ -189,6 +197,20 @@ func (cc *Conn) header(fields []hpack.HeaderField) http.Header {
 	}
 	return h
 }
+
+// answerHeaders are the canonical names of common answer headers (the
+// API server's among them), by their HTTP/2 names.
+var answerHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept-Ranges", "Audit-Id", "Cache-Control", "Connection", "Content-Encoding",
+		"Content-Length", "Content-Type", "Date", "Etag", "Expires", "Last-Modified", "Location", "Retry-After",
+		"Server", "Set-Cookie", "Strict-Transport-Security", "Trailer", "Vary", "Warning", "Www-Authenticate",
+		"X-Content-Type-Options", "X-Kubernetes-Pf-Flowschema-Uid", "X-Kubernetes-Pf-Prioritylevel-Uid",
+		"X-Stream-Protocol-Version"} {
+		m[strings.ToLower(k)] = k
+	}
+	return m
+}()
 
 func (cc *Conn) nextIDNow() uint32 {
 	cc.mu.Lock()
