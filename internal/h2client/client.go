@@ -101,6 +101,8 @@ func (c *Config) sentinel(err error) error {
 		msg = c.prefix + c.peer + " is closing the connection"
 	case ErrNoSlot:
 		msg = c.prefix + "the connection to " + c.peer + " has no stream to spare"
+	case ErrHeadersPeer:
+		msg = c.prefix + "the header list is larger than " + c.peer + "'s advertised limit"
 	default:
 		msg = c.prefix + "the connection to " + c.peer + " closed"
 	}
@@ -172,13 +174,15 @@ const (
 var (
 	// ErrGoingAway and ErrNoSlot are what a stream the server did not
 	// process fails with (errors.Is), the first when the server sent
-	// GOAWAY, the second when the connection had no stream to spare; the
-	// errors themselves name the server (Config.sentinel).
+	// GOAWAY, the second when the connection had no stream to spare;
+	// ErrHeadersPeer what a request fails with whose header list is over
+	// the server's limit. The errors themselves name the server
+	// (Config.sentinel).
 	ErrGoingAway   = errors.New("the server is closing the connection")
 	ErrNoSlot      = errors.New("the connection has no stream to spare")
 	errConnClosed  = errors.New("the connection closed")
 	errBodyClosed  = errors.New("tunnel: the answer's body was closed")
-	ErrHeadersPeer = errors.New("header list larger than the agent's advertised limit")
+	ErrHeadersPeer = errors.New("the header list is larger than the server's advertised limit")
 )
 
 // tunnelClient is one tunnel connection as the relay drives it.
@@ -481,7 +485,7 @@ func (cc *Conn) RoundTripFields(req *http.Request, fields HeaderList) (*http.Res
 		err = cc.cfg.sentinel(ErrNoSlot)
 	}
 	if err == nil && cc.peerHeaders > 0 && size > cc.peerHeaders {
-		err = ErrHeadersPeer
+		err = cc.cfg.sentinel(ErrHeadersPeer)
 	}
 	if err != nil {
 		cc.mu.Unlock()

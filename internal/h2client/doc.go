@@ -17,4 +17,10 @@
 //
 // The relay only ever sends requests and reads answers: no server push,
 // no priorities, one GOAWAY honoured as the agent drains.
+//
+// The agent side uses the same client toward kube-apiserver, through
+// package h2transport, which dials the connections and names the server
+// in the client's errors (Settings.Peer). The comments here speak of the
+// relay and its agents; for h2transport read the agent side and the API
+// server.
 package h2client
