@@ -24,9 +24,13 @@
 //		Mapping:  tokens.EntraMapping(),
 //	}) // RESTConfig nil: the pod's in-cluster service account
 //
-// Ordinary requests go to the API server over HTTP/2; watches and logs -f
-// are flushed as they arrive; exec, attach and port-forward (SPDY or
-// WebSocket) go over HTTP/1.1 and are spliced through.
+// Ordinary requests go to the API server over HTTP/2, on the project's
+// own HTTP/2 client with client-go's credentials around it (client-go's
+// transport where the RESTConfig asks for what only it does: a proxy, a
+// credential plugin, client certificate files; or where the API server
+// does not offer HTTP/2); watches and logs -f are flushed as they arrive;
+// exec, attach and port-forward (SPDY or WebSocket) go over client-go's
+// HTTP/1.1 transport and are spliced through.
 //
 // The handler's own identity needs only the impersonate verb: on users and
 // groups, on uids in authentication.k8s.io, and on userextras/<key> in
