@@ -120,7 +120,7 @@ func (l *clientListener) Accept() (net.Conn, error) {
 		cc := &clientConn{TCPConn: tc, l: l}
 		cc.batch.small = true
 		if l.handshakes != nil {
-			cc.turn = &handshakeTurn{closed: make(chan struct{})}
+			cc.turn = &handshakeTurn{}
 		}
 		return cc, nil
 	}
@@ -144,9 +144,15 @@ type clientConn struct {
 type handshakeTurn struct {
 	readDeadline atomic.Int64 // in force, UnixNano; 0 for none
 	state        atomic.Int32 // handshakeNone, handshakeHeld, handshakeRetry, handshakeDone
-	closed       chan struct{}
-	closeOnce    sync.Once
-	retry        *helloScan // the second ClientHello, after a HelloRetryRequest
+
+	// closed is made for a handshake while it waits for its place, and
+	// closed if the connection closes meanwhile; a connection that
+	// waits for nothing keeps none. isClosed says whether it has closed.
+	mu       sync.Mutex
+	closed   chan struct{}
+	isClosed bool
+
+	retry *helloScan // the second ClientHello, after a HelloRetryRequest
 }
 
 const (
@@ -204,7 +210,7 @@ func (c *clientConn) Close() error {
 	err := c.TCPConn.Close()
 	c.leaveBound()
 	if t := c.turn; t != nil {
-		t.closeOnce.Do(func() { close(t.closed) })
+		t.close()
 		c.giveBackHandshake()
 	}
 	return err
@@ -256,6 +262,7 @@ func (c *clientConn) waitHandshake(ctx context.Context, from int32) error {
 		}
 		c.l.waiting.Add(1)
 		defer c.l.waiting.Add(-1)
+		defer t.forgetClosedChan()
 		select {
 		case c.l.handshakes <- struct{}{}:
 		case <-expired:
@@ -265,7 +272,7 @@ func (c *clientConn) waitHandshake(ctx context.Context, from int32) error {
 			return ErrHandshakeWait
 		case <-ctx.Done():
 			return context.Cause(ctx)
-		case <-t.closed:
+		case <-t.closedChan():
 			return net.ErrClosed
 		}
 	}
@@ -274,6 +281,38 @@ func (c *clientConn) waitHandshake(ctx context.Context, from int32) error {
 		return net.ErrClosed
 	}
 	return nil
+}
+
+// closedChan is closed once the connection is.
+func (t *handshakeTurn) closedChan() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed == nil {
+		t.closed = make(chan struct{})
+		if t.isClosed {
+			close(t.closed)
+		}
+	}
+	return t.closed
+}
+
+// forgetClosedChan drops a wait's channel once the wait is over: the
+// connection may live for days after its handshake.
+func (t *handshakeTurn) forgetClosedChan() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.isClosed {
+		t.closed = nil
+	}
+}
+
+func (t *handshakeTurn) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.isClosed && t.closed != nil {
+		close(t.closed)
+	}
+	t.isClosed = true
 }
 
 // giveBackHandshake gives c's handshake place back, once.

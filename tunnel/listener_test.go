@@ -192,6 +192,7 @@ type handshakeServer struct {
 	bounded net.Listener // the ClientListener under the TLS
 	gate    chan struct{}
 	errs    chan error
+	conns   chan net.Conn // each connection as it is accepted
 }
 
 func serveHandshakes(t *testing.T, max int, deadline time.Duration, curves ...tls.CurveID) *handshakeServer {
@@ -202,7 +203,7 @@ func serveHandshakes(t *testing.T, max int, deadline time.Duration, curves ...tl
 	require.NoError(t, err)
 	cert, err := leaf.TLSCertificate()
 	require.NoError(t, err)
-	s := &handshakeServer{roots: ca.Pool(), gate: make(chan struct{}), errs: make(chan error, 100)}
+	s := &handshakeServer{roots: ca.Pool(), gate: make(chan struct{}), errs: make(chan error, 100), conns: make(chan net.Conn, 100)}
 	// The certificate is chosen once the key exchange is computed, before
 	// the signature: while the handshake holds its place.
 	cfg := tunnel.LimitHandshakes(&tls.Config{
@@ -228,6 +229,7 @@ func serveHandshakes(t *testing.T, max int, deadline time.Duration, curves ...tl
 			if err != nil {
 				return
 			}
+			s.conns <- c
 			go func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(deadline))
@@ -352,6 +354,26 @@ func TestHandshakeWaitEndsAtItsDeadline(t *testing.T) {
 	third := s.handshake(t)
 	s.gate <- struct{}{}
 	require.NoError(t, recv(t, third))
+	require.NoError(t, recv(t, s.errs))
+}
+
+// A handshake waiting for its place ends when its connection is closed
+// (the relay shutting down), not at its deadline.
+func TestHandshakeWaitEndsWhenItsConnectionCloses(t *testing.T) {
+	s := serveHandshakes(t, 1, time.Hour)
+	first := s.handshake(t)
+	require.Eventually(t, func() bool { return s.inside.Load() == 1 }, 10*time.Second, time.Millisecond)
+	<-s.conns
+	second := s.handshake(t)
+	c := <-s.conns
+	require.Eventually(t, func() bool { return tunnel.HandshakesWaiting(s.bounded) == 1 }, 10*time.Second, time.Millisecond)
+	c.Close()
+	assert.ErrorIs(t, recv(t, s.errs), net.ErrClosed, "the waiting handshake ends with its connection")
+	assert.Error(t, recv(t, second))
+	assert.Zero(t, tunnel.HandshakesWaiting(s.bounded))
+
+	s.gate <- struct{}{}
+	require.NoError(t, recv(t, first))
 	require.NoError(t, recv(t, s.errs))
 }
 
