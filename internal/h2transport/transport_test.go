@@ -180,6 +180,7 @@ func (c *closeCounter) Close() error { c.closed.Add(1); return nil }
 type scripted struct {
 	addr  string
 	roots *tls.Config
+	cert  []tls.Certificate
 	dials atomic.Int32
 }
 
@@ -194,7 +195,7 @@ func newScripted(t *testing.T, script func(conn int, fr *http2.Framer, id uint32
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
-	s := &scripted{addr: ln.Addr().String(), roots: &tls.Config{RootCAs: roots, ServerName: "example.com"}}
+	s := &scripted{addr: ln.Addr().String(), roots: &tls.Config{RootCAs: roots, ServerName: "example.com"}, cert: []tls.Certificate{cert}}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -359,4 +360,55 @@ func TestARequestWithABodyTheServerWentAwayBeforeIsNamed(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, "h2transport: the server at "+s.addr+" is closing the connection before serving this request", err.Error())
 	assert.EqualValues(t, 1, s.dials.Load())
+}
+
+// A new connection carries no request before the server's SETTINGS are
+// in force: its first request follows the acknowledgement of them, so
+// that it counts against the server's own stream limit.
+func TestANewConnectionWaitsForTheServersSettings(t *testing.T) {
+	s := newScripted(t, nil) // for its certificate and client config
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: s.cert, NextProtos: []string{"h2"}})
+	require.NoError(t, err)
+	defer ln.Close()
+	first := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		// The client's SETTINGS and WINDOW_UPDATE, which it sends as it
+		// starts; only then the server's own SETTINGS.
+		for range 2 {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+		fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1})
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if f.IsAck() {
+					first <- "SETTINGS ACK"
+					return
+				}
+			case *http2.MetaHeadersFrame:
+				first <- "HEADERS"
+				return
+			}
+		}
+	}()
+	rt := h2transport.New(h2transport.Config{Addr: ln.Addr().String(), TLS: s.roots})
+	go rt.RoundTrip(mustRequest(t, "https://"+ln.Addr().String()+"/"))
+	assert.Equal(t, "SETTINGS ACK", <-first, "what the server read first after its SETTINGS")
 }
