@@ -60,8 +60,9 @@ var (
 // a connection when none it holds can take another stream (the server's
 // SETTINGS_MAX_CONCURRENT_STREAMS), and drops the ones that failed or
 // that the server is draining with GOAWAY. A request without a body that
-// the server refused unprocessed (GOAWAY before its stream, no stream to
-// spare, REFUSED_STREAM) goes again on another connection.
+// the server did not process (GOAWAY before its stream, no stream to
+// spare, REFUSED_STREAM) is sent again, up to twice, on whichever
+// connection can take it then.
 type Transport struct {
 	addr string
 	tls  *tls.Config
