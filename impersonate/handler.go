@@ -158,11 +158,11 @@ func New(cfg *Config) (*Handler, error) {
 		tracer:       tracex.Tracer(cfg.TracerProvider),
 		recheckEvery: cmp.Or(cfg.RecheckNestedEvery, DefaultRecheckNestedEvery),
 	}
-	own, err := newTransport(rc)
+	own, err := newTransport(rc, target)
 	if err != nil {
 		return nil, err
 	}
-	anon, err := newTransport(rest.AnonymousClientConfig(rc))
+	anon, err := newTransport(rest.AnonymousClientConfig(rc), target)
 	if err != nil {
 		return nil, err
 	}

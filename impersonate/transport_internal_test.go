@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -30,7 +31,7 @@ func get(t *testing.T, rt http.RoundTripper, url string) (*http.Response, string
 
 func TestOrdinaryRequestsGoOnTheProjectsHTTP2Client(t *testing.T) {
 	env := kubetest.Shared(t)
-	rt, err := newTransport(env.RESTConfig())
+	rt, err := newTransport(env.RESTConfig(), mustParse(t, env.Host))
 	require.NoError(t, err)
 	own, ok := rt.(*httpx.SplitTransport).HTTP2.(*preferOwn)
 	require.True(t, ok, "a config with a bearer token and a CA goes on the project's client")
@@ -56,7 +57,7 @@ func TestConfigsOnlyClientGoServesKeepItsTransport(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			rc := env.RESTConfig()
 			change(rc)
-			own, err := ownTransport(rc, http.DefaultTransport)
+			own, err := ownTransport(rc, mustParse(t, rc.Host), http.DefaultTransport)
 			require.NoError(t, err)
 			assert.Nil(t, own)
 		})
@@ -71,7 +72,7 @@ func TestAnAPIServerWithoutHTTP2IsReachedOverClientGos(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	rt, err := newTransport(&rest.Config{Host: srv.URL, BearerToken: "t0ken", TLSClientConfig: rest.TLSClientConfig{CAData: ca, ServerName: "example.com"}})
+	rt, err := newTransport(&rest.Config{Host: srv.URL, BearerToken: "t0ken", TLSClientConfig: rest.TLSClientConfig{CAData: ca, ServerName: "example.com"}}, mustParse(t, srv.URL))
 	require.NoError(t, err)
 	own, ok := rt.(*httpx.SplitTransport).HTTP2.(*preferOwn)
 	require.True(t, ok)
@@ -96,7 +97,7 @@ func TestAWatchWhoseAPIServerGoesAwayEndsInAnError(t *testing.T) {
 			env.Stop()
 		}
 	}()
-	rt, err := newTransport(env.RESTConfig())
+	rt, err := newTransport(env.RESTConfig(), mustParse(t, env.Host))
 	require.NoError(t, err)
 	req, err := http.NewRequest(http.MethodGet, env.Host+"/api/v1/namespaces/default/configmaps?watch=1", nil)
 	require.NoError(t, err)
@@ -111,4 +112,10 @@ func TestAWatchWhoseAPIServerGoesAwayEndsInAnError(t *testing.T) {
 	_, err = io.Copy(io.Discard, resp.Body)
 	require.Error(t, err, "the watch's end must not read as the server closing it")
 	assert.Contains(t, err.Error(), "the API server")
+}
+
+func mustParse(t *testing.T, s string) *url.URL {
+	u, err := url.Parse(s)
+	require.NoError(t, err)
+	return u
 }

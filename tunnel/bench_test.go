@@ -180,26 +180,11 @@ func BenchmarkSmallWrite(b *testing.B) {
 // tunnel between relay and agent, and the hop between replicas, are
 // always HTTP/2 over TLS.
 func BenchmarkLargeDownload(b *testing.B) {
-	for _, mode := range []struct {
-		name  string
-		setup func(*testing.B, http.Handler) target
-	}{{"direct", direct}, {"tunnel", tunneled}, {"replica", throughReplica}} {
-		for _, proto := range []string{"h1", "h2"} {
-			b.Run(mode.name+"-"+proto, func(b *testing.B) {
-				t := mode.setup(b, large)
-				if proto == "h1" {
-					t.client = http1Client(t.client)
-				}
-				b.SetBytes(largeSize)
-				b.ResetTimer()
-				for b.Loop() {
-					if n := getAll(b, t, "/big"); n != largeSize {
-						b.Fatalf("got %d bytes", n)
-					}
-				}
-			})
+	largeTransfers(b, large, []mode{{"direct", direct}, {"tunnel", tunneled}, {"replica", throughReplica}}, func(b *testing.B, t target) {
+		if n := getAll(b, t, "/big"); n != largeSize {
+			b.Fatalf("got %d bytes", n)
 		}
-	}
+	})
 }
 
 // BenchmarkLargeUpload uploads 256 MiB (kubectl cp into a pod, exec -i),
@@ -210,28 +195,40 @@ func BenchmarkLargeUpload(b *testing.B) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprint(w, n)
 	})
-	for _, mode := range []struct {
-		name  string
-		setup func(*testing.B, http.Handler) target
-	}{{"direct", direct}, {"tunnel", tunneled}} {
+	largeTransfers(b, drop, []mode{{"direct", direct}, {"tunnel", tunneled}}, func(b *testing.B, t target) {
+		resp, err := t.client.Post(t.url+"/up", "application/octet-stream", io.LimitReader(unwritten{}, largeSize))
+		if err != nil {
+			b.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(got) != strconv.Itoa(largeSize) {
+			b.Fatalf("the server read %s bytes", got)
+		}
+	})
+}
+
+// mode is a way to reach a handler: directly, through the tunnel, or
+// through a replica too.
+type mode struct {
+	name  string
+	setup func(*testing.B, http.Handler) target
+}
+
+// largeTransfers runs transfer, which moves largeSize bytes, for each
+// mode of reaching h with the client speaking HTTP/1.1 and HTTP/2.
+func largeTransfers(b *testing.B, h http.Handler, modes []mode, transfer func(*testing.B, target)) {
+	for _, m := range modes {
 		for _, proto := range []string{"h1", "h2"} {
-			b.Run(mode.name+"-"+proto, func(b *testing.B) {
-				t := mode.setup(b, drop)
+			b.Run(m.name+"-"+proto, func(b *testing.B) {
+				t := m.setup(b, h)
 				if proto == "h1" {
 					t.client = http1Client(t.client)
 				}
 				b.SetBytes(largeSize)
 				b.ResetTimer()
 				for b.Loop() {
-					resp, err := t.client.Post(t.url+"/up", "application/octet-stream", io.LimitReader(unwritten{}, largeSize))
-					if err != nil {
-						b.Fatal(err)
-					}
-					got, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if string(got) != strconv.Itoa(largeSize) {
-						b.Fatalf("the server read %s bytes", got)
-					}
+					transfer(b, t)
 				}
 			})
 		}

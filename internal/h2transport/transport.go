@@ -186,20 +186,25 @@ func (t *Transport) conn(ctx context.Context) (*h2client.Conn, error) {
 func (t *Transport) reserve() *h2client.Conn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var picked *h2client.Conn
+	t.dropLocked((*h2client.Conn).Done)
+	for _, cc := range t.conns {
+		if cc.ReserveNewRequest() {
+			return cc
+		}
+	}
+	return nil
+}
+
+// dropLocked forgets the connections for which drop reports true.
+func (t *Transport) dropLocked(drop func(*h2client.Conn) bool) {
 	live := t.conns[:0]
 	for _, cc := range t.conns {
-		if cc.Done() {
-			continue
-		}
-		live = append(live, cc)
-		if picked == nil && cc.ReserveNewRequest() {
-			picked = cc
+		if !drop(cc) {
+			live = append(live, cc)
 		}
 	}
 	clear(t.conns[len(live):])
 	t.conns = live
-	return picked
 }
 
 // DialTimeout bounds a connection's dial, TLS handshake and the server's
@@ -250,13 +255,5 @@ func (t *Transport) Conns() int {
 func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	live := t.conns[:0]
-	for _, cc := range t.conns {
-		if cc.CloseIfIdle() {
-			continue
-		}
-		live = append(live, cc)
-	}
-	clear(t.conns[len(live):])
-	t.conns = live
+	t.dropLocked((*h2client.Conn).CloseIfIdle)
 }

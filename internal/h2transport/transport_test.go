@@ -175,27 +175,44 @@ type closeCounter struct {
 
 func (c *closeCounter) Close() error { c.closed.Add(1); return nil }
 
+// h2Listener listens for TLS on loopback offering h2 alone, with a
+// certificate for example.com; roots is a client config that trusts it.
+func h2Listener(t *testing.T) (ln net.Listener, roots *tls.Config) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.EnableHTTP2 = true
+	ts.StartTLS() // for its certificate and client config only
+	cert := ts.TLS.Certificates[0]
+	pool := ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	ts.Close()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	return ln, &tls.Config{RootCAs: pool, ServerName: "example.com"}
+}
+
+// serverFramer reads the client's preface from c and returns the server's
+// Framer on it.
+func serverFramer(c net.Conn) (*http2.Framer, error) {
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c, preface); err != nil {
+		return nil, err
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	return fr, nil
+}
+
 // scripted serves HTTP/2 over TLS on loopback: each connection's first
 // request gets what script does with it, later ones an answer of "ok".
 type scripted struct {
 	addr  string
 	roots *tls.Config
-	cert  []tls.Certificate
 	dials atomic.Int32
 }
 
 func newScripted(t *testing.T, script func(conn int, fr *http2.Framer, id uint32, answer func(uint32))) *scripted {
-	ts := httptest.NewUnstartedServer(nil)
-	ts.EnableHTTP2 = true
-	ts.StartTLS() // for its certificate and client config only
-	cert := ts.TLS.Certificates[0]
-	roots := ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	ts.Close()
-
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	s := &scripted{addr: ln.Addr().String(), roots: &tls.Config{RootCAs: roots, ServerName: "example.com"}, cert: []tls.Certificate{cert}}
+	ln, roots := h2Listener(t)
+	s := &scripted{addr: ln.Addr().String(), roots: roots}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -205,12 +222,10 @@ func newScripted(t *testing.T, script func(conn int, fr *http2.Framer, id uint32
 			n := int(s.dials.Add(1))
 			go func() {
 				defer c.Close()
-				preface := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(c, preface); err != nil {
+				fr, err := serverFramer(c)
+				if err != nil {
 					return
 				}
-				fr := http2.NewFramer(c, c)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 				var hbuf bytes.Buffer
 				enc := hpack.NewEncoder(&hbuf)
 				answer := func(id uint32) {
@@ -366,10 +381,7 @@ func TestARequestWithABodyTheServerWentAwayBeforeIsNamed(t *testing.T) {
 // in force: its first request follows the acknowledgement of them, so
 // that it counts against the server's own stream limit.
 func TestANewConnectionWaitsForTheServersSettings(t *testing.T) {
-	s := newScripted(t, nil) // for its certificate and client config
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: s.cert, NextProtos: []string{"h2"}})
-	require.NoError(t, err)
-	defer ln.Close()
+	ln, roots := h2Listener(t)
 	first := make(chan string, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -377,12 +389,10 @@ func TestANewConnectionWaitsForTheServersSettings(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		preface := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, preface); err != nil {
+		fr, err := serverFramer(c)
+		if err != nil {
 			return
 		}
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 		// The client's SETTINGS and WINDOW_UPDATE, which it sends as it
 		// starts; only then the server's own SETTINGS.
 		for range 2 {
@@ -408,7 +418,7 @@ func TestANewConnectionWaitsForTheServersSettings(t *testing.T) {
 			}
 		}
 	}()
-	rt := h2transport.New(h2transport.Config{Addr: ln.Addr().String(), TLS: s.roots})
+	rt := h2transport.New(h2transport.Config{Addr: ln.Addr().String(), TLS: roots})
 	go rt.RoundTrip(mustRequest(t, "https://"+ln.Addr().String()+"/"))
 	assert.Equal(t, "SETTINGS ACK", <-first, "what the server read first after its SETTINGS")
 }
